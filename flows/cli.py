@@ -1,0 +1,160 @@
+"""The `csdm` command line: thin glue over tasks."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from storage.layout import METADATA_RE, RECORDING_RE
+from tasks.infer import COUNTERS
+from tasks.labels import Labels, label_metadata_file, write_labels
+from tasks.quality import QualityThresholds
+from tasks.synth import SynthConfig, write_synthetic_tree
+
+app = typer.Typer(
+    help="csdm: the Counter-Strike deathmatch dataset pipeline.", no_args_is_help=True
+)
+console = Console(stderr=True)  # progress and diagnostics
+report = Console()  # results; wide enough for the summary table even when piped
+report.width = max(report.width, 130)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[item]}"),
+        console=console,
+    )
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write the synthetic source tree into.")],
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same tree.")] = 0,
+    frames: Annotated[int, typer.Option(min=2, help="Frames per episode (public: 1000).")] = 200,
+    tars: Annotated[int, typer.Option(min=0, help="Scraped-set tars to write.")] = 2,
+    episodes_per_tar: Annotated[int, typer.Option(min=0)] = 3,
+    expert_episodes: Annotated[int, typer.Option(min=0, help="Episodes in the expert zip.")] = 2,
+) -> None:
+    """Write a small synthetic dataset in the public Hub layout (tars, zip, metadata)."""
+    cfg = SynthConfig(seed, frames, tars, episodes_per_tar, expert_episodes)
+    total = tars * episodes_per_tar + expert_episodes
+    with _progress() as bar:
+        task = bar.add_task("synth", total=total, item="")
+        written = write_synthetic_tree(
+            out, cfg, progress=lambda name: bar.update(task, advance=1, item=name)
+        )
+    for p in written:
+        console.print(f"  {p}  ({p.stat().st_size / 1e6:.1f} MB)")
+
+
+def _metadata_files(paths: list[Path]) -> list[Path]:
+    """Metadata files named on the command line, or found under named folders."""
+    found: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found += sorted(
+                f
+                for f in p.rglob("*.npy")
+                if METADATA_RE.match(f.name) or RECORDING_RE.match(f.name)
+            )
+        elif p.exists():
+            found.append(p)
+        else:
+            raise typer.BadParameter(f"{p}: no such file or folder")
+    return found
+
+
+# Short headers so the summary fits a terminal; README explains them.
+_SHORT = ("dead", "skip", "hp≠", "ammo≠", "obs", "still_m", "still_v")
+
+
+def _summary(labels: list[Labels]) -> Table:
+    table = Table(title="quality per dataset (counter totals over kept and rejected episodes)")
+    for col in ("dataset", "episodes", "frames", "kept", "rejected", "errors", *_SHORT):
+        table.add_column(col, justify="right" if col != "dataset" else "left")
+    files = pa.concat_tables([x.files for x in labels]) if labels else None
+    if files is not None and files.num_rows:
+        df = files.to_pandas()
+        df["error"] = df["reject_reason"].fillna("").str.startswith("error:")
+        for ds, g in df.groupby("dataset"):
+            ok = g[~g["error"]]
+            table.add_row(
+                str(ds), str(len(g)), str(int(g["n_frames"].sum())), str(int(ok["keep"].sum())),
+                str(int((~ok["keep"]).sum())), str(int(g["error"].sum())),
+                *[str(int(ok[c].sum())) for c in COUNTERS],
+            )  # fmt: skip
+    return table
+
+
+@app.command()
+def infer(
+    paths: Annotated[list[Path], typer.Argument(help="Metadata .npy files or folders of them.")],
+    out: Annotated[Path, typer.Option(help="Folder for frames.parquet and files.parquet.")],
+    dead_skipped: int = 200,
+    ram_gsi_disagree_hp: int = 20,
+    ram_gsi_disagree_ammo: int = 20,
+    obs_count: int = 0,
+    mouse_static: int = 650,
+    vel_static: int = 350,
+    per_frames: Annotated[
+        int, typer.Option(help="Thresholds are per this many frames (0: absolute counts).")
+    ] = 1000,
+) -> None:
+    """Infer actions from game-state metadata and judge each episode's quality."""
+    thresholds = QualityThresholds(
+        dead_skipped=dead_skipped,
+        ram_gsi_disagree_hp=ram_gsi_disagree_hp,
+        ram_gsi_disagree_ammo=ram_gsi_disagree_ammo,
+        obs_count=obs_count,
+        mouse_static=mouse_static,
+        vel_static=vel_static,
+        per_frames=per_frames or None,
+    )
+    files = _metadata_files(paths)
+    if not files:
+        console.print("[red]no metadata files found[/] (want currvarsv2_*.npy or <stub><n>.npy)")
+        raise typer.Exit(2)
+    labels: list[Labels] = []
+    failed: list[tuple[Path, str]] = []
+    with _progress() as bar:
+        task = bar.add_task("infer", total=len(files), item="")
+        for f in files:
+            bar.update(task, item=f.name)
+            try:
+                labels.append(label_metadata_file(f, thresholds))
+            except (ValueError, OSError) as e:  # the file is reported; the rest goes on
+                failed.append((f, str(e)))
+            bar.advance(task)
+    frames_path, files_path = write_labels(labels, out)
+    report.print(_summary(labels))
+    rejected = [x.files.filter(pc.invert(x.files["keep"])) for x in labels]
+    for t in rejected:
+        for row in t.select(["episode", "reject_reason"]).to_pylist():
+            report.print(f"  rejected {row['episode']}: {row['reject_reason']}")
+    report.print(f"wrote {frames_path} and {files_path}")
+    if failed:
+        for f, why in failed:
+            console.print(f"[red]failed[/] {f}: {why}")
+        console.print(f"{len(failed)} file(s) could not be read; fix or remove them and re-run.")
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point for `python -m flows.cli`."""
+    app(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Episodes in the public HDF5 layout: one dataset per frame and part."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from storage.action_space import AUX_WIDTH, FRAME_SHAPE, Y_WIDTH
+from storage.containers import MemberRef
+from storage.layout import frame_key
+
+PARTS: dict[str, tuple[tuple[int, ...], type]] = {
+    "x": (FRAME_SHAPE, np.uint8),
+    "y": ((Y_WIDTH,), np.float64),
+    "xaux": ((AUX_WIDTH,), np.float64),
+    "helperarr": ((2,), np.float64),
+}
+
+
+class EpisodeFormatError(ValueError):
+    """An HDF5 episode that does not follow the public layout."""
+
+
+@dataclass
+class Episode:
+    """One episode's arrays, time first. `frames` are BGR as captured."""
+
+    frames: np.ndarray  # (T, 150, 280, 3) uint8
+    y: np.ndarray  # (T, 51)
+    xaux: np.ndarray  # (T, 54)
+    helperarr: np.ndarray  # (T, 2) [kill, death]
+
+    def __post_init__(self) -> None:
+        n = len(self.frames)
+        for part, (shape, _) in PARTS.items():
+            arr = self.frames if part == "x" else getattr(self, part)
+            if arr.shape != (n, *shape):
+                raise EpisodeFormatError(f"{part} has shape {arr.shape}, want {(n, *shape)}")
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+def _frame_count(h5: h5py.File, label: str) -> int:
+    """Number of frames, checking that every frame has all four parts."""
+    names = set(h5.keys())
+    n = sum(1 for k in names if k.startswith("frame_") and k.endswith("_x"))
+    for i in range(n):
+        for part in PARTS:
+            if frame_key(i, part) not in names:
+                raise EpisodeFormatError(f"{label}: missing dataset {frame_key(i, part)!r}")
+    return n
+
+
+def _read_part(h5: h5py.File, label: str, part: str, start: int, stop: int) -> np.ndarray:
+    shape, dtype = PARTS[part]
+    out = np.empty((stop - start, *shape), dtype=dtype)
+    for j, i in enumerate(range(start, stop)):
+        ds = h5[frame_key(i, part)]
+        if ds.shape != shape:
+            raise EpisodeFormatError(
+                f"{label}: {frame_key(i, part)} has shape {ds.shape}, want {shape}"
+            )
+        ds.read_direct(out, dest_sel=np.s_[j])
+    return out
+
+
+def _open(source: MemberRef | str | Path):
+    ref = source if isinstance(source, MemberRef) else MemberRef(str(source))
+    return ref.label, ref.open()
+
+
+def read_episode(
+    source: MemberRef | str | Path,
+    start: int = 0,
+    stop: int | None = None,
+    parts: tuple[str, ...] = ("x", "y", "xaux", "helperarr"),
+) -> Episode | dict[str, np.ndarray]:
+    """Read frames `[start, stop)` from a loose file or an archive member, without extracting.
+
+    Returns an `Episode` when all parts are read, else a dict of the requested parts.
+    """
+    label, fobj = _open(source)
+    try:
+        with fobj, h5py.File(fobj, "r") as h5:
+            n = _frame_count(h5, label)
+            stop = n if stop is None else min(stop, n)
+            data = {p: _read_part(h5, label, p, start, stop) for p in parts}
+    except EpisodeFormatError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise EpisodeFormatError(f"{label}: unreadable HDF5 episode ({e})") from e
+    if set(parts) == set(PARTS):
+        return Episode(data["x"], data["y"], data["xaux"], data["helperarr"])
+    return data
+
+
+def count_frames(source: MemberRef | str | Path) -> int:
+    """Number of frames in an episode file."""
+    label, fobj = _open(source)
+    try:
+        with fobj, h5py.File(fobj, "r") as h5:
+            return _frame_count(h5, label)
+    except EpisodeFormatError:
+        raise
+    except (OSError, KeyError, ValueError) as e:
+        raise EpisodeFormatError(f"{label}: unreadable HDF5 episode ({e})") from e
+
+
+def write_episode(path: str | Path, episode: Episode) -> None:
+    """Write an episode in the public layout; the file appears only when complete."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part")
+    with h5py.File(tmp, "w") as h5:
+        for i in range(len(episode)):
+            h5.create_dataset(frame_key(i, "x"), data=episode.frames[i])
+            h5.create_dataset(frame_key(i, "xaux"), data=episode.xaux[i])
+            h5.create_dataset(frame_key(i, "y"), data=episode.y[i])
+            h5.create_dataset(frame_key(i, "helperarr"), data=episode.helperarr[i])
+    os.replace(tmp, path)

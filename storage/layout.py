@@ -1,0 +1,91 @@
+"""The one place that knows file names in the public source layout."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+# Stubs seen in the public dataset, in the seed's own spelling (with the trailing underscore).
+KNOWN_STUBS: tuple[str, ...] = (
+    "dm_july2021_",
+    "dm_july2021_expert_",
+    "aim_july2021_expert_",
+    "dm_mirage_expert_",
+    "dm_inferno_expert_",
+    "dm_nuke_expert_",
+)
+
+METADATA_DIR = "dataset_metadata"
+EPISODE_RE = re.compile(r"^hdf5_(?P<dataset>.+)_(?P<num>\d+)\.hdf5$")
+METADATA_RE = re.compile(r"^currvarsv2_(?P<dataset>.+)_(?P<first>\d+)_to_(?P<last>\d+)\.npy$")
+RECORDING_RE = re.compile(r"^(?P<dataset>.+)_(?P<num>\d+)\.npy$")
+METADATA_FILES_PER_CHUNK = 100  # the public currvarsv2 files each cover 100 episodes
+
+
+@dataclass(frozen=True, order=True)
+class EpisodeId:
+    """An episode's identity: `dataset` is the stub without its trailing underscore."""
+
+    dataset: str
+    file_num: int
+
+    @property
+    def name(self) -> str:
+        """Episode id as used in catalogs, e.g. `dm_july2021_12`."""
+        return f"{self.dataset}_{self.file_num}"
+
+    @property
+    def hdf5_name(self) -> str:
+        """File name of the episode in the public layout."""
+        return f"hdf5_{self.name}.hdf5"
+
+    @classmethod
+    def parse(cls, name: str) -> EpisodeId:
+        """Parse an episode id such as `dm_july2021_12`."""
+        m = re.fullmatch(r"(?P<dataset>.+)_(?P<num>\d+)", name)
+        if not m:
+            raise ValueError(f"not an episode id (want <dataset>_<number>): {name!r}")
+        return cls(m["dataset"], int(m["num"]))
+
+
+def episode_from_member(path: str) -> EpisodeId | None:
+    """Episode of an `hdf5_{stub}{n}.hdf5` file or archive member, or None for other files."""
+    m = EPISODE_RE.match(PurePosixPath(path).name)
+    return EpisodeId(m["dataset"], int(m["num"])) if m else None
+
+
+def metadata_dataset(path: str) -> tuple[str, int, int] | None:
+    """`(dataset, first, last)` of a `currvarsv2_{stub}{a}_to_{b}.npy` file, else None."""
+    m = METADATA_RE.match(PurePosixPath(path).name)
+    return (m["dataset"], int(m["first"]), int(m["last"])) if m else None
+
+
+def recording_episode(path: str) -> EpisodeId:
+    """Episode of a seed per-recording `.npy` (e.g. `dm_july2021_5.npy`); number 0 if none."""
+    name = PurePosixPath(path).name
+    m = RECORDING_RE.match(name)
+    if m:
+        return EpisodeId(m["dataset"], int(m["num"]))
+    return EpisodeId(name.removesuffix(".npy"), 0)
+
+
+def metadata_name(dataset: str, first: int, last: int) -> str:
+    """File name of a metadata chunk, e.g. `currvarsv2_dm_july2021_1_to_100.npy`."""
+    return f"currvarsv2_{dataset}_{first}_to_{last}.npy"
+
+
+def metadata_chunk(file_num: int) -> tuple[int, int]:
+    """The `(first, last)` file numbers of the public metadata chunk holding `file_num`."""
+    first = (file_num - 1) // METADATA_FILES_PER_CHUNK * METADATA_FILES_PER_CHUNK + 1
+    return first, first + METADATA_FILES_PER_CHUNK - 1
+
+
+def tar_name(dataset: str, first: int, last: int) -> str:
+    """Name of a scraped-set tar, e.g. `hdf5_dm_july2021_1_to_200.tar`."""
+    return f"hdf5_{dataset}_{first}_to_{last}.tar"
+
+
+def frame_key(i: int, part: str) -> str:
+    """HDF5 dataset name of one frame's part: `x`, `y`, `xaux` or `helperarr`."""
+    return f"frame_{i}_{part}"

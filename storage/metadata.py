@@ -1,0 +1,269 @@
+"""Metadata `.npy` files (both layouts) as one columnar Arrow table of game state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from storage.layout import EpisodeId, metadata_dataset, recording_episode
+from storage.safepickle import load_npy
+
+_FLOATS = (
+    "localpos1", "localpos2", "localpos3", "height", "vel_1", "vel_2", "vel_3", "vel_mag",
+    "vel_theta_abs", "xy_rad", "zvert_rads", "viewangle_xy", "viewangle_vert",
+)  # fmt: skip
+_INTS = (
+    "gsi_health", "obs_health", "gsi_kills", "gsi_deaths", "ammo_active", "itemdef", "obs_mode",
+    "obs_fov", "obs_scope",
+)  # fmt: skip
+# Keys of `gsi_weap_active` kept as `weap_<key>` columns.
+_WEAPON = {"name": pa.string(), "type": pa.string(), "ammo_clip": pa.int32(), "state": pa.string()}
+
+GAME_STATE_SCHEMA = pa.schema(
+    [pa.field(k, pa.float64(), nullable=False) for k in _FLOATS]
+    + [pa.field(k, pa.int32(), nullable=False) for k in _INTS]
+    + [
+        pa.field("gsi_team", pa.string(), nullable=False),
+        pa.field("found_active", pa.bool_(), nullable=False),
+        pa.field("gsi_ammo", pa.int32()),  # absent when no active weapon was found
+    ]
+    + [pa.field(f"weap_{k}", t) for k, t in _WEAPON.items()]  # null: no weapon / no `type`
+    + [
+        pa.field("tp_wasd", pa.list_(pa.string())),  # clean key labels, expert recordings only
+        pa.field("tp_lclick", pa.int32()),
+    ]
+)
+
+SHIPPED_SCHEMA = pa.schema(
+    [
+        pa.field("ship_keys", pa.list_(pa.string())),
+        pa.field("ship_mouse_x", pa.float64()),
+        pa.field("ship_mouse_y", pa.float64()),
+        pa.field("ship_lclick", pa.float64()),
+        pa.field("ship_rclick", pa.float64()),
+        pa.field("ship_kill", pa.float64()),
+        pa.field("ship_death", pa.float64()),
+    ]
+)
+
+
+class MalformedMetadataError(ValueError):
+    """A metadata row that lacks a key the seed relies on, or has the wrong type."""
+
+
+@dataclass
+class MetadataBatch:
+    """Episodes of one metadata file, concatenated in (episode, frame) order."""
+
+    source: str
+    episodes: list[EpisodeId]
+    lengths: np.ndarray  # frames per episode, same order
+    state: pa.Table  # GAME_STATE_SCHEMA
+    shipped: pa.Table | None  # SHIPPED_SCHEMA, when the file carries `infer_a` labels
+    failures: list[tuple[EpisodeId, str]] = field(default_factory=list)
+
+    @property
+    def n_frames(self) -> int:
+        """Total frames over all episodes."""
+        return int(self.lengths.sum())
+
+
+def _column(rows: list[Any], key: str, label: str, optional: bool = False) -> list[Any]:
+    try:
+        if optional:
+            return [r.get(key) for r in rows]
+        return [r[key] for r in rows]
+    except (KeyError, AttributeError, TypeError):
+        for i, r in enumerate(rows):
+            if not isinstance(r, dict):
+                raise MalformedMetadataError(
+                    f"{label}: frame {i}: game state is {type(r).__name__}, not a dict"
+                ) from None
+            if not optional and key not in r:
+                raise MalformedMetadataError(f"{label}: frame {i}: missing key {key!r}") from None
+        raise
+
+
+def _to_arrow(values: list[Any], typ: pa.DataType, key: str, label: str, nullable: bool):
+    try:
+        arr = pa.array(values, type=typ) if pa.types.is_list(typ) else pa.array(values)
+        if arr.type != typ:
+            arr = arr.cast(typ, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+        for i, v in enumerate(values):  # slow path: only to name the bad row
+            try:
+                pa.array([v]).cast(typ, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                raise MalformedMetadataError(
+                    f"{label}: frame {i}: {key}={v!r} is not a valid {typ}"
+                ) from None
+        raise MalformedMetadataError(f"{label}: column {key}: {e}") from None
+    if not nullable and arr.null_count:
+        i = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
+        raise MalformedMetadataError(f"{label}: frame {i}: {key} is None")
+    return arr
+
+
+def game_state_table(states: list[dict], label: str) -> pa.Table:
+    """Columnar game state of consecutive frames; raises MalformedMetadataError with the row."""
+    cols: dict[str, pa.Array] = {}
+    for f in GAME_STATE_SCHEMA:
+        if f.name.startswith("weap_"):
+            continue
+        optional = f.nullable
+        values = _column(states, f.name, label, optional=optional)
+        cols[f.name] = _to_arrow(values, f.type, f.name, label, nullable=optional)
+    found = cols["found_active"].to_numpy(zero_copy_only=False)
+    weapons = _column(states, "gsi_weap_active", label, optional=True)
+    missing = np.fromiter((w is None for w in weapons), bool, len(weapons))
+    no_ammo = cols["gsi_ammo"].is_null().to_numpy(zero_copy_only=False)
+    bad = found & (missing | no_ammo)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise MalformedMetadataError(
+            f"{label}: frame {i}: found_active is true but gsi_weap_active/gsi_ammo is missing"
+        )
+    for k, typ in _WEAPON.items():
+        try:
+            values = [None if w is None else w.get(k) for w in weapons]
+        except AttributeError:
+            i = next(i for i, w in enumerate(weapons) if w is not None and not isinstance(w, dict))
+            raise MalformedMetadataError(
+                f"{label}: frame {i}: gsi_weap_active is {type(weapons[i]).__name__}, not a dict"
+            ) from None
+        cols[f"weap_{k}"] = _to_arrow(values, typ, f"gsi_weap_active.{k}", label, nullable=True)
+    if pc.any(pc.and_(cols["found_active"], cols["weap_name"].is_null())).as_py():
+        raise MalformedMetadataError(f"{label}: an active weapon has no 'name'")
+    return pa.table([cols[f.name] for f in GAME_STATE_SCHEMA], schema=GAME_STATE_SCHEMA)
+
+
+def shipped_table(actions: list[Any], helpers: list[Any] | None, label: str) -> pa.Table:
+    """Columnar `infer_a` labels `[keys, mouse_x, mouse_y, lclick, rclick]` and helper flags."""
+    try:
+        parts = list(zip(*actions, strict=True))
+        if len(parts) != 5:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise MalformedMetadataError(
+            f"{label}: infer_a must be [keys, mouse_x, mouse_y, lclick, rclick] on every frame"
+        ) from None
+    names = SHIPPED_SCHEMA.names
+    cols = [
+        _to_arrow(list(v), SHIPPED_SCHEMA.field(n).type, n, label, nullable=False)
+        for n, v in zip(names[:5], parts, strict=True)
+    ]
+    if helpers is None:
+        cols += [pa.nulls(len(actions), pa.float64())] * 2
+    else:
+        h = np.asarray(helpers, dtype=np.float64).reshape(len(actions), 2)
+        cols += [pa.array(h[:, 0]), pa.array(h[:, 1])]
+    return pa.table(cols, schema=SHIPPED_SCHEMA)
+
+
+def _frame_keys(keys: list[str], label: str) -> tuple[np.ndarray, np.ndarray]:
+    parsed = pc.extract_regex(pa.array(keys), r"^file_num(?P<f>\d+)_frame_(?P<i>\d+)$")
+    if parsed.null_count:
+        bad = keys[int(np.flatnonzero(parsed.is_null().to_numpy(zero_copy_only=False))[0])]
+        raise MalformedMetadataError(f"{label}: key {bad!r} is not file_num<n>_frame_<i>")
+    f = pc.cast(parsed.field("f"), pa.int64()).to_numpy()
+    i = pc.cast(parsed.field("i"), pa.int64()).to_numpy()
+    return f, i
+
+
+def _build(
+    source: str,
+    groups: list[tuple[EpisodeId, list]],
+    triple: bool,
+) -> MetadataBatch:
+    """Columnarise episodes; `groups` hold per-frame rows `[state, infer_a?, helper?]`."""
+    ok, tables, shipped, failures = [], [], [], []
+    for ep, rows in groups:
+        label = f"{source} [{ep.name}]"
+        try:
+            state = game_state_table([r[0] for r in rows], label)
+            ship = None
+            if triple:
+                helpers = [r[2] for r in rows] if len(rows[0]) > 2 else None
+                ship = shipped_table([r[1] for r in rows], helpers, label)
+        except MalformedMetadataError as e:
+            failures.append((ep, str(e)))
+            continue
+        ok.append((ep, len(rows)))
+        tables.append(state)
+        shipped.append(ship)
+    state = pa.concat_tables(tables) if tables else GAME_STATE_SCHEMA.empty_table()
+    ship = pa.concat_tables(shipped) if shipped and shipped[0] is not None else None
+    return MetadataBatch(
+        source=source,
+        episodes=[e for e, _ in ok],
+        lengths=np.array([n for _, n in ok], dtype=np.int64),
+        state=state,
+        shipped=ship,
+        failures=failures,
+    )
+
+
+def load_metadata(path: str | Path) -> MetadataBatch:
+    """Load a `currvarsv2_*` dict file or a seed per-recording list file."""
+    path = Path(path)
+    source = str(path)
+    obj = load_npy(path)
+    if obj.dtype != object:
+        raise MalformedMetadataError(f"{source}: holds a {obj.dtype} array, not game-state rows")
+    if obj.shape == () and isinstance(obj.item(), dict):
+        return _load_dict_layout(source, obj.item(), metadata_dataset(path.name))
+    return _load_recording_layout(source, obj, recording_episode(path.name))
+
+
+def _load_dict_layout(source: str, d: dict, named: tuple[str, int, int] | None) -> MetadataBatch:
+    if named is None:
+        raise MalformedMetadataError(
+            f"{source}: a currvarsv2 dict file must be named currvarsv2_<stub><a>_to_<b>.npy "
+            "so its dataset is known"
+        )
+    dataset = named[0]
+    keys = list(d.keys())
+    values = list(d.values())
+    file_num, frame = _frame_keys(keys, source)
+    order = np.lexsort((frame, file_num))
+    file_num, frame = file_num[order], frame[order]
+    rows = [values[i] for i in order]
+    if rows and not all(isinstance(r, list | tuple) and len(r) >= 2 for r in rows):
+        raise MalformedMetadataError(f"{source}: values must be [curr_vars, infer_a, helperarr]")
+    bounds = np.flatnonzero(np.diff(file_num)) + 1
+    starts = np.concatenate([[0], bounds]) if len(rows) else np.array([], dtype=np.int64)
+    stops = np.concatenate([bounds, [len(rows)]]) if len(rows) else starts
+    groups, gaps = [], []
+    for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
+        ep = EpisodeId(dataset, int(file_num[a]))
+        if not np.array_equal(frame[a:b], np.arange(b - a)):
+            missing = sorted(set(range(int(frame[b - 1]) + 1)) - set(frame[a:b].tolist()))
+            gaps.append(
+                (
+                    ep,
+                    f"{source} [{ep.name}]: frames not contiguous from 0 "
+                    f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''})",
+                )
+            )
+            continue
+        groups.append((ep, rows[a:b]))
+    batch = _build(source, groups, triple=True)
+    batch.failures[:0] = gaps
+    return batch
+
+
+def _load_recording_layout(source: str, arr: np.ndarray, ep: EpisodeId) -> MetadataBatch:
+    rows = list(arr)
+    if not rows or not all(len(r) >= 2 for r in rows):
+        raise MalformedMetadataError(f"{source}: rows must be [img, curr_vars, ...]")
+    width = len(rows[0])
+    # seed layouts: [img, vars], [img, vars, infer_a], [img, vars, infer_a, y, xaux, helper]
+    trimmed = [
+        (r[1], r[2], r[5]) if width >= 6 else (r[1], r[2]) if width >= 3 else (r[1],) for r in rows
+    ]
+    return _build(source, [(ep, trimmed)], triple=width >= 3)

@@ -1,0 +1,271 @@
+"""The seed's action inference (`dm_infer_actions.py`), vectorised over whole files.
+
+Frames of many episodes are processed at once; look-back writes never cross an episode
+because the seed only makes them from frames far enough into the episode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from storage.action_space import KEY_INDEX, KEYS
+
+COUNTERS = (
+    "dead_skipped", "skipped", "ram_gsi_disagree_hp", "ram_gsi_disagree_ammo", "obs_count",
+    "mouse_static", "vel_static",
+)  # fmt: skip
+
+MOUSE_CONST = 0.00096  # yaw change in radians per unit of mouse input (the seed's const_1)
+RELOAD_LOOKBACK = 32  # the seed searches for the 'r' press from 32 frames before the refill
+RELOAD_SEARCH = 10
+RELOAD_QUIET = 5  # frames without fire needed before a reload can be pressed
+_KEY_NAMES = pa.array(KEYS)
+_W, _A, _S, _D = (KEY_INDEX[k] for k in "wasd")
+_TWO_PI = 2 * np.pi
+# (lower, upper] bounds of the seven non-forward headings, computed exactly as the seed does.
+_SECTORS = [((k / 4) * np.pi - (2 * np.pi / 16), (k / 4) * np.pi + (2 * np.pi / 16)) for k in
+            range(1, 8)]  # fmt: skip
+# Heading sectors 0..7 are w, wd, d, sd, s, as, a, wa; 8 is "no clear heading".
+_HAS = {
+    "w": np.array([1, 1, 0, 0, 0, 0, 0, 1, 0], bool),
+    "s": np.array([0, 0, 0, 1, 1, 1, 0, 0, 0], bool),
+    "a": np.array([0, 0, 0, 0, 0, 1, 1, 1, 0], bool),
+    "d": np.array([0, 1, 1, 1, 0, 0, 0, 0, 0], bool),
+}
+
+
+@dataclass
+class InferredActions:
+    """Per-frame actions in the seed's format plus per-episode quality counters."""
+
+    keys: pa.ListArray  # the seed's ordered key list per frame (a reload can repeat 'r')
+    key_matrix: np.ndarray  # (n, 11) bool, KEYS order
+    mouse_x: np.ndarray  # float64, continuous
+    mouse_y: np.ndarray
+    lclick: np.ndarray  # int64
+    rclick: np.ndarray
+    processed: np.ndarray  # bool: frame passed the seed's alive/weapon check
+    counters: dict[str, np.ndarray]  # COUNTERS -> int64 per episode
+
+
+def _prev(x: np.ndarray) -> np.ndarray:
+    """Value at the previous frame (frame 0 sees itself; it is never processed)."""
+    return np.concatenate([x[:1], x[:-1]])
+
+
+def _later(x: np.ndarray, k: int) -> np.ndarray:
+    """Value at frame i+k (False past the end): moves a write from frame i to frame i-k."""
+    out = np.zeros_like(x)
+    out[:-k] = x[k:]
+    return out
+
+
+def _np(table: pa.Table, name: str) -> np.ndarray:
+    return table.column(name).to_numpy()
+
+
+def _contains(col: pa.ChunkedArray, key: str, n: int) -> np.ndarray:
+    """Row-wise `key in list` for a list<string> column (null lists give False)."""
+    arr = col.combine_chunks()
+    hit = pc.equal(pc.list_flatten(arr), key).to_numpy(zero_copy_only=False)
+    out = np.zeros(n, bool)
+    out[pc.list_parent_indices(arr).to_numpy()[hit]] = True
+    return out
+
+
+def _gap_fill(has: np.ndarray, in_range: np.ndarray) -> np.ndarray:
+    """The seed's sequential pass `has[i] |= has[i-1] and has[i+2]`, solved in closed form.
+
+    Within the range, frame i ends up set iff some frame m <= i is set and every frame from
+    m+1 to i sees the key two frames ahead; a frame whose look-ahead fails is a barrier.
+    """
+    n = len(has)
+    idx = np.arange(n)
+    ahead = np.zeros(n, bool)
+    ahead[:-2] = has[2:]
+    barrier = ~(in_range & ahead)
+    last_barrier = np.maximum.accumulate(np.where(barrier, idx, -1))
+    last_set = np.maximum.accumulate(np.where(has, idx, -1))
+    return np.where(in_range, last_set >= last_barrier, has)
+
+
+def _heading(rel: np.ndarray) -> np.ndarray:
+    """Sector 0..8 of the velocity direction relative to the facing direction."""
+    conds = [
+        (rel > (8 / 4) * np.pi - (2 * np.pi / 16)) | (rel <= (0 / 4) * np.pi + (2 * np.pi / 16))
+    ]
+    conds += [(rel > lo) & (rel <= hi) for lo, hi in _SECTORS]
+    return np.select(conds, np.arange(8), default=8)
+
+
+def infer_actions(state: pa.Table, lengths: np.ndarray) -> InferredActions:
+    """Infer actions for consecutive episodes of `lengths` frames from their game state."""
+    n = state.num_rows
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if lengths.sum() != n:
+        raise ValueError(f"episode lengths sum to {lengths.sum()}, table has {n} rows")
+    episode = np.repeat(np.arange(len(lengths)), lengths)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    local = np.arange(n) - starts[episode]
+
+    gh, oh = _np(state, "gsi_health"), _np(state, "obs_health")
+    found = _np(state, "found_active")
+    ammo, itemdef, fov = _np(state, "ammo_active"), _np(state, "itemdef"), _np(state, "obs_fov")
+    xy, zv = _np(state, "xy_rad"), _np(state, "zvert_rads")
+    vel, v3 = _np(state, "vel_mag"), _np(state, "vel_3")
+    gsi_ammo = state.column("gsi_ammo").fill_null(0).to_numpy()
+    clean_keys = state.column("tp_wasd").is_valid().to_numpy()
+    clean_click = state.column("tp_lclick").is_valid().to_numpy()
+    tp_click = state.column("tp_lclick").fill_null(0).to_numpy().astype(np.int64)
+    tp = {k: _contains(state.column("tp_wasd"), k, n) for k in ("w", "a", "s", "d", "r", "space")}
+
+    # --- the seed's per-frame checks; frames it skips infer nothing of their own
+    skip = (gh == 0) | (_prev(gh) == 0) | ~found | ~_prev(found)
+    first = local == 0
+    skipped_any = ~first & skip
+    ok = ~first & ~skip
+    flags = {
+        "dead_skipped": skipped_any & (oh == 0),
+        "skipped": skipped_any & (oh != 0),
+        "ram_gsi_disagree_hp": ok & (oh != gh) & (_prev(oh) != gh),
+        "ram_gsi_disagree_ammo": ok & (ammo != gsi_ammo) & (_prev(ammo) != gsi_ammo),
+        "obs_count": ok & (_np(state, "obs_mode") != 4),
+        "mouse_static": ok & (np.abs(xy - _prev(xy)) < 0.001),
+        "vel_static": ok & (vel < 0.01),
+    }
+    inferred = ok & ~clean_keys
+
+    jump = (v3 > _prev(v3) + 150) & ~((v3 > -10.0) & (v3 < 10.0))
+    space = ok & np.where(clean_keys, tp["space"], jump)
+    ctrl = _later(ok & (_np(state, "height") < 50) & (_np(state, "height") > 0.1) & (local > 1), 2)
+
+    wtype = pc.dictionary_encode(state.column("weap_type").combine_chunks())
+    tcode = wtype.indices.fill_null(-1).to_numpy()
+    switch = ok & (tcode >= 0) & (_prev(tcode) >= 0) & (tcode != _prev(tcode))
+    tname = state.column("weap_type").fill_null("").to_numpy(zero_copy_only=False)
+    digit_now = np.select(
+        [switch & (tname == "Knife"), switch & (tname == "Pistol"), switch],
+        [KEY_INDEX["3"], KEY_INDEX["2"], KEY_INDEX["1"]],
+        default=-1,
+    )
+    digit = np.full(n, -1, np.int64)
+    digit[:-1] = digit_now[1:]
+    ram_switch = itemdef != _prev(itemdef)
+
+    rclick = _later(ok & (fov != _prev(fov)) & ~ram_switch, 1).astype(np.int64)
+    fired = ok & ~clean_click & (ammo < _prev(ammo)) & ~ram_switch
+    lclick = np.where(ok & clean_click, tp_click, fired.astype(np.int64))
+
+    r_clean = ok & clean_keys & tp["r"]
+    refill = inferred & (ammo > _prev(ammo)) & ~ram_switch & (local > RELOAD_LOOKBACK)
+    r_count = _reload_presses(np.flatnonzero(refill), lclick, n)
+
+    xd = xy - _prev(xy)
+    xd = np.where(xd < -np.pi, (2 * np.pi) + xd, xd)
+    xd = np.where(xd > np.pi, xd - (2 * np.pi), xd)
+    ratio = 90 / np.where(fov == 0, 90, fov)
+    mouse_x = np.where(ok, xd * ratio / MOUSE_CONST, 0.0)
+    mouse_y = np.where(ok, -(zv - _prev(zv)) * ratio / MOUSE_CONST, 0.0)
+
+    move, shift = _movement(state, inferred, vel, xy)
+    clean_move = ok & clean_keys
+    move = np.where(
+        clean_move[:, None],
+        np.stack([np.where(tp[k], KEY_INDEX[k], -1) for k in "wasd"], axis=1),
+        move,
+    )
+
+    # gap-filling pass over w, s, a, d on frames 1 .. len-4 of each episode
+    in_range = (local >= 1) & (local <= lengths[episode] - 4)
+    gaps = []
+    km = np.zeros((n, len(KEYS)), bool)
+    for key in (_W, _S, _A, _D):
+        has = (move == key).any(axis=1)
+        filled = _gap_fill(has, in_range)
+        km[:, key] = filled
+        gaps.append(np.where(filled & ~has, key, -1))
+
+    km[:, KEY_INDEX["space"]] = space
+    km[:, KEY_INDEX["ctrl"]] = ctrl
+    km[:, KEY_INDEX["shift"]] = shift
+    km[np.flatnonzero(digit >= 0), digit[digit >= 0]] = True
+    km[:, KEY_INDEX["r"]] = r_clean | (r_count > 0)
+
+    # Slots in the order the seed appends to a frame's list: while processing the frame
+    # itself, then frame+1 (weapon key), frame+2 (crouch), later refills ('r'), the gap pass.
+    slots = np.column_stack(
+        [
+            np.where(space, KEY_INDEX["space"], -1),
+            np.where(r_clean, KEY_INDEX["r"], -1),
+            move,
+            np.where(shift, KEY_INDEX["shift"], -1),
+            digit,
+            np.where(ctrl, KEY_INDEX["ctrl"], -1),
+            *[np.where(r_count > j, KEY_INDEX["r"], -1) for j in range(RELOAD_SEARCH - 4)],
+            *gaps,
+        ]
+    )
+    present = slots >= 0
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(present.sum(axis=1), out=offsets[1:])
+    keys = pa.ListArray.from_arrays(pa.array(offsets), _KEY_NAMES.take(pa.array(slots[present])))
+
+    counters = {
+        k: np.bincount(episode, weights=v, minlength=len(lengths)).astype(np.int64)
+        for k, v in flags.items()
+    }
+    return InferredActions(keys, km, mouse_x, mouse_y, lclick, rclick, ok, counters)
+
+
+def _reload_presses(refills: np.ndarray, lclick: np.ndarray, n: int) -> np.ndarray:
+    """Count of 'r' presses written back to each frame by the refills at `refills`.
+
+    The seed scans frames i-32 .. i-23 and presses 'r' on the first frame that ends a run of
+    five frames without fire, so candidates are i-28 .. i-23 with five quiet frames behind.
+    """
+    fire_run = np.concatenate([[0], np.cumsum(lclick != 0)])
+    idx = np.arange(n)
+    quiet = np.zeros(n, bool)
+    k = idx[RELOAD_QUIET - 1 :]
+    quiet[k] = fire_run[k + 1] - fire_run[k + 1 - RELOAD_QUIET] == 0
+    offsets = np.arange(RELOAD_QUIET - 1, RELOAD_SEARCH) - RELOAD_LOOKBACK
+    cand = refills[:, None] + offsets[None, :]
+    ok = quiet[cand]
+    hit = ok.any(axis=1)
+    target = cand[hit, ok[hit].argmax(axis=1)]
+    return np.bincount(target, minlength=n)
+
+
+def _movement(
+    state: pa.Table, inferred: np.ndarray, vel: np.ndarray, xy: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Movement key slots (n, 4) and shift, from speed change and heading vs facing."""
+    rel = (2 * np.pi - _prev(xy)) + _np(state, "vel_theta_abs")
+    rel = np.where(rel > 2 * np.pi, rel - 2 * np.pi, rel)
+    sector = _heading(rel)
+    has = {k: v[sector] for k, v in _HAS.items()}
+    dv = vel - _prev(vel)
+    still = vel < 0.1
+    steady = ~still & (np.abs(dv) < 7)
+    speeding = ~still & ~steady & (vel > _prev(vel))
+    braking = ~still & ~steady & ~speeding & (vel < _prev(vel)) & (dv < -70)
+    forward = inferred & (steady | speeding)
+    counter = inferred & braking
+    order = [("w", "s"), ("s", "w"), ("a", "d"), ("d", "a")]  # (heading key, counter-strafe key)
+    move = np.stack(
+        [
+            np.select(
+                [forward & has[k], counter & has[k]], [KEY_INDEX[k], KEY_INDEX[c]], default=-1
+            )
+            for k, c in order
+        ],
+        axis=1,
+    )
+    awp = pc.equal(state.column("weap_name"), "weapon_awp").fill_null(False).to_numpy()
+    scoped = awp & (_np(state, "obs_scope") == 1)
+    shift = inferred & steady & np.where(scoped, vel < 60, vel < 140)
+    return move, shift

@@ -1,0 +1,183 @@
+"""Label metadata files: inferred actions per frame, quality verdicts per episode (`csdm infer`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from storage.action_space import KEYS
+from storage.metadata import MetadataBatch, load_metadata
+from tasks.infer import COUNTERS, InferredActions, infer_actions
+from tasks.quality import QualityThresholds
+from tasks.targets import helper_flags
+
+FRAMES_SCHEMA = pa.schema(
+    [
+        pa.field("episode", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("file_num", pa.int32(), nullable=False),
+        pa.field("frame", pa.int32(), nullable=False),
+        pa.field("infer_keys", pa.list_(pa.string()), nullable=False),
+        pa.field("infer_mouse_x", pa.float64(), nullable=False),
+        pa.field("infer_mouse_y", pa.float64(), nullable=False),
+        pa.field("infer_lclick", pa.int8(), nullable=False),
+        pa.field("infer_rclick", pa.int8(), nullable=False),
+        pa.field("infer_processed", pa.bool_(), nullable=False),  # passed the seed's checks
+        pa.field("kill", pa.bool_(), nullable=False),
+        pa.field("death", pa.bool_(), nullable=False),
+    ]
+)
+
+FILES_SCHEMA = pa.schema(
+    [
+        pa.field("episode", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("file_num", pa.int32(), nullable=False),
+        pa.field("metadata_file", pa.string(), nullable=False),
+        pa.field("n_frames", pa.int32(), nullable=False),
+        *[pa.field(c, pa.int32()) for c in COUNTERS],
+        pa.field("keep", pa.bool_(), nullable=False),
+        pa.field("reject_reason", pa.string()),
+        # share of frames whose re-inferred label equals the shipped `infer_a` (null: none shipped)
+        pa.field("agree_keys", pa.float64()),
+        pa.field("agree_mouse", pa.float64()),
+        pa.field("agree_clicks", pa.float64()),
+    ]
+)
+
+
+@dataclass
+class Labels:
+    """Labels of one metadata file: a frames table and a files table."""
+
+    frames: pa.Table  # FRAMES_SCHEMA
+    files: pa.Table  # FILES_SCHEMA
+
+
+def key_matrix(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """(n, 11) bool membership matrix of a list<string> column of key names."""
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
+    out = np.zeros((len(keys), len(KEYS)), bool)
+    code = pc.index_in(pc.list_flatten(keys), value_set=pa.array(KEYS)).to_numpy(
+        zero_copy_only=False
+    )
+    parent = pc.list_parent_indices(keys).to_numpy()
+    known = ~np.isnan(code.astype(np.float64))
+    out[parent[known], code[known].astype(np.int64)] = True
+    return out
+
+
+def _agreement(batch: MetadataBatch, acts: InferredActions, episode: np.ndarray) -> dict:
+    n_ep = len(batch.lengths)
+    if batch.shipped is None:
+        return {
+            k: pa.nulls(n_ep, pa.float64()) for k in ("agree_keys", "agree_mouse", "agree_clicks")
+        }
+    ship = batch.shipped
+    same_keys = (key_matrix(ship.column("ship_keys")) == acts.key_matrix).all(axis=1)
+    same_mouse = np.isclose(ship.column("ship_mouse_x").to_numpy(), acts.mouse_x, 1e-9, 1e-9)
+    same_mouse &= np.isclose(ship.column("ship_mouse_y").to_numpy(), acts.mouse_y, 1e-9, 1e-9)
+    same_clicks = (ship.column("ship_lclick").to_numpy() == acts.lclick) & (
+        ship.column("ship_rclick").to_numpy() == acts.rclick
+    )
+
+    def share(flag: np.ndarray) -> pa.Array:
+        return pa.array(np.bincount(episode, weights=flag, minlength=n_ep) / batch.lengths)
+
+    return {
+        "agree_keys": share(same_keys),
+        "agree_mouse": share(same_mouse),
+        "agree_clicks": share(same_clicks),
+    }
+
+
+def label_batch(batch: MetadataBatch, thresholds: QualityThresholds) -> Labels:
+    """Infer actions and quality verdicts for every episode of a loaded metadata file."""
+    acts = infer_actions(batch.state, batch.lengths)
+    n_ep = len(batch.episodes)
+    episode = np.repeat(np.arange(n_ep), batch.lengths)
+    starts = np.concatenate([[0], np.cumsum(batch.lengths)[:-1]]).astype(np.int64)
+    names = pa.array([e.name for e in batch.episodes])
+    datasets = pa.array([e.dataset for e in batch.episodes])
+    nums = np.array([e.file_num for e in batch.episodes], np.int32)
+    helper = helper_flags(batch.state, batch.lengths).astype(bool)
+    frames = pa.table(
+        {
+            "episode": names.take(episode),
+            "dataset": datasets.take(episode),
+            "file_num": nums[episode],
+            "frame": (np.arange(len(episode)) - starts[episode]).astype(np.int32),
+            "infer_keys": acts.keys,
+            "infer_mouse_x": acts.mouse_x,
+            "infer_mouse_y": acts.mouse_y,
+            "infer_lclick": acts.lclick.astype(np.int8),
+            "infer_rclick": acts.rclick.astype(np.int8),
+            "infer_processed": acts.processed,
+            "kill": helper[:, 0],
+            "death": helper[:, 1],
+        },
+        schema=FRAMES_SCHEMA,
+    )
+    keep, reasons = thresholds.judge(acts.counters, batch.lengths)
+    ok_files = {
+        "episode": names,
+        "dataset": datasets,
+        "file_num": nums,
+        "metadata_file": [batch.source] * n_ep,
+        "n_frames": batch.lengths.astype(np.int32),
+        **{c: acts.counters[c].astype(np.int32) for c in COUNTERS},
+        "keep": keep,
+        "reject_reason": reasons,
+        **_agreement(batch, acts, episode),
+    }
+    files = pa.table(ok_files, schema=FILES_SCHEMA)
+    if batch.failures:
+        files = pa.concat_tables([files, failed_files(batch.source, batch.failures)])
+    return Labels(frames, files)
+
+
+def failed_files(source: str, failures: list) -> pa.Table:
+    """Files-table rows for episodes whose metadata could not be used."""
+    n = len(failures)
+    cols = {
+        "episode": [e.name for e, _ in failures],
+        "dataset": [e.dataset for e, _ in failures],
+        "file_num": [e.file_num for e, _ in failures],
+        "metadata_file": [source] * n,
+        "n_frames": [0] * n,
+        "keep": [False] * n,
+        "reject_reason": [f"error: {r}" for _, r in failures],
+    }
+    return pa.table(
+        {f.name: cols.get(f.name, pa.nulls(n, f.type)) for f in FILES_SCHEMA}, schema=FILES_SCHEMA
+    )
+
+
+def label_metadata_file(path: str | Path, thresholds: QualityThresholds) -> Labels:
+    """Load one metadata file (either layout) and label it."""
+    return label_batch(load_metadata(path), thresholds)
+
+
+def write_table_atomic(table: pa.Table, path: Path) -> None:
+    """Write Parquet under a temporary name, then rename: readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def write_labels(labels: list[Labels], out: Path) -> tuple[Path, Path]:
+    """Write `frames.parquet` and `files.parquet` under `out`."""
+    frames = pa.concat_tables([x.frames for x in labels]) if labels else FRAMES_SCHEMA.empty_table()
+    files = pa.concat_tables([x.files for x in labels]) if labels else FILES_SCHEMA.empty_table()
+    paths = out / "frames.parquet", out / "files.parquet"
+    write_table_atomic(frames, paths[0])
+    write_table_atomic(files, paths[1])
+    return paths

@@ -1,0 +1,147 @@
+"""Write a small source tree in the exact public layout from simulated players (`csdm synth`)."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from storage.episode import Episode, write_episode
+from storage.layout import METADATA_DIR, EpisodeId, metadata_chunk, metadata_name, tar_name
+from storage.metadata import game_state_table
+from tasks.infer import infer_actions
+from tasks.render import render
+from tasks.simulate import simulate
+from tasks.targets import training_targets
+
+SCRAPED = "dm_july2021"
+EXPERT = "dm_july2021_expert"
+EXPERT_ZIP = "dataset_dm_expert_dust2"
+# Scraped episodes cycle through these, so a demo set holds some the seed would reject.
+SCRAPED_KINDS = ("normal", "normal", "idle", "normal", "desync", "thirdperson")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Shape of the synthetic tree; defaults make a demo set of a few hundred MB."""
+
+    seed: int = 0
+    frames: int = 200  # per episode; the public files have 1000
+    tars: int = 2
+    episodes_per_tar: int = 3
+    expert_episodes: int = 2
+
+    def __post_init__(self) -> None:
+        if self.frames < 2:
+            raise ValueError("frames must be >= 2")
+        if min(self.tars, self.episodes_per_tar, self.expert_episodes) < 0:
+            raise ValueError("counts must be >= 0")
+
+
+@dataclass
+class _Simulated:
+    episode: EpisodeId
+    states: list[dict]
+    labels: list  # per frame [curr_vars, infer_a, helperarr] as the metadata stores them
+    arrays: Episode
+
+
+def simulate_episode(ep: EpisodeId, frames: int, seed: int, kind: str, clean: bool) -> _Simulated:
+    """Simulate, render and label one episode as the original pipeline did."""
+    states = simulate(frames, seed, kind=kind, clean=clean)
+    table = game_state_table(states, ep.name)
+    lengths = np.array([frames])
+    acts = infer_actions(table, lengths)
+    y, xaux, helper = training_targets(acts, table, lengths)
+    keys = acts.keys.to_pylist()
+    infer_a = [
+        [keys[i], float(acts.mouse_x[i]), float(acts.mouse_y[i]), int(acts.lclick[i]),
+         int(acts.rclick[i])]
+        for i in range(frames)
+    ]  # fmt: skip
+    labels = [[states[i], infer_a[i], helper[i]] for i in range(frames)]
+    return _Simulated(ep, states, labels, Episode(render(states), y, xaux, helper))
+
+
+def save_metadata(path: Path, mapping: dict) -> None:
+    """Save a `currvarsv2` dict as numpy 1.x did (`numpy.core` names), atomically."""
+    arr = np.empty((), dtype=object)
+    arr[()] = mapping
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=True)
+    data = buf.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _pack(archive: Path, files: list[tuple[Path, str]]) -> None:
+    tmp = archive.with_name(archive.name + ".part")
+    if archive.suffix == ".tar":
+        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:
+            for src, name in files:
+                tf.add(src, arcname=name, recursive=False)
+    else:  # stored, not deflated: members stay seekable in place
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            for src, name in files:
+                zf.write(src, arcname=name)
+    os.replace(tmp, archive)
+
+
+def write_synthetic_tree(
+    out: str | Path,
+    cfg: SynthConfig = SynthConfig(),
+    progress: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """Write tars, an expert zip and `dataset_metadata/` under `out`; return the files."""
+    out = Path(out)
+    (out / METADATA_DIR).mkdir(parents=True, exist_ok=True)
+    plan: list[tuple[str, list[tuple[EpisodeId, str, bool]]]] = []
+    n = 0
+    for t in range(cfg.tars):
+        first = t * cfg.episodes_per_tar + 1
+        last = first + cfg.episodes_per_tar - 1
+        eps = []
+        for num in range(first, last + 1):
+            eps.append((EpisodeId(SCRAPED, num), SCRAPED_KINDS[n % len(SCRAPED_KINDS)], False))
+            n += 1
+        plan.append((tar_name(SCRAPED, first, last), eps))
+    if cfg.expert_episodes:
+        eps = [(EpisodeId(EXPERT, i), "normal", True) for i in range(1, cfg.expert_episodes + 1)]
+        plan.append((f"{EXPERT_ZIP}.zip", eps))
+
+    written: list[Path] = []
+    metadata: dict[tuple[str, int, int], dict] = {}
+    with tempfile.TemporaryDirectory(dir=out) as tmpdir:
+        for archive, eps in plan:
+            members = []
+            for ep, kind, clean in eps:
+                if progress:
+                    progress(f"{ep.name} ({kind})")
+                key = [cfg.seed, zlib.crc32(ep.dataset.encode()), ep.file_num]
+                seed = int(np.random.SeedSequence(key).generate_state(1)[0])
+                sim = simulate_episode(ep, cfg.frames, seed, kind, clean)
+                h5 = Path(tmpdir) / ep.hdf5_name
+                write_episode(h5, sim.arrays)
+                inner = ep.hdf5_name if archive.endswith(".tar") else f"{EXPERT_ZIP}/{ep.hdf5_name}"
+                members.append((h5, inner))
+                chunk = metadata.setdefault((ep.dataset, *metadata_chunk(ep.file_num)), {})
+                for i, row in enumerate(sim.labels):
+                    chunk[f"file_num{ep.file_num}_frame_{i}"] = row
+            _pack(out / archive, members)
+            written.append(out / archive)
+            for h5, _ in members:
+                h5.unlink()
+    for (dataset, first, last), mapping in metadata.items():
+        path = out / METADATA_DIR / metadata_name(dataset, first, last)
+        save_metadata(path, mapping)
+        written.append(path)
+    return written

@@ -1,0 +1,1 @@
+"""PyTorch training, streaming data loader and ONNX export (arrives with the training issue)."""
