@@ -135,6 +135,7 @@ def iter_tar(archive: Path) -> Iterator[MemberRef | UnsafeMemberError]:
                     f"{archive}: member {name!r} is truncated ({info.size} bytes declared, "
                     f"{max(0, size - info.offset_data)} present); re-download the archive"
                 )
+                return  # nothing after a truncation can be read
             else:
                 yield MemberRef(str(archive), name, info.offset_data, info.size)
 
@@ -154,11 +155,11 @@ def iter_zip(archive: Path) -> Iterator[MemberRef | UnsafeMemberError]:
                 continue
             if info.is_dir():
                 continue
-            mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
+            ftype = stat.S_IFMT(info.external_attr >> 16)  # 0: the writer recorded no type
+            if ftype == stat.S_IFLNK:
                 yield UnsafeMemberError(f"{archive}: member {name!r} is a symlink; refused")
                 continue
-            if mode and not stat.S_ISREG(mode):
+            if ftype and ftype != stat.S_IFREG:
                 yield UnsafeMemberError(f"{archive}: member {name!r} is not a regular file")
                 continue
             if info.flag_bits & 0x1:

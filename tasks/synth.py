@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import tarfile
 import tempfile
 import zipfile
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from storage.episode import Episode, write_episode
 from storage.layout import METADATA_DIR, EpisodeId, metadata_chunk, metadata_name, tar_name
@@ -71,12 +73,14 @@ def simulate_episode(ep: EpisodeId, frames: int, seed: int, kind: str, clean: bo
     return _Simulated(ep, states, labels, Episode(render(states), y, xaux, helper))
 
 
-def save_metadata(path: Path, mapping: dict) -> None:
-    """Save a `currvarsv2` dict as numpy 1.x did (`numpy.core` names), atomically."""
-    arr = np.empty((), dtype=object)
-    arr[()] = mapping
+def save_legacy_npy(path: Path, obj: object) -> None:
+    """Save a pickled object as `.npy` the way numpy 1.x did (`numpy.core` names), atomically."""
+    arr = np.empty((), dtype=object) if not isinstance(obj, np.ndarray) else obj
+    if arr is not obj:
+        arr[()] = obj
     buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=True)
+    npy_format.write_array_header_1_0(buf, npy_format.header_data_from_array_1_0(arr))
+    pickle.dump(arr, buf, protocol=3)  # protocol 3 spells globals as text we can rename
     data = buf.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
     tmp = path.with_name(path.name + ".part")
     tmp.write_bytes(data)
@@ -142,6 +146,6 @@ def write_synthetic_tree(
                 h5.unlink()
     for (dataset, first, last), mapping in metadata.items():
         path = out / METADATA_DIR / metadata_name(dataset, first, last)
-        save_metadata(path, mapping)
+        save_legacy_npy(path, mapping)
         written.append(path)
     return written
