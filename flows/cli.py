@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -134,7 +135,7 @@ def infer(
             bar.update(task, item=f.name)
             try:
                 labels.append(label_metadata_file(f, thresholds))
-            except (ValueError, OSError) as e:  # the file is reported; the rest goes on
+            except (ValueError, OSError, pickle.UnpicklingError) as e:  # reported; the rest goes on
                 failed.append((f, str(e)))
             bar.advance(task)
     frames_path, files_path = write_labels(labels, out)

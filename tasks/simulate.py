@@ -221,7 +221,7 @@ class Player:
         key = next(k for k, v in WEAPONS.items() if v is w)
         vel_1, vel_2 = float(self.vel[0]), -float(self.vel[1])
         height = self.height if self.rng.random() > 0.005 else 0.0  # the seed's zero glitch
-        third = self.kind == "thirdperson" and 100 <= self.t % 400 < 130
+        third = self.kind == "thirdperson" and 20 <= self.t % 400 < 50
         return {
             "obs_health": max(self.health, 0),
             "obs_fov": self.fov if self.alive else 90,
