@@ -77,6 +77,7 @@ def _metadata_files(paths: list[Path]) -> list[Path]:
     return found
 
 
+_SHOW_REJECTED = 20
 # Short headers so the summary fits a terminal; README explains them.
 _SHORT = ("dead", "skip", "hp≠", "ammo≠", "obs", "still_m", "still_v")
 
@@ -140,10 +141,11 @@ def infer(
             bar.advance(task)
     frames_path, files_path = write_labels(labels, out)
     report.print(_summary(labels))
-    rejected = [x.files.filter(pc.invert(x.files["keep"])) for x in labels]
-    for t in rejected:
-        for row in t.select(["episode", "reject_reason"]).to_pylist():
-            report.print(f"  rejected {row['episode']}: {row['reject_reason']}")
+    rejected = [r for x in labels for r in x.files.filter(pc.invert(x.files["keep"])).to_pylist()]
+    for row in rejected[:_SHOW_REJECTED]:
+        report.print(f"  rejected {row['episode']}: {row['reject_reason']}")
+    if len(rejected) > _SHOW_REJECTED:
+        report.print(f"  ... and {len(rejected) - _SHOW_REJECTED} more (see files.parquet)")
     report.print(f"wrote {frames_path} and {files_path}")
     if failed:
         for f, why in failed:

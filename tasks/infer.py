@@ -23,6 +23,8 @@ MOUSE_CONST = 0.00096  # yaw change in radians per unit of mouse input (the seed
 RELOAD_LOOKBACK = 32  # the seed searches for the 'r' press from 32 frames before the refill
 RELOAD_SEARCH = 10
 RELOAD_QUIET = 5  # frames without fire needed before a reload can be pressed
+_R_SLOTS = RELOAD_SEARCH - RELOAD_QUIET + 1  # a frame can be picked by up to 6 refills
+_N_SLOTS = 9 + _R_SLOTS + 4  # space, r, 4 movement, shift, weapon, ctrl, r..., 4 gap fills
 _KEY_NAMES = pa.array(KEYS)
 _W, _A, _S, _D = (KEY_INDEX[k] for k in "wasd")
 _TWO_PI = 2 * np.pi
@@ -117,6 +119,7 @@ def infer_actions(state: pa.Table, lengths: np.ndarray) -> InferredActions:
     ammo, itemdef, fov = _np(state, "ammo_active"), _np(state, "itemdef"), _np(state, "obs_fov")
     xy, zv = _np(state, "xy_rad"), _np(state, "zvert_rads")
     vel, v3 = _np(state, "vel_mag"), _np(state, "vel_3")
+    p_ammo, p_xy, p_vel = _prev(ammo), _prev(xy), _prev(vel)
     gsi_ammo = state.column("gsi_ammo").fill_null(0).to_numpy()
     clean_keys = state.column("tp_wasd").is_valid().to_numpy()
     clean_click = state.column("tp_lclick").is_valid().to_numpy()
@@ -132,62 +135,71 @@ def infer_actions(state: pa.Table, lengths: np.ndarray) -> InferredActions:
         "dead_skipped": skipped_any & (oh == 0),
         "skipped": skipped_any & (oh != 0),
         "ram_gsi_disagree_hp": ok & (oh != gh) & (_prev(oh) != gh),
-        "ram_gsi_disagree_ammo": ok & (ammo != gsi_ammo) & (_prev(ammo) != gsi_ammo),
+        "ram_gsi_disagree_ammo": ok & (ammo != gsi_ammo) & (p_ammo != gsi_ammo),
         "obs_count": ok & (_np(state, "obs_mode") != 4),
-        "mouse_static": ok & (np.abs(xy - _prev(xy)) < 0.001),
+        "mouse_static": ok & (np.abs(xy - p_xy) < 0.001),
         "vel_static": ok & (vel < 0.01),
     }
     inferred = ok & ~clean_keys
+    clean = ok & clean_keys
 
     jump = (v3 > _prev(v3) + 150) & ~((v3 > -10.0) & (v3 < 10.0))
-    space = ok & np.where(clean_keys, tp["space"], jump)
-    ctrl = _later(ok & (_np(state, "height") < 50) & (_np(state, "height") > 0.1) & (local > 1), 2)
+    space = np.where(clean, tp["space"], inferred & jump)
+    height = _np(state, "height")
+    ctrl = _later(ok & (height < 50) & (height > 0.1) & (local > 1), 2)
 
     wtype = pc.dictionary_encode(state.column("weap_type").combine_chunks())
     tcode = wtype.indices.fill_null(-1).to_numpy()
-    switch = ok & (tcode >= 0) & (_prev(tcode) >= 0) & (tcode != _prev(tcode))
-    tname = state.column("weap_type").fill_null("").to_numpy(zero_copy_only=False)
-    digit_now = np.select(
-        [switch & (tname == "Knife"), switch & (tname == "Pistol"), switch],
-        [KEY_INDEX["3"], KEY_INDEX["2"], KEY_INDEX["1"]],
-        default=-1,
-    )
-    digit = np.full(n, -1, np.int64)
-    digit[:-1] = digit_now[1:]
+    p_tcode = _prev(tcode)
+    switch = ok & (tcode >= 0) & (p_tcode >= 0) & (tcode != p_tcode)
+    digit = np.full(n, -1, np.int8)  # written to the frame before the switch
+    if switch.any():
+        names = np.array(wtype.dictionary.to_pylist(), dtype=object)
+        kind = np.where(switch, tcode, 0)
+        digit_now = np.select(
+            [switch & (names[kind] == "Knife"), switch & (names[kind] == "Pistol"), switch],
+            [KEY_INDEX["3"], KEY_INDEX["2"], KEY_INDEX["1"]],
+            default=-1,
+        )
+        digit[:-1] = digit_now[1:]
     ram_switch = itemdef != _prev(itemdef)
 
     rclick = _later(ok & (fov != _prev(fov)) & ~ram_switch, 1).astype(np.int64)
-    fired = ok & ~clean_click & (ammo < _prev(ammo)) & ~ram_switch
+    fired = ok & ~clean_click & (ammo < p_ammo) & ~ram_switch
     lclick = np.where(ok & clean_click, tp_click, fired.astype(np.int64))
 
-    r_clean = ok & clean_keys & tp["r"]
-    refill = inferred & (ammo > _prev(ammo)) & ~ram_switch & (local > RELOAD_LOOKBACK)
+    r_clean = clean & tp["r"]
+    refill = inferred & (ammo > p_ammo) & ~ram_switch & (local > RELOAD_LOOKBACK)
     r_count = _reload_presses(np.flatnonzero(refill), lclick, n)
 
-    xd = xy - _prev(xy)
+    xd = xy - p_xy
     xd = np.where(xd < -np.pi, (2 * np.pi) + xd, xd)
     xd = np.where(xd > np.pi, xd - (2 * np.pi), xd)
     ratio = 90 / np.where(fov == 0, 90, fov)
     mouse_x = np.where(ok, xd * ratio / MOUSE_CONST, 0.0)
     mouse_y = np.where(ok, -(zv - _prev(zv)) * ratio / MOUSE_CONST, 0.0)
 
-    move, shift = _movement(state, inferred, vel, xy)
-    clean_move = ok & clean_keys
-    move = np.where(
-        clean_move[:, None],
-        np.stack([np.where(tp[k], KEY_INDEX[k], -1) for k in "wasd"], axis=1),
-        move,
-    )
+    # Slots in the order the seed appends to a frame's list: while processing the frame
+    # itself, then frame+1 (weapon key), frame+2 (crouch), later refills ('r'), the gap pass.
+    slots = np.full((n, _N_SLOTS), -1, np.int8)
+    slots[space, 0] = KEY_INDEX["space"]
+    slots[r_clean, 1] = KEY_INDEX["r"]
+    shift = _movement(state, inferred, vel, p_vel, p_xy, clean, tp, slots[:, 2:6])
+    slots[shift, 6] = KEY_INDEX["shift"]
+    slots[:, 7] = digit
+    slots[ctrl, 8] = KEY_INDEX["ctrl"]
+    for j in range(_R_SLOTS):
+        slots[r_count > j, 9 + j] = KEY_INDEX["r"]
 
     # gap-filling pass over w, s, a, d on frames 1 .. len-4 of each episode
     in_range = (local >= 1) & (local <= lengths[episode] - 4)
-    gaps = []
     km = np.zeros((n, len(KEYS)), bool)
-    for key in (_W, _S, _A, _D):
-        has = (move == key).any(axis=1)
+    move = slots[:, 2:6]
+    for j, key in enumerate((_W, _S, _A, _D)):
+        has = (move[:, 0] == key) | (move[:, 1] == key) | (move[:, 2] == key) | (move[:, 3] == key)
         filled = _gap_fill(has, in_range)
         km[:, key] = filled
-        gaps.append(np.where(filled & ~has, key, -1))
+        slots[filled & ~has, 9 + _R_SLOTS + j] = key
 
     km[:, KEY_INDEX["space"]] = space
     km[:, KEY_INDEX["ctrl"]] = ctrl
@@ -195,27 +207,13 @@ def infer_actions(state: pa.Table, lengths: np.ndarray) -> InferredActions:
     km[np.flatnonzero(digit >= 0), digit[digit >= 0]] = True
     km[:, KEY_INDEX["r"]] = r_clean | (r_count > 0)
 
-    # Slots in the order the seed appends to a frame's list: while processing the frame
-    # itself, then frame+1 (weapon key), frame+2 (crouch), later refills ('r'), the gap pass.
-    slots = np.column_stack(
-        [
-            np.where(space, KEY_INDEX["space"], -1),
-            np.where(r_clean, KEY_INDEX["r"], -1),
-            move,
-            np.where(shift, KEY_INDEX["shift"], -1),
-            digit,
-            np.where(ctrl, KEY_INDEX["ctrl"], -1),
-            *[np.where(r_count > j, KEY_INDEX["r"], -1) for j in range(RELOAD_SEARCH - 4)],
-            *gaps,
-        ]
-    )
     present = slots >= 0
     offsets = np.zeros(n + 1, np.int32)
-    np.cumsum(present.sum(axis=1), out=offsets[1:])
+    np.cumsum(np.count_nonzero(present, axis=1), out=offsets[1:])
     keys = pa.ListArray.from_arrays(pa.array(offsets), _KEY_NAMES.take(pa.array(slots[present])))
 
     counters = {
-        k: np.bincount(episode, weights=v, minlength=len(lengths)).astype(np.int64)
+        k: np.bincount(episode[v], minlength=len(lengths)).astype(np.int64)
         for k, v in flags.items()
     }
     return InferredActions(keys, km, mouse_x, mouse_y, lclick, rclick, ok, counters)
@@ -241,31 +239,36 @@ def _reload_presses(refills: np.ndarray, lclick: np.ndarray, n: int) -> np.ndarr
 
 
 def _movement(
-    state: pa.Table, inferred: np.ndarray, vel: np.ndarray, xy: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Movement key slots (n, 4) and shift, from speed change and heading vs facing."""
-    rel = (2 * np.pi - _prev(xy)) + _np(state, "vel_theta_abs")
+    state: pa.Table,
+    inferred: np.ndarray,
+    vel: np.ndarray,
+    p_vel: np.ndarray,
+    p_xy: np.ndarray,
+    clean: np.ndarray,
+    tp: dict[str, np.ndarray],
+    out: np.ndarray,
+) -> np.ndarray:
+    """Fill the four movement key slots `out` (n, 4) and return the shift flags.
+
+    Inferred frames append w, s, a, d (or their opposites when braking hard) by heading;
+    frames with clean labels append w, a, s, d as recorded.
+    """
+    rel = (2 * np.pi - p_xy) + _np(state, "vel_theta_abs")
     rel = np.where(rel > 2 * np.pi, rel - 2 * np.pi, rel)
     sector = _heading(rel)
     has = {k: v[sector] for k, v in _HAS.items()}
-    dv = vel - _prev(vel)
+    dv = vel - p_vel
     still = vel < 0.1
     steady = ~still & (np.abs(dv) < 7)
-    speeding = ~still & ~steady & (vel > _prev(vel))
-    braking = ~still & ~steady & ~speeding & (vel < _prev(vel)) & (dv < -70)
+    speeding = ~still & ~steady & (vel > p_vel)
+    braking = ~still & ~steady & ~speeding & (vel < p_vel) & (dv < -70)
     forward = inferred & (steady | speeding)
     counter = inferred & braking
-    order = [("w", "s"), ("s", "w"), ("a", "d"), ("d", "a")]  # (heading key, counter-strafe key)
-    move = np.stack(
-        [
-            np.select(
-                [forward & has[k], counter & has[k]], [KEY_INDEX[k], KEY_INDEX[c]], default=-1
-            )
-            for k, c in order
-        ],
-        axis=1,
-    )
+    for j, (k, c) in enumerate((("w", "s"), ("s", "w"), ("a", "d"), ("d", "a"))):
+        out[forward & has[k], j] = KEY_INDEX[k]
+        out[counter & has[k], j] = KEY_INDEX[c]
+    for j, k in enumerate("wasd"):  # clean labels keep the recorder's w, a, s, d order
+        out[clean & tp[k], j] = KEY_INDEX[k]
     awp = pc.equal(state.column("weap_name"), "weapon_awp").fill_null(False).to_numpy()
     scoped = awp & (_np(state, "obs_scope") == 1)
-    shift = inferred & steady & np.where(scoped, vel < 60, vel < 140)
-    return move, shift
+    return inferred & steady & np.where(scoped, vel < 60, vel < 140)
