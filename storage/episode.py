@@ -56,7 +56,13 @@ def _frame_count(h5: h5py.File, label: str) -> int:
     return n
 
 
-def _read_part(h5: h5py.File, label: str, part: str, start: int, stop: int) -> np.ndarray:
+def _read_part(h5: h5py.File, fobj, label: str, part: str, start: int, stop: int) -> np.ndarray:
+    """Read one part of frames `[start, stop)`.
+
+    Contiguous, uncompressed datasets of the expected dtype (the public files' layout) are
+    read straight from their byte offsets: ~10x faster than h5py's per-dataset reads through
+    a Python file object. Anything else goes through h5py, which converts as needed.
+    """
     shape, dtype = PARTS[part]
     out = np.empty((stop - start, *shape), dtype=dtype)
     for j, i in enumerate(range(start, stop)):
@@ -65,7 +71,13 @@ def _read_part(h5: h5py.File, label: str, part: str, start: int, stop: int) -> n
             raise EpisodeFormatError(
                 f"{label}: {frame_key(i, part)} has shape {ds.shape}, want {shape}"
             )
-        ds.read_direct(out, dest_sel=np.s_[j])
+        offset = ds.id.get_offset() if ds.chunks is None and ds.dtype == dtype else None
+        if offset is None or ds.id.get_storage_size() != out[j].nbytes:
+            ds.read_direct(out, dest_sel=np.s_[j])
+            continue
+        fobj.seek(offset)
+        if fobj.readinto(memoryview(out[j]).cast("B")) != out[j].nbytes:
+            raise EpisodeFormatError(f"{label}: {frame_key(i, part)} is truncated")
     return out
 
 
@@ -89,7 +101,7 @@ def read_episode(
         with fobj, h5py.File(fobj, "r") as h5:
             n = _frame_count(h5, label)
             stop = n if stop is None else min(stop, n)
-            data = {p: _read_part(h5, label, p, start, stop) for p in parts}
+            data = {p: _read_part(h5, fobj, label, p, start, stop) for p in parts}
     except EpisodeFormatError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as e:
