@@ -57,7 +57,7 @@ def synth(
             out, cfg, progress=lambda name: bar.update(task, advance=1, item=name)
         )
     for p in written:
-        console.print(f"  {p}  ({p.stat().st_size / 1e6:.1f} MB)")
+        report.print(f"  {p}  ({p.stat().st_size / 1e6:.1f} MB)")
 
 
 def _metadata_files(paths: list[Path]) -> list[Path]:
