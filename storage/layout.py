@@ -6,16 +6,6 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-# Stubs seen in the public dataset, in the seed's own spelling (with the trailing underscore).
-KNOWN_STUBS: tuple[str, ...] = (
-    "dm_july2021_",
-    "dm_july2021_expert_",
-    "aim_july2021_expert_",
-    "dm_mirage_expert_",
-    "dm_inferno_expert_",
-    "dm_nuke_expert_",
-)
-
 METADATA_DIR = "dataset_metadata"
 EPISODE_RE = re.compile(r"^hdf5_(?P<dataset>.+)_(?P<num>\d+)\.hdf5$")
 METADATA_RE = re.compile(r"^currvarsv2_(?P<dataset>.+)_(?P<first>\d+)_to_(?P<last>\d+)\.npy$")
@@ -39,14 +29,6 @@ class EpisodeId:
     def hdf5_name(self) -> str:
         """File name of the episode in the public layout."""
         return f"hdf5_{self.name}.hdf5"
-
-    @classmethod
-    def parse(cls, name: str) -> EpisodeId:
-        """Parse an episode id such as `dm_july2021_12`."""
-        m = re.fullmatch(r"(?P<dataset>.+)_(?P<num>\d+)", name)
-        if not m:
-            raise ValueError(f"not an episode id (want <dataset>_<number>): {name!r}")
-        return cls(m["dataset"], int(m["num"]))
 
 
 def episode_from_member(path: str) -> EpisodeId | None:

@@ -71,11 +71,6 @@ class MetadataBatch:
     shipped: pa.Table | None  # SHIPPED_SCHEMA, when the file carries `infer_a` labels
     failures: list[tuple[EpisodeId, str]] = field(default_factory=list)
 
-    @property
-    def n_frames(self) -> int:
-        """Total frames over all episodes."""
-        return int(self.lengths.sum())
-
 
 _REQUIRED = tuple(f.name for f in GAME_STATE_SCHEMA if not f.nullable)
 _OPTIONAL = ("gsi_ammo", "tp_wasd", "tp_lclick")
