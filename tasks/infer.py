@@ -54,6 +54,14 @@ class InferredActions:
     counters: dict[str, np.ndarray]  # COUNTERS -> int64 per episode
 
 
+def frame_index(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`(episode, local frame)` of every row of episodes concatenated with these lengths."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    episode = np.repeat(np.arange(len(lengths)), lengths)
+    starts = np.cumsum(lengths) - lengths
+    return episode, np.arange(len(episode)) - starts[episode]
+
+
 def _prev(x: np.ndarray) -> np.ndarray:
     """Value at the previous frame (frame 0 sees itself; it is never processed)."""
     return np.concatenate([x[:1], x[:-1]])
@@ -110,9 +118,7 @@ def infer_actions(state: pa.Table, lengths: np.ndarray) -> InferredActions:
     lengths = np.asarray(lengths, dtype=np.int64)
     if lengths.sum() != n:
         raise ValueError(f"episode lengths sum to {lengths.sum()}, table has {n} rows")
-    episode = np.repeat(np.arange(len(lengths)), lengths)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    local = np.arange(n) - starts[episode]
+    episode, local = frame_index(lengths)
 
     gh, oh = _np(state, "gsi_health"), _np(state, "obs_health")
     found = _np(state, "found_active")

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from storage.action_space import KEYS
 from storage.metadata import MetadataBatch, load_metadata
-from tasks.infer import COUNTERS, InferredActions, infer_actions
+from tasks.infer import COUNTERS, InferredActions, frame_index, infer_actions
 from tasks.quality import QualityThresholds
 from tasks.targets import helper_flags
 
@@ -102,8 +102,7 @@ def label_batch(batch: MetadataBatch, thresholds: QualityThresholds) -> Labels:
     """Infer actions and quality verdicts for every episode of a loaded metadata file."""
     acts = infer_actions(batch.state, batch.lengths)
     n_ep = len(batch.episodes)
-    episode = np.repeat(np.arange(n_ep), batch.lengths)
-    starts = np.concatenate([[0], np.cumsum(batch.lengths)[:-1]]).astype(np.int64)
+    episode, local = frame_index(batch.lengths)
     names = pa.array([e.name for e in batch.episodes])
     datasets = pa.array([e.dataset for e in batch.episodes])
     nums = np.array([e.file_num for e in batch.episodes], np.int32)
@@ -113,7 +112,7 @@ def label_batch(batch: MetadataBatch, thresholds: QualityThresholds) -> Labels:
             "episode": names.take(episode),
             "dataset": datasets.take(episode),
             "file_num": nums[episode],
-            "frame": (np.arange(len(episode)) - starts[episode]).astype(np.int32),
+            "frame": local.astype(np.int32),
             "infer_keys": acts.keys,
             "infer_mouse_x": acts.mouse_x,
             "infer_mouse_y": acts.mouse_y,

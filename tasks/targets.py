@@ -16,7 +16,7 @@ from storage.action_space import (
     Y_WIDTH,
     Y,
 )
-from tasks.infer import InferredActions
+from tasks.infer import InferredActions, frame_index
 
 
 def quantise(values: np.ndarray, bins: np.ndarray) -> np.ndarray:
@@ -30,8 +30,7 @@ def helper_flags(state: pa.Table, lengths: np.ndarray) -> np.ndarray:
     kills = state.column("gsi_kills").to_numpy()
     deaths = state.column("gsi_deaths").to_numpy()
     pk, pd = np.concatenate([kills[:1], kills[:-1]]), np.concatenate([deaths[:1], deaths[:-1]])
-    not_first = np.ones(len(kills), bool)
-    not_first[np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)] = False
+    not_first = frame_index(lengths)[1] > 0
     kill = not_first & (kills == pk + 1) & (deaths == pd)
     death = not_first & (deaths == pd + 1) & (kills == pk)
     return np.stack([kill, death], axis=1).astype(np.float64)
@@ -62,8 +61,7 @@ def training_targets(
         ]
     )
     assert step.shape[1] == AUX_STEP_WIDTH
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    local = rows - np.repeat(starts, lengths)
+    local = frame_index(lengths)[1]
     xaux = np.zeros((n, AUX_WIDTH))
     for j in range(AUX_STEPS):  # j steps back, only as far as the episode goes
         src = rows - j - 1
