@@ -27,7 +27,6 @@ _R_SLOTS = RELOAD_SEARCH - RELOAD_QUIET + 1  # a frame can be picked by up to 6 
 _N_SLOTS = 9 + _R_SLOTS + 4  # space, r, 4 movement, shift, weapon, ctrl, r..., 4 gap fills
 _KEY_NAMES = pa.array(KEYS)
 _W, _A, _S, _D = (KEY_INDEX[k] for k in "wasd")
-_TWO_PI = 2 * np.pi
 # (lower, upper] bounds of the seven non-forward headings, computed exactly as the seed does.
 _SECTORS = [((k / 4) * np.pi - (2 * np.pi / 16), (k / 4) * np.pi + (2 * np.pi / 16)) for k in
             range(1, 8)]  # fmt: skip
