@@ -16,7 +16,7 @@ from rich.table import Table
 
 from storage.layout import METADATA_RE, RECORDING_RE
 from tasks.infer import COUNTERS
-from tasks.labels import Labels, label_metadata_file, write_labels
+from tasks.labels import LabelsWriter, label_metadata_file
 from tasks.quality import QualityThresholds
 from tasks.synth import SynthConfig, write_synthetic_tree
 
@@ -77,16 +77,17 @@ def _metadata_files(paths: list[Path]) -> list[Path]:
     return found
 
 
+_SEED = QualityThresholds()  # the seed's limits are the CLI defaults
 _SHOW_REJECTED = 20
 # Short headers so the summary fits a terminal; README explains them.
 _SHORT = ("dead", "skip", "hp≠", "ammo≠", "obs", "still_m", "still_v")
 
 
-def _summary(labels: list[Labels]) -> Table:
+def _summary(per_file: list[pa.Table]) -> Table:
     table = Table(title="quality per dataset (counter totals over kept and rejected episodes)")
     for col in ("dataset", "episodes", "frames", "kept", "rejected", "errors", *_SHORT):
         table.add_column(col, justify="right" if col != "dataset" else "left")
-    files = pa.concat_tables([x.files for x in labels]) if labels else None
+    files = pa.concat_tables(per_file) if per_file else None
     if files is not None and files.num_rows:
         df = files.to_pandas()
         df["error"] = df["reject_reason"].fillna("").str.startswith("error:")
@@ -104,15 +105,15 @@ def _summary(labels: list[Labels]) -> Table:
 def infer(
     paths: Annotated[list[Path], typer.Argument(help="Metadata .npy files or folders of them.")],
     out: Annotated[Path, typer.Option(help="Folder for frames.parquet and files.parquet.")],
-    dead_skipped: int = 200,
-    ram_gsi_disagree_hp: int = 20,
-    ram_gsi_disagree_ammo: int = 20,
-    obs_count: int = 0,
-    mouse_static: int = 650,
-    vel_static: int = 350,
+    dead_skipped: int = _SEED.dead_skipped,
+    ram_gsi_disagree_hp: int = _SEED.ram_gsi_disagree_hp,
+    ram_gsi_disagree_ammo: int = _SEED.ram_gsi_disagree_ammo,
+    obs_count: int = _SEED.obs_count,
+    mouse_static: int = _SEED.mouse_static,
+    vel_static: int = _SEED.vel_static,
     per_frames: Annotated[
         int, typer.Option(help="Thresholds are per this many frames (0: absolute counts).")
-    ] = 1000,
+    ] = _SEED.per_frames,
 ) -> None:
     """Infer actions from game-state metadata and judge each episode's quality."""
     thresholds = QualityThresholds(
@@ -128,20 +129,23 @@ def infer(
     if not files:
         console.print("[red]no metadata files found[/] (want currvarsv2_*.npy or <stub><n>.npy)")
         raise typer.Exit(2)
-    labels: list[Labels] = []
+    summaries: list[pa.Table] = []
     failed: list[tuple[Path, str]] = []
-    with _progress() as bar:
+    with _progress() as bar, LabelsWriter(out) as writer:
         task = bar.add_task("infer", total=len(files), item="")
         for f in files:
             bar.update(task, item=f.name)
             try:
-                labels.append(label_metadata_file(f, thresholds))
+                labels = label_metadata_file(f, thresholds)
             except (ValueError, OSError, pickle.UnpicklingError) as e:  # reported; the rest goes on
                 failed.append((f, str(e)))
+            else:
+                writer.add(labels)
+                summaries.append(labels.files)
             bar.advance(task)
-    frames_path, files_path = write_labels(labels, out)
-    report.print(_summary(labels))
-    rejected = [r for x in labels for r in x.files.filter(pc.invert(x.files["keep"])).to_pylist()]
+    frames_path, files_path = writer.paths
+    report.print(_summary(summaries))
+    rejected = [r for t in summaries for r in t.filter(pc.invert(t["keep"])).to_pylist()]
     for row in rejected[:_SHOW_REJECTED]:
         report.print(f"  rejected {row['episode']}: {row['reject_reason']}")
     if len(rejected) > _SHOW_REJECTED:

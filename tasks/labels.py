@@ -164,19 +164,43 @@ def label_metadata_file(path: str | Path, thresholds: QualityThresholds) -> Labe
     return label_batch(load_metadata(path), thresholds)
 
 
-def write_table_atomic(table: pa.Table, path: Path) -> None:
-    """Write Parquet under a temporary name, then rename: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+class LabelsWriter:
+    """Streams `frames.parquet` and `files.parquet` into `out`, one metadata file at a time.
+
+    Both are written under temporary names and renamed on a clean close, so readers never
+    see a partial file; memory holds one metadata file's frames at a time.
+    """
+
+    def __init__(self, out: Path) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        self.paths = out / "frames.parquet", out / "files.parquet"
+        self._tmp = tuple(p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in self.paths)
+        self._frames = pq.ParquetWriter(self._tmp[0], FRAMES_SCHEMA, compression="zstd")
+        self._files: list[pa.Table] = []
+
+    def add(self, labels: Labels) -> None:
+        """Append one metadata file's labels."""
+        self._frames.write_table(labels.frames)
+        self._files.append(labels.files)
+
+    def __enter__(self) -> LabelsWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._frames.close()
+        if exc_type is not None:
+            for t in self._tmp:
+                t.unlink(missing_ok=True)
+            return
+        files = pa.concat_tables(self._files) if self._files else FILES_SCHEMA.empty_table()
+        pq.write_table(files, self._tmp[1], compression="zstd")
+        for tmp, final in zip(self._tmp, self.paths, strict=True):
+            os.replace(tmp, final)
 
 
 def write_labels(labels: list[Labels], out: Path) -> tuple[Path, Path]:
     """Write `frames.parquet` and `files.parquet` under `out`."""
-    frames = pa.concat_tables([x.frames for x in labels]) if labels else FRAMES_SCHEMA.empty_table()
-    files = pa.concat_tables([x.files for x in labels]) if labels else FILES_SCHEMA.empty_table()
-    paths = out / "frames.parquet", out / "files.parquet"
-    write_table_atomic(frames, paths[0])
-    write_table_atomic(files, paths[1])
-    return paths
+    with LabelsWriter(out) as writer:
+        for x in labels:
+            writer.add(x)
+    return writer.paths

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from tasks.synth import save_legacy_npy
 from tests import seed_reference as ref
@@ -24,6 +25,7 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_synth_then_infer_writes_the_documented_tables(tmp_path: Path) -> None:
     src = tmp_path / "src"
     r = _run("synth", str(src), "--seed", "5", "--frames", "50", "--tars", "1",
