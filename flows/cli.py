@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from storage.catalog import COUNTERS
 from storage.layout import METADATA_RE, RECORDING_RE
-from tasks.infer import COUNTERS
 from tasks.labels import LabelsWriter, label_metadata_file
 from tasks.quality import QualityThresholds
 from tasks.synth import SynthConfig, write_synthetic_tree

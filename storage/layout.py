@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 METADATA_DIR = "dataset_metadata"
 EPISODE_RE = re.compile(r"^hdf5_(?P<dataset>.+)_(?P<num>\d+)\.hdf5$")
@@ -71,3 +71,70 @@ def tar_name(dataset: str, first: int, last: int) -> str:
 def frame_key(i: int, part: str) -> str:
     """HDF5 dataset name of one frame's part: `x`, `y`, `xaux` or `helperarr`."""
     return f"frame_{i}_{part}"
+
+
+# --- the output layout (DESIGN.md "Output layout") -------------------------------------------
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class OutLayout:
+    """Every path under a processed dataset `OUT/`."""
+
+    root: Path
+
+    @property
+    def frames_zarr(self) -> Path:
+        """Zarr v3 group holding one array per episode."""
+        return self.root / "frames.zarr"
+
+    @property
+    def staging(self) -> Path:
+        """Where units are written before they are renamed into place (same filesystem)."""
+        return self.root / ".staging"
+
+    @property
+    def catalog(self) -> Path:
+        """Parquet catalog folder."""
+        return self.root / "catalog"
+
+    @property
+    def frames_catalog(self) -> Path:
+        """Hive-partitioned Parquet dataset, one file per episode."""
+        return self.catalog / "frames"
+
+    @property
+    def files_parquet(self) -> Path:
+        """One row per source episode."""
+        return self.catalog / "files.parquet"
+
+    @property
+    def records(self) -> Path:
+        """One JSON record per completed episode: the marker that it is complete."""
+        return self.catalog / "_episodes"
+
+    @property
+    def metadata_cache(self) -> Path:
+        """Labels and game state derived from metadata files, one Parquet file per episode."""
+        return self.root / ".cache" / "metadata"
+
+    @property
+    def manifest(self) -> Path:
+        """Source, revision, csdm version, parameters and checksums."""
+        return self.root / "manifest.json"
+
+    def episode_array(self, episode: str) -> str:
+        """Path of an episode's array inside `frames.zarr`."""
+        return episode
+
+    def episode_frames(self, dataset: str, episode: str) -> Path:
+        """The episode's file in the frames catalog."""
+        return self.frames_catalog / f"dataset={dataset}" / f"{episode}.parquet"
+
+    def episode_record(self, episode: str) -> Path:
+        """The episode's completion record."""
+        return self.records / f"{episode}.json"
+
+    def episode_metadata(self, episode: str) -> Path:
+        """The episode's cached metadata labels."""
+        return self.metadata_cache / f"{episode}.parquet"

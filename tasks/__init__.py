@@ -1,6 +1,7 @@
 """Units of work as plain functions: synthesis, action inference, quality, labelling."""
 
-from tasks.infer import COUNTERS, InferredActions, infer_actions
+from storage.catalog import COUNTERS
+from tasks.infer import InferredActions, infer_actions
 from tasks.labels import Labels, label_batch, label_metadata_file, write_labels
 from tasks.quality import QualityThresholds
 from tasks.synth import SynthConfig, write_synthetic_tree

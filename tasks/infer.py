@@ -14,11 +14,6 @@ import pyarrow.compute as pc
 
 from storage.action_space import KEY_INDEX, KEYS
 
-COUNTERS = (
-    "dead_skipped", "skipped", "ram_gsi_disagree_hp", "ram_gsi_disagree_ammo", "obs_count",
-    "mouse_static", "vel_static",
-)  # fmt: skip
-
 MOUSE_CONST = 0.00096  # yaw change in radians per unit of mouse input (the seed's const_1)
 RELOAD_LOOKBACK = 32  # the seed searches for the 'r' press from 32 frames before the refill
 RELOAD_SEARCH = 10

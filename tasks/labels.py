@@ -12,8 +12,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from storage.action_space import KEYS
+from storage.catalog import COUNTERS
 from storage.metadata import MetadataBatch, load_metadata
-from tasks.infer import COUNTERS, InferredActions, frame_index, infer_actions
+from tasks.infer import InferredActions, frame_index, infer_actions
 from tasks.quality import QualityThresholds
 from tasks.targets import helper_flags
 

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from tasks.infer import COUNTERS
+from storage.catalog import COUNTERS
 
 
 @dataclass(frozen=True)

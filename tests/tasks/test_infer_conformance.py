@@ -9,8 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from storage.catalog import COUNTERS
 from storage.metadata import game_state_table
-from tasks.infer import COUNTERS, infer_actions
+from tasks.infer import infer_actions
 from tasks.simulate import EPISODE_KINDS, simulate
 from tasks.targets import training_targets
 from tests import seed_reference as ref

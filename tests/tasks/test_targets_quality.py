@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from storage.action_space import MOUSE_X_BINS, MOUSE_Y_BINS
+from storage.catalog import COUNTERS
 from storage.metadata import load_metadata
-from tasks.infer import COUNTERS
 from tasks.labels import key_matrix, label_batch
 from tasks.quality import QualityThresholds
 from tasks.targets import quantise

@@ -1,0 +1,205 @@
+"""The `process` flow: a source tree in the public layout to Zarr frames + a Parquet catalog."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.futures import as_completed
+from prefect_dask import DaskTaskRunner
+from pydantic import BaseModel, Field
+
+from storage.layout import OutLayout, metadata_dataset
+from tasks.catalog_writer import RunSummary, check_parameters, problem_record, write_catalog
+from tasks.metadata_cache import MetaRecord, prepare_metadata
+from tasks.quality import QualityThresholds
+from tasks.repack import EpisodeRecord, repack_episode
+from tasks.source import SourceEpisode, SourceListing, list_source
+from tasks.splits import SplitSpec, read_split_file
+
+
+class ProcessParams(BaseModel):
+    """Parameters that shape the output; a resumed run must use the same ones."""
+
+    test_fraction: float = Field(0.0, ge=0.0, le=1.0, description="share of episodes in test")
+    seed: int = Field(0, description="seed of the split hash")
+    split_file: str | None = Field(None, description="file of test episode names")
+    dead_skipped: int = Field(200, ge=0)
+    ram_gsi_disagree_hp: int = Field(20, ge=0)
+    ram_gsi_disagree_ammo: int = Field(20, ge=0)
+    obs_count: int = Field(0, ge=0)
+    mouse_static: int = Field(650, ge=0)
+    vel_static: int = Field(350, ge=0)
+    per_frames: int = Field(1000, ge=0, description="thresholds per this many frames; 0: absolute")
+
+    def thresholds(self) -> QualityThresholds:
+        """The quality limits."""
+        return QualityThresholds(
+            dead_skipped=self.dead_skipped,
+            ram_gsi_disagree_hp=self.ram_gsi_disagree_hp,
+            ram_gsi_disagree_ammo=self.ram_gsi_disagree_ammo,
+            obs_count=self.obs_count,
+            mouse_static=self.mouse_static,
+            vel_static=self.vel_static,
+            per_frames=self.per_frames or None,
+        )
+
+    def splits(self) -> SplitSpec:
+        """The split rule."""
+        if self.split_file:
+            return read_split_file(self.split_file)
+        return SplitSpec(test_fraction=self.test_fraction, seed=self.seed)
+
+    def recorded(self) -> dict:
+        """What the manifest records and a resumed run must match."""
+        d = self.model_dump()
+        if self.split_file:
+            d["split_file"] = str(Path(self.split_file).resolve())
+        return d
+
+
+def dask_runner(workers: int | None = None, scheduler: str | None = None) -> DaskTaskRunner:
+    """An existing cluster at `scheduler`, or a local one with one thread per worker process."""
+    if scheduler:
+        return DaskTaskRunner(address=scheduler)
+    n = workers or os.cpu_count() or 1
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": n,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": ":0",
+        }
+    )
+
+
+@task(name="list-source")
+def list_source_task(src: str) -> SourceListing:
+    """List episodes, metadata files and problems of the source."""
+    return list_source(src)
+
+
+@task(name="prepare-metadata", retries=1, retry_delay_seconds=2)
+def prepare_metadata_task(path: Path, out: str, thresholds: QualityThresholds) -> list[MetaRecord]:
+    """Infer actions for one metadata file and cache them per episode."""
+    return prepare_metadata(path, OutLayout(Path(out)), thresholds)
+
+
+@task(name="repack-episode")
+def repack_task(src: SourceEpisode, out: str, meta: MetaRecord | None, split: str) -> EpisodeRecord:
+    """Store one episode's frames and catalog rows."""
+    return repack_episode(src, out, meta, split)
+
+
+def _covers(path: Path, ep: SourceEpisode) -> bool:
+    """Whether a `currvarsv2_{stub}{a}_to_{b}.npy` file holds this episode's metadata."""
+    named = metadata_dataset(path.name)
+    return (
+        bool(named)
+        and named[0] == ep.episode.dataset
+        and named[1] <= ep.episode.file_num <= named[2]
+    )
+
+
+def _needed_metadata(listing: SourceListing, pending: list[SourceEpisode]) -> list[Path]:
+    return [p for p in listing.metadata if any(_covers(p, e) for e in pending)]
+
+
+def _report(records: list[EpisodeRecord], summary: RunSummary) -> None:
+    bad = [r for r in records if r.status == "failed" or not r.keep]
+    create_table_artifact(
+        key="rejected-and-failed-episodes",
+        table=[
+            {
+                "episode": r.episode,
+                "status": r.status,
+                "reason": r.reject_reason,
+                "location": f"{r.container}:{r.member}" if r.member else r.container,
+            }
+            for r in bad
+        ],
+        description=f"{summary.failed} failed, {summary.rejected} rejected of {summary.episodes}",
+    )
+    create_table_artifact(key="process-summary", table=[asdict(summary)])
+
+
+@flow(name="process", log_prints=True)
+def process_flow(
+    src: str, out: str, params: ProcessParams | None = None, show_progress: bool = False
+) -> RunSummary:
+    """Repack every episode of `src` into `out`; resumable, one Dask task per episode."""
+    logger = get_run_logger()
+    params = params or ProcessParams()
+    layout = OutLayout(Path(out))
+    check_parameters(layout, params.recorded())
+    splits, thresholds = params.splits(), params.thresholds()
+    listing = list_source_task(src)
+    pending = [e for e in listing.episodes if not layout.episode_record(e.episode.name).exists()]
+    logger.info(
+        "%d episodes (%d to do), %d metadata files, %d problems",
+        len(listing.episodes), len(pending), len(listing.metadata), len(listing.problems),
+    )  # fmt: skip
+
+    meta: dict[str, MetaRecord] = {}
+    meta_paths = _needed_metadata(listing, pending)
+    meta_futures = {prepare_metadata_task.submit(p, out, thresholds): p for p in meta_paths}
+    for fut in as_completed(list(meta_futures)):
+        try:
+            meta.update({r.episode: r for r in fut.result()})
+        except Exception as e:  # a whole metadata file is unusable: say so per episode
+            path = meta_futures[fut]
+            named = metadata_dataset(path.name)
+            for ep in listing.episodes:
+                if (
+                    named
+                    and ep.episode.dataset == named[0]
+                    and named[1] <= ep.episode.file_num <= named[2]
+                ):
+                    meta[ep.episode.name] = MetaRecord(
+                        ep.episode.name, str(path), reject_reason=f"metadata file unusable: {e}"
+                    )
+
+    futures = {
+        repack_task.submit(e, out, meta.get(e.episode.name), splits.split_of(e.episode.name)): e
+        for e in listing.episodes
+    }
+    progress_id = create_progress_artifact(progress=0.0, key="process-progress")
+    records: list[EpisodeRecord] = []
+    bar = _cli_progress(len(futures)) if show_progress else None
+    for i, fut in enumerate(as_completed(list(futures)), start=1):
+        try:
+            records.append(fut.result())
+        except Exception as e:  # a crash in one episode never stops the others
+            e_src = futures[fut]
+            records.append(EpisodeRecord(
+                e_src.episode.name, e_src.episode.dataset, e_src.episode.file_num,
+                splits.split_of(e_src.episode.name), e_src.ref.container, e_src.ref.member,
+                reject_reason=f"crashed: {type(e).__name__}: {e}",
+            ))  # fmt: skip
+        if bar:
+            bar.advance(bar.task_ids[0])
+        if i % max(1, len(futures) // 20) == 0 or i == len(futures):
+            update_progress_artifact(progress_id, progress=100.0 * i / len(futures))
+    if bar:
+        bar.stop()
+    records += [problem_record(p) for p in listing.problems]
+    summary = write_catalog(layout, records, str(src), params.recorded())
+    _report(records, summary)
+    logger.info("summary: %s", asdict(summary))
+    return summary
+
+
+def _cli_progress(total: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    bar = Progress("repack", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    bar.add_task("repack", total=total)
+    bar.start()
+    return bar

@@ -1,0 +1,103 @@
+"""Turn a metadata file into per-episode Parquet files of inferred actions and game state."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from storage.catalog import COUNTERS, METADATA_SCHEMA, STATE_COLUMNS
+from storage.layout import OutLayout
+from storage.metadata import load_metadata
+from tasks.infer import infer_actions
+from tasks.quality import QualityThresholds
+
+
+@dataclass(frozen=True)
+class MetaRecord:
+    """What the metadata says about one episode; `path` holds its per-frame columns."""
+
+    episode: str
+    metadata_file: str
+    n_frames: int = 0
+    counters: dict[str, int] | None = None
+    keep: bool = False
+    reject_reason: str | None = None
+    path: str | None = None  # None: the metadata of this episode is unusable (see reason)
+
+
+def _stamp(meta_path: Path, layout: OutLayout) -> tuple[Path, dict]:
+    st = meta_path.stat()
+    key = {"file": str(meta_path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return layout.metadata_cache / f"_{meta_path.name}.json", key
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    """Write Parquet under a temporary name, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def write_json_atomic(obj: object, path: Path) -> None:
+    """Write JSON under a temporary name, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def prepare_metadata(
+    meta_path: str | Path, layout: OutLayout, thresholds: QualityThresholds
+) -> list[MetaRecord]:
+    """Infer actions for every episode of a metadata file and cache its columns per episode.
+
+    A second call on an unchanged file returns the cached records without reloading it.
+    """
+    meta_path = Path(meta_path)
+    stamp_path, key = _stamp(meta_path, layout)
+    if stamp_path.exists():
+        cached = json.loads(stamp_path.read_text())
+        if cached["key"] == key and all(
+            r["path"] is None or Path(r["path"]).exists() for r in cached["records"]
+        ):
+            return [MetaRecord(**r) for r in cached["records"]]
+    batch = load_metadata(meta_path)
+    acts = infer_actions(batch.state, batch.lengths)
+    keep, reasons = thresholds.judge(acts.counters, batch.lengths)
+    cols = {
+        "infer_keys": acts.keys,
+        "infer_mouse_x": acts.mouse_x,
+        "infer_mouse_y": acts.mouse_y,
+        "infer_lclick": acts.lclick.astype(np.int8),
+        "infer_rclick": acts.rclick.astype(np.int8),
+        "infer_processed": acts.processed,
+        **{name: batch.state.column(src) for name, src in STATE_COLUMNS.items()},
+    }
+    table = pa.table(cols, schema=METADATA_SCHEMA)
+    records = []
+    starts = np.cumsum(batch.lengths) - batch.lengths
+    for i, ep in enumerate(batch.episodes):
+        path = layout.episode_metadata(ep.name)
+        write_parquet_atomic(table.slice(int(starts[i]), int(batch.lengths[i])), path)
+        records.append(
+            MetaRecord(
+                episode=ep.name,
+                metadata_file=str(meta_path),
+                n_frames=int(batch.lengths[i]),
+                counters={c: int(acts.counters[c][i]) for c in COUNTERS},
+                keep=bool(keep[i]),
+                reject_reason=reasons[i],
+                path=str(path),
+            )
+        )
+    for ep, why in batch.failures:
+        records.append(MetaRecord(ep.name, str(meta_path), reject_reason=f"metadata error: {why}"))
+    write_json_atomic({"key": key, "records": [asdict(r) for r in records]}, stamp_path)
+    return records

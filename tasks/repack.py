@@ -1,0 +1,149 @@
+"""Repack one source episode: frames to Zarr, labels and game state to the Parquet catalog."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from storage.action_space import MOUSE_X_BINS, MOUSE_Y_BINS
+from storage.catalog import COUNTERS, FRAMES_SCHEMA, KEY_COLUMNS, METADATA_SCHEMA, decode_y
+from storage.episode import EpisodeFormatError, read_episode
+from storage.framestore import episode_exists, stored_bytes, write_frames
+from storage.layout import OutLayout
+from tasks.labels import key_matrix
+from tasks.metadata_cache import MetaRecord, write_json_atomic, write_parquet_atomic
+from tasks.source import SourceEpisode
+from tasks.targets import quantise
+
+
+@dataclass(frozen=True)
+class EpisodeRecord:
+    """One row of `files.parquet`; also the JSON marker of a completed episode."""
+
+    episode: str | None
+    dataset: str | None
+    file_num: int | None
+    split: str | None
+    container: str
+    member: str | None
+    size: int | None = None
+    sha256: str | None = None
+    n_frames: int | None = None
+    stored_bytes: int | None = None
+    metadata_file: str | None = None
+    counters: dict[str, int] | None = None
+    keep: bool = False
+    reject_reason: str | None = None
+    status: str = "failed"  # stored | failed
+    agree_keys: float | None = None
+    agree_clicks: float | None = None
+    agree_mouse: float | None = None
+    skipped: bool = False  # already complete before this run
+
+    def row(self) -> dict:
+        """The `files.parquet` row."""
+        d = asdict(self)
+        counters = d.pop("counters") or {}
+        d.pop("skipped")
+        return {**d, **{c: counters.get(c) for c in COUNTERS}}
+
+
+def sha256_of(ref) -> str:
+    """Checksum of a file or archive member, streamed."""
+    h = hashlib.sha256()
+    with ref.open() as f:
+        while block := f.read(8 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _metadata_columns(meta: MetaRecord | None, n: int) -> tuple[pa.Table, str | None]:
+    """Per-frame metadata columns, or nulls and the reason they are missing."""
+    if meta is None:
+        return METADATA_SCHEMA.empty_table(), "no metadata for this episode in dataset_metadata/"
+    if meta.path is None:
+        return METADATA_SCHEMA.empty_table(), meta.reject_reason
+    table = pq.read_table(meta.path, schema=METADATA_SCHEMA)
+    if table.num_rows != n:
+        return table, f"metadata has {table.num_rows} frames, the episode has {n}"
+    return table, None
+
+
+def _agreement(shipped: dict[str, np.ndarray], meta: pa.Table) -> dict[str, float]:
+    keys = np.column_stack([shipped[c] for c in KEY_COLUMNS])
+    same_keys = (key_matrix(meta.column("infer_keys")) == keys).all(axis=1)
+    lclick = meta.column("infer_lclick").to_numpy() != 0
+    rclick = meta.column("infer_rclick").to_numpy() != 0
+    same_clicks = (lclick == shipped["lclick"]) & (rclick == shipped["rclick"])
+    mx = MOUSE_X_BINS[quantise(meta.column("infer_mouse_x").to_numpy(), MOUSE_X_BINS)]
+    my = MOUSE_Y_BINS[quantise(meta.column("infer_mouse_y").to_numpy(), MOUSE_Y_BINS)]
+    same_mouse = (mx == shipped["mouse_x"]) & (my == shipped["mouse_y"])
+    return {
+        "agree_keys": float(same_keys.mean()),
+        "agree_clicks": float(same_clicks.mean()),
+        "agree_mouse": float(same_mouse.mean()),
+    }
+
+
+def repack_episode(
+    src: SourceEpisode, out: str | Path, meta: MetaRecord | None, split: str
+) -> EpisodeRecord:
+    """Store one episode's frames and catalog rows; skip it if an earlier run completed it."""
+    layout = OutLayout(Path(out))
+    ep, ref = src.episode, src.ref
+    marker = layout.episode_record(ep.name)
+    if marker.exists():
+        return EpisodeRecord(**{**json.loads(marker.read_text()), "skipped": True})
+    base = {"episode": ep.name, "dataset": ep.dataset, "file_num": ep.file_num, "split": split,
+            "container": ref.container, "member": ref.member, "size": ref.size}  # fmt: skip
+    try:
+        data = read_episode(ref)
+        digest = sha256_of(ref)
+    except (EpisodeFormatError, OSError) as e:
+        return EpisodeRecord(**base, reject_reason=f"unreadable: {e}")
+    n = len(data)
+    if episode_exists(layout, ep.name):  # a crashed run may have put the frames in place
+        stored = stored_bytes(layout.frames_zarr / layout.episode_array(ep.name))
+    else:
+        stored = write_frames(layout, ep.name, data.frames, {"episode": ep.name, "sha256": digest})
+
+    shipped = decode_y(data.y)
+    meta_cols, meta_problem = _metadata_columns(meta, n)
+    if meta_problem is not None:
+        meta_cols = pa.table(
+            {f.name: pa.nulls(n, f.type) for f in METADATA_SCHEMA}, schema=METADATA_SCHEMA
+        )
+    frames = pa.table(
+        {
+            "episode": pa.array([ep.name] * n, pa.string()),
+            "file_num": np.full(n, ep.file_num, np.int32),
+            "frame": np.arange(n, dtype=np.int32),
+            "split": pa.array([split] * n, pa.string()),
+            **shipped,
+            "kill": data.helperarr[:, 0] > 0.5,
+            "death": data.helperarr[:, 1] > 0.5,
+            **{f.name: meta_cols.column(f.name) for f in METADATA_SCHEMA},
+        },
+        schema=FRAMES_SCHEMA,
+    )
+    write_parquet_atomic(frames, layout.episode_frames(ep.dataset, ep.name))
+    record = EpisodeRecord(
+        **base,
+        sha256=digest,
+        n_frames=n,
+        stored_bytes=stored,
+        metadata_file=meta.metadata_file if meta else None,
+        counters=meta.counters if meta and meta_problem is None else None,
+        keep=bool(meta.keep) if meta and meta_problem is None else False,
+        reject_reason=meta_problem if meta_problem else (meta.reject_reason if meta else None),
+        status="stored",
+        **(_agreement(shipped, meta_cols) if meta_problem is None else {}),
+    )
+    write_json_atomic({k: v for k, v in asdict(record).items() if k != "skipped"}, marker)
+    return record

@@ -1,0 +1,77 @@
+"""List the episodes and metadata files of a source tree in the public layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from storage.containers import MemberRef, UnsafeMemberError, iter_container
+from storage.layout import METADATA_RE, EpisodeId, episode_from_member
+
+
+@dataclass(frozen=True)
+class SourceEpisode:
+    """Where one episode's HDF5 file lives."""
+
+    episode: EpisodeId
+    ref: MemberRef
+
+
+@dataclass(frozen=True)
+class SourceProblem:
+    """Something in the source that cannot be processed, with the reason."""
+
+    container: str
+    member: str | None
+    reason: str
+    episode: EpisodeId | None = None
+
+
+@dataclass
+class SourceListing:
+    """Episodes, metadata files and problems found in a source tree."""
+
+    episodes: list[SourceEpisode] = field(default_factory=list)
+    metadata: list[Path] = field(default_factory=list)
+    problems: list[SourceProblem] = field(default_factory=list)
+
+
+def _member_of(message: str) -> str | None:
+    """The quoted member name in an UnsafeMemberError message, if any."""
+    if ": member '" in message:
+        return message.split(": member '", 1)[1].split("'", 1)[0]
+    return None
+
+
+def list_source(src: str | Path) -> SourceListing:
+    """Walk `src` (folders, tars, zips) for episodes and `currvarsv2_*.npy` files."""
+    src = Path(src)
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: no such source folder")
+    listing = SourceListing()
+    seen: dict[EpisodeId, MemberRef] = {}
+    for item in iter_container(src):
+        if isinstance(item, UnsafeMemberError):
+            text = str(item)
+            container = text.split(": ", 1)[0]
+            member = _member_of(text)
+            ep = episode_from_member(PurePosixPath(member).name) if member else None
+            listing.problems.append(SourceProblem(container, member, text, ep))
+            continue
+        if item.member is None and METADATA_RE.match(Path(item.container).name):
+            listing.metadata.append(Path(item.container))
+            continue
+        ep = episode_from_member(item.member or item.container)
+        if ep is None:
+            continue  # README, images and other files that are not episodes
+        if ep in seen:
+            listing.problems.append(
+                SourceProblem(item.container, item.member,
+                              f"{item.label}: duplicate of {seen[ep].label}; ignored", ep)
+            )  # fmt: skip
+            continue
+        seen[ep] = item
+        listing.episodes.append(SourceEpisode(ep, item))
+    listing.episodes.sort(key=lambda e: e.episode)
+    listing.metadata.sort()
+    return listing
