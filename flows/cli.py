@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -156,6 +157,128 @@ def infer(
             console.print(f"[red]failed[/] {f}: {why}")
         console.print(f"{len(failed)} file(s) could not be read; fix or remove them and re-run.")
         raise typer.Exit(1)
+
+
+@app.command()
+def process(
+    src: Annotated[
+        Path, typer.Argument(help="Source tree in the public layout (tars, zips, .hdf5).")
+    ],
+    out: Annotated[
+        Path, typer.Argument(help="Output folder (frames.zarr, catalog/, manifest.json).")
+    ],
+    workers: Annotated[
+        int | None, typer.Option(help="Local Dask worker processes (default: cores).")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Existing Dask scheduler, tcp://host:8786.")
+    ] = None,
+    split_file: Annotated[Path | None, typer.Option(help="File of test episode names.")] = None,
+    test_fraction: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the split hash.")] = 0,
+) -> None:
+    """Repack a source tree into Zarr frames and a Parquet catalog (resumable)."""
+    if split_file is not None and test_fraction:
+        raise typer.BadParameter("give --split-file or --test-fraction, not both")
+    if not src.exists():
+        raise typer.BadParameter(f"{src}: no such source folder")
+    # Quiet per-task logs on the terminal; the Prefect UI keeps them.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    from flows.prefect_api import local_api
+
+    with local_api() as api:
+        from flows.process import ProcessParams, dask_runner, process_flow
+
+        params = ProcessParams(
+            test_fraction=test_fraction,
+            seed=seed,
+            split_file=str(split_file) if split_file else None,
+        )
+        console.print(f"Prefect API: {api}")
+        try:
+            summary = process_flow.with_options(task_runner=dask_runner(workers, scheduler))(
+                str(src), str(out), params, show_progress=True
+            )
+        except ValueError as e:
+            console.print(f"[red]{e}[/]")
+            raise typer.Exit(2) from None
+    table = Table(title=f"processed {src} -> {out}")
+    for col in (
+        "episodes",
+        "stored",
+        "already done",
+        "kept",
+        "rejected",
+        "failed",
+        "raw GB",
+        "stored GB",
+    ):
+        table.add_column(col, justify="right")
+    table.add_row(
+        str(summary.episodes), str(summary.stored), str(summary.skipped), str(summary.kept),
+        str(summary.rejected), str(summary.failed), f"{summary.raw_bytes / 1e9:.2f}",
+        f"{summary.stored_bytes / 1e9:.3f}",
+    )  # fmt: skip
+    report.print(table)
+    report.print(
+        f'try: csdm query {out} "select dataset, split, count(*) from frames group by all"'
+    )
+    if summary.failed:
+        console.print(
+            f"{summary.failed} episode(s) failed; see reject_reason in {out}/catalog/files.parquet"
+        )
+        raise typer.Exit(1)
+
+
+@app.command()
+def query(
+    out: Annotated[Path, typer.Argument(help="A folder written by `csdm process`.")],
+    sql: Annotated[str, typer.Argument(help="SQL over the views `frames` and `files`.")],
+    format: Annotated[str, typer.Option(help="table, csv, json or parquet.")] = "table",
+    output: Annotated[Path | None, typer.Option(help="Write the result here.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows shown by the table format.")] = 50,
+) -> None:
+    """Run DuckDB SQL over a processed dataset's catalog."""
+    import duckdb
+
+    from storage.dataset import duckdb_views, open_dataset
+
+    open_dataset(out)  # checks the format
+    con = duckdb.connect()
+    duckdb_views(con, out)
+    try:
+        rel = con.sql(sql)
+    except duckdb.Error as e:
+        console.print(f"[red]query failed:[/] {e}")
+        raise typer.Exit(2) from None
+    if format not in ("table", "csv", "json", "parquet"):
+        raise typer.BadParameter(f"--format must be table, csv, json or parquet, not {format!r}")
+    if format == "table":
+        result = rel.fetch_arrow_table()
+        t = Table(*result.column_names)
+        for row in result.slice(0, limit).to_pylist():
+            t.add_row(*[str(v) for v in row.values()])
+        report.print(t)
+        if result.num_rows > limit:
+            report.print(f"({result.num_rows} rows, {limit} shown; --limit to see more)")
+        return
+    if output is None and format == "parquet":
+        raise typer.BadParameter("--format parquet needs --output FILE")
+    if format == "parquet":
+        rel.write_parquet(str(output))
+    elif format == "csv" and output is not None:
+        rel.write_csv(str(output))
+    else:
+        df = rel.df()
+        text = (
+            df.to_csv(index=False) if format == "csv" else df.to_json(orient="records", lines=True)
+        )
+        if output is None:
+            sys.stdout.write(text)
+            return
+        output.write_text(text)
+    console.print(f"wrote {output}")
 
 
 def main() -> None:
