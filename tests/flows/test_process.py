@@ -1,0 +1,178 @@
+"""`csdm process` end to end on a synthetic source with faults, then read back."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from storage.catalog import KEY_COLUMNS, decode_y
+from storage.containers import MemberRef, iter_container
+from storage.dataset import open_dataset
+from storage.episode import read_episode, write_episode
+from storage.layout import EpisodeId
+from storage.safepickle import load_npy
+from tasks.synth import simulate_episode
+from tests import seed_reference as ref
+
+pytestmark = pytest.mark.slow
+CSDM = str(Path(sys.executable).with_name("csdm"))
+
+
+def run_csdm(*args: str, api: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PREFECT_API_URL": api, "COLUMNS": "200"}
+    return subprocess.run([CSDM, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _faulty_source(base: Path, tmp: Path) -> Path:
+    """The small synthetic tree plus a tar of three faults.
+
+    A truncated member, a `../` member, and an episode that has no metadata.
+    """
+    src = tmp / "src"
+    shutil.copytree(base, src)
+    good = tmp / "hdf5_dm_july2021_9.hdf5"
+    write_episode(
+        good, simulate_episode(EpisodeId("dm_july2021", 9), 40, 9, "normal", False).arrays
+    )
+    cut = tmp / "hdf5_dm_july2021_7.hdf5"
+    cut.write_bytes(good.read_bytes()[:200_000])
+    with tarfile.open(src / "hdf5_dm_july2021_7_to_9.tar", "w") as tf:
+        tf.add(cut, arcname=cut.name)
+        tf.add(good, arcname="../hdf5_dm_july2021_8.hdf5")
+        tf.add(good, arcname=good.name)
+    return src
+
+
+@pytest.fixture(scope="module")
+def processed(synth_tree: Path, prefect_api: str, tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("process")
+    src = _faulty_source(synth_tree, tmp)
+    out = tmp / "out"
+    first = run_csdm("process", str(src), str(out), "--workers", "2", "--test-fraction", "0.3",
+                     "--seed", "1", api=prefect_api)  # fmt: skip
+    return src, out, first
+
+
+def test_summary_and_fault_isolation(processed) -> None:
+    _, out, r = processed
+    assert r.returncode == 1, r.stderr  # two members failed; everything else was stored
+    assert "2 episode(s) failed" in r.stderr
+    files = pq.read_table(out / "catalog/files.parquet").to_pandas().set_index("episode")
+    assert sorted(files.index) == sorted(
+        [f"dm_july2021_{i}" for i in range(1, 10)]
+        + ["dm_july2021_expert_1", "dm_july2021_expert_2"]
+    )
+    assert files.loc["dm_july2021_7", "status"] == "failed"
+    assert "unreadable" in files.loc["dm_july2021_7", "reject_reason"]
+    assert files.loc["dm_july2021_8", "status"] == "failed"
+    assert "escapes the archive" in files.loc["dm_july2021_8", "reject_reason"]
+    assert files.loc["dm_july2021_9", "status"] == "stored"
+    assert not files.loc["dm_july2021_9", "keep"]
+    assert "no metadata" in files.loc["dm_july2021_9", "reject_reason"]
+    stored = files[files.status == "stored"]
+    assert len(stored) == 9 and stored.sha256.str.len().eq(64).all()
+    # the synthesiser's idle, desync and third-person episodes are rejected, and still stored
+    rejected = set(stored.index[~stored.keep])
+    assert {"dm_july2021_3", "dm_july2021_5", "dm_july2021_6", "dm_july2021_9"} <= rejected
+    assert {"dm_july2021_1", "dm_july2021_expert_1"}.isdisjoint(rejected)
+    assert (stored.loc[stored.index != "dm_july2021_9", "agree_keys"] == 1.0).all()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["parameters"]["test_fraction"] == 0.3
+    assert set(manifest["episodes"]) == set(stored.index)
+
+
+def test_frames_read_back_bit_exact_in_uneven_windows(processed) -> None:
+    src, out, _ = processed
+    ds = open_dataset(out)
+    refs = {m.name: m for m in iter_container(src) if isinstance(m, MemberRef)}
+    rng = np.random.default_rng(0)
+    for episode in ds.episodes:
+        source = read_episode(refs[f"hdf5_{episode}.hdf5"], parts=("x",))["x"]
+        n = ds.n_frames(episode)
+        assert n == len(source)
+        cuts = sorted({0, n, *rng.integers(0, n, 4).tolist()})
+        for a, b in itertools.pairwise(cuts):
+            np.testing.assert_array_equal(ds.frames(episode, a, b), source[a:b])
+    assert ds.frames("dm_july2021_1", 5, 5).shape == (0, 150, 280, 3)
+
+
+def test_catalog_labels_equal_the_source_and_the_reference(processed) -> None:
+    src, out, _ = processed
+    ds = open_dataset(out)
+    table = ds.catalog.to_table()
+    refs = {m.name: m for m in iter_container(src) if isinstance(m, MemberRef)}
+    meta = load_npy(src / "dataset_metadata/currvarsv2_dm_july2021_1_to_100.npy").item()
+    for episode in ("dm_july2021_2", "dm_july2021_5", "dm_july2021_9"):
+        rows = table.filter(pc.equal(table["episode"], episode)).sort_by("frame").to_pydict()
+        ep = read_episode(refs[f"hdf5_{episode}.hdf5"])
+        want = decode_y(ep.y)
+        for c in (*KEY_COLUMNS, "lclick", "rclick", "mouse_x", "mouse_y"):
+            np.testing.assert_array_equal(rows[c], want[c], err_msg=f"{episode} {c}")
+        np.testing.assert_array_equal(rows["kill"], ep.helperarr[:, 0] > 0.5)
+        assert set(rows["split"]) <= {"train", "test"} and len(set(rows["split"])) == 1
+        if episode == "dm_july2021_9":  # no metadata: inferred columns are null
+            assert set(rows["infer_mouse_x"]) == {None}
+            continue
+        num = int(episode.rsplit("_", 1)[1])
+        states = [meta[f"file_num{num}_frame_{i}"][0] for i in range(len(ep))]
+        acts, _ = ref.infer_episode(states)
+        assert rows["infer_keys"] == [a[0] for a in acts]
+        np.testing.assert_array_equal(rows["infer_mouse_x"], [a[1] for a in acts])
+        np.testing.assert_array_equal(rows["pos_x"], [s["localpos1"] for s in states])
+        assert rows["team"] == [s["gsi_team"] for s in states]
+    datasets = sorted(table.column("dataset").unique().to_pylist())
+    assert datasets == ["dm_july2021", "dm_july2021_expert"]
+
+
+def test_rerun_is_idempotent_and_resumes(processed, prefect_api: str) -> None:
+    src, out, _ = processed
+    shard = out / "frames.zarr/dm_july2021_1/c/0/0/0/0"
+    record = out / "catalog/_episodes/dm_july2021_1.json"
+    before = shard.stat().st_mtime_ns, record.stat().st_mtime_ns
+    # simulate a crash after the frames of episode 2 were stored but before its record was
+    (out / "catalog/_episodes/dm_july2021_2.json").unlink()
+    (out / "catalog/frames/dataset=dm_july2021/dm_july2021_2.parquet").unlink()
+    r = run_csdm("process", str(src), str(out), "--workers", "1", "--test-fraction", "0.3",
+                 "--seed", "1", api=prefect_api)  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    numbers = r.stdout.split("stored GB")[1].split()
+    kept = int(pq.read_table(out / "catalog/files.parquet").column("keep").to_numpy().sum())
+    # episodes, stored, already done (all but episode 2), kept, rejected, failed
+    assert [int(n) for n in numbers if n.isdigit()][:6] == [11, 9, 8, kept, 9 - kept, 2]
+    assert (shard.stat().st_mtime_ns, record.stat().st_mtime_ns) == before  # not rewritten
+    assert (out / "catalog/frames/dataset=dm_july2021/dm_july2021_2.parquet").exists()
+    assert not list((out / ".staging").iterdir())
+    # other parameters would mix splits: refused
+    r = run_csdm("process", str(src), str(out), "--test-fraction", "0.5", api=prefect_api)
+    assert r.returncode == 2 and "other parameters" in r.stderr
+
+
+def test_query_formats(processed, tmp_path: Path) -> None:
+    _, out, _ = processed
+    sql = "select split, count(*) as n from frames group by split order by split"
+    r = subprocess.run([CSDM, "query", str(out), sql, "--format", "csv"], capture_output=True,
+                       text=True)  # fmt: skip
+    lines = r.stdout.strip().splitlines()
+    assert r.returncode == 0 and lines[0] == "split,n"
+    assert sum(int(x.split(",")[1]) for x in lines[1:]) == 9 * 60 - 20  # episode 9 has 40 frames
+    sql = "select count(*) n from files where not keep"
+    r = subprocess.run([CSDM, "query", str(out), sql, "--format", "parquet", "--output",
+                        str(tmp_path / "q.parquet")])  # fmt: skip
+    assert r.returncode == 0
+    files = pq.read_table(out / "catalog/files.parquet")
+    want = files.num_rows - sum(files.column("keep").to_pylist())
+    assert pq.read_table(tmp_path / "q.parquet").column("n").to_pylist() == [want]
+    r = subprocess.run([CSDM, "query", str(out), "select nope from frames"], capture_output=True,
+                       text=True)  # fmt: skip
+    assert r.returncode == 2 and "query failed" in r.stderr
