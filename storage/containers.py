@@ -81,6 +81,13 @@ class _ByteRange(io.RawIOBase):
         self._pos += got
         return got
 
+    def readall(self) -> bytes:
+        """The rest of the range in one read (RawIOBase's default loops in 8 KB steps)."""
+        self._f.seek(self._start + self._pos)
+        data = self._f.read(max(0, self._size - self._pos))
+        self._pos += len(data)
+        return data
+
     def close(self) -> None:
         if not self.closed:
             self._f.close()

@@ -59,6 +59,9 @@ def write_frames(layout: OutLayout, episode: str, frames: np.ndarray, attrs: dic
             dimension_names=("time", "height", "width", "channel"),
             attributes={**attrs, "channel_order": CHANNEL_ORDER},
             zarr_format=3,
+            # zarr's empty-chunk check compares every chunk to the fill value: a full extra
+            # pass that cost more than compressing; frames are never empty anyway.
+            config={"write_empty_chunks": True},
         )
         if n:
             arr[:] = frames

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from storage.action_space import MOUSE_X_BINS, MOUSE_Y_BINS
 from storage.catalog import COUNTERS, FRAMES_SCHEMA, KEY_COLUMNS, METADATA_SCHEMA, decode_y
+from storage.containers import MemberRef
 from storage.episode import EpisodeFormatError, read_episode
 from storage.framestore import episode_exists, stored_bytes, write_frames
 from storage.layout import OutLayout
@@ -54,13 +55,13 @@ class EpisodeRecord:
         return {**d, **{c: counters.get(c) for c in COUNTERS}}
 
 
-def sha256_of(ref) -> str:
-    """Checksum of a file or archive member, streamed."""
-    h = hashlib.sha256()
+def _load(ref: MemberRef) -> bytes:
+    """A member's bytes, read once: hashed, then parsed in memory (one episode is ~130 MB)."""
     with ref.open() as f:
-        while block := f.read(8 << 20):
-            h.update(block)
-    return h.hexdigest()
+        data = f.read()
+    if ref.size >= 0 and len(data) != ref.size:
+        raise OSError(f"{ref.label}: read {len(data)} of {ref.size} bytes")
+    return data
 
 
 def _metadata_columns(meta: MetaRecord | None, n: int) -> tuple[pa.Table, str | None]:
@@ -103,17 +104,19 @@ def repack_episode(
     base = {"episode": ep.name, "dataset": ep.dataset, "file_num": ep.file_num, "split": split,
             "container": ref.container, "member": ref.member, "size": ref.size}  # fmt: skip
     try:
-        data = read_episode(ref)
-        digest = sha256_of(ref)
+        raw = _load(ref)
+        digest = hashlib.sha256(raw).hexdigest()
+        data = read_episode((ref.label, raw), parts=("x", "y", "helperarr"))
+        del raw
     except (EpisodeFormatError, OSError) as e:
         return EpisodeRecord(**base, reject_reason=f"unreadable: {e}")
-    n = len(data)
+    n = len(data["x"])
     if episode_exists(layout, ep.name):  # a crashed run may have put the frames in place
         stored = stored_bytes(layout.frames_zarr / layout.episode_array(ep.name))
     else:
-        stored = write_frames(layout, ep.name, data.frames, {"episode": ep.name, "sha256": digest})
+        stored = write_frames(layout, ep.name, data["x"], {"episode": ep.name, "sha256": digest})
 
-    shipped = decode_y(data.y)
+    shipped = decode_y(data["y"])
     meta_cols, meta_problem = _metadata_columns(meta, n)
     if meta_problem is not None:
         meta_cols = pa.table(
@@ -126,8 +129,8 @@ def repack_episode(
             "frame": np.arange(n, dtype=np.int32),
             "split": pa.array([split] * n, pa.string()),
             **shipped,
-            "kill": data.helperarr[:, 0] > 0.5,
-            "death": data.helperarr[:, 1] > 0.5,
+            "kill": data["helperarr"][:, 0] > 0.5,
+            "death": data["helperarr"][:, 1] > 0.5,
             **{f.name: meta_cols.column(f.name) for f in METADATA_SCHEMA},
         },
         schema=FRAMES_SCHEMA,

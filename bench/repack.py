@@ -1,0 +1,142 @@
+"""Benchmark: repacking episodes into the Zarr store, compression, window reads.
+
+Run: `make bench` (or `.venv/bin/python -m bench.repack --episodes 2 --frames 1000`). On
+synthetic episodes (frames panned over the shipped dust2 panorama, in an uncompressed tar
+as published) it measures, in one run and on one core:
+- repack throughput (read from the tar, checksum, write Zarr and catalog) against the codec
+  alone compressing the same 32-frame chunks (the CPU limit), and against a naive repack that
+  copies frame by frame (one HDF5 dataset read and one single-frame chunk write per frame);
+- the compression ratio raw/stored;
+- random 96-frame window reads from the store against the same windows read from the source
+  HDF5 with one dataset read per frame (the seed's and DIAMOND's access pattern).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import zarr
+from numcodecs import Zstd
+from zarr.codecs import ZstdCodec
+from zarr.storage import LocalStore
+
+from storage.containers import MemberRef, iter_container
+from storage.dataset import open_dataset
+from storage.episode import write_episode
+from storage.framestore import CHUNK_FRAMES, ZSTD_LEVEL
+from storage.layout import EpisodeId, OutLayout, episode_from_member
+from tasks.catalog_writer import write_catalog
+from tasks.repack import repack_episode
+from tasks.source import SourceEpisode
+from tasks.synth import simulate_episode
+
+WINDOW = 96
+
+
+def build_source(tmp: Path, episodes: int, frames: int) -> list[SourceEpisode]:
+    tar = tmp / "hdf5_dm_july2021_1_to_200.tar"
+    with tarfile.open(tar, "w") as tf:
+        for n in range(1, episodes + 1):
+            ep = EpisodeId("dm_july2021", n)
+            h5 = tmp / ep.hdf5_name
+            write_episode(h5, simulate_episode(ep, frames, n, "normal", False).arrays)
+            tf.add(h5, arcname=h5.name)
+            h5.unlink()
+    refs = [m for m in iter_container(tar) if isinstance(m, MemberRef)]
+    return [SourceEpisode(episode_from_member(m.member), m) for m in refs]
+
+
+def naive_repack(src: SourceEpisode, out: Path) -> None:
+    """Frame by frame: one h5py dataset read and one single-frame chunk write per frame."""
+    with src.ref.open() as f, h5py.File(f, "r") as h5:
+        n = sum(1 for k in h5 if k.endswith("_x"))
+        arr = zarr.create_array(LocalStore(out / src.episode.name), shape=(n, 150, 280, 3),
+                                dtype=np.uint8, chunks=(1, 150, 280, 3),
+                                compressors=ZstdCodec(level=ZSTD_LEVEL))  # fmt: skip
+        for i in range(n):
+            arr[i] = h5[f"frame_{i}_x"][()]
+
+
+def hdf5_windows(src: SourceEpisode, starts: list[int]) -> None:
+    with src.ref.open() as f, h5py.File(f, "r") as h5:
+        for s in starts:
+            np.stack([h5[f"frame_{i}_x"][()] for i in range(s, s + WINDOW)])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--episodes", type=int, default=2)
+    ap.add_argument("--frames", type=int, default=1000)
+    ap.add_argument("--windows", type=int, default=40)
+    args = ap.parse_args()
+    zarr.config.set({"threading.max_workers": 1, "async.concurrency": 1})  # one core
+    with tempfile.TemporaryDirectory() as tmp_:
+        tmp = Path(tmp_)
+        sources = build_source(tmp, args.episodes, args.frames)
+        raw = args.episodes * args.frames * 150 * 280 * 3
+        print(f"source: {args.episodes} episodes x {args.frames} frames, {raw / 1e6:.0f} MB raw")
+
+        # (a) the codec alone over the same 32-frame chunks
+        from storage.episode import read_episode
+
+        frames = [read_episode(s.ref, parts=("x",))["x"] for s in sources]
+        codec = Zstd(ZSTD_LEVEL)
+        t = time.perf_counter()
+        compressed = sum(len(codec.encode(np.ascontiguousarray(f[i:i + CHUNK_FRAMES])))
+                         for f in frames for i in range(0, len(f), CHUNK_FRAMES))  # fmt: skip
+        t_codec = time.perf_counter() - t
+        del frames
+
+        # (b) csdm's repack: read from the tar, sha256, Zarr shard, catalog rows
+        out = tmp / "out"
+        t = time.perf_counter()
+        records = [repack_episode(s, out, None, "train") for s in sources]
+        t_repack = time.perf_counter() - t
+        write_catalog(OutLayout(out), records, str(tmp), {})
+        stored = sum(r.stored_bytes for r in records)
+
+        # (c) naive frame-by-frame copy
+        t = time.perf_counter()
+        for s in sources:
+            naive_repack(s, tmp / "naive")
+        t_naive = time.perf_counter() - t
+
+        print("\n[repack throughput, MB/s of raw frame bytes, one core]")
+        print(
+            f"  zstd-{ZSTD_LEVEL} on 32-frame chunks only : {raw / t_codec / 1e6:7.1f} MB/s (limit)"
+        )
+        print(f"  csdm repack_episode             : {raw / t_repack / 1e6:7.1f} MB/s  "
+              f"({t_codec / t_repack:.0%} of the limit; goal >= 80%)")  # fmt: skip
+        print(f"  naive frame-by-frame copy       : {raw / t_naive / 1e6:7.1f} MB/s  "
+              f"(csdm is {t_naive / t_repack:.1f}x faster)")  # fmt: skip
+        print(f"  compression raw/stored          : {raw / stored:7.2f}x  (codec alone "
+              f"{raw / compressed:.2f}x; goal >= 2x)")  # fmt: skip
+
+        # (d) random 96-frame windows
+        rng = np.random.default_rng(0)
+        picks = [(rng.integers(len(sources)), int(rng.integers(0, args.frames - WINDOW)))
+                 for _ in range(args.windows)]  # fmt: skip
+        ds = open_dataset(out)
+        t = time.perf_counter()
+        for e, s in picks:
+            ds.frames(sources[e].episode.name, s, s + WINDOW)
+        t_store = time.perf_counter() - t
+        t = time.perf_counter()
+        for e, s in picks:
+            hdf5_windows(sources[e], [s])
+        t_h5 = time.perf_counter() - t
+        n = args.windows * WINDOW
+        print(f"\n[random {WINDOW}-frame windows x {args.windows}, one core]")
+        print(f"  csdm store (Zarr)               : {n / t_store:8.0f} frames/s")
+        print(f"  source HDF5, a dataset per frame: {n / t_h5:8.0f} frames/s")
+        print(f"  speed-up                        : {t_h5 / t_store:8.1f}x  (goal >= 4x)")
+
+
+if __name__ == "__main__":
+    main()
