@@ -20,8 +20,12 @@ demo: setup
 	rm -rf $(DEMO_OUT)
 	$(BIN)/csdm synth $(DEMO_OUT)/source --seed 0
 	$(BIN)/csdm infer $(DEMO_OUT)/source --out $(DEMO_OUT)/labels
+	$(BIN)/csdm process $(DEMO_OUT)/source $(DEMO_OUT)/dataset --workers 2 --test-fraction 0.25
+	$(BIN)/csdm query $(DEMO_OUT)/dataset "select dataset, split, count(*) as frames, round(avg(key_w::int), 3) as w_rate from frames group by all order by all"
+	$(BIN)/csdm query $(DEMO_OUT)/dataset "select episode, keep, reject_reason from files order by episode"
 	@echo
-	@echo "Labels written to $(DEMO_OUT)/labels/{frames,files}.parquet"
+	@echo "Dataset in $(DEMO_OUT)/dataset: frames.zarr, catalog/frames/, catalog/files.parquet, manifest.json"
+	@echo "Read it: python -c \"from storage import open_dataset; d = open_dataset('$(DEMO_OUT)/dataset'); print(d.frames(d.episodes[0], 0, 96).shape)\""
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -31,6 +35,7 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python -m bench.infer
+	$(BIN)/python -m bench.repack
 
 lint: setup
 	$(BIN)/ruff check .

@@ -2,6 +2,7 @@
 
 from storage.action_space import FPS, FRAME_SHAPE, KEYS, MOUSE_X_BINS, MOUSE_Y_BINS
 from storage.containers import MemberRef, UnsafeMemberError, iter_container
+from storage.dataset import Dataset, DatasetFormatError, open_dataset
 from storage.episode import Episode, EpisodeFormatError, count_frames, read_episode, write_episode
 from storage.layout import EpisodeId
 from storage.metadata import (
@@ -20,6 +21,8 @@ __all__ = [
     "KEYS",
     "MOUSE_X_BINS",
     "MOUSE_Y_BINS",
+    "Dataset",
+    "DatasetFormatError",
     "Episode",
     "EpisodeFormatError",
     "EpisodeId",
@@ -33,6 +36,7 @@ __all__ = [
     "iter_container",
     "load_metadata",
     "load_npy",
+    "open_dataset",
     "read_episode",
     "write_episode",
 ]
