@@ -6,6 +6,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import h5py
 import numpy as np
@@ -57,7 +58,9 @@ def _frame_count(h5: h5py.File, label: str) -> int:
     return n
 
 
-def _read_part(h5: h5py.File, fobj, label: str, part: str, start: int, stop: int) -> np.ndarray:
+def _read_part(
+    h5: h5py.File, fobj, raw: bytes | None, label: str, part: str, start: int, stop: int
+) -> np.ndarray:
     """Read one part of frames `[start, stop)`.
 
     Contiguous, uncompressed datasets of the expected dtype (the public files' layout) are
@@ -82,16 +85,15 @@ def _read_part(h5: h5py.File, fobj, label: str, part: str, start: int, stop: int
         )
         offsets.append(dsid.get_offset() if direct else None)
     n = stop - start
-    if isinstance(fobj, io.BytesIO) and n and None not in offsets:
-        buf = fobj.getbuffer()
+    if raw is not None and n and None not in offsets:
         steps = np.diff(np.asarray(offsets, dtype=np.int64))
         end = offsets[-1] + nbytes
-        if end > len(buf):
+        if end > len(raw):
             raise EpisodeFormatError(f"{label}: {frame_key(stop - 1, part)} is truncated")
         if n == 1 or ((steps == steps[0]).all() and steps[0] >= nbytes):
             stride = int(steps[0]) if n > 1 else nbytes
             inner = np.empty((0, *shape), dtype).strides[1:]
-            view = np.ndarray((n, *shape), dtype, buf.obj, offsets[0], (stride, *inner))
+            view = np.ndarray((n, *shape), dtype, raw, offsets[0], (stride, *inner))
             view.flags.writeable = False
             return view
     out = np.empty((n, *shape), dtype=dtype)
@@ -108,11 +110,11 @@ def _read_part(h5: h5py.File, fobj, label: str, part: str, start: int, stop: int
 Source = MemberRef | str | Path | tuple[str, bytes]  # (label, bytes): a member already in memory
 
 
-def _open(source: Source):
+def _open(source: Source) -> tuple[str, BinaryIO, bytes | None]:
     if isinstance(source, tuple):
-        return source[0], io.BytesIO(source[1])
+        return source[0], io.BytesIO(source[1]), source[1]
     ref = source if isinstance(source, MemberRef) else MemberRef(str(source))
-    return ref.label, ref.open()
+    return ref.label, ref.open(), None
 
 
 def read_episode(
@@ -125,12 +127,12 @@ def read_episode(
 
     Returns an `Episode` when all parts are read, else a dict of the requested parts.
     """
-    label, fobj = _open(source)
+    label, fobj, raw = _open(source)
     try:
         with fobj, h5py.File(fobj, "r") as h5:
             n = _frame_count(h5, label)
             stop = n if stop is None else min(stop, n)
-            data = {p: _read_part(h5, fobj, label, p, start, stop) for p in parts}
+            data = {p: _read_part(h5, fobj, raw, label, p, start, stop) for p in parts}
     except EpisodeFormatError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as e:
@@ -142,7 +144,7 @@ def read_episode(
 
 def count_frames(source: Source) -> int:
     """Number of frames in an episode file."""
-    label, fobj = _open(source)
+    label, fobj, _ = _open(source)
     try:
         with fobj, h5py.File(fobj, "r") as h5:
             return _frame_count(h5, label)

@@ -106,8 +106,7 @@ def repack_episode(
     try:
         raw = _load(ref)
         digest = hashlib.sha256(raw).hexdigest()
-        data = read_episode((ref.label, raw), parts=("x", "y", "helperarr"))
-        del raw
+        data = read_episode((ref.label, raw), parts=("x", "y", "helperarr"))  # views of raw
     except (EpisodeFormatError, OSError) as e:
         return EpisodeRecord(**base, reject_reason=f"unreadable: {e}")
     n = len(data["x"])
