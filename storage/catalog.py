@@ -27,7 +27,7 @@ INFERRED_FIELDS = [
     pa.field("infer_mouse_y", pa.float64()),
     pa.field("infer_lclick", pa.int8()),
     pa.field("infer_rclick", pa.int8()),
-    pa.field("infer_processed", pa.bool_()),
+    pa.field("infer_processed", pa.bool_()),  # the frame passed the seed's alive/weapon check
 ]
 STATE_FIELDS = [
     pa.field("pos_x", pa.float64()), pa.field("pos_y", pa.float64()),

@@ -47,6 +47,17 @@ class InferredActions:
     processed: np.ndarray  # bool: frame passed the seed's alive/weapon check
     counters: dict[str, np.ndarray]  # COUNTERS -> int64 per episode
 
+    def columns(self) -> dict[str, pa.Array | np.ndarray]:
+        """The per-frame `infer_*` catalog columns (storage.catalog.INFERRED_FIELDS)."""
+        return {
+            "infer_keys": self.keys,
+            "infer_mouse_x": self.mouse_x,
+            "infer_mouse_y": self.mouse_y,
+            "infer_lclick": self.lclick.astype(np.int8),
+            "infer_rclick": self.rclick.astype(np.int8),
+            "infer_processed": self.processed,
+        }
+
 
 def frame_index(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`(episode, local frame)` of every row of episodes concatenated with these lengths."""

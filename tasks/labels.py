@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from storage.action_space import KEYS
-from storage.catalog import COUNTERS
+from storage.catalog import COUNTERS, INFERRED_FIELDS
 from storage.metadata import MetadataBatch, load_metadata
 from tasks.infer import InferredActions, frame_index, infer_actions
 from tasks.quality import QualityThresholds
@@ -24,12 +24,7 @@ FRAMES_SCHEMA = pa.schema(
         pa.field("dataset", pa.string(), nullable=False),
         pa.field("file_num", pa.int32(), nullable=False),
         pa.field("frame", pa.int32(), nullable=False),
-        pa.field("infer_keys", pa.list_(pa.string()), nullable=False),
-        pa.field("infer_mouse_x", pa.float64(), nullable=False),
-        pa.field("infer_mouse_y", pa.float64(), nullable=False),
-        pa.field("infer_lclick", pa.int8(), nullable=False),
-        pa.field("infer_rclick", pa.int8(), nullable=False),
-        pa.field("infer_processed", pa.bool_(), nullable=False),  # passed the seed's checks
+        *INFERRED_FIELDS,
         pa.field("kill", pa.bool_(), nullable=False),
         pa.field("death", pa.bool_(), nullable=False),
     ]
@@ -114,12 +109,7 @@ def label_batch(batch: MetadataBatch, thresholds: QualityThresholds) -> Labels:
             "dataset": datasets.take(episode),
             "file_num": nums[episode],
             "frame": local.astype(np.int32),
-            "infer_keys": acts.keys,
-            "infer_mouse_x": acts.mouse_x,
-            "infer_mouse_y": acts.mouse_y,
-            "infer_lclick": acts.lclick.astype(np.int8),
-            "infer_rclick": acts.rclick.astype(np.int8),
-            "infer_processed": acts.processed,
+            **acts.columns(),
             "kill": helper[:, 0],
             "death": helper[:, 1],
         },

@@ -72,12 +72,7 @@ def prepare_metadata(
     acts = infer_actions(batch.state, batch.lengths)
     keep, reasons = thresholds.judge(acts.counters, batch.lengths)
     cols = {
-        "infer_keys": acts.keys,
-        "infer_mouse_x": acts.mouse_x,
-        "infer_mouse_y": acts.mouse_y,
-        "infer_lclick": acts.lclick.astype(np.int8),
-        "infer_rclick": acts.rclick.astype(np.int8),
-        "infer_processed": acts.processed,
+        **acts.columns(),
         **{name: batch.state.column(src) for name, src in STATE_COLUMNS.items()},
     }
     table = pa.table(cols, schema=METADATA_SCHEMA)
