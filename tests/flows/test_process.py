@@ -176,3 +176,21 @@ def test_query_formats(processed, tmp_path: Path) -> None:
     r = subprocess.run([CSDM, "query", str(out), "select nope from frames"], capture_output=True,
                        text=True)  # fmt: skip
     assert r.returncode == 2 and "query failed" in r.stderr
+
+
+def test_prefect_artifacts_report_the_run(processed, prefect_api: str) -> None:
+    import httpx
+
+    def latest(key: str) -> dict:
+        r = httpx.post(f"{prefect_api}/artifacts/filter", json={
+            "artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 1})  # fmt: skip
+        r.raise_for_status()
+        return r.json()[0]
+
+    rejected = latest("rejected-and-failed-episodes")
+    rows = json.loads(rejected["data"]) if isinstance(rejected["data"], str) else rejected["data"]
+    by_episode = {row["episode"]: row for row in rows}
+    assert by_episode["dm_july2021_7"]["status"] == "failed"
+    assert "escapes the archive" in by_episode["dm_july2021_8"]["reason"]
+    assert by_episode["dm_july2021_9"]["status"] == "stored"
+    assert latest("process-progress")["data"] == 100.0
