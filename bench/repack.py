@@ -6,7 +6,7 @@ as published) it measures, in one run and on one core:
 - repack throughput (read from the tar, checksum, write Zarr and catalog) against the codec
   alone compressing the same 32-frame chunks (the CPU limit), and against a naive repack that
   copies frame by frame (one HDF5 dataset read and one single-frame chunk write per frame);
-- the compression ratio raw/stored;
+- the compression ratio raw/stored, and the candidate codecs the choice was made from;
 - random 96-frame window reads from the store against the same windows read from the source
   HDF5 with one dataset read per frame (the seed's and DIAMOND's access pattern).
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import zarr
-from numcodecs import Zstd
+from numcodecs import LZ4, Blosc, Zstd
 from zarr.codecs import ZstdCodec
 from zarr.storage import LocalStore
 
@@ -37,6 +37,14 @@ from tasks.source import SourceEpisode
 from tasks.synth import simulate_episode
 
 WINDOW = 96
+CANDIDATES = {
+    "zstd-1": Zstd(1),
+    "zstd-3 (chosen)": Zstd(3),
+    "zstd-5": Zstd(5),
+    "blosc zstd-5 bitshuffle": Blosc("zstd", 5, Blosc.BITSHUFFLE),
+    "blosc lz4 shuffle": Blosc("lz4", 5, Blosc.SHUFFLE),
+    "lz4": LZ4(),
+}
 
 
 def build_source(tmp: Path, episodes: int, frames: int) -> list[SourceEpisode]:
@@ -91,12 +99,25 @@ def main() -> None:
         from storage.episode import read_episode
 
         frames = [read_episode(s.ref, parts=("x",))["x"] for s in sources]
+        chunks = [np.ascontiguousarray(f[i : i + CHUNK_FRAMES])
+                  for f in frames for i in range(0, len(f), CHUNK_FRAMES)]  # fmt: skip
+        del frames
+        print(f"\n[codec choice on {CHUNK_FRAMES}-frame chunks, one core]")
+        for name, candidate in CANDIDATES.items():
+            t = time.perf_counter()
+            encoded = [candidate.encode(c) for c in chunks]
+            t_enc = time.perf_counter() - t
+            t = time.perf_counter()
+            for e in encoded:
+                candidate.decode(e)
+            t_dec = time.perf_counter() - t
+            ratio, enc, dec = raw / sum(map(len, encoded)), raw / t_enc / 1e6, raw / t_dec / 1e6
+            print(f"  {name:24s} ratio {ratio:6.2f}x  encode {enc:5.0f}  decode {dec:5.0f} MB/s")
         codec = Zstd(ZSTD_LEVEL)
         t = time.perf_counter()
-        compressed = sum(len(codec.encode(np.ascontiguousarray(f[i:i + CHUNK_FRAMES])))
-                         for f in frames for i in range(0, len(f), CHUNK_FRAMES))  # fmt: skip
+        compressed = sum(len(codec.encode(c)) for c in chunks)
         t_codec = time.perf_counter() - t
-        del frames
+        del chunks
 
         # (b) csdm's repack: read from the tar, sha256, Zarr shard, catalog rows
         out = tmp / "out"
