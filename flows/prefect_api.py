@@ -48,11 +48,14 @@ def local_api() -> Iterator[str]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
     prefect = Path(sys.executable).with_name("prefect")
+    # No telemetry: the server would otherwise try to reach Prefect's analytics service.
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     proc = subprocess.Popen(
         [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        env=env,
     )
     try:
         wait_healthy(url, proc=proc)
