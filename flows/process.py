@@ -101,11 +101,10 @@ def repack_task(src: SourceEpisode, out: str, meta: MetaRecord | None, split: st
 def _covers(path: Path, ep: SourceEpisode) -> bool:
     """Whether a `currvarsv2_{stub}{a}_to_{b}.npy` file holds this episode's metadata."""
     named = metadata_dataset(path.name)
-    return (
-        bool(named)
-        and named[0] == ep.episode.dataset
-        and named[1] <= ep.episode.file_num <= named[2]
-    )
+    if named is None:
+        return False
+    dataset, first, last = named
+    return dataset == ep.episode.dataset and first <= ep.episode.file_num <= last
 
 
 def _needed_metadata(listing: SourceListing, pending: list[SourceEpisode]) -> list[Path]:
@@ -155,15 +154,11 @@ def process_flow(
             meta.update({r.episode: r for r in fut.result()})
         except Exception as e:  # a whole metadata file is unusable: say so per episode
             path = meta_futures[fut]
-            named = metadata_dataset(path.name)
             for ep in listing.episodes:
-                if (
-                    named
-                    and ep.episode.dataset == named[0]
-                    and named[1] <= ep.episode.file_num <= named[2]
-                ):
+                if _covers(path, ep):
+                    why = f"metadata file unusable: {e}"
                     meta[ep.episode.name] = MetaRecord(
-                        ep.episode.name, str(path), reject_reason=f"metadata file unusable: {e}"
+                        ep.episode.name, str(path), reject_reason=why
                     )
 
     futures = {
@@ -177,12 +172,9 @@ def process_flow(
         try:
             records.append(fut.result())
         except Exception as e:  # a crash in one episode never stops the others
-            e_src = futures[fut]
-            records.append(EpisodeRecord(
-                e_src.episode.name, e_src.episode.dataset, e_src.episode.file_num,
-                splits.split_of(e_src.episode.name), e_src.ref.container, e_src.ref.member,
-                reject_reason=f"crashed: {type(e).__name__}: {e}",
-            ))  # fmt: skip
+            src_ep = futures[fut]
+            split = splits.split_of(src_ep.episode.name)
+            records.append(EpisodeRecord.failed(src_ep, split, f"crashed: {type(e).__name__}: {e}"))
         if bar:
             bar.advance(bar.task_ids[0])
         if i % max(1, len(futures) // 20) == 0 or i == len(futures):

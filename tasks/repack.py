@@ -47,6 +47,13 @@ class EpisodeRecord:
     agree_mouse: float | None = None
     skipped: bool = False  # already complete before this run
 
+    @classmethod
+    def failed(cls, src: SourceEpisode, split: str | None, reason: str) -> EpisodeRecord:
+        """The record of an episode that could not be stored."""
+        ep, ref = src.episode, src.ref
+        return cls(ep.name, ep.dataset, ep.file_num, split, ref.container, ref.member, ref.size,
+                   reject_reason=reason)  # fmt: skip
+
     def row(self) -> dict:
         """The `files.parquet` row."""
         d = asdict(self)
@@ -108,7 +115,7 @@ def repack_episode(
         digest = hashlib.sha256(raw).hexdigest()
         data = read_episode((ref.label, raw), parts=("x", "y", "helperarr"))  # views of raw
     except (EpisodeFormatError, OSError) as e:
-        return EpisodeRecord(**base, reject_reason=f"unreadable: {e}")
+        return EpisodeRecord.failed(src, split, f"unreadable: {e}")
     n = len(data["x"])
     if episode_exists(layout, ep.name):  # a crashed run may have put the frames in place
         stored = stored_bytes(layout.frames_zarr / layout.episode_array(ep.name))
