@@ -32,12 +32,6 @@ class SplitSpec:
         u = int.from_bytes(digest[:8], "big") / 2**64
         return "test" if u < self.test_fraction else "train"
 
-    def describe(self) -> dict:
-        """Parameters as recorded in the manifest."""
-        if self.test_episodes:
-            return {"split_file": self.source, "test_episodes": len(self.test_episodes)}
-        return {"test_fraction": self.test_fraction, "seed": self.seed}
-
 
 def read_split_file(path: str | Path) -> SplitSpec:
     """Test episodes from a file of names, one per line (`hdf5_dm_july2021_3.hdf5` or ids)."""
