@@ -31,9 +31,10 @@ class MetaRecord:
     path: str | None = None  # None: the metadata of this episode is unusable (see reason)
 
 
-def _stamp(meta_path: Path, layout: OutLayout) -> tuple[Path, dict]:
+def _stamp(meta_path: Path, layout: OutLayout, thresholds: QualityThresholds) -> tuple[Path, dict]:
     st = meta_path.stat()
-    key = {"file": str(meta_path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    key = {"file": str(meta_path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+           "thresholds": asdict(thresholds)}  # fmt: skip
     return layout.metadata_cache / f"_{meta_path.name}.json", key
 
 
@@ -61,7 +62,7 @@ def prepare_metadata(
     A second call on an unchanged file returns the cached records without reloading it.
     """
     meta_path = Path(meta_path)
-    stamp_path, key = _stamp(meta_path, layout)
+    stamp_path, key = _stamp(meta_path, layout, thresholds)
     if stamp_path.exists():
         cached = json.loads(stamp_path.read_text())
         if cached["key"] == key and all(
