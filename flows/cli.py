@@ -232,6 +232,57 @@ def process(
 
 
 @app.command()
+def ingest(
+    dest: Annotated[Path, typer.Option(help="Folder; files land at DEST/<repo path>.")],
+    repo: Annotated[
+        str, typer.Option(help="Dataset repo on the Hub.")
+    ] = "TeaPearce/CounterStrike_Deathmatch",
+    revision: Annotated[str, typer.Option(help="Branch, tag or commit.")] = "main",
+    include: Annotated[
+        list[str] | None, typer.Option(help="fnmatch glob over repo paths (repeat).")
+    ] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Glob to leave out (repeat).")] = None,
+    subset: Annotated[
+        list[str] | None,
+        typer.Option(help="dm_scraped, dm_expert, aim_expert, other_maps, metadata (repeat)."),
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Parallel transfers.")] = 4,
+    endpoint: Annotated[
+        str | None, typer.Option(help="Hub URL (default: HF_ENDPOINT or the Hub).")
+    ] = None,
+) -> None:
+    """Download (resumable, sha256-verified, incremental) files of the dataset from the Hub."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from flows.prefect_api import local_api
+
+    with local_api():
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        from flows.ingest import ingest_flow
+        from tasks.hub import IngestError
+
+        runner = ThreadPoolTaskRunner(max_workers=workers)
+        try:
+            summary = ingest_flow.with_options(task_runner=runner)(
+                repo, revision, include or [], exclude or [], subset or [], str(dest), endpoint,
+                show_progress=True,
+            )  # fmt: skip
+        except (IngestError, ValueError) as e:
+            console.print(f"[red]{e}[/]")
+            raise typer.Exit(2) from None
+    gb, secs = summary["bytes"] / 1e9, summary["seconds"]
+    report.print(
+        f"{summary['repo']}@{summary['commit'][:12]}: {summary['files']} files selected, "
+        f"{summary['fetched']} fetched ({gb:.3f} GB in {secs} s), "
+        f"{summary['already_verified']} already verified, {len(summary['failed'])} failed"
+    )
+    for f in summary["failed"]:
+        console.print(f"[red]failed[/] {f['path']}: {f['error']}")
+    if summary["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
 def query(
     out: Annotated[Path, typer.Argument(help="A folder written by `csdm process`.")],
     sql: Annotated[str, typer.Argument(help="SQL over the views `frames` and `files`.")],

@@ -1,0 +1,130 @@
+"""The `ingest` flow: fetch selected files of the dataset repo from the Hub into a folder."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path, PurePosixPath
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.futures import wait
+
+from tasks.hub import (
+    REPO,
+    HubFile,
+    IngestError,
+    IngestPlan,
+    check_disk,
+    download_file,
+    patterns_for,
+    pending,
+    plan_ingest,
+    record_verified,
+)
+
+
+@task(name="plan-ingest", retries=2, retry_delay_seconds=5)
+def plan_task(repo: str, revision: str, include: list[str], exclude: list[str],
+              endpoint: str | None) -> IngestPlan:  # fmt: skip
+    """Resolve the revision and list the selected files."""
+    return plan_ingest(repo, revision, include, exclude, endpoint=endpoint)
+
+
+@task(name="download-file", retries=1, retry_delay_seconds=5)
+def download_task(plan: IngestPlan, f: HubFile, dest: str, endpoint: str | None) -> str:
+    """Fetch, resume and verify one file."""
+    return str(download_file(plan, f, Path(dest), endpoint=endpoint))
+
+
+def _on_disk(dest: Path, files: list[HubFile]) -> int:
+    """Bytes of these files present so far (final or partial), for progress."""
+    total = 0
+    for f in files:
+        target = dest.joinpath(*PurePosixPath(f.path).parts)
+        for p in (target, target.with_name(target.name + ".part")):
+            if p.exists():
+                total += p.stat().st_size
+                break
+    return total
+
+
+@flow(name="ingest")
+def ingest_flow(
+    repo: str = REPO,
+    revision: str = "main",
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    subsets: list[str] | None = None,
+    dest: str = "data/hub",
+    endpoint: str | None = None,
+    show_progress: bool = False,
+) -> dict:
+    """Download the selected files of `repo` at `revision` into `dest/<repo path>`."""
+    logger = get_run_logger()
+    patterns = patterns_for(include or [], subsets or [])
+    plan = plan_task(repo, revision, patterns, exclude or [], endpoint)
+    dest_path = Path(dest)
+    todo = pending(plan, dest_path)
+    need = check_disk(dest_path, todo)
+    logger.info("%s@%s: %d files selected, %d to fetch (%.2f GB)",
+                repo, plan.commit[:12], len(plan.files), len(todo), need / 1e9)  # fmt: skip
+    futures = {download_task.submit(plan, f, dest, endpoint): f for f in todo}
+    total = sum(f.size for f in todo) or 1
+    start = _on_disk(dest_path, todo)
+    progress_id = create_progress_artifact(progress=0.0, key="ingest-progress")
+    bar = _cli_progress(total, start) if show_progress else None
+    t0 = time.monotonic()
+    while not all(fut.state.is_final() for fut in futures):
+        done = _on_disk(dest_path, todo)
+        if bar:
+            bar.update(bar.task_ids[0], completed=done)
+        update_progress_artifact(progress_id, progress=100.0 * done / total)
+        wait(list(futures), timeout=1.0)
+    ok, failed = [], []
+    for fut, f in futures.items():
+        try:
+            fut.result()
+            ok.append(f)
+        except (IngestError, OSError, RuntimeError) as e:
+            failed.append((f, str(e)))
+    record_verified(plan, dest_path, ok)
+    update_progress_artifact(progress_id, progress=100.0)
+    if bar:
+        bar.update(bar.task_ids[0], completed=total)
+        bar.stop()
+    status = {f.path: "fetched" for f in ok} | {f.path: "failed" for f, _ in failed}
+    create_table_artifact(
+        key="ingest-files",
+        table=[
+            {"path": f.path, "size": f.size, "status": status.get(f.path, "already verified")}
+            for f in plan.files
+        ],
+    )
+    summary = {
+        "repo": repo, "revision": revision, "commit": plan.commit, "files": len(plan.files),
+        "fetched": len(ok), "already_verified": len(plan.files) - len(todo),
+        "failed": [{"path": f.path, "error": e} for f, e in failed],
+        "bytes": sum(f.size for f in ok), "seconds": round(time.monotonic() - t0, 2),
+    }  # fmt: skip
+    logger.info("summary: %s", {k: v for k, v in summary.items() if k != "failed"})
+    return summary
+
+
+def _cli_progress(total: int, start: int):
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    bar = Progress("ingest", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   TimeRemainingColumn())  # fmt: skip
+    bar.add_task("ingest", total=total, completed=start)
+    bar.start()
+    return bar

@@ -1,0 +1,226 @@
+"""A local Hub-compatible HTTP server for tests: the real `huggingface_hub` client talks to it.
+
+Serves dataset repos from memory: revision info, the file tree (paginated with Link
+headers), and `resolve` with HEAD/GET/Range and the Hub's ETag / X-Repo-Commit /
+X-Linked-Etag headers. Faults can be injected per path: 503 answers, a connection dropped
+mid-file, corrupted bytes, throttled transfers. Test infrastructure only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlparse
+
+PAGE = 50
+LFS_MIN = 10_000
+
+
+def git_blob_sha1(data: bytes) -> str:
+    """Git's object id of a file: the Hub's `oid`, and the ETag of a file not in LFS."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+@dataclass
+class Faults:
+    """Faults for one path; counters go down as they fire."""
+
+    unavailable: int = 0  # answer 503 to this many GETs
+    drop_after: int | None = None  # close the connection after this many body bytes (once)
+    corrupt: int = 0  # flip a byte in this many full transfers
+    bytes_per_s: float | None = None  # throttle
+
+
+@dataclass
+class FakeHub:
+    """Repos: repo_id -> {commit sha -> {path: bytes}}, plus branch names."""
+
+    repos: dict[str, dict[str, dict[str, bytes]]] = field(default_factory=dict)
+    branches: dict[str, dict[str, str]] = field(default_factory=dict)
+    faults: dict[str, Faults] = field(default_factory=dict)
+    requests: list[tuple[str, str, str | None]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def commit(self, repo: str, files: dict[str, bytes], branch: str = "main") -> str:
+        """Add a revision of `repo` with exactly these files; return its sha."""
+        listing = sorted((p, hashlib.sha256(b).hexdigest()) for p, b in files.items())
+        sha = hashlib.sha1(json.dumps(listing).encode()).hexdigest()
+        self.repos.setdefault(repo, {})[sha] = dict(files)
+        self.branches.setdefault(repo, {})[branch] = sha
+        return sha
+
+    def resolve(self, repo: str, rev: str) -> str | None:
+        if repo not in self.repos:
+            return None
+        if rev in self.repos[repo]:
+            return rev
+        return self.branches[repo].get(rev)
+
+
+def _handler(hub: FakeHub):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+        def _json(self, obj, status=200, extra=None) -> None:
+            body = json.dumps(obj).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (extra or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _error(self, status: int, code: str, message: str) -> None:
+            self._json(
+                {"error": message}, status, {"X-Error-Code": code, "X-Error-Message": message}
+            )
+
+        def _repo_rev(self, repo: str, rev: str) -> str | None:
+            if repo not in hub.repos:
+                self._error(404, "RepoNotFound", "Repository not found")
+                return None
+            sha = hub.resolve(repo, unquote(rev))
+            if sha is None:
+                self._error(404, "RevisionNotFound", "Revision not found")
+            return sha
+
+        def do_HEAD(self) -> None:
+            self._serve(head=True)
+
+        def do_GET(self) -> None:
+            self._serve(head=False)
+
+        def _serve(self, head: bool) -> None:
+            url = urlparse(self.path)
+            parts = [unquote(p) for p in url.path.strip("/").split("/")]
+            with hub.lock:
+                hub.requests.append((self.command, url.path, self.headers.get("Range")))
+            if self.headers.get("Authorization") not in (None, "Bearer hf_test_token"):
+                return self._error(401, "Unauthorized", "Invalid credentials")
+            if parts[:2] == ["api", "datasets"] and len(parts) >= 6 and parts[4] == "revision":
+                repo = f"{parts[2]}/{parts[3]}"
+                sha = self._repo_rev(repo, parts[5])
+                if sha:
+                    files = hub.repos[repo][sha]
+                    self._json({"id": repo, "sha": sha,
+                                "siblings": [{"rfilename": p} for p in sorted(files)]})  # fmt: skip
+                return None
+            if parts[:2] == ["api", "datasets"] and len(parts) >= 6 and parts[4] == "tree":
+                repo = f"{parts[2]}/{parts[3]}"
+                sha = self._repo_rev(repo, parts[5])
+                if sha:
+                    self._tree(repo, sha, "/".join(parts[6:]), parse_qs(url.query))
+                return None
+            if parts[0] == "datasets" and len(parts) >= 6 and parts[3] == "resolve":
+                repo = f"{parts[1]}/{parts[2]}"
+                sha = self._repo_rev(repo, parts[4])
+                if sha:
+                    self._file(repo, sha, "/".join(parts[5:]), head)
+                return None
+            return self._error(404, "NotFound", f"no route for {url.path}")
+
+        def _tree(self, repo: str, sha: str, prefix: str, query: dict) -> None:
+            files = hub.repos[repo][sha]
+            entries, dirs = [], set()
+            for p in sorted(files):
+                if prefix and not p.startswith(prefix.rstrip("/") + "/"):
+                    continue
+                for i in range(p.count("/")):
+                    dirs.add("/".join(p.split("/")[: i + 1]))
+                data = files[p]
+                entry = {"type": "file", "path": p, "size": len(data), "oid": git_blob_sha1(data)}
+                if len(data) >= LFS_MIN:  # big files live in LFS, as on the Hub
+                    entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data),
+                                    "pointerSize": 134}  # fmt: skip
+                entries.append(entry)
+            entries += [{"type": "directory", "path": d, "oid": "0" * 40} for d in sorted(dirs)]
+            start = int(query.get("cursor", ["0"])[0])
+            page = entries[start : start + PAGE]
+            extra = {}
+            if start + PAGE < len(entries):
+                nxt = (
+                    f"http://{self.headers['Host']}{urlparse(self.path).path}?cursor={start + PAGE}"
+                )
+                extra["Link"] = f'<{nxt}>; rel="next"'
+            self._json(page, extra=extra)
+
+        def _file(self, repo: str, sha: str, path: str, head: bool) -> None:
+            data = hub.repos[repo][sha].get(path)
+            if data is None:
+                return self._error(404, "EntryNotFound", "Entry not found")
+            fault = hub.faults.get(path, Faults())
+            if not head and fault.unavailable > 0:
+                fault.unavailable -= 1
+                return self._error(503, "ServiceUnavailable", "try again later")
+            etag = hashlib.sha256(data).hexdigest() if len(data) >= LFS_MIN else git_blob_sha1(data)
+            start, end = 0, len(data) - 1
+            rng = self.headers.get("Range")
+            if rng and rng.startswith("bytes="):
+                a, _, b = rng[6:].partition("-")
+                start, end = int(a), int(b) if b else len(data) - 1
+                if start >= len(data):
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(data)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
+            body = data[start : end + 1]
+            if not head and fault.corrupt > 0 and not rng:
+                fault.corrupt -= 1
+                body = bytes([body[0] ^ 0xFF]) + body[1:]
+            self.send_response(206 if rng else 200)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("ETag", f'"{etag}"')
+            self.send_header("X-Linked-Etag", f'"{etag}"')
+            self.send_header("X-Linked-Size", str(len(data)))
+            self.send_header("X-Repo-Commit", sha)
+            if rng:
+                self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+            self.end_headers()
+            if head:
+                return None
+            sent, step = 0, 64 * 1024
+            while sent < len(body):
+                chunk = body[sent : sent + step]
+                if fault.drop_after is not None and sent + len(chunk) > fault.drop_after:
+                    self.wfile.write(body[sent : fault.drop_after])
+                    fault.drop_after = None
+                    self.wfile.flush()
+                    self.connection.close()
+                    self.close_connection = True
+                    return None
+                self.wfile.write(chunk)
+                sent += len(chunk)
+                if fault.bytes_per_s:
+                    time.sleep(len(chunk) / fault.bytes_per_s)
+            return None
+
+    return Handler
+
+
+class HubServer:
+    """Run a FakeHub on 127.0.0.1 in a thread; `endpoint` is the HF_ENDPOINT to use."""
+
+    def __init__(self, hub: FakeHub) -> None:
+        self.hub = hub
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(hub))
+        self.httpd.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> HubServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
