@@ -43,6 +43,7 @@ class FakeHub:
     branches: dict[str, dict[str, str]] = field(default_factory=dict)
     faults: dict[str, Faults] = field(default_factory=dict)
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
+    authorizations: list[str | None] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def commit(self, repo: str, files: dict[str, bytes], branch: str = "main") -> str:
@@ -103,6 +104,7 @@ def _handler(hub: FakeHub):
             parts = [unquote(p) for p in url.path.strip("/").split("/")]
             with hub.lock:
                 hub.requests.append((self.command, url.path, self.headers.get("Range")))
+                hub.authorizations.append(self.headers.get("Authorization"))
             if self.headers.get("Authorization") not in (None, "Bearer hf_test_token"):
                 return self._error(401, "Unauthorized", "Invalid credentials")
             if parts[:2] == ["api", "datasets"] and len(parts) >= 6 and parts[4] == "revision":

@@ -1,0 +1,46 @@
+"""`csdm ingest` through Prefect against the local Hub, configured by HF_ENDPOINT and HF_TOKEN."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.hub_server import FakeHub, Faults, HubServer
+from tests.tasks.test_hub import REPO, _files
+
+pytestmark = pytest.mark.slow
+CSDM = str(Path(sys.executable).with_name("csdm"))
+
+
+def test_ingest_cli(prefect_api: str, tmp_path: Path) -> None:
+    fake = FakeHub()
+    fake.commit(REPO, _files())
+    fake.faults["hdf5_dm_july2021_1_to_200.tar"] = Faults(drop_after=100_000)
+    with HubServer(fake) as server:
+        env = {**os.environ, "PREFECT_API_URL": prefect_api, "HF_ENDPOINT": server.endpoint,
+               "HF_TOKEN": "hf_test_token", "COLUMNS": "200"}  # fmt: skip
+        args = [CSDM, "ingest", "--dest", str(tmp_path / "hub"), "--subset", "dm_scraped",
+                "--subset", "metadata", "--workers", "3"]  # fmt: skip
+        r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert "4 files selected, 4 fetched" in r.stdout
+        files = _files()
+        for p in (
+            "hdf5_dm_july2021_1_to_200.tar",
+            "dataset_metadata/currvarsv2_dm_july2021_1_to_100.npy",
+        ):
+            assert (tmp_path / "hub" / p).read_bytes() == files[p]
+        assert not (tmp_path / "hub/dataset_dm_expert_dust2.zip").exists()
+        assert "hf_test_token" not in r.stdout + r.stderr
+        resolves = [a for (m, path, _), a in zip(fake.requests, fake.authorizations, strict=True)
+                    if "/resolve/" in path]  # fmt: skip
+        assert resolves and set(resolves) == {"Bearer hf_test_token"}
+        r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0 and "0 fetched" in r.stdout and "4 already verified" in r.stdout
+        bad = [CSDM, "ingest", "--dest", str(tmp_path / "x"), "--revision", "no-such-branch"]
+        r = subprocess.run(bad, capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 2 and "no-such-branch" in r.stderr
