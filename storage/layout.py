@@ -114,6 +114,11 @@ class OutLayout:
         return self.catalog / "_episodes"
 
     @property
+    def failures(self) -> Path:
+        """One JSON record per source episode or member that failed in its latest attempt."""
+        return self.catalog / "_failed"
+
+    @property
     def metadata_cache(self) -> Path:
         """Labels and game state derived from metadata files, one Parquet file per episode."""
         return self.root / ".cache" / "metadata"
@@ -134,6 +139,10 @@ class OutLayout:
     def episode_record(self, episode: str) -> Path:
         """The episode's completion record."""
         return self.records / f"{episode}.json"
+
+    def failure_record(self, key: str) -> Path:
+        """Where a failure is remembered; `key` is the episode id or a hash of its location."""
+        return self.failures / f"{key}.json"
 
     def episode_metadata(self, episode: str) -> Path:
         """The episode's cached metadata labels."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 
@@ -62,23 +63,48 @@ def problem_record(p: SourceProblem) -> EpisodeRecord:
     )
 
 
+def _failure_key(r: EpisodeRecord) -> str:
+    if r.episode:
+        return r.episode
+    return "member-" + hashlib.sha1(f"{r.container}:{r.member}".encode()).hexdigest()[:16]
+
+
+def _read_records(folder) -> list[EpisodeRecord]:
+    return [EpisodeRecord(**json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))]
+
+
 def write_catalog(
     layout: OutLayout, records: list[EpisodeRecord], source: str, parameters: dict
 ) -> RunSummary:
-    """Write `files.parquet` and `manifest.json` from this run's records."""
-    rows = [r.row() for r in sorted(records, key=lambda r: (r.episode or "", r.container))]
+    """Write `files.parquet` and `manifest.json` over every run so far, and summarise this one.
+
+    Completed episodes come from their records; failures are remembered in `_failed/` until a
+    later run stores the episode, so running on part of a source never drops earlier rows.
+    """
+    for r in records:
+        if r.status == "failed":
+            fields = {k: v for k, v in asdict(r).items() if k != "skipped"}
+            write_json_atomic(fields, layout.failure_record(_failure_key(r)))
+        elif r.episode:
+            layout.failure_record(r.episode).unlink(missing_ok=True)
+    stored_all = _read_records(layout.records)
+    done = {r.episode for r in stored_all}
+    failed_all = [r for r in _read_records(layout.failures) if r.episode not in done]
+    rows = [r.row() for r in sorted(stored_all + failed_all,
+                                    key=lambda r: (r.episode or "", r.container))]  # fmt: skip
     write_parquet_atomic(pa.Table.from_pylist(rows, schema=FILES_SCHEMA), layout.files_parquet)
-    stored = [r for r in records if r.status == "stored"]
+    previous = json.loads(layout.manifest.read_text()) if layout.manifest.exists() else {}
     manifest = {
         "format_version": FORMAT_VERSION,
         "csdm_version": version("csdm"),
-        "source": source,
-        "revision": None,  # known when the source came from the Hub (ingest)
+        "sources": sorted(set(previous.get("sources", [])) | {source}),
+        "revision": previous.get("revision"),  # set when the source came from the Hub
         "parameters": parameters,
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
-        "episodes": {r.episode: r.sha256 for r in sorted(stored, key=lambda r: r.episode)},
+        "episodes": {r.episode: r.sha256 for r in sorted(stored_all, key=lambda r: r.episode)},
     }
     write_json_atomic(manifest, layout.manifest)
+    stored = [r for r in records if r.status == "stored"]
     return RunSummary(
         episodes=len(records),
         stored=len(stored),
