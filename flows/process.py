@@ -129,6 +129,48 @@ def _report(records: list[EpisodeRecord], summary: RunSummary) -> None:
     create_table_artifact(key="process-summary", table=[asdict(summary)])
 
 
+def prepare_all_metadata(
+    paths: list[Path], out: str, thresholds: QualityThresholds, episodes: list[SourceEpisode]
+) -> dict[str, MetaRecord]:
+    """Infer actions for metadata files in parallel; a file that fails marks its episodes."""
+    meta: dict[str, MetaRecord] = {}
+    futures = {prepare_metadata_task.submit(p, out, thresholds): p for p in paths}
+    for fut in as_completed(list(futures)):
+        try:
+            meta.update({r.episode: r for r in fut.result()})
+        except Exception as e:  # a whole metadata file is unusable: say so per episode
+            path = futures[fut]
+            why = f"metadata file unusable: {e}"
+            for ep in filter(lambda ep: _covers(path, ep), episodes):
+                meta[ep.episode.name] = MetaRecord(ep.episode.name, str(path), reject_reason=why)
+    return meta
+
+
+def submit_repacks(
+    episodes: list[SourceEpisode], out: str, meta: dict[str, MetaRecord], splits: SplitSpec
+) -> dict:
+    """One repack task per episode on the flow's task runner; futures -> episode."""
+    return {
+        repack_task.submit(e, out, meta.get(e.episode.name), splits.split_of(e.episode.name)): e
+        for e in episodes
+    }
+
+
+def collect_records(futures: dict, splits: SplitSpec, tick=None) -> list[EpisodeRecord]:
+    """Records of finished repack tasks; a crashed task becomes a failed record."""
+    records = []
+    for fut in as_completed(list(futures)):
+        try:
+            records.append(fut.result())
+        except Exception as e:  # a crash in one episode never stops the others
+            src_ep = futures[fut]
+            why = f"crashed: {type(e).__name__}: {e}"
+            records.append(EpisodeRecord.failed(src_ep, splits.split_of(src_ep.episode.name), why))
+        if tick:
+            tick()
+    return records
+
+
 @flow(name="process", log_prints=True)
 def process_flow(
     src: str, out: str, params: ProcessParams | None = None, show_progress: bool = False
@@ -145,40 +187,23 @@ def process_flow(
         "%d episodes (%d to do), %d metadata files, %d problems",
         len(listing.episodes), len(pending), len(listing.metadata), len(listing.problems),
     )  # fmt: skip
-
-    meta: dict[str, MetaRecord] = {}
-    meta_paths = _needed_metadata(listing, pending)
-    meta_futures = {prepare_metadata_task.submit(p, out, thresholds): p for p in meta_paths}
-    for fut in as_completed(list(meta_futures)):
-        try:
-            meta.update({r.episode: r for r in fut.result()})
-        except Exception as e:  # a whole metadata file is unusable: say so per episode
-            path = meta_futures[fut]
-            for ep in listing.episodes:
-                if _covers(path, ep):
-                    why = f"metadata file unusable: {e}"
-                    meta[ep.episode.name] = MetaRecord(
-                        ep.episode.name, str(path), reject_reason=why
-                    )
-
-    futures = {
-        repack_task.submit(e, out, meta.get(e.episode.name), splits.split_of(e.episode.name)): e
-        for e in listing.episodes
-    }
+    meta = prepare_all_metadata(
+        _needed_metadata(listing, pending), out, thresholds, listing.episodes
+    )
+    futures = submit_repacks(listing.episodes, out, meta, splits)
     progress_id = create_progress_artifact(progress=0.0, key="process-progress")
-    records: list[EpisodeRecord] = []
     bar = _cli_progress(len(futures)) if show_progress else None
-    for i, fut in enumerate(as_completed(list(futures)), start=1):
-        try:
-            records.append(fut.result())
-        except Exception as e:  # a crash in one episode never stops the others
-            src_ep = futures[fut]
-            split = splits.split_of(src_ep.episode.name)
-            records.append(EpisodeRecord.failed(src_ep, split, f"crashed: {type(e).__name__}: {e}"))
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
         if bar:
             bar.advance(bar.task_ids[0])
-        if i % max(1, len(futures) // 20) == 0 or i == len(futures):
-            update_progress_artifact(progress_id, progress=100.0 * i / len(futures))
+        if done % max(1, len(futures) // 20) == 0 or done == len(futures):
+            update_progress_artifact(progress_id, progress=100.0 * done / len(futures))
+
+    records = collect_records(futures, splits, tick)
     if bar:
         bar.stop()
     records += [problem_record(p) for p in listing.problems]
