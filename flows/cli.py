@@ -282,6 +282,75 @@ def ingest(
         raise typer.Exit(1)
 
 
+def _size(text: str) -> int:
+    """Bytes from `500MB`, `30GB`, `1.5TB` or a plain number."""
+    units = {"TB": 10**12, "GB": 10**9, "MB": 10**6, "KB": 10**3, "B": 1}
+    t = text.strip().upper()
+    for unit, factor in units.items():
+        if t.endswith(unit):
+            return int(float(t[: -len(unit)]) * factor)
+    return int(float(t))
+
+
+@app.command()
+def pipeline(
+    out: Annotated[Path, typer.Argument(help="Output folder, as for `csdm process`.")],
+    dest: Annotated[Path, typer.Option(help="Where tars are downloaded to.")] = Path("data/hub"),
+    source: Annotated[
+        Path | None, typer.Option(help="A local tree in the public layout instead of the Hub.")
+    ] = None,
+    repo: Annotated[str, typer.Option()] = "TeaPearce/CounterStrike_Deathmatch",
+    revision: Annotated[str, typer.Option()] = "main",
+    include: Annotated[
+        list[str] | None, typer.Option(help="Glob over repo paths (repeat).")
+    ] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Glob to leave out (repeat).")] = None,
+    subset: Annotated[
+        list[str] | None, typer.Option(help="Named subset (repeat); default: all.")
+    ] = None,
+    max_disk: Annotated[
+        str | None,
+        typer.Option(help="Budget for downloaded tars, e.g. 60GB; processed tars are deleted."),
+    ] = None,
+    delete_sources: Annotated[bool, typer.Option(help="Delete each tar once processed.")] = False,
+    transfers: Annotated[int, typer.Option(min=1, help="Parallel downloads.")] = 2,
+    workers: Annotated[int | None, typer.Option(help="Local Dask worker processes.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Existing Dask scheduler.")] = None,
+    split_file: Annotated[Path | None, typer.Option()] = None,
+    test_fraction: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    endpoint: Annotated[str | None, typer.Option(help="Hub URL (default: HF_ENDPOINT).")] = None,
+) -> None:
+    """Download and process as one stream: each tar is processed as soon as it is verified."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    from flows.prefect_api import local_api
+
+    with local_api():
+        from flows.pipeline import pipeline_flow
+        from flows.process import ProcessParams, dask_runner
+        from tasks.hub import IngestError
+
+        params = ProcessParams(
+            test_fraction=test_fraction,
+            seed=seed,
+            split_file=str(split_file) if split_file else None,
+        )
+        try:
+            result = pipeline_flow.with_options(task_runner=dask_runner(workers, scheduler))(
+                str(out), str(dest), repo, revision, include, exclude, subset,
+                str(source) if source else None, params,
+                _size(max_disk) if max_disk else None, delete_sources, transfers, endpoint,
+                show_progress=True,
+            )  # fmt: skip
+        except (IngestError, ValueError) as e:
+            console.print(f"[red]{e}[/]")
+            raise typer.Exit(2) from None
+    report.print(" ".join(f"{k}={v}" for k, v in result.items()))
+    if result.get("failed"):
+        raise typer.Exit(1)
+
+
 @app.command()
 def query(
     out: Annotated[Path, typer.Argument(help="A folder written by `csdm process`.")],

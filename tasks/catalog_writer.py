@@ -74,7 +74,11 @@ def _read_records(folder) -> list[EpisodeRecord]:
 
 
 def write_catalog(
-    layout: OutLayout, records: list[EpisodeRecord], source: str, parameters: dict
+    layout: OutLayout,
+    records: list[EpisodeRecord],
+    source: str,
+    parameters: dict,
+    revision: str | None = None,
 ) -> RunSummary:
     """Write `files.parquet` and `manifest.json` over every run so far, and summarise this one.
 
@@ -98,7 +102,7 @@ def write_catalog(
         "format_version": FORMAT_VERSION,
         "csdm_version": version("csdm"),
         "sources": sorted(set(previous.get("sources", [])) | {source}),
-        "revision": previous.get("revision"),  # set when the source came from the Hub
+        "revision": revision or previous.get("revision"),  # the Hub commit, when from the Hub
         "parameters": parameters,
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
         "episodes": {r.episode: r.sha256 for r in sorted(stored_all, key=lambda r: r.episode)},

@@ -1,0 +1,155 @@
+"""The `pipeline` flow: download tars from the Hub and process each as soon as it is verified.
+
+Downloads run on a thread pool while episodes are repacked on the flow's Dask runner, so tar
+k+1 transfers while tar k is processed. With a disk budget, processed tars are deleted and
+no download starts that would exceed the budget.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path, PurePosixPath
+
+from prefect import flow, get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.ingest import download_task, plan_task
+from flows.process import (
+    ProcessParams,
+    _report,
+    collect_records,
+    prepare_all_metadata,
+    process_flow,
+    submit_repacks,
+)
+from storage.layout import METADATA_RE, OutLayout
+from tasks.catalog_writer import check_parameters, problem_record, write_catalog
+from tasks.hub import REPO, SUBSETS, HubFile, IngestError, patterns_for, pending, record_verified
+from tasks.metadata_cache import write_json_atomic
+from tasks.source import list_source
+
+STATE = ".pipeline.json"  # containers already processed, by repo path and checksum
+
+
+def _local(dest: Path, f: HubFile) -> Path:
+    return dest.joinpath(*PurePosixPath(f.path).parts)
+
+
+@flow(name="pipeline", log_prints=True)
+def pipeline_flow(
+    out: str,
+    dest: str = "data/hub",
+    repo: str = REPO,
+    revision: str = "main",
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    subsets: list[str] | None = None,
+    source: str | None = None,
+    params: ProcessParams | None = None,
+    max_disk: int | None = None,
+    delete_sources: bool = False,
+    transfers: int = 2,
+    endpoint: str | None = None,
+    show_progress: bool = False,
+) -> dict:
+    """Ingest and process as one stream; `source` processes a local tree instead of the Hub."""
+    logger = get_run_logger()
+    params = params or ProcessParams()
+    if source:
+        return asdict(process_flow(source, out, params, show_progress))
+    t0 = time.monotonic()
+    layout, dest_path = OutLayout(Path(out)), Path(dest)
+    check_parameters(layout, params.recorded())
+    splits, thresholds = params.splits(), params.thresholds()
+    patterns = patterns_for(include or [], subsets or ([] if include else list(SUBSETS)))
+    plan = plan_task(repo, revision, patterns, exclude or [], endpoint)
+    state_path = layout.root / STATE
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    metadata = [f for f in plan.files if METADATA_RE.match(PurePosixPath(f.path).name)]
+    containers = [f for f in plan.files if f.path.endswith((".tar", ".zip", ".hdf5"))
+                  and state.get(f.path) != (f.sha256 or f.git_oid)]  # fmt: skip
+    budget = max_disk if max_disk is not None else float("inf")
+    delete = delete_sources or max_disk is not None
+    too_big = [f.path for f in containers if f.size > budget]
+    if too_big:
+        raise IngestError(f"--max-disk {max_disk} is smaller than {too_big[0]}; raise it")
+    records, fetched, peak = [], 0, 0
+
+    with ThreadPoolTaskRunner(max_workers=transfers) as io:
+
+        def fetch(f: HubFile):
+            return io.submit(
+                download_task, {"plan": plan, "f": f, "dest": dest, "endpoint": endpoint}
+            )
+
+        todo = pending(plan, dest_path)
+        wanted = [f for f in metadata if f in todo]
+        meta_futures = [fetch(f) for f in wanted]
+        for fut in meta_futures:
+            fut.result()
+        record_verified(plan, dest_path, wanted)
+        fetched += sum(f.size for f in wanted)
+        meta_paths = [_local(dest_path, f) for f in metadata]
+        meta = prepare_all_metadata(meta_paths, out, thresholds, [])
+
+        downloads: dict = {}  # future -> HubFile
+        processing: list = []  # (HubFile, {future: SourceEpisode}, problems)
+        on_disk = 0
+
+        def start_processing(f: HubFile) -> None:
+            listing = list_source(_local(dest_path, f))
+            futures = submit_repacks(listing.episodes, out, meta, splits)
+            processing.append((f, futures, listing.problems))
+
+        def finish_oldest() -> None:
+            nonlocal on_disk
+            f, futures, problems = processing.pop(0)
+            records.extend(collect_records(futures, splits))
+            records.extend(problem_record(p) for p in problems)
+            state[f.path] = f.sha256 or f.git_oid
+            write_json_atomic(state, state_path)
+            if delete:
+                _local(dest_path, f).unlink(missing_ok=True)
+                on_disk -= f.size
+
+        def reap_downloads(block: bool) -> None:
+            nonlocal fetched
+            for fut in list(downloads):
+                if block or fut.state.is_final():
+                    f = downloads.pop(fut)
+                    fut.result()  # raises IngestError naming the file
+                    record_verified(plan, dest_path, [f])
+                    fetched += f.size
+                    start_processing(f)
+                    block = False
+
+        for f in containers:
+            while on_disk + f.size > budget:  # wait for room: finish the oldest tar first
+                if processing:
+                    finish_oldest()
+                elif downloads:
+                    reap_downloads(block=True)
+                else:
+                    break
+            if f in todo:
+                downloads[fetch(f)] = f
+            else:
+                start_processing(f)  # verified by an earlier run, still on disk
+            on_disk += f.size
+            peak = max(peak, on_disk)
+            reap_downloads(block=False)
+        while downloads:
+            reap_downloads(block=True)
+        while processing:
+            finish_oldest()
+
+    summary = write_catalog(layout, records, f"{repo}@{plan.commit}", params.recorded(),
+                            revision=plan.commit)  # fmt: skip
+    _report(records, summary)
+    result = {**asdict(summary), "commit": plan.commit, "containers": len(containers),
+              "downloaded_bytes": fetched, "peak_source_bytes": peak,
+              "seconds": round(time.monotonic() - t0, 2)}  # fmt: skip
+    logger.info("pipeline summary: %s", result)
+    return result
