@@ -63,9 +63,9 @@ def main() -> None:
             )
             t_process = time.perf_counter() - t
             t = time.perf_counter()
-            pipeline_flow.with_options(task_runner=dask_runner(args.workers))(
-                str(tmp / "out2"), str(tmp / "dl2"), REPO, "main", ["*"], endpoint=server.endpoint,
-                transfers=2, delete_sources=True)  # fmt: skip
+            pipeline_flow(str(tmp / "out2"), str(tmp / "dl2"), REPO, "main", ["*"],
+                          endpoint=server.endpoint, transfers=2, delete_sources=True,
+                          workers=args.workers)  # fmt: skip
             t_pipe = time.perf_counter() - t
         bound = max(t_ingest, t_process)
         print(f"  ingest alone          : {t_ingest:6.1f} s")

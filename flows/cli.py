@@ -328,7 +328,7 @@ def pipeline(
 
     with local_api():
         from flows.pipeline import pipeline_flow
-        from flows.process import ProcessParams, dask_runner
+        from flows.process import ProcessParams
         from tasks.hub import IngestError
 
         params = ProcessParams(
@@ -337,11 +337,11 @@ def pipeline(
             split_file=str(split_file) if split_file else None,
         )
         try:
-            result = pipeline_flow.with_options(task_runner=dask_runner(workers, scheduler))(
+            result = pipeline_flow(
                 str(out), str(dest), repo, revision, include, exclude, subset,
                 str(source) if source else None, params,
                 _size(max_disk) if max_disk else None, delete_sources, transfers, endpoint,
-                show_progress=True,
+                workers, scheduler, show_progress=True,
             )  # fmt: skip
         except (IngestError, ValueError) as e:
             console.print(f"[red]{e}[/]")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 
@@ -20,6 +22,7 @@ from flows.process import (
     ProcessParams,
     _report,
     collect_records,
+    dask_runner,
     prepare_all_metadata,
     process_flow,
     submit_repacks,
@@ -31,6 +34,16 @@ from tasks.metadata_cache import write_json_atomic
 from tasks.source import list_source
 
 STATE = ".pipeline.json"  # containers already processed, by repo path and checksum
+
+
+@contextmanager
+def _closing(runner, starting: Future):
+    """Shut the background-started runner down however the block ends."""
+    try:
+        yield
+    finally:
+        starting.result()
+        runner.__exit__(None, None, None)
 
 
 def _local(dest: Path, f: HubFile) -> Path:
@@ -52,13 +65,21 @@ def pipeline_flow(
     delete_sources: bool = False,
     transfers: int = 2,
     endpoint: str | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
     show_progress: bool = False,
 ) -> dict:
-    """Ingest and process as one stream; `source` processes a local tree instead of the Hub."""
+    """Ingest and process as one stream; `source` processes a local tree instead of the Hub.
+
+    The flow's own task runner (threads) downloads; repacking runs on a Dask runner that is
+    started in the background, so its start-up overlaps the first transfers.
+    """
     logger = get_run_logger()
     params = params or ProcessParams()
     if source:
-        return asdict(process_flow(source, out, params, show_progress))
+        runner = dask_runner(workers, scheduler)
+        return asdict(process_flow.with_options(task_runner=runner)(source, out, params,
+                                                                    show_progress))  # fmt: skip
     t0 = time.monotonic()
     layout, dest_path = OutLayout(Path(out)), Path(dest)
     check_parameters(layout, params.recorded())
@@ -76,8 +97,10 @@ def pipeline_flow(
     if too_big:
         raise IngestError(f"--max-disk {max_disk} is smaller than {too_big[0]}; raise it")
     records, fetched, peak = [], 0, 0
+    dask = dask_runner(workers, scheduler)
+    starting = ThreadPoolExecutor(1).submit(dask.__enter__)
 
-    with ThreadPoolTaskRunner(max_workers=transfers) as io:
+    with ThreadPoolTaskRunner(max_workers=transfers) as io, _closing(dask, starting):
 
         def fetch(f: HubFile):
             return io.submit(
@@ -92,15 +115,24 @@ def pipeline_flow(
         record_verified(plan, dest_path, wanted)
         fetched += sum(f.size for f in wanted)
         meta_paths = [_local(dest_path, f) for f in metadata]
-        meta = prepare_all_metadata(meta_paths, out, thresholds, [])
+        meta: dict = {}
+        meta_ready = False
+
+        def ensure_meta() -> None:
+            nonlocal meta_ready
+            if not meta_ready:
+                starting.result()  # the Dask cluster is up
+                meta.update(prepare_all_metadata(meta_paths, out, thresholds, [], runner=dask))
+                meta_ready = True
 
         downloads: dict = {}  # future -> HubFile
         processing: list = []  # (HubFile, {future: SourceEpisode}, problems)
         on_disk = 0
 
         def start_processing(f: HubFile) -> None:
+            ensure_meta()
             listing = list_source(_local(dest_path, f))
-            futures = submit_repacks(listing.episodes, out, meta, splits)
+            futures = submit_repacks(listing.episodes, out, meta, splits, runner=dask)
             processing.append((f, futures, listing.problems))
 
         def finish_oldest() -> None:

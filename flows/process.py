@@ -13,6 +13,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.futures import as_completed
+from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
 from pydantic import BaseModel, Field
 
@@ -129,12 +130,24 @@ def _report(records: list[EpisodeRecord], summary: RunSummary) -> None:
     create_table_artifact(key="process-summary", table=[asdict(summary)])
 
 
+def _submit(runner: TaskRunner | None, task_, **params):
+    """Submit to `runner`, or to the flow's own task runner when None."""
+    return runner.submit(task_, params) if runner else task_.submit(**params)
+
+
 def prepare_all_metadata(
-    paths: list[Path], out: str, thresholds: QualityThresholds, episodes: list[SourceEpisode]
+    paths: list[Path],
+    out: str,
+    thresholds: QualityThresholds,
+    episodes: list[SourceEpisode],
+    runner: TaskRunner | None = None,
 ) -> dict[str, MetaRecord]:
     """Infer actions for metadata files in parallel; a file that fails marks its episodes."""
     meta: dict[str, MetaRecord] = {}
-    futures = {prepare_metadata_task.submit(p, out, thresholds): p for p in paths}
+    futures = {
+        _submit(runner, prepare_metadata_task, path=p, out=out, thresholds=thresholds): p
+        for p in paths
+    }
     for fut in as_completed(list(futures)):
         try:
             meta.update({r.episode: r for r in fut.result()})
@@ -147,13 +160,18 @@ def prepare_all_metadata(
 
 
 def submit_repacks(
-    episodes: list[SourceEpisode], out: str, meta: dict[str, MetaRecord], splits: SplitSpec
+    episodes: list[SourceEpisode],
+    out: str,
+    meta: dict[str, MetaRecord],
+    splits: SplitSpec,
+    runner: TaskRunner | None = None,
 ) -> dict:
-    """One repack task per episode on the flow's task runner; futures -> episode."""
+    """One repack task per episode (on `runner`, default the flow's); futures -> episode."""
     return {
-        repack_task.submit(e, out, meta.get(e.episode.name), splits.split_of(e.episode.name)): e
+        _submit(runner, repack_task, src=e, out=out, meta=meta.get(e.episode.name),
+                split=splits.split_of(e.episode.name)): e
         for e in episodes
-    }
+    }  # fmt: skip
 
 
 def collect_records(futures: dict, splits: SplitSpec, tick=None) -> list[EpisodeRecord]:
