@@ -36,6 +36,7 @@ test-fast: setup
 bench: setup
 	$(BIN)/python -m bench.infer
 	$(BIN)/python -m bench.repack
+	$(BIN)/python -m bench.pipeline
 
 lint: setup
 	$(BIN)/ruff check .
