@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: setup demo test test-fast bench lint clean
+.PHONY: setup demo test test-fast bench lint clean serve stop
 
 setup: $(STAMP)
 
@@ -37,6 +37,12 @@ bench: setup
 	$(BIN)/python -m bench.infer
 	$(BIN)/python -m bench.repack
 	$(BIN)/python -m bench.pipeline
+
+serve: setup
+	infra/serve.sh
+
+stop:
+	infra/stop.sh
 
 lint: setup
 	$(BIN)/ruff check .

@@ -67,7 +67,11 @@ class ProcessParams(BaseModel):
 
 
 def dask_runner(workers: int | None = None, scheduler: str | None = None) -> DaskTaskRunner:
-    """An existing cluster at `scheduler`, or a local one with one thread per worker process."""
+    """An existing cluster at `scheduler` (or $CSDM_DASK_SCHEDULER), else a local one.
+
+    The local cluster has one single-threaded worker process per core.
+    """
+    scheduler = scheduler or os.environ.get("CSDM_DASK_SCHEDULER")
     if scheduler:
         return DaskTaskRunner(address=scheduler)
     n = workers or os.cpu_count() or 1
@@ -189,7 +193,7 @@ def collect_records(futures: dict, splits: SplitSpec, tick=None) -> list[Episode
     return records
 
 
-@flow(name="process", log_prints=True)
+@flow(name="process", log_prints=True, task_runner=dask_runner())
 def process_flow(
     src: str, out: str, params: ProcessParams | None = None, show_progress: bool = False
 ) -> RunSummary:
