@@ -20,12 +20,14 @@ demo: setup
 	rm -rf $(DEMO_OUT)
 	$(BIN)/csdm synth $(DEMO_OUT)/source --seed 0
 	$(BIN)/csdm infer $(DEMO_OUT)/source --out $(DEMO_OUT)/labels
-	$(BIN)/csdm process $(DEMO_OUT)/source $(DEMO_OUT)/dataset --workers 2 --test-fraction 0.25
+	$(BIN)/csdm pipeline $(DEMO_OUT)/dataset --source $(DEMO_OUT)/source --workers 2 --test-fraction 0.25
 	$(BIN)/csdm query $(DEMO_OUT)/dataset "select dataset, split, count(*) as frames, round(avg(key_w::int), 3) as w_rate from frames group by all order by all"
 	$(BIN)/csdm query $(DEMO_OUT)/dataset "select episode, keep, reject_reason from files order by episode"
 	@echo
 	@echo "Dataset in $(DEMO_OUT)/dataset: frames.zarr, catalog/frames/, catalog/files.parquet, manifest.json"
 	@echo "Read it: python -c \"from storage import open_dataset; d = open_dataset('$(DEMO_OUT)/dataset'); print(d.frames(d.episodes[0], 0, 96).shape)\""
+	@echo "Query it: .venv/bin/csdm query $(DEMO_OUT)/dataset \"select episode, count(*) from frames where key_w group by all\""
+	@echo "Operate it: make serve, then the Prefect UI at http://127.0.0.1:4200 (deployments ingest, process, pipeline, daily-refresh)"
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -44,6 +44,7 @@ class FakeHub:
     faults: dict[str, Faults] = field(default_factory=dict)
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
     authorizations: list[str | None] = field(default_factory=list)
+    html: bool = False  # answer every API call with an HTML page (a captive portal, a proxy)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def commit(self, repo: str, files: dict[str, bytes], branch: str = "main") -> str:
@@ -105,6 +106,14 @@ def _handler(hub: FakeHub):
             with hub.lock:
                 hub.requests.append((self.command, url.path, self.headers.get("Range")))
                 hub.authorizations.append(self.headers.get("Authorization"))
+            if hub.html:
+                body = b"<html><body>Please log in to the proxy</body></html>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return None
             if self.headers.get("Authorization") not in (None, "Bearer hf_test_token"):
                 return self._error(401, "Unauthorized", "Invalid credentials")
             if parts[:2] == ["api", "datasets"] and len(parts) >= 6 and parts[4] == "revision":

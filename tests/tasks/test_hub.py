@@ -152,3 +152,10 @@ def test_unsafe_repo_paths_are_refused(hub, tmp_path: Path) -> None:
     plan = plan_ingest(REPO, "main", [], endpoint=endpoint)
     with pytest.raises(IngestError, match="unsafe repo path"):
         pending(plan, tmp_path)
+
+
+def test_an_html_answer_is_a_clear_error(hub) -> None:
+    fake, endpoint = hub
+    fake.html = True
+    with pytest.raises(IngestError, match="not the expected JSON"):
+        plan_ingest(REPO, "main", [], endpoint=endpoint)
