@@ -11,6 +11,7 @@ export PREFECT_HOME=${PREFECT_HOME:-$STATE/prefect-home}
 export PREFECT_API_URL=http://127.0.0.1:$PORT/api
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export CSDM_ROOT=$PWD
+export CSDM_DATA=${CSDM_DATA:-$PWD/data}
 
 if ! curl -sf "$PREFECT_API_URL/health" >/dev/null 2>&1; then
   nohup "$BIN/prefect" server start --host 127.0.0.1 --port "$PORT" >"$STATE/server.log" 2>&1 &

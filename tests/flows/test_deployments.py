@@ -1,12 +1,14 @@
-"""`make serve`'s script, then the `pipeline` deployment run through the Prefect API by a worker."""
+"""`make serve`'s script, then deployments run by a worker: through the API and from the UI."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,10 @@ from tests.tasks.test_hub import REPO
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]  # fmt: skip
 
 
 def _port() -> int:
@@ -26,7 +32,11 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def test_serve_deploy_and_run_the_pipeline(synth_tree: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def served(synth_tree: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Server, work pool, deployments and worker as `make serve` makes them; a local hub."""
+    tmp = tmp_path_factory.mktemp("serve")
+    shutil.copytree(synth_tree, tmp / "data" / "hub")  # what `process` finds by default
     files = {str(p.relative_to(synth_tree)): p.read_bytes()
              for p in synth_tree.rglob("*") if p.is_file()}  # fmt: skip
     fake = FakeHub()
@@ -34,29 +44,65 @@ def test_serve_deploy_and_run_the_pipeline(synth_tree: Path, tmp_path: Path) -> 
     port = _port()
     with HubServer(fake) as hub:
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
-               "PREFECT_PORT": str(port), "CSDM_STATE": str(tmp_path / "state"),
-               "PREFECT_HOME": str(tmp_path / "home"), "HF_ENDPOINT": hub.endpoint}  # fmt: skip
+               "PREFECT_PORT": str(port), "CSDM_STATE": str(tmp / "state"),
+               "PREFECT_HOME": str(tmp / "home"), "HF_ENDPOINT": hub.endpoint,
+               "CSDM_DATA": str(tmp / "data")}  # fmt: skip
         try:
             r = subprocess.run([str(ROOT / "infra/serve.sh")], env=env, capture_output=True,
                                text=True, timeout=300)  # fmt: skip
             assert r.returncode == 0, r.stdout + r.stderr
             api = {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
-            listed = subprocess.run([PREFECT, "deployment", "ls"], env=api, capture_output=True,
-                                    text=True, timeout=120).stdout  # fmt: skip
-            for name in ("ingest/ingest", "process/process", "pipeline/pipeline",
-                         "pipeline/daily-refresh"):  # fmt: skip
-                assert name in listed
-            out = tmp_path / "out"
-            params = {"out": str(out), "dest": str(tmp_path / "hub"), "include": ["*"],
-                      "max_disk": None, "delete_sources": True, "workers": 1}  # fmt: skip
-            r = subprocess.run(
-                [PREFECT, "deployment", "run", "pipeline/pipeline", "--params",
-                 json.dumps(params), "--watch", "--watch-timeout", "400"],
-                env=api, capture_output=True, text=True, timeout=480,
-            )  # fmt: skip
-            assert "Completed" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
-            ds = open_dataset(out)
-            assert len(ds.episodes) == 8
-            assert ds.manifest["revision"] == fake.branches[REPO]["main"]
+            yield api, port, tmp, fake
         finally:
-            subprocess.run([str(ROOT / "infra/stop.sh")], env=env, timeout=60)
+            subprocess.run([str(ROOT / "infra/stop.sh")], env=env, timeout=120)
+
+
+def test_pipeline_deployment_through_the_api(served) -> None:
+    api, _, tmp, fake = served
+    listed = subprocess.run([PREFECT, "deployment", "ls"], env=api, capture_output=True,
+                            text=True, timeout=120).stdout  # fmt: skip
+    for name in ("ingest/ingest", "process/process", "pipeline/pipeline", "pipeline/daily-refresh"):
+        assert name in listed
+    out = tmp / "pipeline-out"
+    params = {"out": str(out), "dest": str(tmp / "dl"), "include": ["*"], "max_disk": None,
+              "delete_sources": True, "workers": 1}  # fmt: skip
+    r = subprocess.run(
+        [PREFECT, "deployment", "run", "pipeline/pipeline", "--params", json.dumps(params),
+         "--watch", "--watch-timeout", "400"],
+        env=api, capture_output=True, text=True, timeout=480,
+    )  # fmt: skip
+    assert "Completed" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    ds = open_dataset(out)
+    assert len(ds.episodes) == 8
+    assert ds.manifest["revision"] == fake.branches[REPO]["main"]
+
+
+@pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="Debian chromium not installed (make setup)"
+)
+def test_run_the_process_deployment_from_the_ui(served, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    _, port, tmp, _ = served
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"http://127.0.0.1:{port}/deployments")
+        for name in ("ingest", "process", "pipeline", "daily-refresh"):
+            page.get_by_role("link", name=name, exact=True).first.wait_for(timeout=30_000)
+        page.get_by_role("link", name="process", exact=True).first.click()
+        page.get_by_role("button", name="Run", exact=True).click()
+        page.get_by_text("Quick run", exact=True).click()
+        page.get_by_role("dialog").get_by_role("button", name="Run", exact=True).click()
+        deadline, body = time.monotonic() + 300, ""
+        while time.monotonic() < deadline and not any(
+            s in body for s in ("Completed", "Failed", "Crashed")
+        ):
+            page.wait_for_timeout(3000)
+            page.reload()
+            page.get_by_text("Flow run").first.wait_for(timeout=30_000)
+            body = page.inner_text("body")
+        page.screenshot(path=str(tmp_path / "deployment.png"))
+        browser.close()
+    assert "Completed" in body, body[-2000:]
+    assert len(open_dataset(tmp / "data" / "csdm").episodes) == 8  # the deployment's defaults
