@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.ingest import download_task, plan_task
@@ -183,5 +184,6 @@ def pipeline_flow(
     result = {**asdict(summary), "commit": plan.commit, "containers": len(containers),
               "downloaded_bytes": fetched, "peak_source_bytes": peak,
               "seconds": round(time.monotonic() - t0, 2)}  # fmt: skip
+    create_table_artifact(key="pipeline-summary", table=[result])
     logger.info("pipeline summary: %s", result)
     return result

@@ -94,6 +94,24 @@ def _handler(hub: FakeHub):
                 self._error(404, "RevisionNotFound", "Revision not found")
             return sha
 
+        def do_POST(self) -> None:
+            """paths-info: the tree entries of the given paths."""
+            url = urlparse(self.path)
+            parts = [unquote(p) for p in url.path.strip("/").split("/")]
+            length = int(self.headers.get("Content-Length") or 0)
+            form = parse_qs(self.rfile.read(length).decode())
+            with hub.lock:
+                hub.requests.append((self.command, url.path, None))
+                hub.authorizations.append(self.headers.get("Authorization"))
+            if parts[:2] != ["api", "datasets"] or len(parts) < 6 or parts[4] != "paths-info":
+                return self._error(404, "NotFound", f"no route for {url.path}")
+            repo = f"{parts[2]}/{parts[3]}"
+            sha = self._repo_rev(repo, parts[5])
+            if sha:
+                wanted = set(form.get("paths", []))
+                self._json([e for e in self._entries(repo, sha, "") if e["path"] in wanted])
+            return None
+
         def do_HEAD(self) -> None:
             self._serve(head=True)
 
@@ -139,6 +157,18 @@ def _handler(hub: FakeHub):
             return self._error(404, "NotFound", f"no route for {url.path}")
 
         def _tree(self, repo: str, sha: str, prefix: str, query: dict) -> None:
+            entries = self._entries(repo, sha, prefix)
+            start = int(query.get("cursor", ["0"])[0])
+            page = entries[start : start + PAGE]
+            extra = {}
+            if start + PAGE < len(entries):
+                nxt = (
+                    f"http://{self.headers['Host']}{urlparse(self.path).path}?cursor={start + PAGE}"
+                )
+                extra["Link"] = f'<{nxt}>; rel="next"'
+            self._json(page, extra=extra)
+
+        def _entries(self, repo: str, sha: str, prefix: str) -> list[dict]:
             files = hub.repos[repo][sha]
             entries, dirs = [], set()
             for p in sorted(files):
@@ -152,16 +182,9 @@ def _handler(hub: FakeHub):
                     entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data),
                                     "pointerSize": 134}  # fmt: skip
                 entries.append(entry)
-            entries += [{"type": "directory", "path": d, "oid": "0" * 40} for d in sorted(dirs)]
-            start = int(query.get("cursor", ["0"])[0])
-            page = entries[start : start + PAGE]
-            extra = {}
-            if start + PAGE < len(entries):
-                nxt = (
-                    f"http://{self.headers['Host']}{urlparse(self.path).path}?cursor={start + PAGE}"
-                )
-                extra["Link"] = f'<{nxt}>; rel="next"'
-            self._json(page, extra=extra)
+            return entries + [
+                {"type": "directory", "path": d, "oid": "0" * 40} for d in sorted(dirs)
+            ]
 
         def _file(self, repo: str, sha: str, path: str, head: bool) -> None:
             data = hub.repos[repo][sha].get(path)

@@ -159,3 +159,18 @@ def test_an_html_answer_is_a_clear_error(hub) -> None:
     fake.html = True
     with pytest.raises(IngestError, match="not the expected JSON"):
         plan_ingest(REPO, "main", [], endpoint=endpoint)
+
+
+def test_server_speaks_the_hub_protocol_to_the_real_client(hub, tmp_path: Path) -> None:
+    from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_url
+
+    fake, endpoint = hub
+    api = HfApi(endpoint=endpoint, token=False)
+    info = api.get_paths_info(REPO, ["README.md", "hdf5_dm_july2021_1_to_200.tar"],
+                              repo_type="dataset", revision="main")  # fmt: skip
+    assert sorted(i.path for i in info) == ["README.md", "hdf5_dm_july2021_1_to_200.tar"]
+    url = hf_hub_url(REPO, "hdf5_dm_july2021_1_to_200.tar", repo_type="dataset",
+                     revision="main", endpoint=endpoint)  # fmt: skip
+    meta = get_hf_file_metadata(url, token=False)
+    assert meta.commit_hash == fake.branches[REPO]["main"] and meta.size == 700_000
+    assert meta.etag == next(i for i in info if i.path.endswith(".tar")).lfs.sha256
