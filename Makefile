@@ -13,7 +13,10 @@ setup: $(STAMP) browser
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    for try in 1 2 3; do \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	        && break; sleep 10; \
+	    done; command -v chromium >/dev/null || { echo "could not install chromium"; exit 1; }; \
 	  else \
 	    echo "note: install Debian's chromium (sudo apt-get install chromium) for the UI test"; \
 	  fi; }
