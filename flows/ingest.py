@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -20,6 +20,8 @@ from tasks.hub import (
     IngestPlan,
     check_disk,
     download_file,
+    local_path,
+    part_path,
     patterns_for,
     pending,
     plan_ingest,
@@ -44,8 +46,8 @@ def _on_disk(dest: Path, files: list[HubFile]) -> int:
     """Bytes of these files present so far (final or partial), for progress."""
     total = 0
     for f in files:
-        target = dest.joinpath(*PurePosixPath(f.path).parts)
-        for p in (target, target.with_name(target.name + ".part")):
+        target = local_path(dest, f.path)
+        for p in (target, part_path(target)):
             if p.exists():
                 total += p.stat().st_size
                 break

@@ -30,7 +30,16 @@ from flows.process import (
 )
 from storage.layout import METADATA_RE, OutLayout
 from tasks.catalog_writer import check_parameters, problem_record, write_catalog
-from tasks.hub import REPO, SUBSETS, HubFile, IngestError, patterns_for, pending, record_verified
+from tasks.hub import (
+    REPO,
+    SUBSETS,
+    HubFile,
+    IngestError,
+    local_path,
+    patterns_for,
+    pending,
+    record_verified,
+)
 from tasks.metadata_cache import write_json_atomic
 from tasks.source import list_source
 
@@ -45,10 +54,6 @@ def _closing(runner, starting: Future):
     finally:
         starting.result()
         runner.__exit__(None, None, None)
-
-
-def _local(dest: Path, f: HubFile) -> Path:
-    return dest.joinpath(*PurePosixPath(f.path).parts)
 
 
 @flow(name="pipeline", log_prints=True)
@@ -115,7 +120,7 @@ def pipeline_flow(
             fut.result()
         record_verified(plan, dest_path, wanted)
         fetched += sum(f.size for f in wanted)
-        meta_paths = [_local(dest_path, f) for f in metadata]
+        meta_paths = [local_path(dest_path, f.path) for f in metadata]
         meta: dict = {}
         meta_ready = False
 
@@ -132,7 +137,7 @@ def pipeline_flow(
 
         def start_processing(f: HubFile) -> None:
             ensure_meta()
-            listing = list_source(_local(dest_path, f))
+            listing = list_source(local_path(dest_path, f.path))
             futures = submit_repacks(listing.episodes, out, meta, splits, runner=dask)
             processing.append((f, futures, listing.problems))
 
@@ -144,7 +149,7 @@ def pipeline_flow(
             state[f.path] = f.sha256 or f.git_oid
             write_json_atomic(state, state_path)
             if delete:
-                _local(dest_path, f).unlink(missing_ok=True)
+                local_path(dest_path, f.path).unlink(missing_ok=True)
                 on_disk -= f.size
 
         def reap_downloads(block: bool) -> None:

@@ -65,7 +65,7 @@ def write_frames(layout: OutLayout, episode: str, frames: np.ndarray, attrs: dic
         )
         if n:
             arr[:] = frames
-        stored = sum(f.stat().st_size for f in staging.rglob("*") if f.is_file())
+        stored = stored_bytes(staging)
         final = layout.frames_zarr / layout.episode_array(episode)
         if final.exists():  # an earlier run finished it meanwhile; keep the one in place
             shutil.rmtree(staging)

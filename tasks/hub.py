@@ -110,11 +110,17 @@ def plan_ingest(
     )  # fmt: skip
 
 
-def _safe_target(dest: Path, path: str) -> Path:
+def local_path(dest: Path, path: str) -> Path:
+    """Where repo file `path` lands under `dest`; repo paths that would escape it are refused."""
     parts = PurePosixPath(path).parts
     if PurePosixPath(path).is_absolute() or ".." in parts:
         raise IngestError(f"{path}: unsafe repo path; refused")
     return dest.joinpath(*parts)
+
+
+def part_path(target: Path) -> Path:
+    """The partial download of `target` (renamed to `target` once verified)."""
+    return target.with_name(target.name + ".part")
 
 
 def load_manifest(dest: Path) -> dict:
@@ -135,7 +141,7 @@ def pending(plan: IngestPlan, dest: Path) -> list[HubFile]:
     out = []
     for f in plan.files:
         rec = done.get(f.path)
-        target = _safe_target(dest, f.path)
+        target = local_path(dest, f.path)
         same = rec and rec["size"] == f.size and rec["checksum"] == (f.sha256 or f.git_oid)
         if not (same and target.exists() and target.stat().st_size == f.size):
             out.append(f)
@@ -146,7 +152,7 @@ def check_disk(dest: Path, files: list[HubFile]) -> int:
     """Bytes still to transfer; raises if `dest` lacks the room."""
     need = 0
     for f in files:
-        part = _safe_target(dest, f.path).with_name(PurePosixPath(f.path).name + ".part")
+        part = part_path(local_path(dest, f.path))
         need += f.size - (part.stat().st_size if part.exists() else 0)
     dest.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(dest).free
@@ -177,8 +183,8 @@ def download_file(
     progress: Callable[[int], None] | None = None,
 ) -> Path:
     """Fetch one file to `dest/<repo path>`, resuming a `.part` file; verify, then rename."""
-    target = _safe_target(dest, f.path)
-    part = target.with_name(target.name + ".part")
+    target = local_path(dest, f.path)
+    part = part_path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     url = hf_hub_url(plan.repo, f.path, repo_type="dataset", revision=plan.commit,
                      endpoint=endpoint)  # fmt: skip
