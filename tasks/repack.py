@@ -48,11 +48,16 @@ class EpisodeRecord:
     skipped: bool = False  # already complete before this run
 
     @classmethod
-    def failed(cls, src: SourceEpisode, split: str | None, reason: str) -> EpisodeRecord:
-        """The record of an episode that could not be stored."""
+    def of(cls, src: SourceEpisode, split: str | None, **fields) -> EpisodeRecord:
+        """A record of `src`'s identity and location plus `fields`."""
         ep, ref = src.episode, src.ref
         return cls(ep.name, ep.dataset, ep.file_num, split, ref.container, ref.member, ref.size,
-                   reject_reason=reason)  # fmt: skip
+                   **fields)  # fmt: skip
+
+    @classmethod
+    def failed(cls, src: SourceEpisode, split: str | None, reason: str) -> EpisodeRecord:
+        """The record of an episode that could not be stored."""
+        return cls.of(src, split, reject_reason=reason)
 
     def row(self) -> dict:
         """The `files.parquet` row."""
@@ -108,8 +113,6 @@ def repack_episode(
     marker = layout.episode_record(ep.name)
     if marker.exists():
         return EpisodeRecord(**{**json.loads(marker.read_text()), "skipped": True})
-    base = {"episode": ep.name, "dataset": ep.dataset, "file_num": ep.file_num, "split": split,
-            "container": ref.container, "member": ref.member, "size": ref.size}  # fmt: skip
     try:
         raw = _load(ref)
         digest = hashlib.sha256(raw).hexdigest()
@@ -142,8 +145,9 @@ def repack_episode(
         schema=FRAMES_SCHEMA,
     )
     write_parquet_atomic(frames, layout.episode_frames(ep.dataset, ep.name))
-    record = EpisodeRecord(
-        **base,
+    record = EpisodeRecord.of(
+        src,
+        split,
         sha256=digest,
         n_frames=n,
         stored_bytes=stored,
