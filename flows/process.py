@@ -97,7 +97,7 @@ def prepare_metadata_task(path: Path, out: str, thresholds: QualityThresholds) -
     return prepare_metadata(path, OutLayout(Path(out)), thresholds)
 
 
-@task(name="repack-episode")
+@task(name="repack-episode", retries=1, retry_delay_seconds=2)  # idempotent: resumes
 def repack_task(src: SourceEpisode, out: str, meta: MetaRecord | None, split: str) -> EpisodeRecord:
     """Store one episode's frames and catalog rows."""
     return repack_episode(src, out, meta, split)
