@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,25 @@ def test_pipeline_deployment_through_the_api(served) -> None:
     assert ds.manifest["revision"] == fake.branches[REPO]["main"]
 
 
+def _process_run(port: int) -> str | None:
+    """The id of the `process` deployment's newest flow run, through the API."""
+    body = json.dumps({"deployments": {"name": {"any_": ["process"]}}, "limit": 1,
+                       "sort": "EXPECTED_START_TIME_DESC"}).encode()  # fmt: skip
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/flow_runs/filter", data=body,
+                                 headers={"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(req, timeout=30) as r:
+        runs = json.load(r)
+    return runs[0]["id"] if runs else None
+
+
+FINAL = {"Completed", "Failed", "Crashed", "Cancelled"}
+
+
+def _state(port: int, run_id: str) -> str | None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/flow_runs/{run_id}", timeout=30) as r:
+        return json.load(r)["state_name"]
+
+
 @pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="Debian chromium not installed (make setup)"
 )
@@ -91,17 +111,25 @@ def test_run_the_process_deployment_from_the_ui(served, tmp_path: Path) -> None:
         for name in ("ingest", "process", "pipeline", "daily-refresh"):
             page.get_by_role("link", name=name, exact=True).first.wait_for(timeout=30_000)
         page.get_by_role("link", name="process", exact=True).first.click()
-        page.get_by_role("button", name="Run", exact=True).click()
-        page.get_by_text("Quick run", exact=True).click()
-        page.get_by_role("dialog").get_by_role("button", name="Run", exact=True).click()
-        deadline, body = time.monotonic() + 300, ""
-        while time.monotonic() < deadline and not any(
-            s in body for s in ("Completed", "Failed", "Crashed")
-        ):
-            page.wait_for_timeout(3000)
+        run_id = None
+        for _ in range(3):  # a click that lands before the page has settled is lost: retry
+            page.get_by_role("button", name="Run", exact=True).click()
+            page.get_by_text("Quick run", exact=True).click()
+            page.get_by_role("dialog").get_by_role("button", name="Run", exact=True).click()
+            deadline = time.monotonic() + 30
+            while run_id is None and time.monotonic() < deadline:
+                page.wait_for_timeout(1000)
+                run_id = _process_run(port)
+            if run_id is not None:
+                break
             page.reload()
-            page.get_by_text("Flow run").first.wait_for(timeout=30_000)
-            body = page.inner_text("body")
+        assert run_id is not None, "the UI's Run did not create a flow run"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and _state(port, run_id) not in FINAL:
+            time.sleep(3)
+        page.goto(f"http://127.0.0.1:{port}/runs/flow-run/{run_id}")
+        page.get_by_text(_state(port, run_id) or "?", exact=True).first.wait_for(timeout=60_000)
+        body = page.inner_text("body")
         page.screenshot(path=str(tmp_path / "deployment.png"))
         browser.close()
     assert "Completed" in body, body[-2000:]
