@@ -35,11 +35,15 @@ demo: setup
 	$(BIN)/csdm pipeline $(DEMO_OUT)/dataset --source $(DEMO_OUT)/source --workers 2 --test-fraction 0.25
 	$(BIN)/csdm query $(DEMO_OUT)/dataset "select dataset, split, count(*) as frames, round(avg(key_w::int), 3) as w_rate from frames group by all order by all"
 	$(BIN)/csdm query $(DEMO_OUT)/dataset "select episode, keep, reject_reason from files order by episode"
+	$(BIN)/csdm train $(DEMO_OUT)/dataset --run $(DEMO_OUT)/runs/tiny --preset tiny --steps 20
+	$(BIN)/csdm export $(DEMO_OUT)/runs/tiny --out $(DEMO_OUT)/export
+	$(BIN)/csdm register $(DEMO_OUT)/export --registry $(DEMO_OUT)/registry --name csdm-policy --alias production
 	@echo
 	@echo "Dataset in $(DEMO_OUT)/dataset: frames.zarr, catalog/frames/, catalog/files.parquet, manifest.json"
 	@echo "Read it: python -c \"from storage import open_dataset; d = open_dataset('$(DEMO_OUT)/dataset'); print(d.frames(d.episodes[0], 0, 96).shape)\""
 	@echo "Query it: .venv/bin/csdm query $(DEMO_OUT)/dataset \"select episode, count(*) from frames where key_w group by all\""
-	@echo "Operate it: make serve, then the Prefect UI at http://127.0.0.1:4200 (deployments ingest, process, pipeline, daily-refresh)"
+	@echo "Policy: $(DEMO_OUT)/registry/csdm-policy/v1 (policy.onnx + policy.json), alias production"
+	@echo "Operate it: make serve, then the Prefect UI at http://127.0.0.1:4200 (deployments ingest, process, pipeline, daily-refresh, train)"
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -401,6 +401,13 @@ def query(
     console.print(f"wrote {output}")
 
 
+from flows import cli_train  # noqa: E402  (its commands join this app)
+
+app.command()(cli_train.train)
+app.command()(cli_train.export)
+app.command()(cli_train.register)
+
+
 def main() -> None:
     """Entry point for `python -m flows.cli`."""
     app(sys.argv[1:])

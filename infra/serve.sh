@@ -31,5 +31,5 @@ if [[ ! -f "$STATE/worker.pid" ]] || ! kill -0 "$(cat "$STATE/worker.pid")" 2>/d
   nohup "$BIN/prefect" worker start --pool process >"$STATE/worker.log" 2>&1 &
   echo $! >"$STATE/worker.pid"
 fi
-echo "Prefect UI: http://127.0.0.1:$PORT  (deployments: ingest, process, pipeline, daily-refresh)"
+echo "Prefect UI: http://127.0.0.1:$PORT  (deployments: ingest, process, pipeline, daily-refresh, train)"
 echo "Run one: PREFECT_API_URL=$PREFECT_API_URL $BIN/prefect deployment run pipeline/pipeline"

@@ -37,3 +37,29 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
             os.environ.pop("PREFECT_HOME", None)
         else:
             os.environ["PREFECT_HOME"] = old
+
+
+def process_plain(src: Path, out: Path, test_fraction: float = 0.25) -> Path:
+    """The process flow's steps as plain calls (no Prefect, no Dask) for fast fixtures."""
+    from flows.process import ProcessParams
+    from storage.layout import OutLayout
+    from tasks.catalog_writer import write_catalog
+    from tasks.metadata_cache import prepare_metadata
+    from tasks.repack import repack_episode
+    from tasks.source import list_source
+
+    params = ProcessParams(test_fraction=test_fraction, seed=1)
+    layout, splits = OutLayout(out), params.splits()
+    listing = list_source(src)
+    meta = {r.episode: r for p in listing.metadata
+            for r in prepare_metadata(p, layout, params.thresholds())}  # fmt: skip
+    records = [repack_episode(e, out, meta.get(e.episode.name), splits.split_of(e.episode.name))
+               for e in listing.episodes]  # fmt: skip
+    write_catalog(layout, records, str(src), params.recorded())
+    return out
+
+
+@pytest.fixture(scope="session")
+def processed(synth_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`synth_tree` processed into the training format (a quarter of episodes in test)."""
+    return process_plain(synth_tree, tmp_path_factory.mktemp("processed"))

@@ -62,7 +62,13 @@ def test_pipeline_deployment_through_the_api(served) -> None:
     api, _, tmp, fake = served
     listed = subprocess.run([PREFECT, "deployment", "ls"], env=api, capture_output=True,
                             text=True, timeout=120).stdout  # fmt: skip
-    for name in ("ingest/ingest", "process/process", "pipeline/pipeline", "pipeline/daily-refresh"):
+    for name in (
+        "ingest/ingest",
+        "process/process",
+        "pipeline/pipeline",
+        "pipeline/daily-refresh",
+        "train/train",
+    ):
         assert name in listed
     out = tmp / "pipeline-out"
     params = {"out": str(out), "dest": str(tmp / "dl"), "include": ["*"], "max_disk": None,

@@ -1,0 +1,158 @@
+"""`csdm train`, `csdm export` and `csdm register`: thin glue over `training/` and the registry."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+console = Console(stderr=True)
+report = Console()
+
+
+def train(
+    data: Annotated[Path, typer.Argument(help="A folder written by `csdm process`.")],
+    run: Annotated[Path, typer.Option(help="Run folder: checkpoint, config, metrics.")],
+    preset: Annotated[
+        str, typer.Option(help="tiny (CPU, seconds) or paper (the seed's).")
+    ] = "tiny",
+    steps: Annotated[int, typer.Option(min=1, help="Total optimiser steps.")] = 20,
+    resume: Annotated[bool, typer.Option(help="Continue RUN from its checkpoint.")] = False,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Windows per step per GPU.")] = None,
+    window: Annotated[int | None, typer.Option(min=2, help="Frames per window.")] = None,
+    workers: Annotated[int | None, typer.Option(min=0, help="Loader processes per rank.")] = None,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-4,
+    seed: Annotated[int, typer.Option(help="Seed of init, order and augmentation.")] = 0,
+    split: Annotated[
+        str, typer.Option(help="Catalog split to train on ('all': every one).")
+    ] = "train",
+    all_episodes: Annotated[bool, typer.Option(help="Include quality-rejected episodes.")] = False,
+    subselect: Annotated[
+        bool,
+        typer.Option(
+            help="The seed's subselection (AK-47 segments, kill segments, no motionless ones)."
+        ),
+    ] = False,
+    weapon: Annotated[str | None, typer.Option(help="Only segments holding this weapon.")] = None,
+    imagenet: Annotated[
+        Path | None, typer.Option(help="torchvision efficientnet_b0 weights.")
+    ] = None,
+    augment: Annotated[bool, typer.Option(help="The seed's brightness/contrast jitter.")] = True,
+    amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = True,
+    fold_mouse: Annotated[bool, typer.Option(help="Fold extreme mouse bins inward.")] = True,
+    fill_clicks: Annotated[bool, typer.Option(help="Fill 101 / 1001 left-click gaps.")] = True,
+    log_every: Annotated[int, typer.Option(min=1)] = 5,
+    ckpt_every: Annotated[int, typer.Option(min=1)] = 50,
+) -> None:
+    """Train the policy on a processed dataset; under torchrun, one process per GPU (DDP)."""
+    from dataclasses import replace
+
+    from training.data import SamplerConfig
+    from training.loss import LossOptions
+    from training.train import TrainConfig
+    from training.train import train as run_training
+
+    try:
+        cfg = TrainConfig.preset_config(preset)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    base = SamplerConfig.seed_subselect() if subselect else SamplerConfig()
+    sampler = replace(
+        base,
+        window=window or cfg.sampler.window,
+        jitter=cfg.sampler.jitter,
+        split=None if split == "all" else split,
+        keep_only=not all_episodes,
+        weapon=weapon if weapon is not None else base.weapon,
+    )
+    cfg = replace(
+        cfg,
+        steps=steps,
+        lr=lr,
+        seed=seed,
+        augment=augment,
+        amp=amp,
+        batch_size=batch_size or cfg.batch_size,
+        workers=cfg.workers if workers is None else workers,
+        imagenet=str(imagenet) if imagenet else None,
+        log_every=log_every,
+        ckpt_every=ckpt_every,
+        sampler=sampler,
+        loss=LossOptions(fold_mouse_extremes=fold_mouse, fill_click_gaps=fill_clicks),
+    )
+    rank0 = os.environ.get("RANK", "0") == "0"
+    bar = Progress(
+        TextColumn("train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[item]}"),
+        console=console,
+        disable=not rank0,
+    )
+    with bar:
+        task = bar.add_task("train", total=steps, item="")
+
+        def on_log(row: dict) -> None:
+            bar.update(
+                task,
+                completed=row["step"],
+                item=f"loss {row['loss']:.4f} {row['frames_per_s']:.0f} frames/s",
+            )
+
+        try:
+            result = run_training(data, run, cfg, resume=resume, on_log=on_log)
+        except (FileExistsError, FileNotFoundError, ValueError) as e:
+            console.print(f"[red]{e}[/]")
+            raise typer.Exit(2) from None
+    if rank0:
+        report.print(
+            f"trained {result.step} steps into {run} "
+            f"({result.frames_per_s:.0f} frames/s this session)"
+        )
+        report.print(json.dumps(result.metrics, indent=None))
+        report.print(f"next: csdm export {run} --out {run}/export")
+
+
+def export(
+    run: Annotated[Path, typer.Argument(help="A run folder written by `csdm train`.")],
+    out: Annotated[Path, typer.Option(help="Folder for policy.onnx and policy.json.")],
+) -> None:
+    """Export a run as a single-step ONNX policy and its descriptor."""
+    from training.export import export as run_export
+
+    try:
+        d = run_export(run, out)
+    except FileNotFoundError as e:
+        console.print(f"[red]{e}[/]")
+        raise typer.Exit(2) from None
+    f = d["files"][d["model"]]
+    report.print(
+        f"exported step {d['training']['step']} of {run} to {out}/{d['model']} "
+        f"({f['size'] / 1e6:.1f} MB, sha256 {f['sha256'][:12]})"
+    )
+    report.print(f"next: csdm register {out} --registry REG --name NAME")
+
+
+def register(
+    export_dir: Annotated[Path, typer.Argument(help="A folder written by `csdm export`.")],
+    registry: Annotated[str, typer.Option(help="Registry folder, or hf://owner/repo.")],
+    name: Annotated[str, typer.Option(help="Model name in the registry.")],
+    alias: Annotated[str | None, typer.Option(help="Point this alias at the new version.")] = None,
+) -> None:
+    """Register an export as the next immutable version of NAME."""
+    from storage.registry import RegistryError, open_registry
+
+    try:
+        v = open_registry(registry, name).register(export_dir, alias=alias)
+    except RegistryError as e:
+        console.print(f"[red]{e}[/]")
+        raise typer.Exit(2) from None
+    report.print(
+        f"registered {name} v{v.version} at {v.location}" + (f" (alias {alias})" if alias else "")
+    )

@@ -1,0 +1,119 @@
+"""The `train` flow: train (resuming), then optionally export and register; metrics as artifacts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from storage.registry import open_registry
+from training.export import export
+from training.train import TrainConfig, TrainResult, train
+
+
+@task(name="train-policy")
+def train_task(data: str, run: str, cfg: TrainConfig, gpus: int) -> TrainResult:
+    """Train in this process, or under torchrun with one process per GPU."""
+    progress = create_progress_artifact(progress=0.0, key="train-progress")
+
+    def on_log(row: dict) -> None:
+        update_progress_artifact(progress, progress=100.0 * row["step"] / cfg.steps)
+
+    if gpus <= 1:
+        return train(data, run, cfg, resume=True, on_log=on_log, quiet=False)
+    csdm = shutil.which("csdm") or str(Path(sys.executable).with_name("csdm"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={gpus}",
+        "--no-python",
+        "--",
+        csdm,
+        "train",
+        data,
+        "--run",
+        run,
+        "--preset",
+        cfg.preset,
+        "--steps",
+        str(cfg.steps),
+        "--batch-size",
+        str(cfg.batch_size),
+        "--workers",
+        str(cfg.workers),
+        "--resume",
+    ]
+    subprocess.run(cmd, check=True)
+    rows = [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    last = rows[-1]
+    update_progress_artifact(progress, progress=100.0)
+    return TrainResult(
+        run,
+        last["step"],
+        last["frames"],
+        last["seconds"],
+        last["frames_per_s"],
+        {k: last[k] for k in last if k.endswith(("acc", "mse")) or k == "loss"},
+    )
+
+
+@flow(name="train", log_prints=True)
+def train_flow(
+    data: str,
+    run: str,
+    preset: str = "tiny",
+    steps: int = 20,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    gpus: int = 1,
+    registry: str | None = None,
+    name: str = "csdm-policy",
+    alias: str | None = None,
+) -> dict:
+    """Train RUN to `steps` (resuming its checkpoint), publish metrics; export+register if asked."""
+    logger = get_run_logger()
+    cfg = TrainConfig.preset_config(preset)
+    cfg = replace(
+        cfg,
+        steps=steps,
+        batch_size=batch_size or cfg.batch_size,
+        workers=cfg.workers if workers is None else workers,
+    )
+    result = train_task(data, run, cfg, gpus)
+    rows = [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    create_table_artifact(
+        key="train-metrics",
+        table=rows[-50:],
+        description=f"{run}: the last {min(50, len(rows))} logged steps",
+    )
+    out = {"train": asdict(result)}
+    if registry:
+        d = export(run, Path(run) / "export")
+        v = open_registry(registry, name).register(Path(run) / "export", alias=alias)
+        out["registered"] = {
+            "name": name,
+            "version": v.version,
+            "location": v.location,
+            "sha256": d["files"][d["model"]]["sha256"],
+        }
+        logger.info("registered %s v%d at %s", name, v.version, v.location)
+    metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in result.metrics.items())
+    create_markdown_artifact(
+        key="train-summary",
+        markdown=f"# {run}\n\nstep {result.step}, {result.frames_per_s:.0f} frames/s\n\n"
+        f"| metric | value |\n|---|---|\n{metrics}\n\n"
+        + (f"Registered **{name} v{out['registered']['version']}**" if registry else ""),
+    )
+    return out

@@ -1,0 +1,314 @@
+"""Model registry: immutable, checksummed versions of exported policies, with aliases.
+
+A registry is a local folder or a Hugging Face model repo (`hf://owner/repo`), same layout:
+
+    NAME/index.json           {"name", "versions": [{"version", "created", "manifest_sha256"}],
+                               "aliases": {"production": 3}}
+    NAME/v3/policy.onnx ...   the exported files, never rewritten
+    NAME/v3/MANIFEST.json     {"files": {name: {"sha256", "size"}}}, covering policy.json too
+
+On the Hub each version is one commit, tagged `NAME-v3`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+DESCRIPTOR = "policy.json"
+MANIFEST = "MANIFEST.json"
+INDEX = "index.json"
+
+
+class RegistryError(ValueError):
+    """A registry, version or file that is missing or fails verification."""
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_entry(path: Path) -> dict:
+    """{"sha256", "size"} of a file, as descriptors and manifests list them."""
+    return {"sha256": sha256_file(path), "size": path.stat().st_size}
+
+
+def _verify_files(folder: Path, files: dict[str, dict], what: str) -> None:
+    for name, entry in files.items():
+        p = folder / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise RegistryError(f"{folder / what}: lists an unsafe path {name!r}")
+        if not p.is_file():
+            raise RegistryError(f"{p}: listed in {what} but missing")
+        if p.stat().st_size != entry["size"] or sha256_file(p) != entry["sha256"]:
+            raise RegistryError(
+                f"{p}: sha256 does not match {what}; the file was altered or "
+                "truncated, export or pull it again"
+            )
+
+
+def read_verified_descriptor(folder: str | Path) -> dict:
+    """An export folder's descriptor, after checking every file it lists."""
+    folder = Path(folder)
+    path = folder / DESCRIPTOR
+    if not path.is_file():
+        raise RegistryError(f"{path}: missing; not a complete export (run `csdm export`)")
+    try:
+        d = json.loads(path.read_text())
+        files = d["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise RegistryError(f"{path}: not a csdm policy descriptor ({e})") from e
+    _verify_files(folder, files, DESCRIPTOR)
+    return d
+
+
+def verify_version(folder: str | Path) -> dict:
+    """Check a registered version against its manifest, then its descriptor; returns the latter."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise RegistryError(f"{folder / MANIFEST}: unreadable ({e})") from e
+    _verify_files(folder, manifest["files"], MANIFEST)
+    return read_verified_descriptor(folder)
+
+
+def _write_manifest(folder: Path) -> str:
+    files = {p.name: file_entry(p) for p in sorted(folder.iterdir()) if p.name != MANIFEST}
+    text = json.dumps({"files": files}, indent=2)
+    (folder / MANIFEST).write_text(text)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _export_files(export_dir: Path) -> list[Path]:
+    """The files of a verified export: those its descriptor lists, plus the descriptor."""
+    d = read_verified_descriptor(export_dir)
+    return [export_dir / n for n in d["files"]] + [export_dir / DESCRIPTOR]
+
+
+@dataclass(frozen=True)
+class Version:
+    """One registered version."""
+
+    name: str
+    version: int
+    location: str  # a folder, or `hf://owner/repo` + path
+
+
+def _resolve(index: dict, version: int | None, alias: str | None, where: str) -> int:
+    if not index["versions"]:
+        raise RegistryError(f"{where}: no versions registered yet (run `csdm register`)")
+    if alias is not None:
+        if alias not in index["aliases"]:
+            raise RegistryError(f"{where}: no alias {alias!r}; have {sorted(index['aliases'])}")
+        return index["aliases"][alias]
+    known = [v["version"] for v in index["versions"]]
+    if version is None:
+        return max(known)
+    if version not in known:
+        raise RegistryError(f"{where}: no version {version}; have {known}")
+    return version
+
+
+def _new_index(name: str) -> dict:
+    return {"name": name, "versions": [], "aliases": {}}
+
+
+class LocalRegistry:
+    """A folder registry; writes are atomic renames under a lock, versions are read-only."""
+
+    def __init__(self, root: str | Path, name: str) -> None:
+        if not name or "/" in name or name.startswith("."):
+            raise RegistryError(f"{name!r}: a model name is one path component")
+        self.root, self.name = Path(root), name
+        self.folder = self.root / name
+
+    def index(self) -> dict:
+        """The model's index, or an empty one before the first registration."""
+        p = self.folder / INDEX
+        return json.loads(p.read_text()) if p.exists() else _new_index(self.name)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / ".lock", "w") as f:
+            try:
+                import fcntl
+            except ImportError:  # Windows: registries are written from the training side
+                yield
+                return
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _write_index(self, index: dict) -> None:
+        tmp = self.folder / f".{INDEX}.{uuid.uuid4().hex}"
+        tmp.write_text(json.dumps(index, indent=2))
+        os.replace(tmp, self.folder / INDEX)
+
+    def register(self, export_dir: str | Path, alias: str | None = None) -> Version:
+        """Copy a verified export in as the next version; optionally point an alias at it."""
+        files = _export_files(Path(export_dir))
+        with self._locked():
+            index = self.index()
+            n = max((v["version"] for v in index["versions"]), default=0) + 1
+            staging = self.folder / f".staging-{uuid.uuid4().hex}"
+            staging.mkdir()
+            for f in files:
+                shutil.copyfile(f, staging / f.name)
+            manifest_sha = _write_manifest(staging)
+            verify_version(staging)  # the copies, not just the source, are what we checked
+            for f in staging.iterdir():
+                f.chmod(0o444)
+            os.rename(staging, self.folder / f"v{n}")
+            index["versions"].append(
+                {
+                    "version": n,
+                    "manifest_sha256": manifest_sha,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
+            )
+            if alias:
+                index["aliases"][alias] = n
+            self._write_index(index)
+        return Version(self.name, n, str(self.folder / f"v{n}"))
+
+    def set_alias(self, alias: str, version: int) -> None:
+        """Point `alias` at an existing version."""
+        with self._locked():
+            index = self.index()
+            index["aliases"][alias] = _resolve(index, version, None, str(self.folder))
+            self._write_index(index)
+
+    def resolve(self, version: int | None = None, alias: str | None = None) -> Version:
+        """A version by number, by alias, or the latest; verified before it is returned."""
+        n = _resolve(self.index(), version, alias, str(self.folder))
+        folder = self.folder / f"v{n}"
+        verify_version(folder)
+        return Version(self.name, n, str(folder))
+
+
+class HubRegistry:
+    """The same layout in a Hugging Face model repo; one commit and one tag per version."""
+
+    def __init__(self, repo: str, name: str, token: str | None = None) -> None:
+        from huggingface_hub import HfApi
+
+        self.repo, self.name = repo, name
+        self.api = HfApi(token=token)
+
+    def index(self) -> dict:
+        """The model's index from the repo's main branch (empty before the first version)."""
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+
+        try:
+            path = hf_hub_download(
+                self.repo, f"{self.name}/{INDEX}", token=self.api.token, force_download=True
+            )
+        except (EntryNotFoundError, RepositoryNotFoundError):
+            return _new_index(self.name)
+        return json.loads(Path(path).read_text())
+
+    def register(self, export_dir: str | Path, alias: str | None = None) -> Version:
+        """Upload a verified export as `NAME/vN` with the new index in one commit, tag it."""
+        from huggingface_hub import CommitOperationAdd
+
+        files = _export_files(Path(export_dir))
+        self.api.create_repo(self.repo, repo_type="model", exist_ok=True, private=True)
+        index = self.index()
+        n = max((v["version"] for v in index["versions"]), default=0) + 1
+        with tempfile.TemporaryDirectory() as tmp:
+            staging = Path(tmp)
+            for f in files:
+                shutil.copyfile(f, staging / f.name)
+            manifest_sha = _write_manifest(staging)
+            index["versions"].append(
+                {
+                    "version": n,
+                    "manifest_sha256": manifest_sha,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
+            )
+            if alias:
+                index["aliases"][alias] = n
+            ops = [
+                CommitOperationAdd(f"{self.name}/v{n}/{p.name}", str(p))
+                for p in sorted(staging.iterdir())
+            ]
+            ops.append(
+                CommitOperationAdd(f"{self.name}/{INDEX}", json.dumps(index, indent=2).encode())
+            )
+            commit = self.api.create_commit(
+                self.repo, ops, commit_message=f"{self.name} v{n}", parent_commit=self._head()
+            )
+        self.api.create_tag(self.repo, tag=f"{self.name}-v{n}", revision=commit.oid)
+        return Version(self.name, n, f"hf://{self.repo}/{self.name}/v{n}")
+
+    def _head(self) -> str | None:
+        """The commit the index was read at, so a concurrent registration fails, not merges."""
+        try:
+            return self.api.repo_info(self.repo).sha
+        except Exception:  # a repo with no commits yet
+            return None
+
+    def set_alias(self, alias: str, version: int) -> None:
+        """Point `alias` at an existing version, in its own commit."""
+        from huggingface_hub import CommitOperationAdd
+
+        index = self.index()
+        index["aliases"][alias] = _resolve(index, version, None, f"hf://{self.repo}")
+        op = CommitOperationAdd(f"{self.name}/{INDEX}", json.dumps(index, indent=2).encode())
+        self.api.create_commit(
+            self.repo, [op], commit_message=f"{self.name}: {alias} -> v{version}"
+        )
+
+    def resolve(self, version: int | None = None, alias: str | None = None) -> Version:
+        """A version by number, by alias, or the latest (verified on download)."""
+        n = _resolve(self.index(), version, alias, f"hf://{self.repo}")
+        return Version(self.name, n, f"hf://{self.repo}/{self.name}/v{n}")
+
+    def download(self, version: Version, dest: str | Path) -> Path:
+        """Fetch a version's files into `dest` and verify them."""
+        from huggingface_hub import snapshot_download
+
+        tag = f"{self.name}-v{version.version}"
+        snap = snapshot_download(
+            self.repo,
+            revision=tag,
+            token=self.api.token,
+            allow_patterns=[f"{self.name}/v{version.version}/*"],
+        )
+        src = Path(snap) / self.name / f"v{version.version}"
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in src.iterdir():
+            shutil.copyfile(f, dest / f.name)
+        verify_version(dest)
+        return dest
+
+
+def open_registry(spec: str | Path, name: str) -> LocalRegistry | HubRegistry:
+    """`hf://owner/repo` for a Hub model repo (HF_TOKEN, HF_ENDPOINT honoured), else a folder."""
+    s = str(spec)
+    if s.startswith("hf://"):
+        repo = s.removeprefix("hf://").strip("/")
+        if repo.count("/") != 1:
+            raise RegistryError(f"{s}: expected hf://owner/repo")
+        return HubRegistry(repo, name)
+    return LocalRegistry(s, name)

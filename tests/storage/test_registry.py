@@ -1,0 +1,74 @@
+"""The local model registry: versions, aliases, immutability and verification."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from storage.registry import LocalRegistry, RegistryError, file_entry, open_registry
+
+
+def _export(folder: Path, payload: bytes) -> Path:
+    """A minimal export folder: a model file and a descriptor listing its checksum."""
+    folder.mkdir(parents=True)
+    (folder / "policy.onnx").write_bytes(payload)
+    d = {"model": "policy.onnx", "files": {"policy.onnx": file_entry(folder / "policy.onnx")}}
+    (folder / "policy.json").write_text(json.dumps(d))
+    return folder
+
+
+def test_versions_aliases_and_latest(tmp_path: Path) -> None:
+    reg = open_registry(tmp_path / "reg", "cs")
+    assert isinstance(reg, LocalRegistry)
+    with pytest.raises(RegistryError, match="no versions registered yet"):
+        reg.resolve()
+    v1 = reg.register(_export(tmp_path / "e1", b"one"), alias="production")
+    v2 = reg.register(_export(tmp_path / "e2", b"two"))
+    assert (v1.version, v2.version) == (1, 2)
+    assert reg.resolve().version == 2
+    assert reg.resolve(alias="production").version == 1
+    assert (Path(reg.resolve(version=1).location) / "policy.onnx").read_bytes() == b"one"
+    reg.set_alias("production", 2)
+    assert reg.resolve(alias="production").version == 2
+    with pytest.raises(RegistryError, match="no version 7"):
+        reg.resolve(version=7)
+    with pytest.raises(RegistryError, match="no alias 'staging'"):
+        reg.resolve(alias="staging")
+    index = json.loads((tmp_path / "reg" / "cs" / "index.json").read_text())
+    assert [v["version"] for v in index["versions"]] == [1, 2]
+    manifest = json.loads((tmp_path / "reg" / "cs" / "v1" / "MANIFEST.json").read_text())
+    assert set(manifest["files"]) == {"policy.onnx", "policy.json"}
+    # versions are immutable: read-only files, never rewritten by later registrations
+    assert (tmp_path / "reg" / "cs" / "v1" / "policy.onnx").stat().st_mode & 0o222 == 0
+
+
+def test_tampering_is_refused(tmp_path: Path) -> None:
+    reg = LocalRegistry(tmp_path / "reg", "cs")
+    e = _export(tmp_path / "e", b"weights")
+    (e / "policy.onnx").write_bytes(b"weightz")  # the export no longer matches its descriptor
+    with pytest.raises(RegistryError, match=r"policy\.onnx: sha256 does not match policy\.json"):
+        reg.register(e)
+    assert not (tmp_path / "reg" / "cs" / "v1").exists()
+    v = reg.register(_export(tmp_path / "ok", b"weights"))
+    target = Path(v.location) / "policy.onnx"
+    target.chmod(0o644)
+    target.write_bytes(b"evil!!!")
+    with pytest.raises(
+        RegistryError, match=r"v1/policy\.onnx: sha256 does not match MANIFEST\.json"
+    ):
+        reg.resolve()
+    (Path(v.location) / "policy.json").chmod(0o644)
+    (Path(v.location) / "policy.json").unlink()
+    with pytest.raises(RegistryError, match=r"policy\.json: listed in MANIFEST\.json but missing"):
+        reg.resolve()
+
+
+def test_bad_names_and_incomplete_exports(tmp_path: Path) -> None:
+    with pytest.raises(RegistryError, match="one path component"):
+        LocalRegistry(tmp_path, "../x")
+    with pytest.raises(RegistryError, match="not a complete export"):
+        LocalRegistry(tmp_path / "reg", "cs").register(tmp_path)
+    with pytest.raises(RegistryError, match="expected hf://owner/repo"):
+        open_registry("hf://justone", "cs")

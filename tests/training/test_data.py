@@ -1,0 +1,165 @@
+"""The sampler and the stream: catalog labels, subselection, sharding, resume, augmentation."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+import torch
+
+from storage.action_space import MOUSE_X_BINS, MOUSE_Y_BINS
+from storage.dataset import open_dataset
+from tests.training import seed_training_reference as ref
+from training.data import (
+    Labels,
+    SamplerConfig,
+    StreamState,
+    WindowStream,
+    augment,
+    build_index,
+    load_labels,
+    make_loader,
+    subselect,
+)
+
+CFG = SamplerConfig(window=8, jitter=4, split=None, keep_only=False)
+
+
+def test_labels_come_from_the_catalog(processed: Path) -> None:
+    ds = open_dataset(processed)
+    lab = load_labels(processed, CFG)
+    assert lab.episodes == ds.episodes and list(lab.lengths()) == [60] * 8
+    cat = ds.catalog.to_table().sort_by([("episode", "ascending"), ("frame", "ascending")])
+    np.testing.assert_array_equal(lab.keys[:, 0], cat["key_w"].to_numpy())
+    np.testing.assert_array_equal(lab.clicks[:, 0], cat["lclick"].to_numpy())
+    np.testing.assert_array_equal(MOUSE_X_BINS[lab.mouse_x], cat["mouse_x"].to_numpy())
+    np.testing.assert_array_equal(MOUSE_Y_BINS[lab.mouse_y], cat["mouse_y"].to_numpy())
+    # the default selection: kept episodes of the train split only
+    files = ds.files.to_pandas()
+    want = sorted(files[(files.split == "train") & files.keep].episode)
+    assert load_labels(processed, SamplerConfig(window=8)).episodes == want
+    assert pc.sum(cat["kill"]).as_py() == lab.kill.sum()
+
+
+def test_windows_stay_inside_their_episode(processed: Path) -> None:
+    idx = build_index(load_labels(processed, CFG), CFG)
+    stream = WindowStream(processed, idx, batch_size=3)
+    for epoch in range(3):
+        _, start = stream.epoch_plan(epoch)
+        assert (start >= 0).all() and (start + 8 <= 60).all()
+    assert len(idx) == 8 * len(range(0, 60 - 8 - 4, 8))  # the seed's grid
+
+
+def test_batches_hold_the_stored_frames_and_their_labels(processed: Path) -> None:
+    lab = load_labels(processed, CFG)
+    stream = WindowStream(processed, build_index(lab, CFG), batch_size=2)
+    ds = open_dataset(processed)
+    wins = stream.windows(0, 1)
+    b = stream.read(wins)
+    for i, (e, s) in enumerate(wins):
+        np.testing.assert_array_equal(b["frames"][i].numpy(), ds.frames(lab.episodes[e], s, s + 8))
+        rows = lab.offsets[e] + s + np.arange(8)
+        np.testing.assert_array_equal(b["mouse_x"][i].numpy(), lab.mouse_x[rows])
+    assert b["frames"].dtype == torch.uint8
+
+
+def _take(it, n: int) -> list[tuple[int, int, list]]:
+    out = []
+    for _ in range(n):
+        b = next(it)
+        out.append((int(b["epoch"]), int(b["batch"]), b["frames"][:, 0, 0, 0, 0].tolist()))
+    return out
+
+
+def test_ranks_and_workers_split_an_epoch_without_overlap(processed: Path) -> None:
+    idx = build_index(load_labels(processed, CFG), CFG)
+    seen = []
+    for rank in range(2):
+        s = WindowStream(processed, idx, batch_size=2, rank=rank, world=2)
+        for b in range(s.batches_per_epoch):
+            seen += s.windows(0, b)
+    assert len(seen) == len(set(seen)) == s.batches_per_epoch * 4
+    assert len(idx) - len(seen) < 4  # only the last partial global batch is dropped
+
+
+def test_spawned_workers_yield_the_same_ordered_stream(processed: Path) -> None:
+    idx = build_index(load_labels(processed, CFG), CFG)
+    solo = _take(iter(WindowStream(processed, idx, batch_size=4)), 14)  # crosses an epoch
+    loader = make_loader(WindowStream(processed, idx, batch_size=4), workers=2, pin=False)
+    assert _take(iter(loader), 14) == solo
+    assert solo[-1][0] == 1  # epoch 1 reached, reshuffled
+    # resuming at (epoch 0, cursor 5) continues exactly where batch 5 was
+    resumed = WindowStream(processed, idx, batch_size=4, state=StreamState(0, 0, 5))
+    assert _take(iter(resumed), 9) == solo[5:]
+
+
+def test_too_few_windows_is_a_clear_error(processed: Path) -> None:
+    idx = build_index(load_labels(processed, CFG), CFG)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        WindowStream(processed, idx, batch_size=1000)
+
+
+def _labels(weapons: list[str], kills: list[int], still: list[bool], n_ep: int = 1) -> Labels:
+    n = len(weapons)
+    keys = np.zeros((n, 11), np.uint8)
+    keys[:, 0] = ~np.array(still)
+    mx = np.where(still, 11, 14)
+    return Labels(
+        ["e"] * n_ep,
+        np.array([0, n]),
+        keys,
+        np.zeros((n, 2), np.uint8),
+        mx,
+        np.full(n, 7),
+        np.array(kills, np.uint8),
+        np.zeros(n, np.uint8),
+        np.array(weapons, object),
+    )
+
+
+def test_subselection_matches_the_seeds_rules() -> None:
+    rng = np.random.default_rng(4)
+    n, t = 1000, 96
+    seg_w = rng.choice(["weapon_ak47", "weapon_m4a1", "mixed"], 10)
+    seg_kill, seg_still = rng.random(10) < 0.3, rng.random(10) < 0.3
+    weapons, kills, still = [], [], []
+    for s in range(10):
+        for j in range(t if s < 9 else n - 9 * t):
+            w = seg_w[s] if seg_w[s] != "mixed" else ("weapon_ak47" if j % 2 else "weapon_glock")
+            weapons.append(w)
+            kills.append(int(seg_kill[s] and j == 5))
+            still.append(bool(seg_still[s]))
+    lab = _labels(weapons, kills, still)
+    cfg = SamplerConfig.seed_subselect()
+    start = np.arange(0, n - t - 20, t)
+    draws = rng.random(len(start))
+    got = np.flatnonzero(subselect(lab, np.zeros(len(start), int), start, cfg, draws))
+    bounds = [*start.tolist(), 999]
+    segs = [
+        {
+            "kills": sum(kills[a:b]),
+            "ak_frames": sum("ak47" in w for w in weapons[a:b]),
+            "still_wasd": sum(still[a:b]),
+            "still_mouse": sum(still[a:b]),
+            "first": i == 0,
+        }
+        for i, (a, b) in enumerate(itertools.pairwise(bounds))
+    ]
+    assert got.tolist() == ref.subselect(segs, 0.4, draws)
+
+
+def test_augmentation_is_the_seeds_formula() -> None:
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randint(0, 256, (6, 3, 4, 5, 3), dtype=torch.uint8)
+    got = augment(x, gen)
+    gen.manual_seed(5)  # replay the draws augment made, in its order
+    on_b, f_b = torch.rand(6, generator=gen) < 0.5, torch.rand(6, generator=gen) * 0.6 + 0.7
+    on_c, f_c = torch.rand(6, generator=gen) < 0.5, torch.rand(6, generator=gen) * 0.6 + 0.7
+    assert on_b.any() and on_c.any() and not on_b.all()
+    for i in range(6):
+        want = ref.augment(x[i].numpy(), bool(on_b[i]), float(f_b[i]), bool(on_c[i]), float(f_c[i]))
+        np.testing.assert_allclose(got[i].numpy(), want, atol=1.0001)
+        assert (np.abs(got[i].numpy() - want) > 0).mean() < 0.01  # float32 vs float64 rounding

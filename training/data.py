@@ -1,0 +1,320 @@
+"""Training windows: a catalog-driven sampler and a resumable, sharded stream of uint8 batches."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from storage.catalog import KEY_COLUMNS
+from storage.dataset import Dataset, duckdb_views, open_dataset
+from training.actions import DEFAULT, ActionSpace
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Which windows to train on. The seed's subselection is `SamplerConfig.seed_subselect()`."""
+
+    window: int = 96
+    jitter: int = 20  # random forward offset of a window start, as the seed's N_JITTER
+    split: str | None = "train"  # None: every split
+    keep_only: bool = True  # episodes the quality filter kept
+    weapon: str | None = None  # e.g. "ak47": segments mostly holding it (name substring)
+    weapon_fraction: float = 0.7
+    drop_motionless: bool = False  # drop segments with >80% no WASD and >80% no mouse move
+    motionless_fraction: float = 0.8
+    keep_prob: float = 1.0  # chance to keep any other segment (the seed's SUB_PROB 0.4)
+    kill_segments: bool = False  # always keep segments with a kill, and the one before
+
+    @classmethod
+    def seed_subselect(cls, **kw) -> SamplerConfig:
+        """The seed's IS_SUBSELECT with SUB_TYPE 'ak' and SUB_PROB 0.4."""
+        base = dict(weapon="ak47", drop_motionless=True, keep_prob=0.4, kill_segments=True)
+        return cls(**{**base, **kw})
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+@dataclass
+class Labels:
+    """Per-frame labels of the selected episodes, concatenated; `offsets[i]` starts episode i."""
+
+    episodes: list[str]
+    offsets: np.ndarray  # int64, len(episodes) + 1
+    keys: np.ndarray  # (N, n_keys) uint8
+    clicks: np.ndarray  # (N, 2) uint8
+    mouse_x: np.ndarray  # (N,) int64 bin index
+    mouse_y: np.ndarray
+    kill: np.ndarray  # (N,) uint8
+    death: np.ndarray
+    weapon: np.ndarray  # (N,) object, for subselection
+
+    def lengths(self) -> np.ndarray:
+        """Frames per episode."""
+        return np.diff(self.offsets)
+
+
+def _bin_index(values: np.ndarray, bins: tuple[float, ...]) -> np.ndarray:
+    b = np.asarray(bins)
+    idx = np.clip(np.searchsorted(b, values), 0, len(b) - 1)
+    lower = np.clip(idx - 1, 0, len(b) - 1)  # nearest bin, for values not exactly on one
+    closer = np.abs(b[lower] - values) <= np.abs(b[idx] - values)
+    return np.where(closer, lower, idx).astype(np.int64)
+
+
+def load_labels(root: str | Path, cfg: SamplerConfig, space: ActionSpace = DEFAULT) -> Labels:
+    """One DuckDB query over the catalog: frames of the kept, stored episodes of a split."""
+    con = duckdb.connect()
+    duckdb_views(con, root)
+    where = ["files.status = 'stored'"]
+    if cfg.keep_only:
+        where.append("files.keep")
+    params: list = []
+    if cfg.split is not None:
+        where.append("frames.split = ?")
+        params.append(cfg.split)
+    cols = ", ".join(f"frames.{c}" for c in KEY_COLUMNS)
+    tbl = con.sql(
+        f"SELECT frames.episode, {cols}, frames.lclick, frames.rclick, frames.mouse_x, "
+        "frames.mouse_y, frames.kill, frames.death, coalesce(frames.weapon, '') AS weapon "
+        "FROM frames JOIN files USING (episode) WHERE "
+        + " AND ".join(where)
+        + " ORDER BY frames.episode, frames.frame",
+        params=params,
+    ).to_arrow_table()
+    ep = tbl["episode"].to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(np.r_[True, ep[1:] != ep[:-1]]) if len(ep) else np.array([], int)
+    col = {c: tbl[c].to_numpy(zero_copy_only=False) for c in tbl.column_names}
+    return Labels(
+        episodes=[str(e) for e in ep[starts]],
+        offsets=np.r_[starts, len(ep)].astype(np.int64),
+        keys=np.stack([col[c] for c in KEY_COLUMNS], 1).astype(np.uint8),
+        clicks=np.stack([col["lclick"], col["rclick"]], 1).astype(np.uint8),
+        mouse_x=_bin_index(col["mouse_x"].astype(np.float64), space.mouse_x_bins),
+        mouse_y=_bin_index(col["mouse_y"].astype(np.float64), space.mouse_y_bins),
+        kill=col["kill"].astype(np.uint8),
+        death=col["death"].astype(np.uint8),
+        weapon=col["weapon"],
+    )
+
+
+@dataclass
+class WindowIndex:
+    """The candidate windows: episode index and segment start, before per-epoch jitter."""
+
+    labels: Labels
+    episode: np.ndarray  # int64 index into labels.episodes
+    start: np.ndarray  # int64 frame
+    cfg: SamplerConfig
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+
+def build_index(labels: Labels, cfg: SamplerConfig, seed: int = 0) -> WindowIndex:
+    """Segments every `window` frames (the seed's grid), subselected as configured."""
+    t, n = cfg.window, labels.lengths()
+    seg_ep, seg_start = [], []
+    for i, length in enumerate(n):
+        if length >= t:  # the seed's grid: starts below n - window - jitter, at least one
+            s = np.arange(0, max(length - t - cfg.jitter, 1), t)
+            seg_ep.append(np.full(len(s), i))
+            seg_start.append(s)
+    if not seg_ep:
+        return WindowIndex(labels, np.zeros(0, np.int64), np.zeros(0, np.int64), cfg)
+    ep, start = np.concatenate(seg_ep), np.concatenate(seg_start)
+    draws = np.random.default_rng([seed, 0x5E1EC7]).random(len(start))
+    keep = subselect(labels, ep, start, cfg, draws)
+    return WindowIndex(labels, ep[keep].astype(np.int64), start[keep].astype(np.int64), cfg)
+
+
+def subselect(
+    labels: Labels, ep: np.ndarray, start: np.ndarray, cfg: SamplerConfig, draws: np.ndarray
+) -> np.ndarray:
+    """The seed's `fn_subselect`, vectorised over segments; `draws` are uniform in [0, 1).
+
+    A segment runs to the next start, the last one to its episode's second-last frame (the
+    seed's hard-coded 999).
+    """
+    plain = cfg.weapon is None and not cfg.drop_motionless and cfg.keep_prob >= 1.0
+    if plain and not cfg.kill_segments:
+        return np.ones(len(start), bool)
+    first = labels.offsets[ep] + start
+    last_of_ep = np.r_[ep[1:] != ep[:-1], True]
+    end = np.where(last_of_ep, labels.offsets[ep + 1] - 1, np.r_[first[1:], 0])
+
+    def seg_sum(x: np.ndarray) -> np.ndarray:
+        cs = np.r_[0, np.cumsum(x, dtype=np.int64)]
+        return cs[end] - cs[first]
+
+    length = (end - first).astype(np.float64)
+    moving = labels.keys[:, :4].any(1)
+    mouse = (labels.mouse_x != _zero(DEFAULT.mouse_x_bins)) | (
+        labels.mouse_y != _zero(DEFAULT.mouse_y_bins)
+    )
+    kills = seg_sum(labels.kill.astype(bool))
+    holding = (
+        seg_sum(np.char.find(labels.weapon.astype(str), cfg.weapon) >= 0)
+        if cfg.weapon is not None
+        else length
+    )
+    prob = np.full(len(start), cfg.keep_prob)
+    if cfg.drop_motionless:
+        still = (seg_sum(~moving) / cfg.window > cfg.motionless_fraction) & (
+            seg_sum(~mouse) / cfg.window > cfg.motionless_fraction
+        )
+        prob[still] = 0.0
+    armed = holding / cfg.window >= cfg.weapon_fraction
+    prob[~armed] = 0.0
+    keep = ~(draws > prob)
+    if cfg.kill_segments:
+        hot = (kills > 0) & armed
+        keep |= hot
+        prev = np.flatnonzero(hot[1:] & (ep[1:] == ep[:-1]))  # and the segment before it
+        keep[prev] = True
+    return keep
+
+
+def _zero(bins: tuple[float, ...]) -> int:
+    return int(np.argmin(np.abs(np.asarray(bins))))
+
+
+@dataclass(frozen=True)
+class StreamState:
+    """Where a stream is: seed, epoch and global batches consumed in that epoch."""
+
+    seed: int = 0
+    epoch: int = 0
+    cursor: int = 0
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+class WindowStream(IterableDataset):
+    """Endless batches of `batch_size` windows for one rank, deterministic from a StreamState.
+
+    Global batch g of an epoch holds windows `perm[g*B*world : (g+1)*B*world]`; rank r takes its
+    B-slice and DataLoader worker w produces every batch with g = w (mod workers), so ranks and
+    workers never overlap and `DataLoader(batch_size=None)` yields batches in global order.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        index: WindowIndex,
+        batch_size: int,
+        state: StreamState = StreamState(),
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
+        self.root, self.index, self.batch_size = str(root), index, batch_size
+        self.state, self.rank, self.world = state, rank, world
+        self._ds: Dataset | None = None
+        if self.batches_per_epoch == 0:
+            raise ValueError(
+                f"{root}: {len(index)} windows of {index.cfg.window} frames, fewer than one "
+                f"batch of {batch_size} x {world} ranks; lower --batch-size or the window"
+            )
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_ds": None}  # each worker opens the store itself
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Whole global batches in one epoch (the last partial one is dropped)."""
+        return len(self.index) // (self.batch_size * self.world)
+
+    def epoch_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """The epoch's window order and jittered starts (same on every rank and worker)."""
+        rng = np.random.default_rng([self.state.seed, epoch])
+        perm = rng.permutation(len(self.index))
+        jitter = rng.integers(0, max(self.index.cfg.jitter - 1, 1), len(self.index))
+        n = self.index.labels.lengths()[self.index.episode]
+        start = np.minimum(self.index.start + jitter, n - self.index.cfg.window)
+        return perm, start
+
+    def windows(self, epoch: int, batch: int) -> list[tuple[int, int]]:
+        """(episode index, start) of this rank's windows in one global batch."""
+        perm, start = self.epoch_plan(epoch)
+        lo = (batch * self.world + self.rank) * self.batch_size
+        sel = perm[lo : lo + self.batch_size]
+        return list(zip(self.index.episode[sel].tolist(), start[sel].tolist(), strict=True))
+
+    def read(self, windows: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        """A batch of uint8 frames and labels for the given windows."""
+        if self._ds is None:
+            self._ds = open_dataset(self.root)
+        lab, t = self.index.labels, self.index.cfg.window
+        frames = np.empty((len(windows), t, DEFAULT.height, DEFAULT.width, 3), np.uint8)
+        rows = np.empty((len(windows), t), np.int64)
+        for i, (e, s) in enumerate(windows):
+            frames[i] = self._ds.frames(lab.episodes[e], s, s + t)
+            rows[i] = lab.offsets[e] + s + np.arange(t)
+        return {
+            "frames": torch.from_numpy(frames),
+            "keys": torch.from_numpy(lab.keys[rows]),
+            "clicks": torch.from_numpy(lab.clicks[rows]),
+            "mouse_x": torch.from_numpy(lab.mouse_x[rows]),
+            "mouse_y": torch.from_numpy(lab.mouse_y[rows]),
+            "kill": torch.from_numpy(lab.kill[rows]),
+            "death": torch.from_numpy(lab.death[rows]),
+        }
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        nb = self.batches_per_epoch
+        g = self.state.epoch * nb + self.state.cursor + worker
+        while True:
+            epoch, batch = divmod(g, nb)
+            out = self.read(self.windows(epoch, batch))
+            out["epoch"], out["batch"] = torch.tensor(epoch), torch.tensor(batch)
+            yield out
+            g += workers
+
+
+def make_loader(stream: WindowStream, workers: int = 2, pin: bool | None = None) -> DataLoader:
+    """Batches from `workers` spawned processes (zarr v3 and fork deadlock), pinned on CUDA."""
+    pin = torch.cuda.is_available() if pin is None else pin
+    return DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=workers,
+        multiprocessing_context="spawn" if workers else None,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
+        pin_memory=pin,
+    )
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Copy a (pinned) batch to the device without blocking the host."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def augment(frames: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.Tensor:
+    """The seed's augmentation per window, on the device, each step clipped and truncated.
+
+    Brightness x U(0.7, 1.3) with chance `p`, then contrast about 128 x U(0.7, 1.3) likewise.
+    """
+    b = frames.shape[0]
+    x = frames.float()
+    shape = (b,) + (1,) * (x.dim() - 1)
+
+    def draw() -> tuple[torch.Tensor, torch.Tensor]:
+        on = torch.rand(b, generator=gen, device=gen.device) < p
+        factor = torch.rand(b, generator=gen, device=gen.device) * 0.6 + 0.7
+        return on.view(shape), factor.view(shape)
+
+    on, bright = draw()
+    x = torch.where(on, (x * bright).clamp(0, 255).floor(), x)
+    on, contrast = draw()
+    return torch.where(on, (128 + contrast * x - contrast * 128).clamp(0, 255).floor(), x)

@@ -1,0 +1,147 @@
+"""Export a trained run as a single-step ONNX policy plus the JSON descriptor the agent reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from storage.registry import DESCRIPTOR, file_entry, read_verified_descriptor
+from training.actions import ActionSpace
+from training.model import Policy, probabilities, split_heads
+from training.train import TrainConfig, load_checkpoint
+
+OPSET = 17  # the newest opset DirectML's execution provider fully supports
+MODEL_FILE = "policy.onnx"
+INPUT = "frame"
+STATE_IN, STATE_OUT = ("h", "c"), ("h_out", "c_out")
+ACTIVATIONS = {
+    "keys": "sigmoid",
+    "clicks": "sigmoid",
+    "mouse_x": "softmax",
+    "mouse_y": "softmax",
+    "value": "linear",
+}
+
+
+class StepPolicy(nn.Module):
+    """One frame (1, H, W, 3) uint8 BGR and the ConvLSTM state in; head probabilities out."""
+
+    def __init__(self, policy: Policy) -> None:
+        super().__init__()
+        self.policy = policy.eval()
+
+    def forward(self, frame: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
+        """Probabilities of each head, then the new (h, c)."""
+        seq, (h2, c2) = self.policy.lstm(self.policy.features(frame.unsqueeze(1)), (h, c))
+        probs = probabilities(self.policy.head(seq[:, 0].flatten(1)), self.policy.space)
+        return (*split_heads(probs, self.policy.space).values(), h2, c2)
+
+
+def policy_from_checkpoint(ckpt: dict) -> Policy:
+    """Rebuild the trained network from a checkpoint, in eval mode."""
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    model = Policy(cfg.model, ActionSpace.from_dict(ckpt["action_space"]))
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
+
+
+def export(run: str | Path, out: str | Path) -> dict:
+    """Write `OUT/policy.onnx` and `OUT/policy.json` (last, atomically); returns the descriptor."""
+    ckpt = load_checkpoint(run)
+    model = policy_from_checkpoint(ckpt)
+    step = StepPolicy(model)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DESCRIPTOR).unlink(missing_ok=True)  # the folder is incomplete until it is rewritten
+    space = model.space
+    frame = torch.zeros(1, space.height, space.width, 3, dtype=torch.uint8)
+    state = torch.zeros(model.state_shape(1))
+    tmp = out / f".{MODEL_FILE}.tmp"
+    heads = list(space.heads)
+    with warnings.catch_warnings():
+        # the TorchScript exporter is deprecated in favour of the dynamo one, which would add
+        # onnxscript to our dependencies; it still produces a plain opset-17 graph
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            step,
+            (frame, state, state.clone()),
+            str(tmp),
+            opset_version=OPSET,
+            input_names=[INPUT, *STATE_IN],
+            output_names=[*heads, *STATE_OUT],
+            dynamo=False,
+            do_constant_folding=True,
+        )
+    import onnx
+
+    onnx.checker.check_model(str(tmp), full_check=True)
+    os.replace(tmp, out / MODEL_FILE)
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    descriptor = {
+        "format": "csdm-policy",
+        "format_version": 1,
+        "model": MODEL_FILE,
+        "opset": OPSET,
+        "action_space": space.to_dict(),
+        "fps": space.fps,
+        "input": {
+            "name": INPUT,
+            "shape": [1, space.height, space.width, 3],
+            "dtype": "uint8",
+            "layout": "NHWC",
+            "channel_order": space.channel_order,
+        },
+        "state": [
+            {
+                "input": i,
+                "output": o,
+                "shape": list(state.shape),
+                "dtype": "float32",
+                "initial": "zeros",
+            }
+            for i, o in zip(STATE_IN, STATE_OUT, strict=True)
+        ],
+        "outputs": [
+            {"name": h, "width": w, "activation": ACTIVATIONS[h]} for h, w in space.heads.items()
+        ],
+        "training": {
+            "run": str(Path(run).resolve()),
+            "step": ckpt["step"],
+            "preset": cfg.preset,
+            "model": cfg.model.to_dict(),
+            "loss": cfg.loss.to_dict(),
+            "sampler": cfg.sampler.to_dict(),
+            "data": ckpt["data"],
+            "metrics": ckpt["metrics"],
+        },
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": {MODEL_FILE: file_entry(out / MODEL_FILE)},
+    }
+    tmp_json = out / f".{DESCRIPTOR}.tmp"
+    tmp_json.write_text(json.dumps(descriptor, indent=2))
+    os.replace(tmp_json, out / DESCRIPTOR)
+    return descriptor
+
+
+def onnx_step_loop(folder: str | Path, frames: np.ndarray) -> dict[str, np.ndarray]:
+    """Run an exported policy frame by frame with onnxruntime, carrying the state (for checks)."""
+    import onnxruntime as ort
+
+    d = read_verified_descriptor(folder)
+    sess = ort.InferenceSession(str(Path(folder) / d["model"]), providers=["CPUExecutionProvider"])
+    state = {s["input"]: np.zeros(s["shape"], np.float32) for s in d["state"]}
+    names = [o["name"] for o in d["outputs"]]
+    out: dict[str, list] = {n: [] for n in names}
+    for f in frames:
+        res = sess.run(None, {d["input"]["name"]: f[None], **state})
+        for n, v in zip(names, res, strict=False):
+            out[n].append(v[0])
+        state = {s["input"]: res[len(names) + i] for i, s in enumerate(d["state"])}
+    return {n: np.stack(v) for n, v in out.items()}

@@ -1,0 +1,369 @@
+"""The training loop: one process, or one per GPU under `torchrun --no-python csdm train` (DDP).
+
+`train(data, run, cfg)` streams windows from a processed dataset, optimises the seed's loss and
+keeps `RUN/ckpt.pt` (model, optimiser, scaler, stream position, RNG states) current, so an
+interrupted run resumes where it stopped with the same batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from storage.dataset import open_dataset
+from training.actions import DEFAULT
+from training.data import (
+    SamplerConfig,
+    StreamState,
+    WindowStream,
+    augment,
+    build_index,
+    load_labels,
+    make_loader,
+    to_device,
+)
+from training.loss import LossOptions, make_targets, metrics, seed_loss
+from training.model import PRESETS, ModelConfig, Policy, count_parameters, load_trunk_weights
+
+CKPT = "ckpt.pt"
+METRIC_NAMES = (
+    "loss",
+    "wasd_acc",
+    "jump_acc",
+    "other_keys_acc",
+    "lclick_acc",
+    "rclick_acc",
+    "mouse_x_acc",
+    "mouse_y_acc",
+    "value_mse",
+)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; saved in every checkpoint."""
+
+    preset: str = "tiny"
+    steps: int = 20
+    batch_size: int = 2
+    lr: float = 1e-4  # the seed's Adam learning rate
+    grad_clip: float = 1.0  # 0 disables (the seed had none)
+    amp: bool = True  # CUDA only: bf16 where supported, else fp16 with loss scaling
+    augment: bool = True
+    workers: int = 2  # DataLoader processes per rank; 0 reads in the training process
+    seed: int = 0
+    log_every: int = 5
+    ckpt_every: int = 50
+    imagenet: str | None = None  # torchvision efficientnet_b0 state dict file
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    loss: LossOptions = field(default_factory=LossOptions)
+
+    @classmethod
+    def preset_config(cls, name: str, **kw) -> TrainConfig:
+        """`tiny`: seconds on a CPU (16-frame windows, a shrunken net); `paper`: the seed's."""
+        if name == "tiny":
+            base = dict(
+                model=PRESETS["tiny"],
+                sampler=SamplerConfig(window=16, jitter=4),
+                batch_size=2,
+                workers=0,
+            )
+        elif name == "paper":
+            base = dict(model=PRESETS["paper"], sampler=SamplerConfig(), batch_size=1)
+        else:
+            raise ValueError(f"unknown preset {name!r}: use tiny or paper")
+        return cls(preset=name, **{**base, **kw})
+
+    def to_dict(self) -> dict:
+        """JSON-ready form, stored in checkpoints."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """Inverse of `to_dict`."""
+        d = dict(d)
+        d["model"] = ModelConfig(**d["model"])
+        d["sampler"] = SamplerConfig(**d["sampler"])
+        d["loss"] = LossOptions(**d["loss"])
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or resumed-and-finished) run reports."""
+
+    run: str
+    step: int
+    frames: int
+    seconds: float
+    frames_per_s: float
+    metrics: dict[str, float]
+
+
+def _atomic_save(obj: object, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class MetricsLog:
+    """Appends one row per log step to `metrics.jsonl` and `metrics.csv`."""
+
+    fields = ("step", "epoch", "frames", "seconds", "frames_per_s", "lr", *METRIC_NAMES)
+
+    def __init__(self, run: Path) -> None:
+        self.jsonl, self.csv = run / "metrics.jsonl", run / "metrics.csv"
+
+    def write(self, row: dict) -> None:
+        """Append one logged step."""
+        with self.jsonl.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        new = not self.csv.exists()
+        with self.csv.open("a", newline="") as f:
+            w = csv.DictWriter(f, self.fields, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop rows past a resumed checkpoint, so a resumed run logs each step once."""
+        if not self.jsonl.exists():
+            return
+        rows = [json.loads(x) for x in self.jsonl.read_text().splitlines() if x.strip()]
+        rows = [r for r in rows if r["step"] <= step]
+        self.jsonl.unlink()
+        self.csv.unlink(missing_ok=True)
+        for r in rows:
+            self.write(r)
+
+
+def _dist() -> tuple[int, int, int]:
+    """(rank, world, local rank) under torchrun, else (0, 1, 0)."""
+    if "RANK" not in os.environ:
+        return 0, 1, 0
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
+
+
+def _device(local_rank: int) -> torch.device:
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def _next_state(state: StreamState, epoch: int, batch: int, per_epoch: int) -> StreamState:
+    epoch, cursor = (epoch + 1, 0) if batch + 1 >= per_epoch else (epoch, batch + 1)
+    return replace(state, epoch=epoch, cursor=cursor)
+
+
+def train(
+    data: str | Path,
+    run: str | Path,
+    cfg: TrainConfig,
+    resume: bool = False,
+    on_log: Callable[[dict], None] | None = None,
+    quiet: bool = False,
+) -> TrainResult:
+    """Train `cfg.steps` optimiser steps in total (counting steps of a resumed checkpoint)."""
+    rank, world, local_rank = _dist()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    device = _device(local_rank)
+    run = Path(run)
+    ckpt_path = run / CKPT
+    ckpt = None
+    if ckpt_path.exists():
+        if not resume:
+            raise FileExistsError(
+                f"{run}: holds a checkpoint; pass --resume to continue it, "
+                "or choose a new --run folder"
+            )
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        saved = TrainConfig.from_dict(ckpt["config"])
+        if (saved.model, saved.sampler) != (cfg.model, cfg.sampler):
+            raise ValueError(
+                f"{ckpt_path}: was trained with another model or sampler config; "
+                "resume with the same --preset and options"
+            )
+    if rank == 0:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+
+    torch.manual_seed(cfg.seed + rank)
+    model = Policy(cfg.model, DEFAULT).to(device)
+    if cfg.imagenet and ckpt is None:
+        load_trunk_weights(model, cfg.imagenet)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    cuda = device.type == "cuda"
+    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.amp and amp_dtype == torch.float16)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(cfg.seed * 1000 + rank)
+    state, step = StreamState(seed=cfg.seed), 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        state, step = StreamState(**ckpt["stream"]), ckpt["step"]
+    net = (
+        DistributedDataParallel(model, device_ids=[local_rank] if cuda else None)
+        if world > 1
+        else model
+    )
+
+    index = build_index(load_labels(data, cfg.sampler), cfg.sampler, cfg.seed)
+    stream = WindowStream(data, index, cfg.batch_size, state, rank, world)
+    loader = make_loader(stream, cfg.workers)
+    log = MetricsLog(run)
+    if rank == 0:
+        log.truncate_after(step)
+        if not quiet:
+            print(
+                f"[csdm train] {cfg.preset}: {count_parameters(model) / 1e6:.2f}M parameters, "
+                f"{len(index)} windows of {cfg.sampler.window} frames, "
+                f"{stream.batches_per_epoch} batches/epoch x {world} rank(s), {device}"
+            )
+    revision = open_dataset(data).manifest.get("revision")
+    frames_per_step = cfg.batch_size * cfg.sampler.window * world
+    t0, done, last = time.perf_counter(), 0, {}
+    model.train()
+    batches = iter(loader)  # draws a seed from the global RNG: restore the RNGs after it
+    if ckpt is not None:
+        torch.set_rng_state(ckpt["rng"][rank]["cpu"])
+        gen.set_state(ckpt["rng"][rank]["gen"])
+        if cuda and ckpt["rng"][rank].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"][rank]["cuda"])
+    while step < cfg.steps:
+        batch = next(batches)
+        epoch, bidx = int(batch.pop("epoch")), int(batch.pop("batch"))
+        batch = to_device(batch, device)
+        targets = make_targets(batch, cfg.loss)
+        frames = augment(batch["frames"], gen) if cfg.augment else batch["frames"]
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=cuda and cfg.amp):
+            logits, _ = net(frames)
+        loss = seed_loss(logits, targets, cfg.loss)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        step, done = step + 1, done + 1
+        state = _next_state(state, epoch, bidx, stream.batches_per_epoch)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            m = {"loss": loss.detach(), **metrics(logits.detach(), targets, cfg.loss)}
+            vals = torch.tensor([float(v) for v in m.values()], device=device)
+            if world > 1:
+                dist.all_reduce(vals)
+                vals /= world
+            secs = time.perf_counter() - t0
+            last = dict(zip(m, vals.tolist(), strict=True))
+            row = {
+                "step": step,
+                "epoch": epoch,
+                "frames": step * frames_per_step,
+                "seconds": round(secs, 3),
+                "frames_per_s": done * frames_per_step / secs,
+                "lr": cfg.lr,
+                **last,
+            }
+            if rank == 0:
+                log.write(row)
+                if not quiet:
+                    print(
+                        f"[csdm train] step {step}/{cfg.steps} loss {last['loss']:.4f} "
+                        f"wasd {last['wasd_acc']:.3f} lclick {last['lclick_acc']:.3f} "
+                        f"mouse_x {last['mouse_x_acc']:.3f} mouse_y {last['mouse_y_acc']:.3f} "
+                        f"value_mse {last['value_mse']:.3f} "
+                        f"{row['frames_per_s']:.0f} frames/s",
+                        flush=True,
+                    )
+                if on_log:
+                    on_log(row)
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            _checkpoint(
+                ckpt_path,
+                model,
+                opt,
+                scaler,
+                state,
+                step,
+                cfg,
+                gen,
+                world,
+                rank,
+                revision,
+                str(data),
+                last,
+            )
+    secs = time.perf_counter() - t0
+    if world > 1:
+        dist.barrier()
+    return TrainResult(
+        str(run), step, done * frames_per_step, secs, done * frames_per_step / max(secs, 1e-9), last
+    )
+
+
+def _checkpoint(
+    path: Path,
+    model,
+    opt,
+    scaler,
+    state: StreamState,
+    step: int,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+    world: int,
+    rank: int,
+    revision,
+    data: str,
+    last: dict,
+) -> None:
+    """Every rank's RNG state is gathered; rank 0 writes the file atomically."""
+    rng = {
+        "cpu": torch.get_rng_state(),
+        "gen": gen.get_state(),
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+    }
+    rngs = [None] * world
+    if world > 1:
+        dist.all_gather_object(rngs, rng)
+    else:
+        rngs = [rng]
+    if rank != 0:
+        return
+    _atomic_save(
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scaler": scaler.state_dict(),
+            "stream": state.to_dict(),
+            "step": step,
+            "config": cfg.to_dict(),
+            "rng": rngs,
+            "action_space": DEFAULT.to_dict(),
+            "world": world,
+            "data": {"root": data, "revision": revision},
+            "metrics": last,
+        },
+        path,
+    )
+
+
+def load_checkpoint(run: str | Path) -> dict:
+    """A run's latest checkpoint, with a clear error when there is none."""
+    path = Path(run) / CKPT
+    if not path.exists():
+        raise FileNotFoundError(f"{run}: no {CKPT}; train first with `csdm train DATA --run {run}`")
+    return torch.load(path, map_location="cpu", weights_only=False)
