@@ -210,20 +210,24 @@ class HubRegistry:
         from huggingface_hub import HfApi
 
         self.repo, self.name = repo, name
-        self.api = HfApi(token=token)
+        # HF_ENDPOINT is read now, not at import, so a changed environment is honoured
+        self.api = HfApi(endpoint=os.environ.get("HF_ENDPOINT"), token=token)
 
-    def index(self) -> dict:
-        """The model's index from the repo's main branch (empty before the first version)."""
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+    def index(self, revision: str | None = None) -> dict:
+        """The model's index at `revision` (default main); empty before the first version."""
+        from huggingface_hub.errors import (
+            EntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
 
-        try:
-            path = hf_hub_download(
-                self.repo, f"{self.name}/{INDEX}", token=self.api.token, force_download=True
-            )
-        except (EntryNotFoundError, RepositoryNotFoundError):
-            return _new_index(self.name)
-        return json.loads(Path(path).read_text())
+        with tempfile.TemporaryDirectory() as tmp:  # never a cached copy: the index moves
+            try:
+                path = self.api.hf_hub_download(self.repo, f"{self.name}/{INDEX}",
+                                                revision=revision, local_dir=tmp)  # fmt: skip
+            except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError):
+                return _new_index(self.name)
+            return json.loads(Path(path).read_text())
 
     def register(self, export_dir: str | Path, alias: str | None = None) -> Version:
         """Upload a verified export as `NAME/vN` with the new index in one commit, tag it."""
@@ -231,7 +235,8 @@ class HubRegistry:
 
         files = _export_files(Path(export_dir))
         self.api.create_repo(self.repo, repo_type="model", exist_ok=True, private=True)
-        index = self.index()
+        head = self._head()
+        index = self.index(head)
         n = max((v["version"] for v in index["versions"]), default=0) + 1
         with tempfile.TemporaryDirectory() as tmp:
             staging = Path(tmp)
@@ -255,13 +260,16 @@ class HubRegistry:
                 CommitOperationAdd(f"{self.name}/{INDEX}", json.dumps(index, indent=2).encode())
             )
             commit = self.api.create_commit(
-                self.repo, ops, commit_message=f"{self.name} v{n}", parent_commit=self._head()
+                self.repo, ops, commit_message=f"{self.name} v{n}", parent_commit=head
             )
         self.api.create_tag(self.repo, tag=f"{self.name}-v{n}", revision=commit.oid)
         return Version(self.name, n, f"hf://{self.repo}/{self.name}/v{n}")
 
     def _head(self) -> str | None:
-        """The commit the index was read at, so a concurrent registration fails, not merges."""
+        """The head commit, where the index is read and which commits name as their parent.
+
+        So a concurrent registration fails instead of overwriting the other's index.
+        """
         try:
             return self.api.repo_info(self.repo).sha
         except Exception:  # a repo with no commits yet
@@ -271,12 +279,12 @@ class HubRegistry:
         """Point `alias` at an existing version, in its own commit."""
         from huggingface_hub import CommitOperationAdd
 
-        index = self.index()
+        head = self._head()
+        index = self.index(head)
         index["aliases"][alias] = _resolve(index, version, None, f"hf://{self.repo}")
         op = CommitOperationAdd(f"{self.name}/{INDEX}", json.dumps(index, indent=2).encode())
-        self.api.create_commit(
-            self.repo, [op], commit_message=f"{self.name}: {alias} -> v{version}"
-        )
+        message = f"{self.name}: {alias} -> v{version}"
+        self.api.create_commit(self.repo, [op], commit_message=message, parent_commit=head)
 
     def resolve(self, version: int | None = None, alias: str | None = None) -> Version:
         """A version by number, by alias, or the latest (verified on download)."""
@@ -285,20 +293,15 @@ class HubRegistry:
 
     def download(self, version: Version, dest: str | Path) -> Path:
         """Fetch a version's files into `dest` and verify them."""
-        from huggingface_hub import snapshot_download
-
         tag = f"{self.name}-v{version.version}"
-        snap = snapshot_download(
-            self.repo,
-            revision=tag,
-            token=self.api.token,
-            allow_patterns=[f"{self.name}/v{version.version}/*"],
-        )
-        src = Path(snap) / self.name / f"v{version.version}"
+        sub = f"{self.name}/v{version.version}"
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
-        for f in src.iterdir():
-            shutil.copyfile(f, dest / f.name)
+        with tempfile.TemporaryDirectory() as tmp:  # the tag's files only, no shared cache
+            self.api.snapshot_download(self.repo, revision=tag, allow_patterns=[f"{sub}/*"],
+                                       local_dir=tmp)  # fmt: skip
+            for f in (Path(tmp) / sub).iterdir():
+                shutil.copyfile(f, dest / f.name)
         verify_version(dest)
         return dest
 

@@ -1,6 +1,7 @@
 """A local Hub-compatible HTTP server for tests: the real `huggingface_hub` client talks to it.
 
-Serves dataset repos from memory: revision info, the file tree (paginated with Link
+Serves dataset and model repos from memory (model repos also take create, commit and tag,
+with every file sent inline): revision info, the file tree (paginated with Link
 headers), and `resolve` with HEAD/GET/Range and the Hub's ETag / X-Repo-Commit /
 X-Linked-Etag headers. Faults can be injected per path: 503 answers, a connection dropped
 mid-file, corrupted bytes, throttled transfers. Test infrastructure only.
@@ -8,6 +9,7 @@ mid-file, corrupted bytes, throttled transfers. Test infrastructure only.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import threading
@@ -78,7 +80,8 @@ def _handler(hub: FakeHub):
             for k, v in (extra or {}).items():
                 self.send_header(k, v)
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":  # a HEAD answer has headers only
+                self.wfile.write(body)
 
         def _error(self, status: int, code: str, message: str) -> None:
             self._json(
@@ -95,22 +98,78 @@ def _handler(hub: FakeHub):
             return sha
 
         def do_POST(self) -> None:
-            """paths-info: the tree entries of the given paths."""
+            """paths-info, and for model repos: create, preupload, commit, tag."""
             url = urlparse(self.path)
             parts = [unquote(p) for p in url.path.strip("/").split("/")]
             length = int(self.headers.get("Content-Length") or 0)
-            form = parse_qs(self.rfile.read(length).decode())
+            raw = self.rfile.read(length)
             with hub.lock:
                 hub.requests.append((self.command, url.path, None))
                 hub.authorizations.append(self.headers.get("Authorization"))
+            if parts[:3] == ["api", "repos", "create"]:
+                return self._create(json.loads(raw))
+            if parts[:2] == ["api", "models"] and len(parts) >= 6:
+                return self._write(f"{parts[2]}/{parts[3]}", parts[4], parts[5], raw)
             if parts[:2] != ["api", "datasets"] or len(parts) < 6 or parts[4] != "paths-info":
                 return self._error(404, "NotFound", f"no route for {url.path}")
+            form = parse_qs(raw.decode())
             repo = f"{parts[2]}/{parts[3]}"
             sha = self._repo_rev(repo, parts[5])
             if sha:
                 wanted = set(form.get("paths", []))
                 self._json([e for e in self._entries(repo, sha, "") if e["path"] in wanted])
             return None
+
+        def _create(self, body: dict) -> None:
+            repo = f"{body.get('organization')}/{body['name']}"
+            with hub.lock:
+                if repo in hub.repos:
+                    msg = "You already created this model repo"  # the Hub's 409 also has the url
+                    return self._json({"error": msg, "url": f"http://{self.headers['Host']}/{repo}"},
+                                      409, {"X-Error-Message": msg})  # fmt: skip
+                hub.commit(repo, {".gitattributes": b"*.onnx filter=lfs diff=lfs merge=lfs\n"})
+            self._json({"url": f"http://{self.headers['Host']}/{repo}"})
+            return None
+
+        def _write(self, repo: str, op: str, rev: str, raw: bytes) -> None:
+            """Model repo writes: every file is small and 'regular' (sent inline, no LFS)."""
+            if repo not in hub.repos:
+                return self._error(404, "RepoNotFound", "Repository not found")
+            if op == "preupload":
+                files = json.loads(raw)["files"]
+                self._json({"files": [{"path": f["path"], "uploadMode": "regular",
+                                       "shouldIgnore": False} for f in files]})  # fmt: skip
+                return None
+            if op == "commit":
+                lines = [json.loads(x) for x in raw.decode().splitlines() if x.strip()]
+                header = next(x["value"] for x in lines if x["key"] == "header")
+                with hub.lock:
+                    head = hub.branches[repo].get(unquote(rev))
+                    parent = header.get("parentCommit")
+                    if parent and parent != head:
+                        return self._error(412, "PreconditionFailed", "parent is not the head")
+                    files = dict(hub.repos[repo].get(head, {})) if head else {}
+                    for x in lines:
+                        if x["key"] == "file":
+                            files[x["value"]["path"]] = base64.b64decode(x["value"]["content"])
+                        elif x["key"] == "deletedFile":
+                            files.pop(x["value"]["path"], None)
+                    sha = hub.commit(repo, files, unquote(rev))
+                self._json({"commitUrl": f"http://{self.headers['Host']}/{repo}/commit/{sha}",
+                            "commitOid": sha, "pullRequestUrl": None})  # fmt: skip
+                return None
+            if op == "tag":
+                body = json.loads(raw)
+                with hub.lock:
+                    sha = hub.resolve(repo, unquote(rev))
+                    if sha is None:
+                        return self._error(404, "RevisionNotFound", "Revision not found")
+                    if body["tag"] in hub.branches[repo]:
+                        return self._error(409, "TagExists", "tag already exists")
+                    hub.branches[repo][body["tag"]] = sha
+                self._json({"name": body["tag"]})
+                return None
+            return self._error(404, "NotFound", f"no route for {op}")
 
         def do_HEAD(self) -> None:
             self._serve(head=True)
@@ -134,6 +193,13 @@ def _handler(hub: FakeHub):
                 return None
             if self.headers.get("Authorization") not in (None, "Bearer hf_test_token"):
                 return self._error(401, "Unauthorized", "Invalid credentials")
+            if parts[:2] == ["api", "models"] and len(parts) == 4:  # repo_info at the head
+                parts = [*parts, "revision", "main"]
+            kinds = ("datasets", "models")
+            if parts[:1] == ["api"] and parts[1:2] in (["datasets"], ["models"]):
+                parts = ["api", "datasets", *parts[2:]]  # one handler for both repo kinds
+            elif len(parts) >= 5 and parts[0] not in kinds and parts[2] == "resolve":
+                parts = ["datasets", *parts]  # a model file: /{owner}/{name}/resolve/...
             if parts[:2] == ["api", "datasets"] and len(parts) >= 6 and parts[4] == "revision":
                 repo = f"{parts[2]}/{parts[3]}"
                 sha = self._repo_rev(repo, parts[5])

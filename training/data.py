@@ -253,13 +253,17 @@ class WindowStream(IterableDataset):
         if self._ds is None:
             self._ds = open_dataset(self.root)
         lab, t = self.index.labels, self.index.cfg.window
-        frames = np.empty((len(windows), t, DEFAULT.height, DEFAULT.width, 3), np.uint8)
+        shape = (len(windows), t, DEFAULT.height, DEFAULT.width, 3)
+        out = torch.empty(shape, dtype=torch.uint8)
+        if get_worker_info() is not None:  # decode straight into the memory sent to the trainer
+            out.share_memory_()
+        frames = out.numpy()
         rows = np.empty((len(windows), t), np.int64)
         for i, (e, s) in enumerate(windows):
             frames[i] = self._ds.frames(lab.episodes[e], s, s + t)
             rows[i] = lab.offsets[e] + s + np.arange(t)
         return {
-            "frames": torch.from_numpy(frames),
+            "frames": out,
             "keys": torch.from_numpy(lab.keys[rows]),
             "clicks": torch.from_numpy(lab.clicks[rows]),
             "mouse_x": torch.from_numpy(lab.mouse_x[rows]),

@@ -1,0 +1,137 @@
+"""Benchmark: training throughput, loader-fed, against the same steps on a resident batch.
+
+Run: `.venv/bin/python -m bench.train [--preset tiny --steps 10]`; on a CUDA machine
+`--preset paper` (AMP on) reports the GPU model and its utilisation sampled by nvidia-smi.
+The baseline is the compute-only rate: the same model and step on one batch kept on the device,
+so the ratio shows how much of the GPU or CPU the loader leaves idle (1.0: none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from bench.repack import build_source
+from storage.layout import OutLayout
+from tasks.catalog_writer import write_catalog
+from tasks.repack import repack_episode
+from training.data import WindowStream, augment, build_index, load_labels
+from training.loss import make_targets, seed_loss
+from training.model import Policy
+from training.train import TrainConfig, train
+
+
+class GpuSampler(threading.Thread):
+    """nvidia-smi utilisation samples every 0.5 s while training runs."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[int] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            query = [
+                "nvidia-smi",
+                "--query-gpu=utilization.gpu",
+                "-i",
+                "0",
+                "--format=csv,noheader,nounits",
+            ]
+            r = subprocess.run(query, capture_output=True, text=True)
+            if r.returncode == 0 and r.stdout.strip().isdigit():
+                self.samples.append(int(r.stdout.strip()))
+            self.stop.wait(0.5)
+
+
+def compute_only(cfg: TrainConfig, batch: dict, steps: int, device: torch.device) -> float:
+    """Frames/s of forward + backward + Adam on one resident batch."""
+    model = Policy(cfg.model).to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    batch = {k: v.to(device) for k, v in batch.items()}
+    gen = torch.Generator(device=device).manual_seed(0)
+    cuda = device.type == "cuda"
+    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+    for i in range(steps + 1):
+        if i == 1:  # the first step warms kernels and allocator
+            if cuda:
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype, enabled=cuda and cfg.amp):
+            logits, _ = model(augment(batch["frames"], gen))
+        loss = seed_loss(logits, make_targets(batch, cfg.loss), cfg.loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    if cuda:
+        torch.cuda.synchronize()
+    return steps * batch["frames"].shape[0] * batch["frames"].shape[1] / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--episodes", type=int, default=4)
+    args = ap.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = TrainConfig.preset_config(args.preset)
+    cfg = replace(cfg, steps=args.steps + 1, batch_size=args.batch or cfg.batch_size,
+                  workers=args.workers, log_every=1, ckpt_every=10**9,
+                  sampler=replace(cfg.sampler, keep_only=False))  # fmt: skip
+    name = torch.cuda.get_device_name(0) if device.type == "cuda" else "CPU"
+    print(
+        f"preset {args.preset}, batch {cfg.batch_size} x {cfg.sampler.window} frames, "
+        f"{args.steps} timed steps, device {name}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} CPU threads"
+    )
+    with tempfile.TemporaryDirectory() as tmp_:
+        tmp = Path(tmp_)
+        sources = build_source(tmp, args.episodes, 1000)
+        out = tmp / "out"
+        write_catalog(OutLayout(out), [repack_episode(s, out, None, "train") for s in sources],
+                      str(tmp), {})  # fmt: skip
+        index = build_index(load_labels(out, cfg.sampler), cfg.sampler)
+        batch = WindowStream(out, index, cfg.batch_size).read(
+            WindowStream(out, index, cfg.batch_size).windows(0, 0)
+        )
+        base = compute_only(cfg, batch, args.steps, device)
+
+        sampler = GpuSampler() if shutil.which("nvidia-smi") and device.type == "cuda" else None
+        if sampler:
+            sampler.start()
+        train(out, tmp / "run", cfg, quiet=True)
+        if sampler:
+            sampler.stop.set()
+            sampler.join()
+        import json
+
+        rows = [json.loads(x) for x in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
+        # exclude the first step (worker start-up, warm-up) from the timed rate
+        frames = rows[-1]["frames"] - rows[0]["frames"]
+        fed = frames / (rows[-1]["seconds"] - rows[0]["seconds"])
+        print(f"\n  compute only (resident batch)  : {base:9.1f} frames/s")
+        print(
+            f"  loader-fed training (csdm train): {fed:9.1f} frames/s  "
+            f"({fed / base:.2f} of compute-only)"
+        )
+        if sampler and sampler.samples:
+            s = sorted(sampler.samples)
+            print(
+                f"  GPU utilisation while training : mean {sum(s) / len(s):.0f}%, "
+                f"median {s[len(s) // 2]}% ({len(s)} samples)"
+            )
+
+
+if __name__ == "__main__":
+    main()
