@@ -21,11 +21,11 @@ browser:
 	    echo "note: install Debian's chromium (sudo apt-get install chromium) for the UI test"; \
 	  fi; }
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml agent/pyproject.toml
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) on PATH (or run: make PY=python3 ...)"; exit 1; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -e './agent[replay]'
 	touch $(STAMP)
 
 demo: setup
@@ -38,6 +38,9 @@ demo: setup
 	$(BIN)/csdm train $(DEMO_OUT)/dataset --run $(DEMO_OUT)/runs/tiny --preset tiny --steps 20
 	$(BIN)/csdm export $(DEMO_OUT)/runs/tiny --out $(DEMO_OUT)/export
 	$(BIN)/csdm register $(DEMO_OUT)/export --registry $(DEMO_OUT)/registry --name csdm-policy --alias production
+	$(BIN)/csdm-agent pull --registry $(DEMO_OUT)/registry --name csdm-policy --alias production --dest $(DEMO_OUT)/agent-models
+	mkdir -p $(DEMO_OUT)/replay && tar -xf $(DEMO_OUT)/source/hdf5_dm_july2021_1_to_3.tar -C $(DEMO_OUT)/replay hdf5_dm_july2021_1.hdf5
+	$(BIN)/csdm-agent run --model $(DEMO_OUT)/agent-models/csdm-policy/v1 --dry-run --replay $(DEMO_OUT)/replay/hdf5_dm_july2021_1.hdf5 --max-frames 64 --seed 0
 	@echo
 	@echo "Dataset in $(DEMO_OUT)/dataset: frames.zarr, catalog/frames/, catalog/files.parquet, manifest.json"
 	@echo "Read it: python -c \"from storage import open_dataset; d = open_dataset('$(DEMO_OUT)/dataset'); print(d.frames(d.episodes[0], 0, 96).shape)\""

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tasks.synth import SynthConfig, write_synthetic_tree
+from tests.hub_server import FakeHub, HubServer
 
 SMALL = SynthConfig(seed=7, frames=60, tars=2, episodes_per_tar=3, expert_episodes=2)
 
@@ -63,3 +64,15 @@ def process_plain(src: Path, out: Path, test_fraction: float = 0.25) -> Path:
 def processed(synth_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`synth_tree` processed into the training format (a quarter of episodes in test)."""
     return process_plain(synth_tree, tmp_path_factory.mktemp("processed"))
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """A local Hub-compatible server as HF_ENDPOINT, with a test token; yields its FakeHub."""
+    fake = FakeHub()
+    with HubServer(fake) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+        yield fake

@@ -8,19 +8,8 @@ from pathlib import Path
 import pytest
 
 from storage.registry import HubRegistry, RegistryError, open_registry
-from tests.hub_server import FakeHub, HubServer
+from tests.hub_server import FakeHub
 from tests.storage.test_registry import _export
-
-
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    fake = FakeHub()
-    with HubServer(fake) as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-        monkeypatch.setenv("HF_TOKEN", "hf_test_token")
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-        monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-        yield fake
 
 
 def test_versions_are_commits_with_tags(hub: FakeHub, tmp_path: Path) -> None:

@@ -1,0 +1,73 @@
+"""A pulled model: its descriptor and files, checked against their sha256 before any use."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+DESCRIPTOR = "policy.json"
+MANIFEST = "MANIFEST.json"
+
+
+class VerificationError(ValueError):
+    """A descriptor, manifest or model file that is missing, unreadable or altered."""
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise VerificationError(f"{path}: unreadable ({e})") from e
+
+
+def check_files(folder: Path, files: dict, listed_in: str) -> None:
+    """Every listed file exists with the listed size and sha256."""
+    for name, entry in files.items():
+        if Path(name).name != name:
+            raise VerificationError(f"{folder / listed_in}: lists an unsafe path {name!r}")
+        p = folder / name
+        if not p.is_file():
+            raise VerificationError(f"{p}: listed in {listed_in} but missing")
+        if p.stat().st_size != entry["size"] or sha256_file(p) != entry["sha256"]:
+            raise VerificationError(
+                f"{p}: sha256 does not match {listed_in}; the file was altered or truncated, "
+                "pull the model again"
+            )
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A verified model folder: `descriptor` is `policy.json`, `model` the ONNX file."""
+
+    folder: Path
+    descriptor: dict
+
+    @property
+    def model(self) -> Path:
+        """The ONNX file."""
+        return self.folder / self.descriptor["model"]
+
+    @classmethod
+    def open(cls, folder: str | Path) -> Artifact:
+        """Check the manifest (when present) and the descriptor's checksums, then open."""
+        folder = Path(folder)
+        if (folder / MANIFEST).exists():
+            check_files(folder, _read_json(folder / MANIFEST)["files"], MANIFEST)
+        if not (folder / DESCRIPTOR).is_file():
+            raise VerificationError(f"{folder / DESCRIPTOR}: missing; not a csdm model folder")
+        d = _read_json(folder / DESCRIPTOR)
+        if d.get("format") != "csdm-policy":
+            raise VerificationError(f"{folder / DESCRIPTOR}: not a csdm policy descriptor")
+        check_files(folder, d["files"], DESCRIPTOR)
+        return cls(folder, d)

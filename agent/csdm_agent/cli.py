@@ -1,0 +1,100 @@
+"""`csdm-agent pull` and `csdm-agent run`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from csdm_agent.artifact import Artifact, VerificationError
+
+log = logging.getLogger("csdm_agent")
+# Virtual-key codes for --stop-key.
+VK = {**{f"F{i}": 0x6F + i for i in range(1, 13)}, "END": 0x23, "PAUSE": 0x13}
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from csdm_agent.pull import pull
+
+    art = pull(args.registry, args.name, args.dest, args.version, args.alias)
+    d = art.descriptor
+    print(f"{art.folder}  ({args.name}, step {d['training']['step']}, "
+          f"{d['files'][d['model']]['size'] / 1e6:.1f} MB, verified)")  # fmt: skip
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from csdm_agent.capture import Crop, Preprocess, ReplayFrames, ScreenCapture
+    from csdm_agent.control import Controller, RecordingSink, SendInputSink, stop_key_pressed
+    from csdm_agent.decode import DecodeOptions, Decoder
+    from csdm_agent.loop import run
+    from csdm_agent.policy import Policy
+
+    art = Artifact.open(args.model)
+    d = art.descriptor
+    space = d["action_space"]
+    policy = Policy(art, threads=args.threads)
+    decoder = Decoder.from_descriptor(d, DecodeOptions(jump_boost=args.jump_boost), args.seed)
+    out_hw = (space["height"], space["width"])
+    if args.replay:
+        frames = ReplayFrames(args.replay)
+    else:
+        titles = tuple(args.window_title) if args.window_title else None
+        pre = Preprocess(Crop(**space["crop"]), out_hw)
+        frames = ScreenCapture(pre, titles) if titles else ScreenCapture(pre)
+    sink = RecordingSink() if args.dry_run else SendInputSink()
+    vk = VK[args.stop_key.upper()]
+    log.info("playing %s at %d fps%s; stop with %s or Ctrl+C", art.folder, space["fps"],
+             " (dry run: no input sent)" if args.dry_run else "", args.stop_key)  # fmt: skip
+    summary = run(policy, decoder, frames, Controller(sink), space["fps"], args.max_frames,
+                  stop=lambda: stop_key_pressed(vk))  # fmt: skip
+    print(summary.report())
+    if args.summary:
+        Path(args.summary).write_text(json.dumps({
+            "steps": len(summary.step), "fps": summary.fps, "provider": summary.provider,
+            "overruns": summary.overruns, "dropped": summary.dropped,
+            "released": summary.released, "stopped_by": summary.stopped_by,
+            **summary.percentiles(),
+            "actions": [{"keys": sorted(a.keys), "lclick": a.lclick, "rclick": a.rclick,
+                         "mouse_x": a.mouse_x, "mouse_y": a.mouse_y} for a in summary.actions],
+            "events": len(sink.events) if args.dry_run else None,
+        }, indent=1))  # fmt: skip
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `csdm-agent` command."""
+    ap = argparse.ArgumentParser(prog="csdm-agent", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pull", help="copy or download a registered model, verified")
+    p.add_argument("--registry", required=True, help="registry folder or hf://owner/repo")
+    p.add_argument("--name", required=True)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--version", type=int, help="a version number (default: the latest)")
+    g.add_argument("--alias", help="an alias such as production")
+    p.add_argument("--dest", required=True, help="models folder; versions kept side by side")
+    r = sub.add_parser("run", help="play with a pulled model")
+    r.add_argument("--model", required=True, help="a pulled version folder (DEST/NAME/vN)")
+    r.add_argument("--dry-run", action="store_true", help="decide actions, send no input")
+    r.add_argument("--replay", help="an episode .hdf5 (or .npy frames) instead of the screen")
+    r.add_argument("--max-frames", type=int)
+    r.add_argument("--window-title", action="append", help="game window title (repeatable)")
+    r.add_argument("--stop-key", default="F10", choices=sorted(VK, key=len))
+    r.add_argument("--seed", type=int, help="seed of the action sampling")
+    r.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    r.add_argument("--jump-boost", type=float, default=1.0, help="the seed used 5 for experts")
+    r.add_argument("--summary", help="write the run summary and actions as JSON here")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        stream=sys.stderr)  # fmt: skip
+    try:
+        return _pull(args) if args.command == "pull" else _run(args)
+    except VerificationError as e:
+        log.error("%s", e)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""`csdm-agent pull`: copy or download one registered version, verified, next to the others.
+
+Registries are those `csdm register` writes: a folder (local or a network share), or a
+Hugging Face model repo `hf://owner/repo`, read over plain HTTPS (`HF_ENDPOINT`, `HF_TOKEN`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+from csdm_agent.artifact import MANIFEST, Artifact, VerificationError
+
+INDEX = "index.json"
+
+
+class RegistrySource:
+    """Reads files of one model in a registry by relative path."""
+
+    def __init__(self, registry: str, name: str) -> None:
+        self.registry, self.name = registry, name
+
+    def read(self, rel: str, revision: str | None = None) -> bytes:
+        """Bytes of `NAME/rel` in the registry (at a Hub revision when given)."""
+        if self.registry.startswith("hf://"):
+            repo = self.registry.removeprefix("hf://").strip("/")
+            endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+            rev = urllib.parse.quote(revision or "main", safe="")
+            url = f"{endpoint}/{repo}/resolve/{rev}/{self.name}/{rel}"
+            req = urllib.request.Request(url)
+            if token := os.environ.get("HF_TOKEN"):
+                req.add_header("Authorization", f"Bearer {token}")
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    return r.read()
+            except OSError as e:
+                raise VerificationError(f"{url}: cannot download ({e})") from e
+        path = Path(self.registry) / self.name / rel
+        try:
+            return path.read_bytes()
+        except OSError as e:
+            raise VerificationError(f"{path}: cannot read ({e})") from e
+
+    def index(self) -> dict:
+        """The model's version list and aliases."""
+        try:
+            return json.loads(self.read(INDEX))
+        except json.JSONDecodeError as e:
+            raise VerificationError(f"{self.registry}: {self.name}/{INDEX} is not JSON") from e
+
+
+def resolve_version(index: dict, version: int | None, alias: str | None, where: str) -> int:
+    """A version number from an explicit number, an alias, or the latest."""
+    known = [v["version"] for v in index.get("versions", [])]
+    if not known:
+        raise VerificationError(f"{where}: no versions registered")
+    if alias is not None:
+        if alias not in index.get("aliases", {}):
+            raise VerificationError(f"{where}: no alias {alias!r}")
+        return int(index["aliases"][alias])
+    if version is None:
+        return max(known)
+    if version not in known:
+        raise VerificationError(f"{where}: no version {version}; have {known}")
+    return version
+
+
+def pull(registry: str, name: str, dest: str | Path, version: int | None = None,
+         alias: str | None = None) -> Artifact:  # fmt: skip
+    """Fetch `name` vN into `dest/name/vN` and verify it; an existing verified copy is reused."""
+    src = RegistrySource(str(registry), name)
+    index = src.index()
+    n = resolve_version(index, version, alias, f"{registry}/{name}")
+    want = next(v.get("manifest_sha256") for v in index["versions"] if v["version"] == n)
+    final = Path(dest) / name / f"v{n}"
+    if final.exists():
+        return Artifact.open(final)  # raises if the local copy was altered
+    tag = f"{name}-v{n}" if str(registry).startswith("hf://") else None
+    staging = final.parent / f".pull-{uuid.uuid4().hex}"
+    staging.mkdir(parents=True)
+    try:
+        raw = src.read(f"v{n}/{MANIFEST}", tag)
+        if want and hashlib.sha256(raw).hexdigest() != want:
+            raise VerificationError(f"{registry}: {name}/v{n}/{MANIFEST} does not match the "
+                                    "registry index; refusing this version")  # fmt: skip
+        manifest = json.loads(raw)
+        (staging / MANIFEST).write_bytes(raw)
+        for fname in manifest["files"]:
+            if Path(fname).name != fname:
+                raise VerificationError(f"{registry}: manifest lists an unsafe path {fname!r}")
+            (staging / fname).write_bytes(src.read(f"v{n}/{fname}", tag))
+        Artifact.open(staging)  # every checksum, before the version becomes visible
+        os.rename(staging, final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return Artifact.open(final)

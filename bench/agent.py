@@ -1,0 +1,97 @@
+"""Benchmark: the agent's per-step latency on the CPU against the 62.5 ms budget of 16 fps.
+
+Run: `.venv/bin/python -m bench.agent [--preset paper --steps 300 --threads 2]`. A `paper`
+policy (random weights; latency does not depend on them) is exported to ONNX; the agent then
+replays full 1024x768 BGRA client-area frames panned over the dust2 panorama, so each step is
+the real path minus the screen grab: cut and resize as `screen_input.py`, onnxruntime step with
+the recurrent state, decode, act into a recording sink. Steps run back to back (no pacing) to
+measure latency; goal: p99 under 40 ms on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from csdm_agent.artifact import Artifact
+from csdm_agent.capture import Crop, Preprocess, ReplayFrames, Resizer
+from csdm_agent.control import Controller, RecordingSink
+from csdm_agent.decode import Decoder
+from csdm_agent.loop import run
+from csdm_agent.policy import Policy
+
+from tasks.render import panorama
+from training.actions import DEFAULT
+from training.export import export
+from training.model import Policy as TorchPolicy
+from training.train import CKPT, TrainConfig
+
+
+def client_frames(n: int) -> np.ndarray:
+    """Frames (n, 768, 1024, 4) BGRA: a view moving across the panorama."""
+    pano = panorama()
+    h = pano.shape[0]
+    view = Resizer((h, h * 4 // 3), (768, 1024))
+    out = np.empty((n, 768, 1024, 4), np.uint8)
+    for i in range(n):
+        x = (i * 37) % (pano.shape[1] - h * 4 // 3)
+        out[i, ..., :3] = view(pano[:, x : x + h * 4 // 3])
+        out[i, ..., 3] = 255
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="paper")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--frames", type=int, default=48, help="distinct replay frames (cycled)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp_:
+        tmp = Path(tmp_)
+        cfg = TrainConfig.preset_config(args.preset)
+        (tmp / "run").mkdir()
+        torch.save({"model": TorchPolicy(cfg.model).state_dict(), "config": cfg.to_dict(),
+                    "action_space": DEFAULT.to_dict(), "step": 0, "metrics": {},
+                    "data": {"root": None, "revision": None}}, tmp / "run" / CKPT)  # fmt: skip
+        export(tmp / "run", tmp / "export")
+        art = Artifact.open(tmp / "export")
+        frames = client_frames(args.frames)
+        np.save(tmp / "replay.npy", np.concatenate([frames] * (args.steps // args.frames + 1)))
+        del frames
+        d = art.descriptor
+        pre = Preprocess(Crop(**d["action_space"]["crop"]), (150, 280))
+        policy = Policy(art, threads=args.threads)
+        replay = ReplayFrames(tmp / "replay.npy", preprocess=pre)
+        for _ in range(10):  # warm-up: onnxruntime's first runs allocate
+            policy.step(pre(np.asarray(replay.frames[0])))
+        policy.reset()
+        t = time.perf_counter()
+        s = run(policy, Decoder.from_descriptor(d, seed=0), replay,
+                Controller(RecordingSink()), fps=16, max_frames=args.steps, pace=False)  # fmt: skip
+        wall = time.perf_counter() - t
+        p = s.percentiles()
+        budget = 1000 / d["fps"]
+        size = d["files"][d["model"]]["size"] / 1e6
+        print(
+            f"{args.preset} policy ({size:.1f} MB ONNX), {args.steps} steps, onnxruntime "
+            f"{s.provider}, {args.threads} intra-op threads, {os.cpu_count()} cores"
+        )
+        for part in ("capture", "inference", "act", "step"):
+            print(
+                f"  {part:9s} p50 {p[f'{part}_p50_ms']:6.1f} ms   p99 {p[f'{part}_p99_ms']:6.1f} ms"
+            )
+        print(
+            f"  step p99 = {p['step_p99_ms'] / budget:.2f} of the {budget:.1f} ms budget "
+            f"(goal p99 < 40 ms: {'met' if p['step_p99_ms'] < 40 else 'not met'}); "
+            f"{args.steps / wall:.1f} steps/s back to back"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""The agent: verified pulls, the replayed dry run, and decoding as the seed's agent."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from csdm_agent.artifact import Artifact, VerificationError
+from csdm_agent.capture import Crop, Preprocess, ReplayFrames, Resizer
+from csdm_agent.cli import main as agent_main
+from csdm_agent.control import Controller, RecordingSink
+from csdm_agent.decode import Decoder
+from csdm_agent.loop import run
+from csdm_agent.policy import Policy
+from csdm_agent.pull import pull
+
+from storage.dataset import open_dataset
+from storage.registry import LocalRegistry
+from tests.agent.seed_agent_reference import SeedDecoder
+from training.export import policy_from_checkpoint
+from training.model import probabilities
+from training.train import load_checkpoint
+
+
+def test_pull_verifies_and_keeps_versions_side_by_side(registered: dict, tmp_path: Path) -> None:
+    reg = LocalRegistry(registered["registry"], "cs")
+    if reg.index()["versions"][-1]["version"] < 2:
+        reg.register(registered["export"])
+    a = pull(str(registered["registry"]), "cs", tmp_path, alias="production")
+    b = pull(str(registered["registry"]), "cs", tmp_path)
+    assert (a.folder.name, b.folder.name) == ("v1", "v2")
+    assert sorted(p.name for p in (tmp_path / "cs").iterdir()) == ["v1", "v2"]
+    assert a.descriptor["action_space"]["fps"] == 16
+    # a pulled copy altered afterwards is refused when opened
+    (a.folder / "policy.onnx").write_bytes(b"x")
+    with pytest.raises(VerificationError, match=r"v1/policy\.onnx: sha256 does not match"):
+        Artifact.open(a.folder)
+
+
+def test_pull_refuses_a_tampered_registry(registered: dict, tmp_path: Path) -> None:
+    reg = tmp_path / "reg"
+    shutil.copytree(registered["registry"], reg)
+    for f in reg.rglob("*"):
+        f.chmod(0o755 if f.is_dir() else 0o644)
+    model = reg / "cs" / "v1" / "policy.onnx"
+    model.write_bytes(model.read_bytes()[:-10])  # truncated
+    with pytest.raises(VerificationError, match="sha256 does not match"):
+        pull(str(reg), "cs", tmp_path / "dest", version=1)
+    assert not (tmp_path / "dest" / "cs" / "v1").exists()  # nothing half-pulled is visible
+    assert not list((tmp_path / "dest" / "cs").iterdir())
+    # a manifest rewritten to match the altered file no longer matches the index
+    manifest = reg / "cs" / "v1" / "MANIFEST.json"
+    m = json.loads(manifest.read_text())
+    m["files"]["policy.onnx"]["size"] -= 10
+    manifest.write_text(json.dumps(m))
+    with pytest.raises(VerificationError, match="does not match the registry index"):
+        pull(str(reg), "cs", tmp_path / "dest", version=1)
+    assert agent_main(["pull", "--registry", str(reg), "--name", "cs", "--version", "1",
+                       "--dest", str(tmp_path / "dest")]) == 2  # fmt: skip
+
+
+def _replay(processed: Path, tmp_path: Path, n: int = 40) -> tuple[Path, np.ndarray]:
+    ds = open_dataset(processed)
+    frames = ds.frames(ds.episodes[3], 0, n)
+    np.save(tmp_path / "episode.npy", frames)
+    return tmp_path / "episode.npy", frames
+
+
+def test_dry_run_plays_at_16_fps_and_releases_everything(registered: dict, processed: Path,
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    path, _ = _replay(processed, tmp_path, 32)
+    art = Artifact.open(registered["export"])
+    sink = RecordingSink()
+    s = run(Policy(art), Decoder.from_descriptor(art.descriptor, seed=0), ReplayFrames(path),
+            Controller(sink), fps=16)  # fmt: skip
+    assert len(s.actions) == 32 and s.stopped_by == "end of replay"
+    gaps = np.diff(s.starts)
+    assert abs(np.median(gaps) - 1 / 16) < 0.004 and s.dropped == 0
+    assert abs((s.starts[-1] - s.starts[0]) - 31 / 16) < 0.15
+    held: set[tuple[str, str]] = set()
+    for _, kind, name, arg in sink.events:
+        if kind in ("key", "button"):
+            (held.add if arg else held.discard)((kind, name))
+    assert held == set()  # every key and button released at the end
+    assert any(kind == "key" and arg for _, kind, _, arg in sink.events)
+    moves = [arg for _, kind, _, arg in sink.events if kind == "move"]
+    assert all(abs(dx) <= 150 for dx, _ in moves)  # +-300 clip, sent in two halves
+
+
+def test_keys_are_released_when_the_policy_fails(registered: dict, processed: Path,
+                                                 tmp_path: Path) -> None:  # fmt: skip
+    path, _ = _replay(processed, tmp_path, 10)
+    art = Artifact.open(registered["export"])
+    policy = Policy(art)
+    real, calls = policy.step, []
+
+    def flaky(frame):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("device lost")
+        out = real(frame)
+        out["keys"][:4] = 1.0  # hold w a s d
+        return out
+
+    policy.step = flaky
+    sink = RecordingSink()
+    with pytest.raises(RuntimeError, match="device lost"):
+        run(policy, Decoder.from_descriptor(art.descriptor, seed=1), ReplayFrames(path),
+            Controller(sink), fps=16, pace=False)  # fmt: skip
+    last = {}
+    for _, kind, name, arg in sink.events:
+        if kind == "key":
+            last[name] = arg
+    assert set(last) >= {"w", "a", "s", "d"} and not any(last.values())
+
+
+def test_decoding_matches_the_seed_and_the_training_side(
+    registered: dict, processed: Path, tmp_path: Path
+) -> None:
+    path, frames = _replay(processed, tmp_path, 40)
+    art = Artifact.open(registered["export"])
+    d = art.descriptor
+    # the agent's own run: ONNX policy, seeded decoder
+    s = run(Policy(art), Decoder.from_descriptor(d, seed=3), ReplayFrames(path),
+            Controller(RecordingSink()), fps=16, pace=False)  # fmt: skip
+    # the training side's outputs on the same frames, decoded by the seed's agent logic
+    model = policy_from_checkpoint(load_checkpoint(registered["run"]))
+    with torch.no_grad():
+        probs = probabilities(model(torch.from_numpy(frames)[None])[0][0]).numpy()
+    seed = SeedDecoder(np.random.default_rng(3), d["action_space"]["mouse_x_bins"],
+                       d["action_space"]["mouse_y_bins"])  # fmt: skip
+    for a, y in zip(s.actions, probs, strict=True):
+        keys, lclick, rclick, mx, my, reset = seed.step(y)
+        assert (set(a.keys), a.lclick, a.rclick, a.mouse_x, a.mouse_y) == (
+            keys,
+            lclick,
+            rclick,
+            mx,
+            my,
+        )
+        if reset:
+            break  # the recurrent state diverges from the sequence model after a reset
+
+
+def test_idle_policy_paths_match_the_seed() -> None:
+    rng = np.random.default_rng(5)
+    from training.actions import DEFAULT
+
+    dec = Decoder(DEFAULT.keys, DEFAULT.mouse_x_bins, DEFAULT.mouse_y_bins, seed=9)
+    seed = SeedDecoder(np.random.default_rng(9), DEFAULT.mouse_x_bins, DEFAULT.mouse_y_bins)
+    for t in range(300):  # an idle policy: exercises the >8 and >96 inaction branches
+        y = np.concatenate([rng.random(11) * 0.4, rng.random(2), np.eye(23)[11] * 0.5 + 0.5 / 23,
+                            np.eye(15)[7] * 0.5 + 0.5 / 15, [0.0]])  # fmt: skip
+        y[13:36] /= y[13:36].sum()
+        y[36:51] /= y[36:51].sum()
+        out = {"keys": y[:11], "clicks": y[11:13], "mouse_x": y[13:36], "mouse_y": y[36:51]}
+        a = dec.decode(out)
+        keys, lclick, rclick, mx, my, reset = seed.step(y)
+        assert (set(a.keys), a.lclick, a.rclick, a.mouse_x, a.mouse_y, a.reset_state) == (
+            keys,
+            lclick,
+            rclick,
+            mx,
+            my,
+            reset,
+        ), t
+    assert dec.inaction == 0 or dec.inaction > 96
+
+
+def test_resize_matches_a_per_pixel_bilinear() -> None:
+    rng = np.random.default_rng(6)
+    img = rng.integers(0, 256, (13, 21, 4), dtype=np.uint8)
+    got = Resizer((13, 21), (5, 8))(img)
+    want = np.zeros((5, 8, 3))
+    for i in range(5):
+        for j in range(8):
+            y = min(max((i + 0.5) * 13 / 5 - 0.5, 0), 12)
+            x = min(max((j + 0.5) * 21 / 8 - 0.5, 0), 20)
+            y0, x0 = int(y), int(x)
+            y1, x1 = min(y0 + 1, 12), min(x0 + 1, 20)
+            fy, fx = y - y0, x - x0
+            p = img[..., :3].astype(float)
+            want[i, j] = ((1 - fy) * ((1 - fx) * p[y0, x0] + fx * p[y0, x1])
+                          + fy * ((1 - fx) * p[y1, x0] + fx * p[y1, x1]))  # fmt: skip
+    assert np.abs(got.astype(float) - want).max() <= 0.51
+    pre = Preprocess(Crop(1024, 768, 100, 135, 135), (150, 280))
+    assert pre(np.zeros((768, 1024, 4), np.uint8)).shape == (150, 280, 3)
+
+
+def test_pull_from_a_hub_model_repo(hub, registered: dict, tmp_path: Path) -> None:
+    from storage.registry import open_registry
+
+    open_registry("hf://team/policies", "cs").register(registered["export"], alias="production")
+    art = pull("hf://team/policies", "cs", tmp_path, alias="production")
+    assert art.folder == tmp_path / "cs" / "v1"
+    assert (art.folder / "policy.onnx").read_bytes() == (
+        registered["export"] / "policy.onnx"
+    ).read_bytes()
+    sha = hub.branches["team/policies"]["cs-v1"]
+    hub.repos["team/policies"][sha]["cs/v1/policy.onnx"] = b"tampered"
+    with pytest.raises(VerificationError, match="sha256 does not match"):
+        pull("hf://team/policies", "cs", tmp_path / "again", version=1)
