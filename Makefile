@@ -58,6 +58,9 @@ bench: setup
 	$(BIN)/python -m bench.infer
 	$(BIN)/python -m bench.repack
 	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.loader
+	$(BIN)/python -m bench.train
+	$(BIN)/python -m bench.agent
 
 serve: setup
 	infra/serve.sh

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from csdm_agent.artifact import Artifact
-from csdm_agent.capture import Crop, Preprocess, ReplayFrames, Resizer
+from csdm_agent.capture import Crop, Preprocess, Resizer
 from csdm_agent.control import Controller, RecordingSink
 from csdm_agent.decode import Decoder
 from csdm_agent.loop import run
@@ -45,6 +45,19 @@ def client_frames(n: int) -> np.ndarray:
     return out
 
 
+class CycledFrames:
+    """A replay held in memory (no disk reads in the timing), cut and resized per step."""
+
+    def __init__(self, frames: np.ndarray, pre: Preprocess) -> None:
+        self.frames, self.pre, self.i = frames, pre, 0
+
+    def grab(self) -> np.ndarray:
+        """The next client-area frame, preprocessed."""
+        f = self.frames[self.i % len(self.frames)]
+        self.i += 1
+        return self.pre(f)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="paper")
@@ -62,14 +75,12 @@ def main() -> None:
         export(tmp / "run", tmp / "export")
         art = Artifact.open(tmp / "export")
         frames = client_frames(args.frames)
-        np.save(tmp / "replay.npy", np.concatenate([frames] * (args.steps // args.frames + 1)))
-        del frames
         d = art.descriptor
         pre = Preprocess(Crop(**d["action_space"]["crop"]), (150, 280))
         policy = Policy(art, threads=args.threads)
-        replay = ReplayFrames(tmp / "replay.npy", preprocess=pre)
+        replay = CycledFrames(frames, pre)
         for _ in range(10):  # warm-up: onnxruntime's first runs allocate
-            policy.step(pre(np.asarray(replay.frames[0])))
+            policy.step(pre(frames[0]))
         policy.reset()
         t = time.perf_counter()
         s = run(policy, Decoder.from_descriptor(d, seed=0), replay,
