@@ -41,11 +41,14 @@ demo: setup
 	$(BIN)/csdm-agent pull --registry $(DEMO_OUT)/registry --name csdm-policy --alias production --dest $(DEMO_OUT)/agent-models
 	mkdir -p $(DEMO_OUT)/replay && tar -xf $(DEMO_OUT)/source/hdf5_dm_july2021_1_to_3.tar -C $(DEMO_OUT)/replay hdf5_dm_july2021_1.hdf5
 	$(BIN)/csdm-agent run --model $(DEMO_OUT)/agent-models/csdm-policy/v1 --dry-run --replay $(DEMO_OUT)/replay/hdf5_dm_july2021_1.hdf5 --max-frames 64 --seed 0
+	$(BIN)/csdm view $(DEMO_OUT)/dataset dm_july2021_expert_1 --start 40 --count 32 --out $(DEMO_OUT)/view.gif
+	$(BIN)/csdm report $(DEMO_OUT)/dataset --out $(DEMO_OUT)/report
 	@echo
 	@echo "Dataset in $(DEMO_OUT)/dataset: frames.zarr, catalog/frames/, catalog/files.parquet, manifest.json"
 	@echo "Read it: python -c \"from storage import open_dataset; d = open_dataset('$(DEMO_OUT)/dataset'); print(d.frames(d.episodes[0], 0, 96).shape)\""
 	@echo "Query it: .venv/bin/csdm query $(DEMO_OUT)/dataset \"select episode, count(*) from frames where key_w group by all\""
 	@echo "Policy: $(DEMO_OUT)/registry/csdm-policy/v1 (policy.onnx + policy.json), alias production"
+	@echo "Report: $(DEMO_OUT)/report/index.html (open it in a browser); frames with actions: $(DEMO_OUT)/view.gif"
 	@echo "Operate it: make serve, then the Prefect UI at http://127.0.0.1:4200 (deployments ingest, process, pipeline, daily-refresh, train)"
 
 test: setup

@@ -401,11 +401,13 @@ def query(
     console.print(f"wrote {output}")
 
 
-from flows import cli_train  # noqa: E402  (its commands join this app)
+from flows import cli_report, cli_train  # noqa: E402  (their commands join this app)
 
 app.command()(cli_train.train)
 app.command()(cli_train.export)
 app.command()(cli_train.register)
+app.command()(cli_report.report)
+app.command()(cli_report.view)
 
 
 def main() -> None:

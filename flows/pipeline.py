@@ -28,6 +28,7 @@ from flows.process import (
     process_flow,
     submit_repacks,
 )
+from flows.report_artifacts import publish_report
 from storage.layout import METADATA_RE, OutLayout
 from tasks.catalog_writer import check_parameters, problem_record, write_catalog
 from tasks.hub import (
@@ -186,6 +187,7 @@ def pipeline_flow(
     summary = write_catalog(layout, records, f"{repo}@{plan.commit}", params.recorded(),
                             revision=plan.commit)  # fmt: skip
     _report(records, summary)
+    publish_report(out)
     result = {**asdict(summary), "commit": plan.commit, "containers": len(containers),
               "downloaded_bytes": fetched, "peak_source_bytes": peak,
               "seconds": round(time.monotonic() - t0, 2)}  # fmt: skip

@@ -17,6 +17,7 @@ from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
 from pydantic import BaseModel, Field
 
+from flows.report_artifacts import publish_report
 from storage.layout import OutLayout, metadata_dataset
 from tasks.catalog_writer import RunSummary, check_parameters, problem_record, write_catalog
 from tasks.metadata_cache import MetaRecord, prepare_metadata
@@ -231,6 +232,7 @@ def process_flow(
     records += [problem_record(p) for p in listing.problems]
     summary = write_catalog(layout, records, str(src), params.recorded())
     _report(records, summary)
+    publish_report(out)
     logger.info("summary: %s", asdict(summary))
     return summary
 

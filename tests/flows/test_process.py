@@ -194,3 +194,20 @@ def test_prefect_artifacts_report_the_run(processed, prefect_api: str) -> None:
     assert "escapes the archive" in by_episode["dm_july2021_8"]["reason"]
     assert by_episode["dm_july2021_9"]["status"] == "stored"
     assert latest("process-progress")["data"] == 100.0
+    # the report's tables and figures ride along, with the catalog's numbers
+    _, out, _ = processed
+    files = pq.read_table(out / "catalog/files.parquet").to_pandas()
+    summary = latest("dataset-summary")
+    row = (json.loads(summary["data"]) if isinstance(summary["data"], str) else summary["data"])[0]
+    stored = files[files.status == "stored"]
+    assert (row["episodes"], row["kept"], row["failed"]) == (
+        len(stored),
+        int(stored.keep.sum()),
+        int((files.status == "failed").sum()),
+    )
+    assert row["frames"] == int(stored.n_frames.sum())
+    emd = latest("map-coverage-emd")
+    emd_rows = json.loads(emd["data"]) if isinstance(emd["data"], str) else emd["data"]
+    assert {r["base"] for r in emd_rows} == {"out/dm_july2021", "out/dm_july2021_expert"}
+    assert latest("dataset-report")["data"].count("data:image/png;base64,") >= 3
+    assert (out / "report" / "index.html").exists()

@@ -1,0 +1,62 @@
+"""`csdm report` and `csdm view`: thin glue over `tasks/report_html.py` and `tasks/view.py`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+report_console = Console()
+COMPARE_HELP = "Other processed datasets (or agent trackings) to compare with."
+
+
+def report(
+    out: Annotated[Path, typer.Argument(help="A folder written by `csdm process`.")],
+    to: Annotated[Path, typer.Option("--out", help="Folder for index.html and its figures.")],
+    compare: Annotated[
+        list[Path] | None,
+        typer.Option(help="Other processed datasets (or agent trackings) to compare with."),
+    ] = None,
+) -> None:
+    """Write a self-contained HTML report: summary, quality, actions, map coverage, EMD."""
+    from storage.dataset import DatasetFormatError
+    from tasks.report_html import write_report
+
+    with console.status("computing the report"):
+        try:
+            made = write_report([out, *(compare or [])], to)
+        except (DatasetFormatError, FileNotFoundError) as e:
+            console.print(f"[red]{e}[/]")
+            raise typer.Exit(2) from None
+    for r in made["reports"]:
+        s = r.summary
+        report_console.print(
+            f"{r.label}: {s['episodes']} episodes ({s['kept']} kept, "
+            f"{s['rejected']} rejected, {s['failed']} failed), "
+            f"{s['frames']} frames = {s['hours']:.2f} h"
+        )
+    report_console.print(
+        f"wrote {made['index']} ({len(made['figures'])} figures) and {made['json']}"
+    )
+
+
+def view(
+    out: Annotated[Path, typer.Argument(help="A folder written by `csdm process`.")],
+    episode: Annotated[str, typer.Argument(help="Episode name, e.g. dm_july2021_12.")],
+    to: Annotated[Path, typer.Option("--out", help="FILE.png (a grid) or FILE.gif (16 fps).")],
+    start: Annotated[int, typer.Option(min=0)] = 0,
+    count: Annotated[int, typer.Option(min=1, help="Frames to draw.")] = 1,
+) -> None:
+    """Draw frames of an episode with the shipped and inferred actions overlaid."""
+    from storage.dataset import DatasetFormatError
+    from tasks.view import write_view
+
+    try:
+        path = write_view(out, episode, to, start, count)
+    except (DatasetFormatError, KeyError, ValueError) as e:
+        console.print(f"[red]{e}[/]")
+        raise typer.Exit(2) from None
+    report_console.print(f"wrote {path}")

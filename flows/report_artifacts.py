@@ -1,0 +1,62 @@
+"""Attach a dataset's report to the current Prefect run: key tables and figures as artifacts."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from storage.catalog import KEY_COLUMNS
+from tasks.report import summary_rows
+from tasks.report_html import write_report
+
+
+def _inline_png(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def publish_report(out: str | Path) -> Path | None:
+    """Write `OUT/report/` and publish it; a report failure is logged, never fails the run."""
+    logger = get_run_logger()
+    try:
+        made = write_report([out], Path(out) / "report")
+    except Exception as e:  # the dataset is complete; only its report is missing
+        logger.warning(
+            "report not written (%s: %s); run `csdm report %s --out DIR` to retry",
+            type(e).__name__,
+            e,
+            out,
+        )
+        return None
+    r = made["reports"][0]
+    create_table_artifact(
+        key="dataset-summary",
+        table=summary_rows([r]),
+        description=f"{out}: episodes, frames and hours",
+    )
+    rates = r.actions[
+        ["dataset", "frames", *KEY_COLUMNS, "lclick", "rclick", "kills_per_min", "deaths_per_min"]
+    ].round(4)
+    create_table_artifact(
+        key="action-rates",
+        table=rates.to_dict(orient="records"),
+        description="share of frames with each key/click; kills, deaths/min",
+    )
+    emd = made["emd"].round(5).reset_index()
+    create_table_artifact(
+        key="map-coverage-emd",
+        table=emd.to_dict(orient="records"),
+        description="Earth mover's distance between position distributions",
+    )
+    figs = made["figures"]
+    shown = [k for k in figs if k.startswith(("coverage_", "quality_"))]
+    md = [f"# Dataset report\n\nFull report: `{made['index']}`\n"]
+    md += [f"![{k}]({_inline_png(figs[k])})" for k in shown]
+    create_markdown_artifact(
+        key="dataset-report",
+        markdown="\n\n".join(md),
+        description="map coverage and quality figures",
+    )
+    return made["index"]
