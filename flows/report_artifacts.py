@@ -22,14 +22,15 @@ def publish_report(out: str | Path) -> Path | None:
     logger = get_run_logger()
     try:
         made = write_report([out], Path(out) / "report")
+        _publish(made, out)
     except Exception as e:  # the dataset is complete; only its report is missing
-        logger.warning(
-            "report not written (%s: %s); run `csdm report %s --out DIR` to retry",
-            type(e).__name__,
-            e,
-            out,
-        )
+        logger.warning("report not written (%s: %s); run `csdm report %s --out DIR` to retry",
+                       type(e).__name__, e, out)  # fmt: skip
         return None
+    return made["index"]
+
+
+def _publish(made: dict, out: str | Path) -> None:
     r = made["reports"][0]
     create_table_artifact(
         key="dataset-summary",
@@ -59,4 +60,3 @@ def publish_report(out: str | Path) -> Path | None:
         markdown="\n\n".join(md),
         description="map coverage and quality figures",
     )
-    return made["index"]

@@ -19,7 +19,7 @@ from prefect.artifacts import (
 
 from storage.registry import open_registry
 from training.export import export
-from training.train import TrainConfig, TrainResult, train
+from training.train import CKPT, TrainConfig, TrainResult, load_checkpoint, train
 
 
 @task(name="train-policy")
@@ -91,6 +91,7 @@ def train_flow(
         batch_size=batch_size or cfg.batch_size,
         workers=cfg.workers if workers is None else workers,
     )
+    before = load_checkpoint(run)["step"] if (Path(run) / CKPT).exists() else 0
     result = train_task(data, run, cfg, gpus)
     rows = [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines()]
     create_table_artifact(
@@ -99,7 +100,9 @@ def train_flow(
         description=f"{run}: the last {min(50, len(rows))} logged steps",
     )
     out = {"train": asdict(result)}
-    if registry:
+    if registry and result.step == before:
+        logger.info("%s: already at step %d, nothing new to register", run, before)
+    elif registry:
         d = export(run, Path(run) / "export")
         v = open_registry(registry, name).register(Path(run) / "export", alias=alias)
         out["registered"] = {
@@ -114,6 +117,6 @@ def train_flow(
         key="train-summary",
         markdown=f"# {run}\n\nstep {result.step}, {result.frames_per_s:.0f} frames/s\n\n"
         f"| metric | value |\n|---|---|\n{metrics}\n\n"
-        + (f"Registered **{name} v{out['registered']['version']}**" if registry else ""),
+        + (f"Registered **{name} v{out['registered']['version']}**" if "registered" in out else ""),
     )
     return out

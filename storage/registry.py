@@ -53,7 +53,11 @@ def _verify_files(folder: Path, files: dict[str, dict], what: str) -> None:
             raise RegistryError(f"{folder / what}: lists an unsafe path {name!r}")
         if not p.is_file():
             raise RegistryError(f"{p}: listed in {what} but missing")
-        if p.stat().st_size != entry["size"] or sha256_file(p) != entry["sha256"]:
+        try:
+            size, sha = entry["size"], entry["sha256"]
+        except (KeyError, TypeError) as e:
+            raise RegistryError(f"{folder / what}: entry {name!r} lacks size or sha256") from e
+        if p.stat().st_size != size or sha256_file(p) != sha:
             raise RegistryError(
                 f"{p}: sha256 does not match {what}; the file was altered or "
                 "truncated, export or pull it again"
@@ -61,28 +65,40 @@ def _verify_files(folder: Path, files: dict[str, dict], what: str) -> None:
 
 
 def read_verified_descriptor(folder: str | Path) -> dict:
-    """An export folder's descriptor, after checking every file it lists."""
+    """An export folder's descriptor, after checking every file it lists (the model among them)."""
     folder = Path(folder)
     path = folder / DESCRIPTOR
     if not path.is_file():
         raise RegistryError(f"{path}: missing; not a complete export (run `csdm export`)")
     try:
         d = json.loads(path.read_text())
-        files = d["files"]
+        files, model = d["files"], d["model"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise RegistryError(f"{path}: not a csdm policy descriptor ({e})") from e
+    if model not in files:
+        raise RegistryError(f"{path}: does not list the checksum of its model {model!r}")
     _verify_files(folder, files, DESCRIPTOR)
     return d
 
 
-def verify_version(folder: str | Path) -> dict:
-    """Check a registered version against its manifest, then its descriptor; returns the latter."""
+def verify_version(folder: str | Path, manifest_sha256: str | None = None) -> dict:
+    """Check a version against the index's manifest hash (when given), then every file.
+
+    The manifest must cover the descriptor; the descriptor's own checksums are checked last.
+    """
     folder = Path(folder)
+    path = folder / MANIFEST
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise RegistryError(f"{folder / MANIFEST}: unreadable ({e})") from e
-    _verify_files(folder, manifest["files"], MANIFEST)
+        raw = path.read_bytes()
+        files = json.loads(raw)["files"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise RegistryError(f"{path}: unreadable ({e})") from e
+    if manifest_sha256 is not None and hashlib.sha256(raw).hexdigest() != manifest_sha256:
+        raise RegistryError(f"{path}: does not match the registry index; the version was "
+                            "altered, refusing it")  # fmt: skip
+    if DESCRIPTOR not in files:
+        raise RegistryError(f"{path}: does not cover {DESCRIPTOR}")
+    _verify_files(folder, files, MANIFEST)
     return read_verified_descriptor(folder)
 
 
@@ -121,6 +137,27 @@ def _resolve(index: dict, version: int | None, alias: str | None, where: str) ->
     if version not in known:
         raise RegistryError(f"{where}: no version {version}; have {known}")
     return version
+
+
+def _add_version(index: dict, n: int, manifest_sha: str, alias: str | None) -> None:
+    index["versions"].append(
+        {
+            "version": n,
+            "manifest_sha256": manifest_sha,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    )
+    if alias:
+        index["aliases"][alias] = n
+
+
+def _manifest_sha(index: dict, n: int) -> str:
+    return next(v["manifest_sha256"] for v in index["versions"] if v["version"] == n)
+
+
+def _writable_then_retry(func, path, _exc) -> None:
+    os.chmod(path, 0o644)
+    func(path)
 
 
 def _new_index(name: str) -> dict:
@@ -166,25 +203,23 @@ class LocalRegistry:
         files = _export_files(Path(export_dir))
         with self._locked():
             index = self.index()
-            n = max((v["version"] for v in index["versions"]), default=0) + 1
+            # a crash after a rename but before the index write leaves an unlisted vN: skip it
+            taken = [int(p.name[1:]) for p in self.folder.glob("v*") if p.name[1:].isdigit()]
+            n = max([v["version"] for v in index["versions"]] + taken, default=0) + 1
             staging = self.folder / f".staging-{uuid.uuid4().hex}"
             staging.mkdir()
-            for f in files:
-                shutil.copyfile(f, staging / f.name)
-            manifest_sha = _write_manifest(staging)
-            verify_version(staging)  # the copies, not just the source, are what we checked
-            for f in staging.iterdir():
-                f.chmod(0o444)
-            os.rename(staging, self.folder / f"v{n}")
-            index["versions"].append(
-                {
-                    "version": n,
-                    "manifest_sha256": manifest_sha,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                }
-            )
-            if alias:
-                index["aliases"][alias] = n
+            try:
+                for f in files:
+                    shutil.copyfile(f, staging / f.name)
+                manifest_sha = _write_manifest(staging)
+                verify_version(staging, manifest_sha)  # the copies are what we checked
+                for f in staging.iterdir():
+                    f.chmod(0o444)
+                os.rename(staging, self.folder / f"v{n}")
+            finally:
+                if staging.exists():
+                    shutil.rmtree(staging, onerror=_writable_then_retry)
+            _add_version(index, n, manifest_sha, alias)
             self._write_index(index)
         return Version(self.name, n, str(self.folder / f"v{n}"))
 
@@ -197,9 +232,10 @@ class LocalRegistry:
 
     def resolve(self, version: int | None = None, alias: str | None = None) -> Version:
         """A version by number, by alias, or the latest; verified before it is returned."""
-        n = _resolve(self.index(), version, alias, str(self.folder))
+        index = self.index()
+        n = _resolve(index, version, alias, str(self.folder))
         folder = self.folder / f"v{n}"
-        verify_version(folder)
+        verify_version(folder, _manifest_sha(index, n))
         return Version(self.name, n, str(folder))
 
 
@@ -243,15 +279,7 @@ class HubRegistry:
             for f in files:
                 shutil.copyfile(f, staging / f.name)
             manifest_sha = _write_manifest(staging)
-            index["versions"].append(
-                {
-                    "version": n,
-                    "manifest_sha256": manifest_sha,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                }
-            )
-            if alias:
-                index["aliases"][alias] = n
+            _add_version(index, n, manifest_sha, alias)
             ops = [
                 CommitOperationAdd(f"{self.name}/v{n}/{p.name}", str(p))
                 for p in sorted(staging.iterdir())
@@ -270,9 +298,11 @@ class HubRegistry:
 
         So a concurrent registration fails instead of overwriting the other's index.
         """
+        from huggingface_hub.errors import RevisionNotFoundError
+
         try:
             return self.api.repo_info(self.repo).sha
-        except Exception:  # a repo with no commits yet
+        except RevisionNotFoundError:  # a repo with no commits yet
             return None
 
     def set_alias(self, alias: str, version: int) -> None:
@@ -292,17 +322,27 @@ class HubRegistry:
         return Version(self.name, n, f"hf://{self.repo}/{self.name}/v{n}")
 
     def download(self, version: Version, dest: str | Path) -> Path:
-        """Fetch a version's files into `dest` and verify them."""
-        tag = f"{self.name}-v{version.version}"
-        sub = f"{self.name}/v{version.version}"
-        dest = Path(dest)
-        dest.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:  # the tag's files only, no shared cache
-            self.api.snapshot_download(self.repo, revision=tag, allow_patterns=[f"{sub}/*"],
-                                       local_dir=tmp)  # fmt: skip
-            for f in (Path(tmp) / sub).iterdir():
-                shutil.copyfile(f, dest / f.name)
-        verify_version(dest)
+        """Fetch a version's files at its tag, verify them, then move them to a new `dest`.
+
+        Verification includes the manifest against the index; nothing unverified reaches `dest`.
+        """
+        from huggingface_hub.errors import RevisionNotFoundError
+
+        n = version.version
+        tag, sub, dest = f"{self.name}-v{n}", f"{self.name}/v{n}", Path(dest)
+        if dest.exists():
+            raise RegistryError(f"{dest}: already exists; download into a new folder")
+        want = _manifest_sha(self.index(), n)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:  # no shared cache copy
+            try:
+                self.api.snapshot_download(self.repo, revision=tag, allow_patterns=[f"{sub}/*"],
+                                           local_dir=tmp)  # fmt: skip
+            except RevisionNotFoundError as e:
+                raise RegistryError(f"hf://{self.repo}: no tag {tag}; was v{n} registered "
+                                    "by csdm?") from e  # fmt: skip
+            verify_version(Path(tmp) / sub, want)
+            os.rename(Path(tmp) / sub, dest)
         return dest
 
 

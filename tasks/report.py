@@ -67,6 +67,8 @@ def dataset_report(root: str | Path, label: str | None = None) -> DatasetReport:
     }
     rejected = stored.loc[~stored.keep, "reject_reason"].dropna()
     counts = {c: int(rejected.str.contains(rf"(?:^|; ){c}=", regex=True).sum()) for c in COUNTERS}
+    matched = rejected.str.contains("|".join(rf"(?:^|; ){c}=" for c in COUNTERS), regex=True)
+    counts["other (e.g. no usable metadata)"] = int((~matched).sum())
     counts["unreadable or failed"] = summary["failed"]
     reasons = pd.DataFrame({"reason": list(counts), "episodes": list(counts.values())})
     quality = stored[["episode", "dataset", "n_frames", "keep", *COUNTERS]].reset_index(drop=True)

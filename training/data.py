@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import duckdb
@@ -131,7 +131,8 @@ def build_index(labels: Labels, cfg: SamplerConfig, seed: int = 0) -> WindowInde
     ep, start = np.concatenate(seg_ep), np.concatenate(seg_start)
     draws = np.random.default_rng([seed, 0x5E1EC7]).random(len(start))
     keep = subselect(labels, ep, start, cfg, draws)
-    return WindowIndex(labels, ep[keep].astype(np.int64), start[keep].astype(np.int64), cfg)
+    lean = replace(labels, weapon=np.empty(0, object))  # loader processes need no strings
+    return WindowIndex(lean, ep[keep].astype(np.int64), start[keep].astype(np.int64), cfg)
 
 
 def subselect(
@@ -218,6 +219,7 @@ class WindowStream(IterableDataset):
         self.root, self.index, self.batch_size = str(root), index, batch_size
         self.state, self.rank, self.world = state, rank, world
         self._ds: Dataset | None = None
+        self._plan: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
         if self.batches_per_epoch == 0:
             raise ValueError(
                 f"{root}: {len(index)} windows of {index.cfg.window} frames, fewer than one "
@@ -225,7 +227,7 @@ class WindowStream(IterableDataset):
             )
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_ds": None}  # each worker opens the store itself
+        return {**self.__dict__, "_ds": None, "_plan": None}  # each worker opens its own store
 
     @property
     def batches_per_epoch(self) -> int:
@@ -234,11 +236,14 @@ class WindowStream(IterableDataset):
 
     def epoch_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """The epoch's window order and jittered starts (same on every rank and worker)."""
+        if self._plan is not None and self._plan[0] == epoch:
+            return self._plan[1]
         rng = np.random.default_rng([self.state.seed, epoch])
         perm = rng.permutation(len(self.index))
         jitter = rng.integers(0, max(self.index.cfg.jitter - 1, 1), len(self.index))
         n = self.index.labels.lengths()[self.index.episode]
         start = np.minimum(self.index.start + jitter, n - self.index.cfg.window)
+        self._plan = (epoch, (perm, start))
         return perm, start
 
     def windows(self, epoch: int, batch: int) -> list[tuple[int, int]]:

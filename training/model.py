@@ -195,7 +195,8 @@ class ConvLSTM(nn.Module):
     def forward(self, x: torch.Tensor, state=None):
         """x: (B, T, C, H, W) -> (B, T, F, H-2, W-2), final (h, c)."""
         b, t, _, hh, ww = x.shape
-        h, cell = state if state is not None else self.initial_state(b, hh, ww, x.device, x.dtype)
+        # the state stays float32 under autocast (96 steps of bf16 accumulation drift)
+        h, cell = state if state is not None else self.initial_state(b, hh, ww, x.device)
         mx = self._masks(x[:, 0], self.dropout)
         if mx is None:  # one convolution over every time step at once
             gx = F.conv2d(x.flatten(0, 1), self.w_x, self.bias).unflatten(0, (b, t))
@@ -205,7 +206,7 @@ class ConvLSTM(nn.Module):
         mh = self._masks(h, self.recurrent_dropout)
         out = []
         for i in range(t):
-            g = gx[:, i] + self._conv(h, self.w_h, mh, 1)
+            g = (gx[:, i] + self._conv(h, self.w_h, mh, 1)).float()
             gi, gf, gc, go = g.chunk(4, 1)
             cell = _hard_sigmoid(gf) * cell + _hard_sigmoid(gi) * torch.tanh(gc)
             h = _hard_sigmoid(go) * torch.tanh(cell)

@@ -195,6 +195,14 @@ def train(
                 f"{ckpt_path}: was trained with another model or sampler config; "
                 "resume with the same --preset and options"
             )
+        # the stream's cursor counts global batches of batch_size x ranks drawn from the seed
+        was = (saved.seed, saved.batch_size, ckpt.get("world", 1))
+        if was != (cfg.seed, cfg.batch_size, world):
+            raise ValueError(
+                f"{ckpt_path}: seed, batch size and ranks were {was}, now "
+                f"{(cfg.seed, cfg.batch_size, world)}; resume with the same ones (or start a "
+                "new --run) so the batch order continues exactly"
+            )
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
         (run / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
@@ -235,7 +243,8 @@ def train(
             )
     revision = open_dataset(data).manifest.get("revision")
     frames_per_step = cfg.batch_size * cfg.sampler.window * world
-    t0, done, last = time.perf_counter(), 0, {}
+    t0, done = time.perf_counter(), 0
+    last = dict(ckpt["metrics"]) if ckpt is not None else {}  # if no step is left to do
     model.train()
     batches = iter(loader)  # draws a seed from the global RNG: restore the RNGs after it
     if ckpt is not None:

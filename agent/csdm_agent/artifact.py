@@ -63,11 +63,16 @@ class Artifact:
         """Check the manifest (when present) and the descriptor's checksums, then open."""
         folder = Path(folder)
         if (folder / MANIFEST).exists():
-            check_files(folder, _read_json(folder / MANIFEST)["files"], MANIFEST)
+            files = _read_json(folder / MANIFEST).get("files", {})
+            if DESCRIPTOR not in files:
+                raise VerificationError(f"{folder / MANIFEST}: does not cover {DESCRIPTOR}")
+            check_files(folder, files, MANIFEST)
         if not (folder / DESCRIPTOR).is_file():
             raise VerificationError(f"{folder / DESCRIPTOR}: missing; not a csdm model folder")
         d = _read_json(folder / DESCRIPTOR)
         if d.get("format") != "csdm-policy":
             raise VerificationError(f"{folder / DESCRIPTOR}: not a csdm policy descriptor")
+        if d.get("model") not in d.get("files", {}):
+            raise VerificationError(f"{folder / DESCRIPTOR}: does not list its model's checksum")
         check_files(folder, d["files"], DESCRIPTOR)
         return cls(folder, d)

@@ -122,6 +122,7 @@ class ScreenCapture:
 
         import mss
 
+        self.sct = mss.mss()  # first: it makes the process DPI-aware, so sizes below are pixels
         user32 = ctypes.windll.user32
         hwnd = next((h for t in titles if (h := user32.FindWindowW(None, t))), 0)
         if not hwnd:
@@ -136,7 +137,7 @@ class ScreenCapture:
                              f"{c.client_width}x{c.client_height} windowed")  # fmt: skip
         self.region = {"left": origin.x, "top": origin.y, "width": c.client_width,
                        "height": c.client_height}  # fmt: skip
-        self.sct, self.preprocess = mss.mss(), preprocess
+        self.preprocess = preprocess
 
     def grab(self) -> np.ndarray | None:
         """The current frame (BGRA from mss, alpha dropped by the resize)."""

@@ -81,7 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--replay", help="an episode .hdf5 (or .npy frames) instead of the screen")
     r.add_argument("--max-frames", type=int)
     r.add_argument("--window-title", action="append", help="game window title (repeatable)")
-    r.add_argument("--stop-key", default="F10", choices=sorted(VK, key=len))
+    r.add_argument(
+        "--stop-key",
+        default="END",
+        choices=sorted(VK, key=len),
+        help="held-down key that stops the agent (F keys are often bound in game)",
+    )
     r.add_argument("--seed", type=int, help="seed of the action sampling")
     r.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
     r.add_argument("--jump-boost", type=float, default=1.0, help="the seed used 5 for experts")

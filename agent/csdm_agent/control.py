@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ class InputSink(Protocol):
         """A mouse button down or up."""
 
     def move(self, dx: int, dy: int) -> None:
-        """A relative mouse move."""
+        """Move the view by (dx, dy) pixels of cursor displacement."""
 
 
 @dataclass
@@ -42,61 +43,97 @@ class RecordingSink:
         self.events.append((time.perf_counter(), "button", name, down))
 
     def move(self, dx: int, dy: int) -> None:
-        """Record a relative mouse move."""
+        """Record a mouse move."""
         self.events.append((time.perf_counter(), "move", "", (dx, dy)))
 
 
+ULONG_PTR = ctypes.c_size_t
+
+
+class KEYBDINPUT(ctypes.Structure):
+    """winuser.h KEYBDINPUT."""
+
+    _fields_ = [("wVk", ctypes.c_uint16), ("wScan", ctypes.c_uint16),
+                ("dwFlags", ctypes.c_uint32), ("time", ctypes.c_uint32),
+                ("dwExtraInfo", ULONG_PTR)]  # fmt: skip
+
+
+class MOUSEINPUT(ctypes.Structure):
+    """winuser.h MOUSEINPUT."""
+
+    _fields_ = [("dx", ctypes.c_int32), ("dy", ctypes.c_int32), ("mouseData", ctypes.c_uint32),
+                ("dwFlags", ctypes.c_uint32), ("time", ctypes.c_uint32),
+                ("dwExtraInfo", ULONG_PTR)]  # fmt: skip
+
+
+class HARDWAREINPUT(ctypes.Structure):
+    """winuser.h HARDWAREINPUT (only for the union's size)."""
+
+    _fields_ = [("uMsg", ctypes.c_uint32), ("wParamL", ctypes.c_uint16),
+                ("wParamH", ctypes.c_uint16)]  # fmt: skip
+
+
+class _INPUT_UNION(ctypes.Union):
+    _fields_ = [("mi", MOUSEINPUT), ("ki", KEYBDINPUT), ("hi", HARDWAREINPUT)]
+
+
+class INPUT(ctypes.Structure):
+    """winuser.h INPUT: 40 bytes on 64-bit Windows, the union at offset 8."""
+
+    _fields_ = [("type", ctypes.c_uint32), ("u", _INPUT_UNION)]
+
+
+INPUT_MOUSE, INPUT_KEYBOARD = 0, 1
+KEYEVENTF_KEYUP, KEYEVENTF_SCANCODE = 0x0002, 0x0008
+MOUSEEVENTF_MOVE, MOUSEEVENTF_ABSOLUTE = 0x0001, 0x8000
+BUTTON_FLAGS = {("lclick", True): 0x0002, ("lclick", False): 0x0004,
+                ("rclick", True): 0x0008, ("rclick", False): 0x0010}  # fmt: skip
+
+
 class SendInputSink:
-    """Windows SendInput: scan-code key events and relative mouse moves."""
+    """Windows SendInput: scan-code keys; mouse moves as the seed's `set_pos`.
+
+    The game (raw input off) re-centres the cursor and reads how far it moved; the seed put it
+    at centre + move with an absolute SendInput, which Windows' pointer acceleration leaves
+    alone, so this does the same around the cursor position found at start.
+    """
 
     def __init__(self) -> None:
         if sys.platform != "win32":
             raise SystemExit("sending input needs Windows; use --dry-run elsewhere")
-        import ctypes
-        from ctypes import wintypes
+        user32 = ctypes.windll.user32
+        user32.SendInput.argtypes = [ctypes.c_uint, ctypes.POINTER(INPUT), ctypes.c_int]
+        user32.SendInput.restype = ctypes.c_uint
+        self._send = user32.SendInput
+        point = (ctypes.c_long * 2)()
+        user32.GetCursorPos(point)
+        self.centre = (point[0], point[1])
+        self.screen = (user32.GetSystemMetrics(0), user32.GetSystemMetrics(1))
 
-        ulong_ptr = ctypes.c_size_t
-
-        class KEYBDINPUT(ctypes.Structure):
-            _fields_ = [("wVk", wintypes.WORD), ("wScan", wintypes.WORD),
-                        ("dwFlags", wintypes.DWORD), ("time", wintypes.DWORD),
-                        ("dwExtraInfo", ulong_ptr)]  # fmt: skip
-
-        class MOUSEINPUT(ctypes.Structure):
-            _fields_ = [("dx", wintypes.LONG), ("dy", wintypes.LONG),
-                        ("mouseData", wintypes.DWORD), ("dwFlags", wintypes.DWORD),
-                        ("time", wintypes.DWORD), ("dwExtraInfo", ulong_ptr)]  # fmt: skip
-
-        class _U(ctypes.Union):
-            _fields_ = [("ki", KEYBDINPUT), ("mi", MOUSEINPUT)]
-
-        class INPUT(ctypes.Structure):
-            _fields_ = [("type", wintypes.DWORD), ("u", _U)]
-
-        self._ct, self._INPUT, self._K, self._M = ctypes, INPUT, KEYBDINPUT, MOUSEINPUT
-        self._send = ctypes.windll.user32.SendInput
-
-    def _emit(self, inp) -> None:
-        self._send(1, self._ct.byref(inp), self._ct.sizeof(inp))
+    def _emit(self, inp: INPUT) -> None:
+        if self._send(1, ctypes.byref(inp), ctypes.sizeof(INPUT)) != 1:
+            raise OSError(ctypes.get_last_error(), "SendInput refused the event (is the game "
+                          "running as administrator while the agent is not?)")  # fmt: skip
 
     def key(self, name: str, down: bool) -> None:
-        """Scan-code key down/up (KEYEVENTF_SCANCODE, KEYEVENTF_KEYUP)."""
-        inp = self._INPUT(type=1)
-        inp.u.ki = self._K(0, SCAN_CODES[name], 0x0008 | (0 if down else 0x0002), 0, 0)
+        """Scan-code key down/up."""
+        inp = INPUT(type=INPUT_KEYBOARD)
+        flags = KEYEVENTF_SCANCODE | (0 if down else KEYEVENTF_KEYUP)
+        inp.u.ki = KEYBDINPUT(0, SCAN_CODES[name], flags, 0, 0)
         self._emit(inp)
 
     def button(self, name: str, down: bool) -> None:
         """Left or right button down/up."""
-        flag = {("lclick", True): 0x0002, ("lclick", False): 0x0004,
-                ("rclick", True): 0x0008, ("rclick", False): 0x0010}[(name, down)]  # fmt: skip
-        inp = self._INPUT(type=0)
-        inp.u.mi = self._M(0, 0, 0, flag, 0, 0)
+        inp = INPUT(type=INPUT_MOUSE)
+        inp.u.mi = MOUSEINPUT(0, 0, 0, BUTTON_FLAGS[(name, down)], 0, 0)
         self._emit(inp)
 
     def move(self, dx: int, dy: int) -> None:
-        """Relative move (MOUSEEVENTF_MOVE): what the game reads with raw input off."""
-        inp = self._INPUT(type=0)
-        inp.u.mi = self._M(dx, dy, 0, 0x0001, 0, 0)
+        """Cursor to centre + (dx, dy), in SendInput's 0-65535 absolute coordinates."""
+        x = 1 + int((self.centre[0] + dx) * 65536 / self.screen[0])
+        y = 1 + int((self.centre[1] + dy) * 65536 / self.screen[1])
+        inp = INPUT(type=INPUT_MOUSE)
+        inp.u.mi = MOUSEINPUT(x, y, 0, MOUSEEVENTF_MOVE | MOUSEEVENTF_ABSOLUTE, 0, 0)
         self._emit(inp)
 
 
@@ -116,13 +153,14 @@ class Controller:
             if b in self.buttons and not on:
                 self.sink.button(b, False)
                 self.buttons.discard(b)
+        self.keys &= a.keys
         for k in sorted(a.keys):
+            self.keys.add(k)  # tracked before it is sent, so an interrupt still releases it
             self.sink.key(k, True)
-        self.keys = set(a.keys)
         for b, on in (("lclick", a.lclick), ("rclick", a.rclick)):
             if on:
-                self.sink.button(b, True)
                 self.buttons.add(b)
+                self.sink.button(b, True)
         self.half_move(a)
 
     def half_move(self, a: Action) -> None:

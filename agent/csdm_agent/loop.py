@@ -62,14 +62,14 @@ def run(policy: Policy, decoder: Decoder, frames: FrameSource, controller: Contr
     period = 1.0 / fps
     s = RunSummary(fps, policy.provider)
     clock = time.perf_counter
-    t_next = clock()
+    slot = clock()  # start of the current 1/fps slot on a fixed grid
     try:
         while max_frames is None or len(s.step) < max_frames:
             if stop():
                 s.stopped_by = "stop hotkey"
                 break
             if pace:
-                _sleep_until(t_next)
+                _sleep_until(slot)
             t0 = clock()
             frame = frames.grab()
             if frame is None:
@@ -89,18 +89,19 @@ def run(policy: Policy, decoder: Decoder, frames: FrameSource, controller: Contr
             s.act.append(t3 - t2)
             s.step.append(t3 - t0)
             s.actions.append(action)
-            if pace:
-                _sleep_until(t0 + period / 2)  # the seed's split mouse move
+            slot_end = slot + period
+            if pace:  # the seed's split mouse move: second half mid-step, within the slot
+                _sleep_until(min(t0 + period / 2, slot_end))
             controller.half_move(action)
-            t_next += period
-            late = clock() - t_next
-            if pace and late > 0:  # overran its slot: skip whole slots it ate, keep the grid
-                skipped = int(late // period)
+            if pace and t3 > slot_end:
                 s.overruns += 1
+                log.warning("step %d took %.1f ms (budget %.1f ms)", len(s.step),
+                            (t3 - t0) * 1000, period * 1000)  # fmt: skip
+            slot = slot_end
+            if pace and clock() > slot + period:  # whole slots passed with no step: dropped
+                skipped = int((clock() - slot) // period)
                 s.dropped += skipped
-                t_next += skipped * period
-                log.warning("step %d took %.1f ms (budget %.1f ms), %d frame(s) dropped",
-                            len(s.step), (clock() - t0) * 1000, period * 1000, skipped)  # fmt: skip
+                slot += skipped * period
         else:
             s.stopped_by = f"--max-frames {max_frames}"
     except KeyboardInterrupt:

@@ -34,8 +34,8 @@ class RegistrySource:
             rev = urllib.parse.quote(revision or "main", safe="")
             url = f"{endpoint}/{repo}/resolve/{rev}/{self.name}/{rel}"
             req = urllib.request.Request(url)
-            if token := os.environ.get("HF_TOKEN"):
-                req.add_header("Authorization", f"Bearer {token}")
+            if token := os.environ.get("HF_TOKEN"):  # never forwarded to a redirect's host
+                req.add_unredirected_header("Authorization", f"Bearer {token}")
             try:
                 with urllib.request.urlopen(req, timeout=60) as r:
                     return r.read()
@@ -71,6 +71,12 @@ def resolve_version(index: dict, version: int | None, alias: str | None, where: 
     return version
 
 
+def _check_manifest(raw: bytes, want: str, where) -> None:
+    if hashlib.sha256(raw).hexdigest() != want:
+        raise VerificationError(f"{where} does not match the registry index; refusing this "
+                                "version")  # fmt: skip
+
+
 def pull(registry: str, name: str, dest: str | Path, version: int | None = None,
          alias: str | None = None) -> Artifact:  # fmt: skip
     """Fetch `name` vN into `dest/name/vN` and verify it; an existing verified copy is reused."""
@@ -78,17 +84,19 @@ def pull(registry: str, name: str, dest: str | Path, version: int | None = None,
     index = src.index()
     n = resolve_version(index, version, alias, f"{registry}/{name}")
     want = next(v.get("manifest_sha256") for v in index["versions"] if v["version"] == n)
+    if not want:
+        raise VerificationError(f"{registry}: {name} v{n} has no manifest checksum in the index")
     final = Path(dest) / name / f"v{n}"
-    if final.exists():
-        return Artifact.open(final)  # raises if the local copy was altered
+    if final.exists():  # an earlier pull: the same checks as a fresh one
+        _check_manifest((final / MANIFEST).read_bytes() if (final / MANIFEST).exists() else b"",
+                        want, final / MANIFEST)  # fmt: skip
+        return Artifact.open(final)
     tag = f"{name}-v{n}" if str(registry).startswith("hf://") else None
     staging = final.parent / f".pull-{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     try:
         raw = src.read(f"v{n}/{MANIFEST}", tag)
-        if want and hashlib.sha256(raw).hexdigest() != want:
-            raise VerificationError(f"{registry}: {name}/v{n}/{MANIFEST} does not match the "
-                                    "registry index; refusing this version")  # fmt: skip
+        _check_manifest(raw, want, f"{registry}: {name}/v{n}/{MANIFEST}")
         manifest = json.loads(raw)
         (staging / MANIFEST).write_bytes(raw)
         for fname in manifest["files"]:

@@ -77,3 +77,7 @@ def test_train_flow_publishes_metrics_and_registers(
     summary = asyncio.run(latest("train-summary")).data
     assert "Registered **cs v1**" in summary and f"{rows[-1]['loss']:.4f}" in summary
     assert asyncio.run(latest("train-progress")).data == 100.0
+    again = train_flow(str(processed), str(tmp_path / "run"), steps=3,
+                       registry=str(tmp_path / "reg"), name="cs")  # fmt: skip
+    assert "registered" not in again  # no new step: no new version
+    assert [v["version"] for v in LocalRegistry(tmp_path / "reg", "cs").index()["versions"]] == [1]

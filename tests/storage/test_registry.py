@@ -72,3 +72,24 @@ def test_bad_names_and_incomplete_exports(tmp_path: Path) -> None:
         LocalRegistry(tmp_path / "reg", "cs").register(tmp_path)
     with pytest.raises(RegistryError, match="expected hf://owner/repo"):
         open_registry("hf://justone", "cs")
+
+
+def test_a_consistent_rewrite_and_an_interrupted_registration(tmp_path: Path) -> None:
+    reg = LocalRegistry(tmp_path / "reg", "cs")
+    v = Path(reg.register(_export(tmp_path / "e", b"weights")).location)
+    for f in v.iterdir():
+        f.chmod(0o644)
+    # model, descriptor and manifest rewritten to agree with each other: the index disagrees
+    (v / "policy.onnx").write_bytes(b"other weights")
+    d = json.loads((v / "policy.json").read_text())
+    d["files"]["policy.onnx"] = file_entry(v / "policy.onnx")
+    (v / "policy.json").write_text(json.dumps(d))
+    files = {n: file_entry(v / n) for n in ("policy.onnx", "policy.json")}
+    (v / "MANIFEST.json").write_text(json.dumps({"files": files}))
+    with pytest.raises(RegistryError, match=r"MANIFEST\.json: does not match the registry index"):
+        reg.resolve()
+    # a crash between the rename and the index write left v2 unlisted: the next one is v3
+    (tmp_path / "reg" / "cs" / "v2").mkdir()
+    assert reg.register(_export(tmp_path / "e3", b"three")).version == 3
+    assert not list((tmp_path / "reg" / "cs").glob(".staging-*"))
+    assert reg.resolve().version == 3

@@ -41,3 +41,5 @@ def test_a_tampered_download_is_refused(hub: FakeHub, tmp_path: Path) -> None:
     hub.repos["team/policies"][sha]["cs/v1/policy.onnx"] = b"two"  # altered on the server
     with pytest.raises(RegistryError, match="sha256 does not match"):
         reg.download(v, tmp_path / "pulled")
+    assert not (tmp_path / "pulled").exists()  # nothing unverified is left behind
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("tmp")]

@@ -64,6 +64,22 @@ def test_emd_is_the_seeds_measure() -> None:
     fu = np.searchsorted(np.sort(u), xs[:-1], side="right") / 4
     fv = np.searchsorted(np.sort(v), xs[:-1], side="right") / 4
     assert emd_1d(u, v) == pytest.approx(np.sum(np.abs(fu - fv) * np.diff(xs)))
+    # coverage: the base's grid by hand; a compared point outside it is dropped (as hist2d)
+    base = np.array([[0.0, 0.0], [1.0, 1.0], [1.0, 0.0], [0.2, 0.9]])
+    other = np.array([[0.05, 0.05], [0.05, 0.05], [0.9, 0.1], [5.0, 5.0]])
+    want = np.zeros((2, 2)), np.zeros((2, 2))
+    for arr, h in zip((base, other), want, strict=True):
+        for x, y in arr:
+            if 0 <= x <= 1 and 0 <= y <= 1:  # edges [0, .5, 1], last bin closed
+                h[min(int(x // 0.5), 1), min(int(y // 0.5), 1)] += 1
+        h /= h.sum()
+    hb, ho = np.sort(want[0].ravel()), np.sort(want[1].ravel())
+    xs = np.sort(np.r_[hb, ho])
+    cdf_gap = np.abs(np.searchsorted(hb, xs[:-1], side="right")
+                     - np.searchsorted(ho, xs[:-1], side="right")) / 4  # fmt: skip
+    assert coverage_emd(base, other, bins=2) == pytest.approx(np.sum(cdf_gap * np.diff(xs)))
+    # sorted cell shares [.25, .25, .25, .25] against [0, 0, 1/3, 2/3]: mean gap 0.25
+    assert coverage_emd(base, other, bins=2) == pytest.approx(0.25)
     rng = np.random.default_rng(0)
     a = rng.normal(0, 1, (5000, 2))
     b = rng.normal(3, 1, (5000, 2))

@@ -163,3 +163,25 @@ def test_augmentation_is_the_seeds_formula() -> None:
         want = ref.augment(x[i].numpy(), bool(on_b[i]), float(f_b[i]), bool(on_c[i]), float(f_c[i]))
         np.testing.assert_allclose(got[i].numpy(), want, atol=1.0001)
         assert (np.abs(got[i].numpy() - want) > 0).mean() < 0.01  # float32 vs float64 rounding
+
+
+def test_a_kill_never_pulls_in_the_previous_episodes_segment() -> None:
+    t, n = 96, 400
+    weapons = ["weapon_ak47"] * (2 * n)
+    kills = [0] * (2 * n)
+    kills[n + 5] = 1  # in the first segment of the second episode
+    lab = _labels(weapons, kills, [False] * (2 * n))
+    lab.episodes, lab.offsets = ["e1", "e2"], np.array([0, n, 2 * n])
+    start = np.arange(0, n - t - 20, t)
+    ep = np.r_[np.zeros(len(start), int), np.ones(len(start), int)]
+    starts = np.r_[start, start]
+    cfg = SamplerConfig.seed_subselect(keep_prob=0.0)
+    keep = subselect(lab, ep, starts, cfg, np.full(len(starts), 0.5))
+    assert np.flatnonzero(keep).tolist() == [len(start)]  # only e2's first segment
+    kills[n - 2] = 1  # the last frame the seed counts in e1's last segment (its 999)
+    kills[n - 1] = 1  # and one it does not
+    lab = _labels(weapons, kills, [False] * (2 * n))
+    lab.episodes, lab.offsets = ["e1", "e2"], np.array([0, n, 2 * n])
+    keep = subselect(lab, ep, starts, cfg, np.full(len(starts), 0.5))
+    last_e1 = len(start) - 1
+    assert keep[last_e1] and keep[last_e1 - 1] and keep[len(start)]

@@ -63,6 +63,8 @@ def test_resume_continues_exactly(processed: Path, tmp_path: Path) -> None:
     ref = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in rows] == [r["loss"] for r in ref]
     assert all(0 <= r["wasd_acc"] <= 1 and r["value_mse"] >= 0 for r in rows)
+    with pytest.raises(ValueError, match="seed, batch size and ranks were"):
+        train(processed, tmp_path / "b", _cfg(6, batch_size=3), resume=True, quiet=True)
     with pytest.raises(ValueError, match="another model or sampler"):
         train(
             processed,
