@@ -22,7 +22,8 @@ SAMPLER = SamplerConfig(window=8, jitter=4, split=None, keep_only=False)
 
 
 def _cfg(steps: int, **kw) -> TrainConfig:
-    return TrainConfig.preset_config("tiny", steps=steps, sampler=SAMPLER, log_every=1, **kw)
+    return TrainConfig.preset_config("tiny", **{"steps": steps, "sampler": SAMPLER,
+                                                 "log_every": 1, **kw})  # fmt: skip
 
 
 def test_the_loss_goes_down_on_a_fixed_batch(processed: Path) -> None:
@@ -45,13 +46,16 @@ def test_the_loss_goes_down_on_a_fixed_batch(processed: Path) -> None:
 
 
 def test_resume_continues_exactly(processed: Path, tmp_path: Path) -> None:
-    train(processed, tmp_path / "a", _cfg(4), quiet=True)
-    train(processed, tmp_path / "b", _cfg(2), quiet=True)
+    # the test split: 12 windows, 3 batches of 4 per epoch, so the resume crosses an epoch
+    cross = {"batch_size": 4, "sampler": replace(SAMPLER, split="test")}
+    train(processed, tmp_path / "a", _cfg(4, **cross), quiet=True)
+    train(processed, tmp_path / "b", _cfg(2, **cross), quiet=True)
     with pytest.raises(FileExistsError, match="--resume"):
-        train(processed, tmp_path / "b", _cfg(4), quiet=True)
-    train(processed, tmp_path / "b", _cfg(4), resume=True, quiet=True)
+        train(processed, tmp_path / "b", _cfg(4, **cross), quiet=True)
+    train(processed, tmp_path / "b", _cfg(4, **cross), resume=True, quiet=True)
     a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
     assert a["step"] == b["step"] == 4 and a["stream"] == b["stream"]
+    assert a["stream"]["epoch"] == 1 and a["stream"]["cursor"] == 1
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
@@ -64,12 +68,13 @@ def test_resume_continues_exactly(processed: Path, tmp_path: Path) -> None:
     assert [r["loss"] for r in rows] == [r["loss"] for r in ref]
     assert all(0 <= r["wasd_acc"] <= 1 and r["value_mse"] >= 0 for r in rows)
     with pytest.raises(ValueError, match="seed, batch size and ranks were"):
-        train(processed, tmp_path / "b", _cfg(6, batch_size=3), resume=True, quiet=True)
+        train(processed, tmp_path / "b", _cfg(6, **{**cross, "batch_size": 3}), resume=True,
+              quiet=True)  # fmt: skip
     with pytest.raises(ValueError, match="another model or sampler"):
         train(
             processed,
             tmp_path / "b",
-            replace(_cfg(6), sampler=replace(SAMPLER, window=6)),
+            replace(_cfg(6, **cross), sampler=replace(SAMPLER, window=6)),
             resume=True,
             quiet=True,
         )
