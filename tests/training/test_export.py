@@ -91,3 +91,26 @@ def test_a_tampered_export_is_refused(trained: Path, tmp_path: Path) -> None:
 def test_export_without_a_checkpoint_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="train first"):
         export(tmp_path / "nothing", tmp_path / "x")
+
+
+@pytest.mark.slow
+def test_the_paper_network_exports_as_one_file(tmp_path: Path) -> None:
+    from training.actions import DEFAULT
+    from training.model import Policy
+    from training.train import CKPT
+
+    cfg = TrainConfig.preset_config("paper")
+    torch.manual_seed(0)
+    (tmp_path / "run").mkdir()
+    torch.save({"model": Policy(cfg.model).state_dict(), "config": cfg.to_dict(),
+                "action_space": DEFAULT.to_dict(), "step": 0, "metrics": {},
+                "data": {"root": None, "revision": None}}, tmp_path / "run" / CKPT)  # fmt: skip
+    d = export(tmp_path / "run", tmp_path / "x")
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["policy.json", "policy.onnx"]
+    assert d["state"][0]["shape"] == [1, 256, 8, 16] and d["files"]["policy.onnx"]["size"] > 20e6
+    frames = np.random.default_rng(0).integers(0, 256, (3, 150, 280, 3), dtype=np.uint8)
+    model = policy_from_checkpoint(load_checkpoint(tmp_path / "run"))
+    with torch.no_grad():
+        want = probabilities(model(torch.from_numpy(frames)[None])[0][0]).numpy()
+    got = onnx_step_loop(tmp_path / "x", frames)
+    np.testing.assert_allclose(np.concatenate(list(got.values()), -1), want, atol=1e-4, rtol=1e-3)
