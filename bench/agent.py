@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from csdm_agent.artifact import Artifact
 from csdm_agent.capture import Crop, Preprocess, Resizer
 from csdm_agent.control import Controller, RecordingSink
@@ -26,10 +25,8 @@ from csdm_agent.loop import run
 from csdm_agent.policy import Policy
 
 from tasks.render import panorama
-from training.actions import DEFAULT
 from training.export import export
-from training.model import Policy as TorchPolicy
-from training.train import CKPT, TrainConfig
+from training.train import save_untrained
 
 
 def client_frames(n: int) -> np.ndarray:
@@ -67,11 +64,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp_:
         tmp = Path(tmp_)
-        cfg = TrainConfig.preset_config(args.preset)
-        (tmp / "run").mkdir()
-        torch.save({"model": TorchPolicy(cfg.model).state_dict(), "config": cfg.to_dict(),
-                    "action_space": DEFAULT.to_dict(), "step": 0, "metrics": {},
-                    "data": {"root": None, "revision": None}}, tmp / "run" / CKPT)  # fmt: skip
+        save_untrained(tmp / "run", args.preset)
         export(tmp / "run", tmp / "export")
         art = Artifact.open(tmp / "export")
         frames = client_frames(args.frames)

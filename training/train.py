@@ -370,6 +370,18 @@ def _checkpoint(
     )
 
 
+def save_untrained(run: str | Path, preset: str, seed: int = 0) -> Path:
+    """A step-0 checkpoint of a freshly initialised `preset` network (export and latency checks)."""
+    cfg = TrainConfig.preset_config(preset, seed=seed)
+    torch.manual_seed(seed)
+    path = Path(run) / CKPT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_save({"model": Policy(cfg.model, DEFAULT).state_dict(), "config": cfg.to_dict(),
+                  "action_space": DEFAULT.to_dict(), "step": 0, "metrics": {}, "world": 1,
+                  "data": {"root": None, "revision": None}}, path)  # fmt: skip
+    return path
+
+
 def load_checkpoint(run: str | Path) -> dict:
     """A run's latest checkpoint, with a clear error when there is none."""
     path = Path(run) / CKPT

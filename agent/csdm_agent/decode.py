@@ -47,7 +47,6 @@ class Action:
     mouse_x: float
     mouse_y: float
     reset_state: bool = False
-    inaction: int = 0
 
 
 @dataclass
@@ -117,4 +116,4 @@ class Decoder:
         mouse_x = float(np.clip(mouse_x, -o.mouse_x_clip, o.mouse_x_clip))
         return Action(frozenset(k for k in held if k in allowed), lclick and o.clicks,
                       rclick and o.rclick, mouse_x if o.mouse else 0.0,
-                      mouse_y if o.mouse else 0.0, reset, self.inaction)  # fmt: skip
+                      mouse_y if o.mouse else 0.0, reset)  # fmt: skip

@@ -64,6 +64,22 @@ def test_pull_refuses_a_tampered_registry(registered: dict, tmp_path: Path) -> N
                        "--dest", str(tmp_path / "dest")]) == 2  # fmt: skip
 
 
+def _hook_step(policy: Policy, at: int, before=None, after=None) -> None:
+    """Wrap `policy.step`: `before()` runs on call number `at`; `after(out)` on every output."""
+    real, calls = policy.step, []
+
+    def step(frame):
+        calls.append(1)
+        if before and len(calls) == at:
+            before()
+        out = real(frame)
+        if after:
+            after(out)
+        return out
+
+    policy.step = step
+
+
 def _replay(processed: Path, tmp_path: Path, n: int = 40) -> tuple[Path, np.ndarray]:
     ds = open_dataset(processed)
     frames = ds.frames(ds.episodes[3], 0, n)
@@ -97,17 +113,14 @@ def test_keys_are_released_when_the_policy_fails(registered: dict, processed: Pa
     path, _ = _replay(processed, tmp_path, 10)
     art = Artifact.open(registered["export"])
     policy = Policy(art)
-    real, calls = policy.step, []
 
-    def flaky(frame):
-        calls.append(1)
-        if len(calls) == 4:
-            raise RuntimeError("device lost")
-        out = real(frame)
-        out["keys"][:4] = 1.0  # hold w a s d
-        return out
+    def hold_wasd(out: dict) -> None:
+        out["keys"][:4] = 1.0
 
-    policy.step = flaky
+    def fail() -> None:
+        raise RuntimeError("device lost")
+
+    _hook_step(policy, 4, before=fail, after=hold_wasd)
     sink = RecordingSink()
     with pytest.raises(RuntimeError, match="device lost"):
         run(policy, Decoder.from_descriptor(art.descriptor, seed=1), ReplayFrames(path),
@@ -212,15 +225,8 @@ def test_overruns_and_dropped_frames_are_counted(registered: dict, processed: Pa
     path, _ = _replay(processed, tmp_path, 12)
     art = Artifact.open(registered["export"])
     policy = Policy(art)
-    real, calls = policy.step, []
-
-    def slow(frame):
-        calls.append(1)
-        if len(calls) == 4:
-            time.sleep(0.16)  # 2.6 slots: it overruns, the next slot passes with no step
-        return real(frame)
-
-    policy.step = slow
+    # 2.6 slots: step 4 overruns, the next slot passes with no step
+    _hook_step(policy, 4, before=lambda: time.sleep(0.16))
     s = run(policy, Decoder.from_descriptor(art.descriptor, seed=2), ReplayFrames(path),
             Controller(RecordingSink()), fps=16)  # fmt: skip
     assert (s.overruns, s.dropped) == (1, 1)

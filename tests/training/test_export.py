@@ -95,16 +95,9 @@ def test_export_without_a_checkpoint_says_what_to_do(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_the_paper_network_exports_as_one_file(tmp_path: Path) -> None:
-    from training.actions import DEFAULT
-    from training.model import Policy
-    from training.train import CKPT
+    from training.train import save_untrained
 
-    cfg = TrainConfig.preset_config("paper")
-    torch.manual_seed(0)
-    (tmp_path / "run").mkdir()
-    torch.save({"model": Policy(cfg.model).state_dict(), "config": cfg.to_dict(),
-                "action_space": DEFAULT.to_dict(), "step": 0, "metrics": {},
-                "data": {"root": None, "revision": None}}, tmp_path / "run" / CKPT)  # fmt: skip
+    save_untrained(tmp_path / "run", "paper")
     d = export(tmp_path / "run", tmp_path / "x")
     assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["policy.json", "policy.onnx"]
     assert d["state"][0]["shape"] == [1, 256, 8, 16] and d["files"]["policy.onnx"]["size"] > 20e6
