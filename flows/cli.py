@@ -12,9 +12,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from flows.cli_errors import fail
 from storage.catalog import COUNTERS
 from storage.layout import METADATA_RE, RECORDING_RE
 from tasks.labels import LabelsWriter, label_metadata_file
@@ -168,24 +170,37 @@ def process(
         Path, typer.Argument(help="Output folder (frames.zarr, catalog/, manifest.json).")
     ],
     workers: Annotated[
-        int | None, typer.Option(help="Local Dask worker processes (default: cores).")
+        int | None, typer.Option(min=1, help="Local Dask worker processes [default: cores].")
     ] = None,
     scheduler: Annotated[
         str | None, typer.Option(help="Existing Dask scheduler, tcp://host:8786.")
     ] = None,
     split_file: Annotated[Path | None, typer.Option(help="File of test episode names.")] = None,
-    test_fraction: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
-    seed: Annotated[int, typer.Option(help="Seed of the split hash.")] = 0,
+    test_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of episodes in the test split.")
+    ] = 0.0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the split hash.")] = 0,
+    reprocess: Annotated[
+        bool,
+        typer.Option(help="Accept parameters other than OUT's: re-judge, re-split, keep frames."),
+    ] = False,
 ) -> None:
     """Repack a source tree into Zarr frames and a Parquet catalog (resumable)."""
+    from tasks.source import find_any_episode
+
     if split_file is not None and test_fraction:
-        raise typer.BadParameter("give --split-file or --test-fraction, not both")
+        fail("give --split-file or --test-fraction, not both")
     if not src.exists():
-        raise typer.BadParameter(f"{src}: no such source folder")
+        fail(f"{src}: no such source folder")
+    if not find_any_episode(src):
+        from flows.process import EXPECTED
+
+        fail(f"no episodes found in {src} ({EXPECTED})")
     # Quiet per-task logs on the terminal; the Prefect UI keeps them.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     from flows.prefect_api import local_api
+    from storage.diskspace import DiskFullError
 
     with local_api() as api:
         from flows.process import ProcessParams, dask_runner, process_flow
@@ -198,37 +213,43 @@ def process(
         console.print(f"Prefect API: {api}")
         try:
             summary = process_flow.with_options(task_runner=dask_runner(workers, scheduler))(
-                str(src), str(out), params, show_progress=True
+                str(src), str(out), params, show_progress=True, reprocess=reprocess
             )
-        except ValueError as e:
-            console.print(f"[red]{e}[/]")
-            raise typer.Exit(2) from None
+        except DiskFullError as e:
+            fail(str(e), code=3)
+        except (ValueError, FileNotFoundError) as e:
+            fail(str(e))
     table = Table(title=f"processed {src} -> {out}")
-    for col in (
-        "episodes",
-        "stored",
-        "already done",
-        "kept",
-        "rejected",
-        "failed",
-        "raw GB",
-        "stored GB",
-    ):
+    for col in ("episodes", "stored", "redone", "already done", "kept", "rejected", "failed",
+                "raw GB", "stored GB"):  # fmt: skip
         table.add_column(col, justify="right")
     table.add_row(
-        str(summary.episodes), str(summary.stored), str(summary.skipped), str(summary.kept),
-        str(summary.rejected), str(summary.failed), f"{summary.raw_bytes / 1e9:.2f}",
-        f"{summary.stored_bytes / 1e9:.3f}",
+        str(summary.episodes), str(summary.stored - summary.redone), str(summary.redone),
+        str(summary.skipped), str(summary.kept), str(summary.rejected), str(summary.failed),
+        f"{summary.raw_bytes / 1e9:.2f}", f"{summary.stored_bytes / 1e9:.3f}",
     )  # fmt: skip
     report.print(table)
+    _listed("redone (inputs changed)", summary.redone_episodes, "")
+    _listed("metadata file unusable", summary.metadata_failures, "")
+    _listed("failed", summary.failures, f"see reject_reason in {out}/catalog/files.parquet")
     report.print(
         f'try: csdm query {out} "select dataset, split, count(*) from frames group by all"'
     )
     if summary.failed:
         console.print(
-            f"{summary.failed} episode(s) failed; see reject_reason in {out}/catalog/files.parquet"
+            f"{summary.failed} episode(s) failed; fix the source and re-run: stored episodes "
+            "are kept, the failed ones are retried"
         )
         raise typer.Exit(1)
+
+
+def _listed(what: str, lines: tuple[str, ...], more: str) -> None:
+    """The first 20 of `lines`, one each, then a count."""
+    out = console if what == "failed" else report
+    for line in lines[:_SHOW_REJECTED]:
+        out.print(f"  {what}: {escape(line)}", highlight=False, soft_wrap=True)
+    if len(lines) > _SHOW_REJECTED:
+        out.print(f"  ... and {len(lines) - _SHOW_REJECTED} more {what}; {more}".rstrip("; "))
 
 
 @app.command()
@@ -353,44 +374,54 @@ def pipeline(
 
 @app.command()
 def query(
-    out: Annotated[Path, typer.Argument(help="A folder written by `csdm process`.")],
+    out: Annotated[str, typer.Argument(help="A dataset written by `csdm process`.")],
     sql: Annotated[str, typer.Argument(help="SQL over the views `frames` and `files`.")],
     format: Annotated[str, typer.Option(help="table, csv, json or parquet.")] = "table",
-    output: Annotated[Path | None, typer.Option(help="Write the result here.")] = None,
-    limit: Annotated[int, typer.Option(help="Rows shown by the table format.")] = 50,
+    output: Annotated[Path | None, typer.Option(help="Write the result to this file.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Rows shown by the table format.")] = 50,
 ) -> None:
-    """Run DuckDB SQL over a processed dataset's catalog."""
+    """Run read-only DuckDB SQL over a processed dataset's catalog."""
     import duckdb
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
 
-    from storage.dataset import duckdb_views, open_dataset
+    from storage.dataset import DatasetFormatError, connect_catalog, open_dataset
 
-    open_dataset(out)  # checks the format
-    con = duckdb.connect()
-    duckdb_views(con, out)
-    try:
-        rel = con.sql(sql)
-    except duckdb.Error as e:
-        console.print(f"[red]query failed:[/] {e}")
-        raise typer.Exit(2) from None
     if format not in ("table", "csv", "json", "parquet"):
-        raise typer.BadParameter(f"--format must be table, csv, json or parquet, not {format!r}")
+        fail(f"--format must be table, csv, json or parquet, not {format!r}")
+    if not sql.strip():
+        fail('empty SQL: give a query, e.g. "select count(*) from frames"')
+    if format == "parquet" and output is None:
+        fail("--format parquet needs --output FILE")
+    if output is not None and not output.parent.is_dir():
+        fail(f"--output {output}: folder {output.parent} does not exist; create it first")
+    try:
+        open_dataset(out)  # checks the format
+    except DatasetFormatError as e:
+        fail(str(e))
+    con = connect_catalog(out)
+    try:
+        result = con.sql(sql)
+        table = result.to_arrow_table() if result is not None else None
+    except duckdb.Error as e:
+        first = str(e).strip().splitlines()[0]
+        fail(f"query refused or failed: {first} (queries are read-only over `frames` and `files`)")
+    if table is None:
+        fail("the SQL returned no result; write a SELECT over `frames` or `files`")
     if format == "table":
-        result = rel.fetch_arrow_table()
-        t = Table(*result.column_names)
-        for row in result.slice(0, limit).to_pylist():
+        t = Table(*table.column_names)
+        for row in table.slice(0, limit).to_pylist():
             t.add_row(*[str(v) for v in row.values()])
         report.print(t)
-        if result.num_rows > limit:
-            report.print(f"({result.num_rows} rows, {limit} shown; --limit to see more)")
+        if table.num_rows > limit:
+            report.print(f"({table.num_rows} rows, {limit} shown; --limit to see more)")
         return
-    if output is None and format == "parquet":
-        raise typer.BadParameter("--format parquet needs --output FILE")
     if format == "parquet":
-        rel.write_parquet(str(output))
+        pq.write_table(table, output)
     elif format == "csv" and output is not None:
-        rel.write_csv(str(output))
+        pacsv.write_csv(table, output)
     else:
-        df = rel.df()
+        df = table.to_pandas()
         text = (
             df.to_csv(index=False) if format == "csv" else df.to_json(orient="records", lines=True)
         )
@@ -399,6 +430,45 @@ def query(
             return
         output.write_text(text)
     console.print(f"wrote {output}")
+
+
+@app.command()
+def verify(
+    out: Annotated[str, typer.Argument(help="A dataset written by `csdm process`.")],
+    episodes: Annotated[
+        list[str] | None, typer.Option("--episodes", help="Check only these (repeat).")
+    ] = None,
+    repair: Annotated[
+        bool, typer.Option(help="Uncommit the bad episodes so `csdm process` stores them anew.")
+    ] = False,
+) -> None:
+    """Re-read every stored chunk, check its crc32c and decode it; list the bad episodes."""
+    from storage.dataset import DatasetFormatError
+    from tasks.verify import uncommit, verify_dataset
+
+    try:
+        with _progress() as bar:
+            task = bar.add_task("verify", total=len(episodes) if episodes else None, item="")
+
+            def tick(check) -> None:
+                bar.update(task, advance=1, item=check.episode)
+
+            checks = verify_dataset(out, episodes, progress=tick)
+    except DatasetFormatError as e:
+        fail(str(e))
+    bad = [c for c in checks if not c.ok]
+    for c in bad:
+        for problem in c.problems:
+            report.print(f"bad {c.episode}: {escape(problem)}", highlight=False, soft_wrap=True)
+    frames = sum(c.frames for c in checks)
+    report.print(f"{len(checks)} episode(s), {frames} frames checked: {len(bad)} bad")
+    if bad and repair:
+        uncommit(out, bad)
+        console.print(f"uncommitted {len(bad)} episode(s); now run `csdm process SRC {out}`")
+    elif bad:
+        console.print(f"to store them again: `csdm verify {out} --repair`, then `csdm process`")
+    if bad:
+        raise typer.Exit(1)
 
 
 from flows import cli_report, cli_train  # noqa: E402  (their commands join this app)

@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from flows.cli_errors import fail
+
 console = Console(stderr=True)
 report_console = Console()
 COMPARE_HELP = "Other processed datasets (or agent trackings) to compare with."
@@ -29,8 +31,7 @@ def report(
         try:
             made = write_report([out, *(compare or [])], to)
         except (DatasetFormatError, FileNotFoundError) as e:
-            console.print(f"[red]{e}[/]")
-            raise typer.Exit(2) from None
+            fail(str(e))
     for r in made["reports"]:
         s = r.summary
         report_console.print(
@@ -57,6 +58,5 @@ def view(
     try:
         path = write_view(out, episode, to, start, count)
     except (DatasetFormatError, KeyError, ValueError) as e:
-        console.print(f"[red]{e}[/]")
-        raise typer.Exit(2) from None
+        fail(str(e))
     report_console.print(f"wrote {path}")

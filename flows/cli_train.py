@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from flows.cli_errors import fail
+
 console = Console(stderr=True)
 report = Console()
 
@@ -108,8 +110,7 @@ def train(
         try:
             result = run_training(data, run, cfg, resume=resume, on_log=on_log)
         except (FileExistsError, FileNotFoundError, ValueError) as e:
-            console.print(f"[red]{e}[/]")
-            raise typer.Exit(2) from None
+            fail(str(e))
     if rank0:
         report.print(
             f"trained {result.step} steps into {run} "
@@ -128,9 +129,8 @@ def export(
 
     try:
         d = run_export(run, out)
-    except FileNotFoundError as e:
-        console.print(f"[red]{e}[/]")
-        raise typer.Exit(2) from None
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
     f = d["files"][d["model"]]
     report.print(
         f"exported step {d['training']['step']} of {run} to {out}/{d['model']} "
@@ -151,8 +151,7 @@ def register(
     try:
         v = open_registry(registry, name).register(export_dir, alias=alias)
     except RegistryError as e:
-        console.print(f"[red]{e}[/]")
-        raise typer.Exit(2) from None
+        fail(str(e))
     report.print(
         f"registered {name} v{v.version} at {v.location}" + (f" (alias {alias})" if alias else "")
     )

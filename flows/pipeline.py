@@ -11,7 +11,6 @@ import json
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 
 from prefect import flow, get_run_logger
@@ -29,6 +28,7 @@ from flows.process import (
     submit_repacks,
 )
 from flows.report_artifacts import publish_report
+from storage.framestore import sweep_leftovers
 from storage.layout import METADATA_RE, OutLayout
 from tasks.catalog_writer import check_parameters, problem_record, write_catalog
 from tasks.hub import (
@@ -85,11 +85,12 @@ def pipeline_flow(
     params = params or ProcessParams()
     if source:
         runner = dask_runner(workers, scheduler)
-        return asdict(process_flow.with_options(task_runner=runner)(source, out, params,
-                                                                    show_progress))  # fmt: skip
+        summary = process_flow.with_options(task_runner=runner)(source, out, params, show_progress)
+        return {**summary.counts(), "failures": list(summary.failures)}
     t0 = time.monotonic()
     layout, dest_path = OutLayout(Path(out)), Path(dest)
     check_parameters(layout, params.recorded())
+    sweep_leftovers(layout)
     splits, thresholds = params.splits(), params.thresholds()
     patterns = patterns_for(include or [], subsets or ([] if include else list(SUBSETS)))
     plan = plan_task(repo, revision, patterns, exclude or [], endpoint)
@@ -139,7 +140,7 @@ def pipeline_flow(
         def start_processing(f: HubFile) -> None:
             ensure_meta()
             listing = list_source(local_path(dest_path, f.path))
-            futures = submit_repacks(listing.episodes, out, meta, splits, runner=dask)
+            futures = submit_repacks(listing.episodes, out, meta, params, runner=dask)
             processing.append((f, futures, listing.problems))
 
         def finish_oldest() -> None:
@@ -188,9 +189,9 @@ def pipeline_flow(
                             revision=plan.commit)  # fmt: skip
     _report(records, summary)
     publish_report(out)
-    result = {**asdict(summary), "commit": plan.commit, "containers": len(containers),
+    result = {**summary.counts(), "commit": plan.commit, "containers": len(containers),
               "downloaded_bytes": fetched, "peak_source_bytes": peak,
               "seconds": round(time.monotonic() - t0, 2)}  # fmt: skip
     create_table_artifact(key="pipeline-summary", table=[result])
     logger.info("pipeline summary: %s", result)
-    return result
+    return {**result, "failures": list(summary.failures)}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import asdict
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -18,9 +18,11 @@ from prefect_dask import DaskTaskRunner
 from pydantic import BaseModel, Field
 
 from flows.report_artifacts import publish_report
+from storage.diskspace import DiskFullError, check_free
+from storage.framestore import sweep_leftovers
 from storage.layout import OutLayout, metadata_dataset
 from tasks.catalog_writer import RunSummary, check_parameters, problem_record, write_catalog
-from tasks.metadata_cache import MetaRecord, prepare_metadata
+from tasks.metadata_cache import MetadataFailure, MetaRecord, prepare_metadata_or_failure
 from tasks.quality import QualityThresholds
 from tasks.repack import EpisodeRecord, repack_episode
 from tasks.source import SourceEpisode, SourceListing, list_source
@@ -30,16 +32,40 @@ from tasks.splits import SplitSpec, read_split_file
 class ProcessParams(BaseModel):
     """Parameters that shape the output; a resumed run must use the same ones."""
 
-    test_fraction: float = Field(0.0, ge=0.0, le=1.0, description="share of episodes in test")
-    seed: int = Field(0, description="seed of the split hash")
-    split_file: str | None = Field(None, description="file of test episode names")
-    dead_skipped: int = Field(200, ge=0)
-    ram_gsi_disagree_hp: int = Field(20, ge=0)
-    ram_gsi_disagree_ammo: int = Field(20, ge=0)
-    obs_count: int = Field(0, ge=0)
-    mouse_static: int = Field(650, ge=0)
-    vel_static: int = Field(350, ge=0)
-    per_frames: int = Field(1000, ge=0, description="thresholds per this many frames; 0: absolute")
+    test_fraction: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of episodes put in the test split (0 to 1)."
+    )
+    seed: int = Field(0, ge=0, description="Seed of the hash that assigns episodes to splits.")
+    split_file: str | None = Field(
+        None,
+        description="File naming the test episodes, one per line (e.g. DIAMOND's "
+        "diamond_test_split.txt); overrides the test fraction.",
+    )
+    dead_skipped: int = Field(
+        200, ge=0, description="Reject an episode with more dead frames than this."
+    )
+    ram_gsi_disagree_hp: int = Field(
+        20, ge=0, description="Reject above this many frames where RAM and GSI health disagree."
+    )
+    ram_gsi_disagree_ammo: int = Field(
+        20, ge=0, description="Reject above this many frames where RAM and GSI ammo disagree."
+    )
+    obs_count: int = Field(
+        0, ge=0, description="Reject above this many frames spectating another player."
+    )
+    mouse_static: int = Field(
+        650, ge=0, description="Reject above this many frames without mouse movement."
+    )
+    vel_static: int = Field(
+        350, ge=0, description="Reject above this many frames without player movement."
+    )
+    per_frames: int = Field(
+        1000,
+        ge=0,
+        le=100_000,
+        description="The limits above are per this many frames (the seed's 1000-frame files); "
+        "0 makes them absolute counts.",
+    )
 
     def thresholds(self) -> QualityThresholds:
         """The quality limits."""
@@ -58,6 +84,10 @@ class ProcessParams(BaseModel):
         if self.split_file:
             return read_split_file(self.split_file)
         return SplitSpec(test_fraction=self.test_fraction, seed=self.seed)
+
+    def quality(self) -> dict:
+        """The parameters that decide an episode's verdict (recorded with each episode)."""
+        return self.model_dump(exclude={"test_fraction", "seed", "split_file"})
 
     def recorded(self) -> dict:
         """What the manifest records and a resumed run must match."""
@@ -93,15 +123,22 @@ def list_source_task(src: str) -> SourceListing:
 
 
 @task(name="prepare-metadata", retries=1, retry_delay_seconds=2)
-def prepare_metadata_task(path: Path, out: str, thresholds: QualityThresholds) -> list[MetaRecord]:
+def prepare_metadata_task(
+    path: Path, out: str, thresholds: QualityThresholds
+) -> list[MetaRecord] | MetadataFailure:
     """Infer actions for one metadata file and cache them per episode."""
-    return prepare_metadata(path, OutLayout(Path(out)), thresholds)
+    return prepare_metadata_or_failure(path, OutLayout(Path(out)), thresholds)
 
 
 @task(name="repack-episode", retries=1, retry_delay_seconds=2)  # idempotent: resumes
-def repack_task(src: SourceEpisode, out: str, meta: MetaRecord | None, split: str) -> EpisodeRecord:
-    """Store one episode's frames and catalog rows."""
-    return repack_episode(src, out, meta, split)
+def repack_task(
+    src: SourceEpisode, out: str, meta: MetaRecord | None, split: str, quality: dict
+) -> EpisodeRecord:
+    """Store one episode's frames and catalog rows; a full disk is returned, not raised."""
+    try:
+        return repack_episode(src, out, meta, split, quality)
+    except DiskFullError as e:  # a value, so the run stops with one line, not a traceback
+        return e
 
 
 def _covers(path: Path, ep: SourceEpisode) -> bool:
@@ -132,7 +169,7 @@ def _report(records: list[EpisodeRecord], summary: RunSummary) -> None:
         ],
         description=f"{summary.failed} failed, {summary.rejected} rejected of {summary.episodes}",
     )
-    create_table_artifact(key="process-summary", table=[asdict(summary)])
+    create_table_artifact(key="process-summary", table=[summary.counts()])
 
 
 def _submit(runner: TaskRunner | None, task_, **params):
@@ -146,21 +183,33 @@ def prepare_all_metadata(
     thresholds: QualityThresholds,
     episodes: list[SourceEpisode],
     runner: TaskRunner | None = None,
+    failures: list[MetadataFailure] | None = None,
 ) -> dict[str, MetaRecord]:
-    """Infer actions for metadata files in parallel; a file that fails marks its episodes."""
+    """Infer actions for metadata files in parallel; a file that fails marks its episodes.
+
+    Files that could not be used are appended to `failures`.
+    """
     meta: dict[str, MetaRecord] = {}
     futures = {
         _submit(runner, prepare_metadata_task, path=p, out=out, thresholds=thresholds): p
         for p in paths
     }
     for fut in as_completed(list(futures)):
+        path = futures[fut]
         try:
-            meta.update({r.episode: r for r in fut.result()})
-        except Exception as e:  # a whole metadata file is unusable: say so per episode
-            path = futures[fut]
-            why = f"metadata file unusable: {e}"
+            result = fut.result()
+        except Exception as e:  # crashed on a worker
+            result = MetadataFailure(str(path), f"{type(e).__name__}: {e}")
+        if isinstance(result, MetadataFailure):  # unusable as a whole: say so per episode
+            if result.disk_full:
+                raise DiskFullError(out)
+            if failures is not None:
+                failures.append(result)
+            why = f"metadata file unusable: {result.reason}"
             for ep in filter(lambda ep: _covers(path, ep), episodes):
                 meta[ep.episode.name] = MetaRecord(ep.episode.name, str(path), reject_reason=why)
+        else:
+            meta.update({r.episode: r for r in result})
     return meta
 
 
@@ -168,13 +217,14 @@ def submit_repacks(
     episodes: list[SourceEpisode],
     out: str,
     meta: dict[str, MetaRecord],
-    splits: SplitSpec,
+    params: ProcessParams,
     runner: TaskRunner | None = None,
 ) -> dict:
     """One repack task per episode (on `runner`, default the flow's); futures -> episode."""
+    splits, quality = params.splits(), params.quality()
     return {
         _submit(runner, repack_task, src=e, out=out, meta=meta.get(e.episode.name),
-                split=splits.split_of(e.episode.name)): e
+                split=splits.split_of(e.episode.name), quality=quality): e
         for e in episodes
     }  # fmt: skip
 
@@ -184,36 +234,78 @@ def collect_records(futures: dict, splits: SplitSpec, tick=None) -> list[Episode
     records = []
     for fut in as_completed(list(futures)):
         try:
-            records.append(fut.result())
+            record = fut.result()
         except Exception as e:  # a crash in one episode never stops the others
             src_ep = futures[fut]
             why = f"crashed: {type(e).__name__}: {e}"
-            records.append(EpisodeRecord.failed(src_ep, splits.split_of(src_ep.episode.name), why))
+            record = EpisodeRecord.failed(src_ep, splits.split_of(src_ep.episode.name), why)
+        if isinstance(record, DiskFullError):  # every other episode would fail alike: stop
+            for other in futures:
+                other.cancel()
+            raise record
+        records.append(record)
         if tick:
             tick()
     return records
 
 
+class NoEpisodesError(ValueError):
+    """A source with nothing csdm can process."""
+
+
+EXPECTED = (
+    "expected hdf5_{stub}{n}.hdf5 episodes, loose or in .tar/.zip archives, and "
+    "dataset_metadata/currvarsv2_*.npy, as on the Hub"
+)
+
+
+def estimate_bytes(layout: OutLayout, episodes: list[SourceEpisode]) -> int:
+    """Bytes the episodes will take once stored: their source size times the ratio seen so far.
+
+    Before anything is stored, 0.8 is assumed: real frames compress at least 1.3x.
+    """
+    raw = sum(max(e.ref.size, 0) for e in episodes)
+    done = [json.loads(p.read_text()) for p in list(layout.records.glob("*.json"))[:200]]
+    ratio = sum(r["stored_bytes"] or 0 for r in done) / max(sum(r["size"] or 0 for r in done), 1)
+    return int(raw * (ratio if done and ratio > 0 else 0.8))
+
+
 @flow(name="process", log_prints=True, task_runner=dask_runner())
 def process_flow(
-    src: str, out: str, params: ProcessParams | None = None, show_progress: bool = False
+    src: str,
+    out: str,
+    params: ProcessParams = ProcessParams(),  # noqa: B008  (pydantic models are immutable here)
+    show_progress: bool = False,
+    reprocess: bool = False,
 ) -> RunSummary:
-    """Repack every episode of `src` into `out`; resumable, one Dask task per episode."""
+    """Repack every episode of `src` into `out`; resumable, one Dask task per episode.
+
+    `reprocess` accepts parameters other than OUT's: episodes are re-judged, frames kept.
+    """
     logger = get_run_logger()
     params = params or ProcessParams()
     layout = OutLayout(Path(out))
-    check_parameters(layout, params.recorded())
+    if not reprocess:
+        check_parameters(layout, params.recorded())
     splits, thresholds = params.splits(), params.thresholds()
     listing = list_source_task(src)
+    if not listing.episodes and not listing.problems:
+        raise NoEpisodesError(f"no episodes found in {src} ({EXPECTED})")
+    swept = sweep_leftovers(layout)
+    if swept:
+        logger.warning("removed %d leftovers of an interrupted run under %s", swept, out)
     pending = [e for e in listing.episodes if not layout.episode_record(e.episode.name).exists()]
+    check_free(out, estimate_bytes(layout, pending))
     logger.info(
-        "%d episodes (%d to do), %d metadata files, %d problems",
+        "%d episodes (%d new), %d metadata files, %d problems",
         len(listing.episodes), len(pending), len(listing.metadata), len(listing.problems),
     )  # fmt: skip
+    meta_failures: list[MetadataFailure] = []
     meta = prepare_all_metadata(
-        _needed_metadata(listing, pending), out, thresholds, listing.episodes
-    )
-    futures = submit_repacks(listing.episodes, out, meta, splits)
+        _needed_metadata(listing, listing.episodes), out, thresholds, listing.episodes,
+        failures=meta_failures,
+    )  # fmt: skip
+    futures = submit_repacks(listing.episodes, out, meta, params)
     progress_id = create_progress_artifact(progress=0.0, key="process-progress")
     bar = _cli_progress(len(futures)) if show_progress else None
     done = 0
@@ -226,14 +318,18 @@ def process_flow(
         if done % max(1, len(futures) // 20) == 0 or done == len(futures):
             update_progress_artifact(progress_id, progress=100.0 * done / len(futures))
 
-    records = collect_records(futures, splits, tick)
-    if bar:
-        bar.stop()
+    try:
+        records = collect_records(futures, splits, tick)
+    finally:
+        if bar:
+            bar.stop()
     records += [problem_record(p) for p in listing.problems]
-    summary = write_catalog(layout, records, str(src), params.recorded())
+    summary = write_catalog(
+        layout, records, str(src), params.recorded(), meta_failures=meta_failures
+    )
     _report(records, summary)
     publish_report(out)
-    logger.info("summary: %s", asdict(summary))
+    logger.info("summary: %s", summary.counts())
     return summary
 
 

@@ -41,6 +41,13 @@ class MemberRef:
         """Base name of the file or member."""
         return PurePosixPath(self.member).name if self.member else Path(self.container).name
 
+    def fingerprint(self) -> dict:
+        """Where the bytes are and the container's size and mtime: changes when they may have."""
+        st = Path(self.container).stat()
+        return {"container": self.container, "member": self.member, "offset": self.offset,
+                "size": self.size, "container_size": st.st_size,
+                "container_mtime_ns": st.st_mtime_ns}  # fmt: skip
+
     def open(self) -> io.BufferedReader | io.BytesIO:
         """Open for reading as a seekable binary file."""
         if self.member is None:

@@ -12,6 +12,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import zarr
 
+from storage.catalog import FRAMES_SCHEMA
 from storage.framestore import open_frames
 from storage.layout import FORMAT_VERSION, OutLayout
 
@@ -65,8 +66,51 @@ class Dataset:
         return self._array(episode).shape[0]
 
     def frames(self, episode: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """uint8 frames `[start, stop)`, (n, 150, 280, 3) BGR; decodes only the chunks touched."""
-        return self._array(episode)[start:stop]
+        """uint8 frames `[start, stop)`, (n, 150, 280, 3) BGR; decodes only the chunks touched.
+
+        A chunk whose checksum or compression fails raises `CorruptFramesError`.
+        """
+        arr = self._array(episode)
+        try:
+            return arr[start:stop]
+        except Exception as e:  # zarr surfaces crc32c and codec failures as assorted errors
+            lo, hi, why = _first_bad_chunk(arr, *slice(start, stop).indices(arr.shape[0])[:2], e)
+            raise CorruptFramesError(
+                f"{self.layout.root}: episode {episode}, frames {lo}-{hi - 1}: corrupt chunk "
+                f"({why}); `csdm verify {self.layout.root}` lists every bad episode"
+            ) from None
+
+
+class CorruptFramesError(ValueError):
+    """Stored frames whose bytes fail their checksum or do not decode."""
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}"[:200] if text else type(e).__name__
+
+
+def _first_bad_chunk(arr: zarr.Array, start: int, stop: int, err: BaseException):
+    """`(lo, hi, reason)` of the first chunk in `[start, stop)` that fails to decode."""
+    step = arr.chunks[0]
+    for lo in range(start // step * step, max(stop, start + 1), step):
+        hi = min(lo + step, arr.shape[0])
+        try:
+            arr[lo:hi]
+        except Exception as e:
+            return lo, hi, _reason(e)
+    return start, stop, _reason(err)
+
+
+def chunk_problems(arr: zarr.Array) -> list[tuple[int, int, str]]:
+    """Every frame chunk that fails its checksum or decode, as `(first, stop, reason)`."""
+    step, n, bad = arr.chunks[0], arr.shape[0], []
+    for lo in range(0, n, step):
+        try:
+            arr[lo : min(lo + step, n)]
+        except Exception as e:
+            bad.append((lo, min(lo + step, n), _reason(e)))
+    return bad
 
 
 def open_dataset(root: str | Path) -> Dataset:
@@ -74,13 +118,30 @@ def open_dataset(root: str | Path) -> Dataset:
     return Dataset(root)
 
 
-def duckdb_views(con, root: str | Path) -> None:
-    """Create views `frames` and `files` over a processed dataset's catalog."""
+def connect_catalog(root: str | Path):
+    """A DuckDB connection that sees the catalog as views `frames` and `files`, and nothing else.
+
+    The views are Arrow datasets registered by csdm; DuckDB itself may touch no file, network
+    or extension, and its configuration is locked, so SQL from a user cannot write or read
+    anything outside the catalog.
+    """
+    import duckdb
+
     layout = OutLayout(Path(root))
-    frames_glob = str(layout.frames_catalog / "*" / "*.parquet").replace("'", "''")
-    files = str(layout.files_parquet).replace("'", "''")
-    con.execute(
-        f"CREATE OR REPLACE VIEW frames AS SELECT * FROM read_parquet('{frames_glob}', "
-        "hive_partitioning = true, union_by_name = true)"
+    con = duckdb.connect(
+        config={
+            "enable_external_access": False,
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+        }
     )
-    con.execute(f"CREATE OR REPLACE VIEW files AS SELECT * FROM read_parquet('{files}')")
+    if layout.frames_catalog.exists():
+        frames = pads.dataset(layout.frames_catalog, format="parquet", partitioning="hive")
+    else:  # nothing stored yet: the views still exist, empty
+        frames = FRAMES_SCHEMA.append(pa.field("dataset", pa.string())).empty_table()
+    con.register("_csdm_frames", frames)
+    con.register("_csdm_files", pads.dataset(layout.files_parquet, format="parquet"))
+    con.execute("CREATE VIEW frames AS SELECT * FROM _csdm_frames")
+    con.execute("CREATE VIEW files AS SELECT * FROM _csdm_files")
+    con.execute("SET lock_configuration = true")
+    return con

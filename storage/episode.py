@@ -78,6 +78,8 @@ def _read_part(
         dsid = h5py.h5d.open(h5.id, name.encode())
         if dsid.shape != shape:
             raise EpisodeFormatError(f"{label}: {name} has shape {dsid.shape}, want {shape}")
+        if part == "x" and dsid.dtype != want:
+            raise EpisodeFormatError(_not_uint8(h5, label, name, dsid.dtype))
         direct = (
             dsid.get_create_plist().get_layout() == h5py.h5d.CONTIGUOUS
             and dsid.dtype == want
@@ -105,6 +107,16 @@ def _read_part(
         if fobj.readinto(memoryview(out[j]).cast("B")) != nbytes:
             raise EpisodeFormatError(f"{label}: {frame_key(start + j, part)} is truncated")
     return out
+
+
+def _not_uint8(h5: h5py.File, label: str, name: str, dtype: np.dtype) -> str:
+    """Why frames of another dtype are refused: casting would silently change the image."""
+    values = h5[name][()]
+    span = f"values in [{values.min():g}, {values.max():g}]" if values.size else "no values"
+    return (
+        f"{label}: {name} is {dtype} ({span}); frames must be uint8 BGR 0-255 as captured, "
+        "and csdm never casts them (a [0, 1] float frame would store as black)"
+    )
 
 
 Source = MemberRef | str | Path | tuple[str, bytes]  # (label, bytes): a member already in memory

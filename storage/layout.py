@@ -74,7 +74,7 @@ def frame_key(i: int, part: str) -> str:
 
 
 # --- the output layout (DESIGN.md "Output layout") -------------------------------------------
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: crc32c on every chunk, inputs in completion records
 
 
 @dataclass(frozen=True)

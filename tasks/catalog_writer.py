@@ -28,11 +28,24 @@ class RunSummary:
     episodes: int
     stored: int
     skipped: int
+    redone: int
     kept: int
     rejected: int
     failed: int
     raw_bytes: int
     stored_bytes: int
+    metadata_failed: int = 0
+    failures: tuple[str, ...] = ()  # "episode or member: reason", every failed one
+    metadata_failures: tuple[str, ...] = ()  # "file: reason"
+    redone_episodes: tuple[str, ...] = ()  # "episode (what changed)"
+
+    def counts(self) -> dict[str, int]:
+        """The numbers alone (for tables)."""
+        return {k: v for k, v in asdict(self).items() if isinstance(v, int)}
+
+
+class ParametersChangedError(ValueError):
+    """OUT was built with other parameters than this run's."""
 
 
 def check_parameters(layout: OutLayout, parameters: dict) -> None:
@@ -40,12 +53,15 @@ def check_parameters(layout: OutLayout, parameters: dict) -> None:
     if not layout.manifest.exists():
         return
     old = json.loads(layout.manifest.read_text()).get("parameters", {})
-    diff = {k for k in set(old) | set(parameters) if old.get(k) != parameters.get(k)}
+    diff = sorted(k for k in set(old) | set(parameters) if old.get(k) != parameters.get(k))
     if diff:
-        raise ValueError(
-            f"{layout.root} was built with other parameters ({', '.join(sorted(diff))}: "
-            f"{ {k: old.get(k) for k in sorted(diff)} }); use a new OUT folder, or the same "
-            "parameters to resume"
+        changes = ", ".join(
+            f"{k}: built with {old.get(k)!r}, this run {parameters.get(k)!r}" for k in diff
+        )
+        raise ParametersChangedError(
+            f"{layout.root} was built with other parameters ({changes}). Use a new OUT, the "
+            "same parameters to resume, or --reprocess to re-judge and re-split every episode "
+            "with the new ones (stored frames are kept)"
         )
 
 
@@ -79,6 +95,7 @@ def write_catalog(
     source: str,
     parameters: dict,
     revision: str | None = None,
+    meta_failures: list | None = None,
 ) -> RunSummary:
     """Write `files.parquet` and `manifest.json` over every run so far, and summarise this one.
 
@@ -87,8 +104,7 @@ def write_catalog(
     """
     for r in records:
         if r.status == "failed":
-            fields = {k: v for k, v in asdict(r).items() if k != "skipped"}
-            write_json_atomic(fields, layout.failure_record(_failure_key(r)))
+            write_json_atomic(r.stored(), layout.failure_record(_failure_key(r)))
         elif r.episode:
             layout.failure_record(r.episode).unlink(missing_ok=True)
     stored_all = _read_records(layout.records)
@@ -113,9 +129,18 @@ def write_catalog(
         episodes=len(records),
         stored=len(stored),
         skipped=sum(r.skipped for r in records),
+        redone=sum(r.redone is not None for r in records),
         kept=sum(r.keep for r in stored),
         rejected=sum(not r.keep for r in stored),
         failed=sum(r.status == "failed" for r in records),
         raw_bytes=sum(int(r.n_frames or 0) * FRAME_BYTES for r in stored),
         stored_bytes=sum(int(r.stored_bytes or 0) for r in stored),
+        metadata_failed=len(meta_failures or []),
+        failures=tuple(
+            f"{r.episode or r.member or r.container}: {r.reject_reason}"
+            for r in records
+            if r.status == "failed"
+        ),
+        metadata_failures=tuple(f.reason for f in meta_failures or []),
+        redone_episodes=tuple(f"{r.episode} ({r.redone})" for r in records if r.redone),
     )

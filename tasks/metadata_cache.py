@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage.catalog import COUNTERS, METADATA_SCHEMA, STATE_COLUMNS
+from storage.diskspace import is_disk_full
 from storage.layout import OutLayout
 from storage.metadata import load_metadata
 from tasks.infer import infer_actions
@@ -29,6 +32,7 @@ class MetaRecord:
     keep: bool = False
     reject_reason: str | None = None
     path: str | None = None  # None: the metadata of this episode is unusable (see reason)
+    sha256: str | None = None  # of the metadata file: a changed file redoes its episodes
 
 
 def _stamp(meta_path: Path, layout: OutLayout, thresholds: QualityThresholds) -> tuple[Path, dict]:
@@ -38,20 +42,62 @@ def _stamp(meta_path: Path, layout: OutLayout, thresholds: QualityThresholds) ->
     return layout.metadata_cache / f"_{meta_path.name}.json", key
 
 
+@dataclass(frozen=True)
+class MetadataFailure:
+    """A metadata file that could not be used as a whole, and why (one line)."""
+
+    path: str
+    reason: str
+    disk_full: bool = False
+
+
+def prepare_metadata_or_failure(
+    meta_path: str | Path, layout: OutLayout, thresholds: QualityThresholds
+) -> list[MetaRecord] | MetadataFailure:
+    """`prepare_metadata`, with an unusable file returned as a value, not raised.
+
+    A refused or malformed file is an expected outcome: the run reports it in one line.
+    """
+    try:
+        return prepare_metadata(meta_path, layout, thresholds)
+    except (ValueError, TypeError, pickle.UnpicklingError, OSError) as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if not text.startswith(str(meta_path)):
+            text = f"{meta_path}: {text}"
+        return MetadataFailure(str(meta_path), text, disk_full=is_disk_full(e))
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, read in 8 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 23):
+            h.update(block)
+    return h.hexdigest()
+
+
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     """Write Parquet under a temporary name, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:  # a full disk must not leave a partial file behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json_atomic(obj: object, path: Path) -> None:
     """Write JSON under a temporary name, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def prepare_metadata(
@@ -69,6 +115,7 @@ def prepare_metadata(
             r["path"] is None or Path(r["path"]).exists() for r in cached["records"]
         ):
             return [MetaRecord(**r) for r in cached["records"]]
+    digest = file_sha256(meta_path)
     batch = load_metadata(meta_path)
     acts = infer_actions(batch.state, batch.lengths)
     keep, reasons = thresholds.judge(acts.counters, batch.lengths)
@@ -91,9 +138,11 @@ def prepare_metadata(
                 keep=bool(keep[i]),
                 reject_reason=reasons[i],
                 path=str(path),
+                sha256=digest,
             )
         )
     for ep, why in batch.failures:
-        records.append(MetaRecord(ep.name, str(meta_path), reject_reason=f"metadata error: {why}"))
+        records.append(MetaRecord(ep.name, str(meta_path), reject_reason=f"metadata error: {why}",
+                                  sha256=digest))  # fmt: skip
     write_json_atomic({"key": key, "records": [asdict(r) for r in records]}, stamp_path)
     return records

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +14,9 @@ import pyarrow.parquet as pq
 from storage.action_space import MOUSE_X_BINS, MOUSE_Y_BINS
 from storage.catalog import COUNTERS, FRAMES_SCHEMA, KEY_COLUMNS, METADATA_SCHEMA, decode_y
 from storage.containers import MemberRef
+from storage.diskspace import DiskFullError, is_disk_full
 from storage.episode import EpisodeFormatError, read_episode
-from storage.framestore import episode_exists, stored_bytes, write_frames
+from storage.framestore import episode_exists, frames_sha256, stored_bytes, write_frames
 from storage.layout import OutLayout
 from tasks.labels import key_matrix
 from tasks.metadata_cache import MetaRecord, write_json_atomic, write_parquet_atomic
@@ -45,7 +46,13 @@ class EpisodeRecord:
     agree_keys: float | None = None
     agree_clicks: float | None = None
     agree_mouse: float | None = None
-    skipped: bool = False  # already complete before this run
+    inputs: dict | None = None  # what it was built from (see `episode_inputs`)
+    skipped: bool = False  # already complete before this run, from the same inputs
+    redone: str | None = None  # rebuilt in this run because these inputs changed
+
+    def stored(self) -> dict:
+        """The JSON form kept in `_episodes/` and `_failed/`."""
+        return {k: v for k, v in asdict(self).items() if k not in ("skipped", "redone")}
 
     @classmethod
     def of(cls, src: SourceEpisode, split: str | None, **fields) -> EpisodeRecord:
@@ -63,7 +70,8 @@ class EpisodeRecord:
         """The `files.parquet` row."""
         d = asdict(self)
         counters = d.pop("counters") or {}
-        d.pop("skipped")
+        for k in ("skipped", "redone", "inputs"):
+            d.pop(k)
         return {**d, **{c: counters.get(c) for c in COUNTERS}}
 
 
@@ -104,26 +112,103 @@ def _agreement(shipped: dict[str, np.ndarray], meta: pa.Table) -> dict[str, floa
     }
 
 
+def episode_inputs(src: SourceEpisode, meta: MetaRecord | None, split: str,
+                   quality: dict) -> dict:  # fmt: skip
+    """What an episode's stored form is built from; a rerun redoes it when this changes."""
+    return {
+        "member": src.ref.fingerprint(),
+        "metadata_file": meta.metadata_file if meta else None,
+        "metadata_sha256": meta.sha256 if meta else None,
+        "parameters": {**quality, "split": split},
+    }
+
+
+def changed_inputs(old: dict | None, new: dict) -> list[str]:
+    """Which inputs differ, in words: `member`, `metadata`, `parameters`."""
+    if not old:
+        return ["inputs not recorded"]
+    what = []
+    if old.get("member") != new["member"]:
+        what.append("member")
+    if (old.get("metadata_file"), old.get("metadata_sha256")) != (
+        new["metadata_file"], new["metadata_sha256"]
+    ):  # fmt: skip
+        what.append("metadata")
+    if old.get("parameters") != new["parameters"]:
+        what.append("parameters")
+    return what
+
+
+def read_record(layout: OutLayout, episode: str) -> EpisodeRecord | None:
+    """The completion record of an episode, or None when it is not committed."""
+    marker = layout.episode_record(episode)
+    if not marker.exists():
+        return None
+    return EpisodeRecord(**json.loads(marker.read_text()))
+
+
 def repack_episode(
-    src: SourceEpisode, out: str | Path, meta: MetaRecord | None, split: str
+    src: SourceEpisode,
+    out: str | Path,
+    meta: MetaRecord | None,
+    split: str,
+    quality: dict | None = None,
 ) -> EpisodeRecord:
-    """Store one episode's frames and catalog rows; skip it if an earlier run completed it."""
+    """Store an episode's frames and catalog rows, unless its record has the same inputs.
+
+    An episode whose metadata or parameters changed gets new catalog rows and keeps its
+    frames; the frames are rewritten only when the member's bytes changed.
+    """
     layout = OutLayout(Path(out))
     ep, ref = src.episode, src.ref
-    marker = layout.episode_record(ep.name)
-    if marker.exists():
-        return EpisodeRecord(**{**json.loads(marker.read_text()), "skipped": True})
     try:
-        raw = _load(ref)
-        digest = hashlib.sha256(raw).hexdigest()
-        data = read_episode((ref.label, raw), parts=("x", "y", "helperarr"))  # views of raw
+        inputs = episode_inputs(src, meta, split, quality or {})
+    except OSError as e:
+        return EpisodeRecord.failed(src, split, f"unreadable: {ref.label}: {e}")
+    old = read_record(layout, ep.name)
+    changed = changed_inputs(old.inputs, inputs) if old else []
+    if old and not changed:
+        return replace(old, skipped=True)
+    frames_ok = episode_exists(layout, ep.name)
+    try:
+        if old and "member" not in changed and frames_ok:
+            digest = old.sha256  # same bytes: read only the small parts, keep the frames
+            data = read_episode(ref, parts=("y", "helperarr"))
+            n = len(data["y"])
+        else:
+            raw = _load(ref)
+            digest = hashlib.sha256(raw).hexdigest()
+            data = read_episode((ref.label, raw), parts=("x", "y", "helperarr"))  # views of raw
+            n = len(data["x"])
     except (EpisodeFormatError, OSError) as e:
+        if is_disk_full(e):
+            raise
         return EpisodeRecord.failed(src, split, f"unreadable: {e}")
-    n = len(data["x"])
-    if episode_exists(layout, ep.name):  # a crashed run may have put the frames in place
+    try:
+        return _store(src, layout, meta, split, inputs, old, changed, digest, data, n)
+    except OSError as e:
+        if is_disk_full(e) and not isinstance(e, DiskFullError):
+            raise DiskFullError(layout.root, int(ref.size)) from None
+        raise
+
+
+def _store(src: SourceEpisode, layout: OutLayout, meta: MetaRecord | None, split: str,
+           inputs: dict, old: EpisodeRecord | None, changed: list[str], digest: str,
+           data: dict, n: int) -> EpisodeRecord:  # fmt: skip
+    """Write frames (when needed), catalog rows, then the record that commits them."""
+    ep = src.episode
+    marker = layout.episode_record(ep.name)
+    frames_ok = episode_exists(layout, ep.name)
+    if old:  # uncommit first: a crash from here on leaves the episode to be redone
+        marker.unlink(missing_ok=True)
+    if "x" not in data:
+        stored = stored_bytes(layout.frames_zarr / layout.episode_array(ep.name))
+    elif frames_ok and frames_sha256(layout, ep.name) == digest:
+        # a crashed run put these frames in place, or the member was touched but not changed
         stored = stored_bytes(layout.frames_zarr / layout.episode_array(ep.name))
     else:
-        stored = write_frames(layout, ep.name, data["x"], {"episode": ep.name, "sha256": digest})
+        stored = write_frames(layout, ep.name, data["x"], {"episode": ep.name, "sha256": digest},
+                              replace=frames_ok)  # fmt: skip
 
     shipped = decode_y(data["y"])
     meta_cols, meta_problem = _metadata_columns(meta, n)
@@ -156,7 +241,8 @@ def repack_episode(
         keep=bool(meta.keep) if meta and meta_problem is None else False,
         reject_reason=meta_problem if meta_problem else (meta.reject_reason if meta else None),
         status="stored",
+        inputs=inputs,
         **(_agreement(shipped, meta_cols) if meta_problem is None else {}),
     )
-    write_json_atomic({k: v for k, v in asdict(record).items() if k != "skipped"}, marker)
-    return record
+    write_json_atomic(record.stored(), marker)
+    return replace(record, redone=", ".join(changed) if old else None)

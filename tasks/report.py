@@ -10,13 +10,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 
 from storage.action_space import FPS
 from storage.catalog import COUNTERS, KEY_COLUMNS
-from storage.dataset import duckdb_views, open_dataset
+from storage.dataset import connect_catalog, open_dataset
 
 COVERAGE_BINS = 60  # the seed's map-coverage histogram
 
@@ -39,16 +38,10 @@ class DatasetReport:
     positions: dict[str, np.ndarray] = field(default_factory=dict)  # dataset -> (n, 2) x, y
 
 
-def _con(root: str | Path) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    duckdb_views(con, root)
-    return con
-
-
 def dataset_report(root: str | Path, label: str | None = None) -> DatasetReport:
     """Compute every table of the report for one processed dataset."""
     ds = open_dataset(root)  # checks the format, names the folder when it is not one
-    con = _con(root)
+    con = connect_catalog(root)
     files = con.sql("SELECT * FROM files").df()
     stored = files[files.status == "stored"]
     params = ds.manifest.get("parameters", {})

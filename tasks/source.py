@@ -75,3 +75,13 @@ def list_source(src: str | Path) -> SourceListing:
     listing.episodes.sort(key=lambda e: e.episode)
     listing.metadata.sort()
     return listing
+
+
+def find_any_episode(src: str | Path) -> bool:
+    """Whether `src` holds at least one episode (or a member csdm refuses); stops at the first."""
+    for item in iter_container(Path(src)):
+        if isinstance(item, UnsafeMemberError) or episode_from_member(
+            item.member or item.container
+        ):
+            return True
+    return False

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import numpy as np
 from PIL import Image, ImageDraw
 
 from storage.action_space import FPS, KEYS
 from storage.catalog import KEY_COLUMNS
-from storage.dataset import duckdb_views, open_dataset
+from storage.dataset import connect_catalog, open_dataset
 
 SHIPPED, INFERRED = (40, 220, 60), (60, 160, 255)
 SCALE = 3  # 280x150 frames drawn at 840x450
@@ -18,8 +17,7 @@ MOUSE_PX = 0.25  # arrow pixels per mouse unit (bins reach +-1000)
 
 
 def _labels(root: str | Path, episode: str, start: int, stop: int) -> list[dict]:
-    con = duckdb.connect()
-    duckdb_views(con, root)
+    con = connect_catalog(root)
     cols = ", ".join(KEY_COLUMNS)
     return (
         con.sql(

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from storage.catalog import KEY_COLUMNS
-from storage.dataset import Dataset, duckdb_views, open_dataset
+from storage.dataset import CorruptFramesError, Dataset, connect_catalog, open_dataset
 from training.actions import DEFAULT, ActionSpace
 
 
@@ -70,8 +71,7 @@ def _bin_index(values: np.ndarray, bins: tuple[float, ...]) -> np.ndarray:
 
 def load_labels(root: str | Path, cfg: SamplerConfig, space: ActionSpace = DEFAULT) -> Labels:
     """One DuckDB query over the catalog: frames of the kept, stored episodes of a split."""
-    con = duckdb.connect()
-    duckdb_views(con, root)
+    con = connect_catalog(root)
     where = ["files.status = 'stored'"]
     if cfg.keep_only:
         where.append("files.keep")
@@ -215,9 +215,14 @@ class WindowStream(IterableDataset):
         state: StreamState = StreamState(),
         rank: int = 0,
         world: int = 1,
+        on_corrupt: str = "stop",
     ) -> None:
+        if on_corrupt not in ("stop", "skip"):
+            raise ValueError(f"on_corrupt must be stop or skip, not {on_corrupt!r}")
         self.root, self.index, self.batch_size = str(root), index, batch_size
         self.state, self.rank, self.world = state, rank, world
+        self.on_corrupt = on_corrupt
+        self._bad: set[str] = set()  # episodes found corrupt (skip mode)
         self._ds: Dataset | None = None
         self._plan: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
         if self.batches_per_epoch == 0:
@@ -264,10 +269,25 @@ class WindowStream(IterableDataset):
             out.share_memory_()
         frames = out.numpy()
         rows = np.empty((len(windows), t), np.int64)
+        good, corrupt = [], []
         for i, (e, s) in enumerate(windows):
-            frames[i] = self._ds.frames(lab.episodes[e], s, s + t)
+            name = lab.episodes[e]
+            if name not in self._bad:
+                try:
+                    frames[i] = self._ds.frames(name, s, s + t)
+                except CorruptFramesError:
+                    if self.on_corrupt == "stop":
+                        raise
+                    self._bad.add(name)
+            if name in self._bad:  # never train on bad bytes: the window leaves the batch
+                corrupt.append(name)
+                continue
+            good.append(i)
             rows[i] = lab.offsets[e] + s + np.arange(t)
+        if corrupt:
+            out, rows = out[good], rows[good]
         return {
+            "corrupt_episodes": corrupt,
             "frames": out,
             "keys": torch.from_numpy(lab.keys[rows]),
             "clicks": torch.from_numpy(lab.clicks[rows]),
@@ -288,6 +308,59 @@ class WindowStream(IterableDataset):
             out["epoch"], out["batch"] = torch.tensor(epoch), torch.tensor(batch)
             yield out
             g += workers
+
+
+def dataset_identity(root: str | Path) -> str:
+    """A digest of the stored episodes and their checksums: what a resumed run must match."""
+    episodes = open_dataset(root).manifest["episodes"]
+    return hashlib.sha256(json.dumps(episodes, sort_keys=True).encode()).hexdigest()
+
+
+def _one(con, sql: str, params: list | None = None):
+    return con.execute(sql, params or []).fetchone()[0]
+
+
+def why_untrainable(
+    root: str | Path, cfg: SamplerConfig, labels: Labels, index: WindowIndex, global_batch: int
+) -> str | None:
+    """Why no batch can be drawn with these options, in the user's terms; None if one can."""
+    if len(index) >= global_batch:
+        return None
+    con = connect_catalog(root)
+    stored = _one(con, "SELECT count(*) FROM files WHERE status = 'stored'")
+    kept = _one(con, "SELECT count(*) FROM files WHERE status = 'stored' AND keep")
+    splits = sorted(
+        r[0] for r in con.execute("SELECT DISTINCT split FROM files WHERE split IS NOT NULL")
+        .fetchall()
+    )  # fmt: skip
+    if stored == 0:
+        return f"{root}: no stored episodes; run `csdm process SRC {root}` first"
+    if cfg.keep_only and kept == 0:
+        return (
+            f"{root}: no kept episodes (all {stored} were rejected by the quality filter, see "
+            "reject_reason in files.parquet); pass --all-episodes to train on them anyway"
+        )
+    if cfg.split is not None and cfg.split not in splits:
+        have = ", ".join(splits)
+        return f"--split {cfg.split}: no episode has that split (this dataset has {have}, or all)"
+    if not labels.episodes:
+        which = "kept " if cfg.keep_only else ""
+        return f"{root}: no {which}episodes in split {cfg.split!r}; try --split all"
+    if cfg.weapon is not None:
+        weapons = sorted(
+            r[0] for r in con.execute("SELECT DISTINCT weapon FROM frames WHERE weapon IS NOT NULL")
+            .fetchall()
+        )  # fmt: skip
+        if not any(cfg.weapon in w for w in weapons):
+            shown = ", ".join(weapons[:12]) or "none recorded"
+            return f"--weapon {cfg.weapon}: no frame holds it (weapons in this dataset: {shown})"
+    longest = int(labels.lengths().max())
+    if longest < cfg.window:
+        return f"{root}: the longest episode has {longest} frames, fewer than --window {cfg.window}"
+    return (
+        f"{root}: {len(index)} windows of {cfg.window} frames, fewer than one batch of "
+        f"{global_batch}; lower --batch-size or --window, or loosen the subselection"
+    )
 
 
 def make_loader(stream: WindowStream, workers: int = 2, pin: bool | None = None) -> DataLoader:

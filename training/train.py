@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -27,9 +28,11 @@ from training.data import (
     WindowStream,
     augment,
     build_index,
+    dataset_identity,
     load_labels,
     make_loader,
     to_device,
+    why_untrainable,
 )
 from training.loss import LossOptions, make_targets, metrics, seed_loss
 from training.model import PRESETS, ModelConfig, Policy, count_parameters, load_trunk_weights
@@ -64,6 +67,7 @@ class TrainConfig:
     log_every: int = 5
     ckpt_every: int = 50
     imagenet: str | None = None  # torchvision efficientnet_b0 state dict file
+    on_corrupt: str = "stop"  # a corrupt frame chunk: stop with its error, or "skip" its episode
     model: ModelConfig = field(default_factory=ModelConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     loss: LossOptions = field(default_factory=LossOptions)
@@ -119,7 +123,8 @@ def _atomic_save(obj: object, path: Path) -> None:
 class MetricsLog:
     """Appends one row per log step to `metrics.jsonl` and `metrics.csv`."""
 
-    fields = ("step", "epoch", "frames", "seconds", "frames_per_s", "lr", *METRIC_NAMES)
+    fields = ("step", "epoch", "frames", "seconds", "frames_per_s", "lr", "corrupt_windows",
+              *METRIC_NAMES)  # fmt: skip
 
     def __init__(self, run: Path) -> None:
         self.jsonl, self.csv = run / "metrics.jsonl", run / "metrics.csv"
@@ -188,7 +193,7 @@ def train(
                 f"{run}: holds a checkpoint; pass --resume to continue it, "
                 "or choose a new --run folder"
             )
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = read_checkpoint(ckpt_path)
         saved = TrainConfig.from_dict(ckpt["config"])
         if (saved.model, saved.sampler) != (cfg.model, cfg.sampler):
             raise ValueError(
@@ -203,9 +208,19 @@ def train(
                 f"{(cfg.seed, cfg.batch_size, world)}; resume with the same ones (or start a "
                 "new --run) so the batch order continues exactly"
             )
-    if rank == 0:
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    identity = dataset_identity(data)
+    if ckpt is not None:
+        was_data = ckpt.get("data", {})
+        if was_data.get("identity") not in (None, identity):
+            raise ValueError(
+                f"{ckpt_path}: was trained on another dataset ({was_data.get('root')}: other "
+                f"episodes or contents than {data}); resume on that dataset, or start a new --run"
+            )
+    labels = load_labels(data, cfg.sampler)
+    index = build_index(labels, cfg.sampler, cfg.seed)
+    problem = why_untrainable(data, cfg.sampler, labels, index, cfg.batch_size * world)
+    if problem:
+        raise ValueError(problem)
 
     torch.manual_seed(cfg.seed + rank)
     model = Policy(cfg.model, DEFAULT).to(device)
@@ -229,11 +244,12 @@ def train(
         else model
     )
 
-    index = build_index(load_labels(data, cfg.sampler), cfg.sampler, cfg.seed)
-    stream = WindowStream(data, index, cfg.batch_size, state, rank, world)
+    stream = WindowStream(data, index, cfg.batch_size, state, rank, world, cfg.on_corrupt)
     loader = make_loader(stream, cfg.workers)
     log = MetricsLog(run)
-    if rank == 0:
+    if rank == 0:  # only now: a run that could not start leaves no config behind
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         log.truncate_after(step)
         if not quiet:
             print(
@@ -252,9 +268,22 @@ def train(
         gen.set_state(ckpt["rng"][rank]["gen"])
         if cuda and ckpt["rng"][rank].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"][rank]["cuda"])
+    corrupt_windows, corrupt_eps = 0, set()
     while step < cfg.steps:
         batch = next(batches)
         epoch, bidx = int(batch.pop("epoch")), int(batch.pop("batch"))
+        bad = batch.pop("corrupt_episodes")
+        if bad:
+            corrupt_windows += len(bad)
+            for name in sorted(set(bad) - corrupt_eps):
+                print(f"[csdm train] skipping corrupt episode {name} (--on-corrupt skip); "
+                      f"`csdm verify {data}` lists every bad chunk", flush=True)  # fmt: skip
+            corrupt_eps |= set(bad)
+        if len(batch["frames"]) == 0:  # every window was corrupt: no step on this batch
+            if world > 1:
+                raise RuntimeError(f"{data}: a whole batch was corrupt on rank {rank}")
+            state = _next_state(state, epoch, bidx, stream.batches_per_epoch)
+            continue
         batch = to_device(batch, device)
         targets = make_targets(batch, cfg.loss)
         frames = augment(batch["frames"], gen) if cfg.augment else batch["frames"]
@@ -285,6 +314,7 @@ def train(
                 "seconds": round(secs, 3),
                 "frames_per_s": done * frames_per_step / secs,
                 "lr": cfg.lr,
+                "corrupt_windows": corrupt_windows,
                 **last,
             }
             if rank == 0:
@@ -314,6 +344,7 @@ def train(
                 rank,
                 revision,
                 str(data),
+                identity,
                 last,
             )
     secs = time.perf_counter() - t0
@@ -337,6 +368,7 @@ def _checkpoint(
     rank: int,
     revision,
     data: str,
+    identity: str,
     last: dict,
 ) -> None:
     """Every rank's RNG state is gathered; rank 0 writes the file atomically."""
@@ -363,7 +395,7 @@ def _checkpoint(
             "rng": rngs,
             "action_space": DEFAULT.to_dict(),
             "world": world,
-            "data": {"root": data, "revision": revision},
+            "data": {"root": data, "revision": revision, "identity": identity},
             "metrics": last,
         },
         path,
@@ -382,9 +414,28 @@ def save_untrained(run: str | Path, preset: str, seed: int = 0) -> Path:
     return path
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that is not plain tensors and data, or not a csdm checkpoint."""
+
+
+def read_checkpoint(path: Path) -> dict:
+    """Load tensors and plain data only: a pickle asking for any other object is refused."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: refused: not a plain csdm checkpoint ({first}); nothing in it was run. "
+            "Use a checkpoint written by `csdm train`"
+        ) from None
+    if not isinstance(ckpt, dict) or not {"model", "config"} <= ckpt.keys():
+        raise CheckpointError(f"{path}: not a csdm checkpoint (no model and config)")
+    return ckpt
+
+
 def load_checkpoint(run: str | Path) -> dict:
     """A run's latest checkpoint, with a clear error when there is none."""
     path = Path(run) / CKPT
     if not path.exists():
         raise FileNotFoundError(f"{run}: no {CKPT}; train first with `csdm train DATA --run {run}`")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return read_checkpoint(path)
