@@ -224,7 +224,7 @@ def process(
                 "raw GB", "stored GB"):  # fmt: skip
         table.add_column(col, justify="right")
     table.add_row(
-        str(summary.episodes), str(summary.stored - summary.redone), str(summary.redone),
+        str(summary.episodes), str(summary.stored), str(summary.redone),
         str(summary.skipped), str(summary.kept), str(summary.rejected), str(summary.failed),
         f"{summary.raw_bytes / 1e9:.2f}", f"{summary.stored_bytes / 1e9:.3f}",
     )  # fmt: skip
@@ -405,7 +405,7 @@ def query(
         table = result.to_arrow_table() if result is not None else None
     except duckdb.Error as e:
         first = str(e).strip().splitlines()[0]
-        fail(f"query refused or failed: {first} (queries are read-only over `frames` and `files`)")
+        fail(f"query failed: {first} (queries are read-only, over `frames` and `files` only)")
     if table is None:
         fail("the SQL returned no result; write a SELECT over `frames` or `files`")
     if format == "table":

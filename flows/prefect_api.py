@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -50,12 +51,16 @@ def local_api() -> Iterator[str]:
     prefect = Path(sys.executable).with_name("prefect")
     # No telemetry: the server would otherwise try to reach Prefect's analytics service.
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    server = [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    # A supervisor in its own session outlives a SIGKILL of our process group, sees that we
+    # are gone and stops the server with its whole group: no orphaned server, ever.
     proc = subprocess.Popen(
-        [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "flows.prefect_api", str(os.getpid()), *server],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
         env=env,
+        cwd=Path(__file__).resolve().parent.parent,
     )
     try:
         wait_healthy(url, proc=proc)
@@ -65,6 +70,52 @@ def local_api() -> Iterator[str]:
         os.environ.pop("PREFECT_API_URL", None)
         proc.terminate()
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def supervise(parent: int, command: list[str], poll: float = 0.5) -> int:
+    """Run `command` until it exits, we are told to stop, or `parent` dies; then stop it all.
+
+    The command runs in this process's group, which the caller made a new session, so
+    stopping it means signalling that group: the server and any process it started.
+    """
+    child = subprocess.Popen(command)
+    stop = False
+
+    def on_term(signum, frame) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    while not stop and child.poll() is None and _alive(parent):
+        time.sleep(poll)
+    if child.poll() is None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        os.killpg(os.getpgrp(), signal.SIGTERM)
+        try:
+            child.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+    return child.returncode or 0
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` still runs (and is ours to signal); a zombie counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True  # no /proc (macOS): kill(0) said it exists
+
+
+if __name__ == "__main__":
+    sys.exit(supervise(int(sys.argv[1]), sys.argv[2:]))

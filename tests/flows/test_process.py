@@ -22,6 +22,7 @@ from storage.dataset import open_dataset
 from storage.episode import read_episode, write_episode
 from storage.layout import EpisodeId
 from storage.safepickle import load_npy
+from tasks.splits import SplitSpec
 from tasks.synth import simulate_episode
 from tests import seed_reference as ref
 
@@ -68,6 +69,10 @@ def test_summary_and_fault_isolation(processed) -> None:
     _, out, r = processed
     assert r.returncode == 1, r.stderr  # two members failed; everything else was stored
     assert "2 episode(s) failed" in r.stderr
+    # each failure is named with its reason, one line each
+    assert "failed: dm_july2021_7: unreadable:" in r.stderr
+    assert "failed: dm_july2021_8:" in r.stderr and "escapes the archive" in r.stderr
+    assert "Traceback" not in r.stderr
     files = pq.read_table(out / "catalog/files.parquet").to_pandas().set_index("episode")
     assert sorted(files.index) == sorted(
         [f"dm_july2021_{i}" for i in range(1, 10)]
@@ -148,14 +153,33 @@ def test_rerun_is_idempotent_and_resumes(processed, prefect_api: str) -> None:
     assert r.returncode == 1, r.stderr
     numbers = r.stdout.split("stored GB")[1].split()
     kept = int(pq.read_table(out / "catalog/files.parquet").column("keep").to_numpy().sum())
-    # episodes, stored, already done (all but episode 2), kept, rejected, failed
-    assert [int(n) for n in numbers if n.isdigit()][:6] == [11, 9, 8, kept, 9 - kept, 2]
+    # episodes, stored, redone, already done (all but episode 2), kept, rejected, failed
+    assert [int(n) for n in numbers if n.isdigit()][:7] == [11, 9, 0, 8, kept, 9 - kept, 2]
     assert (shard.stat().st_mtime_ns, record.stat().st_mtime_ns) == before  # not rewritten
     assert (out / "catalog/frames/dataset=dm_july2021/dm_july2021_2.parquet").exists()
     assert not list((out / ".staging").iterdir())
     # other parameters would mix splits: refused
-    r = run_csdm("process", str(src), str(out), "--test-fraction", "0.5", api=prefect_api)
+    r = run_csdm("process", str(src), str(out), "--test-fraction", "0.5", "--seed", "1",
+                 api=prefect_api)  # fmt: skip
     assert r.returncode == 2 and "other parameters" in r.stderr
+    assert "test_fraction: built with 0.3, this run 0.5" in r.stderr and "--reprocess" in r.stderr
+    # --reprocess re-splits: exactly the episodes whose split changes are redone, frames kept
+    old = pq.read_table(out / "catalog/files.parquet").to_pandas().set_index("episode")
+    new_spec = SplitSpec(test_fraction=0.5, seed=1)
+    moved = sorted(e for e in old[old.status == "stored"].index
+                   if new_spec.split_of(e) != old.loc[e, "split"])  # fmt: skip
+    assert moved  # the test means something
+    r = run_csdm("process", str(src), str(out), "--workers", "1", "--test-fraction", "0.5",
+                 "--seed", "1", "--reprocess", api=prefect_api)  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    redone = sorted(line.split(": ")[1].split()[0] for line in r.stdout.splitlines()
+                    if line.strip().startswith("redone (inputs changed):"))  # fmt: skip
+    assert redone == moved
+    now = pq.read_table(out / "catalog/files.parquet").to_pandas().set_index("episode")
+    for e in old[old.status == "stored"].index:
+        assert now.loc[e, "split"] == new_spec.split_of(e)
+    assert shard.stat().st_mtime_ns == before[0]  # frames never rewritten
+    assert "failed: dm_july2021_7:" in r.stderr
 
 
 def test_query_formats(processed, tmp_path: Path) -> None:
@@ -175,7 +199,7 @@ def test_query_formats(processed, tmp_path: Path) -> None:
     assert pq.read_table(tmp_path / "q.parquet").column("n").to_pylist() == [want]
     r = subprocess.run([CSDM, "query", str(out), "select nope from frames"], capture_output=True,
                        text=True)  # fmt: skip
-    assert r.returncode == 2 and "query failed" in r.stderr
+    assert r.returncode == 2 and "query failed" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_prefect_artifacts_report_the_run(processed, prefect_api: str) -> None:
@@ -211,3 +235,33 @@ def test_prefect_artifacts_report_the_run(processed, prefect_api: str) -> None:
     assert {r["base"] for r in emd_rows} == {"out/dm_july2021", "out/dm_july2021_expert"}
     assert latest("dataset-report")["data"].count("data:image/png;base64,") >= 3
     assert (out / "report" / "index.html").exists()
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+def test_empty_source_and_unsafe_metadata_are_one_line(
+    synth_tree: Path, prefect_api: str, tmp_path: Path
+) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty/README.md").write_text("nothing here")
+    out = tmp_path / "out"
+    r = run_csdm("process", str(tmp_path / "empty"), str(out), api=prefect_api)
+    assert r.returncode == 2 and "no episodes found in" in r.stderr and "hdf5_" in r.stderr
+    assert not out.exists()
+    src = tmp_path / "src"
+    shutil.copytree(synth_tree, src)
+    meta = src / "dataset_metadata/currvarsv2_dm_july2021_expert_1_to_100.npy"
+    arr = np.empty((), dtype=object)
+    arr[()] = {"file_num1_frame_0": _Evil()}
+    meta.unlink()
+    np.save(meta, arr, allow_pickle=True)
+    r = run_csdm("process", str(src), str(out), "--workers", "1", api=prefect_api)
+    assert r.returncode == 0, r.stderr  # episodes are stored, rejected for want of metadata
+    lines = [x for x in r.stdout.splitlines() if "metadata file unusable" in x]
+    assert len(lines) == 1 and str(meta) in lines[0] and "may carry code" in lines[0]
+    assert "Traceback" not in r.stderr + r.stdout
+    files = pq.read_table(out / "catalog/files.parquet").to_pandas().set_index("episode")
+    assert "metadata file unusable" in files.loc["dm_july2021_expert_1", "reject_reason"]
