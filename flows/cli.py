@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flows.cli_errors import fail
+from flows.cli_errors import fail, hide_expected_tracebacks
 from storage.catalog import COUNTERS
 from storage.layout import METADATA_RE, RECORDING_RE
 from tasks.labels import LabelsWriter, label_metadata_file
@@ -205,6 +205,7 @@ def process(
     with local_api() as api:
         from flows.process import ProcessParams, dask_runner, process_flow
 
+        hide_expected_tracebacks()
         params = ProcessParams(
             test_fraction=test_fraction,
             seed=seed,
@@ -282,6 +283,7 @@ def ingest(
         from flows.ingest import ingest_flow
         from tasks.hub import IngestError
 
+        hide_expected_tracebacks()
         runner = ThreadPoolTaskRunner(max_workers=workers)
         try:
             summary = ingest_flow.with_options(task_runner=runner)(
@@ -352,6 +354,7 @@ def pipeline(
         from flows.process import ProcessParams
         from tasks.hub import IngestError
 
+        hide_expected_tracebacks()
         params = ProcessParams(
             test_fraction=test_fraction,
             seed=seed,

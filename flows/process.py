@@ -240,8 +240,10 @@ def collect_records(futures: dict, splits: SplitSpec, tick=None) -> list[Episode
             why = f"crashed: {type(e).__name__}: {e}"
             record = EpisodeRecord.failed(src_ep, splits.split_of(src_ep.episode.name), why)
         if isinstance(record, DiskFullError):  # every other episode would fail alike: stop
-            for other in futures:
-                other.cancel()
+            for other in futures:  # those not started yet never start
+                wrapped = getattr(other, "wrapped_future", None)
+                if wrapped is not None:
+                    wrapped.cancel()
             raise record
         records.append(record)
         if tick:
