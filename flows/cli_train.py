@@ -87,6 +87,12 @@ def train(
         sampler=sampler,
         loss=LossOptions(fold_mouse_extremes=fold_mouse, fill_click_gaps=fill_clicks),
     )
+    from storage.dataset import DatasetFormatError, open_dataset
+
+    try:
+        open_dataset(data)
+    except DatasetFormatError as e:
+        fail(str(e))
     rank0 = os.environ.get("RANK", "0") == "0"
     bar = Progress(
         TextColumn("train"),
@@ -152,6 +158,12 @@ def register(
         v = open_registry(registry, name).register(export_dir, alias=alias)
     except RegistryError as e:
         fail(str(e))
+    if v.existing:
+        report.print(
+            f"{export_dir} is already registered as {name} v{v.version} (the same model file); "
+            "nothing new stored" + (f", alias {alias} now points at v{v.version}" if alias else "")
+        )
+        return
     report.print(
         f"registered {name} v{v.version} at {v.location}" + (f" (alias {alias})" if alias else "")
     )

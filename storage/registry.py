@@ -122,6 +122,7 @@ class Version:
     name: str
     version: int
     location: str  # a folder, or `hf://owner/repo` + path
+    existing: bool = False  # the export was already registered as this version
 
 
 def _resolve(index: dict, version: int | None, alias: str | None, where: str) -> int:
@@ -139,11 +140,33 @@ def _resolve(index: dict, version: int | None, alias: str | None, where: str) ->
     return version
 
 
-def _add_version(index: dict, n: int, manifest_sha: str, alias: str | None) -> None:
+def _model_sha(export_dir: Path) -> str:
+    d = read_verified_descriptor(export_dir)
+    return d["files"][d["model"]]["sha256"]
+
+
+def _registered_as(index: dict, model_sha: str, folder: Path | None = None) -> int | None:
+    """The version already holding this exact model file, if any."""
+    for v in index["versions"]:
+        sha = v.get("model_sha256")
+        if sha is None and folder is not None:  # indexes from before model_sha256 was kept
+            try:
+                sha = _model_sha(folder / f"v{v['version']}")
+            except RegistryError:
+                continue
+        if sha == model_sha:
+            return v["version"]
+    return None
+
+
+def _add_version(
+    index: dict, n: int, manifest_sha: str, alias: str | None, model_sha: str | None = None
+) -> None:
     index["versions"].append(
         {
             "version": n,
             "manifest_sha256": manifest_sha,
+            "model_sha256": model_sha,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
     )
@@ -201,8 +224,15 @@ class LocalRegistry:
     def register(self, export_dir: str | Path, alias: str | None = None) -> Version:
         """Copy a verified export in as the next version; optionally point an alias at it."""
         files = _export_files(Path(export_dir))
+        model_sha = _model_sha(Path(export_dir))
         with self._locked():
             index = self.index()
+            same = _registered_as(index, model_sha, self.folder)
+            if same is not None:  # the same model again: no new version, maybe a new alias
+                if alias:
+                    index["aliases"][alias] = same
+                    self._write_index(index)
+                return Version(self.name, same, str(self.folder / f"v{same}"), existing=True)
             # a crash after a rename but before the index write leaves an unlisted vN: skip it
             taken = [int(p.name[1:]) for p in self.folder.glob("v*") if p.name[1:].isdigit()]
             n = max([v["version"] for v in index["versions"]] + taken, default=0) + 1
@@ -219,7 +249,7 @@ class LocalRegistry:
             finally:
                 if staging.exists():
                     shutil.rmtree(staging, onerror=_writable_then_retry)
-            _add_version(index, n, manifest_sha, alias)
+            _add_version(index, n, manifest_sha, alias, model_sha)
             self._write_index(index)
         return Version(self.name, n, str(self.folder / f"v{n}"))
 
@@ -270,16 +300,22 @@ class HubRegistry:
         from huggingface_hub import CommitOperationAdd
 
         files = _export_files(Path(export_dir))
+        model_sha = _model_sha(Path(export_dir))
         self.api.create_repo(self.repo, repo_type="model", exist_ok=True, private=True)
         head = self._head()
         index = self.index(head)
+        same = _registered_as(index, model_sha)
+        if same is not None:
+            if alias:
+                self.set_alias(alias, same)
+            return Version(self.name, same, f"hf://{self.repo}/{self.name}/v{same}", existing=True)
         n = max((v["version"] for v in index["versions"]), default=0) + 1
         with tempfile.TemporaryDirectory() as tmp:
             staging = Path(tmp)
             for f in files:
                 shutil.copyfile(f, staging / f.name)
             manifest_sha = _write_manifest(staging)
-            _add_version(index, n, manifest_sha, alias)
+            _add_version(index, n, manifest_sha, alias, model_sha)
             ops = [
                 CommitOperationAdd(f"{self.name}/v{n}/{p.name}", str(p))
                 for p in sorted(staging.iterdir())

@@ -74,6 +74,28 @@ class Preprocess:
         return self.resize(cut)
 
 
+class ReplayError(ValueError):
+    """A replay file that cannot be played: missing, not an episode, or the wrong shape."""
+
+
+def _hdf5_frames(path: Path) -> np.ndarray:
+    try:
+        import h5py
+    except ImportError as e:
+        raise SystemExit("replaying HDF5 needs h5py: pip install 'csdm-agent[replay]'") from e
+    try:
+        with h5py.File(path, "r") as h5:
+            n = sum(1 for k in h5 if k.startswith("frame_") and k.endswith("_x"))
+            if n == 0:
+                raise ReplayError(f"{path}: no frame_i_x datasets; not an episode file")
+            return np.stack([h5[f"frame_{i}_x"][()] for i in range(n)])
+    except OSError as e:
+        hint = " (a tar: extract its hdf5_*.hdf5 episode first)" if path.suffix == ".tar" else ""
+        raise ReplayError(f"{path}: not an HDF5 episode{hint}: {e}") from None
+    except ValueError as e:  # frames of unequal shapes
+        raise ReplayError(f"{path}: frames cannot be stacked ({e})") from None
+
+
 class ReplayFrames:
     """Frames from an episode file: HDF5 in the public layout (`frame_i_x`) or a .npy array.
 
@@ -81,22 +103,29 @@ class ReplayFrames:
     resizing (used by the benchmark); otherwise they are model-sized frames.
     """
 
-    def __init__(self, path: str | Path, preprocess: Preprocess | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        preprocess: Preprocess | None = None,
+        expect: tuple[int, int] | None = None,
+    ) -> None:
         path = Path(path)
+        if not path.is_file():
+            raise ReplayError(f"{path}: no such file; give an hdf5_*.hdf5 episode or .npy frames")
         if path.suffix == ".npy":
-            self.frames = np.load(path, allow_pickle=False, mmap_mode="r")
-        else:
             try:
-                import h5py
-            except ImportError as e:
-                raise SystemExit(
-                    "replaying HDF5 needs h5py: pip install 'csdm-agent[replay]'"
-                ) from e
-            with h5py.File(path, "r") as h5:
-                n = sum(1 for k in h5 if k.startswith("frame_") and k.endswith("_x"))
-                if n == 0:
-                    raise ValueError(f"{path}: no frame_i_x datasets; not an episode file")
-                self.frames = np.stack([h5[f"frame_{i}_x"][()] for i in range(n)])
+                self.frames = np.load(path, allow_pickle=False, mmap_mode="r")
+            except (ValueError, OSError) as e:
+                raise ReplayError(f"{path}: not a .npy array of frames ({e})") from None
+        else:
+            self.frames = _hdf5_frames(path)
+        if expect is not None and preprocess is None:
+            want = (*expect, 3)
+            if self.frames.ndim != 4 or tuple(self.frames.shape[1:]) != want:
+                raise ReplayError(
+                    f"{path}: frames have shape {tuple(self.frames.shape[1:])}, the model takes "
+                    f"{want} (uint8 BGR frames as the dataset stores them)"
+                )
         self.preprocess, self.i = preprocess, 0
 
     def __len__(self) -> int:

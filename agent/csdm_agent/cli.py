@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from csdm_agent.artifact import Artifact, VerificationError
+from csdm_agent.capture import ReplayError
 
 log = logging.getLogger("csdm_agent")
 # Virtual-key codes for --stop-key.
@@ -39,7 +40,7 @@ def _run(args: argparse.Namespace) -> int:
     decoder = Decoder.from_descriptor(d, DecodeOptions(jump_boost=args.jump_boost), args.seed)
     out_hw = (space["height"], space["width"])
     if args.replay:
-        frames = ReplayFrames(args.replay)
+        frames = ReplayFrames(args.replay, expect=out_hw)
     else:
         titles = tuple(args.window_title) if args.window_title else None
         pre = Preprocess(Crop(**space["crop"]), out_hw)
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)  # fmt: skip
     try:
         return _pull(args) if args.command == "pull" else _run(args)
-    except VerificationError as e:
+    except (VerificationError, ReplayError) as e:
         log.error("%s", e)
         return 2
 

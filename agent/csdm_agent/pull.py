@@ -103,7 +103,13 @@ def pull(registry: str, name: str, dest: str | Path, version: int | None = None,
             if Path(fname).name != fname:
                 raise VerificationError(f"{registry}: manifest lists an unsafe path {fname!r}")
             (staging / fname).write_bytes(src.read(f"v{n}/{fname}", tag))
-        Artifact.open(staging)  # every checksum, before the version becomes visible
+        try:
+            Artifact.open(staging)  # every checksum, before the version becomes visible
+        except VerificationError as e:  # name the registry's file, not our temporary copy
+            where = f"{registry.rstrip('/')}/{name}/v{n}"
+            raise VerificationError(
+                f"{str(e).replace(str(staging), where)}; nothing was pulled"
+            ) from None
         os.rename(staging, final)
     finally:
         if staging.exists():

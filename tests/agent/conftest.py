@@ -21,4 +21,5 @@ def registered(processed: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
           quiet=True)  # fmt: skip
     export(root / "run", root / "export")
     LocalRegistry(root / "registry", "cs").register(root / "export", alias="production")
-    return {"run": root / "run", "export": root / "export", "registry": root / "registry"}
+    return {"run": root / "run", "export": root / "export", "registry": root / "registry",
+            "data": processed}  # fmt: skip

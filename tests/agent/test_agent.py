@@ -29,8 +29,19 @@ from training.train import load_checkpoint
 
 def test_pull_verifies_and_keeps_versions_side_by_side(registered: dict, tmp_path: Path) -> None:
     reg = LocalRegistry(registered["registry"], "cs")
-    if reg.index()["versions"][-1]["version"] < 2:
-        reg.register(registered["export"])
+    if reg.index()["versions"][-1]["version"] < 2:  # a later step of the same run is v2
+        from dataclasses import replace
+
+        from training.export import export
+        from training.train import TrainConfig, train
+
+        run = tmp_path / "run"
+        shutil.copytree(registered["run"], run)
+        cfg = TrainConfig.from_dict(load_checkpoint(run)["config"])
+        train(registered["data"], run, replace(cfg, steps=cfg.steps + 1), resume=True, quiet=True)
+        export(run, tmp_path / "export")
+        assert reg.register(tmp_path / "export").version == 2
+        assert reg.register(registered["export"]).existing  # the same model is never v3
     a = pull(str(registered["registry"]), "cs", tmp_path, alias="production")
     b = pull(str(registered["registry"]), "cs", tmp_path)
     assert (a.folder.name, b.folder.name) == ("v1", "v2")
@@ -49,8 +60,9 @@ def test_pull_refuses_a_tampered_registry(registered: dict, tmp_path: Path) -> N
         f.chmod(0o755 if f.is_dir() else 0o644)
     model = reg / "cs" / "v1" / "policy.onnx"
     model.write_bytes(model.read_bytes()[:-10])  # truncated
-    with pytest.raises(VerificationError, match="sha256 does not match"):
+    with pytest.raises(VerificationError, match="sha256 does not match") as err:
         pull(str(reg), "cs", tmp_path / "dest", version=1)
+    assert f"{reg}/cs/v1/policy.onnx" in str(err.value) and ".pull-" not in str(err.value)
     assert not (tmp_path / "dest" / "cs" / "v1").exists()  # nothing half-pulled is visible
     assert not list((tmp_path / "dest" / "cs").iterdir())
     # a manifest rewritten to match the altered file no longer matches the index
@@ -241,3 +253,33 @@ def test_sendinput_structures_have_the_windows_layout() -> None:
     if ctypes.sizeof(ctypes.c_void_p) == 8:  # 64-bit, as the agent ships
         assert (ctypes.sizeof(MOUSEINPUT), ctypes.sizeof(KEYBDINPUT)) == (32, 24)
         assert ctypes.sizeof(INPUT) == 40 and INPUT.u.offset == 8
+
+
+@pytest.mark.parametrize("kind", ["missing", "tar", "wrong-shape", "not-hdf5"])
+def test_bad_replays_are_one_line(registered: dict, tmp_path: Path, kind: str, caplog) -> None:
+    import h5py
+
+    model = tmp_path / "m"
+    pull(str(registered["registry"]), "cs", model, version=1)
+    path = tmp_path / {"tar": "ep.tar", "wrong-shape": "ep.hdf5", "not-hdf5": "ep.hdf5"}.get(
+        kind, "nope.hdf5"
+    )
+    if kind == "tar":
+        import tarfile
+
+        with tarfile.open(path, "w") as t:
+            t.add(__file__, arcname="x.py")
+    elif kind == "wrong-shape":
+        with h5py.File(path, "w") as h5:
+            h5["frame_0_x"] = np.zeros((100, 200, 3), np.uint8)
+    elif kind == "not-hdf5":
+        path.write_text("hello")
+    code = agent_main(["run", "--model", str(model / "cs/v1"), "--dry-run", "--replay",
+                       str(path)])  # fmt: skip
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert code == 2 and len(errors) == 1 and errors[0].exc_info is None
+    err = errors[0].getMessage()
+    assert str(path) in err
+    says = {"missing": "no such file", "tar": "extract its hdf5_", "wrong-shape": "(100, 200, 3)",
+            "not-hdf5": "not an HDF5 episode"}[kind]  # fmt: skip
+    assert says in err

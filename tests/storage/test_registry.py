@@ -93,3 +93,16 @@ def test_a_consistent_rewrite_and_an_interrupted_registration(tmp_path: Path) ->
     assert reg.register(_export(tmp_path / "e3", b"three")).version == 3
     assert not list((tmp_path / "reg" / "cs").glob(".staging-*"))
     assert reg.resolve().version == 3
+
+
+def test_the_same_export_twice_is_one_version(tmp_path: Path) -> None:
+    reg = LocalRegistry(tmp_path / "reg", "cs")
+    e = _export(tmp_path / "e", b"weights")
+    assert reg.register(e).version == 1
+    again = reg.register(e, alias="production")
+    assert (again.version, again.existing) == (1, True)
+    assert reg.resolve(alias="production").version == 1
+    assert [v["version"] for v in reg.index()["versions"]] == [1]
+    copy = _export(tmp_path / "copy", b"weights")  # the same model file from elsewhere
+    assert reg.register(copy).existing
+    assert not (tmp_path / "reg" / "cs" / "v2").exists()

@@ -1,0 +1,76 @@
+"""`csdm train` says exactly why it cannot start, and starts nothing when it cannot."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from training.data import SamplerConfig
+from training.train import TrainConfig, train
+
+SAMPLER = SamplerConfig(window=8, jitter=4, split=None, keep_only=False)
+
+
+def _cfg(**sampler) -> TrainConfig:
+    return TrainConfig.preset_config("tiny", steps=1, sampler=replace(SAMPLER, **sampler))
+
+
+@pytest.fixture
+def copy(processed: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "ds"
+    shutil.copytree(processed, out)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("sampler", "says"),
+    [
+        ({"split": "valid"}, "--split valid: no episode has that split (this dataset has test"),
+        ({"weapon": "bazooka"}, "--weapon bazooka: no frame holds it (weapons in this dataset:"),
+        ({"window": 500}, "the longest episode has 60 frames, fewer than --window 500"),
+    ],
+)  # fmt: skip
+def test_bad_selection_is_named(processed: Path, tmp_path: Path, sampler, says) -> None:
+    with pytest.raises(ValueError) as err:
+        train(processed, tmp_path / "run", _cfg(**sampler), quiet=True)
+    assert says in str(err.value)
+    assert "batch-size" not in str(err.value)
+    assert not (tmp_path / "run").exists()  # no config.json for a run that never started
+
+
+def test_no_kept_episodes_is_named(copy: Path, tmp_path: Path) -> None:
+    files = pq.read_table(copy / "catalog/files.parquet")
+    files = files.set_column(files.schema.get_field_index("keep"), "keep",
+                             pa.array([False] * files.num_rows))  # fmt: skip
+    pq.write_table(files, copy / "catalog/files.parquet")
+    with pytest.raises(ValueError, match=r"no kept episodes .* pass --all-episodes"):
+        train(copy, tmp_path / "run", _cfg(keep_only=True), quiet=True)
+    assert pc.sum(files["keep"]).as_py() in (None, 0)
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_resume_on_another_dataset_is_refused(processed: Path, copy: Path, tmp_path: Path) -> None:
+    train(processed, tmp_path / "run", _cfg(), quiet=True)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["episodes"].pop(sorted(manifest["episodes"])[0])
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    cfg = replace(_cfg(), steps=2)
+    with pytest.raises(ValueError, match="was trained on another dataset"):
+        train(copy, tmp_path / "run", cfg, resume=True, quiet=True)
+    train(processed, tmp_path / "run", cfg, resume=True, quiet=True)  # the same one resumes
+
+
+def test_cli_missing_data_is_one_line(tmp_path: Path) -> None:
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "nope"), "--run", str(tmp_path / "r")],
+                           env={"COLUMNS": "200"})  # fmt: skip
+    assert r.exit_code == 2 and "no manifest.json" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
