@@ -291,8 +291,7 @@ def ingest(
                 show_progress=True,
             )  # fmt: skip
         except (IngestError, ValueError) as e:
-            console.print(f"[red]{e}[/]")
-            raise typer.Exit(2) from None
+            fail(str(e))
     gb, secs = summary["bytes"] / 1e9, summary["seconds"]
     report.print(
         f"{summary['repo']}@{summary['commit'][:12]}: {summary['files']} files selected, "
@@ -352,6 +351,7 @@ def pipeline(
     with local_api():
         from flows.pipeline import pipeline_flow
         from flows.process import ProcessParams
+        from storage.diskspace import DiskFullError
         from tasks.hub import IngestError
 
         hide_expected_tracebacks()
@@ -367,9 +367,10 @@ def pipeline(
                 _size(max_disk) if max_disk else None, delete_sources, transfers, endpoint,
                 workers, scheduler, show_progress=True,
             )  # fmt: skip
+        except DiskFullError as e:
+            fail(str(e), code=3)
         except (IngestError, ValueError) as e:
-            console.print(f"[red]{e}[/]")
-            raise typer.Exit(2) from None
+            fail(str(e))
     report.print(" ".join(f"{k}={v}" for k, v in result.items()))
     if result.get("failed"):
         raise typer.Exit(1)

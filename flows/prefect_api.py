@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -67,12 +68,30 @@ def local_api() -> Iterator[str]:
         os.environ["PREFECT_API_URL"] = url
         yield url
     finally:
+        _flush_logs()  # while the server still listens: else "Error logging to API" at exit
         os.environ.pop("PREFECT_API_URL", None)
         proc.terminate()
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def _flush_logs() -> None:
+    """Send queued run logs, then stop sending: the server is about to go away."""
+    import logging
+
+    try:
+        from prefect.logging.handlers import APILogHandler
+    except ImportError:
+        return
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    handlers = {h for lg in loggers for h in getattr(lg, "handlers", [])
+                if isinstance(h, APILogHandler)}  # fmt: skip
+    for h in handlers:
+        with contextlib.suppress(Exception):  # best effort: log lines, the outcome is known
+            h.flush()
+        h.setLevel(logging.CRITICAL + 1)
 
 
 def supervise(parent: int, command: list[str], poll: float = 0.5) -> int:

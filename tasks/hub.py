@@ -78,6 +78,12 @@ def select(paths: list[str], include: list[str], exclude: list[str]) -> list[str
     return [p for p in chosen if not any(fnmatch.fnmatch(p, g) for g in exclude)]
 
 
+def is_network_error(e: BaseException) -> bool:
+    """A refused, reset or timed-out connection, from the socket or the HTTP client."""
+    mod = type(e).__module__.split(".")[0]
+    return isinstance(e, OSError) or mod.startswith(("httpx", "httpcore", "requests", "urllib3"))
+
+
 def plan_ingest(
     repo: str,
     revision: str,
@@ -98,6 +104,14 @@ def plan_ingest(
     except (ValueError, json.JSONDecodeError) as e:  # e.g. an HTML page instead of JSON
         raise IngestError(f"{repo}@{revision}: the Hub's answer is not the expected JSON ({e}); "
                           "is HF_ENDPOINT right?") from e  # fmt: skip
+    except Exception as e:
+        if not is_network_error(e):
+            raise
+        where = endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+        raise IngestError(
+            f"{where}: cannot reach the Hub ({type(e).__name__}: {e}); check --endpoint or "
+            "HF_ENDPOINT and the network, then re-run"
+        ) from None
     files = {f.path: f for f in tree if hasattr(f, "size")}
     chosen = select(sorted(files), include, list(exclude))
     if not chosen:

@@ -44,3 +44,20 @@ def test_ingest_cli(prefect_api: str, tmp_path: Path) -> None:
         bad = [CSDM, "ingest", "--dest", str(tmp_path / "x"), "--revision", "no-such-branch"]
         r = subprocess.run(bad, capture_output=True, text=True, env=env, timeout=300)
         assert r.returncode == 2 and "no-such-branch" in r.stderr
+
+
+def test_a_refused_connection_is_one_line_naming_the_endpoint(
+    prefect_api: str, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "COLUMNS": "200"}
+    r = subprocess.run([CSDM, "ingest", "--dest", str(tmp_path / "d"), "--endpoint", endpoint],
+                       capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert r.returncode == 2
+    assert f"{endpoint}: cannot reach the Hub" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
