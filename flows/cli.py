@@ -23,9 +23,34 @@ from tasks.labels import LabelsWriter, label_metadata_file
 from tasks.quality import QualityThresholds
 from tasks.synth import SynthConfig, write_synthetic_tree
 
+# Plain click help: one option per line, wrapped to the terminal, readable at 80 columns.
 app = typer.Typer(
-    help="csdm: the Counter-Strike deathmatch dataset pipeline.", no_args_is_help=True
+    help="csdm: the Counter-Strike deathmatch dataset pipeline.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"csdm {version('csdm')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """csdm: the Counter-Strike deathmatch dataset pipeline."""
+
+
 console = Console(stderr=True)  # progress and diagnostics
 report = Console()  # results; wide enough for the summary table even when piped
 report.width = max(report.width, 130)
@@ -48,10 +73,21 @@ def synth(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same tree.")] = 0,
     frames: Annotated[int, typer.Option(min=2, help="Frames per episode (public: 1000).")] = 200,
     tars: Annotated[int, typer.Option(min=0, help="Scraped-set tars to write.")] = 2,
-    episodes_per_tar: Annotated[int, typer.Option(min=0)] = 3,
+    episodes_per_tar: Annotated[int, typer.Option(min=0, help="Episodes in each tar.")] = 3,
     expert_episodes: Annotated[int, typer.Option(min=0, help="Episodes in the expert zip.")] = 2,
+    force: Annotated[
+        bool, typer.Option(help="Replace the tars, zips and metadata of an earlier synth in OUT.")
+    ] = False,
 ) -> None:
     """Write a small synthetic dataset in the public Hub layout (tars, zip, metadata)."""
+    from tasks.synth import earlier_synth_files
+
+    earlier = earlier_synth_files(out)
+    if earlier and not force:
+        fail(f"{out}: already holds a source tree ({len(earlier)} files, e.g. {earlier[0].name}); "
+             "pass --force to replace it, or choose an empty folder")  # fmt: skip
+    for p in earlier:
+        p.unlink()
     cfg = SynthConfig(seed, frames, tars, episodes_per_tar, expert_episodes)
     total = tars * episodes_per_tar + expert_episodes
     with _progress() as bar:
@@ -108,12 +144,24 @@ def _summary(per_file: list[pa.Table]) -> Table:
 def infer(
     paths: Annotated[list[Path], typer.Argument(help="Metadata .npy files or folders of them.")],
     out: Annotated[Path, typer.Option(help="Folder for frames.parquet and files.parquet.")],
-    dead_skipped: int = _SEED.dead_skipped,
-    ram_gsi_disagree_hp: int = _SEED.ram_gsi_disagree_hp,
-    ram_gsi_disagree_ammo: int = _SEED.ram_gsi_disagree_ammo,
-    obs_count: int = _SEED.obs_count,
-    mouse_static: int = _SEED.mouse_static,
-    vel_static: int = _SEED.vel_static,
+    dead_skipped: Annotated[
+        int, typer.Option(help="Reject above this many dead frames.")
+    ] = _SEED.dead_skipped,
+    ram_gsi_disagree_hp: Annotated[
+        int, typer.Option(help="Reject above this many RAM/GSI health disagreements.")
+    ] = _SEED.ram_gsi_disagree_hp,
+    ram_gsi_disagree_ammo: Annotated[
+        int, typer.Option(help="Reject above this many RAM/GSI ammo disagreements.")
+    ] = _SEED.ram_gsi_disagree_ammo,
+    obs_count: Annotated[
+        int, typer.Option(help="Reject above this many spectating frames.")
+    ] = _SEED.obs_count,
+    mouse_static: Annotated[
+        int, typer.Option(help="Reject above this many frames without mouse movement.")
+    ] = _SEED.mouse_static,
+    vel_static: Annotated[
+        int, typer.Option(help="Reject above this many frames without player movement.")
+    ] = _SEED.vel_static,
     per_frames: Annotated[
         int, typer.Option(help="Thresholds are per this many frames (0: absolute counts).")
     ] = _SEED.per_frames,
@@ -170,7 +218,7 @@ def process(
         Path, typer.Argument(help="Output folder (frames.zarr, catalog/, manifest.json).")
     ],
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Local Dask worker processes [default: cores].")
+        int | None, typer.Option(min=1, help="Local Dask worker processes (default: one per core).")
     ] = None,
     scheduler: Annotated[
         str | None, typer.Option(help="Existing Dask scheduler, tcp://host:8786.")
@@ -321,8 +369,10 @@ def pipeline(
     source: Annotated[
         Path | None, typer.Option(help="A local tree in the public layout instead of the Hub.")
     ] = None,
-    repo: Annotated[str, typer.Option()] = "TeaPearce/CounterStrike_Deathmatch",
-    revision: Annotated[str, typer.Option()] = "main",
+    repo: Annotated[str, typer.Option(help="Dataset repo on the Hub.")] = (
+        "TeaPearce/CounterStrike_Deathmatch"
+    ),
+    revision: Annotated[str, typer.Option(help="Branch, tag or commit.")] = "main",
     include: Annotated[
         list[str] | None, typer.Option(help="Glob over repo paths (repeat).")
     ] = None,
@@ -338,9 +388,11 @@ def pipeline(
     transfers: Annotated[int, typer.Option(min=1, help="Parallel downloads.")] = 2,
     workers: Annotated[int | None, typer.Option(help="Local Dask worker processes.")] = None,
     scheduler: Annotated[str | None, typer.Option(help="Existing Dask scheduler.")] = None,
-    split_file: Annotated[Path | None, typer.Option()] = None,
-    test_fraction: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
-    seed: Annotated[int, typer.Option()] = 0,
+    split_file: Annotated[Path | None, typer.Option(help="File of test episode names.")] = None,
+    test_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of episodes in the test split.")
+    ] = 0.0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the split hash.")] = 0,
     endpoint: Annotated[str | None, typer.Option(help="Hub URL (default: HF_ENDPOINT).")] = None,
 ) -> None:
     """Download and process as one stream: each tar is processed as soon as it is verified."""

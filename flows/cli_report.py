@@ -48,7 +48,7 @@ def view(
     out: Annotated[Path, typer.Argument(help="A folder written by `csdm process`.")],
     episode: Annotated[str, typer.Argument(help="Episode name, e.g. dm_july2021_12.")],
     to: Annotated[Path, typer.Option("--out", help="FILE.png (a grid) or FILE.gif (16 fps).")],
-    start: Annotated[int, typer.Option(min=0)] = 0,
+    start: Annotated[int, typer.Option(min=0, help="First frame to draw.")] = 0,
     count: Annotated[int, typer.Option(min=1, help="Frames to draw.")] = 1,
 ) -> None:
     """Draw frames of an episode with the shipped and inferred actions overlaid."""

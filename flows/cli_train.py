@@ -25,9 +25,17 @@ def train(
     ] = "tiny",
     steps: Annotated[int, typer.Option(min=1, help="Total optimiser steps.")] = 20,
     resume: Annotated[bool, typer.Option(help="Continue RUN from its checkpoint.")] = False,
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Windows per step per GPU.")] = None,
-    window: Annotated[int | None, typer.Option(min=2, help="Frames per window.")] = None,
-    workers: Annotated[int | None, typer.Option(min=0, help="Loader processes per rank.")] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Windows per step per GPU (default: tiny 2, paper 1)."),
+    ] = None,
+    window: Annotated[
+        int | None, typer.Option(min=2, help="Frames per window (default: tiny 16, paper 96).")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=0, help="Loader processes per rank (default: tiny 0, paper 2)."),
+    ] = None,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-4,
     seed: Annotated[int, typer.Option(help="Seed of init, order and augmentation.")] = 0,
     split: Annotated[
@@ -48,8 +56,15 @@ def train(
     amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = True,
     fold_mouse: Annotated[bool, typer.Option(help="Fold extreme mouse bins inward.")] = True,
     fill_clicks: Annotated[bool, typer.Option(help="Fill 101 / 1001 left-click gaps.")] = True,
-    log_every: Annotated[int, typer.Option(min=1)] = 5,
-    ckpt_every: Annotated[int, typer.Option(min=1)] = 50,
+    log_every: Annotated[int, typer.Option(min=1, help="Log metrics every N steps.")] = 5,
+    ckpt_every: Annotated[int, typer.Option(min=1, help="Checkpoint every N steps.")] = 50,
+    on_corrupt: Annotated[
+        str,
+        typer.Option(
+            help="A corrupt stored chunk: stop with its error, or skip its episode "
+            "and count it (stop or skip)."
+        ),
+    ] = "stop",
 ) -> None:
     """Train the policy on a processed dataset; under torchrun, one process per GPU (DDP)."""
     from dataclasses import replace
@@ -59,10 +74,12 @@ def train(
     from training.train import TrainConfig
     from training.train import train as run_training
 
+    if on_corrupt not in ("stop", "skip"):
+        fail(f"--on-corrupt must be stop or skip, not {on_corrupt!r}")
     try:
         cfg = TrainConfig.preset_config(preset)
     except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
+        fail(str(e))
     base = SamplerConfig.seed_subselect() if subselect else SamplerConfig()
     sampler = replace(
         base,
@@ -84,6 +101,7 @@ def train(
         imagenet=str(imagenet) if imagenet else None,
         log_every=log_every,
         ckpt_every=ckpt_every,
+        on_corrupt=on_corrupt,
         sampler=sampler,
         loss=LossOptions(fold_mouse_extremes=fold_mouse, fill_click_gaps=fill_clicks),
     )

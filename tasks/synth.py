@@ -100,6 +100,16 @@ def _pack(archive: Path, files: list[tuple[Path, str]]) -> None:
     os.replace(tmp, archive)
 
 
+def earlier_synth_files(out: str | Path) -> list[Path]:
+    """Tars, zips and metadata files a synth (or a copy of the public layout) left in `out`."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    found = [*out.glob("hdf5_*.tar"), *out.glob("dataset_*.zip"),
+             *(out / METADATA_DIR).glob("currvarsv2_*.npy")]  # fmt: skip
+    return sorted(p for p in found if p.is_file())
+
+
 def write_synthetic_tree(
     out: str | Path,
     cfg: SynthConfig = SynthConfig(),

@@ -66,8 +66,13 @@ def render(root: str | Path, episode: str, start: int = 0, count: int = 1) -> li
     ds = open_dataset(root)
     n = ds.n_frames(episode)
     if not 0 <= start < n:
-        raise ValueError(f"{episode}: start {start} outside its {n} frames")
-    stop = min(n, start + count)
+        raise ValueError(f"{episode}: start {start} outside its {n} frames (0-{n - 1})")
+    if start + count > n:
+        raise ValueError(
+            f"{episode}: frames {start}-{start + count - 1} run past its last frame {n - 1}; "
+            f"use --count {n - start} or less, or an earlier --start"
+        )
+    stop = start + count
     frames = ds.frames(episode, start, stop)[..., ::-1]  # stored BGR -> RGB
     out = []
     for f, lab in zip(frames, _labels(root, episode, start, stop), strict=True):
