@@ -65,7 +65,7 @@ def main() -> None:
             t = time.perf_counter()
             pipeline_flow(str(tmp / "out2"), str(tmp / "dl2"), REPO, "main", ["*"],
                           endpoint=server.endpoint, transfers=2, delete_sources=True,
-                          workers=args.workers)  # fmt: skip
+                          workers=args.workers or 0)  # fmt: skip
             t_pipe = time.perf_counter() - t
         bound = max(t_ingest, t_process)
         print(f"  ingest alone          : {t_ingest:6.1f} s")

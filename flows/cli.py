@@ -257,7 +257,7 @@ def process(
         params = ProcessParams(
             test_fraction=test_fraction,
             seed=seed,
-            split_file=str(split_file) if split_file else None,
+            split_file=str(split_file) if split_file else "",
         )
         console.print(f"Prefect API: {api}")
         try:
@@ -410,14 +410,14 @@ def pipeline(
         params = ProcessParams(
             test_fraction=test_fraction,
             seed=seed,
-            split_file=str(split_file) if split_file else None,
+            split_file=str(split_file) if split_file else "",
         )
         try:
             result = pipeline_flow(
-                str(out), str(dest), repo, revision, include, exclude, subset,
-                str(source) if source else None, params,
-                _size(max_disk) if max_disk else None, delete_sources, transfers, endpoint,
-                workers, scheduler, show_progress=True,
+                str(out), str(dest), repo, revision, tuple(include or ()),
+                tuple(exclude or ()), tuple(subset or ()), str(source) if source else "", params,
+                _size(max_disk) if max_disk else 0, delete_sources, transfers, endpoint or "",
+                workers or 0, scheduler or "", show_progress=True,
             )  # fmt: skip
         except DiskFullError as e:
             fail(str(e), code=3)

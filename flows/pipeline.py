@@ -12,10 +12,12 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+from typing import Annotated
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
 
 from flows.ingest import download_task, plan_task
 from flows.process import (
@@ -63,28 +65,47 @@ def pipeline_flow(
     dest: str = "data/hub",
     repo: str = REPO,
     revision: str = "main",
-    include: list[str] | None = None,
-    exclude: list[str] | None = None,
-    subsets: list[str] | None = None,
-    source: str | None = None,
-    params: ProcessParams | None = None,
-    max_disk: int | None = None,
+    include: tuple[str, ...] = (),
+    exclude: tuple[str, ...] = (),
+    subsets: tuple[str, ...] = (),
+    source: str = "",
+    params: ProcessParams = ProcessParams(),  # noqa: B008  (shown filled in the run form)
+    max_disk: Annotated[int, Field(ge=0)] = 0,
     delete_sources: bool = False,
-    transfers: int = 2,
-    endpoint: str | None = None,
-    workers: int | None = None,
-    scheduler: str | None = None,
+    transfers: Annotated[int, Field(ge=1, le=64)] = 2,
+    endpoint: str = "",
+    workers: Annotated[int, Field(ge=0, le=4096)] = 0,
+    scheduler: str = "",
     show_progress: bool = False,
 ) -> dict:
     """Ingest and process as one stream; `source` processes a local tree instead of the Hub.
 
     The flow's own task runner (threads) downloads; repacking runs on a Dask runner that is
     started in the background, so its start-up overlaps the first transfers.
+
+    Args:
+        out: Dataset folder to write (frames.zarr, catalog/, manifest.json).
+        dest: Folder the Hub's files are downloaded to.
+        repo: Dataset repo on the Hub.
+        revision: Branch, tag or commit of the repo.
+        include: fnmatch globs over repo paths; empty: the subsets.
+        exclude: Globs of repo paths to leave out.
+        subsets: dm_scraped, dm_expert, aim_expert, other_maps, metadata; empty: all.
+        source: A local tree in the public layout to process instead of the Hub.
+        params: Splits and quality limits of the dataset.
+        max_disk: Bytes of downloaded tars allowed on disk at once; 0: no budget.
+        delete_sources: Delete each tar once processed.
+        transfers: Parallel downloads.
+        endpoint: Hub URL; empty: HF_ENDPOINT or the public Hub.
+        workers: Local Dask worker processes; 0: one per core.
+        scheduler: An existing Dask scheduler (tcp://host:8786); empty: a local cluster.
+        show_progress: Progress bars on the terminal (the CLI sets it).
+
     """
     logger = get_run_logger()
     params = params or ProcessParams()
     if source:
-        runner = dask_runner(workers, scheduler)
+        runner = dask_runner(workers or None, scheduler or None)
         summary = process_flow.with_options(task_runner=runner)(source, out, params, show_progress)
         return {**summary.counts(), "failures": list(summary.failures)}
     t0 = time.monotonic()
@@ -92,27 +113,27 @@ def pipeline_flow(
     check_parameters(layout, params.recorded())
     sweep_leftovers(layout)
     splits, thresholds = params.splits(), params.thresholds()
-    patterns = patterns_for(include or [], subsets or ([] if include else list(SUBSETS)))
-    plan = plan_task(repo, revision, patterns, exclude or [], endpoint)
+    patterns = patterns_for(list(include), list(subsets) or ([] if include else list(SUBSETS)))
+    plan = plan_task(repo, revision, patterns, list(exclude), endpoint or None)
     state_path = layout.root / STATE
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     metadata = [f for f in plan.files if METADATA_RE.match(PurePosixPath(f.path).name)]
     containers = [f for f in plan.files if f.path.endswith((".tar", ".zip", ".hdf5"))
                   and state.get(f.path) != (f.sha256 or f.git_oid)]  # fmt: skip
-    budget = max_disk if max_disk is not None else float("inf")
-    delete = delete_sources or max_disk is not None
+    budget = max_disk or float("inf")
+    delete = delete_sources or max_disk > 0
     too_big = [f.path for f in containers if f.size > budget]
     if too_big:
         raise IngestError(f"--max-disk {max_disk} is smaller than {too_big[0]}; raise it")
     records, fetched, peak = [], 0, 0
-    dask = dask_runner(workers, scheduler)
+    dask = dask_runner(workers or None, scheduler or None)
     starting = ThreadPoolExecutor(1).submit(dask.__enter__)
 
     with ThreadPoolTaskRunner(max_workers=transfers) as io, _closing(dask, starting):
 
         def fetch(f: HubFile):
             return io.submit(
-                download_task, {"plan": plan, "f": f, "dest": dest, "endpoint": endpoint}
+                download_task, {"plan": plan, "f": f, "dest": dest, "endpoint": endpoint or None}
             )
 
         todo = pending(plan, dest_path)

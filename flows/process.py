@@ -36,10 +36,10 @@ class ProcessParams(BaseModel):
         0.0, ge=0.0, le=1.0, description="Share of episodes put in the test split (0 to 1)."
     )
     seed: int = Field(0, ge=0, description="Seed of the hash that assigns episodes to splits.")
-    split_file: str | None = Field(
-        None,
+    split_file: str = Field(
+        "",
         description="File naming the test episodes, one per line (e.g. DIAMOND's "
-        "diamond_test_split.txt); overrides the test fraction.",
+        "diamond_test_split.txt); overrides the test fraction. Empty: none.",
     )
     dead_skipped: int = Field(
         200, ge=0, description="Reject an episode with more dead frames than this."
@@ -282,7 +282,13 @@ def process_flow(
 ) -> RunSummary:
     """Repack every episode of `src` into `out`; resumable, one Dask task per episode.
 
-    `reprocess` accepts parameters other than OUT's: episodes are re-judged, frames kept.
+    Args:
+        src: Source tree in the public layout (tars, zips, loose .hdf5, dataset_metadata/).
+        out: Dataset folder to write (frames.zarr, catalog/, manifest.json).
+        params: Splits and quality limits; a rerun must use OUT's unless `reprocess`.
+        show_progress: Progress bars on the terminal (the CLI sets it).
+        reprocess: Accept parameters other than OUT's: episodes are re-judged, frames kept.
+
     """
     logger = get_run_logger()
     params = params or ProcessParams()

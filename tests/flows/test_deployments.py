@@ -71,7 +71,7 @@ def test_pipeline_deployment_through_the_api(served) -> None:
     ):
         assert name in listed
     out = tmp / "pipeline-out"
-    params = {"out": str(out), "dest": str(tmp / "dl"), "include": ["*"], "max_disk": None,
+    params = {"out": str(out), "dest": str(tmp / "dl"), "include": ["*"], "max_disk": 0,
               "delete_sources": True, "workers": 1}  # fmt: skip
     r = subprocess.run(
         [PREFECT, "deployment", "run", "pipeline/pipeline", "--params", json.dumps(params),
@@ -137,6 +137,36 @@ def test_run_the_process_deployment_from_the_ui(served, tmp_path: Path) -> None:
         page.get_by_text(_state(port, run_id) or "?", exact=True).first.wait_for(timeout=60_000)
         body = page.inner_text("body")
         page.screenshot(path=str(tmp_path / "deployment.png"))
+        assert "Completed" in body, body[-2000:]
+        assert len(open_dataset(tmp / "data" / "csdm").episodes) == 8  # the deployment's defaults
+
+        # A custom run: every option is a described field, filled with its default, and editable
+        page.goto(f"http://127.0.0.1:{port}/deployments")
+        page.get_by_role("link", name="process", exact=True).first.click()
+        page.get_by_role("button", name="Run", exact=True).click()
+        page.get_by_text("Custom run", exact=True).click()
+        label = page.get_by_text("Test Fraction (Optional)", exact=True)
+        label.wait_for(timeout=30_000)
+        page.get_by_text("Share of episodes put in the test split (0 to 1).").wait_for()
+        field = label.locator("xpath=following::input[1]")
+        assert field.input_value() == "0"
+        assert page.get_by_text("Per Frames (Optional)", exact=True).locator(
+            "xpath=following::input[1]").input_value() == "1000"  # fmt: skip
+        field.fill("0.5")
+        page.get_by_text("out", exact=True).locator("xpath=following::textarea[1]").fill(
+            str(tmp / "data" / "custom")
+        )
+        page.get_by_role("button", name="Submit").click()
+        custom = None
+        deadline = time.monotonic() + 60
+        while custom in (None, run_id) and time.monotonic() < deadline:
+            page.wait_for_timeout(1000)
+            custom = _process_run(port)
+        assert custom not in (None, run_id), "the custom run was not created"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and _state(port, custom) not in FINAL:
+            time.sleep(3)
         browser.close()
-    assert "Completed" in body, body[-2000:]
-    assert len(open_dataset(tmp / "data" / "csdm").episodes) == 8  # the deployment's defaults
+    assert _state(port, custom) == "Completed"
+    manifest = open_dataset(tmp / "data" / "custom").manifest
+    assert manifest["parameters"]["test_fraction"] == 0.5
