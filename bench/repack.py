@@ -8,7 +8,9 @@ as published) it measures, in one run and on one core:
   copies frame by frame (one HDF5 dataset read and one single-frame chunk write per frame);
 - the compression ratio raw/stored, and the candidate codecs the choice was made from;
 - random 96-frame window reads from the store against the same windows read from the source
-  HDF5 with one dataset read per frame (the seed's and DIAMOND's access pattern).
+  HDF5 with one dataset read per frame (the seed's and DIAMOND's access pattern);
+- the cost of the crc32c checksum on every chunk: writing and reading whole episodes with
+  and without it, in the frame store's layout.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import h5py
 import numpy as np
 import zarr
 from numcodecs import LZ4, Blosc, Zstd
-from zarr.codecs import ZstdCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.storage import LocalStore
 
 from storage.containers import MemberRef, iter_container
@@ -74,6 +76,46 @@ def naive_repack(src: SourceEpisode, out: Path) -> None:
 def hdf5_window(h5_source, start: int) -> None:
     with h5py.File(h5_source, "r") as h5:
         np.stack([h5[f"frame_{i}_x"][()] for i in range(start, start + WINDOW)])
+
+
+def store_with(path: Path, frames: np.ndarray, compressors) -> zarr.Array:
+    """An episode in the frame store's layout (32-frame chunks, one shard) with `compressors`."""
+    n = len(frames)
+    shard = -(-n // CHUNK_FRAMES) * CHUNK_FRAMES
+    arr = zarr.create_array(
+        LocalStore(path), shape=frames.shape, dtype=np.uint8, chunks=(CHUNK_FRAMES, 150, 280, 3),
+        shards=(shard, 150, 280, 3), compressors=compressors,
+        config={"write_empty_chunks": True},
+    )  # fmt: skip
+    arr[:] = frames
+    return arr
+
+
+def checksum_cost(tmp: Path, frames: list[np.ndarray], raw: int) -> None:
+    """Write and read the same episodes with zstd alone and with zstd + crc32c, interleaved."""
+    variants = {"zstd-3 + crc32c (stored)": (ZstdCodec(level=ZSTD_LEVEL), Crc32cCodec()),
+                "zstd-3 alone (baseline)": (ZstdCodec(level=ZSTD_LEVEL),)}  # fmt: skip
+    writes: dict[str, list[float]] = {name: [] for name in variants}
+    reads: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(3):
+        for j, (name, codecs) in enumerate(variants.items()):
+            folder = tmp / f"crc-{r}-{j}"
+            writes[name].append(timed(lambda f=folder, c=codecs: [
+                store_with(f / str(i), x, c) for i, x in enumerate(frames)]))  # fmt: skip
+    for _ in range(5):
+        for j, name in enumerate(variants):
+            arrays = [zarr.open_array(LocalStore(tmp / f"crc-0-{j}" / str(i)), mode="r")
+                      for i in range(len(frames))]  # fmt: skip
+            reads[name].append(timed(lambda a=arrays: [x[:] for x in a]))
+    best = {name: (min(writes[name]), min(reads[name])) for name in variants}
+    (w_crc, r_crc), (w_plain, r_plain) = best.values()
+    print("\n[crc32c on every chunk, whole episodes, one core, best of 3 writes / 5 reads]")
+    for name, (w, rd) in best.items():
+        print(f"  {name:26s}: write {raw / w / 1e6:6.1f} MB/s  read {raw / rd / 1e6:6.1f} MB/s")
+    print(
+        f"  checksum cost: write {w_crc / w_plain:.3f}x, read {r_crc / r_plain:.3f}x the "
+        "baseline's time; goal <= 1.10x"
+    )
 
 
 def timed(fn) -> float:
@@ -133,6 +175,11 @@ def main() -> None:
         for s, f in zip(sources, frames, strict=True):
             write_frames(OutLayout(tmp / "write_only"), s.episode.name, f, {})
         t_write = time.perf_counter() - t
+        del frames
+
+        # (b'') the checksum's share of writing and reading
+        frames = [read_episode(s.ref, parts=("x",))["x"] for s in sources]
+        checksum_cost(tmp, frames, raw)
         del frames
 
         # (c) naive frame-by-frame copy

@@ -23,6 +23,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.checksums import sha256_file
+
 DESCRIPTOR = "policy.json"
 MANIFEST = "MANIFEST.json"
 INDEX = "index.json"
@@ -30,15 +32,6 @@ INDEX = "index.json"
 
 class RegistryError(ValueError):
     """A registry, version or file that is missing or fails verification."""
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_entry(path: Path) -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -14,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage.catalog import COUNTERS, METADATA_SCHEMA, STATE_COLUMNS
+from storage.checksums import sha256_file
 from storage.diskspace import is_disk_full
 from storage.layout import OutLayout
 from storage.metadata import load_metadata
@@ -67,15 +67,6 @@ def prepare_metadata_or_failure(
         return MetadataFailure(str(meta_path), text, disk_full=is_disk_full(e))
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, read in 8 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 23):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     """Write Parquet under a temporary name, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +106,7 @@ def prepare_metadata(
             r["path"] is None or Path(r["path"]).exists() for r in cached["records"]
         ):
             return [MetaRecord(**r) for r in cached["records"]]
-    digest = file_sha256(meta_path)
+    digest = sha256_file(meta_path)
     batch = load_metadata(meta_path)
     acts = infer_actions(batch.state, batch.lengths)
     keep, reasons = thresholds.judge(acts.counters, batch.lengths)
