@@ -93,6 +93,11 @@ def test_enospc_mid_run_stops_cleanly_and_a_rerun_finishes(
     arrays = {p.name for p in (out / "frames.zarr").iterdir() if p.is_dir()}
     assert arrays == committed  # the episode that hit the full disk left no frames
     monkeypatch.setattr(framestore, "stored_bytes", real)
+    # what a killed run would leave: a half-written array and a temporary catalog file
+    (out / ".staging" / "dm_july2021_9.0badc0de" / "c").mkdir(parents=True)
+    (out / ".staging" / "dm_july2021_9.0badc0de" / "c" / "0").write_bytes(b"half")
+    (out / "catalog" / ".files.parquet.4242.tmp").write_bytes(b"")
     summary = flow(str(synth_tree), str(out), ProcessParams())
+    assert not _leftovers(out)  # swept at the start of the run
     assert (summary.stored, summary.skipped, summary.failed) == (8, len(committed), 0)
     assert len(open_dataset(out).episodes) == 8
