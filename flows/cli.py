@@ -499,12 +499,13 @@ def verify(
     ] = False,
 ) -> None:
     """Re-read every stored chunk, check its crc32c and decode it; list the bad episodes."""
-    from storage.dataset import DatasetFormatError
+    from storage.dataset import DatasetFormatError, open_dataset
     from tasks.verify import uncommit, verify_dataset
 
     try:
+        total = len(episodes) if episodes else len(open_dataset(out).episodes)
         with _progress() as bar:
-            task = bar.add_task("verify", total=len(episodes) if episodes else None, item="")
+            task = bar.add_task("verify", total=total, item="")
 
             def tick(check) -> None:
                 bar.update(task, advance=1, item=check.episode)
