@@ -78,7 +78,7 @@ def local_api() -> Iterator[str]:
 
 
 def _flush_logs() -> None:
-    """Send queued run logs, then stop sending: the server is about to go away."""
+    """Send queued run logs and events, then stop sending: the server is about to go away."""
     import logging
 
     try:
@@ -92,6 +92,10 @@ def _flush_logs() -> None:
         with contextlib.suppress(Exception):  # best effort: log lines, the outcome is known
             h.flush()
         h.setLevel(logging.CRITICAL + 1)
+    with contextlib.suppress(Exception):  # events too: else they need a server at exit
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=5)
 
 
 def supervise(parent: int, command: list[str], poll: float = 0.5) -> int:
