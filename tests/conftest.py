@@ -30,8 +30,12 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("prefect-home")
     old = os.environ.get("PREFECT_HOME")
     os.environ["PREFECT_HOME"] = str(home)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     try:
-        with local_api() as url:
+        # Prefect may have read its settings at import, before this server existed: flows run
+        # in the test process must use it too, not start a temporary server of their own.
+        with local_api() as url, temporary_settings({PREFECT_API_URL: url}):
             yield url
     finally:
         if old is None:

@@ -66,7 +66,6 @@ def test_process_refuses_to_start_without_room(
 def test_enospc_mid_run_stops_cleanly_and_a_rerun_finishes(
     synth_tree: Path, prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.task_runners import ThreadPoolTaskRunner
 
     from flows.process import ProcessParams, process_flow
@@ -84,8 +83,7 @@ def test_enospc_mid_run_stops_cleanly_and_a_rerun_finishes(
 
     monkeypatch.setattr(framestore, "stored_bytes", fills_up)
     flow = process_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))
-    # Prefect may have read its settings before the session's server existed: name it here
-    with temporary_settings({PREFECT_API_URL: prefect_api}), pytest.raises(DiskFullError) as err:
+    with pytest.raises(DiskFullError) as err:
         flow(str(synth_tree), str(out), ProcessParams())
     assert str(out) in str(err.value) and "GB more is needed" in str(err.value)
     assert not _leftovers(out)
@@ -99,8 +97,7 @@ def test_enospc_mid_run_stops_cleanly_and_a_rerun_finishes(
     (out / ".staging" / "dm_july2021_9.0badc0de" / "c").mkdir(parents=True)
     (out / ".staging" / "dm_july2021_9.0badc0de" / "c" / "0").write_bytes(b"half")
     (out / "catalog" / ".files.parquet.4242.tmp").write_bytes(b"")
-    with temporary_settings({PREFECT_API_URL: prefect_api}):
-        summary = flow(str(synth_tree), str(out), ProcessParams())
+    summary = flow(str(synth_tree), str(out), ProcessParams())
     assert not _leftovers(out)  # swept at the start of the run
     assert (summary.stored, summary.skipped, summary.failed) == (8, len(committed), 0)
     assert len(open_dataset(out).episodes) == 8
