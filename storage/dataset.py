@@ -74,7 +74,8 @@ class Dataset:
         try:
             return arr[start:stop]
         except Exception as e:  # zarr surfaces crc32c and codec failures as assorted errors
-            lo, hi, why = _first_bad_chunk(arr, *slice(start, stop).indices(arr.shape[0])[:2], e)
+            lo, hi = slice(start, stop).indices(arr.shape[0])[:2]
+            lo, hi, why = next(iter(chunk_problems(arr, lo, hi)), (lo, hi, _reason(e)))
             raise CorruptFramesError(
                 f"{self.layout.root}: episode {episode}, frames {lo}-{hi - 1}: corrupt chunk "
                 f"({why}); `csdm verify {self.layout.root}` lists every bad episode"
@@ -90,26 +91,22 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}"[:200] if text else type(e).__name__
 
 
-def _first_bad_chunk(arr: zarr.Array, start: int, stop: int, err: BaseException):
-    """`(lo, hi, reason)` of the first chunk in `[start, stop)` that fails to decode."""
-    step = arr.chunks[0]
+def chunk_problems(
+    arr: zarr.Array, start: int = 0, stop: int | None = None
+) -> list[tuple[int, int, str]]:
+    """Each frame chunk touching `[start, stop)` that fails its checksum or decode.
+
+    As `(first, stop, reason)`; the chunks are read one by one to tell which.
+    """
+    step, n = arr.chunks[0], arr.shape[0]
+    stop = n if stop is None else stop
+    bad = []
     for lo in range(start // step * step, max(stop, start + 1), step):
-        hi = min(lo + step, arr.shape[0])
+        hi = min(lo + step, n)
         try:
             arr[lo:hi]
         except Exception as e:
-            return lo, hi, _reason(e)
-    return start, stop, _reason(err)
-
-
-def chunk_problems(arr: zarr.Array) -> list[tuple[int, int, str]]:
-    """Every frame chunk that fails its checksum or decode, as `(first, stop, reason)`."""
-    step, n, bad = arr.chunks[0], arr.shape[0], []
-    for lo in range(0, n, step):
-        try:
-            arr[lo : min(lo + step, n)]
-        except Exception as e:
-            bad.append((lo, min(lo + step, n), _reason(e)))
+            bad.append((lo, hi, _reason(e)))
     return bad
 
 

@@ -181,11 +181,9 @@ def repack_episode(
             data = read_episode((ref.label, raw), parts=("x", "y", "helperarr"))  # views of raw
             n = len(data["x"])
     except (EpisodeFormatError, OSError) as e:
-        if is_disk_full(e):
-            raise
         return EpisodeRecord.failed(src, split, f"unreadable: {e}")
     try:
-        return _store(src, layout, meta, split, inputs, old, changed, digest, data, n)
+        return _store(src, layout, meta, split, inputs, old, changed, digest, data, n, frames_ok)
     except OSError as e:
         if is_disk_full(e) and not isinstance(e, DiskFullError):
             raise DiskFullError(layout.root, int(ref.size)) from None
@@ -194,11 +192,10 @@ def repack_episode(
 
 def _store(src: SourceEpisode, layout: OutLayout, meta: MetaRecord | None, split: str,
            inputs: dict, old: EpisodeRecord | None, changed: list[str], digest: str,
-           data: dict, n: int) -> EpisodeRecord:  # fmt: skip
+           data: dict, n: int, frames_ok: bool) -> EpisodeRecord:  # fmt: skip
     """Write frames (when needed), catalog rows, then the record that commits them."""
     ep = src.episode
     marker = layout.episode_record(ep.name)
-    frames_ok = episode_exists(layout, ep.name)
     if old:  # uncommit first: a crash from here on leaves the episode to be redone
         marker.unlink(missing_ok=True)
     if "x" not in data:
