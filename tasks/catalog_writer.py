@@ -28,20 +28,24 @@ class RunSummary:
     episodes: int
     stored: int
     skipped: int
-    redone: int
     kept: int
     rejected: int
     failed: int
     raw_bytes: int
     stored_bytes: int
-    metadata_failed: int = 0
     failures: tuple[str, ...] = ()  # "episode or member: reason", every failed one
     metadata_failures: tuple[str, ...] = ()  # "file: reason"
     redone_episodes: tuple[str, ...] = ()  # "episode (what changed)"
 
+    @property
+    def redone(self) -> int:
+        """Episodes rebuilt because their inputs changed."""
+        return len(self.redone_episodes)
+
     def counts(self) -> dict[str, int]:
         """The numbers alone (for tables)."""
-        return {k: v for k, v in asdict(self).items() if isinstance(v, int)}
+        ints = {k: v for k, v in asdict(self).items() if isinstance(v, int)}
+        return {**ints, "redone": self.redone, "metadata_failed": len(self.metadata_failures)}
 
 
 class ParametersChangedError(ValueError):
@@ -129,13 +133,11 @@ def write_catalog(
         episodes=len(records),
         stored=len(stored),
         skipped=sum(r.skipped for r in records),
-        redone=sum(r.redone is not None for r in records),
         kept=sum(r.keep for r in stored),
         rejected=sum(not r.keep for r in stored),
         failed=sum(r.status == "failed" for r in records),
         raw_bytes=sum(int(r.n_frames or 0) * FRAME_BYTES for r in stored),
         stored_bytes=sum(int(r.stored_bytes or 0) for r in stored),
-        metadata_failed=len(meta_failures or []),
         failures=tuple(
             f"{r.episode or r.member or r.container}: {r.reject_reason}"
             for r in records
