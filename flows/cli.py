@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flows.cli_errors import fail, hide_expected_tracebacks
+from flows.cli_options import StorageOptions, storage_options
 from storage.catalog import COUNTERS
 from storage.layout import METADATA_RE, RECORDING_RE
 from tasks.labels import LabelsWriter, label_metadata_file
@@ -117,6 +119,22 @@ def _metadata_files(paths: list[Path]) -> list[Path]:
 
 
 _SEED = QualityThresholds()  # the seed's limits are the CLI defaults
+
+
+def _limit(name: str):
+    """A quality-limit option whose help is the flow parameter's description."""
+    from tasks.params import ProcessParams
+
+    return typer.Option(help=ProcessParams.model_fields[name].description)
+
+
+DeadSkipped = Annotated[int, _limit("dead_skipped")]
+DisagreeHp = Annotated[int, _limit("ram_gsi_disagree_hp")]
+DisagreeAmmo = Annotated[int, _limit("ram_gsi_disagree_ammo")]
+ObsCount = Annotated[int, _limit("obs_count")]
+MouseStatic = Annotated[int, _limit("mouse_static")]
+VelStatic = Annotated[int, _limit("vel_static")]
+PerFrames = Annotated[int, _limit("per_frames")]
 _SHOW_REJECTED = 20
 # Short headers so the summary fits a terminal; README explains them.
 _SHORT = ("dead", "skip", "hp≠", "ammo≠", "obs", "still_m", "still_v")
@@ -144,27 +162,13 @@ def _summary(per_file: list[pa.Table]) -> Table:
 def infer(
     paths: Annotated[list[Path], typer.Argument(help="Metadata .npy files or folders of them.")],
     out: Annotated[Path, typer.Option(help="Folder for frames.parquet and files.parquet.")],
-    dead_skipped: Annotated[
-        int, typer.Option(help="Reject above this many dead frames.")
-    ] = _SEED.dead_skipped,
-    ram_gsi_disagree_hp: Annotated[
-        int, typer.Option(help="Reject above this many RAM/GSI health disagreements.")
-    ] = _SEED.ram_gsi_disagree_hp,
-    ram_gsi_disagree_ammo: Annotated[
-        int, typer.Option(help="Reject above this many RAM/GSI ammo disagreements.")
-    ] = _SEED.ram_gsi_disagree_ammo,
-    obs_count: Annotated[
-        int, typer.Option(help="Reject above this many spectating frames.")
-    ] = _SEED.obs_count,
-    mouse_static: Annotated[
-        int, typer.Option(help="Reject above this many frames without mouse movement.")
-    ] = _SEED.mouse_static,
-    vel_static: Annotated[
-        int, typer.Option(help="Reject above this many frames without player movement.")
-    ] = _SEED.vel_static,
-    per_frames: Annotated[
-        int, typer.Option(help="Thresholds are per this many frames (0: absolute counts).")
-    ] = _SEED.per_frames,
+    dead_skipped: DeadSkipped = _SEED.dead_skipped,
+    ram_gsi_disagree_hp: DisagreeHp = _SEED.ram_gsi_disagree_hp,
+    ram_gsi_disagree_ammo: DisagreeAmmo = _SEED.ram_gsi_disagree_ammo,
+    obs_count: ObsCount = _SEED.obs_count,
+    mouse_static: MouseStatic = _SEED.mouse_static,
+    vel_static: VelStatic = _SEED.vel_static,
+    per_frames: PerFrames = _SEED.per_frames,
 ) -> None:
     """Infer actions from game-state metadata and judge each episode's quality."""
     thresholds = QualityThresholds(
@@ -212,10 +216,14 @@ def infer(
 @app.command()
 def process(
     src: Annotated[
-        Path, typer.Argument(help="Source tree in the public layout (tars, zips, .hdf5).")
+        str,
+        typer.Argument(
+            help="Source in the public layout: a folder or a URL "
+            "(s3://bucket/raw) of tars, zips, .hdf5."
+        ),
     ],
     out: Annotated[
-        Path, typer.Argument(help="Output folder (frames.zarr, catalog/, manifest.json).")
+        str, typer.Argument(help="Dataset to write: a folder or a URL (s3://bucket/out).")
     ],
     workers: Annotated[
         int | None, typer.Option(min=1, help="Local Dask worker processes (default: one per core).")
@@ -232,42 +240,34 @@ def process(
         bool,
         typer.Option(help="Accept parameters other than OUT's: re-judge, re-split, keep frames."),
     ] = False,
+    dead_skipped: DeadSkipped = _SEED.dead_skipped,
+    ram_gsi_disagree_hp: DisagreeHp = _SEED.ram_gsi_disagree_hp,
+    ram_gsi_disagree_ammo: DisagreeAmmo = _SEED.ram_gsi_disagree_ammo,
+    obs_count: ObsCount = _SEED.obs_count,
+    mouse_static: MouseStatic = _SEED.mouse_static,
+    vel_static: VelStatic = _SEED.vel_static,
+    per_frames: PerFrames = _SEED.per_frames,
+    storage_option: StorageOptions = None,
 ) -> None:
-    """Repack a source tree into Zarr frames and a Parquet catalog (resumable)."""
-    from tasks.source import find_any_episode
-
-    if split_file is not None and test_fraction:
-        fail("give --split-file or --test-fraction, not both")
-    if not src.exists():
-        fail(f"{src}: no such source folder")
-    if not find_any_episode(src):
-        from flows.process import EXPECTED
-
-        fail(f"no episodes found in {src} ({EXPECTED})")
+    """Repack a source into Zarr frames and a Parquet catalog (resumable)."""
+    options = storage_options(storage_option)
+    params = _process_params(locals())
     # Quiet per-task logs on the terminal; the Prefect UI keeps them.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    _check_roots(src, out, options)
     from flows.prefect_api import local_api
-    from storage.diskspace import DiskFullError
 
     with local_api() as api:
-        from flows.process import ProcessParams, dask_runner, process_flow
+        from flows.process import dask_runner, process_flow
 
         hide_expected_tracebacks()
-        params = ProcessParams(
-            test_fraction=test_fraction,
-            seed=seed,
-            split_file=str(split_file) if split_file else "",
-        )
         console.print(f"Prefect API: {api}")
-        try:
+        with _expected_errors():
             summary = process_flow.with_options(task_runner=dask_runner(workers, scheduler))(
-                str(src), str(out), params, show_progress=True, reprocess=reprocess
-            )
-        except DiskFullError as e:
-            fail(str(e), code=3)
-        except (ValueError, FileNotFoundError) as e:
-            fail(str(e))
+                src, out, params, show_progress=True, reprocess=reprocess,
+                storage_options=options,
+            )  # fmt: skip
     table = Table(title=f"processed {src} -> {out}")
     for col in ("episodes", "stored", "redone", "already done", "kept", "rejected", "failed",
                 "raw GB", "stored GB"):  # fmt: skip
@@ -280,7 +280,7 @@ def process(
     report.print(table)
     _listed("redone (inputs changed)", summary.redone_episodes, "")
     _listed("metadata file unusable", summary.metadata_failures, "")
-    _listed("failed", summary.failures, f"see reject_reason in {out}/catalog/files.parquet")
+    _listed("failed", summary.failures, "see reject_reason in the files table (csdm query)")
     report.print(
         f'try: csdm query {out} "select dataset, split, count(*) from frames group by all"'
     )
@@ -290,6 +290,49 @@ def process(
             "are kept, the failed ones are retried"
         )
         raise typer.Exit(1)
+
+
+def _process_params(args: dict):
+    """The flow parameters from a command's arguments of the same names."""
+    from tasks.params import ProcessParams
+
+    if args["split_file"] is not None and args["test_fraction"]:
+        fail("give --split-file or --test-fraction, not both")
+    fields = {k: args[k] for k in ProcessParams.model_fields if k in args}
+    fields["split_file"] = str(args["split_file"]) if args["split_file"] else ""
+    return ProcessParams(**fields)
+
+
+def _check_roots(src: str, out: str, options: dict) -> None:
+    """Fail before any work when SRC or OUT cannot be reached or SRC holds no episode."""
+    from storage.fs import Root, StorageAccessError
+    from tasks.process_source import EXPECTED
+    from tasks.source import find_any_episode
+
+    try:
+        Root(src, options).check_access()
+        Root(out, options).check_access(writable=True)
+        if not find_any_episode(src, options):
+            fail(f"no episodes found in {src} ({EXPECTED})")
+    except StorageAccessError as e:
+        fail(str(e))
+
+
+@contextmanager
+def _expected_errors():
+    """Known failures end the command with one line: 3 for a full disk, else 1."""
+    from storage.diskspace import DiskFullError
+    from storage.fs import StorageAccessError
+    from storage.lease import LeaseHeldError
+    from storage.records import FormatError
+
+    try:
+        yield
+    except DiskFullError as e:
+        fail(str(e), code=3)
+    except (ValueError, FileNotFoundError, StorageAccessError, LeaseHeldError,
+            FormatError) as e:  # fmt: skip
+        fail(str(e))
 
 
 def _listed(what: str, lines: tuple[str, ...], more: str) -> None:
@@ -364,7 +407,7 @@ def _size(text: str) -> int:
 
 @app.command()
 def pipeline(
-    out: Annotated[Path, typer.Argument(help="Output folder, as for `csdm process`.")],
+    out: Annotated[str, typer.Argument(help="Dataset to write, as for `csdm process`.")],
     dest: Annotated[Path, typer.Option(help="Where tars are downloaded to.")] = Path("data/hub"),
     source: Annotated[
         Path | None, typer.Option(help="A local tree in the public layout instead of the Hub.")
@@ -394,35 +437,38 @@ def pipeline(
     ] = 0.0,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the split hash.")] = 0,
     endpoint: Annotated[str | None, typer.Option(help="Hub URL (default: HF_ENDPOINT).")] = None,
+    dead_skipped: DeadSkipped = _SEED.dead_skipped,
+    ram_gsi_disagree_hp: DisagreeHp = _SEED.ram_gsi_disagree_hp,
+    ram_gsi_disagree_ammo: DisagreeAmmo = _SEED.ram_gsi_disagree_ammo,
+    obs_count: ObsCount = _SEED.obs_count,
+    mouse_static: MouseStatic = _SEED.mouse_static,
+    vel_static: VelStatic = _SEED.vel_static,
+    per_frames: PerFrames = _SEED.per_frames,
+    storage_option: StorageOptions = None,
 ) -> None:
     """Download and process as one stream: each tar is processed as soon as it is verified."""
+    options = storage_options(storage_option)
+    params = _process_params(locals())
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     from flows.prefect_api import local_api
 
     with local_api():
         from flows.pipeline import pipeline_flow
-        from flows.process import ProcessParams
-        from storage.diskspace import DiskFullError
         from tasks.hub import IngestError
 
         hide_expected_tracebacks()
-        params = ProcessParams(
-            test_fraction=test_fraction,
-            seed=seed,
-            split_file=str(split_file) if split_file else "",
-        )
-        try:
-            result = pipeline_flow(
-                str(out), str(dest), repo, revision, tuple(include or ()),
-                tuple(exclude or ()), tuple(subset or ()), str(source) if source else "", params,
-                _size(max_disk) if max_disk else 0, delete_sources, transfers, endpoint or "",
-                workers or 0, scheduler or "", show_progress=True,
-            )  # fmt: skip
-        except DiskFullError as e:
-            fail(str(e), code=3)
-        except (IngestError, ValueError) as e:
-            fail(str(e))
+        with _expected_errors():
+            try:
+                result = pipeline_flow(
+                    out, str(dest), repo, revision, tuple(include or ()),
+                    tuple(exclude or ()), tuple(subset or ()), str(source) if source else "",
+                    params, _size(max_disk) if max_disk else 0, delete_sources, transfers,
+                    endpoint or "", workers or 0, scheduler or "", show_progress=True,
+                    storage_options=options,
+                )  # fmt: skip
+            except IngestError as e:
+                fail(str(e))
     report.print(" ".join(f"{k}={v}" for k, v in result.items()))
     if result.get("failed"):
         raise typer.Exit(1)
@@ -435,8 +481,9 @@ def query(
     format: Annotated[str, typer.Option(help="table, csv, json or parquet.")] = "table",
     output: Annotated[Path | None, typer.Option(help="Write the result to this file.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="Rows shown by the table format.")] = 50,
+    storage_option: StorageOptions = None,
 ) -> None:
-    """Run read-only DuckDB SQL over a processed dataset's catalog."""
+    """Run read-only DuckDB SQL over a processed dataset's catalog (a folder or a URL)."""
     import duckdb
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -451,11 +498,12 @@ def query(
         fail("--format parquet needs --output FILE")
     if output is not None and not output.parent.is_dir():
         fail(f"--output {output}: folder {output.parent} does not exist; create it first")
-    try:
-        open_dataset(out)  # checks the format
-    except DatasetFormatError as e:
-        fail(str(e))
-    con = connect_catalog(out)
+    storage_options(storage_option)
+    with _expected_errors():
+        try:
+            con = connect_catalog(open_dataset(out))  # checks the format
+        except DatasetFormatError as e:
+            fail(str(e))
     try:
         result = con.sql(sql)
         table = result.to_arrow_table() if result is not None else None
@@ -497,11 +545,13 @@ def verify(
     repair: Annotated[
         bool, typer.Option(help="Uncommit the bad episodes so `csdm process` stores them anew.")
     ] = False,
+    storage_option: StorageOptions = None,
 ) -> None:
     """Re-read every stored chunk, check its crc32c and decode it; list the bad episodes."""
     from storage.dataset import DatasetFormatError, open_dataset
     from tasks.verify import uncommit, verify_dataset
 
+    storage_options(storage_option)
     try:
         total = len(episodes) if episodes else len(open_dataset(out).episodes)
         with _progress() as bar:
@@ -520,12 +570,38 @@ def verify(
     frames = sum(c.frames for c in checks)
     report.print(f"{len(checks)} episode(s), {frames} frames checked: {len(bad)} bad")
     if bad and repair:
-        uncommit(out, bad)
+        with _expected_errors():
+            uncommit(out, bad)
         console.print(f"uncommitted {len(bad)} episode(s); now run `csdm process SRC {out}`")
     elif bad:
         console.print(f"to store them again: `csdm verify {out} --repair`, then `csdm process`")
     if bad:
         raise typer.Exit(1)
+
+
+@app.command()
+def compact(
+    out: Annotated[str, typer.Argument(help="A dataset written by `csdm process`.")],
+    storage_option: StorageOptions = None,
+) -> None:
+    """Fold per-episode catalog files and records into a few large files (under OUT's lease)."""
+    from storage.commit import compact as compact_catalog
+    from storage.dataset import DatasetFormatError, open_dataset
+    from storage.lease import DatasetLease
+
+    storage_options(storage_option)
+    with _expected_errors():
+        try:
+            ds = open_dataset(out)
+        except DatasetFormatError as e:
+            fail(str(e))
+        before = len(ds.state.pending) + len(ds.state.failed)
+        with DatasetLease(ds.layout):
+            index = compact_catalog(ds.layout)
+    report.print(
+        f"{out}: generation {index.generation}, {index.episodes} episodes in "
+        f"{len(index.frames_parts)} frames file(s); {before} record(s) folded in"
+    )
 
 
 from flows import cli_report, cli_train  # noqa: E402  (their commands join this app)

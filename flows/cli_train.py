@@ -12,13 +12,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flows.cli_errors import fail
+from flows.cli_options import StorageOptions, storage_options
 
 console = Console(stderr=True)
 report = Console()
 
 
 def train(
-    data: Annotated[Path, typer.Argument(help="A folder written by `csdm process`.")],
+    data: Annotated[
+        str,
+        typer.Argument(
+            help="A dataset written by `csdm process`: a folder or a URL (s3://bucket/out)."
+        ),
+    ],
     run: Annotated[Path, typer.Option(help="Run folder: checkpoint, config, metrics.")],
     preset: Annotated[
         str, typer.Option(help="tiny (CPU, seconds) or paper (the seed's).")
@@ -65,6 +71,7 @@ def train(
             "and count it (stop or skip)."
         ),
     ] = "stop",
+    storage_option: StorageOptions = None,
 ) -> None:
     """Train the policy on a processed dataset; under torchrun, one process per GPU (DDP)."""
     from dataclasses import replace
@@ -74,6 +81,7 @@ def train(
     from training.train import TrainConfig
     from training.train import train as run_training
 
+    storage_options(storage_option)
     if on_corrupt not in ("stop", "skip"):
         fail(f"--on-corrupt must be stop or skip, not {on_corrupt!r}")
     try:
@@ -109,7 +117,7 @@ def train(
 
     try:
         open_dataset(data)
-    except DatasetFormatError as e:
+    except (DatasetFormatError, OSError) as e:
         fail(str(e))
     rank0 = os.environ.get("RANK", "0") == "0"
     bar = Progress(
@@ -165,7 +173,12 @@ def export(
 
 def register(
     export_dir: Annotated[Path, typer.Argument(help="A folder written by `csdm export`.")],
-    registry: Annotated[str, typer.Option(help="Registry folder, or hf://owner/repo.")],
+    registry: Annotated[
+        str,
+        typer.Option(
+            help="Registry folder, hf://owner/repo, or an object-store URL (s3://bucket/models)."
+        ),
+    ],
     name: Annotated[str, typer.Option(help="Model name in the registry.")],
     alias: Annotated[str | None, typer.Option(help="Point this alias at the new version.")] = None,
 ) -> None:

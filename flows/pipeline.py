@@ -7,7 +7,6 @@ no download starts that would exceed the budget.
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -20,19 +19,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from flows.ingest import download_task, plan_task
-from flows.process import (
-    ProcessParams,
-    _report,
-    collect_records,
-    dask_runner,
-    prepare_all_metadata,
-    process_flow,
-    submit_repacks,
-)
+from flows.process import PrefectMapper, dask_runner, process_flow, report_run
 from flows.report_artifacts import publish_report
-from storage.framestore import sweep_leftovers
+from storage.commit import load_state
+from storage.fs import Root
 from storage.layout import METADATA_RE, OutLayout
+from storage.lease import DatasetLease
 from tasks.catalog_writer import check_parameters, problem_record, write_catalog
+from tasks.disk_budget import BudgetScheduler
 from tasks.hub import (
     REPO,
     SUBSETS,
@@ -43,10 +37,10 @@ from tasks.hub import (
     pending,
     record_verified,
 )
-from tasks.metadata_cache import write_json_atomic
+from tasks.params import ProcessParams
+from tasks.process_source import prepare_all_metadata, repack_all, repack_calls
+from tasks.repack import repack_episode
 from tasks.source import list_source
-
-STATE = ".pipeline.json"  # containers already processed, by repo path and checksum
 
 
 @contextmanager
@@ -77,6 +71,7 @@ def pipeline_flow(
     workers: Annotated[int, Field(ge=0, le=4096)] = 0,
     scheduler: str = "",
     show_progress: bool = False,
+    storage_options: dict[str, str] | None = None,
 ) -> dict:
     """Ingest and process as one stream; `source` processes a local tree instead of the Hub.
 
@@ -84,7 +79,7 @@ def pipeline_flow(
     started in the background, so its start-up overlaps the first transfers.
 
     Args:
-        out: Dataset folder to write (frames.zarr, catalog/, manifest.json).
+        out: Dataset to write: a folder or a URL (s3://bucket/out).
         dest: Folder the Hub's files are downloaded to.
         repo: Dataset repo on the Hub.
         revision: Branch, tag or commit of the repo.
@@ -100,118 +95,93 @@ def pipeline_flow(
         workers: Local Dask worker processes; 0: one per core.
         scheduler: An existing Dask scheduler (tcp://host:8786); empty: a local cluster.
         show_progress: Progress bars on the terminal (the CLI sets it).
+        storage_options: Non-secret fsspec options for `out` (secrets: the environment).
 
     """
     logger = get_run_logger()
     params = params or ProcessParams()
+    options = dict(storage_options or {})
     if source:
         runner = dask_runner(workers or None, scheduler or None)
-        summary = process_flow.with_options(task_runner=runner)(source, out, params, show_progress)
+        summary = process_flow.with_options(task_runner=runner)(
+            source, out, params, show_progress, storage_options=options
+        )
         return {**summary.counts(), "failures": list(summary.failures)}
     t0 = time.monotonic()
-    layout, dest_path = OutLayout(Path(out)), Path(dest)
-    check_parameters(layout, params.recorded())
-    sweep_leftovers(layout)
-    splits, thresholds = params.splits(), params.thresholds()
-    patterns = patterns_for(list(include), list(subsets) or ([] if include else list(SUBSETS)))
-    plan = plan_task(repo, revision, patterns, list(exclude), endpoint or None)
-    state_path = layout.root / STATE
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    metadata = [f for f in plan.files if METADATA_RE.match(PurePosixPath(f.path).name)]
-    containers = [f for f in plan.files if f.path.endswith((".tar", ".zip", ".hdf5"))
-                  and state.get(f.path) != (f.sha256 or f.git_oid)]  # fmt: skip
-    budget = max_disk or float("inf")
-    delete = delete_sources or max_disk > 0
-    too_big = [f.path for f in containers if f.size > budget]
-    if too_big:
-        raise IngestError(f"--max-disk {max_disk} is smaller than {too_big[0]}; raise it")
-    records, fetched, peak = [], 0, 0
-    dask = dask_runner(workers or None, scheduler or None)
-    starting = ThreadPoolExecutor(1).submit(dask.__enter__)
+    out_root, dest_path = Root(out, options), Path(dest)
+    layout = OutLayout(out_root)
+    out_root.check_access(writable=True)
+    with DatasetLease(layout):
+        check_parameters(layout, params.recorded())
+        thresholds = params.thresholds()
+        patterns = patterns_for(list(include), list(subsets) or ([] if include else list(SUBSETS)))
+        plan = plan_task(repo, revision, patterns, list(exclude), endpoint or None)
+        done_containers = out_root.read_json(layout.pipeline_state) or {}
+        metadata = [f for f in plan.files if METADATA_RE.match(PurePosixPath(f.path).name)]
+        containers = [f for f in plan.files if f.path.endswith((".tar", ".zip", ".hdf5"))
+                      and done_containers.get(f.path) != (f.sha256 or f.git_oid)]  # fmt: skip
+        too_big = [f.path for f in containers if f.size > (max_disk or float("inf"))]
+        if too_big:
+            raise IngestError(f"--max-disk {max_disk} is smaller than {too_big[0]}; raise it")
+        state = load_state(layout)
+        records, fetched = [], 0
+        dask = dask_runner(workers or None, scheduler or None)
+        starting = ThreadPoolExecutor(1).submit(dask.__enter__)
 
-    with ThreadPoolTaskRunner(max_workers=transfers) as io, _closing(dask, starting):
+        with ThreadPoolTaskRunner(max_workers=transfers) as io, _closing(dask, starting):
 
-        def fetch(f: HubFile):
-            return io.submit(
-                download_task, {"plan": plan, "f": f, "dest": dest, "endpoint": endpoint or None}
-            )
+            def fetch(f: HubFile):
+                return io.submit(download_task, {"plan": plan, "f": f, "dest": dest,
+                                                 "endpoint": endpoint or None})  # fmt: skip
 
-        todo = pending(plan, dest_path)
-        wanted = [f for f in metadata if f in todo]
-        meta_futures = [fetch(f) for f in wanted]
-        for fut in meta_futures:
-            fut.result()
-        record_verified(plan, dest_path, wanted)
-        fetched += sum(f.size for f in wanted)
-        meta_paths = [local_path(dest_path, f.path) for f in metadata]
-        meta: dict = {}
-        meta_ready = False
+            todo = pending(plan, dest_path)
+            wanted = [f for f in metadata if f in todo]
+            for fut in [fetch(f) for f in wanted]:
+                fut.result()
+            record_verified(plan, dest_path, wanted)
+            fetched += sum(f.size for f in wanted)
+            meta_roots = [Root(str(local_path(dest_path, f.path))) for f in metadata]
+            meta: dict = {}
 
-        def ensure_meta() -> None:
-            nonlocal meta_ready
-            if not meta_ready:
-                starting.result()  # the Dask cluster is up
-                meta.update(prepare_all_metadata(meta_paths, out, thresholds, [], runner=dask))
-                meta_ready = True
+            def start_processing(f: HubFile):
+                if not meta and meta_roots:
+                    starting.result()  # the Dask cluster is up
+                    meta.update(prepare_all_metadata(meta_roots, out_root, thresholds, [],
+                                                     PrefectMapper(dask)))  # fmt: skip
+                listing = list_source(str(local_path(dest_path, f.path)))
+                calls = repack_calls(listing.episodes, out_root, meta, params, state)
+                return calls, PrefectMapper(dask)(repack_episode, calls), listing.problems
 
-        downloads: dict = {}  # future -> HubFile
-        processing: list = []  # (HubFile, {future: SourceEpisode}, problems)
-        on_disk = 0
+            def finish(f: HubFile, job) -> None:
+                calls, results, problems = job
+                records.extend(repack_all(calls, lambda _fn, _calls: results))
+                records.extend(problem_record(p) for p in problems)
+                done_containers[f.path] = f.sha256 or f.git_oid
+                out_root.put_json(layout.pipeline_state, done_containers)
+                if delete_sources or max_disk > 0:
+                    local_path(dest_path, f.path).unlink(missing_ok=True)
 
-        def start_processing(f: HubFile) -> None:
-            ensure_meta()
-            listing = list_source(local_path(dest_path, f.path))
-            futures = submit_repacks(listing.episodes, out, meta, params, runner=dask)
-            processing.append((f, futures, listing.problems))
+            def downloaded(handle) -> None:
+                nonlocal fetched
+                f, fut = handle
+                fut.result()  # raises IngestError naming the file
+                record_verified(plan, dest_path, [f])
+                fetched += f.size
 
-        def finish_oldest() -> None:
-            nonlocal on_disk
-            f, futures, problems = processing.pop(0)
-            records.extend(collect_records(futures, splits))
-            records.extend(problem_record(p) for p in problems)
-            state[f.path] = f.sha256 or f.git_oid
-            write_json_atomic(state, state_path)
-            if delete:
-                local_path(dest_path, f.path).unlink(missing_ok=True)
-                on_disk -= f.size
+            scheduler_ = BudgetScheduler(
+                budget=max_disk or float("inf"), size=lambda f: f.size,
+                download=lambda f: (f, fetch(f)), ready=lambda h: h[1].state.is_final(),
+                wait=downloaded, process=start_processing, finish=finish,
+                frees_disk=delete_sources or max_disk > 0,
+            )  # fmt: skip
+            scheduler_.run(containers, already_there={f for f in containers if f not in todo})
 
-        def reap_downloads(block: bool) -> None:
-            nonlocal fetched
-            for fut in list(downloads):
-                if block or fut.state.is_final():
-                    f = downloads.pop(fut)
-                    fut.result()  # raises IngestError naming the file
-                    record_verified(plan, dest_path, [f])
-                    fetched += f.size
-                    start_processing(f)
-                    block = False
-
-        for f in containers:
-            while on_disk + f.size > budget:  # wait for room: finish the oldest tar first
-                if processing:
-                    finish_oldest()
-                elif downloads:
-                    reap_downloads(block=True)
-                else:
-                    break
-            if f in todo:
-                downloads[fetch(f)] = f
-            else:
-                start_processing(f)  # verified by an earlier run, still on disk
-            on_disk += f.size
-            peak = max(peak, on_disk)
-            reap_downloads(block=False)
-        while downloads:
-            reap_downloads(block=True)
-        while processing:
-            finish_oldest()
-
-    summary = write_catalog(layout, records, f"{repo}@{plan.commit}", params.recorded(),
-                            revision=plan.commit)  # fmt: skip
-    _report(records, summary)
-    publish_report(out)
+        summary = write_catalog(layout, records, f"{repo}@{plan.commit}", params.recorded(),
+                                revision=plan.commit)  # fmt: skip
+    report_run(records, summary)
+    publish_report(out, options)
     result = {**summary.counts(), "commit": plan.commit, "containers": len(containers),
-              "downloaded_bytes": fetched, "peak_source_bytes": peak,
+              "downloaded_bytes": fetched, "peak_source_bytes": scheduler_.peak,
               "seconds": round(time.monotonic() - t0, 2)}  # fmt: skip
     create_table_artifact(key="pipeline-summary", table=[result])
     logger.info("pipeline summary: %s", result)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import tempfile
 from pathlib import Path
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from storage.catalog import KEY_COLUMNS
+from storage.fs import Root
+from storage.layout import OutLayout
 from tasks.report import summary_rows
 from tasks.report_html import write_report
 
@@ -17,17 +20,28 @@ def _inline_png(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
-def publish_report(out: str | Path) -> Path | None:
-    """Write `OUT/report/` and publish it; a report failure is logged, never fails the run."""
+def publish_report(out: str, options: dict | None = None) -> str | None:
+    """Write `OUT/report/` and publish it; a report failure is logged, never fails the run.
+
+    For a dataset in object storage the report is built in a temporary folder and uploaded.
+    """
     logger = get_run_logger()
+    root = Root(out, dict(options or {}))
+    layout = OutLayout(root)
     try:
-        made = write_report([out], Path(out) / "report")
-        _publish(made, out)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(root.full(layout.report)) if root.local else Path(tmp)
+            made = write_report([root], folder)
+            _publish(made, out)
+            if not root.local:
+                for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+                    root.put_bytes(f"{layout.report}/{f.relative_to(folder).as_posix()}",
+                                   f.read_bytes())  # fmt: skip
     except Exception as e:  # the dataset is complete; only its report is missing
         logger.warning("report not written (%s: %s); run `csdm report %s --out DIR` to retry",
                        type(e).__name__, e, out)  # fmt: skip
         return None
-    return made["index"]
+    return root.url_of(f"{layout.report}/index.html")
 
 
 def _publish(made: dict, out: str | Path) -> None:
@@ -53,7 +67,7 @@ def _publish(made: dict, out: str | Path) -> None:
     )
     figs = made["figures"]
     shown = [k for k in figs if k.startswith(("coverage_", "quality_"))]
-    md = [f"# Dataset report\n\nFull report: `{made['index']}`\n"]
+    md = [f"# Dataset report\n\nFull report: `{out}/report/index.html`\n"]
     md += [f"![{k}]({_inline_png(figs[k])})" for k in shown]
     create_markdown_artifact(
         key="dataset-report",

@@ -41,9 +41,10 @@ STATE_FIELDS = [
 # Metadata-derived columns: null where an episode has no usable metadata.
 METADATA_SCHEMA = pa.schema(INFERRED_FIELDS + STATE_FIELDS)
 
-# One file per episode under catalog/frames/dataset=<dataset>/; `dataset` comes from the path.
+# The frames table: one file per committed episode until compaction merges them.
 FRAMES_SCHEMA = pa.schema(
     [
+        pa.field("dataset", pa.string(), nullable=False),
         pa.field("episode", pa.string(), nullable=False),
         pa.field("file_num", pa.int32(), nullable=False),
         pa.field("frame", pa.int32(), nullable=False),

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import io
+import os
 import stat
 import struct
 import tarfile
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+
+from storage.fs import Root
 
 _ZIP_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # 30 bytes, names/extra lengths last
 
@@ -30,6 +33,7 @@ class MemberRef:
     offset: int = 0
     size: int = -1  # -1: the whole loose file
     compressed: bool = False  # a deflated zip member: read through zipfile
+    options: dict = field(default_factory=dict, compare=False, hash=False)  # storage options
 
     @property
     def label(self) -> str:
@@ -39,23 +43,30 @@ class MemberRef:
     @property
     def name(self) -> str:
         """Base name of the file or member."""
-        return PurePosixPath(self.member).name if self.member else Path(self.container).name
+        return PurePosixPath(self.member or self.container).name
+
+    @property
+    def _file(self) -> Root:
+        return Root(self.container, self.options)
 
     def fingerprint(self) -> dict:
-        """Where the bytes are and the container's size and mtime: changes when they may have."""
-        st = Path(self.container).stat()
+        """Where the bytes are and the container's size and stamp: changes when they may have."""
+        info = self._file.info("")
         return {"container": self.container, "member": self.member, "offset": self.offset,
-                "size": self.size, "container_size": st.st_size,
-                "container_mtime_ns": st.st_mtime_ns}  # fmt: skip
+                "size": self.size, "container_size": info["size"],
+                "container_stamp": info["stamp"]}  # fmt: skip
 
     def open(self) -> io.BufferedReader | io.BytesIO:
-        """Open for reading as a seekable binary file."""
+        """Open for reading as a seekable binary file (a remote member: one range request)."""
+        f = self._file
         if self.member is None:
-            return open(self.container, "rb")
+            return f.open("")
         if self.compressed:
-            with zipfile.ZipFile(self.container) as zf, zf.open(self.member) as f:
-                return io.BytesIO(f.read())
-        return io.BufferedReader(_ByteRange(self.container, self.offset, self.size), 1 << 20)
+            with f.open("") as raw, zipfile.ZipFile(raw) as zf, zf.open(self.member) as m:
+                return io.BytesIO(m.read())
+        if not f.local:
+            return io.BytesIO(f.read_bytes("", self.offset, self.offset + self.size))
+        return io.BufferedReader(_ByteRange(f.path, self.offset, self.size), 1 << 20)
 
 
 class _ByteRange(io.RawIOBase):
@@ -101,7 +112,7 @@ class _ByteRange(io.RawIOBase):
         super().close()
 
 
-def _check_name(archive: Path, name: str) -> str:
+def _check_name(archive: str, name: str) -> str:
     """Reject absolute paths and `..` components; return the normalised member name."""
     norm = name.replace("\\", "/")
     parts = PurePosixPath(norm).parts
@@ -112,17 +123,22 @@ def _check_name(archive: Path, name: str) -> str:
     return norm
 
 
-def iter_tar(archive: Path) -> Iterator[MemberRef | UnsafeMemberError]:
-    """Regular files of an uncompressed tar, or an error for each member that is refused."""
-    size = archive.stat().st_size
+def iter_tar(archive: Root) -> Iterator[MemberRef | UnsafeMemberError]:
+    """Regular files of an uncompressed tar, or an error for each member that is refused.
+
+    Only headers are read: a remote tar costs one small range request per member.
+    """
+    size = archive.info("")["size"]
+    raw = archive.open("", block_size=64 << 10)
     try:
-        tf = tarfile.open(archive, mode="r:")  # noqa: SIM115 - closed by the `with` below
+        tf = tarfile.open(fileobj=raw, mode="r:")  # noqa: SIM115 - closed by the `with` below
     except tarfile.ReadError as e:
+        raw.close()
         raise ValueError(
             f"{archive}: not an uncompressed tar ({e}); csdm reads tars in place, so "
             "decompress .tar.gz/.tar.zst first"
         ) from e
-    with tf:
+    with raw, tf:
         while True:
             try:
                 info = tf.next()
@@ -151,16 +167,20 @@ def iter_tar(archive: Path) -> Iterator[MemberRef | UnsafeMemberError]:
                 )
                 return  # nothing after a truncation can be read
             else:
-                yield MemberRef(str(archive), name, info.offset_data, info.size)
+                yield MemberRef(archive.url, name, info.offset_data, info.size,
+                                options=archive.options)  # fmt: skip
 
 
-def iter_zip(archive: Path) -> Iterator[MemberRef | UnsafeMemberError]:
+def iter_zip(archive: Root) -> Iterator[MemberRef | UnsafeMemberError]:
     """Files of a zip (stored members are read in place), or an error per refused member."""
+    total = archive.info("")["size"]
+    raw = archive.open("", block_size=64 << 10)
     try:
-        zf = zipfile.ZipFile(archive)
+        zf = zipfile.ZipFile(raw)
     except zipfile.BadZipFile as e:
+        raw.close()
         raise ValueError(f"{archive}: not a readable zip ({e}); re-download it") from e
-    with zf, open(archive, "rb") as raw:
+    with zf, raw:
         for info in zf.infolist():
             try:
                 name = _check_name(archive, info.filename)
@@ -187,28 +207,46 @@ def iter_zip(archive: Path) -> Iterator[MemberRef | UnsafeMemberError]:
             fields = _ZIP_LOCAL_HEADER.unpack(header)
             offset = info.header_offset + _ZIP_LOCAL_HEADER.size + fields[9] + fields[10]
             stored = info.compress_type == zipfile.ZIP_STORED
-            if stored and offset + info.file_size > archive.stat().st_size:
+            if stored and offset + info.file_size > total:
                 yield UnsafeMemberError(f"{archive}: member {name!r} is truncated")
                 continue
-            yield MemberRef(str(archive), name, offset, info.file_size, compressed=not stored)
+            yield MemberRef(archive.url, name, offset, info.file_size, compressed=not stored,
+                            options=archive.options)  # fmt: skip
 
 
-def iter_container(path: Path) -> Iterator[MemberRef | UnsafeMemberError]:
-    """Files of a loose file, a tar, a zip, or a folder of those (archives are opened)."""
-    path = Path(path)
-    if path.is_dir():
-        for p in sorted(path.rglob("*")):
-            if p.is_symlink():
-                yield UnsafeMemberError(f"{p}: symlink inside the source folder; refused")
-            elif p.is_file():
-                yield from iter_container(p)
+def iter_container(path: str | Root, options: dict | None = None
+                   ) -> Iterator[MemberRef | UnsafeMemberError]:  # fmt: skip
+    """Files of a loose file, a tar, a zip, or a folder or bucket prefix of those.
+
+    `path` is a local path or a URL; archives are opened in place, never downloaded whole.
+    """
+    root = path if isinstance(path, Root) else Root(str(path), dict(options or {}))
+    if root.local and os.path.islink(root.path):
+        yield UnsafeMemberError(f"{root}: symlink inside the source folder; refused")
         return
-    try:
-        if path.suffix == ".tar":
-            yield from iter_tar(path)
-        elif path.suffix == ".zip":
-            yield from iter_zip(path)
+    if root.fs.isdir(root.path):
+        if root.local:  # one listing of the tree; links are refused, not followed
+            for p in sorted(Path(root.path).rglob("*")):
+                rel = p.relative_to(root.path).as_posix()
+                if p.is_symlink():
+                    yield UnsafeMemberError(f"{root.url_of(rel)}: symlink inside the source "
+                                            "folder; refused")  # fmt: skip
+                elif p.is_file():
+                    yield from _iter_file(root.child(rel))
         else:
-            yield MemberRef(str(path))
+            for rel in sorted(root.find()):
+                yield from _iter_file(root.child(rel))
+        return
+    yield from _iter_file(root)
+
+
+def _iter_file(f: Root) -> Iterator[MemberRef | UnsafeMemberError]:
+    try:
+        if f.url.endswith(".tar"):
+            yield from iter_tar(f)
+        elif f.url.endswith(".zip"):
+            yield from iter_zip(f)
+        else:
+            yield MemberRef(f.url, options=f.options)
     except (ValueError, OSError) as e:
         yield e if isinstance(e, UnsafeMemberError) else UnsafeMemberError(str(e))

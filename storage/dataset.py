@@ -2,61 +2,74 @@
 
 from __future__ import annotations
 
-import json
 from functools import cached_property
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 import zarr
 
-from storage.catalog import FRAMES_SCHEMA
+from storage.commit import CatalogState, load_state
 from storage.framestore import open_frames
-from storage.layout import FORMAT_VERSION, OutLayout
+from storage.fs import Root
+from storage.layout import OutLayout
+from storage.records import FormatError, Manifest
 
 
 class DatasetFormatError(ValueError):
-    """An OUT folder that is not a processed dataset of this csdm format."""
+    """An OUT that is not a processed dataset of this csdm format."""
 
 
 class Dataset:
-    """A processed dataset: `frames(episode, start, stop)` plus the catalog tables."""
+    """A processed dataset: `frames(episode, start, stop)` plus the catalog tables.
 
-    def __init__(self, root: str | Path) -> None:
-        self.layout = OutLayout(Path(root))
-        if not self.layout.manifest.exists():
+    Only committed episodes are seen; opening costs a handful of requests however many
+    episodes there are (the manifest, the catalog index and its records, three listings).
+    """
+
+    def __init__(self, root: str | Root, storage_options: dict | None = None) -> None:
+        self.layout = OutLayout.at(root, storage_options)
+        url = self.layout.root.url_of(self.layout.manifest)
+        d = self.layout.root.read_json(self.layout.manifest)
+        if d is None:
             raise DatasetFormatError(
-                f"{root}: no manifest.json; not a processed dataset (run `csdm process SRC {root}`)"
+                f"{url}: missing; not a processed dataset (run `csdm process SRC {root}`)"
             )
-        self.manifest = json.loads(self.layout.manifest.read_text())
-        version = self.manifest.get("format_version")
-        if version != FORMAT_VERSION:
-            raise DatasetFormatError(
-                f"{root}: format version {version}, this csdm reads {FORMAT_VERSION}; "
-                f"re-run `csdm process` into a new folder to convert it"
-            )
+        try:
+            self.manifest = Manifest.from_dict(d, url)
+        except FormatError as e:
+            raise DatasetFormatError(str(e)) from None
+        self.state: CatalogState = load_state(self.layout)
+        self._records = self.state.committed
         self._arrays: dict[str, zarr.Array] = {}
+
+    @property
+    def root(self) -> Root:
+        """Where the dataset is."""
+        return self.layout.root
 
     @cached_property
     def files(self) -> pa.Table:
-        """One row per source episode (see README, `files.parquet`)."""
-        return pq.read_table(self.layout.files_parquet)
+        """One row per source episode (see README, `files` table)."""
+        return self.state.files_table()
 
     @cached_property
-    def catalog(self) -> pads.Dataset:
-        """The per-frame catalog as a hive-partitioned Arrow dataset (lazy)."""
-        return pads.dataset(self.layout.frames_catalog, format="parquet", partitioning="hive")
+    def catalog(self) -> FramesCatalog:
+        """The per-frame catalog of committed episodes (lazy; read with `to_table`)."""
+        return FramesCatalog(*self.state.frames_sources(self.layout))
 
     @property
     def episodes(self) -> list[str]:
-        """Episodes whose frames are stored."""
-        return sorted(self.manifest["episodes"])
+        """Committed episodes (their frames are stored)."""
+        return sorted(self._records)
+
+    def sha256(self, episode: str) -> str | None:
+        """The sha256 of the source member an episode was stored from."""
+        return self._records[episode].sha256
 
     def _array(self, episode: str) -> zarr.Array:
         if episode not in self._arrays:
-            if episode not in self.manifest["episodes"]:
+            if episode not in self._records:
                 raise KeyError(f"{episode}: not stored in {self.layout.root}")
             self._arrays[episode] = open_frames(self.layout, episode)
         return self._arrays[episode]
@@ -80,6 +93,20 @@ class Dataset:
                 f"{self.layout.root}: episode {episode}, frames {lo}-{hi - 1}: corrupt chunk "
                 f"({why}); `csdm verify {self.layout.root}` lists every bad episode"
             ) from None
+
+
+class FramesCatalog:
+    """The frames table: compacted files minus hidden episodes, plus rows committed since."""
+
+    def __init__(self, compacted: pads.Dataset, hidden: list[str], pending: pads.Dataset):
+        self.compacted, self.hidden, self.pending = compacted, hidden, pending
+
+    def to_table(self, columns: list[str] | None = None, filter=None) -> pa.Table:
+        """Rows of committed episodes; `filter` is a pyarrow.dataset expression."""
+        keep = ~pads.field("episode").isin(self.hidden) if self.hidden else None
+        both = keep if filter is None else (filter if keep is None else keep & filter)
+        return pa.concat_tables([self.compacted.to_table(columns=columns, filter=both),
+                                 self.pending.to_table(columns=columns, filter=filter)])  # fmt: skip
 
 
 class CorruptFramesError(ValueError):
@@ -110,21 +137,22 @@ def chunk_problems(
     return bad
 
 
-def open_dataset(root: str | Path) -> Dataset:
-    """Open a folder written by `csdm process`."""
-    return Dataset(root)
+def open_dataset(root: str | Root, storage_options: dict | None = None) -> Dataset:
+    """Open a dataset written by `csdm process`: a folder or a URL (`s3://bucket/out`)."""
+    return Dataset(root, storage_options)
 
 
-def connect_catalog(root: str | Path):
+def connect_catalog(root: str | Root | Dataset, storage_options: dict | None = None):
     """A DuckDB connection that sees the catalog as views `frames` and `files`, and nothing else.
 
-    The views are Arrow datasets registered by csdm; DuckDB itself may touch no file, network
-    or extension, and its configuration is locked, so SQL from a user cannot write or read
-    anything outside the catalog.
+    The views are Arrow datasets csdm opens with the dataset's own filesystem, so no DuckDB
+    extension is needed; DuckDB itself may touch no file, network or extension, and its
+    configuration is locked, so SQL from a user cannot read or write outside the catalog.
     """
     import duckdb
 
-    layout = OutLayout(Path(root))
+    ds = root if isinstance(root, Dataset) else open_dataset(root, storage_options)
+    compacted, hidden, pending = ds.state.frames_sources(ds.layout)
     con = duckdb.connect(
         config={
             "enable_external_access": False,
@@ -132,13 +160,14 @@ def connect_catalog(root: str | Path):
             "autoload_known_extensions": False,
         }
     )
-    if layout.frames_catalog.exists():
-        frames = pads.dataset(layout.frames_catalog, format="parquet", partitioning="hive")
-    else:  # nothing stored yet: the views still exist, empty
-        frames = FRAMES_SCHEMA.append(pa.field("dataset", pa.string())).empty_table()
-    con.register("_csdm_frames", frames)
-    con.register("_csdm_files", pads.dataset(layout.files_parquet, format="parquet"))
-    con.execute("CREATE VIEW frames AS SELECT * FROM _csdm_frames")
+    con.register("_csdm_compacted", compacted)
+    con.register("_csdm_pending", pending)
+    con.register("_csdm_hidden", pa.table({"episode": pa.array(hidden, pa.string())}))
+    con.register("_csdm_files", ds.files)
+    con.execute(
+        "CREATE VIEW frames AS SELECT * FROM _csdm_compacted WHERE episode NOT IN "
+        "(SELECT episode FROM _csdm_hidden) UNION ALL SELECT * FROM _csdm_pending"
+    )
     con.execute("CREATE VIEW files AS SELECT * FROM _csdm_files")
     con.execute("SET lock_configuration = true")
     return con

@@ -1,16 +1,11 @@
-"""Frames in Zarr v3: one sharded array per episode, written atomically."""
+"""Frames in Zarr v3: one sharded array per episode, written without any rename."""
 
 from __future__ import annotations
-
-import os
-import shutil
-import uuid
-from pathlib import Path
 
 import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
-from zarr.storage import LocalStore
+from zarr.storage import MemoryStore
 
 from storage.action_space import FRAME_SHAPE
 from storage.diskspace import DiskFullError, is_disk_full
@@ -21,112 +16,102 @@ from storage.layout import OutLayout
 CHUNK_FRAMES = 32
 ZSTD_LEVEL = 3
 CHANNEL_ORDER = "BGR"
+ARRAY_META = "zarr.json"
 
 
 def ensure_store(layout: OutLayout) -> None:
     """Create the root group of `frames.zarr` (idempotent)."""
-    if not (layout.frames_zarr / "zarr.json").exists():
-        zarr.open_group(LocalStore(layout.frames_zarr), mode="a", zarr_format=3).attrs.update(
-            {"layout": "one sharded array per episode", "channel_order": CHANNEL_ORDER}
-        )
+    key = f"{layout.frames_zarr}/{ARRAY_META}"
+    if not layout.root.exists(key):
+        layout.root.put_json(key, {
+            "zarr_format": 3, "node_type": "group",
+            "attributes": {"layout": "one sharded array per episode",
+                           "channel_order": CHANNEL_ORDER},
+        })  # fmt: skip
+
+
+def _array_key(layout: OutLayout, episode: str, key: str = "") -> str:
+    base = f"{layout.frames_zarr}/{layout.episode_array(episode)}"
+    return f"{base}/{key}" if key else base
 
 
 def episode_exists(layout: OutLayout, episode: str) -> bool:
-    """Whether a complete episode array is in place."""
-    return (layout.frames_zarr / layout.episode_array(episode) / "zarr.json").exists()
+    """Whether an episode's array was written to the end (its metadata is written last)."""
+    return layout.root.exists(_array_key(layout, episode, ARRAY_META))
 
 
-def write_frames(
-    layout: OutLayout, episode: str, frames: np.ndarray, attrs: dict, replace: bool = False
-) -> int:
-    """Write an episode's frames as one shard of 32-frame zstd chunks; return stored bytes.
-
-    The array is built under `.staging/` and renamed into `frames.zarr/` in one step, so a
-    crash leaves either the whole episode or nothing visible. `replace` swaps out an array
-    already in place (its source changed); otherwise one in place is kept.
-    """
+def encode_frames(frames: np.ndarray, attrs: dict) -> dict[str, bytes]:
+    """An episode's array as objects: one shard of 32-frame zstd+crc32c chunks, and its metadata."""
     if frames.dtype != np.uint8 or frames.shape[1:] != FRAME_SHAPE:
-        raise ValueError(f"{episode}: frames must be uint8 (T, *{FRAME_SHAPE}), got {frames.shape}")
-    ensure_store(layout)
-    staging = layout.staging / f"{episode}.{uuid.uuid4().hex}"
-    staging.parent.mkdir(parents=True, exist_ok=True)
+        raise ValueError(f"frames must be uint8 (T, *{FRAME_SHAPE}), got {frames.shape}")
     n = len(frames)
     shard = max(CHUNK_FRAMES, -(-n // CHUNK_FRAMES) * CHUNK_FRAMES)
+    objects: dict = {}
+    arr = zarr.create_array(
+        store=MemoryStore(objects),
+        shape=frames.shape,
+        dtype=np.uint8,
+        chunks=(CHUNK_FRAMES, *FRAME_SHAPE),
+        shards=(shard, *FRAME_SHAPE),
+        # crc32c after compression: every chunk is checked on read (bench/repack.py measures
+        # the cost), and the shard index carries its own crc32c by default.
+        compressors=(ZstdCodec(level=ZSTD_LEVEL), Crc32cCodec()),
+        dimension_names=("time", "height", "width", "channel"),
+        attributes={**attrs, "channel_order": CHANNEL_ORDER},
+        zarr_format=3,
+        # zarr's empty-chunk check compares every chunk to the fill value: a full extra pass
+        # that cost more than compressing; frames are never empty anyway.
+        config={"write_empty_chunks": True},
+    )
+    if n:
+        arr[:] = frames
+    return {k: v.to_bytes() for k, v in objects.items()}
+
+
+def write_frames(layout: OutLayout, episode: str, frames: np.ndarray, attrs: dict) -> int:
+    """Write an episode's array: shard objects first, `zarr.json` last; return stored bytes.
+
+    No rename is needed: the episode is invisible to readers until its completion record is
+    written (storage.commit), and an array without `zarr.json` does not count as written. An
+    array already there is overwritten, its metadata first taken away.
+    """
     try:
-        arr = zarr.create_array(
-            store=LocalStore(staging),
-            shape=frames.shape,
-            dtype=np.uint8,
-            chunks=(CHUNK_FRAMES, *FRAME_SHAPE),
-            shards=(shard, *FRAME_SHAPE),
-            # crc32c after compression: every chunk is checked on read (bench/repack.py
-            # measures the cost), and the shard index carries its own crc32c by default.
-            compressors=(ZstdCodec(level=ZSTD_LEVEL), Crc32cCodec()),
-            dimension_names=("time", "height", "width", "channel"),
-            attributes={**attrs, "channel_order": CHANNEL_ORDER},
-            zarr_format=3,
-            # zarr's empty-chunk check compares every chunk to the fill value: a full extra
-            # pass that cost more than compressing; frames are never empty anyway.
-            config={"write_empty_chunks": True},
-        )
-        if n:
-            arr[:] = frames
-        stored = stored_bytes(staging)
-        final = layout.frames_zarr / layout.episode_array(episode)
-        if final.exists() and replace:
-            old = staging.with_name(staging.name + ".old")
-            os.replace(final, old)
-            os.replace(staging, final)
-            shutil.rmtree(old, ignore_errors=True)
-        elif final.exists():  # an earlier run finished it meanwhile; keep the one in place
-            shutil.rmtree(staging)
-        else:
-            os.replace(staging, final)
-        return stored
-    except BaseException as e:
-        shutil.rmtree(staging, ignore_errors=True)
-        if is_disk_full(e):
-            raise DiskFullError(layout.root, frames.nbytes) from None
-        raise
+        objects = encode_frames(frames, attrs)
+    except ValueError as e:
+        raise ValueError(f"{episode}: {e}") from None
+    try:
+        ensure_store(layout)
+        layout.root.delete(_array_key(layout, episode, ARRAY_META))
+        for key in sorted(k for k in objects if k != ARRAY_META):
+            layout.root.put_bytes(_array_key(layout, episode, key), objects[key])
+        layout.root.put_bytes(_array_key(layout, episode, ARRAY_META), objects[ARRAY_META])
+    except OSError as e:
+        if isinstance(e, DiskFullError) or not is_disk_full(e):
+            raise
+        raise DiskFullError(
+            layout.root.url_of(_array_key(layout, episode)), frames.nbytes
+        ) from None
+    return sum(len(v) for v in objects.values())
 
 
 def remove_frames(layout: OutLayout, episode: str) -> None:
-    """Take an episode's array out of `frames.zarr` in one rename, then delete it."""
-    final = layout.frames_zarr / layout.episode_array(episode)
-    if final.exists():
-        layout.staging.mkdir(parents=True, exist_ok=True)
-        gone = layout.staging / f"{episode}.{uuid.uuid4().hex}.removed"
-        os.replace(final, gone)
-        shutil.rmtree(gone)
-
-
-def sweep_leftovers(layout: OutLayout) -> int:
-    """Remove staging folders and temporary files a crashed run left; return how many."""
-    gone = 0
-    if layout.staging.exists():
-        for p in layout.staging.iterdir():
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-            gone += 1
-    for folder in (layout.root, layout.catalog, layout.records, layout.failures,
-                   layout.metadata_cache, *layout.frames_catalog.glob("dataset=*")):  # fmt: skip
-        for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
-            tmp.unlink(missing_ok=True)
-            gone += 1
-    return gone
+    """Delete an episode's array, its metadata first."""
+    layout.root.delete(_array_key(layout, episode, ARRAY_META))
+    layout.root.delete_tree(_array_key(layout, episode))
 
 
 def frames_sha256(layout: OutLayout, episode: str) -> str | None:
     """The sha256 of the source member the stored frames were written from."""
-    return open_frames(layout, episode).attrs.get("sha256")
+    meta = layout.root.read_json(_array_key(layout, episode, ARRAY_META)) or {}
+    return (meta.get("attributes") or {}).get("sha256")
+
+
+def stored_bytes(layout: OutLayout, episode: str) -> int:
+    """Bytes of an episode's array in the store."""
+    return sum(layout.root.find(_array_key(layout, episode)).values())
 
 
 def open_frames(layout: OutLayout, episode: str) -> zarr.Array:
     """The episode's frame array, read-only."""
-    return zarr.open_array(
-        LocalStore(layout.frames_zarr, read_only=True), path=layout.episode_array(episode), mode="r"
-    )
-
-
-def stored_bytes(path: Path) -> int:
-    """Bytes on disk under a folder."""
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    store = layout.root.zarr_store(layout.frames_zarr, read_only=True)
+    return zarr.open_array(store, path=layout.episode_array(episode), mode="r")

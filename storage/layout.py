@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
+
+from storage.fs import Root, root_of
 
 METADATA_DIR = "dataset_metadata"
 EPISODE_RE = re.compile(r"^hdf5_(?P<dataset>.+)_(?P<num>\d+)\.hdf5$")
@@ -74,76 +77,60 @@ def frame_key(i: int, part: str) -> str:
 
 
 # --- the output layout (DESIGN.md "Output layout") -------------------------------------------
-FORMAT_VERSION = 2  # 2: crc32c on every chunk, inputs in completion records
+FORMAT_VERSION = 3  # 3: rename-free commits, compacted catalog, typed manifest
 
 
 @dataclass(frozen=True)
 class OutLayout:
-    """Every path under a processed dataset `OUT/`."""
+    """Every key under a processed dataset `OUT/`, relative to its root (a folder or a URL)."""
 
-    root: Path
+    root: Root
 
-    @property
-    def frames_zarr(self) -> Path:
-        """Zarr v3 group holding one array per episode."""
-        return self.root / "frames.zarr"
+    @classmethod
+    def at(cls, out: str | Root, options: dict | None = None) -> OutLayout:
+        """The layout of a dataset at a path or URL."""
+        return cls(root_of(out, options))
 
-    @property
-    def staging(self) -> Path:
-        """Where units are written before they are renamed into place (same filesystem)."""
-        return self.root / ".staging"
-
-    @property
-    def catalog(self) -> Path:
-        """Parquet catalog folder."""
-        return self.root / "catalog"
-
-    @property
-    def frames_catalog(self) -> Path:
-        """Hive-partitioned Parquet dataset, one file per episode."""
-        return self.catalog / "frames"
-
-    @property
-    def files_parquet(self) -> Path:
-        """One row per source episode."""
-        return self.catalog / "files.parquet"
-
-    @property
-    def records(self) -> Path:
-        """One JSON record per completed episode: the marker that it is complete."""
-        return self.catalog / "_episodes"
-
-    @property
-    def failures(self) -> Path:
-        """One JSON record per source episode or member that failed in its latest attempt."""
-        return self.catalog / "_failed"
-
-    @property
-    def metadata_cache(self) -> Path:
-        """Labels and game state derived from metadata files, one Parquet file per episode."""
-        return self.root / ".cache" / "metadata"
-
-    @property
-    def manifest(self) -> Path:
-        """Source, revision, csdm version, parameters and checksums."""
-        return self.root / "manifest.json"
+    frames_zarr = "frames.zarr"  # Zarr v3 group, one sharded array per episode
+    manifest = "manifest.json"  # the Manifest: format, sources, parameters
+    lease = ".lease.json"  # the Lease of the run writing OUT
+    catalog_index = "catalog/index.json"  # the CatalogIndex: the compacted generation
+    records = "catalog/_episodes"  # one EpisodeRecord per committed, not yet compacted episode
+    pending_frames = "catalog/_frames"  # their frames rows, one uniquely named file each
+    failures = "catalog/_failed"  # one EpisodeRecord per failure of the latest attempt
+    uncommitted = "catalog/_uncommitted"  # markers hiding compacted episodes being redone
+    metadata_cache = ".cache/metadata"  # labels and game state derived from metadata files
+    pipeline_state = ".cache/pipeline.json"  # containers the pipeline has processed
+    report = "report"  # `csdm report` / the flows' HTML report
 
     def episode_array(self, episode: str) -> str:
-        """Path of an episode's array inside `frames.zarr`."""
+        """Key of an episode's array inside `frames.zarr`."""
         return episode
 
-    def episode_frames(self, dataset: str, episode: str) -> Path:
-        """The episode's file in the frames catalog."""
-        return self.frames_catalog / f"dataset={dataset}" / f"{episode}.parquet"
+    def episode_record(self, episode: str) -> str:
+        """The episode's completion record (until compaction folds it in)."""
+        return f"{self.records}/{episode}.json"
 
-    def episode_record(self, episode: str) -> Path:
-        """The episode's completion record."""
-        return self.records / f"{episode}.json"
+    def new_frames_file(self, episode: str) -> str:
+        """A fresh, unique key for an episode's frames rows (never overwritten in place)."""
+        return f"{self.pending_frames}/{episode}.{uuid.uuid4().hex[:12]}.parquet"
 
-    def failure_record(self, key: str) -> Path:
+    def uncommit_marker(self, episode: str) -> str:
+        """Marker that hides a compacted episode while it is redone."""
+        return f"{self.uncommitted}/{episode}"
+
+    def failure_record(self, key: str) -> str:
         """Where a failure is remembered; `key` is the episode id or a hash of its location."""
-        return self.failures / f"{key}.json"
+        return f"{self.failures}/{key}.json"
 
-    def episode_metadata(self, episode: str) -> Path:
+    def compact_frames(self, generation: int, part: int) -> str:
+        """A compacted frames file."""
+        return f"catalog/frames-{generation:06d}-{part:03d}.parquet"
+
+    def compact_files(self, generation: int) -> str:
+        """The compacted records (one row per source episode)."""
+        return f"catalog/files-{generation:06d}.parquet"
+
+    def episode_metadata(self, episode: str) -> str:
         """The episode's cached metadata labels."""
-        return self.metadata_cache / f"{episode}.parquet"
+        return f"{self.metadata_cache}/{episode}.parquet"

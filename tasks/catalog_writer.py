@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 
 import numpy as np
-import pyarrow as pa
 
 from storage.action_space import FRAME_SHAPE
-from storage.catalog import FILES_SCHEMA
-from storage.layout import FORMAT_VERSION, OutLayout
-from tasks.metadata_cache import write_json_atomic, write_parquet_atomic
-from tasks.repack import EpisodeRecord
+from storage.commit import compact, remember_failure
+from storage.layout import OutLayout
+from storage.records import EpisodeRecord, Manifest
 from tasks.source import SourceProblem
 
 FRAME_BYTES = int(np.prod(FRAME_SHAPE))
@@ -52,18 +48,25 @@ class ParametersChangedError(ValueError):
     """OUT was built with other parameters than this run's."""
 
 
+def read_manifest(layout: OutLayout) -> Manifest | None:
+    """OUT's manifest, or None before the first run finished."""
+    d = layout.root.read_json(layout.manifest)
+    return None if d is None else Manifest.from_dict(d, layout.root.url_of(layout.manifest))
+
+
 def check_parameters(layout: OutLayout, parameters: dict) -> None:
     """Refuse to extend an OUT built with other parameters (splits and verdicts would mix)."""
-    if not layout.manifest.exists():
+    manifest = read_manifest(layout)
+    if manifest is None:
         return
-    old = json.loads(layout.manifest.read_text()).get("parameters", {})
+    old = manifest.parameters
     diff = sorted(k for k in set(old) | set(parameters) if old.get(k) != parameters.get(k))
     if diff:
         changes = ", ".join(
             f"{k}: built with {old.get(k)!r}, this run {parameters.get(k)!r}" for k in diff
         )
         raise ParametersChangedError(
-            f"{layout.root} was built with other parameters ({changes}). Use a new OUT, the "
+            f"{layout.root.url} was built with other parameters ({changes}). Use a new OUT, the "
             "same parameters to resume, or --reprocess to re-judge and re-split every episode "
             "with the new ones (stored frames are kept)"
         )
@@ -83,16 +86,6 @@ def problem_record(p: SourceProblem) -> EpisodeRecord:
     )
 
 
-def _failure_key(r: EpisodeRecord) -> str:
-    if r.episode:
-        return r.episode
-    return "member-" + hashlib.sha1(f"{r.container}:{r.member}".encode()).hexdigest()[:16]
-
-
-def _read_records(folder) -> list[EpisodeRecord]:
-    return [EpisodeRecord(**json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))]
-
-
 def write_catalog(
     layout: OutLayout,
     records: list[EpisodeRecord],
@@ -101,33 +94,24 @@ def write_catalog(
     revision: str | None = None,
     meta_failures: list | None = None,
 ) -> RunSummary:
-    """Write `files.parquet` and `manifest.json` over every run so far, and summarise this one.
+    """Remember failures, write the manifest and compact the catalog; summarise this run.
 
-    Completed episodes come from their records; failures are remembered in `_failed/` until a
-    later run stores the episode, so running on part of a source never drops earlier rows.
+    Failures are remembered until a later run stores the episode, so running on part of a
+    source never drops earlier rows. The caller holds OUT's lease (compaction needs it).
     """
     for r in records:
         if r.status == "failed":
-            write_json_atomic(r.stored(), layout.failure_record(_failure_key(r)))
-        elif r.episode:
-            layout.failure_record(r.episode).unlink(missing_ok=True)
-    stored_all = _read_records(layout.records)
-    done = {r.episode for r in stored_all}
-    failed_all = [r for r in _read_records(layout.failures) if r.episode not in done]
-    rows = [r.row() for r in sorted(stored_all + failed_all,
-                                    key=lambda r: (r.episode or "", r.container))]  # fmt: skip
-    write_parquet_atomic(pa.Table.from_pylist(rows, schema=FILES_SCHEMA), layout.files_parquet)
-    previous = json.loads(layout.manifest.read_text()) if layout.manifest.exists() else {}
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "csdm_version": version("csdm"),
-        "sources": sorted(set(previous.get("sources", [])) | {source}),
-        "revision": revision or previous.get("revision"),  # the Hub commit, when from the Hub
-        "parameters": parameters,
-        "updated": datetime.now(UTC).isoformat(timespec="seconds"),
-        "episodes": {r.episode: r.sha256 for r in sorted(stored_all, key=lambda r: r.episode)},
-    }
-    write_json_atomic(manifest, layout.manifest)
+            remember_failure(layout, r)
+    previous = read_manifest(layout)
+    manifest = Manifest(
+        csdm_version=version("csdm"),
+        sources=sorted(set(previous.sources if previous else []) | {source}),
+        revision=revision or (previous.revision if previous else None),
+        parameters=parameters,
+        updated=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    layout.root.put_json(layout.manifest, manifest.to_dict())
+    compact(layout)
     stored = [r for r in records if r.status == "stored"]
     return RunSummary(
         episodes=len(records),

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 import pickle
-from dataclasses import asdict, dataclass
-from pathlib import Path
+import posixpath
+import tempfile
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from storage.catalog import COUNTERS, METADATA_SCHEMA, STATE_COLUMNS
-from storage.checksums import sha256_file
 from storage.diskspace import is_disk_full
+from storage.fs import Root
 from storage.layout import OutLayout
 from storage.metadata import load_metadata
 from tasks.infer import infer_actions
@@ -35,11 +35,9 @@ class MetaRecord:
     sha256: str | None = None  # of the metadata file: a changed file redoes its episodes
 
 
-def _stamp(meta_path: Path, layout: OutLayout, thresholds: QualityThresholds) -> tuple[Path, dict]:
-    st = meta_path.stat()
-    key = {"file": str(meta_path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-           "thresholds": asdict(thresholds)}  # fmt: skip
-    return layout.metadata_cache / f"_{meta_path.name}.json", key
+def _stamp(meta: Root, layout: OutLayout, thresholds: QualityThresholds) -> tuple[str, dict]:
+    key = {"file": meta.url, **meta.info(""), "thresholds": asdict(thresholds)}
+    return f"{layout.metadata_cache}/_{posixpath.basename(meta.url)}.json", key
 
 
 @dataclass(frozen=True)
@@ -52,7 +50,7 @@ class MetadataFailure:
 
 
 def prepare_metadata_or_failure(
-    meta_path: str | Path, layout: OutLayout, thresholds: QualityThresholds
+    meta_path: str | Root, layout: OutLayout, thresholds: QualityThresholds
 ) -> list[MetaRecord] | MetadataFailure:
     """`prepare_metadata`, with an unusable file returned as a value, not raised.
 
@@ -67,47 +65,38 @@ def prepare_metadata_or_failure(
         return MetadataFailure(str(meta_path), text, disk_full=is_disk_full(e))
 
 
-def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    """Write Parquet under a temporary name, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:  # a full disk must not leave a partial file behind
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(obj: object, path: Path) -> None:
-    """Write JSON under a temporary name, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def _load_source(meta: Root):
+    """Load a metadata file; a remote one is fetched whole first (they are ~100 MB)."""
+    if meta.local:
+        return load_metadata(meta.path)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, posixpath.basename(meta.url))
+        meta.fs.get_file(meta.path, local)
+        try:
+            batch = load_metadata(local)
+        except (ValueError, TypeError, pickle.UnpicklingError) as e:
+            raise ValueError(str(e).replace(local, meta.url)) from None
+    return replace(batch, source=meta.url)
 
 
 def prepare_metadata(
-    meta_path: str | Path, layout: OutLayout, thresholds: QualityThresholds
+    meta_path: str | Root, layout: OutLayout, thresholds: QualityThresholds
 ) -> list[MetaRecord]:
     """Infer actions for every episode of a metadata file and cache its columns per episode.
 
     A second call on an unchanged file returns the cached records without reloading it.
     """
-    meta_path = Path(meta_path)
-    stamp_path, key = _stamp(meta_path, layout, thresholds)
-    if stamp_path.exists():
-        cached = json.loads(stamp_path.read_text())
-        if cached["key"] == key and all(
-            r["path"] is None or Path(r["path"]).exists() for r in cached["records"]
-        ):
-            return [MetaRecord(**r) for r in cached["records"]]
-    digest = sha256_file(meta_path)
-    batch = load_metadata(meta_path)
+    meta = meta_path if isinstance(meta_path, Root) else Root(str(meta_path))
+    stamp_path, key = _stamp(meta, layout, thresholds)
+    cached = layout.root.read_json(stamp_path)
+    if cached and cached["key"] == key:
+        records = [MetaRecord(**r) for r in cached["records"]]
+        present = set(layout.root.list(layout.metadata_cache))
+        if all(r.path is None or posixpath.basename(r.path) in present for r in records):
+            return records
+    with meta.open("") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    batch = _load_source(meta)
     acts = infer_actions(batch.state, batch.lengths)
     keep, reasons = thresholds.judge(acts.counters, batch.lengths)
     cols = {
@@ -119,11 +108,11 @@ def prepare_metadata(
     starts = np.cumsum(batch.lengths) - batch.lengths
     for i, ep in enumerate(batch.episodes):
         path = layout.episode_metadata(ep.name)
-        write_parquet_atomic(table.slice(int(starts[i]), int(batch.lengths[i])), path)
+        layout.root.put_parquet(path, table.slice(int(starts[i]), int(batch.lengths[i])))
         records.append(
             MetaRecord(
                 episode=ep.name,
-                metadata_file=str(meta_path),
+                metadata_file=meta.url,
                 n_frames=int(batch.lengths[i]),
                 counters={c: int(acts.counters[c][i]) for c in COUNTERS},
                 keep=bool(keep[i]),
@@ -133,7 +122,7 @@ def prepare_metadata(
             )
         )
     for ep, why in batch.failures:
-        records.append(MetaRecord(ep.name, str(meta_path), reject_reason=f"metadata error: {why}",
+        records.append(MetaRecord(ep.name, meta.url, reject_reason=f"metadata error: {why}",
                                   sha256=digest))  # fmt: skip
-    write_json_atomic({"key": key, "records": [asdict(r) for r in records]}, stamp_path)
+    layout.root.put_json(stamp_path, {"key": key, "records": [asdict(r) for r in records]})
     return records

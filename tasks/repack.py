@@ -3,76 +3,37 @@
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from storage.action_space import MOUSE_X_BINS, MOUSE_Y_BINS
-from storage.catalog import COUNTERS, FRAMES_SCHEMA, KEY_COLUMNS, METADATA_SCHEMA, decode_y
+from storage.catalog import FRAMES_SCHEMA, KEY_COLUMNS, METADATA_SCHEMA, decode_y
+from storage.commit import commit_episode, withdraw_episode
 from storage.containers import MemberRef
 from storage.diskspace import DiskFullError, is_disk_full
 from storage.episode import EpisodeFormatError, read_episode
 from storage.framestore import episode_exists, frames_sha256, stored_bytes, write_frames
+from storage.fs import Root
 from storage.layout import OutLayout
+from storage.records import EpisodeRecord
 from tasks.labels import key_matrix
-from tasks.metadata_cache import MetaRecord, write_json_atomic, write_parquet_atomic
+from tasks.metadata_cache import MetaRecord
 from tasks.source import SourceEpisode
 from tasks.targets import quantise
 
 
-@dataclass(frozen=True)
-class EpisodeRecord:
-    """One row of `files.parquet`; also the JSON marker of a completed episode."""
+def _record_of(src: SourceEpisode, split: str | None, **fields) -> EpisodeRecord:
+    """A record of `src`'s identity and location plus `fields`."""
+    ep, ref = src.episode, src.ref
+    return EpisodeRecord(ep.name, ep.dataset, ep.file_num, split, ref.container, ref.member,
+                         ref.size, **fields)  # fmt: skip
 
-    episode: str | None
-    dataset: str | None
-    file_num: int | None
-    split: str | None
-    container: str
-    member: str | None
-    size: int | None = None
-    sha256: str | None = None
-    n_frames: int | None = None
-    stored_bytes: int | None = None
-    metadata_file: str | None = None
-    counters: dict[str, int] | None = None
-    keep: bool = False
-    reject_reason: str | None = None
-    status: str = "failed"  # stored | failed
-    agree_keys: float | None = None
-    agree_clicks: float | None = None
-    agree_mouse: float | None = None
-    inputs: dict | None = None  # what it was built from (see `episode_inputs`)
-    skipped: bool = False  # already complete before this run, from the same inputs
-    redone: str | None = None  # rebuilt in this run because these inputs changed
 
-    def stored(self) -> dict:
-        """The JSON form kept in `_episodes/` and `_failed/`."""
-        return {k: v for k, v in asdict(self).items() if k not in ("skipped", "redone")}
-
-    @classmethod
-    def of(cls, src: SourceEpisode, split: str | None, **fields) -> EpisodeRecord:
-        """A record of `src`'s identity and location plus `fields`."""
-        ep, ref = src.episode, src.ref
-        return cls(ep.name, ep.dataset, ep.file_num, split, ref.container, ref.member, ref.size,
-                   **fields)  # fmt: skip
-
-    @classmethod
-    def failed(cls, src: SourceEpisode, split: str | None, reason: str) -> EpisodeRecord:
-        """The record of an episode that could not be stored."""
-        return cls.of(src, split, reject_reason=reason)
-
-    def row(self) -> dict:
-        """The `files.parquet` row."""
-        d = asdict(self)
-        counters = d.pop("counters") or {}
-        for k in ("skipped", "redone", "inputs"):
-            d.pop(k)
-        return {**d, **{c: counters.get(c) for c in COUNTERS}}
+def failed_record(src: SourceEpisode, split: str | None, reason: str) -> EpisodeRecord:
+    """The record of an episode that could not be stored."""
+    return _record_of(src, split, reject_reason=reason)
 
 
 def _load(ref: MemberRef) -> bytes:
@@ -84,13 +45,14 @@ def _load(ref: MemberRef) -> bytes:
     return data
 
 
-def _metadata_columns(meta: MetaRecord | None, n: int) -> tuple[pa.Table, str | None]:
+def _metadata_columns(meta: MetaRecord | None, n: int, meta_root: Root
+                      ) -> tuple[pa.Table, str | None]:  # fmt: skip
     """Per-frame metadata columns, or nulls and the reason they are missing."""
     if meta is None:
         return METADATA_SCHEMA.empty_table(), "no metadata for this episode in dataset_metadata/"
     if meta.path is None:
         return METADATA_SCHEMA.empty_table(), meta.reject_reason
-    table = pq.read_table(meta.path, schema=METADATA_SCHEMA)
+    table = meta_root.read_parquet(meta.path, schema=METADATA_SCHEMA)
     if table.num_rows != n:
         return table, f"metadata has {table.num_rows} frames, the episode has {n}"
     return table, None
@@ -139,33 +101,25 @@ def changed_inputs(old: dict | None, new: dict) -> list[str]:
     return what
 
 
-def read_record(layout: OutLayout, episode: str) -> EpisodeRecord | None:
-    """The completion record of an episode, or None when it is not committed."""
-    marker = layout.episode_record(episode)
-    if not marker.exists():
-        return None
-    return EpisodeRecord(**json.loads(marker.read_text()))
-
-
 def repack_episode(
     src: SourceEpisode,
-    out: str | Path,
+    out: str | Root,
     meta: MetaRecord | None,
     split: str,
     quality: dict | None = None,
+    old: EpisodeRecord | None = None,
 ) -> EpisodeRecord:
-    """Store an episode's frames and catalog rows, unless its record has the same inputs.
+    """Store an episode's frames and catalog rows, unless `old`, its committed record, matches.
 
     An episode whose metadata or parameters changed gets new catalog rows and keeps its
     frames; the frames are rewritten only when the member's bytes changed.
     """
-    layout = OutLayout(Path(out))
+    layout = OutLayout.at(out)
     ep, ref = src.episode, src.ref
     try:
         inputs = episode_inputs(src, meta, split, quality or {})
     except OSError as e:
-        return EpisodeRecord.failed(src, split, f"unreadable: {ref.label}: {e}")
-    old = read_record(layout, ep.name)
+        return failed_record(src, split, f"unreadable: {ref.label}: {e}")
     changed = changed_inputs(old.inputs, inputs) if old else []
     if old and not changed:
         return replace(old, skipped=True)
@@ -181,12 +135,12 @@ def repack_episode(
             data = read_episode((ref.label, raw), parts=("x", "y", "helperarr"))  # views of raw
             n = len(data["x"])
     except (EpisodeFormatError, OSError) as e:
-        return EpisodeRecord.failed(src, split, f"unreadable: {e}")
+        return failed_record(src, split, f"unreadable: {e}")
     try:
         return _store(src, layout, meta, split, inputs, old, changed, digest, data, n, frames_ok)
     except OSError as e:
         if is_disk_full(e) and not isinstance(e, DiskFullError):
-            raise DiskFullError(layout.root, int(ref.size)) from None
+            raise DiskFullError(layout.root.url, int(ref.size)) from None
         raise
 
 
@@ -195,26 +149,24 @@ def _store(src: SourceEpisode, layout: OutLayout, meta: MetaRecord | None, split
            data: dict, n: int, frames_ok: bool) -> EpisodeRecord:  # fmt: skip
     """Write frames (when needed), catalog rows, then the record that commits them."""
     ep = src.episode
-    marker = layout.episode_record(ep.name)
-    if old:  # uncommit first: a crash from here on leaves the episode to be redone
-        marker.unlink(missing_ok=True)
-    if "x" not in data:
-        stored = stored_bytes(layout.frames_zarr / layout.episode_array(ep.name))
-    elif frames_ok and frames_sha256(layout, ep.name) == digest:
-        # a crashed run put these frames in place, or the member was touched but not changed
-        stored = stored_bytes(layout.frames_zarr / layout.episode_array(ep.name))
+    if old:  # withdraw first: a crash from here on leaves the episode to be redone
+        withdraw_episode(layout, ep.name, old if old.frames_file and
+                         old.frames_file.startswith(layout.pending_frames) else None)  # fmt: skip
+    if "x" not in data or (frames_ok and frames_sha256(layout, ep.name) == digest):
+        # same bytes; or a crashed run put these frames in place, or the member was touched
+        stored = stored_bytes(layout, ep.name)
     else:
-        stored = write_frames(layout, ep.name, data["x"], {"episode": ep.name, "sha256": digest},
-                              replace=frames_ok)  # fmt: skip
+        stored = write_frames(layout, ep.name, data["x"], {"episode": ep.name, "sha256": digest})
 
     shipped = decode_y(data["y"])
-    meta_cols, meta_problem = _metadata_columns(meta, n)
+    meta_cols, meta_problem = _metadata_columns(meta, n, layout.root)
     if meta_problem is not None:
         meta_cols = pa.table(
             {f.name: pa.nulls(n, f.type) for f in METADATA_SCHEMA}, schema=METADATA_SCHEMA
         )
     frames = pa.table(
         {
+            "dataset": pa.array([ep.dataset] * n, pa.string()),
             "episode": pa.array([ep.name] * n, pa.string()),
             "file_num": np.full(n, ep.file_num, np.int32),
             "frame": np.arange(n, dtype=np.int32),
@@ -226,8 +178,9 @@ def _store(src: SourceEpisode, layout: OutLayout, meta: MetaRecord | None, split
         },
         schema=FRAMES_SCHEMA,
     )
-    write_parquet_atomic(frames, layout.episode_frames(ep.dataset, ep.name))
-    record = EpisodeRecord.of(
+    frames_file = layout.new_frames_file(ep.name)
+    layout.root.put_parquet(frames_file, frames)
+    record = _record_of(
         src,
         split,
         sha256=digest,
@@ -239,7 +192,8 @@ def _store(src: SourceEpisode, layout: OutLayout, meta: MetaRecord | None, split
         reject_reason=meta_problem if meta_problem else (meta.reject_reason if meta else None),
         status="stored",
         inputs=inputs,
+        frames_file=frames_file,
         **(_agreement(shipped, meta_cols) if meta_problem is None else {}),
     )
-    write_json_atomic(record.stored(), marker)
+    commit_episode(layout, record)
     return replace(record, redone=", ".join(changed) if old else None)

@@ -41,10 +41,10 @@ class DatasetReport:
 def dataset_report(root: str | Path, label: str | None = None) -> DatasetReport:
     """Compute every table of the report for one processed dataset."""
     ds = open_dataset(root)  # checks the format, names the folder when it is not one
-    con = connect_catalog(root)
+    con = connect_catalog(ds)
     files = con.sql("SELECT * FROM files").df()
     stored = files[files.status == "stored"]
-    params = ds.manifest.get("parameters", {})
+    params = ds.manifest.parameters
     per_frames = params.get("per_frames") or None
     frames = int(stored.n_frames.sum())
     kept_frames = int(stored[stored.keep].n_frames.sum())

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from storage.catalog import KEY_COLUMNS
+from storage.fs import is_url
 from tasks import figures
 from tasks.report import DatasetReport, dataset_report, emd_table, summary_rows, write_json
 
@@ -38,7 +39,8 @@ def write_report(roots: list[str | Path], out: str | Path) -> dict:
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    labels = [Path(r).resolve().name for r in roots]
+    labels = [str(r).rstrip("/").rsplit("/", 1)[-1] if is_url(str(r)) else
+              Path(str(r)).resolve().name for r in roots]  # fmt: skip
     labels = [f"{lab} ({i})" if labels.count(lab) > 1 else lab for i, lab in enumerate(labels)]
     reports = [dataset_report(r, lab) for r, lab in zip(roots, labels, strict=True)]
     emd = emd_table(reports)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from storage.containers import MemberRef, UnsafeMemberError, iter_container
+from storage.fs import Root, root_of
 from storage.layout import METADATA_RE, EpisodeId, episode_from_member
 
 
@@ -32,7 +33,7 @@ class SourceListing:
     """Episodes, metadata files and problems found in a source tree."""
 
     episodes: list[SourceEpisode] = field(default_factory=list)
-    metadata: list[Path] = field(default_factory=list)
+    metadata: list[Root] = field(default_factory=list)
     problems: list[SourceProblem] = field(default_factory=list)
 
 
@@ -43,10 +44,10 @@ def _member_of(message: str) -> str | None:
     return None
 
 
-def list_source(src: str | Path) -> SourceListing:
-    """Walk `src` (folders, tars, zips) for episodes and `currvarsv2_*.npy` files."""
-    src = Path(src)
-    if not src.exists():
+def list_source(src: str | Root, options: dict | None = None) -> SourceListing:
+    """Walk `src` (a folder or bucket prefix of tars, zips, .hdf5) for episodes and metadata."""
+    src = root_of(src, options)
+    if not src.fs.exists(src.path):
         raise FileNotFoundError(f"{src}: no such source folder")
     listing = SourceListing()
     seen: dict[EpisodeId, MemberRef] = {}
@@ -58,8 +59,8 @@ def list_source(src: str | Path) -> SourceListing:
             ep = episode_from_member(PurePosixPath(member).name) if member else None
             listing.problems.append(SourceProblem(container, member, text, ep))
             continue
-        if item.member is None and METADATA_RE.match(Path(item.container).name):
-            listing.metadata.append(Path(item.container))
+        if item.member is None and METADATA_RE.match(item.name):
+            listing.metadata.append(Root(item.container, item.options))
             continue
         ep = episode_from_member(item.member or item.container)
         if ep is None:
@@ -73,13 +74,13 @@ def list_source(src: str | Path) -> SourceListing:
         seen[ep] = item
         listing.episodes.append(SourceEpisode(ep, item))
     listing.episodes.sort(key=lambda e: e.episode)
-    listing.metadata.sort()
+    listing.metadata.sort(key=lambda r: r.url)
     return listing
 
 
-def find_any_episode(src: str | Path) -> bool:
+def find_any_episode(src: str | Root, options: dict | None = None) -> bool:
     """Whether `src` holds at least one episode (or a member csdm refuses); stops at the first."""
-    for item in iter_container(Path(src)):
+    for item in iter_container(root_of(src, options)):
         if isinstance(item, UnsafeMemberError) or episode_from_member(
             item.member or item.container
         ):

@@ -6,10 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from storage.commit import withdraw_episode
 from storage.dataset import Dataset, chunk_problems, open_dataset
 from storage.framestore import open_frames, remove_frames
+from storage.fs import Root
+from storage.lease import DatasetLease
 from tasks.catalog_writer import write_catalog
-from tasks.repack import read_record
 
 
 @dataclass
@@ -50,7 +52,7 @@ def verify_dataset(
 ) -> list[EpisodeCheck]:
     """Check the named episodes (default: every stored one); unknown names are problems."""
     ds = open_dataset(root)
-    stored = ds.manifest["episodes"]
+    stored = set(ds.episodes)
     counts = dict(
         zip(ds.files["episode"].to_pylist(), ds.files["n_frames"].to_pylist(), strict=True)
     )
@@ -66,20 +68,23 @@ def verify_dataset(
     return checks
 
 
-def uncommit(root: str | Path, checks: list[EpisodeCheck]) -> None:
-    """Withdraw bad episodes (record, then frames) and list them as failed in the catalog.
+def uncommit(root: str | Root, checks: list[EpisodeCheck]) -> None:
+    """Withdraw bad episodes (marker, record, then frames) and list them as failed.
 
-    The next `csdm process` stores them anew from their source.
+    The next `csdm process` stores them anew from their source. Runs under OUT's lease.
     """
     ds = open_dataset(root)
-    failed = []
-    for c in checks:
-        old = read_record(ds.layout, c.episode)
-        ds.layout.episode_record(c.episode).unlink(missing_ok=True)
-        remove_frames(ds.layout, c.episode)
-        if old is not None:
-            why = f"corrupt in the store ({c.problems[0]}); re-run csdm process to store it anew"
-            failed.append(replace(old, status="failed", keep=False, reject_reason=why))
-    sources = ds.manifest.get("sources") or [""]
-    write_catalog(ds.layout, failed, sources[0], ds.manifest.get("parameters", {}),
-                  revision=ds.manifest.get("revision"))  # fmt: skip
+    with DatasetLease(ds.layout):
+        failed = []
+        for c in checks:
+            old = ds.state.committed.get(c.episode)
+            withdraw_episode(ds.layout, c.episode, ds.state.pending.get(c.episode))
+            remove_frames(ds.layout, c.episode)
+            if old is not None:
+                why = (
+                    f"corrupt in the store ({c.problems[0]}); re-run csdm process to store it anew"
+                )
+                failed.append(replace(old, status="failed", keep=False, reject_reason=why))
+        m = ds.manifest
+        write_catalog(ds.layout, failed, m.sources[0] if m.sources else "", m.parameters,
+                      revision=m.revision)  # fmt: skip

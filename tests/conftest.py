@@ -45,22 +45,14 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
 
 
 def process_plain(src: Path, out: Path, test_fraction: float = 0.25) -> Path:
-    """The process flow's steps as plain calls (no Prefect, no Dask) for fast fixtures."""
-    from flows.process import ProcessParams
-    from storage.layout import OutLayout
-    from tasks.catalog_writer import write_catalog
-    from tasks.metadata_cache import prepare_metadata
-    from tasks.repack import repack_episode
-    from tasks.source import list_source
+    """Process in-process (no Prefect, no Dask) for fast fixtures: the flow's own wiring."""
+    from storage.fs import Root
+    from tasks.params import ProcessParams
+    from tasks.process_source import process_source
 
-    params = ProcessParams(test_fraction=test_fraction, seed=1)
-    layout, splits = OutLayout(out), params.splits()
-    listing = list_source(src)
-    meta = {r.episode: r for p in listing.metadata
-            for r in prepare_metadata(p, layout, params.thresholds())}  # fmt: skip
-    records = [repack_episode(e, out, meta.get(e.episode.name), splits.split_of(e.episode.name))
-               for e in listing.episodes]  # fmt: skip
-    write_catalog(layout, records, str(src), params.recorded())
+    process_source(
+        Root(str(src)), Root(str(out)), ProcessParams(test_fraction=test_fraction, seed=1)
+    )
     return out
 
 

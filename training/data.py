@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -216,12 +217,17 @@ class WindowStream(IterableDataset):
         rank: int = 0,
         world: int = 1,
         on_corrupt: str = "stop",
+        read_threads: int = 1,
     ) -> None:
         if on_corrupt not in ("stop", "skip"):
             raise ValueError(f"on_corrupt must be stop or skip, not {on_corrupt!r}")
         self.root, self.index, self.batch_size = str(root), index, batch_size
         self.state, self.rank, self.world = state, rank, world
         self.on_corrupt = on_corrupt
+        # windows read at once: object stores answer each range in tens of ms, so a batch's
+        # reads overlap; memory stays one batch per DataLoader worker
+        self.read_threads = max(1, read_threads)
+        self._pool: ThreadPoolExecutor | None = None
         self._bad: set[str] = set()  # episodes found corrupt (skip mode)
         self._ds: Dataset | None = None
         self._plan: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
@@ -232,7 +238,8 @@ class WindowStream(IterableDataset):
             )
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_ds": None, "_plan": None}  # each worker opens its own store
+        # each worker opens its own store and threads
+        return {**self.__dict__, "_ds": None, "_plan": None, "_pool": None}
 
     @property
     def batches_per_epoch(self) -> int:
@@ -270,15 +277,29 @@ class WindowStream(IterableDataset):
         frames = out.numpy()
         rows = np.empty((len(windows), t), np.int64)
         good, corrupt = [], []
-        for i, (e, s) in enumerate(windows):
-            name = lab.episodes[e]
-            if name not in self._bad:
-                try:
-                    frames[i] = self._ds.frames(name, s, s + t)
-                except CorruptFramesError:
-                    if self.on_corrupt == "stop":
-                        raise
-                    self._bad.add(name)
+
+        def fetch(i: int, name: str, s: int) -> CorruptFramesError | None:
+            if name in self._bad:
+                return None
+            try:
+                frames[i] = self._ds.frames(name, s, s + t)
+            except CorruptFramesError as err:
+                return err
+            return None
+
+        jobs = [(i, lab.episodes[e], s) for i, (e, s) in enumerate(windows)]
+        if self.read_threads > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.read_threads, thread_name_prefix="csdm-read")
+            errors = list(self._pool.map(lambda j: fetch(*j), jobs))
+        else:
+            errors = [fetch(*j) for j in jobs]
+        for (i, name, s), err in zip(jobs, errors, strict=True):
+            e = windows[i][0]
+            if err is not None:
+                if self.on_corrupt == "stop":
+                    raise err
+                self._bad.add(name)
             if name in self._bad:  # never train on bad bytes: the window leaves the batch
                 corrupt.append(name)
                 continue
@@ -312,7 +333,8 @@ class WindowStream(IterableDataset):
 
 def dataset_identity(root: str | Path) -> str:
     """A digest of the stored episodes and their checksums: what a resumed run must match."""
-    episodes = open_dataset(root).manifest["episodes"]
+    ds = open_dataset(root)
+    episodes = {e: ds.sha256(e) for e in ds.episodes}
     return hashlib.sha256(json.dumps(episodes, sort_keys=True).encode()).hexdigest()
 
 

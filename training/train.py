@@ -68,6 +68,7 @@ class TrainConfig:
     ckpt_every: int = 50
     imagenet: str | None = None  # torchvision efficientnet_b0 state dict file
     on_corrupt: str = "stop"  # a corrupt frame chunk: stop with its error, or "skip" its episode
+    read_threads: int = 8  # windows each loader worker reads at once (object stores)
     model: ModelConfig = field(default_factory=ModelConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     loss: LossOptions = field(default_factory=LossOptions)
@@ -244,7 +245,9 @@ def train(
         else model
     )
 
-    stream = WindowStream(data, index, cfg.batch_size, state, rank, world, cfg.on_corrupt)
+    stream = WindowStream(
+        data, index, cfg.batch_size, state, rank, world, cfg.on_corrupt, cfg.read_threads
+    )
     loader = make_loader(stream, cfg.workers)
     log = MetricsLog(run)
     if rank == 0:  # only now: a run that could not start leaves no config behind
@@ -257,7 +260,7 @@ def train(
                 f"{len(index)} windows of {cfg.sampler.window} frames, "
                 f"{stream.batches_per_epoch} batches/epoch x {world} rank(s), {device}"
             )
-    revision = open_dataset(data).manifest.get("revision")
+    revision = open_dataset(data).manifest.revision
     frames_per_step = cfg.batch_size * cfg.sampler.window * world
     t0, done = time.perf_counter(), 0
     last = dict(ckpt["metrics"]) if ckpt is not None else {}  # if no step is left to do

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import storage.framestore as framestore
 from storage.diskspace import DiskFullError
-from tasks.metadata_cache import write_json_atomic
+from storage.fs import Root
 
 CSDM = str(Path(sys.executable).with_name("csdm"))
 
@@ -33,7 +32,7 @@ def small_disk(tmp_path: Path):
 
 
 def _leftovers(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.name.endswith(".tmp") or ".staging/" in str(p)]
+    return [p for p in root.rglob("*") if p.name.endswith(".tmp")]
 
 
 def test_atomic_writes_leave_no_temporary_file_on_enospc(small_disk: Path) -> None:
@@ -44,10 +43,10 @@ def test_atomic_writes_leave_no_temporary_file_on_enospc(small_disk: Path) -> No
                 f.flush()
         except OSError as e:
             assert e.errno == errno.ENOSPC
-    with pytest.raises(OSError) as err:
-        write_json_atomic({"x": "y" * 100_000}, small_disk / "manifest.json")
-    assert err.value.errno == errno.ENOSPC
-    assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
+    with pytest.raises(DiskFullError) as err:
+        Root(str(small_disk)).put_json("catalog/manifest.json", {"x": "y" * 100_000})
+    assert str(small_disk / "catalog/manifest.json") in str(err.value)
+    assert not _leftovers(small_disk) and not (small_disk / "catalog/manifest.json").exists()
 
 
 def test_process_refuses_to_start_without_room(
@@ -70,34 +69,33 @@ def test_enospc_mid_run_stops_cleanly_and_a_rerun_finishes(
 
     from flows.process import ProcessParams, process_flow
     from storage.dataset import open_dataset
+    from storage.framestore import episode_exists
+    from storage.layout import OutLayout
 
     out = tmp_path / "out"
-    real, calls = framestore.stored_bytes, []
+    real, shards = Root.put_bytes, []
 
-    def fills_up(path: Path) -> int:  # the third episode's frames hit a full disk
-        calls.append(path)
-        if len(calls) == 3:
-            assert any(path.rglob("*"))  # its shard is half-way in .staging/
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return real(path)
+    def fills_up(self, key: str, data: bytes) -> None:  # the third episode's shard hits it
+        if "/c/" in key:
+            shards.append(key)
+            if len(shards) == 3:
+                raise OSError(errno.ENOSPC, "No space left on device", self.full(key))
+        real(self, key, data)
 
-    monkeypatch.setattr(framestore, "stored_bytes", fills_up)
+    monkeypatch.setattr(Root, "put_bytes", fills_up)
     flow = process_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))
     with pytest.raises(DiskFullError) as err:
         flow(str(synth_tree), str(out), ProcessParams())
-    assert str(out) in str(err.value) and "GB more is needed" in str(err.value)
+    victim = shards[2].split("/")[1]  # frames.zarr/<episode>/c/...
+    assert f"{out}/frames.zarr/{victim}" in str(err.value) and "GB more is needed" in str(err.value)
     assert not _leftovers(out)
-    committed = {p.stem for p in (out / "catalog/_episodes").glob("*.json")}
-    victim = calls[2].name.split(".")[0]  # .staging/<episode>.<uuid>
-    assert len(committed) >= 2 and victim not in committed
-    arrays = {p.name for p in (out / "frames.zarr").iterdir() if p.is_dir()}
-    assert arrays == committed  # the episode that hit the full disk left no frames
-    monkeypatch.setattr(framestore, "stored_bytes", real)
-    # what a killed run would leave: a half-written array and a temporary catalog file
-    (out / ".staging" / "dm_july2021_9.0badc0de" / "c").mkdir(parents=True)
-    (out / ".staging" / "dm_july2021_9.0badc0de" / "c" / "0").write_bytes(b"half")
-    (out / "catalog" / ".files.parquet.4242.tmp").write_bytes(b"")
+    ds = open_dataset(out)
+    assert len(ds.episodes) >= 2 and victim not in ds.episodes
+    assert not episode_exists(OutLayout.at(out), victim)  # no array counts as written
+    monkeypatch.setattr(Root, "put_bytes", real)
+    # what a killed run would leave: a temporary catalog file
+    (out / "catalog" / "_episodes" / ".dm_july2021_9.json.0badc0de.tmp").write_bytes(b"{")
     summary = flow(str(synth_tree), str(out), ProcessParams())
     assert not _leftovers(out)  # swept at the start of the run
-    assert (summary.stored, summary.skipped, summary.failed) == (8, len(committed), 0)
+    assert (summary.stored, summary.skipped, summary.failed) == (8, len(ds.episodes), 0)
     assert len(open_dataset(out).episodes) == 8

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage.catalog import KEY_COLUMNS, decode_y
+from storage.commit import withdraw_episode
 from storage.containers import MemberRef, iter_container
 from storage.dataset import open_dataset
 from storage.episode import read_episode, write_episode
@@ -73,7 +74,7 @@ def test_summary_and_fault_isolation(processed) -> None:
     assert "failed: dm_july2021_7: unreadable:" in r.stderr
     assert "failed: dm_july2021_8:" in r.stderr and "escapes the archive" in r.stderr
     assert "Traceback" not in r.stderr
-    files = pq.read_table(out / "catalog/files.parquet").to_pandas().set_index("episode")
+    files = open_dataset(out).files.to_pandas().set_index("episode")
     assert sorted(files.index) == sorted(
         [f"dm_july2021_{i}" for i in range(1, 10)]
         + ["dm_july2021_expert_1", "dm_july2021_expert_2"]
@@ -92,9 +93,12 @@ def test_summary_and_fault_isolation(processed) -> None:
     assert {"dm_july2021_3", "dm_july2021_5", "dm_july2021_6", "dm_july2021_9"} <= rejected
     assert {"dm_july2021_1", "dm_july2021_expert_1"}.isdisjoint(rejected)
     assert (stored.loc[stored.index != "dm_july2021_9", "agree_keys"] == 1.0).all()
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["parameters"]["test_fraction"] == 0.3
-    assert set(manifest["episodes"]) == set(stored.index)
+    ds = open_dataset(out)
+    assert ds.manifest.parameters["test_fraction"] == 0.3
+    assert set(ds.episodes) == set(stored.index)
+    # the catalog is compacted at the end of the run: a few files, no per-episode ones
+    assert ds.state.index.generation >= 1 and not ds.state.pending
+    assert ds.layout.root.list(ds.layout.pending_frames) == []
 
 
 def test_frames_read_back_bit_exact_in_uneven_windows(processed) -> None:
@@ -143,28 +147,35 @@ def test_catalog_labels_equal_the_source_and_the_reference(processed) -> None:
 def test_rerun_is_idempotent_and_resumes(processed, prefect_api: str) -> None:
     src, out, _ = processed
     shard = out / "frames.zarr/dm_july2021_1/c/0/0/0/0"
-    record = out / "catalog/_episodes/dm_july2021_1.json"
-    before = shard.stat().st_mtime_ns, record.stat().st_mtime_ns
-    # simulate a crash after the frames of episode 2 were stored but before its record was
-    (out / "catalog/_episodes/dm_july2021_2.json").unlink()
-    (out / "catalog/frames/dataset=dm_july2021/dm_july2021_2.parquet").unlink()
+    shard2 = out / "frames.zarr/dm_july2021_2/c/0/0/0/0"
+    before = shard.stat().st_mtime_ns, shard2.stat().st_mtime_ns
+    # a crash while episode 2 was redone: withdrawn, rows half-written, no record
+    ds = open_dataset(out)
+    withdraw_episode(ds.layout, "dm_july2021_2", None)
+    ds.layout.root.put_bytes(ds.layout.new_frames_file("dm_july2021_2"), b"PAR1 half")
+    assert "dm_july2021_2" not in open_dataset(out).episodes
+    assert "dm_july2021_2" not in set(open_dataset(out).catalog.to_table(["episode"])["episode"]
+                                      .to_pylist())  # fmt: skip
     r = run_csdm("process", str(src), str(out), "--workers", "1", "--test-fraction", "0.3",
                  "--seed", "1", api=prefect_api)  # fmt: skip
     assert r.returncode == 1, r.stderr
     numbers = r.stdout.split("stored GB")[1].split()
-    kept = int(pq.read_table(out / "catalog/files.parquet").column("keep").to_numpy().sum())
+    kept = int(open_dataset(out).files.column("keep").to_numpy().sum())
     # episodes, stored, redone, already done (all but episode 2), kept, rejected, failed
     assert [int(n) for n in numbers if n.isdigit()][:7] == [11, 9, 0, 8, kept, 9 - kept, 2]
-    assert (shard.stat().st_mtime_ns, record.stat().st_mtime_ns) == before  # not rewritten
-    assert (out / "catalog/frames/dataset=dm_july2021/dm_july2021_2.parquet").exists()
-    assert not list((out / ".staging").iterdir())
+    assert (shard.stat().st_mtime_ns, shard2.stat().st_mtime_ns) == before  # frames kept
+    ds = open_dataset(out)
+    assert "dm_july2021_2" in ds.episodes and not ds.state.markers
+    rows = ds.catalog.to_table(["episode"])["episode"].to_pylist()
+    assert rows.count("dm_july2021_2") == 60
+    assert ds.layout.root.list(ds.layout.pending_frames) == []  # the half file is gone
     # other parameters would mix splits: refused
     r = run_csdm("process", str(src), str(out), "--test-fraction", "0.5", "--seed", "1",
                  api=prefect_api)  # fmt: skip
     assert r.returncode == 2 and "other parameters" in r.stderr
     assert "test_fraction: built with 0.3, this run 0.5" in r.stderr and "--reprocess" in r.stderr
     # --reprocess re-splits: exactly the episodes whose split changes are redone, frames kept
-    old = pq.read_table(out / "catalog/files.parquet").to_pandas().set_index("episode")
+    old = open_dataset(out).files.to_pandas().set_index("episode")
     new_spec = SplitSpec(test_fraction=0.5, seed=1)
     moved = sorted(e for e in old[old.status == "stored"].index
                    if new_spec.split_of(e) != old.loc[e, "split"])  # fmt: skip
@@ -175,7 +186,7 @@ def test_rerun_is_idempotent_and_resumes(processed, prefect_api: str) -> None:
     redone = sorted(line.split(": ")[1].split()[0] for line in r.stdout.splitlines()
                     if line.strip().startswith("redone (inputs changed):"))  # fmt: skip
     assert redone == moved
-    now = pq.read_table(out / "catalog/files.parquet").to_pandas().set_index("episode")
+    now = open_dataset(out).files.to_pandas().set_index("episode")
     for e in old[old.status == "stored"].index:
         assert now.loc[e, "split"] == new_spec.split_of(e)
     assert shard.stat().st_mtime_ns == before[0]  # frames never rewritten
@@ -194,7 +205,7 @@ def test_query_formats(processed, tmp_path: Path) -> None:
     r = subprocess.run([CSDM, "query", str(out), sql, "--format", "parquet", "--output",
                         str(tmp_path / "q.parquet")])  # fmt: skip
     assert r.returncode == 0
-    files = pq.read_table(out / "catalog/files.parquet")
+    files = open_dataset(out).files
     want = files.num_rows - sum(files.column("keep").to_pylist())
     assert pq.read_table(tmp_path / "q.parquet").column("n").to_pylist() == [want]
     r = subprocess.run([CSDM, "query", str(out), "select nope from frames"], capture_output=True,
@@ -220,7 +231,7 @@ def test_prefect_artifacts_report_the_run(processed, prefect_api: str) -> None:
     assert latest("process-progress")["data"] == 100.0
     # the report's tables and figures ride along, with the catalog's numbers
     _, out, _ = processed
-    files = pq.read_table(out / "catalog/files.parquet").to_pandas()
+    files = open_dataset(out).files.to_pandas()
     summary = latest("dataset-summary")
     row = (json.loads(summary["data"]) if isinstance(summary["data"], str) else summary["data"])[0]
     stored = files[files.status == "stored"]
@@ -263,5 +274,5 @@ def test_empty_source_and_unsafe_metadata_are_one_line(
     lines = [x for x in r.stdout.splitlines() if "metadata file unusable" in x]
     assert len(lines) == 1 and str(meta) in lines[0] and "may carry code" in lines[0]
     assert "Traceback" not in r.stderr + r.stdout
-    files = pq.read_table(out / "catalog/files.parquet").to_pandas().set_index("episode")
+    files = open_dataset(out).files.to_pandas().set_index("episode")
     assert "metadata file unusable" in files.loc["dm_july2021_expert_1", "reject_reason"]

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
+from storage.dataset import open_dataset
 
 runner = CliRunner()
 
@@ -52,7 +53,7 @@ def test_catalog_queries_and_output_still_work(processed: Path, tmp_path: Path) 
                "--format", "parquet", "--output", str(out))  # fmt: skip
     assert r.exit_code == 0, r.output
     got = pq.read_table(out).to_pydict()
-    files = pq.read_table(processed / "catalog/files.parquet").to_pandas()
+    files = open_dataset(processed).files.to_pandas()
     stored = files[files.status == "stored"]
     assert dict(zip(got["episode"], got["n"], strict=True)) == dict(
         zip(stored.episode, stored.n_frames, strict=True)
@@ -66,7 +67,7 @@ def test_catalog_queries_and_output_still_work(processed: Path, tmp_path: Path) 
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["{missing}", "select 1"], "no manifest.json"),
+        (["{missing}", "select 1"], "not a processed dataset"),
         (["{out}", "  "], "empty SQL"),
         (["{out}", "select 1", "--format", "csv", "--output", "{missing}/x.csv"], "does not exist"),
         (["{out}", "select * from nowhere"], "nowhere"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 import tasks.metadata_cache as mc
@@ -16,10 +15,10 @@ from tasks.quality import QualityThresholds
 
 def test_cache_is_reused_until_the_file_changes(synth_tree: Path, tmp_path: Path, monkeypatch):
     meta = synth_tree / "dataset_metadata/currvarsv2_dm_july2021_1_to_100.npy"
-    layout = OutLayout(tmp_path)
+    layout = OutLayout.at(tmp_path)
     first = mc.prepare_metadata(meta, layout, QualityThresholds())
     assert [r.episode for r in first] == [f"dm_july2021_{i}" for i in range(1, 7)]
-    table = pq.read_table(first[1].path)
+    table = layout.root.read_parquet(first[1].path)
     assert table.schema == METADATA_SCHEMA and table.num_rows == first[1].n_frames
 
     def no_reload(path):

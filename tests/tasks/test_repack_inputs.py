@@ -8,31 +8,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 
-from flows.process import ProcessParams
 from storage.dataset import open_dataset
 from storage.episode import Episode, read_episode, write_episode
-from storage.layout import OutLayout
-from tasks.catalog_writer import write_catalog
-from tasks.metadata_cache import prepare_metadata
-from tasks.repack import EpisodeRecord, repack_episode
-from tasks.source import list_source
+from storage.fs import Root
+from storage.records import EpisodeRecord
+from tasks.params import ProcessParams
+from tasks.process_source import process_source
 
 EXPERT_META = "dataset_metadata/currvarsv2_dm_july2021_expert_1_to_100.npy"
 
 
 def _run(src: Path, out: Path, params: ProcessParams | None = None) -> dict[str, EpisodeRecord]:
-    """One process run as plain calls, as the flow wires them."""
+    """One process run in-process, with the flow's own wiring."""
     params = params or ProcessParams(test_fraction=0.25, seed=1)
-    layout, splits = OutLayout(out), params.splits()
-    listing = list_source(src)
-    meta = {r.episode: r for p in listing.metadata
-            for r in prepare_metadata(p, layout, params.thresholds())}  # fmt: skip
-    records = [repack_episode(e, out, meta.get(e.episode.name), splits.split_of(e.episode.name),
-                              params.quality()) for e in listing.episodes]  # fmt: skip
-    write_catalog(layout, records, str(src), params.recorded())
+    _, records = process_source(Root(str(src)), Root(str(out)), params, reprocess=True)
     return {r.episode: r for r in records}
 
 
@@ -71,7 +62,7 @@ def test_restoring_missing_metadata_redoes_only_its_episodes(src: Path, tmp_path
     assert all(r.skipped for e, r in fixed.items() if e not in redone)
     assert fixed[expert].counters is not None and fixed[expert].reject_reason is None
     assert _shard_stamp(out, expert) == stamp  # frames not rewritten
-    frames = pq.read_table(out / "catalog/frames/dataset=dm_july2021_expert").to_pandas()
+    frames = open_dataset(out).catalog.to_table().to_pandas()
     assert frames[frames.episode == expert]["health"].notna().all()
     files = open_dataset(out).files.to_pandas().set_index("episode")
     assert pd.isna(files.loc[expert, "reject_reason"]) and files.loc[expert, "keep"]
@@ -127,9 +118,7 @@ def test_frames_are_rewritten_only_when_the_member_changed(src: Path, tmp_path: 
     assert _shard_stamp(out, "dm_july2021_2") != stamps["dm_july2021_2"]
     assert _shard_stamp(out, "dm_july2021_1") == stamps["dm_july2021_1"]
     np.testing.assert_array_equal(open_dataset(out).frames("dm_july2021_2"), brighter.frames)
-    assert (
-        open_dataset(out).manifest["episodes"]["dm_july2021_2"] == changed["dm_july2021_2"].sha256
-    )
+    assert open_dataset(out).sha256("dm_july2021_2") == changed["dm_july2021_2"].sha256
 
 
 def test_new_parameters_rejudge_and_keep_frames(src: Path, tmp_path: Path) -> None:
@@ -155,7 +144,7 @@ def test_float_frames_are_refused_not_cast(src: Path, tmp_path: Path) -> None:
     assert bad.status == "failed" and "float32" in bad.reject_reason
     assert "(values in [" in bad.reject_reason and "uint8" in bad.reject_reason
     assert not (out / "frames.zarr" / "dm_july2021_9").exists()
-    files = pq.read_table(out / "catalog/files.parquet").to_pandas().set_index("episode")
+    files = open_dataset(out).files.to_pandas().set_index("episode")
     assert (
         files.loc["dm_july2021_9", "status"] == "failed" and not files.loc["dm_july2021_9", "keep"]
     )

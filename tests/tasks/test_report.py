@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -30,7 +29,7 @@ def _catalog(root: Path) -> pd.DataFrame:
 
 def test_numbers_match_the_catalog(processed: Path) -> None:
     r = dataset_report(processed)
-    files = pq.read_table(processed / "catalog" / "files.parquet").to_pandas()
+    files = open_dataset(processed).files.to_pandas()
     cat = _catalog(processed)
     assert r.summary["episodes"] == len(files) == 8
     assert r.summary["kept"] == files.keep.sum() and r.summary["rejected"] == (~files.keep).sum()

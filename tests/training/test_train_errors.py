@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
+from storage.commit import commit_episode, withdraw_episode
+from storage.dataset import open_dataset
 from training.data import SamplerConfig
 from training.train import TrainConfig, train
 
@@ -48,21 +46,19 @@ def test_bad_selection_is_named(processed: Path, tmp_path: Path, sampler, says) 
 
 
 def test_no_kept_episodes_is_named(copy: Path, tmp_path: Path) -> None:
-    files = pq.read_table(copy / "catalog/files.parquet")
-    files = files.set_column(files.schema.get_field_index("keep"), "keep",
-                             pa.array([False] * files.num_rows))  # fmt: skip
-    pq.write_table(files, copy / "catalog/files.parquet")
+    ds = open_dataset(copy)
+    for r in ds.state.committed.values():  # every episode re-committed as rejected
+        commit_episode(ds.layout, replace(r, keep=False))
     with pytest.raises(ValueError, match=r"no kept episodes .* pass --all-episodes"):
         train(copy, tmp_path / "run", _cfg(keep_only=True), quiet=True)
-    assert pc.sum(files["keep"]).as_py() in (None, 0)
+    assert not open_dataset(copy).files.to_pandas().keep.any()
     assert not (tmp_path / "run" / "config.json").exists()
 
 
 def test_resume_on_another_dataset_is_refused(processed: Path, copy: Path, tmp_path: Path) -> None:
     train(processed, tmp_path / "run", _cfg(), quiet=True)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["episodes"].pop(sorted(manifest["episodes"])[0])
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    ds = open_dataset(copy)
+    withdraw_episode(ds.layout, ds.episodes[0], None)
     cfg = replace(_cfg(), steps=2)
     with pytest.raises(ValueError, match="was trained on another dataset"):
         train(copy, tmp_path / "run", cfg, resume=True, quiet=True)
@@ -72,5 +68,5 @@ def test_resume_on_another_dataset_is_refused(processed: Path, copy: Path, tmp_p
 def test_cli_missing_data_is_one_line(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["train", str(tmp_path / "nope"), "--run", str(tmp_path / "r")],
                            env={"COLUMNS": "200"})  # fmt: skip
-    assert r.exit_code == 2 and "no manifest.json" in r.output
+    assert r.exit_code == 2 and "not a processed dataset" in r.output
     assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()

@@ -1,0 +1,302 @@
+"""The one I/O seam: a dataset, source or registry root as a local path or an object-store URL.
+
+fsspec is the backend (s3fs, gcsfs, adlfs, local); DESIGN.md "Storage seam" gives the
+measurement behind the choice. Credentials and endpoints come from each cloud's standard
+environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, GOOGLE_APPLICATION_CREDENTIALS,
+AZURE_STORAGE_ACCOUNT_NAME, ...) plus non-secret `storage_options`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import posixpath
+import uuid
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from storage.diskspace import DiskFullError, is_disk_full
+
+# Options that carry secrets: refused on the command line and never printed.
+SECRET_OPTIONS = frozenset(
+    {"key", "secret", "token", "password", "session_token", "aws_secret_access_key",
+     "aws_session_token", "account_key", "sas_token", "client_secret", "credentials"}
+)  # fmt: skip
+
+
+# Non-secret options every Root made without its own takes (set by the CLI's
+# --storage-option, inherited by local Dask workers and DataLoader workers).
+OPTIONS_ENV = "CSDM_STORAGE_OPTIONS"
+
+
+class StorageAccessError(OSError):
+    """A root that cannot be reached: missing bucket, wrong credentials, no such folder."""
+
+
+def is_url(spec: str) -> bool:
+    """Whether `spec` names a protocol (`s3://`, `file://`, ...) rather than a plain path."""
+    return "://" in str(spec)
+
+
+def parse_options(pairs: list[str] | tuple[str, ...]) -> dict:
+    """`KEY=VALUE` strings to a dict; secret keys are refused (they belong in the environment)."""
+    opts = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--storage-option {pair!r}: expected KEY=VALUE")
+        if key.lower() in SECRET_OPTIONS:
+            raise ValueError(
+                f"--storage-option {key}: secrets are not taken on the command line (shell "
+                "history, Prefect run parameters); set the cloud's environment variable, "
+                "e.g. AWS_SECRET_ACCESS_KEY, instead"
+            )
+        opts[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return opts
+
+
+def use_options(pairs: list[str] | tuple[str, ...]) -> dict:
+    """Parse `--storage-option` pairs and make them the default of every Root in this process."""
+    opts = parse_options(pairs)
+    if opts:
+        os.environ[OPTIONS_ENV] = json.dumps(opts)
+    return opts
+
+
+def redacted(options: dict) -> dict:
+    """`options` safe to print: secret values replaced."""
+    return {k: "***" if k.lower() in SECRET_OPTIONS else v for k, v in (options or {}).items()}
+
+
+@dataclass(frozen=True)
+class Root:
+    """A folder or bucket prefix; every key below is a relative POSIX path.
+
+    Small and picklable (URL and options only), so it travels to Dask workers, which build
+    their own filesystem client from it and their own environment.
+    """
+
+    url: str
+    options: dict = field(default_factory=dict, hash=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.options and os.environ.get(OPTIONS_ENV):
+            object.__setattr__(self, "options", json.loads(os.environ[OPTIONS_ENV]))
+
+    @cached_property
+    def _fs_and_path(self):
+        if is_url(self.url):
+            fs, path = fsspec.core.url_to_fs(self.url, **self.options)
+        else:
+            fs, path = fsspec.filesystem("file"), os.path.abspath(self.url)
+        return fs, path.rstrip("/") or "/"
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """The fsspec filesystem."""
+        return self._fs_and_path[0]
+
+    @property
+    def path(self) -> str:
+        """The root's path within `fs` (bucket/prefix for object stores)."""
+        return self._fs_and_path[1]
+
+    @property
+    def local(self) -> bool:
+        """Whether the root is on a local disk."""
+        return "file" in _protocols(self.fs)
+
+    def __str__(self) -> str:
+        return self.url
+
+    def full(self, key: str = "") -> str:
+        """The filesystem path of `key`."""
+        return posixpath.join(self.path, key) if key else self.path
+
+    def url_of(self, key: str = "") -> str:
+        """A URL (or local path) naming `key`, for messages and for other tools."""
+        return posixpath.join(self.url.rstrip("/"), key) if key else self.url
+
+    def child(self, key: str) -> Root:
+        """The root of a sub-folder."""
+        return Root(self.url_of(key), self.options)
+
+    # --- reads --------------------------------------------------------------------------
+    def exists(self, key: str) -> bool:
+        """Whether the object or file exists."""
+        return self.fs.exists(self.full(key))
+
+    def read_bytes(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        """The object's bytes, or the range `[start, end)` in one request."""
+        return self.fs.cat_file(self.full(key), start=start, end=end)
+
+    def read_json(self, key: str) -> dict | None:
+        """A JSON object, or None when it does not exist."""
+        try:
+            return json.loads(self.read_bytes(key))
+        except FileNotFoundError:
+            return None
+
+    def open(self, key: str, block_size: int = 1 << 20):
+        """A seekable binary reader that fetches ranges as they are read."""
+        if self.local:
+            return open(self.full(key), "rb")
+        return self.fs.open(self.full(key), "rb", block_size=block_size, cache_type="readahead")
+
+    def list(self, key: str) -> list[str]:
+        """Names directly under a folder or prefix (one listing request); [] if absent."""
+        try:
+            entries = self.fs.ls(self.full(key), detail=False, refresh=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        names = (posixpath.basename(e.rstrip("/")) for e in entries)
+        return sorted(n for n in names if not n.startswith("."))  # dot files: writes under way
+
+    def find(self, key: str = "") -> dict[str, int]:
+        """Every file below `key`, recursively: relative key -> size."""
+        base = self.full(key).rstrip("/")
+        try:
+            found = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return {}
+        return {
+            posixpath.relpath(p, self.path): int(info.get("size") or 0)
+            for p, info in found.items()
+            if info.get("type") != "directory"
+        }
+
+    def info(self, key: str) -> dict:
+        """Size and modification stamp of an object or file."""
+        info = self.fs.info(self.full(key))
+        stamp = info.get("mtime") or info.get("LastModified") or info.get("ETag") or ""
+        return {"size": int(info.get("size") or 0), "stamp": str(stamp)}
+
+    def read_parquet(self, key: str, **kwargs) -> pa.Table:
+        """A Parquet file as a table."""
+        return pq.read_table(self.full(key), filesystem=self.arrow_fs, **kwargs)
+
+    # --- writes -------------------------------------------------------------------------
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Write an object whole: readers see the old bytes or the new, never a part.
+
+        Object stores give that with one PUT; a local file is written aside and renamed.
+        A full disk raises `DiskFullError` naming the file, and leaves nothing behind.
+        """
+        path = self.full(key)
+        try:
+            if self.local:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}."
+                                   f"{uuid.uuid4().hex[:8]}.tmp")  # fmt: skip
+                try:
+                    with open(tmp, "wb") as f:
+                        f.write(data)
+                    os.replace(tmp, path)
+                except BaseException:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+                    raise
+            else:
+                self.fs.pipe_file(path, data)
+        except OSError as e:
+            if is_disk_full(e):
+                raise DiskFullError(self.url_of(key), len(data)) from None
+            raise
+
+    def put_json(self, key: str, obj: object) -> None:
+        """Write a JSON object whole."""
+        self.put_bytes(key, json.dumps(obj, indent=1, sort_keys=True).encode())
+
+    def put_parquet(self, key: str, table: pa.Table) -> None:
+        """Write a Parquet file whole (zstd)."""
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        self.put_bytes(key, buf.getvalue())
+
+    def delete(self, key: str) -> None:
+        """Remove an object or file; absent is fine."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self.full(key))
+
+    def delete_tree(self, key: str) -> None:
+        """Remove everything below a folder or prefix; absent is fine."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self.full(key), recursive=True)
+
+    def sweep_temporary(self) -> int:
+        """Delete the temporary files of writes a killed process left (local disks only)."""
+        if not self.local or not os.path.isdir(self.path):
+            return 0
+        gone = 0
+        for dirpath, _dirs, files in os.walk(self.path):
+            for name in files:
+                if name.startswith(".") and name.endswith(".tmp"):
+                    os.unlink(os.path.join(dirpath, name))
+                    gone += 1
+        return gone
+
+    # --- adapters for other libraries -----------------------------------------------------
+    @cached_property
+    def arrow_fs(self):
+        """The filesystem as pyarrow sees it (paths are `full(key)`)."""
+        from pyarrow.fs import FSSpecHandler, LocalFileSystem, PyFileSystem
+
+        return LocalFileSystem() if self.local else PyFileSystem(FSSpecHandler(self.fs))
+
+    def zarr_store(self, key: str, read_only: bool = False):
+        """A Zarr v3 store rooted at `key`."""
+        from zarr.storage import FsspecStore, LocalStore
+
+        if self.local:
+            return LocalStore(self.full(key), read_only=read_only)
+        return FsspecStore.from_url(self.url_of(key), storage_options=self.options,
+                                    read_only=read_only)  # fmt: skip
+
+    def check_access(self, writable: bool = False) -> None:
+        """Fail early, naming the URL, when the root cannot be reached (or written)."""
+        try:
+            if self.local:
+                if not writable and not os.path.exists(self.path):
+                    raise FileNotFoundError(self.path)
+                return
+            bucket = self.path.split("/", 1)[0]
+            self.fs.ls(bucket, detail=False, refresh=True)
+            if writable:
+                probe = f".csdm-probe-{uuid.uuid4().hex[:8]}"
+                self.put_bytes(probe, b"")
+                self.delete(probe)
+        except FileNotFoundError:
+            what = "folder" if self.local else f"bucket {self.path.split('/', 1)[0]!r}"
+            raise StorageAccessError(f"{self.url}: no such {what}") from None
+        except PermissionError as e:
+            raise StorageAccessError(
+                f"{self.url}: access denied ({_first_line(e)}); check the credentials in the "
+                "environment (e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) and the endpoint"
+            ) from None
+        except OSError as e:
+            if isinstance(e, DiskFullError):
+                raise
+            raise StorageAccessError(f"{self.url}: unreachable ({_first_line(e)})") from None
+
+
+def _protocols(fs) -> tuple[str, ...]:
+    p = fs.protocol
+    return (p,) if isinstance(p, str) else tuple(p)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
+
+
+def root_of(spec: str | Root, options: dict | None = None) -> Root:
+    """A Root from a path or URL (a Root is returned as it is)."""
+    if isinstance(spec, Root):
+        return spec
+    return Root(str(spec), dict(options or {}))

@@ -1,0 +1,131 @@
+"""One writer per dataset: a lease object with an owner and an expiry, renewed while held.
+
+A second run on the same OUT refuses, naming the holder; a lease whose holder stopped
+renewing it (a crashed run) expires and is taken over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from storage.layout import OutLayout
+from storage.records import FormatError
+
+LEASE_VERSION = 1
+TTL_SECONDS = 120.0
+
+
+class LeaseHeldError(RuntimeError):
+    """Another run is writing this dataset."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """`OUT/.lease.json`: who writes the dataset, until when (unix seconds)."""
+
+    owner: str  # unique per run
+    host: str
+    pid: int
+    acquired: float
+    expires: float
+    format_version = LEASE_VERSION
+
+    def to_dict(self) -> dict:
+        """The stored JSON form."""
+        return {"format_version": LEASE_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> Lease:
+        """Parse; a malformed lease raises `FormatError` naming `where`."""
+        if not isinstance(d, dict) or d.get("format_version") != LEASE_VERSION:
+            raise FormatError(f"{where}: not a csdm lease of version {LEASE_VERSION}")
+        try:
+            return cls(d["owner"], d["host"], int(d["pid"]), float(d["acquired"]),
+                       float(d["expires"]))  # fmt: skip
+        except (KeyError, TypeError, ValueError) as e:
+            raise FormatError(f"{where}: malformed lease ({e})") from None
+
+    def describe(self, now: float) -> str:
+        """The holder in words."""
+        return (f"run {self.owner} (pid {self.pid} on {self.host}), lease expires in "
+                f"{max(0, self.expires - now):.0f} s")  # fmt: skip
+
+
+class DatasetLease:
+    """Hold OUT's lease for a block: `with DatasetLease(layout): ...`.
+
+    `clock` is injectable so tests can expire leases without waiting.
+    """
+
+    def __init__(self, layout: OutLayout, ttl: float = TTL_SECONDS,
+                 clock: Callable[[], float] = time.time, renew: bool = True) -> None:  # fmt: skip
+        self.layout, self.ttl, self.clock, self.renew = layout, ttl, clock, renew
+        self.owner = uuid.uuid4().hex[:12]
+        self.taken_over: Lease | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def _where(self) -> str:
+        return self.layout.root.url_of(self.layout.lease)
+
+    def _current(self) -> Lease | None:
+        d = self.layout.root.read_json(self.layout.lease)
+        return None if d is None else Lease.from_dict(d, self._where)
+
+    def _write(self) -> Lease:
+        now = self.clock()
+        lease = Lease(self.owner, socket.gethostname(), os.getpid(), now, now + self.ttl)
+        self.layout.root.put_json(self.layout.lease, lease.to_dict())
+        return lease
+
+    def acquire(self) -> Lease:
+        """Take the lease, or raise `LeaseHeldError` naming the live holder."""
+        now = self.clock()
+        held = self._current()
+        if held is not None and held.owner != self.owner and held.expires > now:
+            raise LeaseHeldError(
+                f"{self.layout.root.url} is being written by {held.describe(now)}; wait for "
+                f"it to finish (a crashed run's lease expires by itself), or remove "
+                f"{self._where} if that run is gone for sure"
+            )
+        self.taken_over = held if held is not None and held.owner != self.owner else None
+        lease = self._write()
+        # two runs that raced past the check: the later write wins, the other backs off
+        current = self._current()
+        if current is None or current.owner != self.owner:
+            raise LeaseHeldError(f"{self.layout.root.url}: another run took the lease at the "
+                                 "same moment; try again")  # fmt: skip
+        return lease
+
+    def release(self) -> None:
+        """Give the lease back (only if it is still ours)."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        current = self._current()
+        if current is not None and current.owner == self.owner:
+            self.layout.root.delete(self.layout.lease)
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            with contextlib.suppress(OSError):  # a transient error: the next beat tries again
+                self._write()
+
+    def __enter__(self) -> DatasetLease:
+        self.acquire()
+        if self.renew:
+            self._thread = threading.Thread(target=self._renew_loop, daemon=True,
+                                            name="csdm-lease")  # fmt: skip
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
