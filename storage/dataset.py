@@ -30,8 +30,13 @@ class Dataset:
     def __init__(self, root: str | Root, storage_options: dict | None = None) -> None:
         self.layout = OutLayout.at(root, storage_options)
         url = self.layout.root.url_of(self.layout.manifest)
-        d = self.layout.root.read_json(self.layout.manifest)
+        try:
+            d = self.layout.root.read_json(self.layout.manifest)
+        except OSError:
+            self.layout.root.check_access()  # names a missing bucket or refused credentials
+            raise
         if d is None:
+            self.layout.root.check_access()
             raise DatasetFormatError(
                 f"{url}: missing; not a processed dataset (run `csdm process SRC {root}`)"
             )

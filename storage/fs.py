@@ -115,6 +115,9 @@ class Root:
     def __str__(self) -> str:
         return self.url
 
+    def __reduce__(self):  # only the URL and options travel; each process opens its own client
+        return (Root, (self.url, self.options))
+
     def full(self, key: str = "") -> str:
         """The filesystem path of `key`."""
         return posixpath.join(self.path, key) if key else self.path

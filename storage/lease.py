@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from storage.fs import Root
 from storage.layout import OutLayout
 from storage.records import FormatError
 
@@ -58,13 +59,21 @@ class Lease:
                 f"{max(0, self.expires - now):.0f} s")  # fmt: skip
 
 
+@dataclass(frozen=True)
+class LeaseSite:
+    """Where a lease lives, for roots other than a dataset's (a model registry)."""
+
+    root: Root
+    lease: str
+
+
 class DatasetLease:
     """Hold OUT's lease for a block: `with DatasetLease(layout): ...`.
 
     `clock` is injectable so tests can expire leases without waiting.
     """
 
-    def __init__(self, layout: OutLayout, ttl: float = TTL_SECONDS,
+    def __init__(self, layout: OutLayout | LeaseSite, ttl: float = TTL_SECONDS,
                  clock: Callable[[], float] = time.time, renew: bool = True) -> None:  # fmt: skip
         self.layout, self.ttl, self.clock, self.renew = layout, ttl, clock, renew
         self.owner = uuid.uuid4().hex[:12]

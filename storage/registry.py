@@ -1,6 +1,7 @@
 """Model registry: immutable, checksummed versions of exported policies, with aliases.
 
-A registry is a local folder or a Hugging Face model repo (`hf://owner/repo`), same layout:
+A registry is a local folder, an object-store URL (`s3://bucket/models`) or a Hugging Face
+model repo (`hf://owner/repo`), same layout:
 
     NAME/index.json           {"name", "versions": [{"version", "created", "manifest_sha256"}],
                                "aliases": {"production": 3}}
@@ -262,6 +263,91 @@ class LocalRegistry:
         return Version(self.name, n, str(folder))
 
 
+class ObjectRegistry:
+    """The same layout under an object-store URL (s3://bucket/models); versions never rewritten.
+
+    Registrations hold a lease object beside the index, since object stores have no locks.
+    """
+
+    def __init__(self, root: str, name: str) -> None:
+        from storage.fs import root_of
+
+        if not name or "/" in name or name.startswith("."):
+            raise RegistryError(f"{name!r}: a model name is one path component")
+        self.root, self.name = root_of(root), name
+
+    def _url(self, key: str = "") -> str:
+        return self.root.url_of(f"{self.name}/{key}" if key else self.name)
+
+    def index(self) -> dict:
+        """The model's index, or an empty one before the first registration."""
+        return self.root.read_json(f"{self.name}/{INDEX}") or _new_index(self.name)
+
+    def _lease(self):
+        from storage.lease import DatasetLease, LeaseSite
+
+        return DatasetLease(LeaseSite(self.root, f"{self.name}/.lease.json"), renew=False)
+
+    def register(self, export_dir: str | Path, alias: str | None = None) -> Version:
+        """Upload a verified export as the next version (files, then MANIFEST, then index)."""
+        export_dir = Path(export_dir)
+        files = _export_files(export_dir)
+        model_sha = _model_sha(export_dir)
+        with self._lease():
+            index = self.index()
+            same = _registered_as(index, model_sha)
+            if same is not None:
+                if alias:
+                    index["aliases"][alias] = same
+                    self.root.put_json(f"{self.name}/{INDEX}", index)
+                return Version(self.name, same, self._url(f"v{same}"), existing=True)
+            taken = [int(n[1:]) for n in self.root.list(self.name) if n[1:].isdigit()]
+            n = max([v["version"] for v in index["versions"]] + taken, default=0) + 1
+            entries = {}
+            for f in files:
+                data = f.read_bytes()
+                entries[f.name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+                self.root.put_bytes(f"{self.name}/v{n}/{f.name}", data)
+            text = json.dumps({"files": dict(sorted(entries.items()))}, indent=2)
+            self.root.put_bytes(f"{self.name}/v{n}/{MANIFEST}", text.encode())
+            _add_version(index, n, hashlib.sha256(text.encode()).hexdigest(), alias, model_sha)
+            self.root.put_json(f"{self.name}/{INDEX}", index)
+        return Version(self.name, n, self._url(f"v{n}"))
+
+    def set_alias(self, alias: str, version: int) -> None:
+        """Point `alias` at an existing version."""
+        with self._lease():
+            index = self.index()
+            index["aliases"][alias] = _resolve(index, version, None, self._url())
+            self.root.put_json(f"{self.name}/{INDEX}", index)
+
+    def resolve(self, version: int | None = None, alias: str | None = None) -> Version:
+        """A version by number, by alias, or the latest; its manifest checked against the index."""
+        index = self.index()
+        n = _resolve(index, version, alias, self._url())
+        try:
+            manifest = self.root.read_bytes(f"{self.name}/v{n}/{MANIFEST}")
+        except FileNotFoundError:
+            raise RegistryError(f"{self._url(f'v{n}/{MANIFEST}')}: missing") from None
+        if hashlib.sha256(manifest).hexdigest() != _manifest_sha(index, n):
+            raise RegistryError(f"{self._url(f'v{n}/{MANIFEST}')}: does not match the index")
+        return Version(self.name, n, self._url(f"v{n}"))
+
+    def download(self, version: Version, dest: str | Path) -> Path:
+        """Copy a version to `dest/NAME/vN` and verify every file there."""
+        out = Path(dest) / self.name / f"v{version.version}"
+        if out.exists():
+            verify_version(out, _manifest_sha(self.index(), version.version))
+            return out
+        tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}")
+        tmp.mkdir(parents=True)
+        for name in [*self.root.list(f"{self.name}/v{version.version}")]:
+            (tmp / name).write_bytes(self.root.read_bytes(f"{self.name}/v{version.version}/{name}"))
+        verify_version(tmp, _manifest_sha(self.index(), version.version))
+        os.rename(tmp, out)
+        return out
+
+
 class HubRegistry:
     """The same layout in a Hugging Face model repo; one commit and one tag per version."""
 
@@ -375,12 +461,16 @@ class HubRegistry:
         return dest
 
 
-def open_registry(spec: str | Path, name: str) -> LocalRegistry | HubRegistry:
-    """`hf://owner/repo` for a Hub model repo (HF_TOKEN, HF_ENDPOINT honoured), else a folder."""
+def open_registry(spec: str | Path, name: str) -> LocalRegistry | HubRegistry | ObjectRegistry:
+    """`hf://owner/repo` (a Hub model repo), an object-store URL (s3://, gs://), or a folder."""
+    from storage.fs import is_url
+
     s = str(spec)
     if s.startswith("hf://"):
         repo = s.removeprefix("hf://").strip("/")
         if repo.count("/") != 1:
             raise RegistryError(f"{s}: expected hf://owner/repo")
         return HubRegistry(repo, name)
-    return LocalRegistry(s, name)
+    if is_url(s) and not s.startswith("file://"):
+        return ObjectRegistry(s, name)
+    return LocalRegistry(s.removeprefix("file://"), name)

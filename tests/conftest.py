@@ -62,6 +62,44 @@ def processed(synth_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return process_plain(synth_tree, tmp_path_factory.mktemp("processed"))
 
 
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3-compatible server (moto_server) for the session, credentials enforced.
+
+    Its endpoint and credentials go into this process's standard AWS environment, as a
+    cloud machine would have them.
+    """
+    import os
+
+    from tests.s3_server import MotoServer
+
+    with MotoServer() as endpoint:
+        saved = {k: os.environ.get(k) for k in endpoint.env()}
+        os.environ.update(endpoint.env())
+        try:
+            yield endpoint
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+@pytest.fixture
+def bucket(s3_endpoint, request: pytest.FixtureRequest) -> str:
+    """A fresh bucket for one test, as `s3://name`."""
+    import re
+    import uuid
+
+    import fsspec
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
+    name = f"{name}-{uuid.uuid4().hex[:8]}"
+    fsspec.filesystem("s3").mkdir(name)
+    return f"s3://{name}"
+
+
 @pytest.fixture
 def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """A local Hub-compatible server as HF_ENDPOINT, with a test token; yields its FakeHub."""

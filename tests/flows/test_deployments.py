@@ -81,7 +81,7 @@ def test_pipeline_deployment_through_the_api(served) -> None:
     assert "Completed" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
     ds = open_dataset(out)
     assert len(ds.episodes) == 8
-    assert ds.manifest["revision"] == fake.branches[REPO]["main"]
+    assert ds.manifest.revision == fake.branches[REPO]["main"]
 
 
 def _process_run(port: int) -> str | None:
@@ -169,4 +169,4 @@ def test_run_the_process_deployment_from_the_ui(served, tmp_path: Path) -> None:
         browser.close()
     assert _state(port, custom) == "Completed"
     manifest = open_dataset(tmp / "data" / "custom").manifest
-    assert manifest["parameters"]["test_fraction"] == 0.5
+    assert manifest.parameters["test_fraction"] == 0.5

@@ -44,7 +44,7 @@ def test_pipeline_streams_within_a_disk_budget(synth_tree: Path, prefect_api: st
         assert int(res["peak_source_bytes"]) <= int(biggest * 1.5)  # one container at a time
         assert not list(dest.glob("*.tar")) and not list(dest.glob("*.zip"))  # deleted
         ds = open_dataset(out)
-        assert ds.manifest["revision"] == fake.branches[REPO]["main"]
+        assert ds.manifest.revision == fake.branches[REPO]["main"]
         assert len(ds.episodes) == 8
         tar = synth_tree / "hdf5_dm_july2021_4_to_6.tar"
         ref = next(m for m in iter_container(tar) if isinstance(m, MemberRef) and "_5." in m.name)

@@ -1,0 +1,128 @@
+"""Datasets on a real S3-compatible server: the same commit protocol, URLs everywhere."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pytest
+
+from storage.containers import MemberRef, iter_container
+from storage.dataset import connect_catalog, open_dataset
+from storage.episode import read_episode
+from storage.fs import Root, StorageAccessError, parse_options
+from storage.layout import OutLayout
+from storage.lease import DatasetLease, LeaseHeldError
+from tasks.params import ProcessParams
+from tasks.process_source import process_source
+
+CSDM = str(Path(sys.executable).with_name("csdm"))
+
+
+@pytest.fixture
+def s3_source(synth_tree: Path, bucket: str) -> str:
+    """The synthetic source tree uploaded to `bucket/raw`."""
+    fs = fsspec.filesystem("s3")
+    for p in sorted(synth_tree.rglob("*")):
+        if p.is_file():
+            fs.put_file(str(p), f"{bucket[5:]}/raw/{p.relative_to(synth_tree).as_posix()}")
+    return f"{bucket}/raw"
+
+
+def test_process_from_bucket_to_bucket_reads_back_bit_exact(s3_source: str, bucket: str,
+                                                           synth_tree: Path) -> None:  # fmt: skip
+    out = f"{bucket}/out"
+    summary, _ = process_source(Root(s3_source), Root(out), ProcessParams(test_fraction=0.25))
+    assert (summary.stored, summary.failed) == (8, 0)
+    ds = open_dataset(out)
+    assert len(ds.episodes) == 8 and ds.state.index.generation == 1 and not ds.state.pending
+    local = {m.name: m for m in iter_container(synth_tree) if isinstance(m, MemberRef)}
+    for episode in ds.episodes:
+        want = read_episode(local[f"hdf5_{episode}.hdf5"], parts=("x",))["x"]
+        np.testing.assert_array_equal(ds.frames(episode, 7, 50), want[7:50])
+    con = connect_catalog(ds)
+    n, kept = con.execute("select count(*), count(distinct episode) from frames").fetchone()
+    assert (n, kept) == (480, 8)
+    # nothing is listed beyond the few small folders the commit protocol names
+    keys = sorted(Root(out).find())
+    assert not [k for k in keys if k.startswith(("catalog/_episodes/", "catalog/_frames/"))]
+    # a rerun skips everything, from the compacted records
+    again, records = process_source(Root(s3_source), Root(out), ProcessParams(test_fraction=0.25))
+    assert again.skipped == 8 and all(r.skipped for r in records if r.status == "stored")
+
+
+def test_a_crash_before_the_record_leaves_the_episode_invisible(s3_source: str, bucket: str,
+                                                               monkeypatch) -> None:  # fmt: skip
+    import storage.commit as commit
+    import tasks.repack as repack
+
+    out = f"{bucket}/out"
+    real = commit.commit_episode
+
+    def crash_on_episode_2(layout, record):
+        if record.episode == "dm_july2021_2":
+            raise OSError("killed after its frames and rows were written")
+        real(layout, record)
+
+    monkeypatch.setattr(repack, "commit_episode", crash_on_episode_2)
+    summary, _ = process_source(Root(s3_source), Root(out), ProcessParams())
+    assert summary.failed == 1 and "killed" in summary.failures[0]
+    layout = OutLayout.at(out)
+    assert layout.root.exists("frames.zarr/dm_july2021_2/zarr.json")  # the frames are there
+    ds = open_dataset(out)
+    assert "dm_july2021_2" not in ds.episodes
+    episodes = connect_catalog(ds).execute("select distinct episode from frames").fetchall()
+    assert ("dm_july2021_2",) not in episodes and len(episodes) == 7
+    with pytest.raises(KeyError):
+        ds.frames("dm_july2021_2")
+    monkeypatch.setattr(repack, "commit_episode", real)
+    rerun, _ = process_source(Root(s3_source), Root(out), ProcessParams())
+    assert (rerun.stored, rerun.skipped, rerun.failed) == (8, 7, 0)
+    assert "dm_july2021_2" in open_dataset(out).episodes
+
+
+def test_a_second_writer_is_refused_by_name_and_a_stale_lease_is_taken_over(bucket: str) -> None:
+    layout = OutLayout.at(f"{bucket}/out")
+    now = [1000.0]
+    first = DatasetLease(layout, ttl=60, clock=lambda: now[0], renew=False)
+    first.acquire()
+    second = DatasetLease(layout, ttl=60, clock=lambda: now[0], renew=False)
+    with pytest.raises(LeaseHeldError) as err:
+        second.acquire()
+    assert first.owner in str(err.value) and f"pid {os.getpid()}" in str(err.value)
+    assert "expires in 60 s" in str(err.value) and ".lease.json" in str(err.value)
+    now[0] += 61  # the first run died without releasing it
+    second.acquire()
+    assert second.taken_over is not None and second.taken_over.owner == first.owner
+    first.release()  # no longer its lease: left alone
+    assert layout.root.read_json(layout.lease)["owner"] == second.owner
+    second.release()
+    assert not layout.root.exists(layout.lease)
+
+
+def test_wrong_credentials_and_a_missing_bucket_are_named_before_any_work(
+    s3_source: str, s3_endpoint, tmp_path: Path
+) -> None:
+    env = {**os.environ, "AWS_SECRET_ACCESS_KEY": "not-the-secret", "COLUMNS": "200"}
+    r = subprocess.run([CSDM, "process", s3_source, str(tmp_path / "out")], env=env,
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and f"{s3_source}: access denied" in r.stderr
+    assert "not-the-secret" not in r.stderr + r.stdout and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
+    r = subprocess.run([CSDM, "query", "s3://no-such-bucket-csdm/out", "select 1"],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and "no-such-bucket-csdm" in r.stderr and "no such bucket" in r.stderr
+    with pytest.raises(StorageAccessError, match="s3://no-such-bucket-csdm/x: no such bucket"):
+        Root("s3://no-such-bucket-csdm/x").check_access()
+
+
+def test_secrets_are_refused_on_the_command_line() -> None:
+    assert parse_options(["endpoint_url=http://h:9000", "anon=false"]) == {
+        "endpoint_url": "http://h:9000", "anon": False}  # fmt: skip
+    with pytest.raises(ValueError, match="AWS_SECRET_ACCESS_KEY") as err:
+        parse_options(["secret=hunter2"])
+    assert "hunter2" not in str(err.value)
