@@ -24,9 +24,9 @@ import torch
 import zarr
 
 from bench.repack import build_source
-from storage.layout import OutLayout
-from tasks.catalog_writer import write_catalog
-from tasks.repack import repack_episode
+from storage.fs import Root
+from tasks.params import ProcessParams
+from tasks.process_source import process_source
 from training.data import SamplerConfig, WindowStream, build_index, load_labels, make_loader
 
 
@@ -54,10 +54,9 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp_:
         tmp = Path(tmp_)
-        sources = build_source(tmp, args.episodes, args.frames)
+        sources = build_source(tmp / "source", args.episodes, args.frames)
         out = tmp / "out"
-        records = [repack_episode(s, out, None, "train") for s in sources]
-        write_catalog(OutLayout(out), records, str(tmp), {})
+        process_source(Root(str(tmp / "source")), Root(str(out)), ProcessParams())
         loose = {}
         for s in sources:  # the extracted HDF5 files the seed trains from
             loose[s.episode.name] = tmp / s.episode.hdf5_name

@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from bench.repack import build_source
-from storage.layout import OutLayout
-from tasks.catalog_writer import write_catalog
-from tasks.repack import repack_episode
+from storage.fs import Root
+from tasks.params import ProcessParams
+from tasks.process_source import process_source
 from training.data import WindowStream, augment, build_index, load_labels
 from training.loss import make_targets, seed_loss
 from training.model import Policy
@@ -97,10 +97,9 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp_:
         tmp = Path(tmp_)
-        sources = build_source(tmp, args.episodes, 1000)
+        build_source(tmp / "source", args.episodes, 1000)
         out = tmp / "out"
-        write_catalog(OutLayout(out), [repack_episode(s, out, None, "train") for s in sources],
-                      str(tmp), {})  # fmt: skip
+        process_source(Root(str(tmp / "source")), Root(str(out)), ProcessParams())
         index = build_index(load_labels(out, cfg.sampler), cfg.sampler)
         batch = WindowStream(out, index, cfg.batch_size).read(
             WindowStream(out, index, cfg.batch_size).windows(0, 0)

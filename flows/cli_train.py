@@ -42,6 +42,12 @@ def train(
         int | None,
         typer.Option(min=0, help="Loader processes per rank (default: tiny 0, paper 2)."),
     ] = None,
+    read_threads: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Windows each loader process reads at once (object stores: 8-16)."
+        ),
+    ] = 8,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-4,
     seed: Annotated[int, typer.Option(help="Seed of init, order and augmentation.")] = 0,
     split: Annotated[
@@ -106,6 +112,7 @@ def train(
         amp=amp,
         batch_size=batch_size or cfg.batch_size,
         workers=cfg.workers if workers is None else workers,
+        read_threads=read_threads,
         imagenet=str(imagenet) if imagenet else None,
         log_every=log_every,
         ckpt_every=ckpt_every,

@@ -25,7 +25,7 @@ from storage.commit import load_state
 from storage.fs import Root
 from storage.layout import METADATA_RE, OutLayout
 from storage.lease import DatasetLease
-from tasks.catalog_writer import check_parameters, problem_record, write_catalog
+from tasks.catalog_writer import check_parameters, problem_record, write_catalog, write_manifest
 from tasks.disk_budget import BudgetScheduler
 from tasks.hub import (
     REPO,
@@ -116,6 +116,7 @@ def pipeline_flow(
         thresholds = params.thresholds()
         patterns = patterns_for(list(include), list(subsets) or ([] if include else list(SUBSETS)))
         plan = plan_task(repo, revision, patterns, list(exclude), endpoint or None)
+        write_manifest(layout, f"{repo}@{plan.commit}", params.recorded(), plan.commit)
         done_containers = out_root.read_json(layout.pipeline_state) or {}
         metadata = [f for f in plan.files if METADATA_RE.match(PurePosixPath(f.path).name)]
         containers = [f for f in plan.files if f.path.endswith((".tar", ".zip", ".hdf5"))

@@ -16,12 +16,14 @@ from dataclasses import dataclass, replace
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from storage.catalog import FILES_SCHEMA, FRAMES_SCHEMA
 from storage.layout import OutLayout
 from storage.records import CatalogIndex, EpisodeRecord, FormatError
 
 PART_ROWS = 500_000  # frames rows per compacted file: ~12 files for the full dataset
+FETCH_BATCH = 256  # per-episode files read at once while compacting
 MAX_PARTS = 32  # beyond this many, compaction rewrites every part into fresh ones
 COMPACT_SCHEMA = FILES_SCHEMA.append(pa.field("record", pa.string()))
 
@@ -88,16 +90,12 @@ class CatalogState:
 
 def _read_records(layout: OutLayout, folder: str) -> dict[str, EpisodeRecord]:
     """Every record in a small folder, fetched concurrently (one listing, then the objects)."""
-    names = [n for n in layout.root.list(folder) if n.endswith(".json")]
-    if not names:
-        return {}
-    paths = [layout.root.full(f"{folder}/{n}") for n in names]
-    blobs = layout.root.fs.cat(paths, on_error="omit")  # one deleted meanwhile is skipped
+    keys = [f"{folder}/{n}" for n in layout.root.list(folder) if n.endswith(".json")]
     out = {}
-    for path, blob in blobs.items():
-        where = layout.root.url_of(posixpath.relpath(path, layout.root.path))
+    for key, blob in layout.root.read_many(keys).items():  # one deleted meanwhile is skipped
+        where = layout.root.url_of(key)
         try:
-            out[posixpath.basename(path)[:-5]] = EpisodeRecord.from_dict(json.loads(blob), where)
+            out[posixpath.basename(key)[:-5]] = EpisodeRecord.from_dict(json.loads(blob), where)
         except json.JSONDecodeError as e:
             raise FormatError(f"{where}: unreadable record ({e})") from None
     return out
@@ -178,18 +176,19 @@ def _write_parts(layout: OutLayout, generation: int, sources: list[str], first: 
             parts.append(key)
             batch, rows, k = [], 0, k + 1
 
-    for src, keep in sources:
-        if keep is not None and not keep:
-            continue  # every episode of that part was replaced or withdrawn
-        table = layout.root.read_parquet(src, schema=FRAMES_SCHEMA)
-        if keep is not None:
-            table = table.filter(
-                pc.is_in(table.column("episode"), pa.array(sorted(keep), pa.string()))
-            )
-        batch.append(table)
-        rows += table.num_rows
-        if rows >= PART_ROWS:
-            flush()
+    sources = [(src, keep) for src, keep in sources if keep is None or keep]  # else all gone
+    for lo in range(0, len(sources), FETCH_BATCH):  # small files fetched concurrently
+        group = sources[lo : lo + FETCH_BATCH]
+        blobs = layout.root.read_many([src for src, _ in group])
+        for src, keep in group:
+            table = pq.read_table(pa.BufferReader(blobs[src]), schema=FRAMES_SCHEMA)
+            if keep is not None:
+                wanted = pa.array(sorted(keep), pa.string())
+                table = table.filter(pc.is_in(table.column("episode"), wanted))
+            batch.append(table)
+            rows += table.num_rows
+            if rows >= PART_ROWS:
+                flush()
     flush()
     return where, parts
 
@@ -224,13 +223,11 @@ def compact(layout: OutLayout) -> CatalogIndex:
     layout.root.put_parquet(files_key, table)
     index = CatalogIndex(gen, kept_parts + new_parts, files_key, len(committed))
     layout.root.put_json(layout.catalog_index, index.to_dict())  # the compaction's commit
-    # folded: each marker before its record, so the episode stays visible at every step
-    for e, r in state.pending.items():
-        layout.root.delete(layout.uncommit_marker(e))
-        layout.root.delete(layout.episode_record(e))
-        layout.root.delete(r.frames_file)
-    for key in state.failed:
-        layout.root.delete(layout.failure_record(key))
+    # folded: markers before records, so each episode stays visible at every step
+    folded = sorted(state.pending)
+    layout.root.delete_many([layout.uncommit_marker(e) for e in folded if e in state.markers])
+    layout.root.delete_many([layout.episode_record(e) for e in folded])
+    layout.root.delete_many([layout.failure_record(k) for k in state.failed])
     _delete_unreferenced(layout, {*index.frames_parts, files_key, *old.frames_parts,
                                   *([old.files_part] if old.files_part else [])})  # fmt: skip
     return index
@@ -238,9 +235,9 @@ def compact(layout: OutLayout) -> CatalogIndex:
 
 def _delete_unreferenced(layout: OutLayout, keep: set[str]) -> None:
     """Drop generations older than the previous one, and rows no record names (crash debris)."""
-    for name in layout.root.list("catalog"):
-        key = f"catalog/{name}"
-        if name.startswith(("frames-", "files-")) and key not in keep:
-            layout.root.delete(key)
-    for name in layout.root.list(layout.pending_frames):
-        layout.root.delete(f"{layout.pending_frames}/{name}")
+    old = [
+        f"catalog/{n}" for n in layout.root.list("catalog") if n.startswith(("frames-", "files-"))
+    ]
+    layout.root.delete_many([k for k in old if k not in keep])
+    layout.root.delete_many([f"{layout.pending_frames}/{n}"
+                             for n in layout.root.list(layout.pending_frames)])  # fmt: skip

@@ -11,7 +11,7 @@ import zarr
 
 from storage.commit import CatalogState, load_state
 from storage.framestore import open_frames
-from storage.fs import Root
+from storage.fs import Root, StorageAccessError
 from storage.layout import OutLayout
 from storage.records import FormatError, Manifest
 
@@ -36,7 +36,13 @@ class Dataset:
             self.layout.root.check_access()  # names a missing bucket or refused credentials
             raise
         if d is None:
-            self.layout.root.check_access()
+            try:
+                self.layout.root.check_access()
+            except StorageAccessError as e:
+                if not self.layout.root.local:
+                    raise
+                raise DatasetFormatError(f"{e}; not a processed dataset (run `csdm process SRC "
+                                         f"{root}`)") from None  # fmt: skip
             raise DatasetFormatError(
                 f"{url}: missing; not a processed dataset (run `csdm process SRC {root}`)"
             )
@@ -110,8 +116,8 @@ class FramesCatalog:
         """Rows of committed episodes; `filter` is a pyarrow.dataset expression."""
         keep = ~pads.field("episode").isin(self.hidden) if self.hidden else None
         both = keep if filter is None else (filter if keep is None else keep & filter)
-        return pa.concat_tables([self.compacted.to_table(columns=columns, filter=both),
-                                 self.pending.to_table(columns=columns, filter=filter)])  # fmt: skip
+        old = self.compacted.to_table(columns=columns, filter=both)
+        return pa.concat_tables([old, self.pending.to_table(columns=columns, filter=filter)])
 
 
 class CorruptFramesError(ValueError):

@@ -227,6 +227,19 @@ class Root:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self.full(key))
 
+    def delete_many(self, keys: list[str]) -> None:
+        """Remove many objects or files (object stores: batched, 1000 per request)."""
+        if keys:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm([self.full(k) for k in keys])
+
+    def read_many(self, keys: list[str]) -> dict[str, bytes]:
+        """Several whole objects, fetched concurrently; a missing one is left out."""
+        if not keys:
+            return {}
+        got = self.fs.cat([self.full(k) for k in keys], on_error="omit")
+        return {posixpath.relpath(p, self.path): b for p, b in got.items()}
+
     def delete_tree(self, key: str) -> None:
         """Remove everything below a folder or prefix; absent is fine."""
         with contextlib.suppress(FileNotFoundError):

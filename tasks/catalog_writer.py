@@ -72,6 +72,21 @@ def check_parameters(layout: OutLayout, parameters: dict) -> None:
         )
 
 
+def write_manifest(layout: OutLayout, source: str, parameters: dict,
+                   revision: str | None = None) -> Manifest:  # fmt: skip
+    """Record a run's source and parameters (at its start too: OUT opens while it writes)."""
+    previous = read_manifest(layout)
+    manifest = Manifest(
+        csdm_version=version("csdm"),
+        sources=sorted(set(previous.sources if previous else []) | {source}),
+        revision=revision or (previous.revision if previous else None),
+        parameters=parameters,
+        updated=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    layout.root.put_json(layout.manifest, manifest.to_dict())
+    return manifest
+
+
 def problem_record(p: SourceProblem) -> EpisodeRecord:
     """A `files.parquet` row for a member that could not be used."""
     ep = p.episode
@@ -102,15 +117,7 @@ def write_catalog(
     for r in records:
         if r.status == "failed":
             remember_failure(layout, r)
-    previous = read_manifest(layout)
-    manifest = Manifest(
-        csdm_version=version("csdm"),
-        sources=sorted(set(previous.sources if previous else []) | {source}),
-        revision=revision or (previous.revision if previous else None),
-        parameters=parameters,
-        updated=datetime.now(UTC).isoformat(timespec="seconds"),
-    )
-    layout.root.put_json(layout.manifest, manifest.to_dict())
+    write_manifest(layout, source, parameters, revision)
     compact(layout)
     stored = [r for r in records if r.status == "stored"]
     return RunSummary(

@@ -7,6 +7,7 @@ Prefect tasks on a Dask cluster (flows/process.py).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 from storage.commit import CatalogState, load_state
@@ -15,7 +16,13 @@ from storage.fs import Root
 from storage.layout import OutLayout, metadata_dataset
 from storage.lease import DatasetLease
 from storage.records import EpisodeRecord
-from tasks.catalog_writer import RunSummary, check_parameters, problem_record, write_catalog
+from tasks.catalog_writer import (
+    RunSummary,
+    check_parameters,
+    problem_record,
+    write_catalog,
+    write_manifest,
+)
 from tasks.metadata_cache import MetadataFailure, MetaRecord, prepare_metadata_or_failure
 from tasks.params import ProcessParams
 from tasks.quality import QualityThresholds
@@ -33,6 +40,22 @@ def run_here(fn: Callable, calls: list[dict]) -> Iterator[tuple[int, object]]:
             yield i, fn(**kwargs)
         except Exception as e:
             yield i, e
+
+
+def run_threads(n: int) -> Mapper:
+    """A mapper over `n` threads in this process (codecs, hashing and I/O release the GIL)."""
+
+    def mapper(fn: Callable, calls: list[dict]) -> Iterator[tuple[int, object]]:
+        pool = ThreadPoolExecutor(n, thread_name_prefix="csdm-unit")
+        futures = {pool.submit(fn, **kw): i for i, kw in enumerate(calls)}
+        try:
+            for fut in as_completed(futures):
+                err = fut.exception()
+                yield futures[fut], err if err is not None else fut.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    return mapper
 
 
 class NoEpisodesError(ValueError):
@@ -168,6 +191,7 @@ def process_source(
         listing: SourceListing = list_source(src)
         if not listing.episodes and not listing.problems:
             raise NoEpisodesError(f"no episodes found in {src} ({EXPECTED})")
+        write_manifest(layout, src.url, params.recorded())
         state = load_state(layout)
         todo = [e for e in listing.episodes if e.episode.name not in state.committed]
         if out.local:
