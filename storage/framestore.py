@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
@@ -14,6 +17,9 @@ from storage.layout import OutLayout
 # Chosen by measurement (bench/repack.py): zstd over 32-frame chunks compresses this imagery
 # several times better than per-block Blosc at a similar speed.
 CHUNK_FRAMES = 32
+# 8 chunks (about 30 MB of real frames) per shard object: an upload overlaps the next shard's
+# encoding, and object stores serve such objects well; a short episode is one shard.
+SHARD_FRAMES = 256
 ZSTD_LEVEL = 3
 CHANNEL_ORDER = "BGR"
 ARRAY_META = "zarr.json"
@@ -40,12 +46,12 @@ def episode_exists(layout: OutLayout, episode: str) -> bool:
     return layout.root.exists(_array_key(layout, episode, ARRAY_META))
 
 
-def encode_frames(frames: np.ndarray, attrs: dict) -> dict[str, bytes]:
-    """An episode's array as objects: one shard of 32-frame zstd+crc32c chunks, and its metadata."""
+def _encoded(frames: np.ndarray, attrs: dict) -> Iterator[tuple[str, bytes]]:
+    """The array's objects as they are encoded: each shard in turn, then `zarr.json`."""
     if frames.dtype != np.uint8 or frames.shape[1:] != FRAME_SHAPE:
         raise ValueError(f"frames must be uint8 (T, *{FRAME_SHAPE}), got {frames.shape}")
     n = len(frames)
-    shard = max(CHUNK_FRAMES, -(-n // CHUNK_FRAMES) * CHUNK_FRAMES)
+    shard = min(SHARD_FRAMES, max(CHUNK_FRAMES, -(-n // CHUNK_FRAMES) * CHUNK_FRAMES))
     objects: dict = {}
     arr = zarr.create_array(
         store=MemoryStore(objects),
@@ -63,35 +69,48 @@ def encode_frames(frames: np.ndarray, attrs: dict) -> dict[str, bytes]:
         # that cost more than compressing; frames are never empty anyway.
         config={"write_empty_chunks": True},
     )
-    if n:
-        arr[:] = frames
-    return {k: v.to_bytes() for k, v in objects.items()}
+    meta = objects.pop(ARRAY_META)
+    for lo in range(0, n, shard):
+        arr[lo : lo + shard] = frames[lo : lo + shard]
+        for key in [k for k in objects if k != ARRAY_META]:
+            yield key, objects.pop(key).to_bytes()
+    yield ARRAY_META, meta.to_bytes()
 
 
 def write_frames(layout: OutLayout, episode: str, frames: np.ndarray, attrs: dict) -> int:
-    """Write an episode's array: shard objects first, `zarr.json` last; return stored bytes.
+    """Write an episode's array: its shard objects first, `zarr.json` last; return bytes stored.
 
     No rename is needed: the episode is invisible to readers until its completion record is
-    written (storage.commit), and an array without `zarr.json` does not count as written. An
-    array already there is overwritten, its metadata first taken away.
+    written (storage.commit), and an array without `zarr.json` does not count as written. Each
+    shard is uploaded while the next one is encoded. An array already there is overwritten,
+    its metadata taken away first.
     """
     try:
-        objects = encode_frames(frames, attrs)
+        objects = _encoded(frames, attrs)
+        key, data = next(objects)  # the dtype and shape are checked before anything is written
     except ValueError as e:
         raise ValueError(f"{episode}: {e}") from None
+    stored = 0
     try:
         ensure_store(layout)
         layout.root.delete(_array_key(layout, episode, ARRAY_META))
-        for key in sorted(k for k in objects if k != ARRAY_META):
-            layout.root.put_bytes(_array_key(layout, episode, key), objects[key])
-        layout.root.put_bytes(_array_key(layout, episode, ARRAY_META), objects[ARRAY_META])
+        with ThreadPoolExecutor(1, thread_name_prefix="csdm-upload") as upload:
+            sent = []
+            while key != ARRAY_META:
+                sent.append(upload.submit(layout.root.put_bytes, _array_key(layout, episode, key),
+                                          data))  # fmt: skip
+                stored += len(data)
+                key, data = next(objects)
+            for f in sent:
+                f.result()
+        layout.root.put_bytes(_array_key(layout, episode, ARRAY_META), data)
     except OSError as e:
         if isinstance(e, DiskFullError) or not is_disk_full(e):
             raise
         raise DiskFullError(
             layout.root.url_of(_array_key(layout, episode)), frames.nbytes
         ) from None
-    return sum(len(v) for v in objects.values())
+    return stored + len(data)
 
 
 def remove_frames(layout: OutLayout, episode: str) -> None:

@@ -126,3 +126,33 @@ def test_secrets_are_refused_on_the_command_line() -> None:
     with pytest.raises(ValueError, match="AWS_SECRET_ACCESS_KEY") as err:
         parse_options(["secret=hunter2"])
     assert "hunter2" not in str(err.value)
+
+
+def test_a_second_process_run_is_refused_naming_the_first(s3_source: str, bucket: str,
+                                                          prefect_api: str) -> None:  # fmt: skip
+    out = f"{bucket}/out"
+    holder = DatasetLease(OutLayout.at(out), renew=False)
+    holder.acquire()  # a run that is writing OUT right now
+    try:
+        env = {**os.environ, "PREFECT_API_URL": prefect_api, "COLUMNS": "200"}
+        r = subprocess.run([CSDM, "process", s3_source, out, "--workers", "1",
+                            "--mouse-static", "0"], env=env, capture_output=True, text=True,
+                           timeout=300)  # fmt: skip
+        assert r.returncode == 2, r.stderr
+        assert f"{out} is being written by run {holder.owner}" in r.stderr
+        assert "Traceback" not in r.stderr
+        assert not OutLayout.at(out).root.exists("catalog/_episodes")  # nothing was written
+    finally:
+        holder.release()
+    # once the first run is gone, the same command runs, with its quality limit recorded
+    r = subprocess.run([CSDM, "process", s3_source, out, "--workers", "1", "--mouse-static", "0"],
+                       env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    ds = open_dataset(out)
+    assert ds.manifest.parameters["mouse_static"] == 0 and len(ds.episodes) == 8
+    files = ds.files.to_pandas()
+    assert (files[files.keep].mouse_static == 0).all()  # the limit applied: zero still frames
+    assert files.reject_reason.fillna("").str.contains("mouse_static=").any()
+    r = subprocess.run([CSDM, "compact", out], env=env, capture_output=True, text=True,
+                       timeout=120)  # fmt: skip
+    assert r.returncode == 0 and "generation 2, 8 episodes" in r.stdout, r.stderr
