@@ -62,6 +62,7 @@ bench: setup
 	$(BIN)/python -m bench.infer
 	$(BIN)/python -m bench.repack
 	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.objectstore
 	$(BIN)/python -m bench.loader
 	$(BIN)/python -m bench.train
 	$(BIN)/python -m bench.agent

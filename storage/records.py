@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from typing import ClassVar
 
 from storage.catalog import COUNTERS
 
@@ -33,8 +34,25 @@ def _build(cls, d: dict, where: str, kind: str):
         raise FormatError(f"{where}: malformed {kind} ({e})") from None
 
 
+class _Versioned:
+    """`to_dict`/`from_dict` of a dataclass stored as JSON with its `format_version`."""
+
+    format_version: ClassVar[int]
+    kind: ClassVar[str]  # in messages: "episode record", "dataset", ...
+    fix: ClassVar[str] = "re-run `csdm process` into a new OUT"
+
+    def to_dict(self) -> dict:
+        """The stored JSON form."""
+        return {"format_version": self.format_version, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str):
+        """Parse; another version raises `FormatError` naming `where` and the fix."""
+        return _build(cls, _check(d, cls.format_version, where, cls.kind, cls.fix), where, cls.kind)
+
+
 @dataclass(frozen=True)
-class EpisodeRecord:
+class EpisodeRecord(_Versioned):
     """One row of the `files` table; in `_episodes/` its presence commits the episode."""
 
     episode: str | None
@@ -59,19 +77,13 @@ class EpisodeRecord:
     frames_file: str | None = None  # key of its frames rows in the catalog
     skipped: bool = field(default=False, compare=False)  # complete before this run, same inputs
     redone: str | None = field(default=None, compare=False)  # rebuilt: these inputs changed
-    format_version = RECORD_VERSION
+    format_version: ClassVar[int] = RECORD_VERSION
+    kind: ClassVar[str] = "episode record"
 
     def to_dict(self) -> dict:
         """The stored JSON form (run-only fields left out)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("skipped", "redone")}
-        return {"format_version": RECORD_VERSION, **d}
-
-    @classmethod
-    def from_dict(cls, d: dict, where: str = "record") -> EpisodeRecord:
-        """Parse a stored record; another version raises `FormatError` naming `where`."""
-        body = _check(d, RECORD_VERSION, where, "episode record",
-                      "re-run `csdm process` into a new OUT")  # fmt: skip
-        return _build(cls, body, where, "episode record")
+        d = super().to_dict()
+        return {k: v for k, v in d.items() if k not in ("skipped", "redone")}
 
     def row(self) -> dict:
         """The `files` table row."""
@@ -83,7 +95,7 @@ class EpisodeRecord:
 
 
 @dataclass(frozen=True)
-class Manifest:
+class Manifest(_Versioned):
     """`manifest.json`: what a dataset was built from and with which parameters."""
 
     csdm_version: str
@@ -91,37 +103,18 @@ class Manifest:
     parameters: dict  # ProcessParams, quality limits among them
     revision: str | None = None  # the Hub commit, when from the Hub
     updated: str = ""
-    format_version = MANIFEST_VERSION
-
-    def to_dict(self) -> dict:
-        """The stored JSON form."""
-        return {"format_version": MANIFEST_VERSION, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict, where: str = "manifest.json") -> Manifest:
-        """Parse; another version raises `FormatError` naming `where` and the fix."""
-        body = _check(d, MANIFEST_VERSION, where, "dataset",
-                      "re-run `csdm process` into a new OUT to convert it")  # fmt: skip
-        return _build(cls, body, where, "manifest")
+    format_version: ClassVar[int] = MANIFEST_VERSION
+    kind: ClassVar[str] = "dataset"
+    fix: ClassVar[str] = "re-run `csdm process` into a new OUT to convert it"
 
 
 @dataclass(frozen=True)
-class CatalogIndex:
+class CatalogIndex(_Versioned):
     """`catalog/index.json`: the compacted generation readers start from."""
 
     generation: int = 0
     frames_parts: list[str] = field(default_factory=list)  # keys of compacted frames files
     files_part: str | None = None  # key of the compacted records
     episodes: int = 0
-    format_version = INDEX_VERSION
-
-    def to_dict(self) -> dict:
-        """The stored JSON form."""
-        return {"format_version": INDEX_VERSION, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict, where: str = "catalog/index.json") -> CatalogIndex:
-        """Parse; another version raises `FormatError` naming `where`."""
-        body = _check(d, INDEX_VERSION, where, "catalog index",
-                      "re-run `csdm process` into a new OUT")  # fmt: skip
-        return _build(cls, body, where, "catalog index")
+    format_version: ClassVar[int] = INDEX_VERSION
+    kind: ClassVar[str] = "catalog index"

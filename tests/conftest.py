@@ -101,6 +101,18 @@ def bucket(s3_endpoint, request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def s3_source(synth_tree: Path, bucket: str) -> str:
+    """`synth_tree` uploaded to `bucket/raw`, as a URL."""
+    import fsspec
+
+    fs = fsspec.filesystem("s3")
+    for p in sorted(synth_tree.rglob("*")):
+        if p.is_file():
+            fs.put_file(str(p), f"{bucket[5:]}/raw/{p.relative_to(synth_tree).as_posix()}")
+    return f"{bucket}/raw"
+
+
+@pytest.fixture
 def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """A local Hub-compatible server as HF_ENDPOINT, with a test token; yields its FakeHub."""
     fake = FakeHub()

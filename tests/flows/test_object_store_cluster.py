@@ -62,15 +62,6 @@ def _cluster(tmp_path: Path, env: dict):
                 p.kill()
 
 
-@pytest.fixture
-def s3_raw(synth_tree: Path, bucket: str) -> str:
-    fs = fsspec.filesystem("s3")
-    for p in sorted(synth_tree.rglob("*")):
-        if p.is_file():
-            fs.put_file(str(p), f"{bucket[5:]}/raw/{p.relative_to(synth_tree).as_posix()}")
-    return f"{bucket}/raw"
-
-
 def _bit_exact(out: str, synth_tree: Path) -> None:
     ds = open_dataset(out)
     assert len(ds.episodes) == 8
@@ -87,12 +78,12 @@ def _bit_exact(out: str, synth_tree: Path) -> None:
 
 
 def test_process_query_train_register_on_a_cluster_without_shared_disk(
-    s3_raw: str, bucket: str, synth_tree: Path, prefect_api: str, tmp_path: Path
+    s3_source: str, bucket: str, synth_tree: Path, prefect_api: str, tmp_path: Path
 ) -> None:
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
     out = f"{bucket}/out"
     for address, client, _ in _cluster(tmp_path, env):
-        r = run_csdm("process", s3_raw, out, "--scheduler", address, api=prefect_api)
+        r = run_csdm("process", s3_source, out, "--scheduler", address, api=prefect_api)
         assert r.returncode == 0, r.stderr
 
         def repacked(dask_scheduler) -> int:
@@ -126,7 +117,7 @@ def test_process_query_train_register_on_a_cluster_without_shared_disk(
 
 
 def test_a_worker_killed_mid_episode_leaves_every_episode_committed_once(
-    s3_raw: str, bucket: str, synth_tree: Path, prefect_api: str, tmp_path: Path
+    s3_source: str, bucket: str, synth_tree: Path, prefect_api: str, tmp_path: Path
 ) -> None:
     signal_file = tmp_path / "stalled.pid"
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "CSDM_TEST_STALL_EPISODE": "dm_july2021_2",
@@ -134,7 +125,7 @@ def test_a_worker_killed_mid_episode_leaves_every_episode_committed_once(
     out = f"{bucket}/out"
     for address, _client, workers in _cluster(tmp_path, env):
         run = subprocess.Popen(
-            [str(BIN / "csdm"), "process", s3_raw, out, "--scheduler", address],
+            [str(BIN / "csdm"), "process", s3_source, out, "--scheduler", address],
             env={**env, "COLUMNS": "200"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True,
         )  # fmt: skip

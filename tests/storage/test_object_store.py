@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import fsspec
 import numpy as np
 import pytest
 
@@ -21,16 +20,6 @@ from tasks.params import ProcessParams
 from tasks.process_source import process_source
 
 CSDM = str(Path(sys.executable).with_name("csdm"))
-
-
-@pytest.fixture
-def s3_source(synth_tree: Path, bucket: str) -> str:
-    """The synthetic source tree uploaded to `bucket/raw`."""
-    fs = fsspec.filesystem("s3")
-    for p in sorted(synth_tree.rglob("*")):
-        if p.is_file():
-            fs.put_file(str(p), f"{bucket[5:]}/raw/{p.relative_to(synth_tree).as_posix()}")
-    return f"{bucket}/raw"
 
 
 def test_process_from_bucket_to_bucket_reads_back_bit_exact(s3_source: str, bucket: str,
