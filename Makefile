@@ -45,7 +45,7 @@ demo: setup
 	$(BIN)/csdm view $(DEMO_OUT)/dataset dm_july2021_expert_1 --start 40 --count 32 --out $(DEMO_OUT)/view.gif
 	$(BIN)/csdm report $(DEMO_OUT)/dataset --out $(DEMO_OUT)/report
 	@echo
-	@echo "Dataset in $(DEMO_OUT)/dataset: frames.zarr, catalog/frames/, catalog/files.parquet, manifest.json"
+	@echo "Dataset in $(DEMO_OUT)/dataset: frames.zarr, catalog/ (index.json, compacted Parquet), manifest.json"
 	@echo "Read it: python -c \"from storage import open_dataset; d = open_dataset('$(DEMO_OUT)/dataset'); print(d.frames(d.episodes[0], 0, 96).shape)\""
 	@echo "Query it: .venv/bin/csdm query $(DEMO_OUT)/dataset \"select episode, count(*) from frames where key_w group by all\""
 	@echo "Policy: $(DEMO_OUT)/registry/csdm-policy/v1 (policy.onnx + policy.json), alias production"
