@@ -9,6 +9,7 @@ AZURE_STORAGE_ACCOUNT_NAME, ...) plus non-secret `storage_options`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -211,6 +212,55 @@ class Root:
             if is_disk_full(e):
                 raise DiskFullError(self.url_of(key), len(data)) from None
             raise
+
+    def read_stamped(self, key: str) -> tuple[bytes | None, str | None]:
+        """An object's bytes and a stamp that changes with every write; (None, None) if absent.
+
+        The stamp is read first: if the object changes meanwhile, a `put_bytes_if` with it fails.
+        """
+        try:
+            if self.local:
+                with open(self.full(key), "rb") as f:
+                    data = f.read()
+                return data, hashlib.sha256(data).hexdigest()
+            stamp = str(self.fs.info(self.full(key), refresh=True).get("ETag"))
+            return self.read_bytes(key), stamp
+        except FileNotFoundError:
+            return None, None
+
+    def put_bytes_if(self, key: str, data: bytes, stamp: str | None) -> bool:
+        """Write only if the object is as `read_stamped` saw it (absent when `stamp` is None).
+
+        Returns False when another writer came first. S3 checks it on the server (If-None-Match,
+        If-Match); a local folder under an advisory lock. Other stores compare, then write.
+        """
+        if self.local:
+            import fcntl
+
+            path = self.full(key)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            lock = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.lock")
+            with open(lock, "a") as held:
+                fcntl.flock(held, fcntl.LOCK_EX)
+                if self.read_stamped(key)[1] != stamp:
+                    return False
+                self.put_bytes(key, data)
+                return True
+        if "s3" in _protocols(self.fs) or "s3a" in _protocols(self.fs):
+            condition = {"mode": "create"} if stamp is None else {"IfMatch": stamp}
+            try:
+                self.fs.pipe_file(self.full(key), data, **condition)
+            except FileExistsError:
+                return False
+            except OSError as e:
+                if "pre-condition" in str(e) or "precondition" in str(e).lower():
+                    return False
+                raise
+            return True
+        if self.read_stamped(key)[1] != stamp:
+            return False
+        self.put_bytes(key, data)
+        return True
 
     def put_json(self, key: str, obj: object) -> None:
         """Write a JSON object whole."""

@@ -7,6 +7,7 @@ renewing it (a crashed run) expires and is taken over.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import threading
@@ -85,34 +86,44 @@ class DatasetLease:
     def _where(self) -> str:
         return self.layout.root.url_of(self.layout.lease)
 
-    def _current(self) -> Lease | None:
-        d = self.layout.root.read_json(self.layout.lease)
-        return None if d is None else Lease.from_dict(d, self._where)
+    def _read(self) -> tuple[Lease | None, str | None]:
+        data, stamp = self.layout.root.read_stamped(self.layout.lease)
+        return (None if data is None else Lease.from_dict(json.loads(data), self._where)), stamp
 
-    def _write(self) -> Lease:
+    def _current(self) -> Lease | None:
+        return self._read()[0]
+
+    def _swap(self, stamp: str | None) -> bool:
+        """Write our lease over the one read with `stamp`, unless someone wrote it since."""
         now = self.clock()
         lease = Lease(self.owner, socket.gethostname(), os.getpid(), now, now + self.ttl)
-        self.layout.root.put_json(self.layout.lease, lease.to_dict())
-        return lease
+        data = json.dumps(lease.to_dict(), indent=1, sort_keys=True).encode()
+        return self.layout.root.put_bytes_if(self.layout.lease, data, stamp)
 
-    def acquire(self) -> Lease:
-        """Take the lease, or raise `LeaseHeldError` naming the live holder."""
+    def _held_error(self, held: Lease, now: float, how: str = "") -> LeaseHeldError:
+        return LeaseHeldError(
+            f"{self.layout.root.url} is being written by {held.describe(now)}{how}; wait for "
+            f"it to finish (a crashed run's lease expires by itself), or remove "
+            f"{self._where} if that run is gone for sure"
+        )
+
+    def acquire(self) -> None:
+        """Take the lease, or raise `LeaseHeldError` naming the live holder.
+
+        Reading and writing the lease is one compare-and-swap, so of two runs starting at
+        the same moment exactly one gets it.
+        """
         now = self.clock()
-        held = self._current()
+        held, stamp = self._read()
         if held is not None and held.owner != self.owner and held.expires > now:
-            raise LeaseHeldError(
-                f"{self.layout.root.url} is being written by {held.describe(now)}; wait for "
-                f"it to finish (a crashed run's lease expires by itself), or remove "
-                f"{self._where} if that run is gone for sure"
-            )
+            raise self._held_error(held, now)
+        if not self._swap(stamp):
+            winner = self._current()
+            if winner is None:
+                raise LeaseHeldError(f"{self.layout.root.url}: the lease changed while it was "
+                                     "taken; try again")  # fmt: skip
+            raise self._held_error(winner, now, " (it took the lease at the same moment)")
         self.taken_over = held if held is not None and held.owner != self.owner else None
-        lease = self._write()
-        # two runs that raced past the check: the later write wins, the other backs off
-        current = self._current()
-        if current is None or current.owner != self.owner:
-            raise LeaseHeldError(f"{self.layout.root.url}: another run took the lease at the "
-                                 "same moment; try again")  # fmt: skip
-        return lease
 
     def release(self) -> None:
         """Give the lease back (only if it is still ours)."""
@@ -126,7 +137,10 @@ class DatasetLease:
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.ttl / 3):
             with contextlib.suppress(OSError):  # a transient error: the next beat tries again
-                self._write()
+                held, stamp = self._read()
+                if held is None or held.owner != self.owner:
+                    return  # taken over after it expired: never overwrite the new holder
+                self._swap(stamp)
 
     def __enter__(self) -> DatasetLease:
         self.acquire()

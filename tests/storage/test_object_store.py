@@ -145,3 +145,35 @@ def test_a_second_process_run_is_refused_naming_the_first(s3_source: str, bucket
     r = subprocess.run([CSDM, "compact", out], env=env, capture_output=True, text=True,
                        timeout=120)  # fmt: skip
     assert r.returncode == 0 and "generation 2, 8 episodes" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_two_runs_starting_at_the_same_moment_get_the_lease_once(
+    where: str, request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"{request.getfixturevalue('bucket')}/out" if where == "s3" else str(tmp_path / "out")
+    layout = OutLayout.at(url)
+    root = layout.root
+    # the compare-and-swap itself: create once, replace only what was read
+    assert root.put_bytes_if("k", b"1", None) and not root.put_bytes_if("k", b"2", None)
+    data, stamp = root.read_stamped("k")
+    assert data == b"1" and root.put_bytes_if("k", b"3", stamp)
+    assert not root.put_bytes_if("k", b"4", stamp) and root.read_bytes("k") == b"3"
+    # run A reads "no lease"; run B takes it before A writes: A must not overwrite B
+    a, b = DatasetLease(layout, renew=False), DatasetLease(layout, renew=False)
+    real = Root.read_stamped
+    calls = []
+
+    def b_comes_in_between(self, key):
+        seen = real(self, key)
+        if not calls:
+            calls.append(key)
+            b.acquire()
+        return seen
+
+    monkeypatch.setattr(Root, "read_stamped", b_comes_in_between)
+    with pytest.raises(LeaseHeldError, match=f"run {b.owner} .* at the same moment"):
+        a.acquire()
+    monkeypatch.setattr(Root, "read_stamped", real)
+    assert layout.root.read_json(layout.lease)["owner"] == b.owner
+    b.release()
