@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import s3fs
 
-from bench.repack import build_source
+from bench.repack import build_source, timed
 from storage.catalog import FRAMES_SCHEMA
 from storage.commit import commit_episode, compact
 from storage.dataset import connect_catalog, open_dataset
@@ -97,7 +97,7 @@ def backend_choice(out: str) -> None:
          ranges_obstore),
     ]  # fmt: skip
     for what, total, *pair in cases:
-        t_fs, t_ob = (min(_timed(fn) for _ in range(3)) for fn in pair)
+        t_fs, t_ob = (min(timed(fn) for _ in range(3)) for fn in pair)
         print(
             f"  {what:28s}: s3fs {total / t_fs / 1e6:7.1f} MB/s, obstore "
             f"{total / t_ob / 1e6:7.1f} MB/s (obstore takes {t_ob / t_fs:.2f}x the time)"
@@ -110,18 +110,12 @@ def server_costs(out: str) -> None:
     key = max((k for k in fs.find(out[5:] + "/frames.zarr") if "/c/" in k),
               key=lambda k: fs.info(k)["size"])  # fmt: skip
     data = fs.cat_file(key)
-    t_put = min(_timed(lambda: fs.pipe_file(key + ".copy", data)) for _ in range(2))
-    t_get = min(_timed(lambda: fs.cat_file(key, start=0, end=16)) for _ in range(5))
+    t_put = min(timed(lambda: fs.pipe_file(key + ".copy", data)) for _ in range(2))
+    t_get = min(timed(lambda: fs.cat_file(key, start=0, end=16)) for _ in range(5))
     fs.rm_file(key + ".copy")
     print(f"\n[the S3 server itself (moto), on a {len(data) / 1e6:.0f} MB shard]")
     print(f"  one PUT: {len(data) / t_put / 1e6:.0f} MB/s; one 16-byte range GET: "
           f"{t_get * 1e3:.0f} ms (moto copies the whole object for every GET)")  # fmt: skip
-
-
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def process_both(source: Path, local: Path, remote: str, raw: int, threads: int) -> None:
@@ -129,9 +123,9 @@ def process_both(source: Path, local: Path, remote: str, raw: int, threads: int)
     times = {"local folder": [], "S3 server": []}
     mapper = run_threads(threads)
     for r in range(2):
-        times["local folder"].append(_timed(lambda r=r: process_source(
+        times["local folder"].append(timed(lambda r=r: process_source(
             Root(str(source)), Root(str(local / f"run{r}")), ProcessParams(), mapper)))  # fmt: skip
-        times["S3 server"].append(_timed(lambda r=r: process_source(
+        times["S3 server"].append(timed(lambda r=r: process_source(
             Root(str(source)), Root(f"{remote}/run{r}"), ProcessParams(), mapper)))  # fmt: skip
     best = {k: raw / min(v) / 1e6 for k, v in times.items()}
     print(

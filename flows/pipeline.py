@@ -22,6 +22,7 @@ from flows.ingest import download_task, plan_task
 from flows.process import PrefectMapper, dask_runner, process_flow, report_run
 from flows.report_artifacts import publish_report
 from storage.commit import load_state
+from storage.framestore import ensure_store
 from storage.fs import Root
 from storage.layout import METADATA_RE, OutLayout
 from storage.lease import DatasetLease
@@ -117,6 +118,7 @@ def pipeline_flow(
         patterns = patterns_for(list(include), list(subsets) or ([] if include else list(SUBSETS)))
         plan = plan_task(repo, revision, patterns, list(exclude), endpoint or None)
         write_manifest(layout, f"{repo}@{plan.commit}", params.recorded(), plan.commit)
+        ensure_store(layout)
         done_containers = out_root.read_json(layout.pipeline_state) or {}
         metadata = [f for f in plan.files if METADATA_RE.match(PurePosixPath(f.path).name)]
         containers = [f for f in plan.files if f.path.endswith((".tar", ".zip", ".hdf5"))

@@ -145,13 +145,15 @@ def commit_episode(layout: OutLayout, record: EpisodeRecord) -> None:
     layout.root.delete(layout.failure_record(record.episode))
 
 
-def withdraw_episode(layout: OutLayout, episode: str, pending: EpisodeRecord | None) -> None:
-    """Hide an episode from readers before it is redone or removed (the marker comes first)."""
+def withdraw_episode(layout: OutLayout, episode: str, record: EpisodeRecord | None) -> None:
+    """Hide an episode from readers before it is redone or removed (the marker comes first).
+
+    `record` is its committed record, if any: one not yet compacted is deleted with its rows.
+    """
     layout.root.put_bytes(layout.uncommit_marker(episode), b"")
-    if pending is not None:
+    if record is not None and (record.frames_file or "").startswith(layout.pending_frames):
         layout.root.delete(layout.episode_record(episode))
-        if pending.frames_file and pending.frames_file.startswith(layout.pending_frames):
-            layout.root.delete(pending.frames_file)
+        layout.root.delete(record.frames_file)
 
 
 def remember_failure(layout: OutLayout, record: EpisodeRecord) -> None:

@@ -54,6 +54,9 @@ class Dataset:
         self._records = self.state.committed
         self._arrays: dict[str, zarr.Array] = {}
 
+    def __str__(self) -> str:
+        return self.layout.root.url
+
     @property
     def root(self) -> Root:
         """Where the dataset is."""
@@ -148,9 +151,12 @@ def chunk_problems(
     return bad
 
 
-def open_dataset(root: str | Root, storage_options: dict | None = None) -> Dataset:
-    """Open a dataset written by `csdm process`: a folder or a URL (`s3://bucket/out`)."""
-    return Dataset(root, storage_options)
+def open_dataset(root: str | Root | Dataset, storage_options: dict | None = None) -> Dataset:
+    """Open a dataset written by `csdm process`: a folder or a URL (`s3://bucket/out`).
+
+    A `Dataset` already open is returned as it is, so callers can share one opening.
+    """
+    return root if isinstance(root, Dataset) else Dataset(root, storage_options)
 
 
 def connect_catalog(root: str | Root | Dataset, storage_options: dict | None = None):
@@ -162,7 +168,7 @@ def connect_catalog(root: str | Root | Dataset, storage_options: dict | None = N
     """
     import duckdb
 
-    ds = root if isinstance(root, Dataset) else open_dataset(root, storage_options)
+    ds = open_dataset(root, storage_options)
     compacted, hidden, pending = ds.state.frames_sources(ds.layout)
     con = duckdb.connect(
         config={

@@ -26,7 +26,7 @@ ARRAY_META = "zarr.json"
 
 
 def ensure_store(layout: OutLayout) -> None:
-    """Create the root group of `frames.zarr` (idempotent)."""
+    """Create the root group of `frames.zarr` (idempotent; once per run, not per episode)."""
     key = f"{layout.frames_zarr}/{ARRAY_META}"
     if not layout.root.exists(key):
         layout.root.put_json(key, {
@@ -92,7 +92,6 @@ def write_frames(layout: OutLayout, episode: str, frames: np.ndarray, attrs: dic
         raise ValueError(f"{episode}: {e}") from None
     stored = 0
     try:
-        ensure_store(layout)
         layout.root.delete(_array_key(layout, episode, ARRAY_META))
         with ThreadPoolExecutor(1, thread_name_prefix="csdm-upload") as upload:
             sent = []

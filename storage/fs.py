@@ -70,11 +70,6 @@ def use_options(pairs: list[str] | tuple[str, ...]) -> dict:
     return opts
 
 
-def redacted(options: dict) -> dict:
-    """`options` safe to print: secret values replaced."""
-    return {k: "***" if k.lower() in SECRET_OPTIONS else v for k, v in (options or {}).items()}
-
-
 @dataclass(frozen=True)
 class Root:
     """A folder or bucket prefix; every key below is a relative POSIX path.

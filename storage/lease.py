@@ -14,11 +14,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import ClassVar
 
 from storage.fs import Root
 from storage.layout import OutLayout
-from storage.records import FormatError
+from storage.records import Versioned
 
 LEASE_VERSION = 1
 TTL_SECONDS = 120.0
@@ -29,7 +30,7 @@ class LeaseHeldError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Lease:
+class Lease(Versioned):
     """`OUT/.lease.json`: who writes the dataset, until when (unix seconds)."""
 
     owner: str  # unique per run
@@ -37,22 +38,9 @@ class Lease:
     pid: int
     acquired: float
     expires: float
-    format_version = LEASE_VERSION
-
-    def to_dict(self) -> dict:
-        """The stored JSON form."""
-        return {"format_version": LEASE_VERSION, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict, where: str) -> Lease:
-        """Parse; a malformed lease raises `FormatError` naming `where`."""
-        if not isinstance(d, dict) or d.get("format_version") != LEASE_VERSION:
-            raise FormatError(f"{where}: not a csdm lease of version {LEASE_VERSION}")
-        try:
-            return cls(d["owner"], d["host"], int(d["pid"]), float(d["acquired"]),
-                       float(d["expires"]))  # fmt: skip
-        except (KeyError, TypeError, ValueError) as e:
-            raise FormatError(f"{where}: malformed lease ({e})") from None
+    format_version: ClassVar[int] = LEASE_VERSION
+    kind: ClassVar[str] = "lease"
+    fix: ClassVar[str] = "remove it if no csdm run of this version is writing"
 
     def describe(self, now: float) -> str:
         """The holder in words."""

@@ -34,7 +34,7 @@ def _build(cls, d: dict, where: str, kind: str):
         raise FormatError(f"{where}: malformed {kind} ({e})") from None
 
 
-class _Versioned:
+class Versioned:
     """`to_dict`/`from_dict` of a dataclass stored as JSON with its `format_version`."""
 
     format_version: ClassVar[int]
@@ -52,7 +52,7 @@ class _Versioned:
 
 
 @dataclass(frozen=True)
-class EpisodeRecord(_Versioned):
+class EpisodeRecord(Versioned):
     """One row of the `files` table; in `_episodes/` its presence commits the episode."""
 
     episode: str | None
@@ -95,7 +95,7 @@ class EpisodeRecord(_Versioned):
 
 
 @dataclass(frozen=True)
-class Manifest(_Versioned):
+class Manifest(Versioned):
     """`manifest.json`: what a dataset was built from and with which parameters."""
 
     csdm_version: str
@@ -109,7 +109,7 @@ class Manifest(_Versioned):
 
 
 @dataclass(frozen=True)
-class CatalogIndex(_Versioned):
+class CatalogIndex(Versioned):
     """`catalog/index.json`: the compacted generation readers start from."""
 
     generation: int = 0

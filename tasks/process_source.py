@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from storage.commit import CatalogState, load_state
 from storage.diskspace import DiskFullError, check_free
+from storage.framestore import ensure_store
 from storage.fs import Root
 from storage.layout import OutLayout, metadata_dataset
 from storage.lease import DatasetLease
@@ -161,7 +162,6 @@ class Progress:
     log: Callable[[str], None] = lambda _msg: None
     start: Callable[[int], None] = lambda _total: None
     tick: Callable[[], None] = lambda: None
-    notes: list[str] = field(default_factory=list)
 
 
 def process_source(
@@ -192,6 +192,7 @@ def process_source(
         if not listing.episodes and not listing.problems:
             raise NoEpisodesError(f"no episodes found in {src} ({EXPECTED})")
         write_manifest(layout, src.url, params.recorded())
+        ensure_store(layout)
         state = load_state(layout)
         todo = [e for e in listing.episodes if e.episode.name not in state.committed]
         if out.local:

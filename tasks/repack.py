@@ -150,8 +150,7 @@ def _store(src: SourceEpisode, layout: OutLayout, meta: MetaRecord | None, split
     """Write frames (when needed), catalog rows, then the record that commits them."""
     ep = src.episode
     if old:  # withdraw first: a crash from here on leaves the episode to be redone
-        withdraw_episode(layout, ep.name, old if old.frames_file and
-                         old.frames_file.startswith(layout.pending_frames) else None)  # fmt: skip
+        withdraw_episode(layout, ep.name, old)
     if "x" not in data or (frames_ok and frames_sha256(layout, ep.name) == digest):
         # same bytes; or a crashed run put these frames in place, or the member was touched
         stored = stored_bytes(layout, ep.name)

@@ -78,7 +78,7 @@ def uncommit(root: str | Root, checks: list[EpisodeCheck]) -> None:
         failed = []
         for c in checks:
             old = ds.state.committed.get(c.episode)
-            withdraw_episode(ds.layout, c.episode, ds.state.pending.get(c.episode))
+            withdraw_episode(ds.layout, c.episode, old)
             remove_frames(ds.layout, c.episode)
             if old is not None:
                 why = (

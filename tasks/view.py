@@ -75,7 +75,7 @@ def render(root: str | Path, episode: str, start: int = 0, count: int = 1) -> li
     stop = start + count
     frames = ds.frames(episode, start, stop)[..., ::-1]  # stored BGR -> RGB
     out = []
-    for f, lab in zip(frames, _labels(root, episode, start, stop), strict=True):
+    for f, lab in zip(frames, _labels(ds, episode, start, stop), strict=True):
         img = Image.fromarray(np.ascontiguousarray(f)).resize(
             (f.shape[1] * SCALE, f.shape[0] * SCALE), Image.Resampling.BILINEAR
         )

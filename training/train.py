@@ -209,7 +209,8 @@ def train(
                 f"{(cfg.seed, cfg.batch_size, world)}; resume with the same ones (or start a "
                 "new --run) so the batch order continues exactly"
             )
-    identity = dataset_identity(data)
+    ds = open_dataset(data)  # one opening serves every start-up check (a bucket: ~20 requests)
+    identity = dataset_identity(ds)
     if ckpt is not None:
         was_data = ckpt.get("data", {})
         if was_data.get("identity") not in (None, identity):
@@ -217,9 +218,9 @@ def train(
                 f"{ckpt_path}: was trained on another dataset ({was_data.get('root')}: other "
                 f"episodes or contents than {data}); resume on that dataset, or start a new --run"
             )
-    labels = load_labels(data, cfg.sampler)
+    labels = load_labels(ds, cfg.sampler)
     index = build_index(labels, cfg.sampler, cfg.seed)
-    problem = why_untrainable(data, cfg.sampler, labels, index, cfg.batch_size * world)
+    problem = why_untrainable(ds, cfg.sampler, labels, index, cfg.batch_size * world)
     if problem:
         raise ValueError(problem)
 
@@ -260,7 +261,7 @@ def train(
                 f"{len(index)} windows of {cfg.sampler.window} frames, "
                 f"{stream.batches_per_epoch} batches/epoch x {world} rank(s), {device}"
             )
-    revision = open_dataset(data).manifest.revision
+    revision = ds.manifest.revision
     frames_per_step = cfg.batch_size * cfg.sampler.window * world
     t0, done = time.perf_counter(), 0
     last = dict(ckpt["metrics"]) if ckpt is not None else {}  # if no step is left to do
