@@ -19,9 +19,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from flows.ingest import download_task, plan_task
-from flows.process import PrefectMapper, dask_runner, process_flow, report_run
+from flows.process import PrefectMapper, dask_runner, flow_progress, process_flow, report_run
 from flows.report_artifacts import publish_report
 from storage.commit import load_state
+from storage.diskspace import DiskFullError
 from storage.framestore import ensure_store
 from storage.fs import Root
 from storage.layout import METADATA_RE, OutLayout
@@ -42,6 +43,17 @@ from tasks.params import ProcessParams
 from tasks.process_source import prepare_all_metadata, repack_all, repack_calls
 from tasks.repack import repack_episode
 from tasks.source import list_source
+from tasks.stream_source import (
+    STREAMED,
+    StreamResult,
+    archive_failure,
+    for_archive,
+    hub_id,
+    metadata_for,
+    prepare_streamed_metadata,
+    settle,
+    stream_container,
+)
 
 
 @contextmanager
@@ -73,11 +85,14 @@ def pipeline_flow(
     scheduler: str = "",
     show_progress: bool = False,
     storage_options: dict[str, str] | None = None,
+    stream: bool = False,
 ) -> dict:
     """Ingest and process as one stream; `source` processes a local tree instead of the Hub.
 
     The flow's own task runner (threads) downloads; repacking runs on a Dask runner that is
-    started in the background, so its start-up overlaps the first transfers.
+    started in the background, so its start-up overlaps the first transfers. With `stream`,
+    each archive is instead read from the Hub by one Dask task, never stored locally, and its
+    episodes are committed only once its sha256 matches the Hub's.
 
     Args:
         out: Dataset to write: a folder or a URL (s3://bucket/out).
@@ -97,9 +112,10 @@ def pipeline_flow(
         scheduler: An existing Dask scheduler (tcp://host:8786); empty: a local cluster.
         show_progress: Progress bars on the terminal (the CLI sets it).
         storage_options: Non-secret fsspec options for `out` (secrets: the environment).
+        stream: Stream each archive from the Hub on a worker; `dest`, `max_disk`,
+            `delete_sources` and `transfers` do not apply.
 
     """
-    logger = get_run_logger()
     params = params or ProcessParams()
     options = dict(storage_options or {})
     if source:
@@ -124,12 +140,26 @@ def pipeline_flow(
         containers = [f for f in plan.files if f.path.endswith((".tar", ".zip", ".hdf5"))
                       and done_containers.get(f.path) != (f.sha256 or f.git_oid)]  # fmt: skip
         too_big = [f.path for f in containers if f.size > (max_disk or float("inf"))]
-        if too_big:
+        if too_big and not stream:
             raise IngestError(f"--max-disk {max_disk} is smaller than {too_big[0]}; raise it")
         state = load_state(layout)
         records, fetched = [], 0
         dask = dask_runner(workers or None, scheduler or None)
         starting = ThreadPoolExecutor(1).submit(dask.__enter__)
+        if stream:
+            with _closing(dask, starting):
+                starting.result()
+                records, streamed = _stream_archives(
+                    plan, metadata, containers, out_root, params, state, PrefectMapper(dask),
+                    endpoint or None, done_containers, layout, show_progress)  # fmt: skip
+            summary = write_catalog(layout, records, f"{repo}@{plan.commit}",
+                                    params.recorded(), revision=plan.commit)  # fmt: skip
+            return _finish(records, summary, out, options, {
+                "commit": plan.commit, "containers": len(containers),
+                "downloaded_bytes": sum(f.size for f in metadata + containers),
+                "peak_source_bytes": 0, "resumes": sum(r.resumes for r in streamed),
+                "peak_worker_rss": max((r.peak_rss for r in streamed), default=0),
+                "seconds": round(time.monotonic() - t0, 2)})  # fmt: skip
 
         with ThreadPoolTaskRunner(max_workers=transfers) as io, _closing(dask, starting):
 
@@ -181,11 +211,65 @@ def pipeline_flow(
 
         summary = write_catalog(layout, records, f"{repo}@{plan.commit}", params.recorded(),
                                 revision=plan.commit)  # fmt: skip
+    return _finish(
+        records,
+        summary,
+        out,
+        options,
+        {
+            "commit": plan.commit,
+            "containers": len(containers),
+            "downloaded_bytes": fetched,
+            "peak_source_bytes": scheduler_.peak,
+            "seconds": round(time.monotonic() - t0, 2),
+        },
+    )
+
+
+def _finish(records, summary, out: str, options: dict, extra: dict) -> dict:
+    """Report the run: artifacts, the HTML report, a log line; return the flow's result."""
     report_run(records, summary)
     publish_report(out, options)
-    result = {**summary.counts(), "commit": plan.commit, "containers": len(containers),
-              "downloaded_bytes": fetched, "peak_source_bytes": scheduler_.peak,
-              "seconds": round(time.monotonic() - t0, 2)}  # fmt: skip
+    result = {**summary.counts(), **extra}
     create_table_artifact(key="pipeline-summary", table=[result])
-    logger.info("pipeline summary: %s", result)
+    get_run_logger().info("pipeline summary: %s", result)
     return {**result, "failures": list(summary.failures)}
+
+
+def _stream_archives(plan, metadata: list[HubFile], containers: list[HubFile], out: Root,
+                     params: ProcessParams, state, mapper: PrefectMapper, endpoint: str | None,
+                     done: dict, layout: OutLayout, show_progress: bool
+                     ) -> tuple[list, list[StreamResult]]:  # fmt: skip
+    """Metadata first, then one streaming task per archive; remember each verified one."""
+    logger = get_run_logger()
+    meta, meta_failures = prepare_streamed_metadata(plan, metadata, out, params.thresholds(),
+                                                    mapper, endpoint)  # fmt: skip
+    for fail in meta_failures:
+        logger.warning("%s", fail.reason)
+    archives = [f for f in containers if f.path.endswith(STREAMED)]
+    calls = [{"plan": plan, "f": f, "out": out, "params": params, "endpoint": endpoint,
+              "meta": metadata_for(f.path, meta, meta_failures),
+              "old": for_archive(f.path, state.committed)} for f in archives]  # fmt: skip
+    progress, close = flow_progress(show_progress)
+    progress.start(len(calls))
+    results: list[StreamResult] = []
+    try:
+        for i, res in mapper(stream_container, calls):
+            f = archives[i]
+            if isinstance(res, DiskFullError):
+                raise res
+            if isinstance(res, BaseException):  # crashed on every try
+                name = hub_id(plan.repo, f.path)
+                why = f"{name}: crashed: {type(res).__name__}: {res}; re-run to stream it again"
+                res = StreamResult(f.path, name, False, [archive_failure(name, f, why)])
+            results.append(res)
+            if res.verified:
+                done[f.path] = f.sha256 or f.git_oid
+                out.put_json(layout.pipeline_state, done)
+            verdict = "committed" if res.verified else "NOT committed"
+            logger.info("%s: %s, %d records, %d resumed connection(s)", f.path, verdict,
+                        len(res.records), res.resumes)  # fmt: skip
+            progress.tick()
+    finally:
+        close()
+    return settle(results, state), results

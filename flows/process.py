@@ -20,10 +20,11 @@ from storage.diskspace import DiskFullError
 from storage.fs import Root
 from storage.records import EpisodeRecord
 from tasks.catalog_writer import RunSummary
-from tasks.metadata_cache import prepare_metadata_or_failure
+from tasks.metadata_cache import prepare_hub_metadata_or_failure, prepare_metadata_or_failure
 from tasks.params import ProcessParams
 from tasks.process_source import EXPECTED, NoEpisodesError, Progress, process_source
 from tasks.repack import repack_episode
+from tasks.stream_source import StreamResult, stream_container
 
 __all__ = ["EXPECTED", "NoEpisodesError", "ProcessParams", "dask_runner", "process_flow"]
 
@@ -62,7 +63,24 @@ def repack_task(src, out, meta, split, quality, old) -> EpisodeRecord:
         return e
 
 
-TASKS = {prepare_metadata_or_failure: prepare_metadata_task, repack_episode: repack_task}
+@task(name="prepare-hub-metadata", retries=1, retry_delay_seconds=2)
+def prepare_hub_metadata_task(plan, f, layout, thresholds, endpoint):
+    """Fetch one metadata file from the Hub (verified), infer actions and cache them."""
+    return prepare_hub_metadata_or_failure(plan, f, layout, thresholds, endpoint)
+
+
+@task(name="stream-archive", retries=1, retry_delay_seconds=2)  # a crash streams it again
+def stream_task(plan, f, out, meta, params, old, endpoint) -> StreamResult:
+    """Stream one archive from the Hub into OUT; a full disk is returned, not raised."""
+    try:
+        return stream_container(plan, f, out, meta, params, old, endpoint)
+    except DiskFullError as e:
+        return e
+
+
+TASKS = {prepare_metadata_or_failure: prepare_metadata_task, repack_episode: repack_task,
+         prepare_hub_metadata_or_failure: prepare_hub_metadata_task,
+         stream_container: stream_task}  # fmt: skip
 
 
 class PrefectMapper:

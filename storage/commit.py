@@ -59,10 +59,10 @@ class CatalogState:
         return out
 
     def failures(self) -> list[EpisodeRecord]:
-        """Failed attempts of episodes (and members) not committed since."""
+        """Failed attempts of episodes (and members) not committed or resolved since."""
         merged = {**self.compacted_failed, **self.failed}
         done = self.committed
-        return [r for r in merged.values() if r.episode not in done]
+        return [r for r in merged.values() if r.episode not in done and r.status == "failed"]
 
     def files_table(self) -> pa.Table:
         """The `files` table: one row per committed episode and per remembered failure."""
@@ -157,7 +157,10 @@ def withdraw_episode(layout: OutLayout, episode: str, record: EpisodeRecord | No
 
 
 def remember_failure(layout: OutLayout, record: EpisodeRecord) -> None:
-    """Keep a failed attempt until the episode is stored."""
+    """Keep a failed attempt until the episode is stored.
+
+    A record of status `resolved` forgets the failure at its key (an archive that succeeded).
+    """
     layout.root.put_json(layout.failure_record(failure_key(record)), record.to_dict())
 
 

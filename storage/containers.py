@@ -1,4 +1,8 @@
-"""Safe, extraction-free access to files inside uncompressed tars and zips."""
+"""Safe, extraction-free access to files inside uncompressed tars and zips.
+
+Archives are read in place by range (`iter_tar`, `iter_zip`) or once front to back as they
+stream past (`stream_tar`, `stream_zip`), never extracted to disk.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ import stat
 import struct
 import tarfile
 import zipfile
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -34,6 +39,8 @@ class MemberRef:
     size: int = -1  # -1: the whole loose file
     compressed: bool = False  # a deflated zip member: read through zipfile
     options: dict = field(default_factory=dict, compare=False, hash=False)  # storage options
+    # a streamed member: the container's (size, checksum) as listed, instead of asking it
+    listed: tuple[int, str] | None = None
 
     @property
     def label(self) -> str:
@@ -51,7 +58,8 @@ class MemberRef:
 
     def fingerprint(self) -> dict:
         """Where the bytes are and the container's size and stamp: changes when they may have."""
-        info = self._file.info("")
+        info = self._file.info("") if self.listed is None else dict(
+            zip(("size", "stamp"), self.listed, strict=True))  # fmt: skip
         return {"container": self.container, "member": self.member, "offset": self.offset,
                 "size": self.size, "container_size": info["size"],
                 "container_stamp": info["stamp"]}  # fmt: skip
@@ -123,6 +131,40 @@ def _check_name(archive: str, name: str) -> str:
     return norm
 
 
+def _tar_member(archive: object, info: tarfile.TarInfo) -> str | UnsafeMemberError | None:
+    """A tar member's safe name, the reason it is refused, or None for a folder."""
+    try:
+        name = _check_name(archive, info.name)
+    except UnsafeMemberError as e:
+        return e
+    if info.isdir():
+        return None
+    if info.issym() or info.islnk():
+        return UnsafeMemberError(f"{archive}: member {name!r} is a link to {info.linkname!r}; "
+                                 "refused")  # fmt: skip
+    if not info.isreg():
+        return UnsafeMemberError(f"{archive}: member {name!r} is not a regular file")
+    return name
+
+
+def _zip_member(archive: object, info: zipfile.ZipInfo) -> str | UnsafeMemberError | None:
+    """A zip member's safe name, the reason it is refused, or None for a folder."""
+    try:
+        name = _check_name(archive, info.filename)
+    except UnsafeMemberError as e:
+        return e
+    if info.is_dir():
+        return None
+    ftype = stat.S_IFMT(info.external_attr >> 16)  # 0: the writer recorded no type
+    if ftype == stat.S_IFLNK:
+        return UnsafeMemberError(f"{archive}: member {name!r} is a symlink; refused")
+    if ftype and ftype != stat.S_IFREG:
+        return UnsafeMemberError(f"{archive}: member {name!r} is not a regular file")
+    if info.flag_bits & 0x1:
+        return UnsafeMemberError(f"{archive}: member {name!r} is encrypted")
+    return name
+
+
 def iter_tar(archive: Root) -> Iterator[MemberRef | UnsafeMemberError]:
     """Regular files of an uncompressed tar, or an error for each member that is refused.
 
@@ -147,27 +189,19 @@ def iter_tar(archive: Root) -> Iterator[MemberRef | UnsafeMemberError]:
                 return
             if info is None:
                 return
-            try:
-                name = _check_name(archive, info.name)
-            except UnsafeMemberError as e:
-                yield e
+            checked = _tar_member(archive, info)
+            if checked is None:
                 continue
-            if info.isdir():
-                continue
-            if info.issym() or info.islnk():
-                yield UnsafeMemberError(
-                    f"{archive}: member {name!r} is a link to {info.linkname!r}; refused"
-                )
-            elif not info.isreg():
-                yield UnsafeMemberError(f"{archive}: member {name!r} is not a regular file")
+            if isinstance(checked, UnsafeMemberError):
+                yield checked
             elif info.offset_data + info.size > size:
                 yield UnsafeMemberError(
-                    f"{archive}: member {name!r} is truncated ({info.size} bytes declared, "
+                    f"{archive}: member {checked!r} is truncated ({info.size} bytes declared, "
                     f"{max(0, size - info.offset_data)} present); re-download the archive"
                 )
                 return  # nothing after a truncation can be read
             else:
-                yield MemberRef(archive.url, name, info.offset_data, info.size,
+                yield MemberRef(archive.url, checked, info.offset_data, info.size,
                                 options=archive.options)  # fmt: skip
 
 
@@ -182,22 +216,11 @@ def iter_zip(archive: Root) -> Iterator[MemberRef | UnsafeMemberError]:
         raise ValueError(f"{archive}: not a readable zip ({e}); re-download it") from e
     with zf, raw:
         for info in zf.infolist():
-            try:
-                name = _check_name(archive, info.filename)
-            except UnsafeMemberError as e:
-                yield e
+            name = _zip_member(archive, info)
+            if name is None:
                 continue
-            if info.is_dir():
-                continue
-            ftype = stat.S_IFMT(info.external_attr >> 16)  # 0: the writer recorded no type
-            if ftype == stat.S_IFLNK:
-                yield UnsafeMemberError(f"{archive}: member {name!r} is a symlink; refused")
-                continue
-            if ftype and ftype != stat.S_IFREG:
-                yield UnsafeMemberError(f"{archive}: member {name!r} is not a regular file")
-                continue
-            if info.flag_bits & 0x1:
-                yield UnsafeMemberError(f"{archive}: member {name!r} is encrypted")
+            if isinstance(name, UnsafeMemberError):
+                yield name
                 continue
             raw.seek(info.header_offset)
             header = raw.read(_ZIP_LOCAL_HEADER.size)
@@ -250,3 +273,188 @@ def _iter_file(f: Root) -> Iterator[MemberRef | UnsafeMemberError]:
             yield MemberRef(f.url, options=f.options)
     except (ValueError, OSError) as e:
         yield e if isinstance(e, UnsafeMemberError) else UnsafeMemberError(str(e))
+
+
+# --- archives read once, front to back (a download that is never stored) ---------------------
+STREAM_PIECE = 4 << 20  # members are gathered in pieces: a whole-member read would copy twice
+
+
+@dataclass(frozen=True)
+class StreamedMember:
+    """A member as the archive streamed past: its name, data offset and bytes."""
+
+    name: str
+    offset: int
+    data: bytes
+
+
+def _gather(read: Callable[[int], bytes], size: int) -> bytes:
+    pieces, got = [], 0
+    while got < size:
+        piece = read(min(STREAM_PIECE, size - got))
+        if not piece:
+            break
+        pieces.append(piece)
+        got += len(piece)
+    return b"".join(pieces)
+
+
+def stream_tar(fileobj, archive: str, wanted: Callable[[str], bool] = lambda _n: True
+               ) -> Iterator[StreamedMember | UnsafeMemberError]:  # fmt: skip
+    """Regular files of an uncompressed tar read from a stream; unwanted ones are passed over.
+
+    Nothing seeks backwards; a truncated or unreadable tar ends the listing with an error.
+    """
+    try:
+        tf = tarfile.open(fileobj=fileobj, mode="r|", bufsize=1 << 20)  # noqa: SIM115
+    except tarfile.ReadError as e:
+        yield UnsafeMemberError(f"{archive}: not an uncompressed tar ({e})")
+        return
+    with tf:
+        while True:
+            try:
+                info = tf.next()
+                if info is None:
+                    return
+                name = _tar_member(archive, info)
+                if name is None or (isinstance(name, str) and not wanted(name)):
+                    continue
+                if isinstance(name, UnsafeMemberError):
+                    yield name
+                    continue
+                data = _gather(tf.extractfile(info).read, info.size)
+            except tarfile.ReadError as e:
+                yield UnsafeMemberError(f"{archive}: unreadable tar ({e}); truncated?")
+                return
+            if len(data) != info.size:
+                yield UnsafeMemberError(f"{archive}: member {name!r} is truncated ({info.size} "
+                                        f"bytes declared, {len(data)} present)")  # fmt: skip
+                return
+            yield StreamedMember(name, info.offset_data, data)
+
+
+class _NeedMore(Exception):
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+class _Tail(io.RawIOBase):
+    """The last bytes of a file of known size; reading before them raises `_NeedMore`."""
+
+    def __init__(self, tail: bytes, size: int) -> None:
+        self._tail, self._size, self._pos = tail, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + pos)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buf) -> int:
+        start = self._size - len(self._tail)
+        if self._pos < start:
+            raise _NeedMore(self._pos)
+        chunk = self._tail[self._pos - start : self._pos - start + len(buf)]
+        buf[: len(chunk)] = chunk
+        self._pos += len(chunk)
+        return len(chunk)
+
+
+def zip_directory(read_tail: Callable[[int], bytes], size: int, archive: str
+                  ) -> tuple[list[zipfile.ZipInfo], bytes]:  # fmt: skip
+    """A zip's central directory from its last bytes, fetched by `read_tail(start)`.
+
+    Returns the member infos in file order and the tail bytes they were parsed from.
+    """
+    start = max(0, size - (1 << 20))
+    while True:
+        tail = read_tail(start)
+        try:
+            with zipfile.ZipFile(io.BufferedReader(_Tail(tail, size))) as zf:
+                return sorted(zf.infolist(), key=lambda i: i.header_offset), tail
+        except _NeedMore as e:
+            if e.offset >= start:
+                raise
+            start = e.offset
+        except zipfile.BadZipFile as e:
+            raise ValueError(f"{archive}: not a readable zip ({e})") from e
+
+
+def stream_zip(fileobj, archive: str, infos: list[zipfile.ZipInfo], tail: bytes,
+               wanted: Callable[[str], bool] = lambda _n: True
+               ) -> Iterator[StreamedMember | UnsafeMemberError]:  # fmt: skip
+    """Members of a zip read from a stream in file order, located by its central directory.
+
+    Each member's CRC-32 is checked; the directory must match the bytes that stream past.
+    """
+    pos = 0
+
+    def skip_to(offset: int) -> None:
+        nonlocal pos
+        while pos < offset:
+            got = fileobj.read(min(STREAM_PIECE, offset - pos))
+            if not got:
+                raise EOFError(offset)
+            pos += len(got)
+
+    try:
+        for info in infos:
+            name = _zip_member(archive, info)
+            if name is None or (isinstance(name, str) and not wanted(name)):
+                continue
+            if isinstance(name, UnsafeMemberError):
+                yield name
+                continue
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                yield UnsafeMemberError(f"{archive}: member {name!r} uses compression method "
+                                        f"{info.compress_type}; only stored and deflated are "
+                                        "read")  # fmt: skip
+                continue
+            if info.header_offset < pos:
+                yield UnsafeMemberError(f"{archive}: member {name!r} overlaps the one before")
+                continue
+            skip_to(info.header_offset)
+            header = _gather(fileobj.read, _ZIP_LOCAL_HEADER.size)
+            pos += len(header)
+            if len(header) < _ZIP_LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
+                yield UnsafeMemberError(f"{archive}: member {name!r} has a bad local header")
+                continue
+            fields = _ZIP_LOCAL_HEADER.unpack(header)
+            skip_to(pos + fields[9] + fields[10])
+            packed = _gather(fileobj.read, info.compress_size)
+            pos += len(packed)
+            if len(packed) != info.compress_size:
+                yield UnsafeMemberError(f"{archive}: member {name!r} is truncated")
+                return
+            data = packed if info.compress_type == zipfile.ZIP_STORED else (
+                zlib.decompressobj(-15).decompress(packed))  # fmt: skip
+            if len(data) != info.file_size or zlib.crc32(data) != info.CRC:
+                yield UnsafeMemberError(f"{archive}: member {name!r} fails its CRC-32 check")
+                continue
+            yield StreamedMember(name, pos - len(packed), data)
+        _check_end(fileobj, tail)
+    except (EOFError, zlib.error) as e:
+        yield UnsafeMemberError(f"{archive}: unreadable zip ({type(e).__name__}: {e})")
+    except _DirectoryChanged:
+        yield UnsafeMemberError(f"{archive}: its central directory changed while it was read")
+
+
+class _DirectoryChanged(Exception):
+    pass
+
+
+def _check_end(fileobj, tail: bytes) -> None:
+    """Read the rest of the stream; it must end as `tail`, the bytes the directory came from."""
+    last = b""
+    while piece := fileobj.read(STREAM_PIECE):
+        last = (last + piece)[-len(tail) :]
+    if not tail.endswith(last):
+        raise _DirectoryChanged

@@ -13,6 +13,7 @@ METADATA_DIR = "dataset_metadata"
 EPISODE_RE = re.compile(r"^hdf5_(?P<dataset>.+)_(?P<num>\d+)\.hdf5$")
 METADATA_RE = re.compile(r"^currvarsv2_(?P<dataset>.+)_(?P<first>\d+)_to_(?P<last>\d+)\.npy$")
 RECORDING_RE = re.compile(r"^(?P<dataset>.+)_(?P<num>\d+)\.npy$")
+ARCHIVE_RE = re.compile(r"^hdf5_(?P<dataset>.+)_(?P<first>\d+)_to_(?P<last>\d+)\.tar$")
 METADATA_FILES_PER_CHUNK = 100  # the public currvarsv2 files each cover 100 episodes
 
 
@@ -43,6 +44,12 @@ def episode_from_member(path: str) -> EpisodeId | None:
 def metadata_dataset(path: str) -> tuple[str, int, int] | None:
     """`(dataset, first, last)` of a `currvarsv2_{stub}{a}_to_{b}.npy` file, else None."""
     m = METADATA_RE.match(PurePosixPath(path).name)
+    return (m["dataset"], int(m["first"]), int(m["last"])) if m else None
+
+
+def archive_range(path: str) -> tuple[str, int, int] | None:
+    """`(dataset, first, last)` of a scraped `hdf5_{stub}{a}_to_{b}.tar`, else None."""
+    m = ARCHIVE_RE.match(PurePosixPath(path).name)
     return (m["dataset"], int(m["first"]), int(m["last"])) if m else None
 
 

@@ -69,7 +69,7 @@ class EpisodeRecord(Versioned):
     counters: dict[str, int] | None = None
     keep: bool = False
     reject_reason: str | None = None
-    status: str = "failed"  # stored | failed
+    status: str = "failed"  # stored | failed | resolved (forgets a failure; never in `files`)
     agree_keys: float | None = None
     agree_clicks: float | None = None
     agree_mouse: float | None = None

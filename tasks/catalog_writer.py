@@ -115,8 +115,9 @@ def write_catalog(
     source never drops earlier rows. The caller holds OUT's lease (compaction needs it).
     """
     for r in records:
-        if r.status == "failed":
+        if r.status in ("failed", "resolved"):
             remember_failure(layout, r)
+    records = [r for r in records if r.status != "resolved"]
     write_manifest(layout, source, parameters, revision)
     compact(layout)
     stored = [r for r in records if r.status == "stored"]

@@ -1,14 +1,16 @@
-"""Download files of a Hugging Face dataset repo: resumable, sha256-verified, incremental.
+"""Read files of a Hugging Face dataset repo: streamed or downloaded, resumed, sha256-verified.
 
-Listing goes through `huggingface_hub.HfApi`; transfers reuse its URL and auth helpers
-(`hf_hub_url`, `build_hf_headers`, its HTTP session) but resume partial files with HTTP Range
-requests, which huggingface_hub's own downloader does not do for interrupted transfers.
+Listing goes through `huggingface_hub.HfApi`; transfers use its URL, auth and retry helpers
+(`hf_hub_url`, `build_hf_headers`, `http_stream_backoff`) and resume a dropped connection with
+an HTTP Range request from the byte reached, which huggingface_hub's own downloader does not do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -20,7 +22,7 @@ from pathlib import Path, PurePosixPath
 import httpx2  # huggingface_hub's HTTP client; its errors are what a transfer raises
 from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub.errors import HfHubHTTPError
-from huggingface_hub.utils import build_hf_headers, get_session
+from huggingface_hub.utils import build_hf_headers, http_stream_backoff
 
 REPO = "TeaPearce/CounterStrike_Deathmatch"
 # Named subsets as fnmatch patterns over full repo paths (`*` also matches `/`).
@@ -178,12 +180,123 @@ def check_disk(dest: Path, files: list[HubFile]) -> int:
     return need
 
 
-def _digest(path: Path, git_size: int | None = None) -> str:
-    h = hashlib.sha256() if git_size is None else hashlib.sha1(b"blob %d\0" % git_size)
-    with open(path, "rb") as f:
-        while block := f.read(8 * CHUNK):
-            h.update(block)
-    return h.hexdigest()
+class ChecksumError(IngestError):
+    """The bytes read differ from the checksum the Hub lists for the file."""
+
+    def __init__(self, path: str, want: str, got: str, note: str = "") -> None:
+        super().__init__(f"{path}: checksum mismatch{note} (want {want}, got {got})")
+        self.path, self.want, self.got = path, want, got
+
+
+def hub_id(repo: str, path: str) -> str:
+    """A file's name independent of the revision: `hf://datasets/{repo}/{path}`."""
+    return f"hf://datasets/{repo}/{path}"
+
+
+def new_hash(f: HubFile):
+    """The hash the Hub lists for `f`: sha256 in LFS, else git's blob sha1."""
+    return hashlib.sha256() if f.sha256 else hashlib.sha1(b"blob %d\0" % f.size)
+
+
+class HubReader(io.RawIOBase):
+    """A Hub file read once, front to back, hashing every byte.
+
+    A 5xx or 429 answer is retried with huggingface_hub's backoff; a connection dropped midway
+    is reopened with a Range request from the byte reached, keeping the running hash.
+    """
+
+    def __init__(self, plan: IngestPlan, f: HubFile, endpoint: str | None = None,
+                 token: str | bool | None = None, start: int = 0, hasher=None,
+                 retries: int = 5, backoff: float = 1.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
+        self.file, self.pos, self.retries, self.backoff = f, start, retries, backoff
+        self._sleep = sleep
+        self.url = hf_hub_url(plan.repo, f.path, repo_type="dataset", revision=plan.commit,
+                              endpoint=endpoint)  # fmt: skip
+        self._headers = build_hf_headers(token=token)
+        self._hash = hasher if hasher is not None else new_hash(f)
+        self._ctx = self._chunks = None
+        self._pending = memoryview(b"")
+        self._failures = 0
+        self.resumes = 0  # connections reopened after a drop
+
+    def readable(self) -> bool:
+        """Always: a reader."""
+        return True
+
+    def hexdigest(self) -> str:
+        """The hash of every byte read so far."""
+        return self._hash.hexdigest()
+
+    def readinto(self, buf) -> int:
+        """Copy the next bytes into `buf`, reconnecting after a drop."""
+        while not len(self._pending):
+            if self.pos >= self.file.size:
+                return 0
+            try:
+                if self._chunks is None:
+                    self._connect()
+                self._pending = memoryview(next(self._chunks))
+                self._failures = 0
+            except StopIteration:
+                self._dropped(f"the connection closed at byte {self.pos}")
+            except (httpx2.HTTPError, OSError) as e:
+                self._dropped(f"{type(e).__name__}: {e}")
+        n = min(len(buf), len(self._pending), self.file.size - self.pos)
+        buf[:n] = self._pending[:n]
+        self._hash.update(self._pending[:n])
+        self._pending, self.pos = self._pending[n:], self.pos + n
+        return n
+
+    def finish(self) -> str:
+        """Read what is left, then check the hash against the Hub's; return the digest."""
+        while self.read(CHUNK * 8):
+            pass
+        got, want = self.hexdigest(), self.file.sha256 or self.file.git_oid
+        if got != want:
+            raise ChecksumError(self.file.path, want, got)
+        return got
+
+    def _connect(self) -> None:
+        headers = {**self._headers, "Range": f"bytes={self.pos}-"} if self.pos else self._headers
+        ctx = http_stream_backoff("GET", self.url, headers=headers, follow_redirects=True,
+                                  timeout=60, max_retries=self.retries,
+                                  base_wait_time=self.backoff)  # fmt: skip
+        try:
+            r = ctx.__enter__()
+        except HfHubHTTPError as e:  # still failing after the retries
+            raise IngestError(f"{self.file.path}: {str(e).splitlines()[0]}; re-run to retry") from e
+        if r.status_code not in (200, 206):
+            ctx.__exit__(None, None, None)
+            raise IngestError(f"{self.file.path}: HTTP {r.status_code} from "
+                              f"{self.url.split('?')[0]} at byte {self.pos}")  # fmt: skip
+        self._ctx, self._chunks = ctx, r.iter_bytes()  # as it arrives: a drop keeps what came
+        skip = self.pos if r.status_code == 200 else 0  # the server ignored the Range
+        while skip > 0:
+            block = next(self._chunks)
+            if len(block) > skip:
+                self._pending = memoryview(block)[skip:]
+            skip -= len(block)
+
+    def _dropped(self, why: str) -> None:
+        self._disconnect()
+        self._failures += 1
+        if self._failures > self.retries:
+            raise IngestError(f"{self.file.path}: connection lost at byte {self.pos} of "
+                              f"{self.file.size} after {self.retries} retries ({why})")  # fmt: skip
+        self._sleep(self.backoff * 2 ** (self._failures - 1))
+        self.resumes += 1
+
+    def _disconnect(self) -> None:
+        ctx, self._ctx, self._chunks = self._ctx, None, None
+        if ctx is not None:
+            with contextlib.suppress(httpx2.HTTPError, OSError):  # closing a dead connection
+                ctx.__exit__(None, None, None)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._disconnect()
+        super().close()
 
 
 def download_file(
@@ -194,70 +307,39 @@ def download_file(
     token: str | bool | None = None,
     retries: int = 5,
     backoff: float = 0.5,
-    progress: Callable[[int], None] | None = None,
 ) -> Path:
     """Fetch one file to `dest/<repo path>`, resuming a `.part` file; verify, then rename."""
     target = local_path(dest, f.path)
     part = part_path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    url = hf_hub_url(plan.repo, f.path, repo_type="dataset", revision=plan.commit,
-                     endpoint=endpoint)  # fmt: skip
-    headers = build_hf_headers(token=token)
-    failures = 0
-    while True:
+    for attempt in range(retries + 1):
         have = part.stat().st_size if part.exists() else 0
         if have > f.size:  # a different file was here before: start over
             part.unlink()
             have = 0
-        if have < f.size:
+        seed = new_hash(f)
+        with open(part, "ab") as out:
+            if have:
+                with open(part, "rb") as kept:
+                    while block := kept.read(8 * CHUNK):
+                        seed.update(block)
+            reader = HubReader(plan, f, endpoint, token, have, seed, retries, backoff)
             try:
-                _transfer(url, headers, part, have, f, progress)
-            except (httpx2.HTTPError, _Retryable, OSError) as e:
-                failures += 1
-                if failures > retries:
-                    kept = part.stat().st_size if part.exists() else 0
-                    raise IngestError(
-                        f"{f.path}: download failed after {retries} retries ({e}); "
-                        f"re-run to resume from the {kept} bytes kept in {part.name}"
-                    ) from e
-                time.sleep(backoff * 2 ** (failures - 1))
-                continue
-        expected = f.sha256 or f.git_oid
-        got = _digest(part, None if f.sha256 else f.size)
-        if got == expected:
-            os.replace(part, target)
-            return target
-        part.unlink()
-        failures += 1
-        if failures > retries:
-            raise IngestError(
-                f"{f.path}: checksum mismatch after {retries} retries "
-                f"(want {expected}, got {got}); the Hub's copy may be corrupt"
-            )
-
-
-class _Retryable(Exception):
-    """A 5xx or 429 answer."""
-
-
-def _transfer(url, headers, part: Path, have: int, f: HubFile, progress) -> None:
-    req = {**headers, "Range": f"bytes={have}-"} if have else dict(headers)
-    with get_session().stream("GET", url, headers=req, follow_redirects=True, timeout=60) as r:
-        if r.status_code in (429, 500, 502, 503, 504):
-            raise _Retryable(f"HTTP {r.status_code}")
-        if r.status_code == 416:  # the range starts at or past the end: start over
-            part.unlink(missing_ok=True)
-            return
-        if r.status_code not in (200, 206):
-            raise IngestError(f"{f.path}: HTTP {r.status_code} from {url.split('?')[0]}")
-        mode = "ab" if r.status_code == 206 else "wb"  # 200: the server sent it all again
-        if mode == "wb" and have and progress:
-            progress(-have)
-        with open(part, mode) as out:
-            for block in r.iter_bytes():  # as it arrives: a drop keeps what came
-                out.write(block)
-                if progress:
-                    progress(len(block))
+                with reader:
+                    shutil.copyfileobj(reader, out, 8 * CHUNK)
+                    reader.finish()
+                os.replace(part, target)
+                return target
+            except ChecksumError as e:
+                part.unlink()
+                if attempt == retries:
+                    raise ChecksumError(e.path, e.want, e.got, f" after {retries} retries; "
+                                        "the Hub's copy may be corrupt") from None  # fmt: skip
+            except IngestError as e:
+                out.flush()
+                raise IngestError(f"{e}; re-run to resume from the {part.stat().st_size} "
+                                  f"bytes kept in {part.name}") from None  # fmt: skip
+    raise AssertionError("unreachable")
 
 
 def record_verified(plan: IngestPlan, dest: Path, files: list[HubFile]) -> None:

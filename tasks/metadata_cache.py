@@ -8,6 +8,7 @@ import pickle
 import posixpath
 import tempfile
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +18,7 @@ from storage.diskspace import is_disk_full
 from storage.fs import Root
 from storage.layout import OutLayout
 from storage.metadata import load_metadata
+from tasks.hub import HubFile, IngestError, IngestPlan, download_file, hub_id
 from tasks.infer import infer_actions
 from tasks.quality import QualityThresholds
 
@@ -35,9 +37,21 @@ class MetaRecord:
     sha256: str | None = None  # of the metadata file: a changed file redoes its episodes
 
 
-def _stamp(meta: Root, layout: OutLayout, thresholds: QualityThresholds) -> tuple[str, dict]:
-    key = {"file": meta.url, **meta.info(""), "thresholds": asdict(thresholds)}
-    return f"{layout.metadata_cache}/_{posixpath.basename(meta.url)}.json", key
+def _stamp(name: str, info: dict, layout: OutLayout, thresholds: QualityThresholds
+           ) -> tuple[str, dict]:  # fmt: skip
+    key = {"file": name, **info, "thresholds": asdict(thresholds)}
+    return f"{layout.metadata_cache}/_{posixpath.basename(name)}.json", key
+
+
+def _cached(layout: OutLayout, stamp_path: str, key: dict) -> list[MetaRecord] | None:
+    """The records of an earlier preparation with the same key, if its files are all there."""
+    cached = layout.root.read_json(stamp_path)
+    if cached and cached["key"] == key:
+        records = [MetaRecord(**r) for r in cached["records"]]
+        present = set(layout.root.list(layout.metadata_cache))
+        if all(r.path is None or posixpath.basename(r.path) in present for r in records):
+            return records
+    return None
 
 
 @dataclass(frozen=True)
@@ -56,13 +70,35 @@ def prepare_metadata_or_failure(
 
     A refused or malformed file is an expected outcome: the run reports it in one line.
     """
+    return _or_failure(str(meta_path), prepare_metadata, meta_path, layout, thresholds)
+
+
+def prepare_hub_metadata_or_failure(
+    plan: IngestPlan, f: HubFile, layout: OutLayout, thresholds: QualityThresholds,
+    endpoint: str | None = None,
+) -> list[MetaRecord] | MetadataFailure:  # fmt: skip
+    """`prepare_hub_metadata`, with an unusable or unreachable file returned as a value."""
+    return _or_failure(hub_id(plan.repo, f.path), prepare_hub_metadata, plan, f, layout,
+                       thresholds, endpoint)  # fmt: skip
+
+
+def _or_failure(label: str, fn, *args) -> list[MetaRecord] | MetadataFailure:
     try:
-        return prepare_metadata(meta_path, layout, thresholds)
-    except (ValueError, TypeError, pickle.UnpicklingError, OSError) as e:
+        return fn(*args)
+    except (ValueError, TypeError, pickle.UnpicklingError, OSError, IngestError) as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if not text.startswith(str(meta_path)):
-            text = f"{meta_path}: {text}"
-        return MetadataFailure(str(meta_path), text, disk_full=is_disk_full(e))
+        if not text.startswith(label):
+            text = f"{label}: {text}"
+        return MetadataFailure(label, text, disk_full=is_disk_full(e))
+
+
+def _load_as(local: str, name: str):
+    """Load a local copy of metadata file `name`; errors and the batch name `name`."""
+    try:
+        batch = load_metadata(local)
+    except (ValueError, TypeError, pickle.UnpicklingError) as e:
+        raise ValueError(str(e).replace(local, name)) from None
+    return replace(batch, source=name)
 
 
 def _load_source(meta: Root):
@@ -72,11 +108,7 @@ def _load_source(meta: Root):
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, posixpath.basename(meta.url))
         meta.fs.get_file(meta.path, local)
-        try:
-            batch = load_metadata(local)
-        except (ValueError, TypeError, pickle.UnpicklingError) as e:
-            raise ValueError(str(e).replace(local, meta.url)) from None
-    return replace(batch, source=meta.url)
+        return _load_as(local, meta.url)
 
 
 def prepare_metadata(
@@ -87,16 +119,36 @@ def prepare_metadata(
     A second call on an unchanged file returns the cached records without reloading it.
     """
     meta = meta_path if isinstance(meta_path, Root) else Root(str(meta_path))
-    stamp_path, key = _stamp(meta, layout, thresholds)
-    cached = layout.root.read_json(stamp_path)
-    if cached and cached["key"] == key:
-        records = [MetaRecord(**r) for r in cached["records"]]
-        present = set(layout.root.list(layout.metadata_cache))
-        if all(r.path is None or posixpath.basename(r.path) in present for r in records):
-            return records
+    stamp_path, key = _stamp(meta.url, meta.info(""), layout, thresholds)
+    cached = _cached(layout, stamp_path, key)
+    if cached is not None:
+        return cached
     with meta.open("") as f:
         digest = hashlib.file_digest(f, "sha256").hexdigest()
-    batch = _load_source(meta)
+    return _build(_load_source(meta), meta.url, digest, layout, thresholds, stamp_path, key)
+
+
+def prepare_hub_metadata(plan: IngestPlan, f: HubFile, layout: OutLayout,
+                         thresholds: QualityThresholds, endpoint: str | None = None
+                         ) -> list[MetaRecord]:  # fmt: skip
+    """`prepare_metadata` of a Hub file, fetched and verified into a temporary folder.
+
+    It is fetched only when the cache does not hold it at this checksum already.
+    """
+    name, checksum = hub_id(plan.repo, f.path), f.sha256 or f.git_oid
+    stamp_path, key = _stamp(name, {"size": f.size, "checksum": checksum}, layout, thresholds)
+    cached = _cached(layout, stamp_path, key)
+    if cached is not None:
+        return cached
+    with tempfile.TemporaryDirectory(prefix="csdm-metadata-") as tmp:
+        local = download_file(plan, f, Path(tmp), endpoint)
+        batch = _load_as(str(local), name)
+    return _build(batch, name, checksum, layout, thresholds, stamp_path, key)
+
+
+def _build(batch, name: str, digest: str, layout: OutLayout, thresholds: QualityThresholds,
+           stamp_path: str, key: dict) -> list[MetaRecord]:  # fmt: skip
+    """Infer actions, judge and cache the columns of each episode of a loaded file."""
     acts = infer_actions(batch.state, batch.lengths)
     keep, reasons = thresholds.judge(acts.counters, batch.lengths)
     cols = {
@@ -112,7 +164,7 @@ def prepare_metadata(
         records.append(
             MetaRecord(
                 episode=ep.name,
-                metadata_file=meta.url,
+                metadata_file=name,
                 n_frames=int(batch.lengths[i]),
                 counters={c: int(acts.counters[c][i]) for c in COUNTERS},
                 keep=bool(keep[i]),
@@ -122,7 +174,7 @@ def prepare_metadata(
             )
         )
     for ep, why in batch.failures:
-        records.append(MetaRecord(ep.name, meta.url, reject_reason=f"metadata error: {why}",
+        records.append(MetaRecord(ep.name, name, reject_reason=f"metadata error: {why}",
                                   sha256=digest))  # fmt: skip
     layout.root.put_json(stamp_path, {"key": key, "records": [asdict(r) for r in records]})
     return records

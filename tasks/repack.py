@@ -108,11 +108,15 @@ def repack_episode(
     split: str,
     quality: dict | None = None,
     old: EpisodeRecord | None = None,
+    raw: bytes | None = None,
+    commit: bool = True,
 ) -> EpisodeRecord:
     """Store an episode's frames and catalog rows, unless `old`, its committed record, matches.
 
     An episode whose metadata or parameters changed gets new catalog rows and keeps its
-    frames; the frames are rewritten only when the member's bytes changed.
+    frames; the frames are rewritten only when the member's bytes changed. `raw` is the
+    member's bytes when they are already in memory; with `commit=False` the caller commits
+    the returned record (once the whole archive is verified).
     """
     layout = OutLayout.at(out)
     ep, ref = src.episode, src.ref
@@ -127,27 +131,30 @@ def repack_episode(
     try:
         if old and "member" not in changed and frames_ok:
             digest = old.sha256  # same bytes: read only the small parts, keep the frames
-            data = read_episode(ref, parts=("y", "helperarr"))
+            data = read_episode((ref.label, raw) if raw else ref, parts=("y", "helperarr"))
             n = len(data["y"])
         else:
-            raw = _load(ref)
+            raw = raw if raw is not None else _load(ref)
             digest = hashlib.sha256(raw).hexdigest()
             data = read_episode((ref.label, raw), parts=("x", "y", "helperarr"))  # views of raw
             n = len(data["x"])
     except (EpisodeFormatError, OSError) as e:
         return failed_record(src, split, f"unreadable: {e}")
     try:
-        return _store(src, layout, meta, split, inputs, old, changed, digest, data, n, frames_ok)
+        record = _store(src, layout, meta, split, inputs, old, changed, digest, data, n, frames_ok)
+        if commit:
+            commit_episode(layout, record)
     except OSError as e:
         if is_disk_full(e) and not isinstance(e, DiskFullError):
             raise DiskFullError(layout.root.url, int(ref.size)) from None
         raise
+    return replace(record, redone=", ".join(changed) if old else None)
 
 
 def _store(src: SourceEpisode, layout: OutLayout, meta: MetaRecord | None, split: str,
            inputs: dict, old: EpisodeRecord | None, changed: list[str], digest: str,
            data: dict, n: int, frames_ok: bool) -> EpisodeRecord:  # fmt: skip
-    """Write frames (when needed), catalog rows, then the record that commits them."""
+    """Write frames (when needed) and catalog rows; return the record that commits them."""
     ep = src.episode
     if old:  # withdraw first: a crash from here on leaves the episode to be redone
         withdraw_episode(layout, ep.name, old)
@@ -194,5 +201,4 @@ def _store(src: SourceEpisode, layout: OutLayout, meta: MetaRecord | None, split
         frames_file=frames_file,
         **(_agreement(shipped, meta_cols) if meta_problem is None else {}),
     )
-    commit_episode(layout, record)
-    return replace(record, redone=", ".join(changed) if old else None)
+    return record

@@ -34,6 +34,7 @@ class Faults:
     unavailable: int = 0  # answer 503 to this many GETs
     drop_after: int | None = None  # close the connection after this many body bytes (once)
     corrupt: int = 0  # flip a byte in this many full transfers
+    corrupt_at: int | None = None  # flip the byte at this offset in every transfer of it
     bytes_per_s: float | None = None  # throttle
 
 
@@ -276,6 +277,9 @@ def _handler(hub: FakeHub):
             if not head and fault.corrupt > 0 and not rng:
                 fault.corrupt -= 1
                 body = bytes([body[0] ^ 0xFF]) + body[1:]
+            at = None if fault.corrupt_at is None else fault.corrupt_at - start
+            if not head and at is not None and 0 <= at < len(body):
+                body = body[:at] + bytes([body[at] ^ 0xFF]) + body[at + 1 :]
             self.send_response(206 if rng else 200)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Accept-Ranges", "bytes")
