@@ -445,6 +445,13 @@ def pipeline(
     vel_static: VelStatic = _SEED.vel_static,
     per_frames: PerFrames = _SEED.per_frames,
     storage_option: StorageOptions = None,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            help="Stream each archive from the Hub on a worker: no local copy; its "
+            "episodes commit once its sha256 matches. --dest/--max-disk do not apply."
+        ),
+    ] = False,
 ) -> None:
     """Download and process as one stream: each tar is processed as soon as it is verified."""
     options = storage_options(storage_option)
@@ -465,7 +472,7 @@ def pipeline(
                     tuple(exclude or ()), tuple(subset or ()), str(source) if source else "",
                     params, _size(max_disk) if max_disk else 0, delete_sources, transfers,
                     endpoint or "", workers or 0, scheduler or "", show_progress=True,
-                    storage_options=options,
+                    storage_options=options, stream=stream,
                 )  # fmt: skip
             except IngestError as e:
                 fail(str(e))

@@ -88,7 +88,9 @@ class Root:
     @cached_property
     def _fs_and_path(self):
         if is_url(self.url):
-            fs, path = fsspec.core.url_to_fs(self.url, **self.options)
+            # no cached listings: another process may have written since (a run, a compaction)
+            fs, path = fsspec.core.url_to_fs(self.url, **{"use_listings_cache": False,
+                                                          **self.options})  # fmt: skip
         else:
             fs, path = fsspec.filesystem("file"), os.path.abspath(self.url)
         return fs, path.rstrip("/") or "/"

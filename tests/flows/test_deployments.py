@@ -70,11 +70,11 @@ def test_pipeline_deployment_through_the_api(served) -> None:
         "train/train",
     ):
         assert name in listed
+    # the daily refresh streams by default: nothing of the Hub's lands in the data folder
     out = tmp / "pipeline-out"
-    params = {"out": str(out), "dest": str(tmp / "dl"), "include": ["*"], "max_disk": 0,
-              "delete_sources": True, "workers": 1}  # fmt: skip
+    params = {"out": str(out), "include": ["*"], "workers": 1}
     r = subprocess.run(
-        [PREFECT, "deployment", "run", "pipeline/pipeline", "--params", json.dumps(params),
+        [PREFECT, "deployment", "run", "pipeline/daily-refresh", "--params", json.dumps(params),
          "--watch", "--watch-timeout", "400"],
         env=api, capture_output=True, text=True, timeout=480,
     )  # fmt: skip
@@ -82,6 +82,10 @@ def test_pipeline_deployment_through_the_api(served) -> None:
     ds = open_dataset(out)
     assert len(ds.episodes) == 8
     assert ds.manifest.revision == fake.branches[REPO]["main"]
+    assert ds.files.to_pandas().container.str.startswith(f"hf://datasets/{REPO}/").all()
+    copies = [p for p in tmp.rglob("*") if p.suffix in (".tar", ".zip", ".part")
+              and tmp / "data" / "hub" not in p.parents]  # fmt: skip
+    assert not copies
 
 
 def _process_run(port: int) -> str | None:
