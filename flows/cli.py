@@ -346,7 +346,13 @@ def _listed(what: str, lines: tuple[str, ...], more: str) -> None:
 
 @app.command()
 def ingest(
-    dest: Annotated[Path, typer.Option(help="Folder; files land at DEST/<repo path>.")],
+    dest: Annotated[
+        str,
+        typer.Option(
+            help="Folder or bucket URL (s3://bucket/raw); files land at "
+            "DEST/<repo path>, in a bucket only once verified."
+        ),
+    ],
     repo: Annotated[
         str, typer.Option(help="Dataset repo on the Hub.")
     ] = "TeaPearce/CounterStrike_Deathmatch",
@@ -363,8 +369,10 @@ def ingest(
     endpoint: Annotated[
         str | None, typer.Option(help="Hub URL (default: HF_ENDPOINT or the Hub).")
     ] = None,
+    storage_option: StorageOptions = None,
 ) -> None:
     """Download (resumable, sha256-verified, incremental) files of the dataset from the Hub."""
+    options = storage_options(storage_option)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from flows.prefect_api import local_api
 
@@ -376,13 +384,14 @@ def ingest(
 
         hide_expected_tracebacks()
         runner = ThreadPoolTaskRunner(max_workers=workers)
-        try:
-            summary = ingest_flow.with_options(task_runner=runner)(
-                repo, revision, include or [], exclude or [], subset or [], str(dest), endpoint,
-                show_progress=True,
-            )  # fmt: skip
-        except (IngestError, ValueError) as e:
-            fail(str(e))
+        with _expected_errors():
+            try:
+                summary = ingest_flow.with_options(task_runner=runner)(
+                    repo, revision, include or [], exclude or [], subset or [], dest, endpoint,
+                    show_progress=True, storage_options=options,
+                )  # fmt: skip
+            except (IngestError, ValueError) as e:
+                fail(str(e))
     gb, secs = summary["bytes"] / 1e9, summary["seconds"]
     report.print(
         f"{summary['repo']}@{summary['commit'][:12]}: {summary['files']} files selected, "

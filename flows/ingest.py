@@ -1,4 +1,8 @@
-"""The `ingest` flow: fetch selected files of the dataset repo from the Hub into a folder."""
+"""The `ingest` flow: fetch selected files of the dataset repo from the Hub into a folder or bucket.
+
+A folder gets resumable `.part` downloads; a bucket gets each file streamed into a multipart
+upload that is completed only once the file's sha256 matches (nothing unverified at its key).
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,10 @@ from prefect.artifacts import (
 )
 from prefect.futures import wait
 
+from storage.fs import Root
 from tasks.hub import (
     REPO,
+    UPLOADED,
     HubFile,
     IngestError,
     IngestPlan,
@@ -26,6 +32,7 @@ from tasks.hub import (
     pending,
     plan_ingest,
     record_verified,
+    upload_file,
 )
 
 
@@ -40,6 +47,12 @@ def plan_task(repo: str, revision: str, include: list[str], exclude: list[str],
 def download_task(plan: IngestPlan, f: HubFile, dest: str, endpoint: str | None) -> str:
     """Fetch, resume and verify one file."""
     return str(download_file(plan, f, Path(dest), endpoint=endpoint))
+
+
+@task(name="upload-file", retries=1, retry_delay_seconds=5)
+def upload_task(plan: IngestPlan, f: HubFile, dest: Root, endpoint: str | None) -> str:
+    """Stream one file into the bucket; it appears only once verified."""
+    return upload_file(plan, f, dest, endpoint=endpoint)
 
 
 def _on_disk(dest: Path, files: list[HubFile]) -> int:
@@ -64,24 +77,38 @@ def ingest_flow(
     dest: str = "data/hub",
     endpoint: str | None = None,
     show_progress: bool = False,
+    storage_options: dict[str, str] | None = None,
 ) -> dict:
-    """Download the selected files of `repo` at `revision` into `dest/<repo path>`."""
+    """Fetch the selected files of `repo` at `revision` to `dest/<repo path>`.
+
+    `dest` is a folder or a bucket URL (s3://bucket/raw); `storage_options` are its non-secret
+    fsspec options.
+    """
     logger = get_run_logger()
     patterns = patterns_for(include or [], subsets or [])
+    root = Root(dest, dict(storage_options or {}))
+    if not root.local:
+        root.check_access(writable=True)
     plan = plan_task(repo, revision, patterns, exclude or [], endpoint)
-    dest_path = Path(dest)
-    todo = pending(plan, dest_path)
-    need = check_disk(dest_path, todo)
+    todo = pending(plan, root)
+    if root.local:
+        dest_path = Path(root.path)
+        need = check_disk(dest_path, todo)
+        futures = {download_task.submit(plan, f, str(dest_path), endpoint): f for f in todo}
+        start = _on_disk(dest_path, todo)
+    else:
+        need = sum(f.size for f in todo)
+        futures = {upload_task.submit(plan, f, root, endpoint): f for f in todo}
+        start = 0
     logger.info("%s@%s: %d files selected, %d to fetch (%.2f GB)",
                 repo, plan.commit[:12], len(plan.files), len(todo), need / 1e9)  # fmt: skip
-    futures = {download_task.submit(plan, f, dest, endpoint): f for f in todo}
     total = sum(f.size for f in todo) or 1
-    start = _on_disk(dest_path, todo)
     progress_id = create_progress_artifact(progress=0.0, key="ingest-progress")
     bar = _cli_progress(total, start) if show_progress else None
     t0 = time.monotonic()
     while not all(fut.state.is_final() for fut in futures):
-        done = _on_disk(dest_path, todo)
+        done = (_on_disk(dest_path, todo) if root.local
+                else sum(UPLOADED.get(f.path, 0) for f in todo))  # fmt: skip
         if bar:
             bar.update(bar.task_ids[0], completed=done)
         update_progress_artifact(progress_id, progress=100.0 * done / total)
@@ -93,7 +120,7 @@ def ingest_flow(
             ok.append(f)
         except (IngestError, OSError, RuntimeError) as e:
             failed.append((f, str(e)))
-    record_verified(plan, dest_path, ok)
+    record_verified(plan, root, ok)
     update_progress_artifact(progress_id, progress=100.0)
     if bar:
         bar.update(bar.task_ids[0], completed=total)

@@ -210,6 +210,27 @@ class Root:
                 raise DiskFullError(self.url_of(key), len(data)) from None
             raise
 
+    @contextlib.contextmanager
+    def writer(self, key: str, part_size: int = 64 << 20):
+        """A file to stream an object into; it appears at `key` only if `commit()` is called.
+
+        A bucket gets a multipart upload, completed on commit and aborted otherwise; a local
+        file is written aside and renamed. A full disk raises `DiskFullError`.
+        """
+        path = self.full(key)
+        upload = _Upload(self, key, path, part_size)
+        try:
+            yield upload
+        except OSError as e:
+            upload.discard()
+            if is_disk_full(e):
+                raise DiskFullError(self.url_of(key), upload.written) from None
+            raise
+        except BaseException:
+            upload.discard()
+            raise
+        upload.discard()  # a no-op after commit()
+
     def read_stamped(self, key: str) -> tuple[bytes | None, str | None]:
         """An object's bytes and a stamp that changes with every write; (None, None) if absent.
 
@@ -346,6 +367,50 @@ class Root:
             if isinstance(e, DiskFullError):
                 raise
             raise StorageAccessError(f"{self.url}: unreachable ({_first_line(e)})") from None
+
+
+class _Upload:
+    """A write in progress: `Root.writer`'s file."""
+
+    def __init__(self, root: Root, key: str, path: str, part_size: int) -> None:
+        self.written, self._done, self._path = 0, False, path
+        if root.local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            self._aside = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}."
+                                       f"{uuid.uuid4().hex[:8]}.tmp")  # fmt: skip
+            self._f = open(self._aside, "wb")  # noqa: SIM115 - closed by commit/discard
+        else:
+            self._aside = None
+            self._f = root.fs.open(path, "wb", autocommit=False, block_size=part_size)
+
+    def write(self, data) -> int:
+        """Append bytes (a bucket uploads each full part as it fills)."""
+        n = self._f.write(data)
+        self.written += len(data)
+        return n
+
+    def commit(self) -> None:
+        """Make the object appear at its key, whole."""
+        self._f.close()
+        if self._aside:
+            os.replace(self._aside, self._path)
+        else:
+            self._f.commit()
+        self._done = True
+
+    def discard(self) -> None:
+        """Throw the bytes away (aborting a multipart upload); nothing appears at the key."""
+        if self._done:
+            return
+        self._done = True
+        if self._aside:
+            self._f.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._aside)
+        else:
+            with contextlib.suppress(Exception):  # the upload may never have started
+                self._f.discard()
+            self._f.closed = True  # so that closing it later uploads nothing
 
 
 def _protocols(fs) -> tuple[str, ...]:

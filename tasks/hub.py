@@ -24,6 +24,8 @@ from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import build_hf_headers, http_stream_backoff
 
+from storage.fs import Root, root_of
+
 REPO = "TeaPearce/CounterStrike_Deathmatch"
 # Named subsets as fnmatch patterns over full repo paths (`*` also matches `/`).
 SUBSETS: dict[str, tuple[str, ...]] = {
@@ -126,12 +128,17 @@ def plan_ingest(
     )  # fmt: skip
 
 
+def repo_key(path: str) -> str:
+    """Repo path `path` as a key below a destination; paths that would escape it are refused."""
+    parts = PurePosixPath(path).parts
+    if PurePosixPath(path).is_absolute() or ".." in parts or "\\" in path:
+        raise IngestError(f"{path}: unsafe repo path; refused")
+    return PurePosixPath(*parts).as_posix()
+
+
 def local_path(dest: Path, path: str) -> Path:
     """Where repo file `path` lands under `dest`; repo paths that would escape it are refused."""
-    parts = PurePosixPath(path).parts
-    if PurePosixPath(path).is_absolute() or ".." in parts:
-        raise IngestError(f"{path}: unsafe repo path; refused")
-    return dest.joinpath(*parts)
+    return dest.joinpath(*PurePosixPath(repo_key(path)).parts)
 
 
 def part_path(target: Path) -> Path:
@@ -139,27 +146,22 @@ def part_path(target: Path) -> Path:
     return target.with_name(target.name + ".part")
 
 
-def load_manifest(dest: Path) -> dict:
+def load_manifest(dest: Path | str | Root) -> dict:
     """What earlier runs verified in `dest`: commit and per-path size and sha256."""
-    path = dest / MANIFEST
-    return json.loads(path.read_text()) if path.exists() else {"files": {}}
+    return root_of(str(dest) if isinstance(dest, Path) else dest).read_json(MANIFEST) or {
+        "files": {}}  # fmt: skip
 
 
-def _save_manifest(dest: Path, manifest: dict) -> None:
-    tmp = dest / f".{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(tmp, dest / MANIFEST)
-
-
-def pending(plan: IngestPlan, dest: Path) -> list[HubFile]:
+def pending(plan: IngestPlan, dest: Path | str | Root) -> list[HubFile]:
     """Files not yet verified in `dest` at the same content (an unchanged file is kept)."""
-    done = load_manifest(dest)["files"]
+    root = root_of(str(dest) if isinstance(dest, Path) else dest)
+    done = load_manifest(root)["files"]
+    present = root.find() if done else {}
     out = []
     for f in plan.files:
-        rec = done.get(f.path)
-        target = local_path(dest, f.path)
+        key, rec = repo_key(f.path), done.get(f.path)  # an unsafe path is refused up front
         same = rec and rec["size"] == f.size and rec["checksum"] == (f.sha256 or f.git_oid)
-        if not (same and target.exists() and target.stat().st_size == f.size):
+        if not (same and present.get(key) == f.size):
             out.append(f)
     return out
 
@@ -342,14 +344,54 @@ def download_file(
     raise AssertionError("unreachable")
 
 
-def record_verified(plan: IngestPlan, dest: Path, files: list[HubFile]) -> None:
+# Bytes sent so far per repo path by `upload_file` in this process (the flow's progress).
+UPLOADED: dict[str, int] = {}
+
+
+def upload_file(
+    plan: IngestPlan,
+    f: HubFile,
+    dest: str | Root,
+    endpoint: str | None = None,
+    token: str | bool | None = None,
+    retries: int = 5,
+    backoff: float = 0.5,
+    part_size: int = 64 << 20,
+) -> str:
+    """Stream one file from the Hub to `dest/<repo path>` (a bucket: a multipart upload).
+
+    It appears at its key only once its checksum matches; a mismatch is fetched again.
+    Returns the object's URL.
+    """
+    root, key = root_of(dest), repo_key(f.path)
+    for attempt in range(retries + 1):
+        UPLOADED[f.path] = 0
+        reader = HubReader(plan, f, endpoint, token, retries=retries, backoff=backoff)
+        with reader, root.writer(key, part_size) as out:
+            while block := reader.read(8 * CHUNK):
+                out.write(block)
+                UPLOADED[f.path] += len(block)
+            try:
+                reader.finish()
+            except ChecksumError as e:
+                if attempt == retries:
+                    raise ChecksumError(e.path, e.want, e.got, f" after {retries} retries; "
+                                        "the Hub's copy may be corrupt") from None  # fmt: skip
+                continue  # leaving the block discards the upload
+            out.commit()
+            return root.url_of(key)
+    raise AssertionError("unreachable")
+
+
+def record_verified(plan: IngestPlan, dest: Path | str | Root, files: list[HubFile]) -> None:
     """Remember verified files (and the commit) so the next run skips them."""
-    manifest = load_manifest(dest)
+    root = root_of(str(dest) if isinstance(dest, Path) else dest)
+    manifest = load_manifest(root)
     manifest.update(repo=plan.repo, revision=plan.revision, commit=plan.commit)
     for f in files:
         manifest["files"][f.path] = {"size": f.size, "checksum": f.sha256 or f.git_oid,
                                      "sha256": f.sha256, "commit": plan.commit}  # fmt: skip
-    _save_manifest(dest, manifest)
+    root.put_json(MANIFEST, manifest)
 
 
 def plan_dict(plan: IngestPlan) -> dict:

@@ -61,3 +61,57 @@ def test_a_refused_connection_is_one_line_naming_the_endpoint(
     assert r.returncode == 2
     assert f"{endpoint}: cannot reach the Hub" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_ingest_into_a_bucket_never_shows_a_corrupted_file(
+    synth_tree: Path, bucket: str, prefect_api: str
+) -> None:
+    import threading
+
+    import fsspec
+
+    from tasks.source import list_source
+
+    files = {p.relative_to(synth_tree).as_posix(): p.read_bytes()
+             for p in synth_tree.rglob("*") if p.is_file()}  # fmt: skip
+    bad = "dataset_dm_expert_dust2.zip"
+    fake = FakeHub()
+    fake.commit(REPO, files)
+    fake.faults[bad] = Faults(corrupt_at=len(files[bad]) // 2, bytes_per_s=20e6)
+    s3 = fsspec.filesystem("s3")
+    seen, stop = [], threading.Event()
+
+    def watch() -> None:  # the corrupted file must never be visible, not even for a moment
+        while not stop.is_set():
+            s3.invalidate_cache()
+            seen.append(s3.exists(f"{bucket[5:]}/raw/{bad}"))
+            stop.wait(0.05)
+
+    with HubServer(fake) as server:
+        env = {**os.environ, "PREFECT_API_URL": prefect_api, "HF_ENDPOINT": server.endpoint,
+               "HF_TOKEN": "hf_test_token", "COLUMNS": "200"}  # fmt: skip
+        args = [CSDM, "ingest", "--dest", f"{bucket}/raw"]
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+        finally:
+            stop.set()
+            watcher.join()
+        assert r.returncode == 1, r.stderr
+        assert "5 files selected, 4 fetched" in r.stdout
+        assert f"{bad}: checksum mismatch after 5 retries" in r.stderr
+        assert len(seen) > 20 and not any(seen)
+        assert s3.call_s3("list_multipart_uploads", Bucket=bucket[5:]).get("Uploads", []) == []
+        assert "hf_test_token" not in r.stdout + r.stderr
+        for p, data in files.items():
+            if p != bad:
+                assert s3.cat_file(f"{bucket[5:]}/raw/{p}") == data
+        fake.faults.clear()
+        fake.requests.clear()
+        r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0 and "1 fetched" in r.stdout and "4 already verified" in r.stdout
+        assert {q[1].rsplit("/", 1)[-1] for q in fake.requests if "/resolve/" in q[1]} == {bad}
+    listing = list_source(f"{bucket}/raw")  # what `csdm process s3://.../raw OUT` reads by range
+    assert len(listing.episodes) == 8 and not listing.problems
+    assert all(e.ref.container.startswith(f"{bucket}/raw/") for e in listing.episodes)

@@ -178,3 +178,32 @@ def test_retries_give_up_with_the_file_and_the_byte_reached(hub, tmp_path) -> No
         assert len(r.read(2000)) > 0
         r.finish()
     assert slept == [0.5] and r.resumes == 1  # one drop: one backoff, on the injected clock
+
+
+def test_upload_to_a_bucket_is_multipart_resumed_and_never_shows_a_bad_copy(
+    synth_tree, hub, bucket, tmp_path
+) -> None:
+    import fsspec
+
+    from tasks.hub import ChecksumError, upload_file
+
+    files = _files(synth_tree)
+    fake, endpoint = hub
+    fake.commit(REPO, files)
+    fake.faults[TAR_A] = Faults(drop_after=12 << 20)  # in the third 5 MB part
+    fake.faults[TAR_B] = Faults(corrupt_at=len(files[TAR_B]) - 10)  # its last part is wrong
+    plan = plan_ingest(REPO, "main", [], endpoint=endpoint)
+    by = {f.path: f for f in plan.files}
+    url = upload_file(plan, by[TAR_A], f"{bucket}/raw", endpoint, backoff=0.01, part_size=5 << 20)
+    s3 = fsspec.filesystem("s3")
+    assert url == f"{bucket}/raw/{TAR_A}" and s3.cat_file(url) == files[TAR_A]
+    assert s3.info(url)["ETag"].endswith('-5"')  # completed from five 5 MB parts
+    ranges = [q[2] for q in fake.requests if q[0] == "GET" and q[1].endswith(TAR_A)]
+    assert ranges[0] is None and ranges[1] and int(ranges[1][6:-1]) > 10 << 20  # resumed
+    with pytest.raises(ChecksumError, match=f"{TAR_B}: checksum mismatch after 1 retries"):
+        upload_file(plan, by[TAR_B], f"{bucket}/raw", endpoint, retries=1, backoff=0.01,
+                    part_size=5 << 20)  # fmt: skip
+    s3.invalidate_cache()
+    assert not s3.exists(f"{bucket}/raw/{TAR_B}")
+    uploads = s3.call_s3("list_multipart_uploads", Bucket=bucket[5:]).get("Uploads", [])
+    assert uploads == []  # every attempt's parts were aborted, none left to bill
