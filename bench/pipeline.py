@@ -1,9 +1,13 @@
-"""Benchmark: streamed ingest-and-process against ingest then process, on a throttled hub.
+"""Benchmark: the pipeline on a throttled hub, downloading to disk against streaming (`--stream`).
 
-Run: `make bench` (or `.venv/bin/python -m bench.pipeline --tars 4 --mbps 20`). Serves a
-synthetic source from the local Hub-compatible test server with each transfer throttled,
-then measures in one run: (a) `ingest` alone, (b) `process` alone on what (a) fetched, and
-(c) `pipeline` from scratch. Goal: (c) within 1.2x of max((a), (b)).
+Run: `make bench` (or `.venv/bin/python -m bench.pipeline --tars 4 --mbps 15`). Serves a
+synthetic source whose frames are made from the one real frame (`../shared/data`) from the
+local Hub-compatible test server, each transfer throttled, and measures in one run:
+(a) `ingest` alone, (b) `process` alone on what (a) fetched, (c) `pipeline` from scratch
+(2 transfers, tars deleted once processed) and (d) `pipeline --stream`. Local disk is polled
+throughout (d): the downloads folder, the temporary folder and the Dask workers' folders.
+Goals: (c) within 1.2x of max((a), (b)); (d) within 1.05x of (c), with no archive bytes ever
+on local disk, peak scratch under two episodes, and each worker's peak RSS reported.
 """
 
 from __future__ import annotations
@@ -11,46 +15,101 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+from bench.repack import near_real_frames
 from tasks.synth import SynthConfig, write_synthetic_tree
 from tests.hub_server import FakeHub, Faults, HubServer
 from tests.tasks.test_hub import REPO
+
+
+class DiskWatch:
+    """Polls folders for the bytes of their files: the peak, and any archive seen there."""
+
+    def __init__(self, folders: list[Path], every: float = 0.02) -> None:
+        self.folders, self.every = folders, every
+        self.peak, self.archives, self.samples = 0, set(), 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _size(self) -> int:
+        total = 0
+        for folder in self.folders:
+            for dirpath, _, names in os.walk(folder):
+                for name in names:
+                    try:
+                        total += os.stat(os.path.join(dirpath, name)).st_size
+                    except FileNotFoundError:  # deleted while walking
+                        continue
+                    if ".tar" in name or ".zip" in name:  # whole, partial or aside
+                        self.archives.add(name)
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._size())
+            self.samples += 1
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> DiskWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tars", type=int, default=4)
     ap.add_argument("--episodes-per-tar", type=int, default=2)
-    ap.add_argument("--frames", type=int, default=300)
+    ap.add_argument("--frames", type=int, default=500)
     ap.add_argument("--mbps", type=float, default=15.0, help="throttle per transfer, MB/s")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    with tempfile.TemporaryDirectory() as tmp_:
+        tmp = Path(tmp_)
+        scratch = tmp / "scratch"  # every temporary file of this process and its workers
+        scratch.mkdir()
+        os.environ["TMPDIR"] = tempfile.tempdir = str(scratch)
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+        os.environ["DASK_TEMPORARY_DIRECTORY"] = str(scratch)
+        run(tmp, scratch, args)
+
+
+def run(tmp: Path, scratch: Path, args) -> None:
     from flows.prefect_api import local_api
 
-    with tempfile.TemporaryDirectory() as tmp_, local_api():
+    real = near_real_frames(2, 0) is not None
+    cfg = SynthConfig(seed=1, frames=args.frames, tars=args.tars,
+                      episodes_per_tar=args.episodes_per_tar, expert_episodes=0)  # fmt: skip
+    write_synthetic_tree(tmp / "src", cfg, pixels=near_real_frames if real else None)
+    files = {str(p.relative_to(tmp / "src")): p.read_bytes()
+             for p in (tmp / "src").rglob("*") if p.is_file()}  # fmt: skip
+    episode = sum(len(b) for p, b in files.items() if p.endswith(".tar")) / (
+        args.tars * args.episodes_per_tar
+    )
+    with local_api():
         from prefect.task_runners import ThreadPoolTaskRunner
 
         from flows.ingest import ingest_flow
         from flows.pipeline import pipeline_flow
         from flows.process import dask_runner, process_flow
 
-        tmp = Path(tmp_)
-        cfg = SynthConfig(seed=1, frames=args.frames, tars=args.tars,
-                          episodes_per_tar=args.episodes_per_tar, expert_episodes=0)  # fmt: skip
-        write_synthetic_tree(tmp / "src", cfg)
-        files = {str(p.relative_to(tmp / "src")): p.read_bytes()
-                 for p in (tmp / "src").rglob("*") if p.is_file()}  # fmt: skip
         hub = FakeHub()
         hub.commit(REPO, files)
         for p in files:
             hub.faults[p] = Faults(bytes_per_s=args.mbps * 1e6)
         total = sum(len(b) for b in files.values())
-        print(f"source: {len(files)} files, {total / 1e6:.0f} MB, throttled to {args.mbps} MB/s "
-              f"per transfer, 2 transfers, {args.workers} Dask workers")  # fmt: skip
+        print(f"source: {len(files)} files, {total / 1e6:.0f} MB ({args.tars} tars x "
+              f"{args.episodes_per_tar} episodes x {args.frames} frames, "
+              f"{'near-real' if real else 'SIMULATED (no ../shared/data)'} frames, one episode "
+              f"{episode / 1e6:.0f} MB), throttled to {args.mbps} MB/s per transfer, "
+              f"{args.workers} Dask workers")  # fmt: skip
         with HubServer(hub) as server:
             t = time.perf_counter()
             ingest_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))(
@@ -62,18 +121,38 @@ def main() -> None:
                 str(tmp / "dl"), str(tmp / "out1")
             )
             t_process = time.perf_counter() - t
-            t = time.perf_counter()
-            pipeline_flow(str(tmp / "out2"), str(tmp / "dl2"), REPO, "main", ["*"],
-                          endpoint=server.endpoint, transfers=2, delete_sources=True,
-                          workers=args.workers or 0)  # fmt: skip
-            t_pipe = time.perf_counter() - t
-        bound = max(t_ingest, t_process)
-        print(f"  ingest alone          : {t_ingest:6.1f} s")
-        print(f"  process alone         : {t_process:6.1f} s")
-        print(f"  ingest, then process  : {t_ingest + t_process:6.1f} s  (sequential baseline)")
-        print(f"  pipeline (streamed)   : {t_pipe:6.1f} s  = {t_pipe / bound:.2f}x max(ingest, "
-              f"process); goal <= 1.2x; {(t_ingest + t_process) / t_pipe:.2f}x faster than "
-              "sequential")  # fmt: skip
+            with DiskWatch([tmp / "dl2", scratch]) as disk_watch:
+                t = time.perf_counter()
+                pipeline_flow(str(tmp / "out2"), str(tmp / "dl2"), REPO, "main", ["*"],
+                              endpoint=server.endpoint, transfers=2, delete_sources=True,
+                              workers=args.workers)  # fmt: skip
+                t_pipe = time.perf_counter() - t
+            with DiskWatch([tmp / "dl3", scratch]) as stream_watch:
+                t = time.perf_counter()
+                res = pipeline_flow(str(tmp / "out3"), str(tmp / "dl3"), REPO, "main", ["*"],
+                                    endpoint=server.endpoint, workers=args.workers,
+                                    stream=True)  # fmt: skip
+                t_stream = time.perf_counter() - t
+    bound = max(t_ingest, t_process)
+    ok = "met" if t_stream <= 1.05 * t_pipe else "NOT met"
+    print(f"  ingest alone          : {t_ingest:6.1f} s")
+    print(f"  process alone         : {t_process:6.1f} s")
+    print(f"  ingest, then process  : {t_ingest + t_process:6.1f} s  (sequential baseline)")
+    print(f"  pipeline (to disk)    : {t_pipe:6.1f} s  = {t_pipe / bound:.2f}x max(ingest, "
+          "process); goal <= 1.2x")  # fmt: skip
+    print(f"  pipeline --stream     : {t_stream:6.1f} s  = {t_stream / t_pipe:.2f}x the pipeline "
+          f"to disk; goal <= 1.05x: {ok}")  # fmt: skip
+    print(f"  local disk, to disk   : peak {disk_watch.peak / 1e6:7.1f} MB "
+          f"({disk_watch.peak / episode:.2f} episodes), archives seen: "
+          f"{len(disk_watch.archives)}")  # fmt: skip
+    print(f"  local disk, --stream  : peak {stream_watch.peak / 1e6:7.1f} MB "
+          f"({stream_watch.peak / episode:.2f} episodes; goal < 2), archives seen: "
+          f"{len(stream_watch.archives)} (goal 0), {stream_watch.samples} samples")  # fmt: skip
+    gain = res["peak_worker_rss_gain"]
+    print(f"  peak RSS per worker   : {res['peak_worker_rss'] / 1e6:7.0f} MB (--stream); at most "
+          f"{gain / 1e6:.0f} MB ({gain / episode:.1f} episodes) above its RSS when an archive "
+          "began")  # fmt: skip
+    assert res["stored"] == args.tars * args.episodes_per_tar, res
 
 
 if __name__ == "__main__":

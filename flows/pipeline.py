@@ -159,6 +159,8 @@ def pipeline_flow(
                 "downloaded_bytes": sum(f.size for f in metadata + containers),
                 "peak_source_bytes": 0, "resumes": sum(r.resumes for r in streamed),
                 "peak_worker_rss": max((r.peak_rss for r in streamed), default=0),
+                "peak_worker_rss_gain": max((r.peak_rss - r.start_rss for r in streamed),
+                                            default=0),
                 "seconds": round(time.monotonic() - t0, 2)})  # fmt: skip
 
         with ThreadPoolTaskRunner(max_workers=transfers) as io, _closing(dask, starting):

@@ -14,6 +14,8 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
+import psutil
+
 from storage.commit import CatalogState, commit_episode, failure_key
 from storage.containers import (
     MemberRef,
@@ -50,6 +52,7 @@ class StreamResult:
     records: list[EpisodeRecord] = field(default_factory=list)
     resumes: int = 0  # connections reopened with a Range request
     peak_rss: int = 0  # bytes: the worker process's peak resident memory so far
+    start_rss: int = 0  # bytes: its resident memory when this archive began
 
 
 def for_archive(path: str, table: dict) -> dict:
@@ -120,6 +123,7 @@ def stream_container(
 
     `meta` and `old` hold the metadata and committed records of (at least) its episodes.
     """
+    start_rss = psutil.Process().memory_info().rss
     layout = OutLayout.at(out)
     container = hub_id(plan.repo, f.path)
     listed = (f.size, f.sha256 or f.git_oid)
@@ -160,11 +164,12 @@ def stream_container(
         why = (f"{e}; none of its {len(built)} episode(s) read so far were committed; re-run "
                "to stream it again")  # fmt: skip
         return StreamResult(f.path, container, False, [archive_failure(container, f, why)],
-                            reader.resumes, _peak_rss())  # fmt: skip
+                            reader.resumes, _peak_rss(), start_rss)  # fmt: skip
     for r in built:
         if r.status == "stored" and not r.skipped:
             commit_episode(layout, r)
-    return StreamResult(f.path, container, True, built + problems, reader.resumes, _peak_rss())
+    return StreamResult(f.path, container, True, built + problems, reader.resumes, _peak_rss(),
+                        start_rss)  # fmt: skip
 
 
 def archive_failure(container: str, f: HubFile, reason: str) -> EpisodeRecord:

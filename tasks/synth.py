@@ -10,7 +10,7 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -114,8 +114,12 @@ def write_synthetic_tree(
     out: str | Path,
     cfg: SynthConfig = SynthConfig(),
     progress: Callable[[str], None] | None = None,
+    pixels: Callable[[int, int], np.ndarray | None] | None = None,
 ) -> list[Path]:
-    """Write tars, an expert zip and `dataset_metadata/` under `out`; return the files."""
+    """Write tars, an expert zip and `dataset_metadata/` under `out`; return the files.
+
+    `pixels(frames, seed)`, when given, supplies each episode's frames instead of the renderer.
+    """
     out = Path(out)
     (out / METADATA_DIR).mkdir(parents=True, exist_ok=True)
     plan: list[tuple[str, list[tuple[EpisodeId, str, bool]]]] = []
@@ -143,8 +147,10 @@ def write_synthetic_tree(
                 key = [cfg.seed, zlib.crc32(ep.dataset.encode()), ep.file_num]
                 seed = int(np.random.SeedSequence(key).generate_state(1)[0])
                 sim = simulate_episode(ep, cfg.frames, seed, kind, clean)
+                frames = pixels(cfg.frames, seed) if pixels else None
+                arrays = sim.arrays if frames is None else replace(sim.arrays, frames=frames)
                 h5 = Path(tmpdir) / ep.hdf5_name
-                write_episode(h5, sim.arrays)
+                write_episode(h5, arrays)
                 inner = ep.hdf5_name if archive.endswith(".tar") else f"{EXPERT_ZIP}/{ep.hdf5_name}"
                 members.append((h5, inner))
                 chunk = metadata.setdefault((ep.dataset, *metadata_chunk(ep.file_num)), {})
