@@ -40,7 +40,7 @@ from tasks.hub import (
     record_verified,
 )
 from tasks.params import ProcessParams
-from tasks.process_source import prepare_all_metadata, repack_all, repack_calls
+from tasks.process_source import prepare_all_metadata, repack_all, repack_calls, run_threads
 from tasks.repack import repack_episode
 from tasks.source import list_source
 from tasks.stream_source import (
@@ -106,14 +106,14 @@ def pipeline_flow(
         params: Splits and quality limits of the dataset.
         max_disk: Bytes of downloaded tars allowed on disk at once; 0: no budget.
         delete_sources: Delete each tar once processed.
-        transfers: Parallel downloads.
+        transfers: Parallel downloads (with `stream`: metadata files prepared at once).
         endpoint: Hub URL; empty: HF_ENDPOINT or the public Hub.
         workers: Local Dask worker processes; 0: one per core.
         scheduler: An existing Dask scheduler (tcp://host:8786); empty: a local cluster.
         show_progress: Progress bars on the terminal (the CLI sets it).
         storage_options: Non-secret fsspec options for `out` (secrets: the environment).
-        stream: Stream each archive from the Hub on a worker; `dest`, `max_disk`,
-            `delete_sources` and `transfers` do not apply.
+        stream: Stream each archive from the Hub on a worker; `dest`, `max_disk` and
+            `delete_sources` do not apply.
 
     """
     params = params or ProcessParams()
@@ -148,10 +148,10 @@ def pipeline_flow(
         starting = ThreadPoolExecutor(1).submit(dask.__enter__)
         if stream:
             with _closing(dask, starting):
-                starting.result()
                 records, streamed = _stream_archives(
-                    plan, metadata, containers, out_root, params, state, PrefectMapper(dask),
-                    endpoint or None, done_containers, layout, show_progress)  # fmt: skip
+                    plan, metadata, containers, out_root, params, state, dask, starting,
+                    transfers, endpoint or None, done_containers, layout, show_progress,
+                )  # fmt: skip
             summary = write_catalog(layout, records, f"{repo}@{plan.commit}",
                                     params.recorded(), revision=plan.commit)  # fmt: skip
             return _finish(records, summary, out, options, {
@@ -239,13 +239,19 @@ def _finish(records, summary, out: str, options: dict, extra: dict) -> dict:
 
 
 def _stream_archives(plan, metadata: list[HubFile], containers: list[HubFile], out: Root,
-                     params: ProcessParams, state, mapper: PrefectMapper, endpoint: str | None,
-                     done: dict, layout: OutLayout, show_progress: bool
+                     params: ProcessParams, state, dask, starting: Future, transfers: int,
+                     endpoint: str | None, done: dict, layout: OutLayout, show_progress: bool
                      ) -> tuple[list, list[StreamResult]]:  # fmt: skip
-    """Metadata first, then one streaming task per archive; remember each verified one."""
+    """Metadata first, then one streaming task per archive; remember each verified one.
+
+    The metadata is prepared here, on `transfers` threads, while the Dask cluster starts;
+    it needs no shared disk (each file goes to a temporary folder, the cache to OUT).
+    """
     logger = get_run_logger()
     meta, meta_failures = prepare_streamed_metadata(plan, metadata, out, params.thresholds(),
-                                                    mapper, endpoint)  # fmt: skip
+                                                    run_threads(transfers), endpoint)  # fmt: skip
+    starting.result()  # the Dask cluster is up
+    mapper = PrefectMapper(dask)
     for fail in meta_failures:
         logger.warning("%s", fail.reason)
     archives = [f for f in containers if f.path.endswith(STREAMED)]

@@ -7,6 +7,7 @@ the Hub's LFS sha256 at the end, and only on a match are the episodes' records w
 
 from __future__ import annotations
 
+import contextlib
 import io
 import queue
 import resource
@@ -51,7 +52,7 @@ class StreamResult:
     verified: bool
     records: list[EpisodeRecord] = field(default_factory=list)
     resumes: int = 0  # connections reopened with a Range request
-    peak_rss: int = 0  # bytes: the worker process's peak resident memory so far
+    peak_rss: int = 0  # bytes: the worker's peak resident memory while it streamed this archive
     start_rss: int = 0  # bytes: its resident memory when this archive began
 
 
@@ -123,7 +124,7 @@ def stream_container(
 
     `meta` and `old` hold the metadata and committed records of (at least) its episodes.
     """
-    start_rss = psutil.Process().memory_info().rss
+    start_rss = _reset_peak_rss()
     layout = OutLayout.at(out)
     container = hub_id(plan.repo, f.path)
     listed = (f.size, f.sha256 or f.git_oid)
@@ -277,5 +278,23 @@ def _discard(layout: OutLayout, built: list[EpisodeRecord], old: dict) -> None:
             remove_frames(layout, r.episode)
 
 
+def _reset_peak_rss() -> int:
+    """Restart the process's peak-RSS counter where Linux allows it; return the RSS now.
+
+    `ru_maxrss` cannot serve: a spawned worker inherits its forking parent's figure.
+    """
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
+    return psutil.Process().memory_info().rss
+
+
 def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    """The process's peak resident memory since `_reset_peak_rss` (or since it started)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # elsewhere: a bound
