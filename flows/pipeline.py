@@ -21,7 +21,7 @@ from pydantic import Field
 from flows.ingest import download_task, plan_task
 from flows.process import PrefectMapper, dask_runner, flow_progress, process_flow, report_run
 from flows.report_artifacts import publish_report
-from storage.commit import load_state
+from storage.commit import load_state, remember_failure
 from storage.diskspace import DiskFullError
 from storage.framestore import ensure_store
 from storage.fs import Root
@@ -271,6 +271,9 @@ def _stream_archives(plan, metadata: list[HubFile], containers: list[HubFile], o
                 why = f"{name}: crashed: {type(res).__name__}: {res}; re-run to stream it again"
                 res = StreamResult(f.path, name, False, [archive_failure(name, f, why)])
             results.append(res)
+            for r in settle([res], state):  # kept now: a later stop must not lose them
+                if r.status in ("failed", "resolved"):
+                    remember_failure(layout, r)
             if res.verified:
                 done[f.path] = f.sha256 or f.git_oid
                 out.put_json(layout.pipeline_state, done)

@@ -434,9 +434,12 @@ def stream_zip(fileobj, archive: str, infos: list[zipfile.ZipInfo], tail: bytes,
             if len(packed) != info.compress_size:
                 yield UnsafeMemberError(f"{archive}: member {name!r} is truncated")
                 return
-            data = packed if info.compress_type == zipfile.ZIP_STORED else (
-                zlib.decompressobj(-15).decompress(packed))  # fmt: skip
-            if len(data) != info.file_size or zlib.crc32(data) != info.CRC:
+            data, rest = packed, b""
+            if info.compress_type == zipfile.ZIP_DEFLATED:  # never more than it declares
+                inflate = zlib.decompressobj(-15)
+                data = inflate.decompress(packed, info.file_size + 1)
+                rest = inflate.unconsumed_tail
+            if rest or len(data) != info.file_size or zlib.crc32(data) != info.CRC:
                 yield UnsafeMemberError(f"{archive}: member {name!r} fails its CRC-32 check")
                 continue
             yield StreamedMember(name, pos - len(packed), data)

@@ -232,13 +232,16 @@ class HubReader(io.RawIOBase):
 
     def readinto(self, buf) -> int:
         """Copy the next bytes into `buf`, reconnecting after a drop."""
+        if self.closed:
+            raise ValueError(f"{self.file.path}: read from a closed HubReader")
         while not len(self._pending):
             if self.pos >= self.file.size:
                 return 0
             try:
                 if self._chunks is None:
-                    self._connect()
-                self._pending = memoryview(next(self._chunks))
+                    self._connect()  # may leave the rest of a first chunk pending
+                if not len(self._pending):
+                    self._pending = memoryview(next(self._chunks))
                 self._failures = 0
             except StopIteration:
                 self._dropped(f"the connection closed at byte {self.pos}")
@@ -272,6 +275,11 @@ class HubReader(io.RawIOBase):
             ctx.__exit__(None, None, None)
             raise IngestError(f"{self.file.path}: HTTP {r.status_code} from "
                               f"{self.url.split('?')[0]} at byte {self.pos}")  # fmt: skip
+        if r.status_code == 206 and not r.headers.get("Content-Range", "").startswith(
+                f"bytes {self.pos}-"):  # fmt: skip
+            ctx.__exit__(None, None, None)
+            raise IngestError(f"{self.file.path}: asked for bytes from {self.pos}, the server "
+                              f"sent {r.headers.get('Content-Range')!r}")  # fmt: skip
         self._ctx, self._chunks = ctx, r.iter_bytes()  # as it arrives: a drop keeps what came
         skip = self.pos if r.status_code == 200 else 0  # the server ignored the Range
         while skip > 0:
@@ -330,6 +338,8 @@ def download_file(
                 with reader:
                     shutil.copyfileobj(reader, out, 8 * CHUNK)
                     reader.finish()
+                out.flush()
+                os.fsync(out.fileno())  # the bytes are on disk before the name says so
                 os.replace(part, target)
                 return target
             except ChecksumError as e:

@@ -135,8 +135,8 @@ def stream_container(
     reader = HubReader(plan, f, endpoint, retries=retries, backoff=backoff)
     try:
         with reader:
-            items = _members(plan, f, io.BufferedReader(reader, 1 << 20), container, endpoint,
-                             retries, backoff)  # fmt: skip
+            buffered = io.BufferedReader(reader, 1 << 20)  # held: collecting it closes reader
+            items = _members(plan, f, buffered, container, endpoint, retries, backoff)
             for item in _read_ahead(items):
                 if isinstance(item, UnsafeMemberError):
                     problems.append(_problem(container, str(item)))

@@ -35,6 +35,7 @@ class Faults:
     drop_after: int | None = None  # close the connection after this many body bytes (once)
     corrupt: int = 0  # flip a byte in this many full transfers
     corrupt_at: int | None = None  # flip the byte at this offset in every transfer of it
+    ignore_range: bool = False  # answer a Range request with the whole file (200)
     bytes_per_s: float | None = None  # throttle
 
 
@@ -263,7 +264,7 @@ def _handler(hub: FakeHub):
                 return self._error(503, "ServiceUnavailable", "try again later")
             etag = hashlib.sha256(data).hexdigest() if len(data) >= LFS_MIN else git_blob_sha1(data)
             start, end = 0, len(data) - 1
-            rng = self.headers.get("Range")
+            rng = None if fault.ignore_range else self.headers.get("Range")
             if rng and rng.startswith("bytes="):
                 a, _, b = rng[6:].partition("-")
                 start, end = int(a), int(b) if b else len(data) - 1

@@ -178,6 +178,12 @@ def test_retries_give_up_with_the_file_and_the_byte_reached(hub, tmp_path) -> No
         assert len(r.read(2000)) > 0
         r.finish()
     assert slept == [0.5] and r.resumes == 1  # one drop: one backoff, on the injected clock
+    # a server that answers the resumption with the whole file: what came before is skipped
+    fake.faults[TAR_A] = Faults(drop_after=100_000, ignore_range=True)
+    with HubReader(plan, plan.files[0], endpoint, backoff=0.01) as r:
+        data = r.read()
+        assert r.finish() == plan.files[0].sha256 and r.resumes == 1
+    assert data == bytes(range(256)) * 4000
 
 
 def test_upload_to_a_bucket_is_multipart_resumed_and_never_shows_a_bad_copy(
