@@ -261,6 +261,7 @@ def _stream_archives(plan, metadata: list[HubFile], containers: list[HubFile], o
     progress, close = flow_progress(show_progress)
     progress.start(len(calls))
     results: list[StreamResult] = []
+    records: list = []
     try:
         for i, res in mapper(stream_container, calls):
             f = archives[i]
@@ -269,9 +270,11 @@ def _stream_archives(plan, metadata: list[HubFile], containers: list[HubFile], o
             if isinstance(res, BaseException):  # crashed on every try
                 name = hub_id(plan.repo, f.path)
                 why = f"{name}: crashed: {type(res).__name__}: {res}; re-run to stream it again"
-                res = StreamResult(f.path, name, False, [archive_failure(name, f, why)])
+                res = StreamResult(f.path, name, False, [archive_failure(name, why, f.size)])
             results.append(res)
-            for r in settle([res], state):  # kept now: a later stop must not lose them
+            settled = settle(res, state)
+            records.extend(settled)
+            for r in settled:  # kept now: a later stop must not lose them
                 if r.status in ("failed", "resolved"):
                     remember_failure(layout, r)
             if res.verified:
@@ -283,4 +286,4 @@ def _stream_archives(plan, metadata: list[HubFile], containers: list[HubFile], o
             progress.tick()
     finally:
         close()
-    return settle(results, state), results
+    return records, results

@@ -423,7 +423,7 @@ def _first_line(e: BaseException) -> str:
     return text[0][:200] if text else type(e).__name__
 
 
-def root_of(spec: str | Root, options: dict | None = None) -> Root:
+def root_of(spec: str | os.PathLike | Root, options: dict | None = None) -> Root:
     """A Root from a path or URL (a Root is returned as it is)."""
     if isinstance(spec, Root):
         return spec

@@ -148,13 +148,13 @@ def part_path(target: Path) -> Path:
 
 def load_manifest(dest: Path | str | Root) -> dict:
     """What earlier runs verified in `dest`: commit and per-path size and sha256."""
-    return root_of(str(dest) if isinstance(dest, Path) else dest).read_json(MANIFEST) or {
+    return root_of(dest).read_json(MANIFEST) or {
         "files": {}}  # fmt: skip
 
 
 def pending(plan: IngestPlan, dest: Path | str | Root) -> list[HubFile]:
     """Files not yet verified in `dest` at the same content (an unchanged file is kept)."""
-    root = root_of(str(dest) if isinstance(dest, Path) else dest)
+    root = root_of(dest)
     done = load_manifest(root)["files"]
     present = root.find() if done else {}
     out = []
@@ -188,6 +188,11 @@ class ChecksumError(IngestError):
     def __init__(self, path: str, want: str, got: str, note: str = "") -> None:
         super().__init__(f"{path}: checksum mismatch{note} (want {want}, got {got})")
         self.path, self.want, self.got = path, want, got
+
+    def after(self, retries: int) -> ChecksumError:
+        """The same mismatch, as the last word after `retries` fresh transfers."""
+        return ChecksumError(self.path, self.want, self.got, f" after {retries} retries; "
+                             "the Hub's copy may be corrupt")  # fmt: skip
 
 
 def hub_id(repo: str, path: str) -> str:
@@ -345,8 +350,7 @@ def download_file(
             except ChecksumError as e:
                 part.unlink()
                 if attempt == retries:
-                    raise ChecksumError(e.path, e.want, e.got, f" after {retries} retries; "
-                                        "the Hub's copy may be corrupt") from None  # fmt: skip
+                    raise e.after(retries) from None
             except IngestError as e:
                 out.flush()
                 raise IngestError(f"{e}; re-run to resume from the {part.stat().st_size} "
@@ -385,8 +389,7 @@ def upload_file(
                 reader.finish()
             except ChecksumError as e:
                 if attempt == retries:
-                    raise ChecksumError(e.path, e.want, e.got, f" after {retries} retries; "
-                                        "the Hub's copy may be corrupt") from None  # fmt: skip
+                    raise e.after(retries) from None
                 continue  # leaving the block discards the upload
             out.commit()
             return root.url_of(key)
@@ -395,7 +398,7 @@ def upload_file(
 
 def record_verified(plan: IngestPlan, dest: Path | str | Root, files: list[HubFile]) -> None:
     """Remember verified files (and the commit) so the next run skips them."""
-    root = root_of(str(dest) if isinstance(dest, Path) else dest)
+    root = root_of(dest)
     manifest = load_manifest(root)
     manifest.update(repo=plan.repo, revision=plan.revision, commit=plan.commit)
     for f in files:

@@ -37,11 +37,12 @@ class SourceListing:
     problems: list[SourceProblem] = field(default_factory=list)
 
 
-def _member_of(message: str) -> str | None:
-    """The quoted member name in an UnsafeMemberError message, if any."""
-    if ": member '" in message:
-        return message.split(": member '", 1)[1].split("'", 1)[0]
-    return None
+def problem_of(message: str) -> SourceProblem:
+    """The problem an `UnsafeMemberError` message (`container: member 'name' ...`) describes."""
+    container = message.split(": ", 1)[0]
+    member = message.split(": member '", 1)[1].split("'", 1)[0] if ": member '" in message else None
+    ep = episode_from_member(PurePosixPath(member).name) if member else None
+    return SourceProblem(container, member, message, ep)
 
 
 def list_source(src: str | Root, options: dict | None = None) -> SourceListing:
@@ -53,11 +54,7 @@ def list_source(src: str | Root, options: dict | None = None) -> SourceListing:
     seen: dict[EpisodeId, MemberRef] = {}
     for item in iter_container(src):
         if isinstance(item, UnsafeMemberError):
-            text = str(item)
-            container = text.split(": ", 1)[0]
-            member = _member_of(text)
-            ep = episode_from_member(PurePosixPath(member).name) if member else None
-            listing.problems.append(SourceProblem(container, member, text, ep))
+            listing.problems.append(problem_of(str(item)))
             continue
         if item.member is None and METADATA_RE.match(item.name):
             listing.metadata.append(Root(item.container, item.options))

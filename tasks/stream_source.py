@@ -13,7 +13,7 @@ import queue
 import resource
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import psutil
 
@@ -38,7 +38,7 @@ from tasks.params import ProcessParams
 from tasks.process_source import Mapper, run_here
 from tasks.quality import QualityThresholds
 from tasks.repack import failed_record, repack_episode
-from tasks.source import SourceEpisode, SourceProblem
+from tasks.source import SourceEpisode, problem_of
 
 STREAMED = (".tar", ".zip", ".hdf5")
 
@@ -139,14 +139,19 @@ def stream_container(
             items = _members(plan, f, buffered, container, endpoint, retries, backoff)
             for item in _read_ahead(items):
                 if isinstance(item, UnsafeMemberError):
-                    problems.append(_problem(container, str(item)))
+                    problems.append(problem_record(problem_of(str(item))))
                     continue
                 ep = episode_from_member(item.name)
                 if ep is None:  # a loose file that is not an episode
                     continue
                 if ep.name in seen:
-                    problems.append(_problem(container, f"{container}: member {item.name!r} is "
-                                             "a duplicate episode; ignored"))  # fmt: skip
+                    problems.append(
+                        problem_record(
+                            problem_of(
+                                f"{container}: member {item.name!r} is a duplicate episode; ignored"
+                            )
+                        )
+                    )
                     continue
                 seen.add(ep.name)
                 ref = MemberRef(container, item.name, item.offset, len(item.data), listed=listed)
@@ -164,7 +169,7 @@ def stream_container(
         _discard(layout, built, old)
         why = (f"{e}; none of its {len(built)} episode(s) read so far were committed; re-run "
                "to stream it again")  # fmt: skip
-        return StreamResult(f.path, container, False, [archive_failure(container, f, why)],
+        return StreamResult(f.path, container, False, [archive_failure(container, why, f.size)],
                             reader.resumes, _peak_rss(), start_rss)  # fmt: skip
     for r in built:
         if r.status == "stored" and not r.skipped:
@@ -173,22 +178,19 @@ def stream_container(
                         start_rss)  # fmt: skip
 
 
-def archive_failure(container: str, f: HubFile, reason: str) -> EpisodeRecord:
+def archive_failure(container: str, reason: str | None, size: int | None = None,
+                    status: str = "failed") -> EpisodeRecord:  # fmt: skip
     """The `files` row of an archive none of whose episodes could be committed."""
-    return EpisodeRecord(None, None, None, None, container, None, f.size, reject_reason=reason)
+    return EpisodeRecord(None, None, None, None, container, None, size, reject_reason=reason,
+                         status=status)  # fmt: skip
 
 
-def settle(results: list[StreamResult], state: CatalogState) -> list[EpisodeRecord]:
-    """The records of streamed archives, plus a resolution for each archive that failed before."""
-    failed_before = {failure_key(r) for r in state.failures()}
-    records = []
-    for res in results:
-        records.extend(res.records)
-        if res.verified:
-            done = archive_failure(res.container, HubFile(res.path, 0, None, ""), "")
-            if failure_key(done) in failed_before:
-                records.append(replace(done, status="resolved", reject_reason=None))
-    return records
+def settle(res: StreamResult, state: CatalogState) -> list[EpisodeRecord]:
+    """An archive's records, plus a resolution if it had failed before and now succeeded."""
+    resolved = archive_failure(res.container, None, status="resolved")
+    if res.verified and failure_key(resolved) in {failure_key(r) for r in state.failures()}:
+        return [*res.records, resolved]
+    return list(res.records)
 
 
 def _members(plan: IngestPlan, f: HubFile, stream, container: str, endpoint: str | None,
@@ -260,12 +262,6 @@ def _read_ahead(items: Iterator, depth: int = 2) -> Iterator:
         stop.set()
         slots.release()
         thread.join(timeout=60)
-
-
-def _problem(container: str, reason: str) -> EpisodeRecord:
-    member = reason.split(": member '", 1)[1].split("'", 1)[0] if ": member '" in reason else None
-    ep = episode_from_member(member) if member else None
-    return problem_record(SourceProblem(container, member, reason, ep))
 
 
 def _discard(layout: OutLayout, built: list[EpisodeRecord], old: dict) -> None:

@@ -65,7 +65,8 @@ def _run(plan, out: Root, endpoint: str, paths: list[str]) -> list:
                          state.committed, endpoint, backoff=0.01)
         for f in plan.files if f.path in paths
     ]  # fmt: skip
-    write_catalog(layout, settle(results, state), "hub", params.recorded())
+    write_catalog(layout, [r for res in results for r in settle(res, state)], "hub",
+                  params.recorded())  # fmt: skip
     return results
 
 
