@@ -24,7 +24,7 @@ from csdm_agent.decode import Decoder
 from csdm_agent.loop import run
 from csdm_agent.policy import Policy
 
-from tasks.render import panorama
+from tasks.synth.frames import panorama
 from training.export import export
 from training.train import save_untrained
 

@@ -2,7 +2,7 @@
 
 Run: `make bench` (or `.venv/bin/python -m bench.infer --episodes 100`). Builds one metadata
 file of N 1000-frame simulated episodes, then measures in the same run:
-- the per-frame reference (tests/seed_reference.py) vs the vectorised `infer_actions`;
+- the per-frame reference (tasks/synth/reference.py) vs the vectorised `infer_actions`;
 - plain unpickling (`np.load(allow_pickle=True)`) vs `csdm infer` end to end (load with the
   data-only unpickler, columnarise, infer, judge, write Parquet), in process and as a CLI.
 """
@@ -23,12 +23,12 @@ import numpy as np
 from storage.layout import metadata_name
 from storage.metadata import load_metadata
 from storage.safepickle import load_npy
-from tasks.infer import infer_actions
-from tasks.labels import label_metadata_file, write_labels
-from tasks.quality import QualityThresholds
-from tasks.simulate import EPISODE_KINDS, simulate
-from tasks.synth import save_legacy_npy
-from tests.seed_reference import infer_episode
+from tasks.actions.infer import infer_actions
+from tasks.actions.labels import label_metadata_file, write_labels
+from tasks.actions.quality import QualityThresholds
+from tasks.synth.players import EPISODE_KINDS, simulate
+from tasks.synth.reference import infer_episode
+from tasks.synth.tree import save_legacy_npy
 
 
 def best_of(fn, repeat: int) -> float:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from bench.repack import near_real_frames
-from tasks.synth import SynthConfig, write_synthetic_tree
+from tasks.synth.tree import SynthConfig, write_synthetic_tree
 from tests.hub_server import FakeHub, Faults, HubServer
 from tests.tasks.test_hub import REPO
 

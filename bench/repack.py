@@ -38,7 +38,7 @@ from storage.layout import EpisodeId, OutLayout, episode_from_member
 from tasks.params import ProcessParams
 from tasks.process_source import process_source
 from tasks.source import SourceEpisode
-from tasks.synth import simulate_episode
+from tasks.synth.tree import simulate_episode
 
 WINDOW = 96
 CANDIDATES = {

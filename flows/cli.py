@@ -21,9 +21,9 @@ from flows.cli_errors import fail, hide_expected_tracebacks
 from flows.cli_options import StorageOptions, storage_options
 from storage.catalog import COUNTERS
 from storage.layout import METADATA_RE, RECORDING_RE
-from tasks.labels import LabelsWriter, label_metadata_file
-from tasks.quality import QualityThresholds
-from tasks.synth import SynthConfig, write_synthetic_tree
+from tasks.actions.labels import LabelsWriter, label_metadata_file
+from tasks.actions.quality import QualityThresholds
+from tasks.synth.tree import SynthConfig, write_synthetic_tree
 
 # Plain click help: one option per line, wrapped to the terminal, readable at 80 columns.
 app = typer.Typer(
@@ -82,7 +82,7 @@ def synth(
     ] = False,
 ) -> None:
     """Write a small synthetic dataset in the public Hub layout (tars, zip, metadata)."""
-    from tasks.synth import earlier_synth_files
+    from tasks.synth.tree import earlier_synth_files
 
     earlier = earlier_synth_files(out)
     if earlier and not force:
@@ -380,7 +380,7 @@ def ingest(
         from prefect.task_runners import ThreadPoolTaskRunner
 
         from flows.ingest import ingest_flow
-        from tasks.hub import IngestError
+        from tasks.hub.transfer import IngestError
 
         hide_expected_tracebacks()
         runner = ThreadPoolTaskRunner(max_workers=workers)
@@ -471,7 +471,7 @@ def pipeline(
 
     with local_api():
         from flows.pipeline import pipeline_flow
-        from tasks.hub import IngestError
+        from tasks.hub.transfer import IngestError
 
         hide_expected_tracebacks()
         with _expected_errors():

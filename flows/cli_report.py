@@ -1,4 +1,4 @@
-"""`csdm report` and `csdm view`: thin glue over `tasks/report_html.py` and `tasks/view.py`."""
+"""`csdm report` and `csdm view`: thin glue over `tasks/report/html.py` and `view.py`."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def report(
 ) -> None:
     """Write a self-contained HTML report: summary, quality, actions, map coverage, EMD."""
     from storage.dataset import DatasetFormatError
-    from tasks.report_html import write_report
+    from tasks.report.html import write_report
 
     storage_options(storage_option)
     with console.status("computing the report"):
@@ -61,7 +61,7 @@ def view(
 ) -> None:
     """Draw frames of an episode with the shipped and inferred actions overlaid."""
     from storage.dataset import DatasetFormatError
-    from tasks.view import write_view
+    from tasks.report.view import write_view
 
     storage_options(storage_option)
     try:

@@ -18,7 +18,7 @@ from prefect.artifacts import (
 from prefect.futures import wait
 
 from storage.fs import Root
-from tasks.hub import (
+from tasks.hub.transfer import (
     REPO,
     UPLOADED,
     HubFile,

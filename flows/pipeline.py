@@ -29,7 +29,18 @@ from storage.layout import METADATA_RE, OutLayout
 from storage.lease import DatasetLease
 from tasks.catalog_writer import check_parameters, problem_record, write_catalog, write_manifest
 from tasks.disk_budget import BudgetScheduler
-from tasks.hub import (
+from tasks.hub.stream import (
+    STREAMED,
+    StreamResult,
+    archive_failure,
+    for_archive,
+    hub_id,
+    metadata_for,
+    prepare_streamed_metadata,
+    settle,
+    stream_container,
+)
+from tasks.hub.transfer import (
     REPO,
     SUBSETS,
     HubFile,
@@ -43,17 +54,6 @@ from tasks.params import ProcessParams
 from tasks.process_source import prepare_all_metadata, repack_all, repack_calls, run_threads
 from tasks.repack import repack_episode
 from tasks.source import list_source
-from tasks.stream_source import (
-    STREAMED,
-    StreamResult,
-    archive_failure,
-    for_archive,
-    hub_id,
-    metadata_for,
-    prepare_streamed_metadata,
-    settle,
-    stream_container,
-)
 
 
 @contextmanager

@@ -20,11 +20,11 @@ from storage.diskspace import DiskFullError
 from storage.fs import Root
 from storage.records import EpisodeRecord
 from tasks.catalog_writer import RunSummary
+from tasks.hub.stream import StreamResult, stream_container
 from tasks.metadata_cache import prepare_hub_metadata_or_failure, prepare_metadata_or_failure
 from tasks.params import ProcessParams
 from tasks.process_source import EXPECTED, NoEpisodesError, Progress, process_source
 from tasks.repack import repack_episode
-from tasks.stream_source import StreamResult, stream_container
 
 __all__ = ["EXPECTED", "NoEpisodesError", "ProcessParams", "dask_runner", "process_flow"]
 

@@ -12,8 +12,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from storage.catalog import KEY_COLUMNS
 from storage.fs import Root
 from storage.layout import OutLayout
-from tasks.report import summary_rows
-from tasks.report_html import write_report
+from tasks.report.html import write_report
+from tasks.report.numbers import summary_rows
 
 
 def _inline_png(path: Path) -> str:

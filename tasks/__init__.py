@@ -1,11 +1,11 @@
 """Units of work as plain functions: synthesis, action inference, quality, labelling."""
 
 from storage.catalog import COUNTERS
-from tasks.infer import InferredActions, infer_actions
-from tasks.labels import Labels, label_batch, label_metadata_file, write_labels
-from tasks.quality import QualityThresholds
-from tasks.synth import SynthConfig, write_synthetic_tree
-from tasks.targets import quantise, training_targets
+from tasks.actions.infer import InferredActions, infer_actions
+from tasks.actions.labels import Labels, label_batch, label_metadata_file, write_labels
+from tasks.actions.quality import QualityThresholds
+from tasks.actions.targets import quantise, training_targets
+from tasks.synth.tree import SynthConfig, write_synthetic_tree
 
 __all__ = [
     "COUNTERS",

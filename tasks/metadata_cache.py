@@ -18,9 +18,9 @@ from storage.diskspace import is_disk_full
 from storage.fs import Root
 from storage.layout import OutLayout
 from storage.metadata import load_metadata
-from tasks.hub import HubFile, IngestError, IngestPlan, download_file, hub_id
-from tasks.infer import infer_actions
-from tasks.quality import QualityThresholds
+from tasks.actions.infer import infer_actions
+from tasks.actions.quality import QualityThresholds
+from tasks.hub.transfer import HubFile, IngestError, IngestPlan, download_file, hub_id
 
 
 @dataclass(frozen=True)

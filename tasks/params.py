@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from tasks.quality import QualityThresholds
+from tasks.actions.quality import QualityThresholds
 from tasks.splits import SplitSpec, read_split_file
 
 _SEED = QualityThresholds()  # the seed's limits: their one definition

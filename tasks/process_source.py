@@ -17,6 +17,7 @@ from storage.fs import Root
 from storage.layout import OutLayout, metadata_dataset
 from storage.lease import DatasetLease
 from storage.records import EpisodeRecord
+from tasks.actions.quality import QualityThresholds
 from tasks.catalog_writer import (
     RunSummary,
     check_parameters,
@@ -26,7 +27,6 @@ from tasks.catalog_writer import (
 )
 from tasks.metadata_cache import MetadataFailure, MetaRecord, prepare_metadata_or_failure
 from tasks.params import ProcessParams
-from tasks.quality import QualityThresholds
 from tasks.repack import failed_record, repack_episode
 from tasks.source import SourceEpisode, SourceListing, list_source
 

@@ -18,10 +18,10 @@ from storage.framestore import episode_exists, frames_sha256, stored_bytes, writ
 from storage.fs import Root
 from storage.layout import OutLayout
 from storage.records import EpisodeRecord
-from tasks.labels import key_matrix
+from tasks.actions.labels import key_matrix
+from tasks.actions.targets import quantise
 from tasks.metadata_cache import MetaRecord
 from tasks.source import SourceEpisode
-from tasks.targets import quantise
 
 
 def _record_of(src: SourceEpisode, split: str | None, **fields) -> EpisodeRecord:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.synth import SynthConfig, write_synthetic_tree
+from tasks.synth.tree import SynthConfig, write_synthetic_tree
 from tests.hub_server import FakeHub, HubServer
 
 SMALL = SynthConfig(seed=7, frames=60, tars=2, episodes_per_tar=3, expert_episodes=2)

@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.synth import save_legacy_npy
-from tests import seed_reference as ref
+from tasks.synth import reference as ref
+from tasks.synth.tree import save_legacy_npy
 
 CSDM = [str(Path(sys.executable).with_name("csdm"))]
 

@@ -24,8 +24,8 @@ from storage.episode import read_episode, write_episode
 from storage.layout import EpisodeId
 from storage.safepickle import load_npy
 from tasks.splits import SplitSpec
-from tasks.synth import simulate_episode
-from tests import seed_reference as ref
+from tasks.synth import reference as ref
+from tasks.synth.tree import simulate_episode
 
 pytestmark = pytest.mark.slow
 CSDM = str(Path(sys.executable).with_name("csdm"))

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pytest
 
 from storage.metadata import MalformedMetadataError, game_state_table, load_metadata
-from tasks.simulate import simulate
-from tasks.synth import save_legacy_npy
+from tasks.synth.players import simulate
+from tasks.synth.tree import save_legacy_npy
 
 
 def _states(n: int = 40, seed: int = 0, clean: bool = False) -> list[dict]:

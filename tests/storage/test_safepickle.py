@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from storage.safepickle import UnsafePickleError, load_npy, loads
-from tasks.synth import save_legacy_npy
+from tasks.synth.tree import save_legacy_npy
 
 
 def _save_object(path: Path, obj: object, legacy_names: bool = False) -> Path:

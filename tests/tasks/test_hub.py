@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.hub import (
+from tasks.hub.transfer import (
     MANIFEST,
     IngestError,
     check_disk,
@@ -141,7 +141,7 @@ def test_disk_check_says_how_much_is_needed(hub, tmp_path: Path, monkeypatch) ->
     class Usage:
         free = 1000
 
-    monkeypatch.setattr("tasks.hub.shutil.disk_usage", lambda p: Usage)
+    monkeypatch.setattr("tasks.hub.transfer.shutil.disk_usage", lambda p: Usage)
     with pytest.raises(IngestError, match=r"needs 0.00 GB more, only 0.00 GB free"):
         check_disk(tmp_path, pending(plan, tmp_path))
 

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from storage.catalog import COUNTERS
 from storage.metadata import game_state_table
-from tasks.infer import infer_actions
-from tasks.simulate import EPISODE_KINDS, simulate
-from tasks.targets import training_targets
-from tests import seed_reference as ref
+from tasks.actions.infer import infer_actions
+from tasks.actions.targets import training_targets
+from tasks.synth import reference as ref
+from tasks.synth.players import EPISODE_KINDS, simulate
 from tests.game_states import episodes
 
 

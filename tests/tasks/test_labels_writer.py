@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage.metadata import load_metadata
-from tasks.labels import LabelsWriter, label_batch
-from tasks.quality import QualityThresholds
+from tasks.actions.labels import LabelsWriter, label_batch
+from tasks.actions.quality import QualityThresholds
 
 
 def test_a_crash_leaves_no_partial_files(tmp_path: Path, synth_tree: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 import tasks.metadata_cache as mc
 from storage.catalog import METADATA_SCHEMA
 from storage.layout import OutLayout
-from tasks.quality import QualityThresholds
+from tasks.actions.quality import QualityThresholds
 
 
 def test_cache_is_reused_until_the_file_changes(synth_tree: Path, tmp_path: Path, monkeypatch):

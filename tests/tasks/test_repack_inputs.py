@@ -72,7 +72,7 @@ def test_changed_metadata_contents_are_picked_up(src: Path, tmp_path: Path) -> N
     out = tmp_path / "out"
     _run(src, out)
     from storage.safepickle import load_npy
-    from tasks.synth import save_legacy_npy
+    from tasks.synth.tree import save_legacy_npy
 
     path = src / EXPERT_META
     meta = load_npy(path).item()

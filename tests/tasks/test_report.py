@@ -15,9 +15,15 @@ from PIL import Image
 
 from storage.action_space import KEYS
 from storage.dataset import open_dataset
-from tasks.report import coverage_edges, coverage_emd, coverage_histogram, dataset_report, emd_1d
-from tasks.report_html import write_report
-from tasks.view import SCALE, write_view
+from tasks.report.html import write_report
+from tasks.report.numbers import (
+    coverage_edges,
+    coverage_emd,
+    coverage_histogram,
+    dataset_report,
+    emd_1d,
+)
+from tasks.report.view import SCALE, write_view
 from tests.conftest import process_plain
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -18,14 +18,14 @@ from storage.framestore import ensure_store
 from storage.fs import Root
 from storage.layout import OutLayout
 from tasks.catalog_writer import write_catalog
-from tasks.hub import HubReader, IngestError, plan_ingest
-from tasks.params import ProcessParams
-from tasks.stream_source import (
+from tasks.hub.stream import (
     metadata_for,
     prepare_streamed_metadata,
     settle,
     stream_container,
 )
+from tasks.hub.transfer import HubReader, IngestError, plan_ingest
+from tasks.params import ProcessParams
 from tests.hub_server import FakeHub, Faults, HubServer
 from tests.tasks.test_hub import REPO
 
@@ -192,7 +192,7 @@ def test_upload_to_a_bucket_is_multipart_resumed_and_never_shows_a_bad_copy(
 ) -> None:
     import fsspec
 
-    from tasks.hub import ChecksumError, upload_file
+    from tasks.hub.transfer import ChecksumError, upload_file
 
     files = _files(synth_tree)
     fake, endpoint = hub

@@ -10,7 +10,7 @@ from storage.containers import MemberRef, iter_container
 from storage.episode import read_episode
 from storage.layout import episode_from_member
 from storage.metadata import load_metadata
-from tasks.synth import SynthConfig, write_synthetic_tree
+from tasks.synth.tree import SynthConfig, write_synthetic_tree
 from tests.conftest import SMALL
 
 

@@ -8,10 +8,10 @@ import pytest
 from storage.action_space import MOUSE_X_BINS, MOUSE_Y_BINS
 from storage.catalog import COUNTERS
 from storage.metadata import load_metadata
-from tasks.labels import key_matrix, label_batch
-from tasks.quality import QualityThresholds
-from tasks.targets import quantise
-from tests.seed_reference import MOUSE_X, MOUSE_Y, nearest
+from tasks.actions.labels import key_matrix, label_batch
+from tasks.actions.quality import QualityThresholds
+from tasks.actions.targets import quantise
+from tasks.synth.reference import MOUSE_X, MOUSE_Y, nearest
 
 
 def test_quantise_clips_and_sends_ties_to_the_lower_bin() -> None:

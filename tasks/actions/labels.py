@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 from storage.action_space import KEYS
 from storage.catalog import COUNTERS, INFERRED_FIELDS
 from storage.metadata import MetadataBatch, load_metadata
-from tasks.infer import InferredActions, frame_index, infer_actions
-from tasks.quality import QualityThresholds
-from tasks.targets import helper_flags
+from tasks.actions.infer import InferredActions, frame_index, infer_actions
+from tasks.actions.quality import QualityThresholds
+from tasks.actions.targets import helper_flags
 
 FRAMES_SCHEMA = pa.schema(
     [

@@ -1,7 +1,8 @@
 """A plain per-frame re-statement of the seed's `dm_infer_actions.py` and target building.
 
-Independent of the product code on purpose: it walks the frames of one episode one by one,
-over the original `curr_vars` dicts, mutating per-frame action lists exactly as the seed does.
+Independent of `tasks/actions/` on purpose: it walks the frames of one episode one by one, over
+the original `curr_vars` dicts, mutating per-frame action lists exactly as the seed does. The
+synthetic source labels its episodes with it, and the conformance tests check csdm against it.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ def infer_episode(states: list[dict]) -> tuple[list[list], dict]:
 
 
 def nearest(value: float, bins: list[float]) -> float:
+    """The bin closest to `value` after clipping to the range, as the seed picks it."""
     v = min(max(value, bins[0]), bins[-1])
     return min(bins, key=lambda b: abs(b - v))
 

@@ -10,8 +10,8 @@ import pandas as pd
 
 from storage.catalog import KEY_COLUMNS
 from storage.fs import is_url
-from tasks import figures
-from tasks.report import DatasetReport, dataset_report, emd_table, summary_rows, write_json
+from tasks.report import figures
+from tasks.report.numbers import DatasetReport, dataset_report, emd_table, summary_rows, write_json
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;

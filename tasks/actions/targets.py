@@ -16,7 +16,7 @@ from storage.action_space import (
     Y_WIDTH,
     Y,
 )
-from tasks.infer import InferredActions, frame_index
+from tasks.actions.infer import InferredActions, frame_index
 
 
 def quantise(values: np.ndarray, bins: np.ndarray) -> np.ndarray:

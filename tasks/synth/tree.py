@@ -19,10 +19,10 @@ from numpy.lib import format as npy_format
 from storage.episode import Episode, write_episode
 from storage.layout import METADATA_DIR, EpisodeId, metadata_chunk, metadata_name, tar_name
 from storage.metadata import game_state_table
-from tasks.infer import infer_actions
-from tasks.render import render
-from tasks.simulate import simulate
-from tasks.targets import training_targets
+from tasks.actions.infer import infer_actions
+from tasks.actions.targets import training_targets
+from tasks.synth.frames import render
+from tasks.synth.players import simulate
 
 SCRAPED = "dm_july2021"
 EXPERT = "dm_july2021_expert"

@@ -31,12 +31,12 @@ from storage.framestore import remove_frames
 from storage.fs import Root
 from storage.layout import OutLayout, archive_range, episode_from_member, metadata_dataset
 from storage.records import EpisodeRecord
+from tasks.actions.quality import QualityThresholds
 from tasks.catalog_writer import problem_record
-from tasks.hub import HubFile, HubReader, IngestError, IngestPlan, hub_id
+from tasks.hub.transfer import HubFile, HubReader, IngestError, IngestPlan, hub_id
 from tasks.metadata_cache import MetadataFailure, MetaRecord, prepare_hub_metadata_or_failure
 from tasks.params import ProcessParams
 from tasks.process_source import Mapper, run_here
-from tasks.quality import QualityThresholds
 from tasks.repack import failed_record, repack_episode
 from tasks.source import SourceEpisode, problem_of
 

@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.colors import LogNorm
 
 from storage.catalog import COUNTERS, KEY_COLUMNS
-from tasks.report import COVERAGE_BINS, DatasetReport
+from tasks.report.numbers import COVERAGE_BINS, DatasetReport
 
 DPI = 100
 

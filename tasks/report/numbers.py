@@ -1,7 +1,7 @@
 """Dataset report numbers: summary, quality, action statistics, map coverage and its EMD.
 
-Everything is computed from a processed dataset's catalog with DuckDB; `tasks/figures.py`
-draws it and `tasks/report_html.py` lays it out.
+Everything is computed from a processed dataset's catalog with DuckDB; `tasks/report/figures.py`
+draws it and `tasks/report/html.py` lays it out.
 """
 
 from __future__ import annotations

@@ -1,0 +1,164 @@
+"""Frame codecs as registered Zarr v3 codecs: imagecodecs' lossless formats and a predictor.
+
+Both are named in each array's `zarr.json`, and csdm registers them with Zarr on import and
+through the `zarr.codecs` entry points, so a reader needs nothing but the store and csdm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Self
+
+import imagecodecs
+import numpy as np
+from zarr.abc.codec import ArrayArrayCodec, ArrayBytesCodec
+from zarr.core.common import JSON, parse_named_configuration
+from zarr.registry import register_codec
+
+IMAGE_CODEC = "csdm.image"
+PREDICTOR_CODEC = "csdm.predictor"
+
+
+def _encoder(fmt: str, level: int | None):
+    """The imagecodecs call that writes `fmt` losslessly at `level` (format's own meaning)."""
+    if fmt == "jpegxl":  # level: effort 1-9; one thread so figures are per core
+        return lambda a: imagecodecs.jpegxl_encode(
+            a, lossless=True, effort=level or 1, numthreads=1
+        )
+    if fmt == "webp":  # level: 0-100, the lossless effort
+        return lambda a: imagecodecs.webp_encode(a, lossless=True, level=level or 0)
+    if fmt == "png":  # level: zlib level
+        return lambda a: imagecodecs.png_encode(a, level=level)
+    if fmt == "jpegls":  # level 0: lossless
+        return lambda a: imagecodecs.jpegls_encode(a, level=0)
+    if fmt == "qoi":
+        return imagecodecs.qoi_encode
+    raise ValueError(f"unknown image format {fmt!r}; expected one of {IMAGE_FORMATS}")
+
+
+IMAGE_FORMATS = ("jpegxl", "webp", "png", "jpegls", "qoi")
+_DECODERS = {
+    "jpegxl": lambda b: imagecodecs.jpegxl_decode(b, numthreads=1),
+    "webp": imagecodecs.webp_decode,
+    "png": imagecodecs.png_decode,
+    "jpegls": imagecodecs.jpegls_decode,
+    "qoi": imagecodecs.qoi_decode,
+}
+
+
+def _frames_as_image(chunk: np.ndarray) -> np.ndarray:
+    """(T, H, W, C) frames stacked into one (T*H, W, C) image: no container format of our own."""
+    if chunk.dtype != np.uint8 or chunk.ndim < 3:
+        raise ValueError(f"image codecs take uint8 (..., H, W, C) chunks, got {chunk.dtype}")
+    return np.ascontiguousarray(chunk).reshape(-1, *chunk.shape[-2:])
+
+
+@dataclass(frozen=True)
+class ImageCodec(ArrayBytesCodec):
+    """A chunk of frames stored as one lossless image (imagecodecs: JPEG-XL, WebP, PNG, ...)."""
+
+    is_fixed_size = False
+    format: str
+    level: int | None
+
+    def __init__(self, *, format: str, level: int | None = None) -> None:
+        _encoder(format, level)  # refuse an unknown format when the array is described
+        object.__setattr__(self, "format", format)
+        object.__setattr__(self, "level", level)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, JSON]) -> Self:
+        _, config = parse_named_configuration(data, IMAGE_CODEC)
+        return cls(**config)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, JSON]:
+        return {"name": IMAGE_CODEC, "configuration": {"format": self.format, "level": self.level}}
+
+    def encode_array(self, chunk: np.ndarray) -> bytes:
+        """The chunk's bytes in this format."""
+        return bytes(_encoder(self.format, self.level)(_frames_as_image(chunk)))
+
+    def decode_array(self, data: bytes, shape: tuple[int, ...]) -> np.ndarray:
+        """The chunk back from its bytes, bit-exact."""
+        image = np.asarray(_DECODERS[self.format](data))
+        if image.ndim == 2:  # a single-channel image comes back without its channel axis
+            image = image[..., None]
+        if image.size != int(np.prod(shape)):
+            raise ValueError(f"{self.format} image has {image.shape}, the chunk is {shape}")
+        return image.reshape(shape)
+
+    async def _decode_single(self, chunk_bytes: Any, chunk_spec: Any) -> Any:
+        arr = await asyncio.to_thread(self.decode_array, chunk_bytes.to_bytes(), chunk_spec.shape)
+        return chunk_spec.prototype.nd_buffer.from_numpy_array(arr)
+
+    async def _encode_single(self, chunk_array: Any, chunk_spec: Any) -> Any:
+        data = await asyncio.to_thread(self.encode_array, chunk_array.as_numpy_array())
+        return chunk_spec.prototype.buffer.from_bytes(data)
+
+    def compute_encoded_size(self, input_byte_length: int, chunk_spec: Any) -> int:
+        raise NotImplementedError
+
+
+PREDICTORS = ("left", "gradient")
+
+
+@dataclass(frozen=True)
+class PredictorCodec(ArrayArrayCodec):
+    """PNG-style prediction per channel on (..., H, W, C) frames; residuals for a compressor.
+
+    `left` keeps x - left; `gradient` keeps x - left - up + upleft (a horizontal delta
+    followed by a vertical one), which leaves the small residuals natural images give.
+    """
+
+    is_fixed_size = True
+    kind: str
+
+    def __init__(self, *, kind: str = "gradient") -> None:
+        if kind not in PREDICTORS:
+            raise ValueError(f"unknown predictor {kind!r}; expected one of {PREDICTORS}")
+        object.__setattr__(self, "kind", kind)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, JSON]) -> Self:
+        _, config = parse_named_configuration(data, PREDICTOR_CODEC)
+        return cls(**config)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, JSON]:
+        return {"name": PREDICTOR_CODEC, "configuration": {"kind": self.kind}}
+
+    def resolve_metadata(self, chunk_spec: Any) -> Any:
+        return chunk_spec
+
+    def encode_array(self, a: np.ndarray) -> np.ndarray:
+        """Residuals of `a` (uint8, wrapping)."""
+        out = imagecodecs.delta_encode(np.ascontiguousarray(a), axis=-2)
+        if self.kind == "gradient":
+            out[..., 1:, :, :] -= out[..., :-1, :, :].copy()
+        return out
+
+    def decode_array(self, r: np.ndarray) -> np.ndarray:
+        """Frames back from residuals, bit-exact."""
+        out = np.array(r, copy=True)
+        if self.kind == "gradient":
+            # A running sum down the rows, one row of every frame at a time: numpy adds each
+            # (T, W*C) row slab in one call, several times faster than imagecodecs' strided
+            # delta along that axis or np.cumsum.
+            for i in range(1, out.shape[-3]):
+                np.add(out[..., i, :, :], out[..., i - 1, :, :], out=out[..., i, :, :])
+        return imagecodecs.delta_decode(out, axis=-2, out=out)
+
+    async def _decode_single(self, chunk_array: Any, chunk_spec: Any) -> Any:
+        arr = await asyncio.to_thread(self.decode_array, chunk_array.as_numpy_array())
+        return chunk_spec.prototype.nd_buffer.from_numpy_array(arr)
+
+    async def _encode_single(self, chunk_array: Any, chunk_spec: Any) -> Any:
+        arr = await asyncio.to_thread(self.encode_array, chunk_array.as_numpy_array())
+        return chunk_spec.prototype.nd_buffer.from_numpy_array(arr)
+
+    def compute_encoded_size(self, input_byte_length: int, chunk_spec: Any) -> int:
+        return input_byte_length
+
+
+register_codec(IMAGE_CODEC, ImageCodec)
+register_codec(PREDICTOR_CODEC, PredictorCodec)
