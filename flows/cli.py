@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import os
 import pickle
 import sys
@@ -20,9 +21,11 @@ from rich.table import Table
 from flows.cli_errors import fail, hide_expected_tracebacks
 from flows.cli_options import StorageOptions, storage_options
 from storage.catalog import COUNTERS
+from storage.codecs import DEFAULT_CODEC
 from storage.layout import METADATA_RE, RECORDING_RE
 from tasks.actions.labels import LabelsWriter, label_metadata_file
 from tasks.actions.quality import QualityThresholds
+from tasks.params import CODEC_NAMES
 from tasks.synth.tree import SynthConfig, write_synthetic_tree
 
 # Plain click help: one option per line, wrapped to the terminal, readable at 80 columns.
@@ -135,6 +138,18 @@ ObsCount = Annotated[int, _limit("obs_count")]
 MouseStatic = Annotated[int, _limit("mouse_static")]
 VelStatic = Annotated[int, _limit("vel_static")]
 PerFrames = Annotated[int, _limit("per_frames")]
+
+
+def _codec_option():
+    """--codec: one of the offered frame codecs, with the flow parameter's description."""
+    from tasks.params import ProcessParams
+
+    return typer.Option(help=ProcessParams.model_fields["codec"].description)
+
+
+CodecChoice = enum.Enum("CodecChoice", {n: n for n in CODEC_NAMES}, type=str)
+Codec = Annotated[CodecChoice, _codec_option()]
+DEFAULT_CHOICE = CodecChoice(DEFAULT_CODEC)
 _SHOW_REJECTED = 20
 # Short headers so the summary fits a terminal; README explains them.
 _SHORT = ("dead", "skip", "hp≠", "ammo≠", "obs", "still_m", "still_v")
@@ -247,6 +262,7 @@ def process(
     mouse_static: MouseStatic = _SEED.mouse_static,
     vel_static: VelStatic = _SEED.vel_static,
     per_frames: PerFrames = _SEED.per_frames,
+    codec: Codec = DEFAULT_CHOICE,
     storage_option: StorageOptions = None,
 ) -> None:
     """Repack a source into Zarr frames and a Parquet catalog (resumable)."""
@@ -299,6 +315,8 @@ def _process_params(args: dict):
     if args["split_file"] is not None and args["test_fraction"]:
         fail("give --split-file or --test-fraction, not both")
     fields = {k: args[k] for k in ProcessParams.model_fields if k in args}
+    if isinstance(fields.get("codec"), enum.Enum):
+        fields["codec"] = fields["codec"].value
     fields["split_file"] = str(args["split_file"]) if args["split_file"] else ""
     return ProcessParams(**fields)
 
@@ -453,6 +471,7 @@ def pipeline(
     mouse_static: MouseStatic = _SEED.mouse_static,
     vel_static: VelStatic = _SEED.vel_static,
     per_frames: PerFrames = _SEED.per_frames,
+    codec: Codec = DEFAULT_CHOICE,
     storage_option: StorageOptions = None,
     stream: Annotated[
         bool,

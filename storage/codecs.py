@@ -7,17 +7,41 @@ through the `zarr.codecs` entry points, so a reader needs nothing but the store 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Any, Self
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Self
 
 import imagecodecs
 import numpy as np
 from zarr.abc.codec import ArrayArrayCodec, ArrayBytesCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.core.common import JSON, parse_named_configuration
 from zarr.registry import register_codec
 
+from storage.action_space import FRAME_SHAPE
+
 IMAGE_CODEC = "csdm.image"
 PREDICTOR_CODEC = "csdm.predictor"
+
+
+class _Named:
+    """Zarr's `{"name", "configuration"}` round trip for a frozen dataclass codec."""
+
+    codec_name: ClassVar[str]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, JSON]) -> Self:
+        """The codec a `zarr.json` entry describes."""
+        _, config = parse_named_configuration(data, cls.codec_name)
+        return cls(**config)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, JSON]:
+        """The codec's `zarr.json` entry."""
+        config = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        return {"name": self.codec_name, "configuration": config}
+
+    def compute_encoded_size(self, input_byte_length: int, chunk_spec: Any) -> int:
+        """Unknown before encoding (Zarr asks only of fixed-size codecs)."""
+        raise NotImplementedError
 
 
 def _encoder(fmt: str, level: int | None):
@@ -55,9 +79,10 @@ def _frames_as_image(chunk: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class ImageCodec(ArrayBytesCodec):
+class ImageCodec(_Named, ArrayBytesCodec):
     """A chunk of frames stored as one lossless image (imagecodecs: JPEG-XL, WebP, PNG, ...)."""
 
+    codec_name = IMAGE_CODEC
     is_fixed_size = False
     format: str
     level: int | None
@@ -66,14 +91,6 @@ class ImageCodec(ArrayBytesCodec):
         _encoder(format, level)  # refuse an unknown format when the array is described
         object.__setattr__(self, "format", format)
         object.__setattr__(self, "level", level)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, JSON]) -> Self:
-        _, config = parse_named_configuration(data, IMAGE_CODEC)
-        return cls(**config)  # type: ignore[arg-type]
-
-    def to_dict(self) -> dict[str, JSON]:
-        return {"name": IMAGE_CODEC, "configuration": {"format": self.format, "level": self.level}}
 
     def encode_array(self, chunk: np.ndarray) -> bytes:
         """The chunk's bytes in this format."""
@@ -96,21 +113,19 @@ class ImageCodec(ArrayBytesCodec):
         data = await asyncio.to_thread(self.encode_array, chunk_array.as_numpy_array())
         return chunk_spec.prototype.buffer.from_bytes(data)
 
-    def compute_encoded_size(self, input_byte_length: int, chunk_spec: Any) -> int:
-        raise NotImplementedError
-
 
 PREDICTORS = ("left", "gradient")
 
 
 @dataclass(frozen=True)
-class PredictorCodec(ArrayArrayCodec):
+class PredictorCodec(_Named, ArrayArrayCodec):
     """PNG-style prediction per channel on (..., H, W, C) frames; residuals for a compressor.
 
     `left` keeps x - left; `gradient` keeps x - left - up + upleft (a horizontal delta
     followed by a vertical one), which leaves the small residuals natural images give.
     """
 
+    codec_name = PREDICTOR_CODEC
     is_fixed_size = True
     kind: str
 
@@ -119,15 +134,8 @@ class PredictorCodec(ArrayArrayCodec):
             raise ValueError(f"unknown predictor {kind!r}; expected one of {PREDICTORS}")
         object.__setattr__(self, "kind", kind)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, JSON]) -> Self:
-        _, config = parse_named_configuration(data, PREDICTOR_CODEC)
-        return cls(**config)  # type: ignore[arg-type]
-
-    def to_dict(self) -> dict[str, JSON]:
-        return {"name": PREDICTOR_CODEC, "configuration": {"kind": self.kind}}
-
     def resolve_metadata(self, chunk_spec: Any) -> Any:
+        """Residuals keep the frames' shape and dtype."""
         return chunk_spec
 
     def encode_array(self, a: np.ndarray) -> np.ndarray:
@@ -157,8 +165,56 @@ class PredictorCodec(ArrayArrayCodec):
         return chunk_spec.prototype.nd_buffer.from_numpy_array(arr)
 
     def compute_encoded_size(self, input_byte_length: int, chunk_spec: Any) -> int:
+        """As many bytes as went in."""
         return input_byte_length
 
 
 register_codec(IMAGE_CODEC, ImageCodec)
 register_codec(PREDICTOR_CODEC, PredictorCodec)
+
+
+@dataclass(frozen=True)
+class FrameCodec:
+    """One way to store a dataset's frames: its Zarr codecs and chunk length."""
+
+    name: str
+    chunk_frames: int
+    about: str
+    filters: tuple = ()
+    serializer: Any = "auto"
+    compressors: tuple = ()
+
+    def array_options(self) -> dict:
+        """Keyword arguments of `zarr.create_array` (chunks and codecs)."""
+        return {
+            "chunks": (self.chunk_frames, *FRAME_SHAPE),
+            "filters": self.filters,
+            "serializer": self.serializer,
+            # crc32c last: every chunk is checked on read (bench/repack.py measures the cost)
+            "compressors": (*self.compressors, Crc32cCodec()),
+        }
+
+
+def _image(fmt: str, level: int | None = None, chunk: int = 8) -> dict:
+    return {"chunk_frames": chunk, "serializer": ImageCodec(format=fmt, level=level)}
+
+
+# Offered by `--codec`; bench/repack.py measured each on realistic frames (README table).
+FRAME_CODECS: dict[str, FrameCodec] = {
+    c.name: c
+    for c in (
+        FrameCodec("gradient-zstd", 32, "gradient predictor, then zstd level 1 (the default)",
+                   filters=(PredictorCodec(kind="gradient"),),
+                   compressors=(ZstdCodec(level=1),)),
+        FrameCodec("zstd", 32, "zstd level 3 on raw pixels (the format before 2026-11)",
+                   compressors=(ZstdCodec(level=3),)),
+        FrameCodec("jpegxl", about="JPEG-XL lossless, effort 2 (the archive option)",
+                   **_image("jpegxl", 2)),
+        FrameCodec("webp", about="WebP lossless, effort 0", **_image("webp", 0)),
+        FrameCodec("jpegls", about="JPEG-LS lossless (CharLS)", **_image("jpegls")),
+        FrameCodec("qoi", about="QOI", **_image("qoi")),
+        FrameCodec("png", about="PNG, zlib level 6", **_image("png", 6)),
+    )
+}  # fmt: skip
+DEFAULT_CODEC = "gradient-zstd"
+ARCHIVE_CODEC = "jpegxl"

@@ -7,21 +7,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import zarr
-from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.storage import MemoryStore
 
 from storage.action_space import FRAME_SHAPE
+from storage.codecs import DEFAULT_CODEC, FRAME_CODECS
 from storage.diskspace import DiskFullError, is_disk_full
 from storage.layout import OutLayout
 
-# Chosen by measurement (bench/repack.py): zstd over 32-frame chunks compresses this imagery
-# several times better than per-block Blosc at a similar speed.
-CHUNK_FRAMES = 32
-# 8 chunks (about 30 MB of real frames) per shard object: an upload overlaps the next shard's
-# encoding, and object stores serve such objects well; a short episode is one shard.
+# 256 frames (about 30 MB raw, 8 to 32 chunks) per shard object: an upload overlaps the next
+# shard's encoding, and object stores serve such objects well; a short episode is one shard.
 SHARD_FRAMES = 256
-ZSTD_LEVEL = 3
 CHANNEL_ORDER = "BGR"
+LEGACY_CODEC = "zstd"  # arrays written before the codec was recorded
 ARRAY_META = "zarr.json"
 
 
@@ -46,24 +43,30 @@ def episode_exists(layout: OutLayout, episode: str) -> bool:
     return layout.root.exists(_array_key(layout, episode, ARRAY_META))
 
 
-def _encoded(frames: np.ndarray, attrs: dict) -> Iterator[tuple[str, bytes]]:
+def codec_of(name: str):
+    """The frame codec called `name`, or an error that lists the offered ones."""
+    if name not in FRAME_CODECS:
+        raise ValueError(f"unknown frame codec {name!r}; offered: {', '.join(FRAME_CODECS)}")
+    return FRAME_CODECS[name]
+
+
+def _encoded(frames: np.ndarray, attrs: dict, codec: str) -> Iterator[tuple[str, bytes]]:
     """The array's objects as they are encoded: each shard in turn, then `zarr.json`."""
     if frames.dtype != np.uint8 or frames.shape[1:] != FRAME_SHAPE:
         raise ValueError(f"frames must be uint8 (T, *{FRAME_SHAPE}), got {frames.shape}")
-    n = len(frames)
-    shard = min(SHARD_FRAMES, max(CHUNK_FRAMES, -(-n // CHUNK_FRAMES) * CHUNK_FRAMES))
+    spec = codec_of(codec)
+    n, chunk = len(frames), spec.chunk_frames
+    shard = min(SHARD_FRAMES, max(chunk, -(-n // chunk) * chunk))
     objects: dict = {}
     arr = zarr.create_array(
         store=MemoryStore(objects),
         shape=frames.shape,
         dtype=np.uint8,
-        chunks=(CHUNK_FRAMES, *FRAME_SHAPE),
         shards=(shard, *FRAME_SHAPE),
-        # crc32c after compression: every chunk is checked on read (bench/repack.py measures
-        # the cost), and the shard index carries its own crc32c by default.
-        compressors=(ZstdCodec(level=ZSTD_LEVEL), Crc32cCodec()),
+        # the shard index carries its own crc32c by default
+        **spec.array_options(),
         dimension_names=("time", "height", "width", "channel"),
-        attributes={**attrs, "channel_order": CHANNEL_ORDER},
+        attributes={**attrs, "codec": codec, "channel_order": CHANNEL_ORDER},
         zarr_format=3,
         # zarr's empty-chunk check compares every chunk to the fill value: a full extra pass
         # that cost more than compressing; frames are never empty anyway.
@@ -77,8 +80,11 @@ def _encoded(frames: np.ndarray, attrs: dict) -> Iterator[tuple[str, bytes]]:
     yield ARRAY_META, meta.to_bytes()
 
 
-def write_frames(layout: OutLayout, episode: str, frames: np.ndarray, attrs: dict) -> int:
+def write_frames(layout: OutLayout, episode: str, frames: np.ndarray, attrs: dict,
+                 codec: str = DEFAULT_CODEC) -> int:  # fmt: skip
     """Write an episode's array: its shard objects first, `zarr.json` last; return bytes stored.
+
+    `codec` names one of `storage.codecs.FRAME_CODECS`; the array's `zarr.json` records it.
 
     No rename is needed: the episode is invisible to readers until its completion record is
     written (storage.commit), and an array without `zarr.json` does not count as written. Each
@@ -86,7 +92,7 @@ def write_frames(layout: OutLayout, episode: str, frames: np.ndarray, attrs: dic
     its metadata taken away first.
     """
     try:
-        objects = _encoded(frames, attrs)
+        objects = _encoded(frames, attrs, codec)
         key, data = next(objects)  # the dtype and shape are checked before anything is written
     except ValueError as e:
         raise ValueError(f"{episode}: {e}") from None
@@ -118,10 +124,11 @@ def remove_frames(layout: OutLayout, episode: str) -> None:
     layout.root.delete_tree(_array_key(layout, episode))
 
 
-def frames_sha256(layout: OutLayout, episode: str) -> str | None:
-    """The sha256 of the source member the stored frames were written from."""
+def stored_as(layout: OutLayout, episode: str) -> tuple[str | None, str]:
+    """The sha256 of the source member the stored frames came from, and their codec."""
     meta = layout.root.read_json(_array_key(layout, episode, ARRAY_META)) or {}
-    return (meta.get("attributes") or {}).get("sha256")
+    attrs = meta.get("attributes") or {}
+    return attrs.get("sha256"), attrs.get("codec", LEGACY_CODEC)
 
 
 def stored_bytes(layout: OutLayout, episode: str) -> int:

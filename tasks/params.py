@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, get_args
 
 from pydantic import BaseModel, Field
 
+from storage.codecs import DEFAULT_CODEC
 from tasks.actions.quality import QualityThresholds
 from tasks.splits import SplitSpec, read_split_file
 
 _SEED = QualityThresholds()  # the seed's limits: their one definition
+# storage.codecs.FRAME_CODECS, spelled out so the Prefect run form offers a choice
+CodecName = Literal["gradient-zstd", "zstd", "jpegxl", "webp", "jpegls", "qoi", "png"]
+CODEC_NAMES: tuple[str, ...] = get_args(CodecName)
 
 
 class ProcessParams(BaseModel):
@@ -50,6 +55,12 @@ class ProcessParams(BaseModel):
     vel_static: int = Field(
         _SEED.vel_static, ge=0, description="Reject above this many frames without player movement."
     )
+    codec: CodecName = Field(
+        DEFAULT_CODEC,
+        description="How frames are stored: gradient-zstd (default, fast reads), jpegxl "
+        "(archive: smallest, slow reads), zstd, webp, jpegls, qoi or png. Recorded in each "
+        "array's zarr.json.",
+    )
     per_frames: int = Field(
         _SEED.per_frames,
         ge=0,
@@ -77,7 +88,7 @@ class ProcessParams(BaseModel):
         return SplitSpec(test_fraction=self.test_fraction, seed=self.seed)
 
     def quality(self) -> dict:
-        """The parameters that decide an episode's verdict (recorded with each episode)."""
+        """The parameters that decide an episode's verdict and stored form (kept with each)."""
         return self.model_dump(exclude={"test_fraction", "seed", "split_file"})
 
     def recorded(self) -> dict:

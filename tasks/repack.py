@@ -10,11 +10,12 @@ import pyarrow as pa
 
 from storage.action_space import MOUSE_X_BINS, MOUSE_Y_BINS
 from storage.catalog import FRAMES_SCHEMA, KEY_COLUMNS, METADATA_SCHEMA, decode_y
+from storage.codecs import DEFAULT_CODEC
 from storage.commit import commit_episode, withdraw_episode
 from storage.containers import MemberRef
 from storage.diskspace import DiskFullError, is_disk_full
 from storage.episode import EpisodeFormatError, read_episode
-from storage.framestore import episode_exists, frames_sha256, stored_bytes, write_frames
+from storage.framestore import LEGACY_CODEC, episode_exists, stored_as, stored_bytes, write_frames
 from storage.fs import Root
 from storage.layout import OutLayout
 from storage.records import EpisodeRecord
@@ -98,6 +99,10 @@ def changed_inputs(old: dict | None, new: dict) -> list[str]:
         what.append("metadata")
     if old.get("parameters") != new["parameters"]:
         what.append("parameters")
+        if (old.get("parameters") or {}).get("codec", LEGACY_CODEC) != new["parameters"].get(
+            "codec", DEFAULT_CODEC
+        ):
+            what.append("codec")
     return what
 
 
@@ -129,7 +134,7 @@ def repack_episode(
         return replace(old, skipped=True)
     frames_ok = episode_exists(layout, ep.name)
     try:
-        if old and "member" not in changed and frames_ok:
+        if old and not {"member", "codec"} & set(changed) and frames_ok:
             digest = old.sha256  # same bytes: read only the small parts, keep the frames
             data = read_episode((ref.label, raw) if raw else ref, parts=("y", "helperarr"))
             n = len(data["y"])
@@ -158,11 +163,13 @@ def _store(src: SourceEpisode, layout: OutLayout, meta: MetaRecord | None, split
     ep = src.episode
     if old:  # withdraw first: a crash from here on leaves the episode to be redone
         withdraw_episode(layout, ep.name, old)
-    if "x" not in data or (frames_ok and frames_sha256(layout, ep.name) == digest):
+    codec = inputs["parameters"].get("codec", DEFAULT_CODEC)
+    if "x" not in data or (frames_ok and stored_as(layout, ep.name) == (digest, codec)):
         # same bytes; or a crashed run put these frames in place, or the member was touched
         stored = stored_bytes(layout, ep.name)
     else:
-        stored = write_frames(layout, ep.name, data["x"], {"episode": ep.name, "sha256": digest})
+        attrs = {"episode": ep.name, "sha256": digest}
+        stored = write_frames(layout, ep.name, data["x"], attrs, codec)
 
     shipped = decode_y(data["y"])
     meta_cols, meta_problem = _metadata_columns(meta, n, layout.root)

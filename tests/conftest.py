@@ -6,10 +6,22 @@ from pathlib import Path
 
 import pytest
 
-from tasks.synth.tree import SynthConfig, write_synthetic_tree
+from storage.layout import episode_from_member
+from tasks.synth.tree import SynthConfig, disagreements, episode_seed, write_synthetic_tree
 from tests.hub_server import FakeHub, HubServer
 
 SMALL = SynthConfig(seed=7, frames=60, tars=2, episodes_per_tar=3, expert_episodes=2)
+
+
+def known_agreement(episode: str, which: str, cfg: SynthConfig = SMALL) -> dict[str, float]:
+    """The `agree_*` values of a synthetic episode, from the labels it was shipped with changed.
+
+    `which`: "metadata" (shipped `infer_a` against csdm's inference) or "targets" (the HDF5's
+    `y` against csdm's inference).
+    """
+    ep = episode_from_member(f"hdf5_{episode}.hdf5")
+    changed = disagreements(cfg.frames, episode_seed(cfg, ep), cfg.disagree)
+    return changed.agreement(cfg.frames, which)
 
 
 @pytest.fixture(scope="session")

@@ -61,7 +61,7 @@ def _scene(look: Look, seed: int = 0) -> np.ndarray:
     half = SCENE_H / 2 / PX_PER_RAD / np.pi * ph
     rows = pano[int(ph / 2 - half) : int(np.ceil(ph / 2 + half))]
     base = np.stack([_upsampled(rows[..., c], (SCENE_H, SCENE_W)) for c in range(3)], -1)
-    b, g, r = base[..., 0], base[..., 1], base[..., 2]
+    b, r = base[..., 0], base[..., 2]
     sky = np.clip((b - r - 10) / 30, 0, 1) * np.clip((b - 120) / 60, 0, 1)
     strength = 1 - (1 - look.sky_detail) * sky
     rng = np.random.default_rng(seed)
@@ -155,7 +155,9 @@ def render(states: list[dict], seed: int = 0, look: Look = LOOK) -> np.ndarray:
         alive = s["obs_health"] > 0
         if alive and s["obs_fov"] in (None, 90):
             phase += s["vel_mag"] / 250 * 0.6
-            a = _shifted(alpha, look.sway_px * np.sin(phase), 0.5 * look.sway_px * np.sin(2 * phase))
+            a = _shifted(
+                alpha, look.sway_px * np.sin(phase), 0.5 * look.sway_px * np.sin(2 * phase)
+            )
             frame = frame * (1 - a[..., None]) + colour * a[..., None]
             fired = prev_ammo is not None and s["ammo_active"] < prev_ammo
             if fired:  # muzzle flash at the barrel's end

@@ -10,7 +10,7 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +18,7 @@ from numpy.lib import format as npy_format
 
 from storage.episode import Episode, write_episode
 from storage.layout import METADATA_DIR, EpisodeId, metadata_chunk, metadata_name, tar_name
-from storage.metadata import game_state_table
-from tasks.actions.infer import infer_actions
-from tasks.actions.targets import training_targets
+from tasks.synth import reference
 from tasks.synth.frames import render
 from tasks.synth.players import simulate
 
@@ -40,12 +38,57 @@ class SynthConfig:
     tars: int = 2
     episodes_per_tar: int = 3
     expert_episodes: int = 2
+    disagree: float = 0.02  # share of frames per label kind shipped with a changed label
 
     def __post_init__(self) -> None:
         if self.frames < 2:
             raise ValueError("frames must be >= 2")
         if min(self.tars, self.episodes_per_tar, self.expert_episodes) < 0:
             raise ValueError("counts must be >= 0")
+        if not 0 <= self.disagree <= 1 / 3:
+            raise ValueError("disagree must be between 0 and 1/3")
+
+
+# The shipped labels of these frames are changed on purpose, so the agreement columns have
+# known values: (frames changed in the metadata's `infer_a`, frames changed in the HDF5's `y`).
+LABEL_KINDS = ("keys", "clicks", "mouse")
+
+
+@dataclass(frozen=True)
+class Disagreements:
+    """Frames whose shipped labels differ from the seed's inference, on purpose, per kind."""
+
+    metadata: dict[str, np.ndarray]  # frames where `infer_a` in dataset_metadata/ was changed
+    targets: dict[str, np.ndarray]  # frames where the HDF5's `y` was changed
+
+    def agreement(self, frames: int, which: str) -> dict[str, float]:
+        """The `agree_*` values csdm must find for `which` ("metadata" or "targets")."""
+        changed = getattr(self, which)
+        return {f"agree_{k}": 1 - len(changed[k]) / frames for k in LABEL_KINDS}
+
+
+def disagreements(frames: int, seed: int, share: float) -> Disagreements:
+    """Which frames get a changed label: `share` of them per kind, distinct within each side."""
+    rng = np.random.default_rng([seed, 0xD15A])
+    k = round(share * frames)
+    picks = [rng.choice(frames, 3 * k, replace=False) for _ in range(2)]
+    return Disagreements(*({kind: np.sort(p[i * k : (i + 1) * k]) for i, kind in
+                            enumerate(LABEL_KINDS)} for p in picks))  # fmt: skip
+
+
+def _changed(acts: list[list], frames: dict[str, np.ndarray]) -> list[list]:
+    """A copy of per-frame `[keys, mouse_x, mouse_y, lclick, rclick]` with the chosen changes."""
+    out = [[list(a[0]), *a[1:]] for a in acts]
+    for i in frames["keys"]:
+        keys = out[i][0]
+        keys.remove("w") if "w" in keys else keys.append("w")
+    for i in frames["clicks"]:
+        out[i][3] = 1 - int(out[i][3])
+    for i in frames["mouse"]:  # one bin along, so every quantisation sees the change
+        x = reference.nearest(out[i][1], reference.MOUSE_X)
+        j = reference.MOUSE_X.index(x)
+        out[i][1] = reference.MOUSE_X[j + 1 if j + 1 < len(reference.MOUSE_X) else j - 1]
+    return out
 
 
 @dataclass
@@ -54,23 +97,30 @@ class _Simulated:
     states: list[dict]
     labels: list  # per frame [curr_vars, infer_a, helperarr] as the metadata stores them
     arrays: Episode
+    disagreements: Disagreements
 
 
-def simulate_episode(ep: EpisodeId, frames: int, seed: int, kind: str, clean: bool) -> _Simulated:
-    """Simulate, render and label one episode as the original pipeline did."""
+def simulate_episode(ep: EpisodeId, frames: int, seed: int, kind: str, clean: bool,
+                     disagree: float = 0.0) -> _Simulated:  # fmt: skip
+    """Simulate, render and label one episode as the original pipeline did.
+
+    Labels come from the per-frame reference of the seed's scripts, not from csdm's inference;
+    `disagree` of the frames per kind get a deliberately different shipped label.
+    """
     states = simulate(frames, seed, kind=kind, clean=clean)
-    table = game_state_table(states, ep.name)
-    lengths = np.array([frames])
-    acts = infer_actions(table, lengths)
-    y, xaux, helper = training_targets(acts, table, lengths)
-    keys = acts.keys.to_pylist()
-    infer_a = [
-        [keys[i], float(acts.mouse_x[i]), float(acts.mouse_y[i]), int(acts.lclick[i]),
-         int(acts.rclick[i])]
-        for i in range(frames)
-    ]  # fmt: skip
-    labels = [[states[i], infer_a[i], helper[i]] for i in range(frames)]
-    return _Simulated(ep, states, labels, Episode(render(states), y, xaux, helper))
+    acts, _ = reference.infer_episode(states)
+    changes = disagreements(frames, seed, disagree)
+    shipped = _changed(acts, changes.metadata)
+    ys, auxs, helpers = reference.targets(states, _changed(acts, changes.targets))
+    labels = [[states[i], shipped[i], helpers[i]] for i in range(frames)]
+    arrays = Episode(render(states, seed), np.array(ys), np.array(auxs), np.array(helpers))
+    return _Simulated(ep, states, labels, arrays, changes)
+
+
+def episode_seed(cfg: SynthConfig, ep: EpisodeId) -> int:
+    """The seed of one synthetic episode: its states, frames and label changes follow from it."""
+    key = [cfg.seed, zlib.crc32(ep.dataset.encode()), ep.file_num]
+    return int(np.random.SeedSequence(key).generate_state(1)[0])
 
 
 def save_legacy_npy(path: Path, obj: object) -> None:
@@ -114,12 +164,8 @@ def write_synthetic_tree(
     out: str | Path,
     cfg: SynthConfig = SynthConfig(),
     progress: Callable[[str], None] | None = None,
-    pixels: Callable[[int, int], np.ndarray | None] | None = None,
 ) -> list[Path]:
-    """Write tars, an expert zip and `dataset_metadata/` under `out`; return the files.
-
-    `pixels(frames, seed)`, when given, supplies each episode's frames instead of the renderer.
-    """
+    """Write tars, an expert zip and `dataset_metadata/` under `out`; return the files."""
     out = Path(out)
     (out / METADATA_DIR).mkdir(parents=True, exist_ok=True)
     plan: list[tuple[str, list[tuple[EpisodeId, str, bool]]]] = []
@@ -144,13 +190,10 @@ def write_synthetic_tree(
             for ep, kind, clean in eps:
                 if progress:
                     progress(f"{ep.name} ({kind})")
-                key = [cfg.seed, zlib.crc32(ep.dataset.encode()), ep.file_num]
-                seed = int(np.random.SeedSequence(key).generate_state(1)[0])
-                sim = simulate_episode(ep, cfg.frames, seed, kind, clean)
-                frames = pixels(cfg.frames, seed) if pixels else None
-                arrays = sim.arrays if frames is None else replace(sim.arrays, frames=frames)
+                sim = simulate_episode(ep, cfg.frames, episode_seed(cfg, ep), kind, clean,
+                                       cfg.disagree)  # fmt: skip
                 h5 = Path(tmpdir) / ep.hdf5_name
-                write_episode(h5, arrays)
+                write_episode(h5, sim.arrays)
                 inner = ep.hdf5_name if archive.endswith(".tar") else f"{EXPERT_ZIP}/{ep.hdf5_name}"
                 members.append((h5, inner))
                 chunk = metadata.setdefault((ep.dataset, *metadata_chunk(ep.file_num)), {})

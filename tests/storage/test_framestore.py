@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from zarr.codecs import ZstdCodec
 
-from storage.framestore import CHUNK_FRAMES, episode_exists, open_frames, write_frames
+from storage.framestore import episode_exists, open_frames, write_frames
 from storage.layout import OutLayout
 
 
@@ -19,11 +19,12 @@ def _frames(n: int) -> np.ndarray:
 def test_round_trip_and_layout(tmp_path: Path) -> None:
     layout = OutLayout.at(tmp_path)
     fr = _frames(70)
-    stored = write_frames(layout, "dm_x_1", fr, {"sha256": "abc"})
+    stored = write_frames(layout, "dm_x_1", fr, {"sha256": "abc"}, codec="zstd")
     arr = open_frames(layout, "dm_x_1")
-    assert arr.shape == (70, 150, 280, 3) and arr.chunks == (CHUNK_FRAMES, 150, 280, 3)
+    assert arr.shape == (70, 150, 280, 3) and arr.chunks == (32, 150, 280, 3)
     assert arr.shards == (96, 150, 280, 3)  # one shard file holds the whole episode
     assert arr.attrs["channel_order"] == "BGR" and arr.attrs["sha256"] == "abc"
+    assert arr.attrs["codec"] == "zstd"
     np.testing.assert_array_equal(arr[:], fr)
     files = [p for p in (tmp_path / "frames.zarr/dm_x_1").rglob("*") if p.is_file()]
     assert sorted(p.name for p in files) == ["0", "zarr.json"]
@@ -32,7 +33,7 @@ def test_round_trip_and_layout(tmp_path: Path) -> None:
 
 def test_window_reads_decode_only_the_chunks_they_touch(tmp_path: Path, monkeypatch) -> None:
     layout = OutLayout.at(tmp_path)
-    write_frames(layout, "dm_x_1", _frames(100), {})
+    write_frames(layout, "dm_x_1", _frames(100), {}, codec="zstd")
     calls = []
     original = ZstdCodec._decode_single
 

@@ -7,11 +7,14 @@ import pytest
 
 from storage.action_space import MOUSE_X_BINS, MOUSE_Y_BINS
 from storage.catalog import COUNTERS
+from storage.layout import EpisodeId
 from storage.metadata import load_metadata
 from tasks.actions.labels import key_matrix, label_batch
 from tasks.actions.quality import QualityThresholds
 from tasks.actions.targets import quantise
 from tasks.synth.reference import MOUSE_X, MOUSE_Y, nearest
+from tasks.synth.tree import disagreements, episode_seed
+from tests.conftest import SMALL, known_agreement
 
 
 def test_quantise_clips_and_sends_ties_to_the_lower_bin() -> None:
@@ -57,9 +60,14 @@ def test_key_matrix_ignores_unknown_names() -> None:
 
 def test_agreement_with_shipped_labels(synth_tree) -> None:
     batch = load_metadata(synth_tree / "dataset_metadata" / "currvarsv2_dm_july2021_1_to_100.npy")
-    files = label_batch(batch, QualityThresholds()).files.to_pandas()
-    assert (files[["agree_keys", "agree_mouse", "agree_clicks"]] == 1.0).all().all()
-    # tamper with the shipped keys of the first episode's first 6 frames
+    files = label_batch(batch, QualityThresholds()).files.to_pandas().set_index("episode")
+    # the synthesiser shipped some frames of each episode with a changed label, on purpose
+    for ep in files.index:
+        want = known_agreement(ep, "metadata")
+        assert min(want.values()) < 1
+        for col, value in want.items():
+            assert files.loc[ep, col] == pytest.approx(value, abs=1e-12), (ep, col)
+    # tamper with the shipped keys of the first episode's first 6 frames as well
     ship = batch.shipped
     keys = ship.column("ship_keys").to_pylist()
     for i in range(6):
@@ -67,6 +75,11 @@ def test_agreement_with_shipped_labels(synth_tree) -> None:
     import pyarrow as pa
 
     batch.shipped = ship.set_column(0, "ship_keys", pa.array(keys, pa.list_(pa.string())))
-    files = label_batch(batch, QualityThresholds()).files.to_pandas()
-    assert files.loc[0, "agree_keys"] == pytest.approx(1 - 6 / batch.lengths[0])
-    assert files.loc[1, "agree_keys"] == 1.0
+    first, second = files.index[:2]
+    files = label_batch(batch, QualityThresholds()).files.to_pandas().set_index("episode")
+    changed = disagreements(SMALL.frames, episode_seed(SMALL, EpisodeId("dm_july2021", 1)),
+                            SMALL.disagree).metadata["keys"]  # fmt: skip
+    wrong = set(range(6)) | set(changed.tolist())
+    assert first == "dm_july2021_1"
+    assert files.loc[first, "agree_keys"] == pytest.approx(1 - len(wrong) / batch.lengths[0])
+    assert files.loc[second, "agree_keys"] == known_agreement(second, "metadata")["agree_keys"]
