@@ -230,7 +230,7 @@ def main() -> None:
         os.environ.update(endpoint.env())
         tmp = Path(tmp_)
         fsspec.filesystem("s3").mkdir("bench")
-        sources = build_source(tmp / "source", args.episodes, args.frames, real=True)
+        sources = build_source(tmp / "source", args.episodes, args.frames)
         raw = args.episodes * args.frames * 150 * 280 * 3
         print(f"source: {len(sources)} episodes x {args.frames} frames, {raw / 1e6:.0f} MB raw")
         process_both(tmp / "source", tmp / "local", "s3://bench/out", raw, args.process_threads)

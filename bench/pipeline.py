@@ -19,7 +19,6 @@ import threading
 import time
 from pathlib import Path
 
-from bench.repack import near_real_frames
 from tasks.synth.tree import SynthConfig, write_synthetic_tree
 from tests.hub_server import FakeHub, Faults, HubServer
 from tests.tasks.test_hub import REPO
@@ -84,10 +83,9 @@ def main() -> None:
 def run(tmp: Path, scratch: Path, args) -> None:
     from flows.prefect_api import local_api
 
-    real = near_real_frames(2, 0) is not None
     cfg = SynthConfig(seed=1, frames=args.frames, tars=args.tars,
                       episodes_per_tar=args.episodes_per_tar, expert_episodes=0)  # fmt: skip
-    write_synthetic_tree(tmp / "src", cfg, pixels=near_real_frames if real else None)
+    write_synthetic_tree(tmp / "src", cfg)
     files = {str(p.relative_to(tmp / "src")): p.read_bytes()
              for p in (tmp / "src").rglob("*") if p.is_file()}  # fmt: skip
     episode = sum(len(b) for p, b in files.items() if p.endswith(".tar")) / (
@@ -107,7 +105,7 @@ def run(tmp: Path, scratch: Path, args) -> None:
         total = sum(len(b) for b in files.values())
         print(f"source: {len(files)} files, {total / 1e6:.0f} MB ({args.tars} tars x "
               f"{args.episodes_per_tar} episodes x {args.frames} frames, "
-              f"{'near-real' if real else 'SIMULATED (no ../shared/data)'} frames, one episode "
+              f"realistic frames, one episode "
               f"{episode / 1e6:.0f} MB), throttled to {args.mbps} MB/s per transfer, "
               f"{args.workers} Dask workers")  # fmt: skip
         with HubServer(hub) as server:

@@ -80,6 +80,11 @@ def synth(
     tars: Annotated[int, typer.Option(min=0, help="Scraped-set tars to write.")] = 2,
     episodes_per_tar: Annotated[int, typer.Option(min=0, help="Episodes in each tar.")] = 3,
     expert_episodes: Annotated[int, typer.Option(min=0, help="Episodes in the expert zip.")] = 2,
+    disagree: Annotated[
+        float,
+        typer.Option(min=0.0, max=1 / 3, help="Share of frames per label kind (keys, clicks, "
+                     "mouse) shipped with a deliberately changed label."),
+    ] = 0.02,
     force: Annotated[
         bool, typer.Option(help="Replace the tars, zips and metadata of an earlier synth in OUT.")
     ] = False,
@@ -93,7 +98,7 @@ def synth(
              "pass --force to replace it, or choose an empty folder")  # fmt: skip
     for p in earlier:
         p.unlink()
-    cfg = SynthConfig(seed, frames, tars, episodes_per_tar, expert_episodes)
+    cfg = SynthConfig(seed, frames, tars, episodes_per_tar, expert_episodes, disagree)
     total = tars * episodes_per_tar + expert_episodes
     with _progress() as bar:
         task = bar.add_task("synth", total=total, item="")

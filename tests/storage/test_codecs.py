@@ -79,7 +79,7 @@ def test_predictor_undoes_wrapping_residuals_exactly() -> None:
 
 
 def test_bad_names_are_refused_with_the_choices(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="offered: gradient-zstd"):
+    with pytest.raises(ValueError, match="offered: up-zstd"):
         write_frames(OutLayout.at(tmp_path), "dm_x_1", _frames(45), {}, codec="gif")
     with pytest.raises(ValueError, match="unknown image format"):
         ImageCodec(format="bmp")
