@@ -61,12 +61,12 @@ def test_a_flipped_byte_anywhere_in_a_shard_is_an_error(copy: Path) -> None:
 def test_the_error_names_the_bad_chunks_frame_range(copy: Path) -> None:
     good = open_dataset(copy).frames(VICTIM)
     shard = _shard(copy, VICTIM)
-    _flip(shard, 100)  # inside the first chunk (frames 0-31)
+    _flip(shard, 100)  # inside the first chunk (frames 0-15)
     ds = open_dataset(copy)
-    with pytest.raises(CorruptFramesError, match="frames 0-31"):
+    with pytest.raises(CorruptFramesError, match="frames 0-15"):
         ds.frames(VICTIM, 10, 50)
     # the other chunk still reads, and is right
-    np.testing.assert_array_equal(ds.frames(VICTIM, 32, 60), good[32:60])
+    np.testing.assert_array_equal(ds.frames(VICTIM, 16, 60), good[16:60])
 
 
 def test_verify_lists_bad_episodes_and_repair_lets_process_restore_them(
@@ -81,8 +81,8 @@ def test_verify_lists_bad_episodes_and_repair_lets_process_restore_them(
     lost.unlink()  # a lost shard would read back as black frames
     r = runner.invoke(app, ["verify", str(copy)])
     assert r.exit_code == 1
-    assert f"bad {VICTIM}: frames 0-31:" in r.output
-    assert "bad dm_july2021_5: 2 chunk(s) missing" in r.output
+    assert f"bad {VICTIM}: frames 0-15:" in r.output
+    assert "bad dm_july2021_5: 4 chunk(s) missing" in r.output
     assert "8 episode(s), 480 frames checked: 2 bad" in r.output
     r = runner.invoke(app, ["verify", str(copy), "--episodes", "dm_july2021_1"])
     assert r.exit_code == 0 and "1 episode(s), 60 frames checked: 0 bad" in r.output
@@ -122,7 +122,7 @@ def test_training_stops_on_a_corrupt_chunk_or_skips_the_episode(copy: Path) -> N
 def test_train_refuses_bad_bytes_unless_told_to_skip(copy: Path, tmp_path: Path) -> None:
     import json
 
-    _flip(_shard(copy, VICTIM), 100)  # frames 0-31: at least 4 of its 6 windows touch them
+    _flip(_shard(copy, VICTIM), 100)  # frames 0-15: the episode is dropped once they fail
     cfg = TrainConfig.preset_config("tiny", steps=24, sampler=CFG, log_every=1)  # one epoch
     with pytest.raises(CorruptFramesError, match=VICTIM):
         train(copy, tmp_path / "stop", cfg, quiet=True)

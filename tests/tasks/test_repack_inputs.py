@@ -148,3 +148,25 @@ def test_float_frames_are_refused_not_cast(src: Path, tmp_path: Path) -> None:
     assert (
         files.loc["dm_july2021_9", "status"] == "failed" and not files.loc["dm_july2021_9", "keep"]
     )
+
+
+def test_a_new_codec_rewrites_the_frames_a_new_limit_keeps_them(src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    base = ProcessParams(test_fraction=0.25, seed=1)
+    _run(src, out, base)
+    ep = "dm_july2021_1"
+    before = open_dataset(out).frames(ep)
+    stamp = _shard_stamp(out, ep)
+    meta = out / "frames.zarr" / ep / "zarr.json"
+    assert '"csdm.predictor"' in meta.read_text()  # the default codec is named in zarr.json
+
+    limit = _run(src, out, base.model_copy(update={"obs_count": 7}))
+    assert limit[ep].redone == "parameters" and _shard_stamp(out, ep) == stamp
+
+    archived = _run(src, out, base.model_copy(update={"codec": "jpegxl"}))
+    assert archived[ep].redone == "parameters, codec"
+    assert '"csdm.image"' in meta.read_text() and '"jpegxl"' in meta.read_text()
+    ds = open_dataset(out)
+    np.testing.assert_array_equal(ds.frames(ep), before)
+    assert ds.manifest.parameters["codec"] == "jpegxl"
+    assert archived[ep].stored_bytes < limit[ep].stored_bytes  # the archive codec is smaller
