@@ -82,8 +82,12 @@ def synth(
     expert_episodes: Annotated[int, typer.Option(min=0, help="Episodes in the expert zip.")] = 2,
     disagree: Annotated[
         float,
-        typer.Option(min=0.0, max=1 / 3, help="Share of frames per label kind (keys, clicks, "
-                     "mouse) shipped with a deliberately changed label."),
+        typer.Option(
+            min=0.0,
+            max=1 / 3,
+            help="Share of frames per label kind (keys, clicks, "
+            "mouse) shipped with a deliberately changed label.",
+        ),
     ] = 0.02,
     force: Annotated[
         bool, typer.Option(help="Replace the tars, zips and metadata of an earlier synth in OUT.")
