@@ -249,12 +249,10 @@ def decide(results: dict[str, tuple]) -> None:
     for label, min_windows, min_ratio, key in rules:
         pool = {k: v for k, v in results.items() if v[3] >= min_windows and v[0] >= min_ratio}
         print(f"  {label}: {pick(pool, key)}")
-    archive = {k: v for k, v in results.items() if v[0] >= 2.3}
-    cheapest = min(archive.items(), key=lambda kv: 1 / kv[1][1] + 1 / kv[1][3], default=None)
-    print(
-        "  least CPU to write and read once storing >= 2.3x (the archive's rule): "
-        + (f"{cheapest[0]} ({cheapest[1][0]:.2f}x)" if cheapest else "none")
-    )
+    # the archive: most storage among codecs that encode the 5.5M public frames in under
+    # 8 core-hours (>= 200 frames/s per core)
+    pool = {k: v for k, v in results.items() if v[0] >= 2.3 and v[1] >= 200}
+    print(f"  most storage encoding >= 200 frames/s (the archive's rule): {pick(pool, ratio)}")
     d, a = results[f"--codec {DEFAULT_CODEC}"], results[f"--codec {ARCHIVE_CODEC}"]
     print(f"  default --codec {DEFAULT_CODEC}: {d[0]:.2f}x (goal >= 1.8x), windows {d[3]:.0f} "
           f"frames/s = {d[3] / old:.2f}x the old format's")  # fmt: skip
@@ -309,13 +307,14 @@ def window_anatomy(tmp: Path, frames: np.ndarray, picks: list[int]) -> None:
             for c in t:
                 imagecodecs.zstd_decode(blocks[c])
 
-    residuals = {c: np.frombuffer(bytearray(imagecodecs.zstd_decode(b)), np.uint8).reshape(
+    # read-only, as Zarr hands them over: the undo copies, as it does there
+    residuals = {c: np.frombuffer(bytes(imagecodecs.zstd_decode(b)), np.uint8).reshape(
         -1, 150, 280, 3) for c, b in blocks.items()}  # fmt: skip
 
     def predictor_only() -> None:
         for t in touched:
             for c in t:
-                predictor.decode_array(residuals[c].copy())
+                predictor.decode_array(residuals[c])
 
     out = np.empty((WINDOW, 150, 280, 3), np.uint8)
 
@@ -326,7 +325,6 @@ def window_anatomy(tmp: Path, frames: np.ndarray, picks: list[int]) -> None:
     t_zarr = min(timed(lambda: [arr[s : s + WINDOW] for s in picks]) for _ in range(2))
     t_zstd, t_pred, t_copy = (min(timed(fn) for _ in range(2))
                               for fn in (zstd_only, predictor_only, copies_only))  # fmt: skip
-    t_pred -= t_copy * decoded / n  # predictor_only copies each chunk first
     rest = t_zarr - t_zstd - t_pred - t_copy
     print(f"\n[a {WINDOW}-frame window of --codec {DEFAULT_CODEC}, one core: {decoded / n:.2f} "
           f"frames decoded per frame read ({chunk}-frame chunks)]")  # fmt: skip

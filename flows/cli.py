@@ -262,7 +262,10 @@ def process(
     seed: Annotated[int, typer.Option(min=0, help="Seed of the split hash.")] = 0,
     reprocess: Annotated[
         bool,
-        typer.Option(help="Accept parameters other than OUT's: re-judge, re-split, keep frames."),
+        typer.Option(
+            help="Accept parameters other than OUT's: re-judge, re-split, keep frames "
+            "(rewritten only for a new --codec)."
+        ),
     ] = False,
     dead_skipped: DeadSkipped = _SEED.dead_skipped,
     ram_gsi_disagree_hp: DisagreeHp = _SEED.ram_gsi_disagree_hp,

@@ -148,8 +148,9 @@ class PredictorCodec(_Named, ArrayArrayCodec):
         return out
 
     def decode_array(self, r: np.ndarray) -> np.ndarray:
-        """Frames back from residuals, bit-exact (in place when `r` is writable)."""
-        out = r if r.flags.writeable and r.flags.c_contiguous else np.array(r, copy=True)
+        """Frames back from residuals, bit-exact."""
+        # always a copy: a writable input may be the store's own buffer (no compressor after)
+        out = np.array(r, copy=True)
         if self.kind != "left":
             # A running sum down the rows, one row of every frame at a time: numpy adds each
             # (T, W*C) row slab in one call, several times faster than imagecodecs' strided

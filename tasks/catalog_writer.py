@@ -10,6 +10,7 @@ import numpy as np
 
 from storage.action_space import FRAME_SHAPE
 from storage.commit import compact, remember_failure
+from storage.framestore import LEGACY_CODEC
 from storage.layout import OutLayout
 from storage.records import EpisodeRecord, Manifest
 from tasks.source import SourceProblem
@@ -59,7 +60,8 @@ def check_parameters(layout: OutLayout, parameters: dict) -> None:
     manifest = read_manifest(layout)
     if manifest is None:
         return
-    old = manifest.parameters
+    # datasets from before the codec was a parameter hold the old format's frames
+    old = {"codec": LEGACY_CODEC, **manifest.parameters}
     diff = sorted(k for k in set(old) | set(parameters) if old.get(k) != parameters.get(k))
     if diff:
         changes = ", ".join(
@@ -68,7 +70,7 @@ def check_parameters(layout: OutLayout, parameters: dict) -> None:
         raise ParametersChangedError(
             f"{layout.root.url} was built with other parameters ({changes}). Use a new OUT, the "
             "same parameters to resume, or --reprocess to re-judge and re-split every episode "
-            "with the new ones (stored frames are kept)"
+            "with the new ones (stored frames are kept unless the codec changes)"
         )
 
 

@@ -70,7 +70,7 @@ class Disagreements:
 def disagreements(frames: int, seed: int, share: float) -> Disagreements:
     """Which frames get a changed label: `share` of them per kind, distinct within each side."""
     rng = np.random.default_rng([seed, 0xD15A])
-    k = round(share * frames)
+    k = min(round(share * frames), frames // 3)
     picks = [rng.choice(frames, 3 * k, replace=False) for _ in range(2)]
     return Disagreements(*({kind: np.sort(p[i * k : (i + 1) * k]) for i, kind in
                             enumerate(LABEL_KINDS)} for p in picks))  # fmt: skip

@@ -84,3 +84,26 @@ def test_bad_files_are_reported_and_the_rest_goes_on(tmp_path: Path, synth_tree:
 def test_missing_path_is_a_usage_error(tmp_path: Path) -> None:
     r = _run("infer", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), cwd=tmp_path)
     assert r.returncode == 2 and "no such file or folder" in r.stderr
+
+
+def test_codec_and_disagree_options_reach_their_parameters(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import CodecChoice, _process_params, app
+    from storage.metadata import load_metadata
+    from tasks.actions.labels import label_batch
+    from tasks.actions.quality import QualityThresholds
+
+    args = {"split_file": None, "test_fraction": 0.0, "seed": 0, "codec": CodecChoice("jpegxl")}
+    assert _process_params(args).codec == "jpegxl"
+    runner = CliRunner()
+    r = runner.invoke(app, ["process", str(tmp_path), str(tmp_path / "o"), "--codec", "gif"])
+    assert r.exit_code == 2 and "gradient-zstd" in r.output
+    r = runner.invoke(app, ["synth", str(tmp_path / "s"), "--frames", "30", "--tars", "1",
+                            "--episodes-per-tar", "1", "--expert-episodes", "0",
+                            "--disagree", "0.1"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    meta = load_metadata(tmp_path / "s/dataset_metadata/currvarsv2_dm_july2021_1_to_100.npy")
+    files = label_batch(meta, QualityThresholds()).files.to_pandas()
+    for col in ("agree_keys", "agree_clicks", "agree_mouse"):  # 3 of 30 frames changed per kind
+        assert files.loc[0, col] == pytest.approx(1 - 3 / 30)

@@ -27,7 +27,9 @@ from tasks.synth.players import simulate
 @cache
 def _frames(n: int) -> np.ndarray:
     """Realistic frames, with a death screen and edge values the predictor must wrap."""
-    fr = render(simulate(n, 11), seed=11)
+    states = simulate(240 + n, 1)[240:]  # frames 16-35 of these are a death screen
+    assert any(s["obs_health"] == 0 for s in states)
+    fr = render(states, seed=11)
     fr[5, :4] = 255  # saturated and black rows: residuals wrap around uint8
     fr[6, :4] = 0
     return fr
