@@ -2,10 +2,10 @@
 
 Run: `.venv/bin/python -m bench.agent [--preset paper --steps 300 --threads 2]`. A `paper`
 policy (random weights; latency does not depend on them) is exported to ONNX; the agent then
-replays full 1024x768 BGRA client-area frames panned over the dust2 panorama, so each step is
-the real path minus the screen grab: cut and resize as `screen_input.py`, onnxruntime step with
-the recurrent state, decode, act into a recording sink. Steps run back to back (no pacing) to
-measure latency; goal: p99 under 40 ms on 2 cores.
+replays full 1024x768 BGRA client-area frames panned over the realistic frames' scene, so
+each step is the real path minus the screen grab: cut and resize as `screen_input.py`,
+onnxruntime step with the recurrent state, decode, act into a recording sink. Steps run back
+to back (no pacing) to measure latency; goal: p99 under 40 ms on 2 cores.
 """
 
 from __future__ import annotations
@@ -18,26 +18,25 @@ from pathlib import Path
 
 import numpy as np
 from csdm_agent.artifact import Artifact
-from csdm_agent.capture import Crop, Preprocess, Resizer
+from csdm_agent.capture import Crop, Preprocess
 from csdm_agent.control import Controller, RecordingSink
 from csdm_agent.decode import Decoder
 from csdm_agent.loop import run
 from csdm_agent.policy import Policy
 
-from tasks.synth.frames import panorama
+from tasks.synth.frames import scene
 from training.export import export
 from training.train import save_untrained
 
 
 def client_frames(n: int) -> np.ndarray:
-    """Frames (n, 768, 1024, 4) BGRA: a view moving across the panorama."""
-    pano = panorama()
-    h = pano.shape[0]
-    view = Resizer((h, h * 4 // 3), (768, 1024))
+    """Frames (n, 768, 1024, 4) BGRA: the window moving across the realistic frames' scene."""
+    world = scene()  # at screen resolution already
+    top = (world.shape[0] - 768) // 2
     out = np.empty((n, 768, 1024, 4), np.uint8)
     for i in range(n):
-        x = (i * 37) % (pano.shape[1] - h * 4 // 3)
-        out[i, ..., :3] = view(pano[:, x : x + h * 4 // 3])
+        x = (i * 37) % (world.shape[1] - 1024)
+        out[i, ..., :3] = world[top : top + 768, x : x + 1024]
         out[i, ..., 3] = 255
     return out
 

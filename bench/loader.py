@@ -1,7 +1,7 @@
 """Benchmark: 96-frame training windows per second, csdm's stream against the seed's reads.
 
 Run: `.venv/bin/python -m bench.loader [--episodes 4 --frames 1000 --windows 64]`. On synthetic
-episodes (frames panned over the shipped dust2 panorama) processed into the Zarr store, it
+episodes (realistic frames, tasks/synth/frames.py) processed into the Zarr store, it
 reads the same windows (one epoch plan of the sampler) three ways, in one run:
 - csdm: `WindowStream` batches of uint8 tensors with labels, in this process (one core), and
   through a DataLoader with spawned workers (pinned when CUDA is present);

@@ -10,7 +10,7 @@ Run: `.venv/bin/python -m bench.objectstore` (also part of `make bench`). In one
 - a simulated catalog of 5,500 episodes (labels only) on the S3 server: `open_dataset` plus a
   `count(*) ... group by` query, before and after compaction: requests and seconds (goal after
   compaction: under 50 requests and under 2 s).
-Frames are made from the real frame when ../shared/data has it (they compress about 1.1x).
+Frames are the realistic simulated ones (they compress about 2x with the default codec).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Benchmark: the pipeline on a throttled hub, downloading to disk against streaming (`--stream`).
 
 Run: `make bench` (or `.venv/bin/python -m bench.pipeline --tars 4 --mbps 15`). Serves a
-synthetic source whose frames are made from the one real frame (`../shared/data`) from the
+synthetic source with realistic frames (tasks/synth/frames.py) from the
 local Hub-compatible test server, each transfer throttled, and measures in one run:
 (a) `ingest` alone, (b) `process` alone on what (a) fetched, (c) `pipeline` from scratch
 (2 transfers, tars deleted once processed) and (d) `pipeline --stream`. Local disk is polled

@@ -56,7 +56,7 @@ def compute_only(cfg: TrainConfig, batch: dict, steps: int, device: torch.device
     """Frames/s of forward + backward + Adam on one resident batch."""
     model = Policy(cfg.model).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    batch = {k: v.to(device) for k, v in batch.items()}
+    batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
     gen = torch.Generator(device=device).manual_seed(0)
     cuda = device.type == "cuda"
     dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
