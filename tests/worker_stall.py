@@ -18,8 +18,8 @@ _write_frames = getattr(repack, "_original_write_frames", repack.write_frames)
 repack._original_write_frames = _write_frames
 
 
-def _stalling_write_frames(layout, episode, frames, attrs):
-    stored = _write_frames(layout, episode, frames, attrs)
+def _stalling_write_frames(layout, episode, frames, attrs, *codec):
+    stored = _write_frames(layout, episode, frames, attrs, *codec)
     if episode == EPISODE and SIGNAL:
         try:
             fd = os.open(SIGNAL, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # only the first stalls

@@ -30,8 +30,9 @@ def quality_figure(r: DatasetReport, path: Path) -> Path:
     q = r.quality
     scale = (r.per_frames / q.n_frames) if r.per_frames else np.ones(len(q))
     for ax, c in zip(axes.flat, COUNTERS, strict=False):
-        v = q[c].fillna(0) * scale
-        bins = np.linspace(0, max(float(v.max()), r.thresholds.get(c, 0), 1) * 1.05, 30)
+        v = (q[c].fillna(0) * scale).astype(float)  # nullable counters: pd.NA is not a float
+        top = float(v.max()) if len(v) else 0.0  # a dataset whose every episode failed
+        bins = np.linspace(0, max(top, r.thresholds.get(c, 0), 1) * 1.05, 30)
         ax.hist(
             [v[q.keep], v[~q.keep]],
             bins=bins,

@@ -161,3 +161,21 @@ def test_cli_report_and_view(processed: Path, tmp_path: Path) -> None:
     bad = subprocess.run([csdm, "view", str(processed), "nope_1", "--out", str(tmp_path / "x.png")],
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert bad.returncode == 2 and "nope_1" in bad.stderr
+
+
+def test_quality_figure_of_a_dataset_without_stored_episodes(tmp_path: Path) -> None:
+    """Every episode failed: nullable counters, no rows; the figure is still drawn."""
+    import pandas as pd
+
+    from storage.catalog import COUNTERS
+    from tasks.report.figures import quality_figure
+    from tasks.report.numbers import DatasetReport
+
+    cols = {c: pd.Series([], dtype="Int64") for c in COUNTERS}
+    quality = pd.DataFrame({**cols, "n_frames": pd.Series([], dtype="Int64"),
+                            "keep": pd.Series([], dtype="boolean")})  # fmt: skip
+    empty = pd.DataFrame()
+    r = DatasetReport("all failed", str(tmp_path), {}, empty, quality, {"dead_skipped": 200},
+                      1000, empty, empty, empty, empty)  # fmt: skip
+    path = quality_figure(r, tmp_path / "q.png")
+    assert path.stat().st_size > 10_000
