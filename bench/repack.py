@@ -21,7 +21,6 @@ import os
 import tarfile
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -56,8 +55,8 @@ GOAL_WINDOWS = 5_000  # frames/s per core, on the machine where the old format r
 OLD_FORMAT_THERE = 4_000
 
 
-def _variant(name: str, base: FrameCodec | None = None, **kw) -> FrameCodec:
-    return replace(base, name=name, **kw) if base else FrameCodec(name=name, about="", **kw)
+def _variant(name: str, **kw) -> FrameCodec:
+    return FrameCodec(name=name, about=name, **kw)
 
 
 def _zstd(level: int, chunk: int = 32) -> dict:

@@ -7,13 +7,13 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, Field
 
-from storage.codecs import DEFAULT_CODEC
+from storage.codecs import DEFAULT_CODEC, FRAME_CODECS
 from tasks.actions.quality import QualityThresholds
 from tasks.splits import SplitSpec, read_split_file
 
 _SEED = QualityThresholds()  # the seed's limits: their one definition
-# storage.codecs.FRAME_CODECS, spelled out so the Prefect run form offers a choice
-CodecName = Literal["gradient-zstd", "up-zstd", "zstd", "jpegxl", "webp", "jpegls", "qoi", "png"]
+# a Literal, so the Prefect run form offers the offered codecs as a choice
+CodecName = Literal[tuple(FRAME_CODECS)]  # type: ignore[valid-type]
 CODEC_NAMES: tuple[str, ...] = get_args(CodecName)
 
 
@@ -57,9 +57,8 @@ class ProcessParams(BaseModel):
     )
     codec: CodecName = Field(
         DEFAULT_CODEC,
-        description="How frames are stored: gradient-zstd (default: about 1.9x), up-zstd "
-        "(about 1.8x, faster reads), jpegxl (archive: about 2.4x, slow reads), zstd, webp, "
-        "jpegls, qoi or png (README: Benchmarks). Recorded in each array's zarr.json.",
+        description="How frames are stored, recorded in each array's zarr.json (README: "
+        "Frame codecs): " + "; ".join(f"{n}: {c.about}" for n, c in FRAME_CODECS.items()) + ".",
     )
     per_frames: int = Field(
         _SEED.per_frames,

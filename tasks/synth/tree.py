@@ -49,14 +49,15 @@ class SynthConfig:
             raise ValueError("disagree must be between 0 and 1/3")
 
 
-# The shipped labels of these frames are changed on purpose, so the agreement columns have
-# known values: (frames changed in the metadata's `infer_a`, frames changed in the HDF5's `y`).
 LABEL_KINDS = ("keys", "clicks", "mouse")
 
 
 @dataclass(frozen=True)
 class Disagreements:
-    """Frames whose shipped labels differ from the seed's inference, on purpose, per kind."""
+    """Frames whose shipped labels differ from the seed's inference, on purpose, per kind.
+
+    They give the agreement columns known values, on both sides csdm compares.
+    """
 
     metadata: dict[str, np.ndarray]  # frames where `infer_a` in dataset_metadata/ was changed
     targets: dict[str, np.ndarray]  # frames where the HDF5's `y` was changed
@@ -94,10 +95,8 @@ def _changed(acts: list[list], frames: dict[str, np.ndarray]) -> list[list]:
 @dataclass
 class _Simulated:
     episode: EpisodeId
-    states: list[dict]
     labels: list  # per frame [curr_vars, infer_a, helperarr] as the metadata stores them
     arrays: Episode
-    disagreements: Disagreements
 
 
 def simulate_episode(ep: EpisodeId, frames: int, seed: int, kind: str, clean: bool,
@@ -114,7 +113,7 @@ def simulate_episode(ep: EpisodeId, frames: int, seed: int, kind: str, clean: bo
     ys, auxs, helpers = reference.targets(states, _changed(acts, changes.targets))
     labels = [[states[i], shipped[i], helpers[i]] for i in range(frames)]
     arrays = Episode(render(states, seed), np.array(ys), np.array(auxs), np.array(helpers))
-    return _Simulated(ep, states, labels, arrays, changes)
+    return _Simulated(ep, labels, arrays)
 
 
 def episode_seed(cfg: SynthConfig, ep: EpisodeId) -> int:
