@@ -19,7 +19,8 @@ from prefect.artifacts import (
 
 from storage.registry import open_registry
 from training.export import export
-from training.train import CKPT, TrainConfig, TrainResult, load_checkpoint, train
+from training.checkpoint import CKPT, load_checkpoint
+from training.train import TrainConfig, TrainResult, train
 
 
 @task(name="train-policy")
@@ -91,7 +92,7 @@ def train_flow(
         batch_size=batch_size or cfg.batch_size,
         workers=cfg.workers if workers is None else workers,
     )
-    before = load_checkpoint(run)["step"] if (Path(run) / CKPT).exists() else 0
+    before = load_checkpoint(run).step if (Path(run) / CKPT).exists() else 0
     result = train_task(data, run, cfg, gpus)
     rows = [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines()]
     create_table_artifact(

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.checksums import sha256_file
+from storage.policy import DESCRIPTOR, DescriptorError, check_descriptor
 
-DESCRIPTOR = "policy.json"
 MANIFEST = "MANIFEST.json"
 INDEX = "index.json"
 
@@ -66,12 +66,12 @@ def read_verified_descriptor(folder: str | Path) -> dict:
         raise RegistryError(f"{path}: missing; not a complete export (run `csdm export`)")
     try:
         d = json.loads(path.read_text())
-        files, model = d["files"], d["model"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        check_descriptor(d, str(path))
+    except json.JSONDecodeError as e:
         raise RegistryError(f"{path}: not a csdm policy descriptor ({e})") from e
-    if model not in files:
-        raise RegistryError(f"{path}: does not list the checksum of its model {model!r}")
-    _verify_files(folder, files, DESCRIPTOR)
+    except DescriptorError as e:
+        raise RegistryError(str(e)) from None
+    _verify_files(folder, d["files"], DESCRIPTOR)
     return d
 
 

@@ -12,10 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from storage.registry import DESCRIPTOR, file_entry, read_verified_descriptor
+from storage.policy import DESCRIPTOR, PolicyDescriptor
+from storage.registry import file_entry, read_verified_descriptor
 from training.actions import ActionSpace
 from training.model import Policy, probabilities, split_heads
-from training.train import TrainConfig, load_checkpoint
+from training.checkpoint import Checkpoint, load_checkpoint
+from training.train import TrainConfig
 
 OPSET = 17  # the newest opset DirectML's execution provider fully supports
 MODEL_FILE = "policy.onnx"
@@ -44,11 +46,11 @@ class StepPolicy(nn.Module):
         return (*split_heads(probs, self.policy.space).values(), h2, c2)
 
 
-def policy_from_checkpoint(ckpt: dict) -> Policy:
+def policy_from_checkpoint(ckpt: Checkpoint) -> Policy:
     """Rebuild the trained network from a checkpoint, in eval mode."""
-    cfg = TrainConfig.from_dict(ckpt["config"])
-    model = Policy(cfg.model, ActionSpace.from_dict(ckpt["action_space"]))
-    model.load_state_dict(ckpt["model"])
+    cfg = TrainConfig.from_dict(ckpt.config)
+    model = Policy(cfg.model, ActionSpace.from_dict(ckpt.action_space))
+    model.load_state_dict(ckpt.model)
     return model.eval()
 
 
@@ -83,22 +85,20 @@ def export(run: str | Path, out: str | Path) -> dict:
 
     onnx.checker.check_model(str(tmp), full_check=True)
     os.replace(tmp, out / MODEL_FILE)
-    cfg = TrainConfig.from_dict(ckpt["config"])
-    descriptor = {
-        "format": "csdm-policy",
-        "format_version": 1,
-        "model": MODEL_FILE,
-        "opset": OPSET,
-        "action_space": space.to_dict(),
-        "fps": space.fps,
-        "input": {
+    cfg = TrainConfig.from_dict(ckpt.config)
+    descriptor = PolicyDescriptor(
+        model=MODEL_FILE,
+        opset=OPSET,
+        action_space=space.to_dict(),
+        fps=space.fps,
+        input={
             "name": INPUT,
             "shape": [1, space.height, space.width, 3],
             "dtype": "uint8",
             "layout": "NHWC",
             "channel_order": space.channel_order,
         },
-        "state": [
+        state=[
             {
                 "input": i,
                 "output": o,
@@ -108,22 +108,23 @@ def export(run: str | Path, out: str | Path) -> dict:
             }
             for i, o in zip(STATE_IN, STATE_OUT, strict=True)
         ],
-        "outputs": [
+        outputs=[
             {"name": h, "width": w, "activation": ACTIVATIONS[h]} for h, w in space.heads.items()
         ],
-        "training": {
+        training={
             "run": str(Path(run).resolve()),
-            "step": ckpt["step"],
+            "step": ckpt.step,
             "preset": cfg.preset,
             "model": cfg.model.to_dict(),
             "loss": cfg.loss.to_dict(),
             "sampler": cfg.sampler.to_dict(),
-            "data": ckpt["data"],
-            "metrics": ckpt["metrics"],
+            "data": ckpt.data,
+            "metrics": ckpt.metrics,
+            "source": ckpt.source,
         },
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "files": {MODEL_FILE: file_entry(out / MODEL_FILE)},
-    }
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        files={MODEL_FILE: file_entry(out / MODEL_FILE)},
+    ).to_dict()
     tmp_json = out / f".{DESCRIPTOR}.tmp"
     tmp_json.write_text(json.dumps(descriptor, indent=2))
     os.replace(tmp_json, out / DESCRIPTOR)

@@ -24,6 +24,10 @@ class LossOptions:
     shoot_reward: float = -0.01
     # Keras lets gradients flow through `r + gamma * V(t+1)` as well: the seed's loss as used.
     td_target_grad: bool = True
+    # Keras' cross-entropy on probabilities clipped to [1e-7, 1 - 1e-7], as the seed's loss got
+    # it (it slices the output, so Keras could not use the logits): bounded, no gradient at
+    # saturation. Off: exact cross-entropy on logits.
+    keras_clip: bool = False
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -76,9 +80,25 @@ def make_targets(
     return Targets(batch["keys"].float(), clicks, mx, my, reward)
 
 
-def _bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+KERAS_EPSILON = 1e-7
+
+
+def _bce(logits: torch.Tensor, target: torch.Tensor, clip: bool) -> torch.Tensor:
     """Per-step BCE averaged over the head's width, as Keras' `binary_crossentropy`."""
-    return F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none").mean(-1)
+    if not clip:
+        return F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none").mean(
+            -1
+        )
+    p = torch.sigmoid(logits.float()).clamp(KERAS_EPSILON, 1 - KERAS_EPSILON)
+    return -(target * torch.log(p) + (1 - target) * torch.log1p(-p)).mean(-1)
+
+
+def _ce(logits: torch.Tensor, target: torch.Tensor, clip: bool) -> torch.Tensor:
+    """Per-step categorical cross-entropy against class indices, optionally Keras-clipped."""
+    if not clip:
+        return F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none")
+    p = torch.softmax(logits.float(), -1).clamp(KERAS_EPSILON, 1 - KERAS_EPSILON)
+    return -torch.log(p.gather(-1, target.unsqueeze(-1))).squeeze(-1)
 
 
 def td_error(value: torch.Tensor, reward: torch.Tensor, opts: LossOptions) -> torch.Tensor:
@@ -98,14 +118,14 @@ def seed_loss(
     Keys 1/2/3, ctrl, shift and the right click are predicted but, as in the seed, not trained.
     """
     h = split_heads(logits, space)
-    k, r = h["keys"], space.keys.index("r")
+    k, r, c = h["keys"], space.keys.index("r"), opts.keras_clip
     terms = [
-        _bce(k[..., 0:4], t.keys[..., 0:4]),  # w a s d
-        _bce(k[..., 4:5], t.keys[..., 4:5]),  # space
-        _bce(k[..., r : r + 1], t.keys[..., r : r + 1]),  # reload
-        _bce(h["clicks"][..., 0:1], t.clicks[..., 0:1]),  # left click
-        F.cross_entropy(h["mouse_x"].float().transpose(1, 2), t.mouse_x, reduction="none"),
-        F.cross_entropy(h["mouse_y"].float().transpose(1, 2), t.mouse_y, reduction="none"),
+        _bce(k[..., 0:4], t.keys[..., 0:4], c),  # w a s d
+        _bce(k[..., 4:5], t.keys[..., 4:5], c),  # space
+        _bce(k[..., r : r + 1], t.keys[..., r : r + 1], c),  # reload
+        _bce(h["clicks"][..., 0:1], t.clicks[..., 0:1], c),  # left click
+        _ce(h["mouse_x"], t.mouse_x, c),
+        _ce(h["mouse_y"], t.mouse_y, c),
         opts.value_weight * td_error(h["value"][..., 0].float(), t.reward, opts),
     ]
     return torch.cat([x.flatten(1) for x in terms], 1).mean()

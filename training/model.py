@@ -2,7 +2,8 @@
 
 The trunk is written out here because torchvision has no CPU build matching our torch pin. Its
 module names follow torchvision's `efficientnet_b0`, so an ImageNet state dict saved from
-torchvision loads with `load_trunk_weights`. The seed cuts Keras' EfficientNetB0 at
+torchvision loads with `load_trunk_weights` (padding mode `torch`); the seed's Keras weights
+load with `training.keras_import` (mode `keras`). The seed cuts Keras' EfficientNetB0 at
 `layers[161]`, the output of block 5c: stages 1-5 of 7 (112 channels at stride 16, a 10x18 map
 for a 150x280 frame). With a 256-filter ConvLSTM and the heads that is 6.0M parameters, the
 paper's figure.
@@ -32,6 +33,7 @@ B0_STAGES = (
 )
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB
 IMAGENET_STD = (0.229, 0.224, 0.225)
+PADDINGS = ("keras", "torch")
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,22 @@ class ModelConfig:
     dropout: float = 0.5  # ConvLSTM input dropout, as the seed's `drop` models
     recurrent_dropout: float = 0.5
     drop_connect: float = 0.2  # stochastic depth, Keras' drop_connect_rate
+    # "keras": stride-2 convolutions padded as Keras pads them, channels as captured (BGR),
+    # as the seed's model ran; "torch": symmetric padding and RGB, as torchvision's weights want
+    padding: str = "keras"
+
+    def __post_init__(self) -> None:
+        if self.padding not in PADDINGS:
+            raise ValueError(f"padding {self.padding!r}: use one of {', '.join(PADDINGS)}")
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        """Inverse of `to_dict`; runs from before the padding mode were trained with `torch`."""
+        return cls(**{"padding": "torch", **d})
 
 
 PRESETS = {
@@ -63,9 +77,38 @@ def _width(c: int, width: float) -> int:
     return max(8, int(c * width + 4) // 8 * 8)
 
 
-def _conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: bool = True):
+class StridedConv(nn.Conv2d):
+    """A bias-free convolution; at stride 2 in `keras` mode padded as Keras' `correct_pad` does.
+
+    Keras pads (k//2 - 1, k//2) on an even side and (k//2, k//2) on an odd one, then convolves
+    without padding; torch pads k//2 on both sides. Same weights, other outputs.
+    """
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int, groups: int, keras: bool):
+        asym = keras and stride == 2
+        super().__init__(cin, cout, k, stride, 0 if asym else (k - 1) // 2, groups=groups,
+                         bias=False)  # fmt: skip
+        self.asym = asym
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pad as configured, then convolve."""
+        if self.asym:
+            k, (h, w) = self.kernel_size[0] // 2, x.shape[-2:]
+            x = F.pad(x, (k - 1 + w % 2, k, k - 1 + h % 2, k))
+        return super().forward(x)
+
+
+def _conv_bn(
+    cin: int,
+    cout: int,
+    k: int,
+    stride: int = 1,
+    groups: int = 1,
+    act: bool = True,
+    keras: bool = False,
+):
     layers: list[nn.Module] = [
-        nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False),
+        StridedConv(cin, cout, k, stride, groups, keras),
         nn.BatchNorm2d(cout, eps=1e-3, momentum=0.01),  # Keras' BN momentum 0.99
     ]
     if act:
@@ -90,12 +133,14 @@ class SqueezeExcitation(nn.Module):
 class MBConv(nn.Module):
     """Mobile inverted bottleneck with squeeze-excitation and stochastic depth."""
 
-    def __init__(self, expand: int, k: int, stride: int, cin: int, cout: int, sd: float) -> None:
+    def __init__(
+        self, expand: int, k: int, stride: int, cin: int, cout: int, sd: float, keras: bool
+    ) -> None:
         super().__init__()
         mid = cin * expand
         layers: list[nn.Module] = [] if expand == 1 else [_conv_bn(cin, mid, 1)]
         layers += [
-            _conv_bn(mid, mid, k, stride, groups=mid),
+            _conv_bn(mid, mid, k, stride, groups=mid, keras=keras),
             SqueezeExcitation(mid, max(1, cin // 4)),
             _conv_bn(mid, cout, 1, act=False),
         ]
@@ -122,7 +167,8 @@ class Trunk(nn.Module):
         w = cfg.width
         stages = B0_STAGES[: cfg.stages]
         total = sum(s[5] for s in B0_STAGES)  # drop rates ramp over the full network, as Keras
-        feats: list[nn.Module] = [_conv_bn(3, _width(32, w), 3, 2)]
+        keras = cfg.padding == "keras"
+        feats: list[nn.Module] = [_conv_bn(3, _width(32, w), 3, 2, keras=keras)]
         b = 0
         for expand, k, stride, cin, cout, n in stages:
             blocks = []
@@ -136,6 +182,7 @@ class Trunk(nn.Module):
                         c_in,
                         _width(cout, w),
                         cfg.drop_connect * b / total,
+                        keras,
                     )
                 )
                 b += 1
@@ -226,7 +273,8 @@ class Policy(nn.Module):
         )
         fh, fw = self.feature_hw
         self.head = nn.Linear(cfg.lstm_filters * (fh - 2) * (fw - 2), space.n_outputs)
-        # ImageNet statistics in BGR order, so frames go in exactly as captured
+        # per input channel (BGR, as captured) on the 0-255 scale; `csdm import-keras` sets
+        # them from the file, whose TF 2.3 Normalization layer held other values
         self.register_buffer("mean", 255 * torch.tensor(IMAGENET_MEAN[::-1]).view(1, 3, 1, 1))
         self.register_buffer("std", 255 * torch.tensor(IMAGENET_STD[::-1]).view(1, 3, 1, 1))
 
@@ -244,10 +292,12 @@ class Policy(nn.Module):
         return (batch, self.cfg.lstm_filters, fh - 2, fw - 2)
 
     def features(self, frames: torch.Tensor) -> torch.Tensor:
-        """Normalise on the device (BGR kept, the trunk sees RGB order) and run the trunk."""
+        """Normalise on the device and run the trunk (on RGB in `torch` mode, as captured else)."""
         b, t = frames.shape[:2]
         x = frames.flatten(0, 1).permute(0, 3, 1, 2).to(self.mean.dtype)
-        x = ((x - self.mean) / self.std).flip(1)  # BGR -> RGB for ImageNet weights
+        x = (x - self.mean) / self.std
+        if self.cfg.padding == "torch":
+            x = x.flip(1)  # BGR -> RGB for torchvision's ImageNet weights
         return self.trunk(x.contiguous()).unflatten(0, (b, t))
 
     def forward(self, frames: torch.Tensor, state=None):
@@ -283,6 +333,11 @@ def count_parameters(model: nn.Module) -> int:
 
 def load_trunk_weights(model: Policy, path: str | Path) -> list[str]:
     """Load a torchvision `efficientnet_b0` state dict file into the trunk; returns unused keys."""
+    if model.cfg.padding != "torch":
+        raise ValueError(
+            f"{path}: torchvision weights expect symmetric padding and RGB input; "
+            "train with --padding torch to use them"
+        )
     state = torch.load(path, map_location="cpu", weights_only=True)
     mine = model.trunk.state_dict()
     used = {k: v for k, v in state.items() if k in mine and v.shape == mine[k].shape}

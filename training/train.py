@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -22,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from storage.dataset import open_dataset
 from training.actions import DEFAULT
+from training.checkpoint import CKPT, Checkpoint, load_checkpoint, read_checkpoint, write_checkpoint
 from training.data import (
     SamplerConfig,
     StreamState,
@@ -37,7 +37,6 @@ from training.data import (
 from training.loss import LossOptions, make_targets, metrics, seed_loss
 from training.model import PRESETS, ModelConfig, Policy, count_parameters, load_trunk_weights
 
-CKPT = "ckpt.pt"
 METRIC_NAMES = (
     "loss",
     "wasd_acc",
@@ -67,6 +66,7 @@ class TrainConfig:
     log_every: int = 5
     ckpt_every: int = 50
     imagenet: str | None = None  # torchvision efficientnet_b0 state dict file
+    init_from: str | None = None  # a run whose weights start this one (fine-tuning)
     on_corrupt: str = "stop"  # a corrupt frame chunk: stop with its error, or "skip" its episode
     read_threads: int = 8  # windows each loader worker reads at once (object stores)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -84,7 +84,8 @@ class TrainConfig:
                 workers=0,
             )
         elif name == "paper":
-            base = dict(model=PRESETS["paper"], sampler=SamplerConfig(), batch_size=1)
+            base = dict(model=PRESETS["paper"], sampler=SamplerConfig(), batch_size=1,
+                        loss=LossOptions(keras_clip=True))  # fmt: skip
         else:
             raise ValueError(f"unknown preset {name!r}: use tiny or paper")
         return cls(preset=name, **{**base, **kw})
@@ -97,7 +98,7 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> TrainConfig:
         """Inverse of `to_dict`."""
         d = dict(d)
-        d["model"] = ModelConfig(**d["model"])
+        d["model"] = ModelConfig.from_dict(d["model"])
         d["sampler"] = SamplerConfig(**d["sampler"])
         d["loss"] = LossOptions(**d["loss"])
         return cls(**d)
@@ -113,12 +114,6 @@ class TrainResult:
     seconds: float
     frames_per_s: float
     metrics: dict[str, float]
-
-
-def _atomic_save(obj: object, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 class MetricsLog:
@@ -167,6 +162,19 @@ def _device(local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+def _init_from(model: Policy, cfg: TrainConfig) -> dict:
+    """Start from another run's weights (an import or a trained run); its provenance is kept."""
+    init = load_checkpoint(cfg.init_from)
+    was = TrainConfig.from_dict(init.config).model
+    if was != cfg.model:
+        raise ValueError(
+            f"{cfg.init_from}: its network ({was}) differs from this run's ({cfg.model}); "
+            "fine-tune with the same preset and model options"
+        )
+    model.load_state_dict(init.model)
+    return {"init_from": str(cfg.init_from), "step": init.step, "source": init.source}
+
+
 def _next_state(state: StreamState, epoch: int, batch: int, per_epoch: int) -> StreamState:
     epoch, cursor = (epoch + 1, 0) if batch + 1 >= per_epoch else (epoch, batch + 1)
     return replace(state, epoch=epoch, cursor=cursor)
@@ -195,14 +203,19 @@ def train(
                 "or choose a new --run folder"
             )
         ckpt = read_checkpoint(ckpt_path)
-        saved = TrainConfig.from_dict(ckpt["config"])
+        if not ckpt.resumable:
+            raise ValueError(
+                f"{ckpt_path}: holds weights only (imported or untrained), nothing to resume; "
+                f"fine-tune them into a new run: csdm train DATA --run NEW --init-from {run}"
+            )
+        saved = TrainConfig.from_dict(ckpt.config)
         if (saved.model, saved.sampler) != (cfg.model, cfg.sampler):
             raise ValueError(
                 f"{ckpt_path}: was trained with another model or sampler config; "
                 "resume with the same --preset and options"
             )
         # the stream's cursor counts global batches of batch_size x ranks drawn from the seed
-        was = (saved.seed, saved.batch_size, ckpt.get("world", 1))
+        was = (saved.seed, saved.batch_size, ckpt.world)
         if was != (cfg.seed, cfg.batch_size, world):
             raise ValueError(
                 f"{ckpt_path}: seed, batch size and ranks were {was}, now "
@@ -211,13 +224,11 @@ def train(
             )
     ds = open_dataset(data)  # one opening serves every start-up check (a bucket: ~20 requests)
     identity = dataset_identity(ds)
-    if ckpt is not None:
-        was_data = ckpt.get("data", {})
-        if was_data.get("identity") not in (None, identity):
-            raise ValueError(
-                f"{ckpt_path}: was trained on another dataset ({was_data.get('root')}: other "
-                f"episodes or contents than {data}); resume on that dataset, or start a new --run"
-            )
+    if ckpt is not None and ckpt.data.get("identity") not in (None, identity):
+        raise ValueError(
+            f"{ckpt_path}: was trained on another dataset ({ckpt.data.get('root')}: other "
+            f"episodes or contents than {data}); resume on that dataset, or start a new --run"
+        )
     labels = load_labels(ds, cfg.sampler)
     index = build_index(labels, cfg.sampler, cfg.seed)
     problem = why_untrainable(ds, cfg.sampler, labels, index, cfg.batch_size * world)
@@ -228,6 +239,9 @@ def train(
     model = Policy(cfg.model, DEFAULT).to(device)
     if cfg.imagenet and ckpt is None:
         load_trunk_weights(model, cfg.imagenet)
+    source = ckpt.source if ckpt is not None else None
+    if cfg.init_from and ckpt is None:
+        source = _init_from(model, cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     cuda = device.type == "cuda"
     amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
@@ -236,10 +250,10 @@ def train(
     gen.manual_seed(cfg.seed * 1000 + rank)
     state, step = StreamState(seed=cfg.seed), 0
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        state, step = StreamState(**ckpt["stream"]), ckpt["step"]
+        model.load_state_dict(ckpt.model)
+        opt.load_state_dict(ckpt.optimizer)
+        scaler.load_state_dict(ckpt.scaler)
+        state, step = StreamState(**ckpt.stream), ckpt.step
     net = (
         DistributedDataParallel(model, device_ids=[local_rank] if cuda else None)
         if world > 1
@@ -264,14 +278,14 @@ def train(
     revision = ds.manifest.revision
     frames_per_step = cfg.batch_size * cfg.sampler.window * world
     t0, done = time.perf_counter(), 0
-    last = dict(ckpt["metrics"]) if ckpt is not None else {}  # if no step is left to do
+    last = dict(ckpt.metrics) if ckpt is not None else {}  # if no step is left to do
     model.train()
     batches = iter(loader)  # draws a seed from the global RNG: restore the RNGs after it
     if ckpt is not None:
-        torch.set_rng_state(ckpt["rng"][rank]["cpu"])
-        gen.set_state(ckpt["rng"][rank]["gen"])
-        if cuda and ckpt["rng"][rank].get("cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng"][rank]["cuda"])
+        torch.set_rng_state(ckpt.rng[rank]["cpu"])
+        gen.set_state(ckpt.rng[rank]["gen"])
+        if cuda and ckpt.rng[rank].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt.rng[rank]["cuda"])
     corrupt_windows, corrupt_eps = 0, set()
     while step < cfg.steps:
         batch = next(batches)
@@ -350,6 +364,7 @@ def train(
                 str(data),
                 identity,
                 last,
+                source,
             )
     secs = time.perf_counter() - t0
     if world > 1:
@@ -374,6 +389,7 @@ def _checkpoint(
     data: str,
     identity: str,
     last: dict,
+    source: dict | None,
 ) -> None:
     """Every rank's RNG state is gathered; rank 0 writes the file atomically."""
     rng = {
@@ -388,58 +404,26 @@ def _checkpoint(
         rngs = [rng]
     if rank != 0:
         return
-    _atomic_save(
-        {
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scaler": scaler.state_dict(),
-            "stream": state.to_dict(),
-            "step": step,
-            "config": cfg.to_dict(),
-            "rng": rngs,
-            "action_space": DEFAULT.to_dict(),
-            "world": world,
-            "data": {"root": data, "revision": revision, "identity": identity},
-            "metrics": last,
-        },
-        path,
+    ckpt = Checkpoint(
+        model=model.state_dict(),
+        config=cfg.to_dict(),
+        action_space=DEFAULT.to_dict(),
+        step=step,
+        metrics=last,
+        data={"root": data, "revision": revision, "identity": identity},
+        world=world,
+        optimizer=opt.state_dict(),
+        scaler=scaler.state_dict(),
+        stream=state.to_dict(),
+        rng=rngs,
+        source=source,
     )
+    write_checkpoint(path, ckpt)
 
 
 def save_untrained(run: str | Path, preset: str, seed: int = 0) -> Path:
     """A step-0 checkpoint of a freshly initialised `preset` network (export and latency checks)."""
     cfg = TrainConfig.preset_config(preset, seed=seed)
     torch.manual_seed(seed)
-    path = Path(run) / CKPT
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_save({"model": Policy(cfg.model, DEFAULT).state_dict(), "config": cfg.to_dict(),
-                  "action_space": DEFAULT.to_dict(), "step": 0, "metrics": {}, "world": 1,
-                  "data": {"root": None, "revision": None}}, path)  # fmt: skip
-    return path
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that is not plain tensors and data, or not a csdm checkpoint."""
-
-
-def read_checkpoint(path: Path) -> dict:
-    """Load tensors and plain data only: a pickle asking for any other object is refused."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path}: refused: not a plain csdm checkpoint ({first}); nothing in it was run. "
-            "Use a checkpoint written by `csdm train`"
-        ) from None
-    if not isinstance(ckpt, dict) or not {"model", "config"} <= ckpt.keys():
-        raise CheckpointError(f"{path}: not a csdm checkpoint (no model and config)")
-    return ckpt
-
-
-def load_checkpoint(run: str | Path) -> dict:
-    """A run's latest checkpoint, with a clear error when there is none."""
-    path = Path(run) / CKPT
-    if not path.exists():
-        raise FileNotFoundError(f"{run}: no {CKPT}; train first with `csdm train DATA --run {run}`")
-    return read_checkpoint(path)
+    model = Policy(cfg.model, DEFAULT).state_dict()
+    return write_checkpoint(Path(run) / CKPT, Checkpoint(model, cfg.to_dict(), DEFAULT.to_dict()))

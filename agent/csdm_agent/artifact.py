@@ -9,6 +9,12 @@ from pathlib import Path
 
 DESCRIPTOR = "policy.json"
 MANIFEST = "MANIFEST.json"
+# csdm's storage/policy.py owns the descriptor format; this is the agent's copy of its checks
+# (the agent installs without csdm). tests/agent/test_descriptor_contract.py pins them together.
+FORMAT = "csdm-policy"
+SUPPORTED_VERSIONS = (1,)
+REQUIRED = ("format", "format_version", "model", "opset", "action_space", "fps", "input",
+            "state", "outputs", "files")  # fmt: skip
 
 
 class VerificationError(ValueError):
@@ -29,6 +35,33 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise VerificationError(f"{path}: unreadable ({e})") from e
+
+
+def check_descriptor(d: object, where: str = DESCRIPTOR) -> None:
+    """Raise `VerificationError` naming `where` and the problem, unless the agent can run `d`."""
+    if not isinstance(d, dict):
+        raise VerificationError(f"{where}: not a JSON object")
+    if d.get("format") != FORMAT:
+        raise VerificationError(f"{where}: format {d.get('format')!r}, not a {FORMAT} descriptor")
+    version = d.get("format_version")
+    if version not in SUPPORTED_VERSIONS:
+        raise VerificationError(
+            f"{where}: format_version {version!r}; this reader supports "
+            f"{', '.join(map(str, SUPPORTED_VERSIONS))}: upgrade csdm / csdm-agent"
+        )
+    missing = [k for k in REQUIRED if k not in d]
+    if missing:
+        raise VerificationError(f"{where}: lacks {', '.join(missing)}")
+    if not isinstance(d["files"], dict) or d["model"] not in d["files"]:
+        raise VerificationError(f"{where}: does not list the checksum of its model {d['model']!r}")
+    if not isinstance(d["state"], list) or not all(
+        isinstance(s, dict) and {"input", "output", "shape"} <= s.keys() for s in d["state"]
+    ):
+        raise VerificationError(f"{where}: state entries need input, output and shape")
+    if not isinstance(d["outputs"], list) or not all(
+        isinstance(o, dict) and {"name", "width", "activation"} <= o.keys() for o in d["outputs"]
+    ):
+        raise VerificationError(f"{where}: output entries need name, width and activation")
 
 
 def check_files(folder: Path, files: dict, listed_in: str) -> None:
@@ -70,9 +103,6 @@ class Artifact:
         if not (folder / DESCRIPTOR).is_file():
             raise VerificationError(f"{folder / DESCRIPTOR}: missing; not a csdm model folder")
         d = _read_json(folder / DESCRIPTOR)
-        if d.get("format") != "csdm-policy":
-            raise VerificationError(f"{folder / DESCRIPTOR}: not a csdm policy descriptor")
-        if d.get("model") not in d.get("files", {}):
-            raise VerificationError(f"{folder / DESCRIPTOR}: does not list its model's checksum")
+        check_descriptor(d, str(folder / DESCRIPTOR))
         check_files(folder, d["files"], DESCRIPTOR)
         return cls(folder, d)

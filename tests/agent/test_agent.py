@@ -24,7 +24,7 @@ from storage.registry import LocalRegistry
 from tests.agent.seed_agent_reference import SeedDecoder
 from training.export import policy_from_checkpoint
 from training.model import probabilities
-from training.train import load_checkpoint
+from training.checkpoint import load_checkpoint
 
 
 def test_pull_verifies_and_keeps_versions_side_by_side(registered: dict, tmp_path: Path) -> None:
@@ -37,7 +37,7 @@ def test_pull_verifies_and_keeps_versions_side_by_side(registered: dict, tmp_pat
 
         run = tmp_path / "run"
         shutil.copytree(registered["run"], run)
-        cfg = TrainConfig.from_dict(load_checkpoint(run)["config"])
+        cfg = TrainConfig.from_dict(load_checkpoint(run).config)
         train(registered["data"], run, replace(cfg, steps=cfg.steps + 1), resume=True, quiet=True)
         export(run, tmp_path / "export")
         assert reg.register(tmp_path / "export").version == 2

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.train import CheckpointError, TrainConfig, load_checkpoint, save_untrained, train
+from training.checkpoint import CheckpointError, load_checkpoint
+from training.train import TrainConfig, save_untrained, train
 
 CSDM = str(Path(sys.executable).with_name("csdm"))
 
@@ -82,5 +83,5 @@ def test_cli_export_and_resume_print_one_line(processed: Path, tmp_path: Path) -
 def test_real_checkpoints_still_load(tmp_path: Path) -> None:
     save_untrained(tmp_path / "run", "tiny")
     ckpt = load_checkpoint(tmp_path / "run")
-    assert ckpt["step"] == 0 and ckpt["config"]["preset"] == "tiny"
-    pickle.dumps(ckpt["config"])  # plain data
+    assert ckpt.step == 0 and ckpt.config["preset"] == "tiny"
+    pickle.dumps(ckpt.config)  # plain data

@@ -15,7 +15,8 @@ from storage.registry import RegistryError, read_verified_descriptor, sha256_fil
 from training.data import SamplerConfig
 from training.export import export, onnx_step_loop, policy_from_checkpoint
 from training.model import probabilities, split_heads
-from training.train import TrainConfig, load_checkpoint, train
+from training.checkpoint import load_checkpoint
+from training.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

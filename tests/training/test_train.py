@@ -16,7 +16,8 @@ import torch
 from training.data import SamplerConfig
 from training.loss import make_targets, seed_loss
 from training.model import PRESETS, Policy
-from training.train import METRIC_NAMES, TrainConfig, load_checkpoint, train
+from training.checkpoint import load_checkpoint
+from training.train import METRIC_NAMES, TrainConfig, train
 
 SAMPLER = SamplerConfig(window=8, jitter=4, split=None, keep_only=False)
 
@@ -54,10 +55,10 @@ def test_resume_continues_exactly(processed: Path, tmp_path: Path) -> None:
         train(processed, tmp_path / "b", _cfg(4, **cross), quiet=True)
     train(processed, tmp_path / "b", _cfg(4, **cross), resume=True, quiet=True)
     a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
-    assert a["step"] == b["step"] == 4 and a["stream"] == b["stream"]
-    assert a["stream"]["epoch"] == 1 and a["stream"]["cursor"] == 1
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a.step == b.step == 4 and a.stream == b.stream
+    assert a.stream["epoch"] == 1 and a.stream["cursor"] == 1
+    for k in a.model:
+        assert torch.equal(a.model[k], b.model[k]), k
     rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     with open(tmp_path / "b" / "metrics.csv") as f:
@@ -116,7 +117,7 @@ def test_two_ranks_under_torchrun(processed: Path, tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     ck = load_checkpoint(tmp_path / "ddp")
-    assert ck["world"] == 2 and ck["step"] == 3 and len(ck["rng"]) == 2
+    assert ck.world == 2 and ck.step == 3 and len(ck.rng) == 2
     rows = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]  # one writer: rank 0
     assert rows[-1]["frames"] == 3 * 2 * 8 * 2  # steps x batch x window x ranks

@@ -1,0 +1,80 @@
+"""The agent's copy of the descriptor checks must agree with `storage/policy.py`'s, case by case."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from csdm_agent import artifact
+
+from storage import policy
+
+VALID = {
+    "format": "csdm-policy",
+    "format_version": 1,
+    "model": "policy.onnx",
+    "opset": 17,
+    "action_space": {"keys": ["w"]},
+    "fps": 16,
+    "input": {"name": "frame", "shape": [1, 150, 280, 3]},
+    "state": [{"input": "h", "output": "h_out", "shape": [1, 8, 8, 16]}],
+    "outputs": [{"name": "keys", "width": 11, "activation": "sigmoid"}],
+    "files": {"policy.onnx": {"sha256": "0" * 64, "size": 1}},
+    "training": {"step": 3},
+}
+
+
+def _without(key: str) -> dict:
+    d = copy.deepcopy(VALID)
+    del d[key]
+    return d
+
+
+def _with(**kw) -> dict:
+    return {**copy.deepcopy(VALID), **kw}
+
+
+CASES = {
+    "valid": VALID,
+    "extra keys from a newer writer": _with(extra={"x": 1}),
+    "not an object": ["csdm-policy"],
+    "other format": _with(format="onnx"),
+    "format_version 2": _with(format_version=2),
+    "format_version as text": _with(format_version="1"),
+    "model not listed": _with(model="other.onnx"),
+    "files not a mapping": _with(files=["policy.onnx"]),
+    "state entry without shape": _with(state=[{"input": "h", "output": "h_out"}]),
+    "state not a list": _with(state={"h": 1}),
+    "output entry without width": _with(outputs=[{"name": "keys", "activation": "sigmoid"}]),
+    **{f"no {k}": _without(k) for k in policy.REQUIRED},
+}
+
+
+def test_the_constants_match() -> None:
+    assert artifact.DESCRIPTOR == policy.DESCRIPTOR
+    assert artifact.FORMAT == policy.FORMAT
+    assert artifact.SUPPORTED_VERSIONS == policy.SUPPORTED_VERSIONS
+    assert policy.FORMAT_VERSION in policy.SUPPORTED_VERSIONS
+    assert artifact.REQUIRED == policy.REQUIRED
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_agent_and_storage_decide_alike(case: str) -> None:
+    def verdict(check, error) -> str | None:
+        try:
+            check(copy.deepcopy(CASES[case]), "policy.json")
+        except error as e:
+            return str(e)
+        return None
+
+    mine = verdict(policy.check_descriptor, policy.DescriptorError)
+    agents = verdict(artifact.check_descriptor, artifact.VerificationError)
+    assert mine == agents  # the same verdict, and the same words
+    assert (mine is None) == (case in ("valid", "extra keys from a newer writer"))
+
+
+def test_the_typed_descriptor_round_trips() -> None:
+    d = policy.PolicyDescriptor.from_dict(copy.deepcopy(CASES["extra keys from a newer writer"]))
+    assert d.to_dict() == {**VALID, "created": ""}
+    with pytest.raises(policy.DescriptorError, match="format_version 2"):
+        policy.PolicyDescriptor.from_dict(CASES["format_version 2"])
