@@ -655,6 +655,7 @@ from flows import cli_report, cli_train  # noqa: E402  (their commands join this
 
 app.command()(cli_train.train)
 app.command()(cli_train.export)
+app.command("import-keras")(cli_train.import_keras)
 app.command()(cli_train.register)
 app.command()(cli_report.report)
 app.command()(cli_report.view)

@@ -62,7 +62,26 @@ def train(
     ] = False,
     weapon: Annotated[str | None, typer.Option(help="Only segments holding this weapon.")] = None,
     imagenet: Annotated[
-        Path | None, typer.Option(help="torchvision efficientnet_b0 weights.")
+        Path | None,
+        typer.Option(help="torchvision efficientnet_b0 weights (needs --padding torch)."),
+    ] = None,
+    padding: Annotated[
+        str,
+        typer.Option(
+            help="keras: stride-2 padding and BGR channels as the seed's Keras model; "
+            "torch: as torchvision's weights expect."
+        ),
+    ] = "keras",
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from this run's weights (e.g. one written by `csdm import-keras`): "
+            "fine-tuning. Its network is kept; --preset and --padding are ignored."
+        ),
+    ] = None,
+    keras_clip: Annotated[
+        bool | None,
+        typer.Option(help="Keras' clipped cross-entropy (default: on for paper, off for tiny)."),
     ] = None,
     augment: Annotated[bool, typer.Option(help="The seed's brightness/contrast jitter.")] = True,
     amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = True,
@@ -94,6 +113,17 @@ def train(
         cfg = TrainConfig.preset_config(preset)
     except ValueError as e:
         fail(str(e))
+    if padding not in ("keras", "torch"):
+        fail(f"--padding must be keras or torch, not {padding!r}")
+    model = replace(cfg.model, padding=padding)
+    if init_from is not None:
+        from training.checkpoint import CheckpointError, load_checkpoint
+
+        try:
+            init = load_checkpoint(init_from)
+        except (FileNotFoundError, CheckpointError) as e:
+            fail(str(e))
+        model = TrainConfig.from_dict(init.config).model
     base = SamplerConfig.seed_subselect() if subselect else SamplerConfig()
     sampler = replace(
         base,
@@ -114,11 +144,17 @@ def train(
         workers=cfg.workers if workers is None else workers,
         read_threads=read_threads,
         imagenet=str(imagenet) if imagenet else None,
+        init_from=str(init_from) if init_from else None,
+        model=model,
         log_every=log_every,
         ckpt_every=ckpt_every,
         on_corrupt=on_corrupt,
         sampler=sampler,
-        loss=LossOptions(fold_mouse_extremes=fold_mouse, fill_click_gaps=fill_clicks),
+        loss=LossOptions(
+            fold_mouse_extremes=fold_mouse,
+            fill_click_gaps=fill_clicks,
+            keras_clip=cfg.loss.keras_clip if keras_clip is None else keras_clip,
+        ),
     )
     from storage.dataset import DatasetFormatError, open_dataset
 
@@ -157,6 +193,31 @@ def train(
         )
         report.print(json.dumps(result.metrics, indent=None))
         report.print(f"next: csdm export {run} --out {run}/export")
+
+
+def import_keras(
+    prefix: Annotated[
+        Path,
+        typer.Argument(
+            help="PREFIX of PREFIX.json and PREFIX.h5 as the seed's tp_save_model wrote them "
+            "(its _stateful twin too)."
+        ),
+    ],
+    run: Annotated[Path, typer.Option(help="New run folder for the imported checkpoint.")],
+) -> None:
+    """Import one of the seed's Keras models exactly (json and h5 only, no TensorFlow)."""
+    from training.keras_import import KerasImportError, import_keras
+
+    try:
+        ckpt = import_keras(prefix, run)
+    except (KerasImportError, FileExistsError) as e:
+        fail(str(e))
+    n = sum(v.numel() for v in ckpt.model.values())
+    report.print(f"imported {prefix.name} into {run}/ckpt.pt ({n / 1e6:.2f}M values, padding "
+                 f"keras{', stateful twin' if ckpt.source['stateful'] else ''})")  # fmt: skip
+    report.print(f"next: csdm export {run} --out {run}/export   (play it, or register it)")
+    report.print(f"      csdm eval {run} DATA --split test")
+    report.print(f"      csdm train DATA --run RUN2 --init-from {run}   (fine-tune)")
 
 
 def export(

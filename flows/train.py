@@ -18,8 +18,8 @@ from prefect.artifacts import (
 )
 
 from storage.registry import open_registry
-from training.export import export
 from training.checkpoint import CKPT, load_checkpoint
+from training.export import export
 from training.train import TrainConfig, TrainResult, train
 
 

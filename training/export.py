@@ -15,8 +15,8 @@ from torch import nn
 from storage.policy import DESCRIPTOR, PolicyDescriptor
 from storage.registry import file_entry, read_verified_descriptor
 from training.actions import ActionSpace
-from training.model import Policy, probabilities, split_heads
 from training.checkpoint import Checkpoint, load_checkpoint
+from training.model import Policy, probabilities, split_heads
 from training.train import TrainConfig
 
 OPSET = 17  # the newest opset DirectML's execution provider fully supports

@@ -188,7 +188,7 @@ def read_weights(path: Path) -> dict[str, dict[str, np.ndarray]]:
     out: dict[str, dict[str, np.ndarray]] = {}
     try:
         with h5py.File(path, "r") as f:
-            root = f["model_weights"] if "model_weights" in f else f
+            root = f.get("model_weights", f)
             if "layer_names" not in root.attrs:
                 raise KerasImportError(f"{path}: no layer_names; not a Keras weights file")
             for group in root.attrs["layer_names"]:
@@ -326,8 +326,10 @@ def import_keras(prefix: str | Path, run: str | Path, space: ActionSpace = DEFAU
         "format": "keras-h5",
         "name": prefix.name,
         "stateful": arch.stateful,
-        "files": {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size}
-                  for p in (json_path, h5_path)},  # fmt: skip
+        "files": {
+            p.name: {"sha256": sha256_file(p), "size": p.stat().st_size}
+            for p in (json_path, h5_path)
+        },
     }
     ckpt = Checkpoint(model.state_dict(), cfg.to_dict(), space.to_dict(),
                       data={"root": None, "revision": None}, source=source)  # fmt: skip

@@ -86,9 +86,7 @@ KERAS_EPSILON = 1e-7
 def _bce(logits: torch.Tensor, target: torch.Tensor, clip: bool) -> torch.Tensor:
     """Per-step BCE averaged over the head's width, as Keras' `binary_crossentropy`."""
     if not clip:
-        return F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none").mean(
-            -1
-        )
+        return F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none").mean(-1)
     p = torch.sigmoid(logits.float()).clamp(KERAS_EPSILON, 1 - KERAS_EPSILON)
     return -(target * torch.log(p) + (1 - target) * torch.log1p(-p)).mean(-1)
 

@@ -22,9 +22,9 @@ from csdm_agent.pull import pull
 from storage.dataset import open_dataset
 from storage.registry import LocalRegistry
 from tests.agent.seed_agent_reference import SeedDecoder
+from training.checkpoint import load_checkpoint
 from training.export import policy_from_checkpoint
 from training.model import probabilities
-from training.checkpoint import load_checkpoint
 
 
 def test_pull_verifies_and_keeps_versions_side_by_side(registered: dict, tmp_path: Path) -> None:

@@ -45,8 +45,14 @@ def training_model(timesteps: int):
     """dm_train_model.py: TimeDistributed trunk, ConvLSTM2D(256), TimeDistributed heads."""
     inp = layers.Input(shape=(timesteps, *IMAGE), name="main_in")
     x = layers.TimeDistributed(trunk())(inp)
-    x = layers.ConvLSTM2D(filters=256, kernel_size=(3, 3), stateful=False,
-                          return_sequences=True, dropout=0.5, recurrent_dropout=0.5)(x)
+    x = layers.ConvLSTM2D(
+        filters=256,
+        kernel_size=(3, 3),
+        stateful=False,
+        return_sequences=True,
+        dropout=0.5,
+        recurrent_dropout=0.5,
+    )(x)
     x = layers.TimeDistributed(layers.Flatten())(x)
     return keras.Model(inp, heads(x, layers.TimeDistributed))
 
@@ -55,8 +61,14 @@ def stateful_twin():
     """tools_create_stateful.py: batch (1, 1), stateful ConvLSTM2D, plain Dense heads."""
     inp = layers.Input(batch_shape=(1, 1, *IMAGE), name="main_in")
     x = layers.TimeDistributed(trunk())(inp)
-    x = layers.ConvLSTM2D(filters=256, kernel_size=(3, 3), stateful=True,
-                          return_sequences=True, dropout=0.5, recurrent_dropout=0.5)(x)
+    x = layers.ConvLSTM2D(
+        filters=256,
+        kernel_size=(3, 3),
+        stateful=True,
+        return_sequences=True,
+        dropout=0.5,
+        recurrent_dropout=0.5,
+    )(x)
     x = layers.TimeDistributed(layers.Flatten())(x)
     return keras.Model(inp, heads(x, lambda d: d))
 
@@ -106,7 +118,8 @@ def main() -> None:
     model = training_model(len(frames))
     randomise(model, np.random.default_rng(a.seed))
     twin = stateful_twin()
-    for src, dst in zip(model.layers, twin.layers):  # by index, as tools_create_stateful.py
+    # by index, as tools_create_stateful.py
+    for src, dst in zip(model.layers, twin.layers, strict=True):
         dst.set_weights(src.get_weights())
     tp_save_model(model, out / "seed_model")
     tp_save_model(twin, out / "seed_model_stateful")

@@ -12,10 +12,10 @@ import torch
 
 from storage.dataset import open_dataset
 from storage.registry import RegistryError, read_verified_descriptor, sha256_file
+from training.checkpoint import load_checkpoint
 from training.data import SamplerConfig
 from training.export import export, onnx_step_loop, policy_from_checkpoint
 from training.model import probabilities, split_heads
-from training.checkpoint import load_checkpoint
 from training.train import TrainConfig, train
 
 

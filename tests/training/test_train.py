@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from training.checkpoint import load_checkpoint
 from training.data import SamplerConfig
 from training.loss import make_targets, seed_loss
 from training.model import PRESETS, Policy
-from training.checkpoint import load_checkpoint
 from training.train import METRIC_NAMES, TrainConfig, train
 
 SAMPLER = SamplerConfig(window=8, jitter=4, split=None, keep_only=False)

@@ -1,0 +1,35 @@
+"""The test-only venv with TensorFlow and tf_keras, created on first use and then reused.
+
+It lives in `.cache/keras-venv` (or `$CSDM_KERAS_VENV`), outside csdm's own `.venv`: csdm never
+depends on TensorFlow. A stamp names the pins, so a changed pin rebuilds it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+PINS = ("tensorflow-cpu==2.21.0", "tf_keras==2.21.0", "h5py==3.14.0")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def keras_python() -> Path:
+    """The venv's python, installing the pins into it first if needed (about a minute)."""
+    venv = Path(os.environ.get("CSDM_KERAS_VENV", ROOT / ".cache" / "keras-venv"))
+    python, stamp = venv / "bin" / "python", venv / ".pins"
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / ".keras-venv.lock", "w") as lock:  # parallel test processes
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.exists() and stamp.read_text() == "\n".join(PINS) and python.exists():
+            return python
+        shutil.rmtree(venv, ignore_errors=True)
+        base = shutil.which("python3.11") or sys.executable
+        subprocess.run([base, "-m", "venv", str(venv)], check=True)
+        pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        subprocess.run([*pip, *PINS], check=True)
+        stamp.write_text("\n".join(PINS))
+    return python
