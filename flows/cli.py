@@ -651,11 +651,12 @@ def compact(
     )
 
 
-from flows import cli_report, cli_train  # noqa: E402  (their commands join this app)
+from flows import cli_eval, cli_report, cli_train  # noqa: E402  (their commands join this app)
 
 app.command()(cli_train.train)
 app.command()(cli_train.export)
 app.command("import-keras")(cli_train.import_keras)
+app.command("eval")(cli_eval.evaluate)
 app.command()(cli_train.register)
 app.command()(cli_report.report)
 app.command()(cli_report.view)

@@ -70,6 +70,44 @@ def train_task(data: str, run: str, cfg: TrainConfig, gpus: int) -> TrainResult:
     )
 
 
+@task(name="promotion-gate")
+def gate_task(export_dir: str, data: str, registry: str, name: str, metric: str, split: str,
+              baseline: str, out: str) -> dict:  # fmt: skip
+    """Evaluate the new export against `baseline` on `split`; publish the comparison."""
+    from flows.evaluate import publish_eval
+    from tasks.report.eval_html import write_eval
+    from training.evaluate import EvalError, gate
+
+    try:
+        passed, report = gate(Path(export_dir), data, registry, name, metric, split, baseline)
+    except EvalError as e:  # e.g. no test split: nothing to promote on
+        create_markdown_artifact(key="gate-report", markdown=f"# Not registered\n\n{e}")
+        return {"passed": False, "reason": str(e)}
+    new = report.models[0].metrics
+    old = report.models[1].metrics if len(report.models) > 1 else None
+    if old is None:
+        reason = f"no {baseline} version yet: the first one is registered"
+    else:
+        verb = "beats" if passed else "does not beat"
+        reason = f"{metric} {new[metric]:.4f} {verb} {baseline}'s {old[metric]:.4f}"
+    made = write_eval(report, out)
+    outcome = "Registered" if passed else "Not registered"
+    publish_eval(report, made, key="gate", verdict=f"**{outcome}**: {reason}")
+    return {
+        "passed": passed,
+        "reason": reason,
+        "metric": metric,
+        "eval": {
+            "data": report.data,
+            "split": report.split,
+            "frames": report.frames,
+            "metrics": new,
+            "baseline": old,
+        },
+        "report": str(made["index"]),
+    }
+
+
 @flow(name="train", log_prints=True)
 def train_flow(
     data: str,
@@ -82,8 +120,15 @@ def train_flow(
     registry: str | None = None,
     name: str = "csdm-policy",
     alias: str | None = None,
+    gate: bool = True,
+    gate_metric: str = "seed_mean",
+    gate_split: str = "test",
+    baseline: str = "production",
 ) -> dict:
-    """Train RUN to `steps` (resuming its checkpoint), publish metrics; export+register if asked."""
+    """Train RUN to `steps` (resuming) and publish metrics; with a registry, export and gate it.
+
+    It is registered if it beats the `baseline` alias on `gate_metric` over `gate_split`.
+    """
     logger = get_run_logger()
     cfg = TrainConfig.preset_config(preset)
     cfg = replace(
@@ -105,19 +150,29 @@ def train_flow(
         logger.info("%s: already at step %d, nothing new to register", run, before)
     elif registry:
         d = export(run, Path(run) / "export")
-        v = open_registry(registry, name).register(Path(run) / "export", alias=alias)
-        out["registered"] = {
-            "name": name,
-            "version": v.version,
-            "location": v.location,
-            "sha256": d["files"][d["model"]]["sha256"],
-        }
-        logger.info("registered %s v%d at %s", name, v.version, v.location)
+        verdict = None
+        if gate:
+            verdict = gate_task(str(Path(run) / "export"), data, registry, name, gate_metric,
+                                gate_split, baseline, str(Path(run) / "eval"))  # fmt: skip
+            out["gate"] = verdict
+            logger.info("promotion gate: %s", verdict["reason"])
+        if verdict is None or verdict["passed"]:
+            evaluation = {**verdict["eval"], "metric": gate_metric} if verdict else None
+            v = open_registry(registry, name).register(Path(run) / "export", alias=alias,
+                                                       evaluation=evaluation)  # fmt: skip
+            out["registered"] = {
+                "name": name,
+                "version": v.version,
+                "location": v.location,
+                "sha256": d["files"][d["model"]]["sha256"],
+            }
+            logger.info("registered %s v%d at %s", name, v.version, v.location)
     metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in result.metrics.items())
     create_markdown_artifact(
         key="train-summary",
         markdown=f"# {run}\n\nstep {result.step}, {result.frames_per_s:.0f} frames/s\n\n"
         f"| metric | value |\n|---|---|\n{metrics}\n\n"
-        + (f"Registered **{name} v{out['registered']['version']}**" if "registered" in out else ""),
+        + (f"Registered **{name} v{out['registered']['version']}**" if "registered" in out else "")
+        + (f"\n\nPromotion gate: {out['gate']['reason']}" if "gate" in out else ""),
     )
     return out

@@ -154,16 +154,22 @@ def _registered_as(index: dict, model_sha: str, folder: Path | None = None) -> i
 
 
 def _add_version(
-    index: dict, n: int, manifest_sha: str, alias: str | None, model_sha: str | None = None
+    index: dict,
+    n: int,
+    manifest_sha: str,
+    alias: str | None,
+    model_sha: str | None = None,
+    evaluation: dict | None = None,
 ) -> None:
-    index["versions"].append(
-        {
-            "version": n,
-            "manifest_sha256": manifest_sha,
-            "model_sha256": model_sha,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-    )
+    entry = {
+        "version": n,
+        "manifest_sha256": manifest_sha,
+        "model_sha256": model_sha,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if evaluation is not None:  # what the promotion gate measured: data, split, metrics
+        entry["eval"] = evaluation
+    index["versions"].append(entry)
     if alias:
         index["aliases"][alias] = n
 
@@ -215,7 +221,9 @@ class LocalRegistry:
         tmp.write_text(json.dumps(index, indent=2))
         os.replace(tmp, self.folder / INDEX)
 
-    def register(self, export_dir: str | Path, alias: str | None = None) -> Version:
+    def register(
+        self, export_dir: str | Path, alias: str | None = None, evaluation: dict | None = None
+    ) -> Version:
         """Copy a verified export in as the next version; optionally point an alias at it."""
         files = _export_files(Path(export_dir))
         model_sha = _model_sha(Path(export_dir))
@@ -243,7 +251,7 @@ class LocalRegistry:
             finally:
                 if staging.exists():
                     shutil.rmtree(staging, onerror=_writable_then_retry)
-            _add_version(index, n, manifest_sha, alias, model_sha)
+            _add_version(index, n, manifest_sha, alias, model_sha, evaluation)
             self._write_index(index)
         return Version(self.name, n, str(self.folder / f"v{n}"))
 
@@ -288,7 +296,9 @@ class ObjectRegistry:
 
         return DatasetLease(LeaseSite(self.root, f"{self.name}/.lease.json"), renew=False)
 
-    def register(self, export_dir: str | Path, alias: str | None = None) -> Version:
+    def register(
+        self, export_dir: str | Path, alias: str | None = None, evaluation: dict | None = None
+    ) -> Version:
         """Upload a verified export as the next version (files, then MANIFEST, then index)."""
         export_dir = Path(export_dir)
         files = _export_files(export_dir)
@@ -310,7 +320,8 @@ class ObjectRegistry:
                 self.root.put_bytes(f"{self.name}/v{n}/{f.name}", data)
             text = json.dumps({"files": dict(sorted(entries.items()))}, indent=2)
             self.root.put_bytes(f"{self.name}/v{n}/{MANIFEST}", text.encode())
-            _add_version(index, n, hashlib.sha256(text.encode()).hexdigest(), alias, model_sha)
+            manifest_sha = hashlib.sha256(text.encode()).hexdigest()
+            _add_version(index, n, manifest_sha, alias, model_sha, evaluation)
             self.root.put_json(f"{self.name}/{INDEX}", index)
         return Version(self.name, n, self._url(f"v{n}"))
 
@@ -374,7 +385,9 @@ class HubRegistry:
                 return _new_index(self.name)
             return json.loads(Path(path).read_text())
 
-    def register(self, export_dir: str | Path, alias: str | None = None) -> Version:
+    def register(
+        self, export_dir: str | Path, alias: str | None = None, evaluation: dict | None = None
+    ) -> Version:
         """Upload a verified export as `NAME/vN` with the new index in one commit, tag it."""
         from huggingface_hub import CommitOperationAdd
 
@@ -394,7 +407,7 @@ class HubRegistry:
             for f in files:
                 shutil.copyfile(f, staging / f.name)
             manifest_sha = _write_manifest(staging)
-            _add_version(index, n, manifest_sha, alias, model_sha)
+            _add_version(index, n, manifest_sha, alias, model_sha, evaluation)
             ops = [
                 CommitOperationAdd(f"{self.name}/v{n}/{p.name}", str(p))
                 for p in sorted(staging.iterdir())

@@ -31,6 +31,7 @@ class SamplerConfig:
     motionless_fraction: float = 0.8
     keep_prob: float = 1.0  # chance to keep any other segment (the seed's SUB_PROB 0.4)
     kill_segments: bool = False  # always keep segments with a kill, and the one before
+    draws: int = 4  # subselections drawn independently and cycled by epoch, as the seed's four
 
     @classmethod
     def seed_subselect(cls, **kw) -> SamplerConfig:
@@ -113,9 +114,23 @@ class WindowIndex:
     episode: np.ndarray  # int64 index into labels.episodes
     start: np.ndarray  # int64 frame
     cfg: SamplerConfig
+    # the seed's independent subselections, epoch e training on rounds[e % len]; empty: one,
+    # (episode, start) above, every epoch
+    rounds: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
 
     def __len__(self) -> int:
         return len(self.start)
+
+    def round(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(episode, start) of the windows epoch `epoch` draws from."""
+        if not self.rounds:
+            return self.episode, self.start
+        return self.rounds[epoch % len(self.rounds)]
+
+    @property
+    def n_rounds(self) -> int:
+        """How many subselections the epochs cycle through."""
+        return max(1, len(self.rounds))
 
 
 def build_index(labels: Labels, cfg: SamplerConfig, seed: int = 0) -> WindowIndex:
@@ -129,11 +144,19 @@ def build_index(labels: Labels, cfg: SamplerConfig, seed: int = 0) -> WindowInde
             seg_start.append(s)
     if not seg_ep:
         return WindowIndex(labels, np.zeros(0, np.int64), np.zeros(0, np.int64), cfg)
-    ep, start = np.concatenate(seg_ep), np.concatenate(seg_start)
-    draws = np.random.default_rng([seed, 0x5E1EC7]).random(len(start))
-    keep = subselect(labels, ep, start, cfg, draws)
+    ep, start = np.concatenate(seg_ep).astype(np.int64), np.concatenate(seg_start).astype(np.int64)
+    rounds = []
+    for r in range(cfg.draws if _subselects(cfg) else 1):
+        key = [seed, 0x5E1EC7] if r == 0 else [seed, 0x5E1EC7, r]
+        keep = subselect(labels, ep, start, cfg, np.random.default_rng(key).random(len(start)))
+        rounds.append((ep[keep], start[keep]))
     lean = replace(labels, weapon=np.empty(0, object))  # loader processes need no strings
-    return WindowIndex(lean, ep[keep].astype(np.int64), start[keep].astype(np.int64), cfg)
+    return WindowIndex(lean, *rounds[0], cfg, tuple(rounds) if len(rounds) > 1 else ())
+
+
+def _subselects(cfg: SamplerConfig) -> bool:
+    """Whether the subselection draws at random (otherwise every draw is the same)."""
+    return cfg.keep_prob < 1.0
 
 
 def subselect(
@@ -230,8 +253,8 @@ class WindowStream(IterableDataset):
         self._pool: ThreadPoolExecutor | None = None
         self._bad: set[str] = set()  # episodes found corrupt (skip mode)
         self._ds: Dataset | None = None
-        self._plan: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
-        if self.batches_per_epoch == 0:
+        self._plan: tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        if min(self.batches_in(r) for r in range(index.n_rounds)) == 0:
             raise ValueError(
                 f"{root}: {len(index)} windows of {index.cfg.window} frames, fewer than one "
                 f"batch of {batch_size} x {world} ranks; lower --batch-size or the window"
@@ -241,29 +264,50 @@ class WindowStream(IterableDataset):
         # each worker opens its own store and threads
         return {**self.__dict__, "_ds": None, "_plan": None, "_pool": None}
 
+    def batches_in(self, epoch: int) -> int:
+        """Whole global batches in an epoch (the last partial one is dropped)."""
+        return len(self.index.round(epoch)[0]) // (self.batch_size * self.world)
+
     @property
     def batches_per_epoch(self) -> int:
-        """Whole global batches in one epoch (the last partial one is dropped)."""
-        return len(self.index) // (self.batch_size * self.world)
+        """Whole global batches in the first epoch (every epoch, without subselection rounds)."""
+        return self.batches_in(0)
 
-    def epoch_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """The epoch's window order and jittered starts (same on every rank and worker)."""
+    def _locate(self, g: int) -> tuple[int, int]:
+        """(epoch, batch) of the g-th global batch, epochs of each round differing in length."""
+        sizes = [self.batches_in(r) for r in range(self.index.n_rounds)]
+        cycle, rest = divmod(g, sum(sizes))
+        r = 0
+        while rest >= sizes[r]:
+            rest -= sizes[r]
+            r += 1
+        return cycle * len(sizes) + r, rest
+
+    def _first(self, epoch: int) -> int:
+        """The global batch number that starts `epoch`."""
+        sizes = [self.batches_in(r) for r in range(self.index.n_rounds)]
+        cycle, r = divmod(epoch, len(sizes))
+        return cycle * sum(sizes) + sum(sizes[:r])
+
+    def epoch_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The epoch's window order, episodes and jittered starts (same on every rank/worker)."""
         if self._plan is not None and self._plan[0] == epoch:
             return self._plan[1]
+        episode, first = self.index.round(epoch)
         rng = np.random.default_rng([self.state.seed, epoch])
-        perm = rng.permutation(len(self.index))
-        jitter = rng.integers(0, max(self.index.cfg.jitter - 1, 1), len(self.index))
-        n = self.index.labels.lengths()[self.index.episode]
-        start = np.minimum(self.index.start + jitter, n - self.index.cfg.window)
-        self._plan = (epoch, (perm, start))
-        return perm, start
+        perm = rng.permutation(len(episode))
+        jitter = rng.integers(0, max(self.index.cfg.jitter - 1, 1), len(episode))
+        n = self.index.labels.lengths()[episode]
+        start = np.minimum(first + jitter, n - self.index.cfg.window)
+        self._plan = (epoch, (perm, episode, start))
+        return perm, episode, start
 
     def windows(self, epoch: int, batch: int) -> list[tuple[int, int]]:
         """(episode index, start) of this rank's windows in one global batch."""
-        perm, start = self.epoch_plan(epoch)
+        perm, episode, start = self.epoch_plan(epoch)
         lo = (batch * self.world + self.rank) * self.batch_size
         sel = perm[lo : lo + self.batch_size]
-        return list(zip(self.index.episode[sel].tolist(), start[sel].tolist(), strict=True))
+        return list(zip(episode[sel].tolist(), start[sel].tolist(), strict=True))
 
     def read(self, windows: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
         """A batch of uint8 frames and labels for the given windows."""
@@ -321,10 +365,9 @@ class WindowStream(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        nb = self.batches_per_epoch
-        g = self.state.epoch * nb + self.state.cursor + worker
+        g = self._first(self.state.epoch) + self.state.cursor + worker
         while True:
-            epoch, batch = divmod(g, nb)
+            epoch, batch = self._locate(g)
             out = self.read(self.windows(epoch, batch))
             out["epoch"], out["batch"] = torch.tensor(epoch), torch.tensor(batch)
             yield out

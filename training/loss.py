@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from training.actions import DEFAULT, ActionSpace
-from training.model import split_heads
+from training.model import probabilities, split_heads
 
 
 @dataclass(frozen=True)
@@ -129,20 +129,27 @@ def seed_loss(
     return torch.cat([x.flatten(1) for x in terms], 1).mean()
 
 
+SEED_ACCURACIES = ("wasd_acc", "jump_acc", "other_keys_acc", "lclick_acc", "rclick_acc",
+                   "mouse_x_acc", "mouse_y_acc")  # fmt: skip
+
+
 @torch.no_grad()
-def metrics(
-    logits: torch.Tensor,
+def seed_metrics(
+    probs: torch.Tensor,
     t: Targets,
     opts: LossOptions = LossOptions(),
     space: ActionSpace = DEFAULT,
 ) -> dict[str, float]:
-    """The seed's per-head metrics: accuracies at 0.5 (argmax for mouse) and 100x TD MSE."""
-    h = split_heads(logits.float(), space)
+    """The seed's metrics on probabilities, and `seed_mean` (the mean of the 7 accuracies).
 
-    def acc(lg: torch.Tensor, y: torch.Tensor) -> float:
-        return ((lg > 0).float() == y).float().mean().item()
+    Accuracy at 0.5 (the most likely bin for the mouse); value_mse is 100x the TD error's MSE.
+    """
+    h = split_heads(probs.float(), space)
 
-    return {
+    def acc(p: torch.Tensor, y: torch.Tensor) -> float:
+        return ((p > 0.5).float() == y).float().mean().item()
+
+    out = {
         "wasd_acc": acc(h["keys"][..., 0:4], t.keys[..., 0:4]),
         "jump_acc": acc(h["keys"][..., 4:5], t.keys[..., 4:5]),
         "other_keys_acc": acc(h["keys"][..., 5:], t.keys[..., 5:]),
@@ -152,3 +159,16 @@ def metrics(
         "mouse_y_acc": (h["mouse_y"].argmax(-1) == t.mouse_y).float().mean().item(),
         "value_mse": 100 * td_error(h["value"][..., 0], t.reward, opts).mean().item(),
     }
+    out["seed_mean"] = sum(out[k] for k in SEED_ACCURACIES) / len(SEED_ACCURACIES)
+    return out
+
+
+@torch.no_grad()
+def metrics(
+    logits: torch.Tensor,
+    t: Targets,
+    opts: LossOptions = LossOptions(),
+    space: ActionSpace = DEFAULT,
+) -> dict[str, float]:
+    """`seed_metrics` of a training batch's logits (a logit above 0 is a probability above 0.5)."""
+    return seed_metrics(probabilities(logits.float(), space), t, opts, space)

@@ -47,6 +47,7 @@ METRIC_NAMES = (
     "mouse_x_acc",
     "mouse_y_acc",
     "value_mse",
+    "seed_mean",
 )
 
 
@@ -300,7 +301,7 @@ def train(
         if len(batch["frames"]) == 0:  # every window was corrupt: no step on this batch
             if world > 1:
                 raise RuntimeError(f"{data}: a whole batch was corrupt on rank {rank}")
-            state = _next_state(state, epoch, bidx, stream.batches_per_epoch)
+            state = _next_state(state, epoch, bidx, stream.batches_in(epoch))
             continue
         batch = to_device(batch, device)
         targets = make_targets(batch, cfg.loss)
@@ -316,7 +317,7 @@ def train(
         scaler.step(opt)
         scaler.update()
         step, done = step + 1, done + 1
-        state = _next_state(state, epoch, bidx, stream.batches_per_epoch)
+        state = _next_state(state, epoch, bidx, stream.batches_in(epoch))
         if step % cfg.log_every == 0 or step == cfg.steps:
             m = {"loss": loss.detach(), **metrics(logits.detach(), targets, cfg.loss)}
             vals = torch.tensor([float(v) for v in m.values()], device=device)

@@ -108,3 +108,37 @@ def coverage_figure(label: str, xy: np.ndarray, path: Path) -> Path:
     ax.set_yticks([])
     ax.set_aspect("equal", adjustable="datalim")
     return _save(fig, path)
+
+
+def metrics_figure(names: list[str], metrics: list[dict[str, float]], keys: list[str],
+                   path: Path) -> Path:  # fmt: skip
+    """Grouped bars of the seed's accuracies, one group per metric, one bar per model."""
+    fig, ax = plt.subplots(figsize=(11, 3.8))
+    width = 0.8 / max(len(names), 1)
+    x = np.arange(len(keys))
+    for i, (name, m) in enumerate(zip(names, metrics, strict=True)):
+        ax.bar(x + i * width, [m[k] for k in keys], width, label=name)
+    ax.set_xticks(x + width * (len(names) - 1) / 2, keys, rotation=20)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def confusion_figure(name: str, confusion: dict[str, list[list[int]]],
+                     bins: dict[str, tuple[float, ...]], path: Path) -> Path:  # fmt: skip
+    """Mouse-bin confusion matrices (rows true, columns predicted), counts on a log scale."""
+    fig, axes = plt.subplots(1, len(confusion), figsize=(12, 5.2))
+    for ax, (head, cm) in zip(np.atleast_1d(axes), confusion.items(), strict=True):
+        cm = np.asarray(cm, np.float64)
+        im = ax.imshow(np.where(cm > 0, cm, np.nan), norm=LogNorm(vmin=1, vmax=max(cm.max(), 1)),
+                       cmap="viridis")  # fmt: skip
+        labels = [f"{b:g}" for b in bins[head]]
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_xlabel("predicted bin")
+        ax.set_ylabel("true bin")
+        acc = np.trace(cm) / cm.sum() if cm.sum() else 0.0
+        ax.set_title(f"{name}: {head} (accuracy {acc:.3f})", fontsize=10)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    return _save(fig, path)

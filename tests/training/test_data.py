@@ -48,7 +48,7 @@ def test_windows_stay_inside_their_episode(processed: Path) -> None:
     idx = build_index(load_labels(processed, CFG), CFG)
     stream = WindowStream(processed, idx, batch_size=3)
     for epoch in range(3):
-        _, start = stream.epoch_plan(epoch)
+        _, _, start = stream.epoch_plan(epoch)
         assert (start >= 0).all() and (start + 8 <= 60).all()
     assert len(idx) == 8 * len(range(0, 60 - 8 - 4, 8))  # the seed's grid
 
@@ -94,6 +94,29 @@ def test_spawned_workers_yield_the_same_ordered_stream(processed: Path) -> None:
     # resuming at (epoch 0, cursor 5) continues exactly where batch 5 was
     resumed = WindowStream(processed, idx, batch_size=4, state=StreamState(0, 0, 5))
     assert _take(iter(resumed), 9) == solo[5:]
+
+
+def test_subselection_draws_four_times_and_cycles_by_epoch(processed: Path) -> None:
+    cfg = SamplerConfig(window=8, jitter=1, split=None, keep_only=False, keep_prob=0.5)
+    idx = build_index(load_labels(processed, cfg), cfg)
+    assert idx.n_rounds == 4  # the seed's data_list1..4, each fn_subselect-ed on its own
+    rounds = [set(zip(e.tolist(), s.tolist(), strict=True)) for e, s in idx.rounds]
+    assert len({frozenset(r) for r in rounds}) == 4 and len(set.union(*rounds)) > len(rounds[0])
+    stream = WindowStream(processed, idx, batch_size=2)
+    sizes = [stream.batches_in(e) for e in range(8)]
+    assert sizes[:4] == sizes[4:] and len(set(sizes)) > 1  # epochs differ in length
+    for epoch in range(8):  # jitter 1 keeps the grid starts: each epoch is its round, exactly
+        got = {w for b in range(sizes[epoch]) for w in stream.windows(epoch, b)}
+        assert got <= rounds[epoch % 4] and len(got) == 2 * sizes[epoch]
+    it = iter(stream)
+    order = [(int(b["epoch"]), int(b["batch"])) for b in itertools.islice(it, sum(sizes[:5]))]
+    assert order == [(e, b) for e in range(5) for b in range(sizes[e])]
+    # a resume in the middle of epoch 5 continues the same sequence
+    resumed = iter(WindowStream(processed, idx, batch_size=2, state=StreamState(0, 5, 1)))
+    b = next(resumed)
+    assert (int(b["epoch"]), int(b["batch"])) == (5, 1)
+    plain = build_index(load_labels(processed, CFG), CFG)
+    assert plain.n_rounds == 1  # nothing random to draw: one selection for every epoch
 
 
 def test_too_few_windows_is_a_clear_error(processed: Path) -> None:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from training.model import PRESETS, ConvLSTM, Policy, count_parameters, load_trunk_weights
+from training.model import (
+    PRESETS,
+    ConvLSTM,
+    ModelConfig,
+    Policy,
+    count_parameters,
+    load_trunk_weights,
+)
 
 
 def test_paper_network_matches_the_published_size_and_cut() -> None:
@@ -33,15 +41,37 @@ def test_paper_network_matches_the_published_size_and_cut() -> None:
 
 def test_trunk_weights_load_from_a_file(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    a, b = Policy(PRESETS["tiny"]).eval(), Policy(PRESETS["tiny"]).eval()
+    cfg = replace(PRESETS["tiny"], padding="torch")
+    a, b = Policy(cfg).eval(), Policy(cfg).eval()
     extra = {"classifier.1.weight": torch.zeros(3)}  # a full-network file has more: ignored
     torch.save({**a.trunk.state_dict(), **extra}, tmp_path / "w.pth")
     assert load_trunk_weights(b, tmp_path / "w.pth") == ["classifier.1.weight"]
     x = torch.randint(0, 255, (1, 150, 280, 3), dtype=torch.uint8)[None]
     torch.testing.assert_close(a.features(x), b.features(x))
+    with pytest.raises(ValueError, match="--padding torch"):
+        load_trunk_weights(Policy(PRESETS["tiny"]), tmp_path / "w.pth")
     torch.save({"something": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match=r"bad\.pth: not an EfficientNet-B0"):
         load_trunk_weights(b, tmp_path / "bad.pth")
+
+
+def test_keras_padding_is_correct_pad_then_valid() -> None:
+    """Keras' ZeroPadding2D(correct_pad) amounts on the seed's sizes, written out by hand."""
+    torch.manual_seed(0)
+    model = Policy(PRESETS["paper"]).eval()
+    stem = model.trunk.features[0][0]
+    b2a = model.trunk.features[2][0].block[1][0]  # block2a's depthwise conv
+    b3a = model.trunk.features[3][0].block[1][0]
+    # (top, bottom), (left, right) as Keras pads: stem 150x280, block2a 75x140, block3a 38x70
+    for conv, (h, w), (tb, lr) in ((stem, (150, 280), ((0, 1), (0, 1))),
+                                   (b2a, (75, 140), ((1, 1), (0, 1))),
+                                   (b3a, (38, 70), ((1, 2), (1, 2)))):  # fmt: skip
+        x = torch.randn(1, conv.in_channels, h, w)
+        want = F.conv2d(F.pad(x, (*lr, *tb)), conv.weight, stride=2, groups=conv.groups)
+        torch.testing.assert_close(conv(x), want)
+        assert not torch.allclose(conv(x), F.conv2d(x, conv.weight, stride=2, groups=conv.groups,
+                                                    padding=conv.kernel_size[0] // 2))  # fmt: skip
+    assert ModelConfig.from_dict({"stages": 5}).padding == "torch"  # runs from before the mode
 
 
 def _keras_convlstm_step(x, h, c, wx, wh, b):
