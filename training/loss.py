@@ -87,8 +87,10 @@ def _bce(logits: torch.Tensor, target: torch.Tensor, clip: bool) -> torch.Tensor
     """Per-step BCE averaged over the head's width, as Keras' `binary_crossentropy`."""
     if not clip:
         return F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none").mean(-1)
+    # Keras 2's backend: clip, then log(p + eps) and log(1 - p + eps), in float32
     p = torch.sigmoid(logits.float()).clamp(KERAS_EPSILON, 1 - KERAS_EPSILON)
-    return -(target * torch.log(p) + (1 - target) * torch.log1p(-p)).mean(-1)
+    e = KERAS_EPSILON
+    return -(target * torch.log(p + e) + (1 - target) * torch.log(1 - p + e)).mean(-1)
 
 
 def _ce(logits: torch.Tensor, target: torch.Tensor, clip: bool) -> torch.Tensor:

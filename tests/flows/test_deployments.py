@@ -68,6 +68,7 @@ def test_pipeline_deployment_through_the_api(served) -> None:
         "pipeline/pipeline",
         "pipeline/daily-refresh",
         "train/train",
+        "eval/eval",
     ):
         assert name in listed
     # the daily refresh streams by default: nothing of the Hub's lands in the data folder

@@ -60,7 +60,13 @@ def test_train_flow_publishes_metrics_and_registers(
         alias="production",
     )
     assert out["train"]["step"] == 3 and out["registered"]["version"] == 1
-    assert LocalRegistry(tmp_path / "reg", "cs").resolve(alias="production").version == 1
+    assert out["gate"]["passed"] and "no production version yet" in out["gate"]["reason"]
+    reg = LocalRegistry(tmp_path / "reg", "cs")
+    assert reg.resolve(alias="production").version == 1
+    stored = reg.index()["versions"][0]["eval"]  # the gate's evaluation, kept with the version
+    assert stored["split"] == "test" and stored["metric"] == "seed_mean"
+    assert stored["metrics"] == out["gate"]["eval"]["metrics"]
+    assert 0 <= stored["metrics"]["seed_mean"] <= 1
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
 
     async def latest(key: str):
@@ -80,4 +86,14 @@ def test_train_flow_publishes_metrics_and_registers(
     again = train_flow(str(processed), str(tmp_path / "run"), steps=3,
                        registry=str(tmp_path / "reg"), name="cs")  # fmt: skip
     assert "registered" not in again  # no new step: no new version
-    assert [v["version"] for v in LocalRegistry(tmp_path / "reg", "cs").index()["versions"]] == [1]
+    assert [v["version"] for v in reg.index()["versions"]] == [1]
+    # the same training again in a new run: the same model, which does not beat production
+    twin = train_flow(str(processed), str(tmp_path / "twin"), steps=3,
+                      registry=str(tmp_path / "reg"), name="cs", alias="production")  # fmt: skip
+    assert not twin["gate"]["passed"] and "does not beat production" in twin["gate"]["reason"]
+    assert "registered" not in twin and [v["version"] for v in reg.index()["versions"]] == [1]
+    gate_table = asyncio.run(latest("gate-metrics")).data
+    gate_table = json.loads(gate_table) if isinstance(gate_table, str) else gate_table
+    row = next(r for r in gate_table if r["metric"] == "seed_mean")
+    assert row["new"] == row["cs@production"]  # both columns, equal: a tie is no promotion
+    assert "Not registered" in asyncio.run(latest("gate-report")).data

@@ -53,8 +53,9 @@ def generator_targets(y: np.ndarray, helper: np.ndarray) -> np.ndarray:
 
 
 def _bce(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Keras 2's `backend.binary_crossentropy` on probabilities (clip, then eps inside the logs)."""
     p = np.clip(p, EPS, 1 - EPS)
-    return -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(-1)
+    return -(y * np.log(p + EPS) + (1 - y) * np.log(1 - p + EPS)).mean(-1)
 
 
 def _cce(y: np.ndarray, p: np.ndarray) -> np.ndarray:

@@ -102,6 +102,30 @@ def test_loss_equals_the_seeds_keras_loss() -> None:
     assert abs(got - want) < 1e-5 * max(1.0, abs(want))
 
 
+def test_keras_clipping_matches_the_seeds_loss_at_saturation() -> None:
+    rng = np.random.default_rng(4)
+    windows = [_window(rng) for _ in range(3)]
+    # saturated logits: probabilities of 0 and 1 in float64, where the clip decides the loss
+    scale = torch.full((52,), 40.0, dtype=torch.float64)
+    scale[-1] = 0.1  # the value head stays small: the cross-entropy terms decide the loss
+    logits = (torch.randn(3, T, 52, dtype=torch.float64) * scale).requires_grad_()
+    y_true = np.stack(
+        [ref.generator_targets(_seed_y(w), np.stack([w["kill"], w["death"]], 1)) for w in windows]
+    )
+    # Keras computed in float32: its clip bound 1 - 1e-7 rounds to 1 - 1.19e-7 there
+    want = ref.custom_loss(y_true, probabilities(logits).detach().float().numpy())
+    clipped = seed_loss(logits, make_targets(_batch(windows)), LossOptions(keras_clip=True))
+    assert abs(clipped.item() - want) < 1e-5 * max(1.0, abs(want))
+    exact = seed_loss(logits, make_targets(_batch(windows))).item()
+    assert exact > want * 1.5  # unclipped, the wrong saturated outputs cost far more
+    clipped.backward()
+    g = logits.grad[..., :51]
+    saturated = logits.detach()[..., :51].abs() > 20  # sigmoid within 2e-9 of 0 or 1
+    keys = torch.zeros_like(saturated)
+    keys[..., :13] = True  # sigmoid heads: a clipped probability passes no gradient back
+    assert (g[saturated & keys] == 0).all() and (g[~saturated] != 0).any()
+
+
 def test_td_target_gradient_is_an_option() -> None:
     w = _window(np.random.default_rng(3))
     grads = []
