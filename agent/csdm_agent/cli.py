@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from csdm_agent.artifact import Artifact, VerificationError
 from csdm_agent.capture import ReplayError
+from csdm_agent.control import SCAN_CODES
 
 log = logging.getLogger("csdm_agent")
 # Virtual-key codes for --stop-key.
@@ -29,7 +31,7 @@ def _pull(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from csdm_agent.capture import Crop, Preprocess, ReplayFrames, ScreenCapture
     from csdm_agent.control import Controller, RecordingSink, SendInputSink, stop_key_pressed
-    from csdm_agent.decode import DecodeOptions, Decoder
+    from csdm_agent.decode import Decoder
     from csdm_agent.loop import run
     from csdm_agent.policy import Policy
 
@@ -37,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
     d = art.descriptor
     space = d["action_space"]
     policy = Policy(art, threads=args.threads)
-    decoder = Decoder.from_descriptor(d, DecodeOptions(jump_boost=args.jump_boost), args.seed)
+    decoder = Decoder.from_descriptor(d, decode_options(args), args.seed)
     out_hw = (space["height"], space["width"])
     if args.replay:
         frames = ReplayFrames(args.replay, expect=out_hw)
@@ -49,20 +51,60 @@ def _run(args: argparse.Namespace) -> int:
     vk = VK[args.stop_key.upper()]
     log.info("playing %s at %d fps%s; stop with %s or Ctrl+C", art.folder, space["fps"],
              " (dry run: no input sent)" if args.dry_run else "", args.stop_key)  # fmt: skip
+    decals = (args.clear_decals_key, args.clear_decals_every)
     summary = run(policy, decoder, frames, Controller(sink), space["fps"], args.max_frames,
-                  stop=lambda: stop_key_pressed(vk))  # fmt: skip
+                  stop=lambda: stop_key_pressed(vk), clear_decals=decals)  # fmt: skip
     print(summary.report())
     if args.summary:
         Path(args.summary).write_text(json.dumps({
             "steps": len(summary.step), "fps": summary.fps, "provider": summary.provider,
             "overruns": summary.overruns, "dropped": summary.dropped,
             "released": summary.released, "stopped_by": summary.stopped_by,
+            "decals_cleared": summary.decals_cleared,
+            "decode": dataclasses.asdict(decoder.options),
             **summary.percentiles(),
             "actions": [{"keys": sorted(a.keys), "lclick": a.lclick, "rclick": a.rclick,
                          "mouse_x": a.mouse_x, "mouse_y": a.mouse_y} for a in summary.actions],
             "events": len(sink.events) if args.dry_run else None,
         }, indent=1))  # fmt: skip
     return 0
+
+
+# every DecodeOptions field is a flag; the help says what the seed did
+DECODE_HELP = {
+    "clicks": "press the left click when sampled (seed IS_CLICKS: on)",
+    "rclick": "press the right click (seed IS_RCLICK: off)",
+    "mouse": "move the mouse (seed IS_MOUSEMOVE: on)",
+    "wasd": "hold movement keys (seed IS_WASD: on)",
+    "jump": "jump when sampled (seed IS_JUMP: on)",
+    "reload": "reload when sampled (seed IS_RELOAD: on)",
+    "other_keys": "ctrl, shift, 1, 2, 3 as predicted (seed IS_KEYS: off)",
+    "jump_boost": "multiply the jump probability; the seed used 5 for models named *expert*",
+    "reset_chance": "chance per step of zeroing the recurrent state (seed: 0.001)",
+    "mouse_x_clip": "largest horizontal move per step (seed: 300)",
+}
+
+
+def _decode_arguments(p: argparse.ArgumentParser) -> None:
+    from csdm_agent.decode import DecodeOptions
+
+    g = p.add_argument_group("decoding (the seed's dm_run_agent.py switches)")
+    for f in dataclasses.fields(DecodeOptions):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                           help=DECODE_HELP[f.name])  # fmt: skip
+        else:
+            g.add_argument(flag, type=float, default=f.default, help=DECODE_HELP[f.name])
+
+
+def decode_options(args: argparse.Namespace):
+    """The DecodeOptions the command line asked for."""
+    from csdm_agent.decode import DecodeOptions
+
+    return DecodeOptions(
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(DecodeOptions)}
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     r.add_argument("--seed", type=int, help="seed of the action sampling")
     r.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
-    r.add_argument("--jump-boost", type=float, default=1.0, help="the seed used 5 for experts")
+    r.add_argument(
+        "--clear-decals-every",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="tap the clear-decals key this often, as the seed did (0: never)",
+    )
+    r.add_argument("--clear-decals-key", default="n", choices=sorted(SCAN_CODES),
+                   help="the key bound to r_cleardecals in the game (seed: n)")  # fmt: skip
+    _decode_arguments(r)
     r.add_argument("--summary", help="write the run summary and actions as JSON here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",

@@ -12,7 +12,9 @@ from csdm_agent.decode import Action
 
 # Set 1 scan codes of the keys in the action space (the seed's key_output.py).
 SCAN_CODES = {"w": 0x11, "a": 0x1E, "s": 0x1F, "d": 0x20, "space": 0x39, "ctrl": 0x1D,
-              "shift": 0x2A, "1": 0x02, "2": 0x03, "3": 0x04, "r": 0x13}  # fmt: skip
+              "shift": 0x2A, "1": 0x02, "2": 0x03, "3": 0x04, "r": 0x13,
+              "n": 0x31, "f": 0x21, "g": 0x22, "h": 0x23, "j": 0x24, "k": 0x25,
+              "l": 0x26}  # fmt: skip
 
 
 class InputSink(Protocol):
@@ -162,6 +164,11 @@ class Controller:
                 self.buttons.add(b)
                 self.sink.button(b, True)
         self.half_move(a)
+
+    def tap(self, key: str) -> None:
+        """Press and release a key the policy never holds (the clear-decals key)."""
+        self.sink.key(key, True)
+        self.sink.key(key, False)
 
     def half_move(self, a: Action) -> None:
         """Half of the step's mouse move (the seed's IS_SPLIT_MOUSE: twice per step)."""

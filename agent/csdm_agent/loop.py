@@ -31,6 +31,7 @@ class RunSummary:
     actions: list[Action] = field(default_factory=list)
     overruns: int = 0
     dropped: int = 0
+    decals_cleared: int = 0
     released: list[str] = field(default_factory=list)
     stopped_by: str = ""
 
@@ -57,9 +58,15 @@ class RunSummary:
 
 def run(policy: Policy, decoder: Decoder, frames: FrameSource, controller: Controller,
         fps: int, max_frames: int | None = None, stop: Callable[[], bool] = lambda: False,
-        pace: bool = True) -> RunSummary:  # fmt: skip
-    """Play until the source ends, `max_frames`, the stop hotkey or Ctrl+C; always releases."""
+        pace: bool = True, clear_decals: tuple[str, float] | None = ("n", 5.0),
+        ) -> RunSummary:  # fmt: skip
+    """Play until the source ends, `max_frames`, the stop hotkey or Ctrl+C; always releases.
+
+    `clear_decals` (key, seconds): tapped every so many seconds of steps, as the seed did with
+    a key bound to `r_cleardecals` (blood and bullet holes are not in the training frames).
+    """
     period = 1.0 / fps
+    every = max(1, round(clear_decals[1] * fps)) if clear_decals and clear_decals[1] > 0 else 0
     s = RunSummary(fps, policy.provider)
     clock = time.perf_counter
     slot = clock()  # start of the current 1/fps slot on a fixed grid
@@ -93,6 +100,9 @@ def run(policy: Policy, decoder: Decoder, frames: FrameSource, controller: Contr
             if pace:  # the seed's split mouse move: second half mid-step, within the slot
                 _sleep_until(min(t0 + period / 2, slot_end))
             controller.half_move(action)
+            if every and len(s.step) % every == 0:  # the seed: n_loops % (5 * fps), loop end
+                controller.tap(clear_decals[0])
+                s.decals_cleared += 1
             if pace and t3 > slot_end:
                 s.overruns += 1
                 log.warning("step %d took %.1f ms (budget %.1f ms)", len(s.step),

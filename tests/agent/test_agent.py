@@ -283,3 +283,48 @@ def test_bad_replays_are_one_line(registered: dict, tmp_path: Path, kind: str, c
     says = {"missing": "no such file", "tar": "extract its hdf5_", "wrong-shape": "(100, 200, 3)",
             "not-hdf5": "not an HDF5 episode"}[kind]  # fmt: skip
     assert says in err
+
+
+def test_the_clear_decals_key_is_tapped_every_5_seconds(registered: dict, processed: Path,
+                                                        tmp_path: Path) -> None:  # fmt: skip
+    path, _ = _replay(processed, tmp_path, 60)
+    art = Artifact.open(registered["export"])
+    taps = {}
+    for every in (5.0, 1.0, 0.0):
+        sink = RecordingSink()
+        s = run(Policy(art), Decoder.from_descriptor(art.descriptor, seed=0), ReplayFrames(path),
+                Controller(sink), fps=16, pace=False, clear_decals=("n", every))  # fmt: skip
+        steps = [i for i, (_, kind, name, down) in enumerate(sink.events)
+                 if kind == "key" and name == "n" and down]  # fmt: skip
+        taps[every] = (len(steps), s.decals_cleared)
+        downs = [e for e in sink.events if e[1:3] == ("key", "n")]
+        assert [d[3] for d in downs] == [True, False] * len(steps)  # each tap released at once
+    # 60 steps at 16 fps: every 80 steps never comes; every 16 steps at 16, 32 and 48
+    assert taps == {5.0: (0, 0), 1.0: (3, 3), 0.0: (0, 0)}
+
+
+def test_every_decode_switch_is_on_the_command_line(registered: dict, processed: Path,
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    import dataclasses
+
+    from csdm_agent.cli import DECODE_HELP
+    from csdm_agent.decode import DecodeOptions
+
+    assert set(DECODE_HELP) == {f.name for f in dataclasses.fields(DecodeOptions)}
+    path, _ = _replay(processed, tmp_path, 40)
+    model = tmp_path / "m"
+    pull(registered["registry"], "cs", model)
+    summary = tmp_path / "s.json"
+    code = agent_main(["run", "--model", str(model / "cs/v1"), "--dry-run", "--replay", str(path),
+                       "--summary", str(summary), "--no-wasd", "--no-jump", "--rclick",
+                       "--jump-boost", "5", "--reset-chance", "0", "--mouse-x-clip", "100",
+                       "--clear-decals-every", "0.5", "--seed", "1"])  # fmt: skip
+    assert code == 0
+    s = json.loads(summary.read_text())
+    assert s["decode"] == {**dataclasses.asdict(DecodeOptions()), "wasd": False, "jump": False,
+                           "rclick": True, "jump_boost": 5.0, "reset_chance": 0.0,
+                           "mouse_x_clip": 100.0}  # fmt: skip
+    assert s["decals_cleared"] == 5  # every 8 steps of 40
+    held = {k for a in s["actions"] for k in a["keys"]}
+    assert not held & {"w", "a", "s", "d", "space"}
+    assert all(abs(a["mouse_x"]) <= 100 for a in s["actions"])
