@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: setup browser demo test test-fast bench lint clean serve stop
+.PHONY: setup browser demo test test-fast bench lint clean serve stop gpu-wheels gpu-check gpu-check-dry
 
 setup: $(STAMP) browser
 
@@ -72,6 +72,29 @@ serve: setup
 
 stop:
 	infra/stop.sh
+
+# The GPU machine has no network and a python3 with torch, onnx and onnxruntime but not csdm's
+# storage stack. `make gpu-wheels` (here) fetches the wheels it lacks into .whl/ (about 61 MiB,
+# carried with the tree); `make gpu-check` (there) installs them aside and runs the check.
+GPU_WHEELS := zarr==3.1.6 numcodecs==0.16.6 imagecodecs==2026.3.6 donfig==0.8.1.post1 google-crc32c==1.9.0 \
+	duckdb==2.0.1 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 \
+	typing-inspection==0.4.5
+GPU_PLATFORMS := --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+	--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+
+gpu-wheels: setup
+	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp $(GPU_PLATFORMS) -d .whl $(GPU_WHEELS)
+
+gpu-check:
+	@test -d .whl || { echo "no .whl/: run 'make gpu-wheels' here first and carry .whl"; exit 1; }
+	python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+	  --target /tmp/csdm-site .whl/*.whl
+	PYTHONPATH=/tmp/csdm-site:$(CURDIR) PYTHONUNBUFFERED=1 python3 -m bench.gpu_check \
+	  --out $${OUT:-bench_out}
+
+gpu-check-dry: setup
+	$(BIN)/python -m bench.gpu_check --dry-run
 
 lint: setup
 	$(BIN)/ruff check .

@@ -30,6 +30,7 @@ def evaluate(
     out: Annotated[
         Path | None, typer.Option(help="Folder for eval.json and index.html (default: none).")
     ] = None,
+    all_episodes: Annotated[bool, typer.Option(help="Include quality-rejected episodes.")] = False,
     storage_option: StorageOptions = None,
 ) -> None:
     """Score models with the seed's metrics, per-key F1 and mouse confusion, per episode."""
@@ -57,7 +58,7 @@ def evaluate(
 
         try:
             report = run_eval(models, data, None if split == "all" else split,
-                              on_episode=on_episode)  # fmt: skip
+                              on_episode=on_episode, all_episodes=all_episodes)  # fmt: skip
         except errors as e:
             fail(str(e))
     table = summary_table(report)

@@ -44,19 +44,20 @@ class Predictor:
     play: Callable[[np.ndarray], np.ndarray]  # (T, H, W, 3) uint8 -> (T, n_outputs)
 
 
-def _torch_predictor(name: str, run: Path) -> Predictor:
+def _torch_predictor(name: str, run: Path, device: str = "cpu") -> Predictor:
     from training.export import policy_from_checkpoint
     from training.model import probabilities
 
     ckpt = load_checkpoint(run)
-    model = policy_from_checkpoint(ckpt)
+    model = policy_from_checkpoint(ckpt).to(device)
 
     @torch.no_grad()
     def play(frames: np.ndarray) -> np.ndarray:
         out, state = [], None
         for i in range(0, len(frames), CHUNK):
-            logits, state = model(torch.from_numpy(frames[i : i + CHUNK])[None], state)
-            out.append(probabilities(logits[0], model.space).numpy())
+            x = torch.from_numpy(frames[i : i + CHUNK])[None].to(device)
+            logits, state = model(x, state)
+            out.append(probabilities(logits[0], model.space).cpu().numpy())
         return np.concatenate(out)
 
     source = {"run": str(run), "step": ckpt.step, "source": ckpt.source}
@@ -87,11 +88,12 @@ def _onnx_predictor(name: str, folder: Path, kind: str, extra: dict | None = Non
     return Predictor(name, kind, source, space, play)
 
 
-def resolve_model(spec: str, registry: str | None = None, workdir: Path | None = None):
-    """A Predictor for a run folder, an export folder or `NAME@alias` / `NAME@vN` / `NAME`."""
+def resolve_model(spec: str, registry: str | None = None, workdir: Path | None = None,
+                  device: str = "cpu") -> Predictor:  # fmt: skip
+    """A Predictor: a run (torch, on `device`), an export or `NAME@alias|vN` (ONNX, CPU)."""
     path = Path(spec)
     if (path / CKPT).is_file():
-        return _torch_predictor(spec, path)
+        return _torch_predictor(spec, path, device)
     if (path / "policy.json").is_file():
         return _onnx_predictor(spec, path, "export")
     if registry is None:
@@ -147,18 +149,23 @@ def evaluate(
     split: str | None = "test",
     opts: LossOptions | None = None,
     on_episode: Callable[[int, int, str], None] | None = None,
+    all_episodes: bool = False,
 ) -> EvalReport:
-    """Score every model on the same kept episodes of `split` (None: every split)."""
+    """Score every model on the same episodes of `split` (None: every split).
+
+    Only the episodes the quality filter kept, unless `all_episodes`.
+    """
     opts = opts or LossOptions()
     ds = open_dataset(data)
     for m in models:
         if m.space != DEFAULT:
             raise EvalError(f"{m.name}: its action space differs from the dataset's labels")
-    lab = load_labels(ds, SamplerConfig(split=split, keep_only=True))
+    lab = load_labels(ds, SamplerConfig(split=split, keep_only=not all_episodes))
     if not lab.episodes:
+        kept = "" if all_episodes else "kept, "
         raise EvalError(
-            f"{ds.root.url}: no kept, stored episodes in split {split!r}; evaluate another "
-            "--split, or process with --test-fraction to hold episodes out"
+            f"{ds.root.url}: no {kept}stored episodes in split {split!r}; evaluate another "
+            "--split (or --all-episodes), or process with --test-fraction to hold episodes out"
         )
     probs: list[list[np.ndarray]] = [[] for _ in models]
     rows: list[list[dict]] = [[] for _ in models]

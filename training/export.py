@@ -131,12 +131,15 @@ def export(run: str | Path, out: str | Path) -> dict:
     return descriptor
 
 
-def onnx_step_loop(folder: str | Path, frames: np.ndarray) -> dict[str, np.ndarray]:
+def onnx_step_loop(
+    folder: str | Path, frames: np.ndarray, providers: list[str] | None = None
+) -> dict[str, np.ndarray]:
     """Run an exported policy frame by frame with onnxruntime, carrying the state (for checks)."""
     import onnxruntime as ort
 
     d = read_verified_descriptor(folder)
-    sess = ort.InferenceSession(str(Path(folder) / d["model"]), providers=["CPUExecutionProvider"])
+    providers = providers or ["CPUExecutionProvider"]
+    sess = ort.InferenceSession(str(Path(folder) / d["model"]), providers=providers)
     state = {s["input"]: np.zeros(s["shape"], np.float32) for s in d["state"]}
     names = [o["name"] for o in d["outputs"]]
     out: dict[str, list] = {n: [] for n in names}
