@@ -30,6 +30,9 @@ def keras_python() -> Path:
         base = shutil.which("python3.11") or sys.executable
         subprocess.run([base, "-m", "venv", str(venv)], check=True)
         pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        subprocess.run([*pip, *PINS], check=True)
+        r = subprocess.run([*pip, *PINS], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"installing {' '.join(PINS)} into {venv} failed:\n"
+                               f"{r.stderr[-3000:]}")  # fmt: skip
         stamp.write_text("\n".join(PINS))
     return python
