@@ -41,36 +41,30 @@ def heads(x, dense):
     return layers.concatenate(outs, axis=-1)
 
 
-def training_model(timesteps: int):
-    """dm_train_model.py: TimeDistributed trunk, ConvLSTM2D(256), TimeDistributed heads."""
-    inp = layers.Input(shape=(timesteps, *IMAGE), name="main_in")
+def _network(inp, stateful: bool, dense):
     x = layers.TimeDistributed(trunk())(inp)
     x = layers.ConvLSTM2D(
         filters=256,
         kernel_size=(3, 3),
-        stateful=False,
+        stateful=stateful,
         return_sequences=True,
         dropout=0.5,
         recurrent_dropout=0.5,
     )(x)
     x = layers.TimeDistributed(layers.Flatten())(x)
-    return keras.Model(inp, heads(x, layers.TimeDistributed))
+    return keras.Model(inp, heads(x, dense))
+
+
+def training_model(timesteps: int):
+    """dm_train_model.py: TimeDistributed trunk, ConvLSTM2D(256), TimeDistributed heads."""
+    return _network(layers.Input(shape=(timesteps, *IMAGE), name="main_in"), False,
+                    layers.TimeDistributed)  # fmt: skip
 
 
 def stateful_twin():
     """tools_create_stateful.py: batch (1, 1), stateful ConvLSTM2D, plain Dense heads."""
-    inp = layers.Input(batch_shape=(1, 1, *IMAGE), name="main_in")
-    x = layers.TimeDistributed(trunk())(inp)
-    x = layers.ConvLSTM2D(
-        filters=256,
-        kernel_size=(3, 3),
-        stateful=True,
-        return_sequences=True,
-        dropout=0.5,
-        recurrent_dropout=0.5,
-    )(x)
-    x = layers.TimeDistributed(layers.Flatten())(x)
-    return keras.Model(inp, heads(x, lambda d: d))
+    return _network(layers.Input(batch_shape=(1, 1, *IMAGE), name="main_in"), True,
+                    lambda d: d)  # fmt: skip
 
 
 def randomise(model, rng):
