@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -43,24 +44,30 @@ def evaluate(
 
     storage_options(storage_option)
     errors = (EvalError, RegistryError, CheckpointError, DatasetFormatError, OSError)
-    try:
+    with tempfile.TemporaryDirectory(prefix="csdm-eval-") as tmp:  # remote registry copies
+        models = []
         with console.status("loading models"):
-            models = [resolve_model(m, registry) for m in [model, *(compare or [])]]
-    except errors as e:
-        fail(str(e))
-    bar = Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.fields[item]}"), console=console)  # fmt: skip
-    with bar:
-        task = bar.add_task("eval", total=None, item="")
+            for m in [model, *(compare or [])]:
+                try:
+                    models.append(resolve_model(m, registry, Path(tmp)))
+                except errors as e:
+                    fail(str(e))
+                except (ValueError, TypeError, RuntimeError) as e:  # not a usable model
+                    fail(f"{m}: cannot be loaded as a model ({type(e).__name__}: {e})")
+        bar = Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(),
+                       TimeElapsedColumn(), TextColumn("{task.fields[item]}"),
+                       console=console)  # fmt: skip
+        with bar:
+            task = bar.add_task("eval", total=None, item="")
 
-        def on_episode(i: int, n: int, name: str) -> None:
-            bar.update(task, completed=i, total=n, item=name)
+            def on_episode(i: int, n: int, name: str) -> None:
+                bar.update(task, completed=i, total=n, item=name)
 
-        try:
-            report = run_eval(models, data, None if split == "all" else split,
-                              on_episode=on_episode, all_episodes=all_episodes)  # fmt: skip
-        except errors as e:
-            fail(str(e))
+            try:
+                report = run_eval(models, data, None if split == "all" else split,
+                                  on_episode=on_episode, all_episodes=all_episodes)  # fmt: skip
+            except errors as e:
+                fail(str(e))
     table = summary_table(report)
     out_console.print(f"{report.episodes} episodes, {report.frames} frames of {data} ({split})")
     out_console.print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

@@ -27,8 +27,12 @@ def train(
     ],
     run: Annotated[Path, typer.Option(help="Run folder: checkpoint, config, metrics.")],
     preset: Annotated[
-        str, typer.Option(help="tiny (CPU, seconds) or paper (the seed's).")
-    ] = "tiny",
+        str | None,
+        typer.Option(
+            help="tiny (CPU, seconds) or paper (the seed's). Default: tiny, or the preset of "
+            "the --init-from or resumed run."
+        ),
+    ] = None,
     steps: Annotated[int, typer.Option(min=1, help="Total optimiser steps.")] = 20,
     resume: Annotated[bool, typer.Option(help="Continue RUN from its checkpoint.")] = False,
     batch_size: Annotated[
@@ -66,17 +70,18 @@ def train(
         typer.Option(help="torchvision efficientnet_b0 weights (needs --padding torch)."),
     ] = None,
     padding: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="keras: stride-2 padding and BGR channels as the seed's Keras model; "
-            "torch: as torchvision's weights expect."
+            "torch: as torchvision's weights expect. Default: keras, or the resumed or "
+            "--init-from run's."
         ),
-    ] = "keras",
+    ] = None,
     init_from: Annotated[
         Path | None,
         typer.Option(
             help="Start from this run's weights (e.g. one written by `csdm import-keras`): "
-            "fine-tuning. Its network is kept; --preset and --padding are ignored."
+            "fine-tuning with a fresh optimiser. Its network, preset and loss are kept."
         ),
     ] = None,
     keras_clip: Annotated[
@@ -109,21 +114,23 @@ def train(
     storage_options(storage_option)
     if on_corrupt not in ("stop", "skip"):
         fail(f"--on-corrupt must be stop or skip, not {on_corrupt!r}")
-    try:
-        cfg = TrainConfig.preset_config(preset)
-    except ValueError as e:
-        fail(str(e))
-    if padding not in ("keras", "torch"):
-        fail(f"--padding must be keras or torch, not {padding!r}")
-    model = replace(cfg.model, padding=padding)
-    if init_from is not None:
-        from training.checkpoint import CheckpointError, load_checkpoint
+    from training.checkpoint import CheckpointError, load_checkpoint
+    from training.train import continuing
 
+    if padding not in (None, "keras", "torch"):
+        fail(f"--padding must be keras or torch, not {padding!r}")
+    init = None
+    if init_from is not None:
         try:
-            init = load_checkpoint(init_from)
+            init = TrainConfig.from_dict(load_checkpoint(init_from).config)
         except (FileNotFoundError, CheckpointError) as e:
             fail(str(e))
-        model = TrainConfig.from_dict(init.config).model
+    try:
+        cfg = TrainConfig.preset_config(preset or (init.preset if init else "tiny"))
+    except ValueError as e:
+        fail(str(e))
+    if init is not None:  # fine-tuning keeps the network and the loss it was trained with
+        cfg = replace(cfg, model=init.model, loss=init.loss)
     base = SamplerConfig.seed_subselect() if subselect else SamplerConfig()
     sampler = replace(
         base,
@@ -145,7 +152,6 @@ def train(
         read_threads=read_threads,
         imagenet=str(imagenet) if imagenet else None,
         init_from=str(init_from) if init_from else None,
-        model=model,
         log_every=log_every,
         ckpt_every=ckpt_every,
         on_corrupt=on_corrupt,
@@ -153,9 +159,18 @@ def train(
         loss=LossOptions(
             fold_mouse_extremes=fold_mouse,
             fill_click_gaps=fill_clicks,
-            keras_clip=cfg.loss.keras_clip if keras_clip is None else keras_clip,
+            keras_clip=cfg.loss.keras_clip,
         ),
     )
+    if resume:  # a resumed run keeps its network, loss and subselection draws
+        try:
+            cfg = continuing(run, cfg)
+        except CheckpointError as e:
+            fail(str(e))
+    if padding is not None:
+        cfg = replace(cfg, model=replace(cfg.model, padding=padding))
+    if keras_clip is not None:
+        cfg = replace(cfg, loss=replace(cfg.loss, keras_clip=keras_clip))
     from storage.dataset import DatasetFormatError, open_dataset
 
     try:

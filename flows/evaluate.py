@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from prefect import flow, task
@@ -42,13 +43,14 @@ def publish_eval(report: EvalReport, made: dict[str, Path], key: str = "eval",
 def eval_task(models: list[str], data: str, split: str | None, registry: str | None,
               out: str) -> dict:  # fmt: skip
     """Evaluate, write OUT, publish; returns the first model's metrics."""
-    predictors: list[Predictor] = [resolve_model(m, registry) for m in models]
     progress = create_progress_artifact(progress=0.0, key="eval-progress")
 
     def on_episode(i: int, n: int, _name: str) -> None:
         update_progress_artifact(progress, progress=100.0 * i / n)
 
-    report = evaluate(predictors, data, split, on_episode=on_episode)
+    with tempfile.TemporaryDirectory(prefix="csdm-eval-") as tmp:  # remote registry copies
+        predictors: list[Predictor] = [resolve_model(m, registry, Path(tmp)) for m in models]
+        report = evaluate(predictors, data, split, on_episode=on_episode)
     made = write_eval(report, out)
     publish_eval(report, made)
     return {"metrics": report.models[0].metrics, "eval": str(made["json"])}

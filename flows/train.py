@@ -20,7 +20,7 @@ from prefect.artifacts import (
 from storage.registry import open_registry
 from training.checkpoint import CKPT, load_checkpoint
 from training.export import export
-from training.train import TrainConfig, TrainResult, train
+from training.train import TrainConfig, TrainResult, continuing, train
 
 
 @task(name="train-policy")
@@ -66,7 +66,7 @@ def train_task(data: str, run: str, cfg: TrainConfig, gpus: int) -> TrainResult:
         last["frames"],
         last["seconds"],
         last["frames_per_s"],
-        {k: last[k] for k in last if k.endswith(("acc", "mse")) or k == "loss"},
+        {k: last[k] for k in last if k.endswith(("acc", "mse")) or k in ("loss", "seed_mean")},
     )
 
 
@@ -80,9 +80,14 @@ def gate_task(export_dir: str, data: str, registry: str, name: str, metric: str,
 
     try:
         passed, report = gate(Path(export_dir), data, registry, name, metric, split, baseline)
-    except EvalError as e:  # e.g. no test split: nothing to promote on
+    except EvalError as e:  # e.g. no test split to compare with production on
         create_markdown_artifact(key="gate-report", markdown=f"# Not registered\n\n{e}")
         return {"passed": False, "reason": str(e)}
+    if report is None:
+        reason = (f"no {split!r} episodes to evaluate on and no {baseline} version yet: the "
+                  "first one is registered unevaluated")  # fmt: skip
+        create_markdown_artifact(key="gate-report", markdown=f"# Registered\n\n{reason}")
+        return {"passed": True, "reason": reason, "eval": None}
     new = report.models[0].metrics
     old = report.models[1].metrics if len(report.models) > 1 else None
     if old is None:
@@ -137,6 +142,7 @@ def train_flow(
         batch_size=batch_size or cfg.batch_size,
         workers=cfg.workers if workers is None else workers,
     )
+    cfg = continuing(run, cfg)  # a run resumed by the flow keeps its network and loss
     before = load_checkpoint(run).step if (Path(run) / CKPT).exists() else 0
     result = train_task(data, run, cfg, gpus)
     rows = [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines()]
@@ -157,8 +163,11 @@ def train_flow(
             out["gate"] = verdict
             logger.info("promotion gate: %s", verdict["reason"])
         if verdict is None or verdict["passed"]:
-            evaluation = {**verdict["eval"], "metric": gate_metric} if verdict else None
-            v = open_registry(registry, name).register(Path(run) / "export", alias=alias,
+            evaluated = verdict and verdict["eval"]
+            evaluation = {**verdict["eval"], "metric": gate_metric} if evaluated else None
+            # a model that passed the gate becomes the baseline the next one must beat
+            promote = alias or (baseline if gate else None)
+            v = open_registry(registry, name).register(Path(run) / "export", alias=promote,
                                                        evaluation=evaluation)  # fmt: skip
             out["registered"] = {
                 "name": name,

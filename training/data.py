@@ -33,6 +33,15 @@ class SamplerConfig:
     kill_segments: bool = False  # always keep segments with a kill, and the one before
     draws: int = 4  # subselections drawn independently and cycled by epoch, as the seed's four
 
+    def __post_init__(self) -> None:
+        if self.draws < 1:
+            raise ValueError(f"draws {self.draws}: at least one subselection is drawn")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SamplerConfig:
+        """Inverse of `to_dict`; runs from before `draws` drew their subselection once."""
+        return cls(**{"draws": 1, **d})
+
     @classmethod
     def seed_subselect(cls, **kw) -> SamplerConfig:
         """The seed's IS_SUBSELECT with SUB_TYPE 'ak' and SUB_PROB 0.4."""
@@ -255,8 +264,9 @@ class WindowStream(IterableDataset):
         self._ds: Dataset | None = None
         self._plan: tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
         if min(self.batches_in(r) for r in range(index.n_rounds)) == 0:
+            fewest = min(len(index.round(r)[0]) for r in range(index.n_rounds))
             raise ValueError(
-                f"{root}: {len(index)} windows of {index.cfg.window} frames, fewer than one "
+                f"{root}: {fewest} windows of {index.cfg.window} frames, fewer than one "
                 f"batch of {batch_size} x {world} ranks; lower --batch-size or the window"
             )
 
@@ -389,7 +399,8 @@ def why_untrainable(
     root: str | Path, cfg: SamplerConfig, labels: Labels, index: WindowIndex, global_batch: int
 ) -> str | None:
     """Why no batch can be drawn with these options, in the user's terms; None if one can."""
-    if len(index) >= global_batch:
+    fewest = min(len(index.round(r)[0]) for r in range(index.n_rounds))
+    if fewest >= global_batch:
         return None
     con = connect_catalog(root)
     stored = _one(con, "SELECT count(*) FROM files WHERE status = 'stored'")
@@ -423,7 +434,7 @@ def why_untrainable(
     if longest < cfg.window:
         return f"{root}: the longest episode has {longest} frames, fewer than --window {cfg.window}"
     return (
-        f"{root}: {len(index)} windows of {cfg.window} frames, fewer than one batch of "
+        f"{root}: {fewest} windows of {cfg.window} frames, fewer than one batch of "
         f"{global_batch}; lower --batch-size or --window, or loosen the subselection"
     )
 

@@ -136,8 +136,8 @@ def _overall(rows: list[dict]) -> dict[str, float]:
     """Frame-weighted means of episode metrics (the TD error over each episode's steps)."""
     n = np.array([r["frames"] for r in rows], np.float64)
     out = {k: float(np.average([r[k] for r in rows], weights=n)) for k in SEED_ACCURACIES}
-    steps = np.maximum(n - 1, 0)
-    vals = [r["value_mse"] for r in rows]
+    steps = np.maximum(n - 1, 0)  # a 1-frame episode has no TD step (and a NaN mean)
+    vals = np.nan_to_num([r["value_mse"] for r in rows])
     out["value_mse"] = float(np.average(vals, weights=steps)) if steps.sum() else 0.0
     out["seed_mean"] = float(np.mean([out[k] for k in SEED_ACCURACIES]))
     return out
@@ -222,20 +222,31 @@ def better(new: dict[str, float], old: dict[str, float], metric: str) -> bool:
     return new[metric] > old[metric]
 
 
+GATE_METRICS = (*SEED_ACCURACIES, "seed_mean", "value_mse")
+
+
 def gate(
     export_dir: Path, data: str, registry: str, name: str, metric: str = "seed_mean",
     split: str = "test", baseline: str = "production",
-) -> tuple[bool, EvalReport]:  # fmt: skip
+) -> tuple[bool, EvalReport | None]:  # fmt: skip
     """Evaluate a new export and the registry's `baseline` alias on the same split.
 
-    Passes when there is no baseline yet, or when the new model beats it on `metric`.
+    Passes when the new model beats the baseline on `metric`, or when there is no baseline yet
+    (then the report is None if the split has nothing to evaluate on).
     """
-    models = [_onnx_predictor("new", export_dir, "export")]
-    if baseline in open_registry(registry, name).index().get("aliases", {}):
-        # a baseline that fails verification is an error, never a free pass
-        models.append(resolve_model(f"{name}@{baseline}", registry))
-    report = evaluate(models, data, split)
-    passed = len(report.models) == 1 or better(
-        report.models[0].metrics, report.models[1].metrics, metric
-    )
-    return passed, report
+    if metric not in GATE_METRICS:
+        raise EvalError(f"no metric {metric!r}; choose one of {', '.join(GATE_METRICS)}")
+    has_baseline = baseline in open_registry(registry, name).index().get("aliases", {})
+    with tempfile.TemporaryDirectory(prefix="csdm-gate-") as tmp:
+        models = [_onnx_predictor("new", export_dir, "export")]
+        if has_baseline:  # a baseline that fails verification is an error, never a free pass
+            models.append(resolve_model(f"{name}@{baseline}", registry, Path(tmp)))
+        try:
+            report = evaluate(models, data, split)
+        except EvalError:
+            if has_baseline:
+                raise
+            return True, None
+    if len(report.models) == 1:
+        return True, report
+    return better(report.models[0].metrics, report.models[1].metrics, metric), report

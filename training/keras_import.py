@@ -79,9 +79,12 @@ def _dense_of(layer: dict) -> dict | None:
 
 def _cut_stages(cut: str, where: Path) -> int:
     """The number of B0 stages kept when the trunk's output is layer `cut`."""
-    for s, (_, _, _, _, _, n) in enumerate(B0_STAGES, 1):
+    for s, (_, _, stride, cin, cout, n) in enumerate(B0_STAGES, 1):
         last = f"block{s}{string.ascii_lowercase[n - 1]}_"
-        if cut in (last + "add", last + "project_bn"):
+        # a stage ends at its last block's residual add, or at its projection where that
+        # block has no residual (csdm's blocks always add it where shapes allow)
+        residual = n > 1 or (stride == 1 and cin == cout)
+        if cut == last + ("add" if residual else "project_bn"):
             return s
     raise KerasImportError(
         f"{where}: the trunk ends at layer {cut!r}, not at the end of an EfficientNet-B0 stage "
@@ -95,6 +98,14 @@ def read_architecture(path: Path, space: ActionSpace = DEFAULT) -> KerasArchitec
         arch = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise KerasImportError(f"{path}: not a Keras architecture JSON ({e})") from None
+    try:
+        return _architecture(arch, path, space)
+    except (KeyError, TypeError, IndexError, AttributeError) as e:
+        raise KerasImportError(f"{path}: not the seed's Keras architecture (no {e} where the "
+                               "seed's model has one)") from None  # fmt: skip
+
+
+def _architecture(arch: dict, path: Path, space: ActionSpace) -> KerasArchitecture:
     layers = _layers(arch)
     by_name = {x.get("config", {}).get("name", x.get("name")): x for x in layers}
     trunk = [x for x in layers if _class(x) == "TimeDistributed"
@@ -112,8 +123,8 @@ def read_architecture(path: Path, space: ActionSpace = DEFAULT) -> KerasArchitec
         raise KerasImportError(f"{path}: the trunk has {len(outputs)} outputs, expected one")
     cut = outputs[0][0]
     stages = _cut_stages(cut, path)
-    shape = next((x["config"]["batch_input_shape"] for x in inner_layers
-                  if _class(x) == "InputLayer"), None)  # fmt: skip
+    shape = next((x["config"].get("batch_input_shape", x["config"].get("batch_shape"))
+                  for x in inner_layers if _class(x) == "InputLayer"), None)  # fmt: skip
     if shape is None or tuple(shape[1:]) != (space.height, space.width, 3):
         raise KerasImportError(
             f"{path}: the trunk takes frames of shape {shape}, csdm's action space "
@@ -200,9 +211,12 @@ def read_weights(path: Path) -> dict[str, dict[str, np.ndarray]]:
                     layer = parts[-2] if len(parts) > 1 else group
                     if layer == group or layer.startswith(f"{group}_"):
                         layer = group  # a wrapper naming its wrapped layer's weights
+                    if wn not in g:
+                        raise KerasImportError(f"{path}: layer {group!r} lists weight {wn!r} "
+                                               "but does not hold it")  # fmt: skip
                     out.setdefault(layer, {})[parts[-1].split(":")[0]] = np.asarray(g[wn])
-    except OSError as e:
-        raise KerasImportError(f"{path}: unreadable as HDF5 ({e})") from None
+    except (OSError, KeyError, TypeError) as e:
+        raise KerasImportError(f"{path}: unreadable as Keras weights ({e})") from None
     return out
 
 

@@ -100,7 +100,7 @@ class TrainConfig:
         """Inverse of `to_dict`."""
         d = dict(d)
         d["model"] = ModelConfig.from_dict(d["model"])
-        d["sampler"] = SamplerConfig(**d["sampler"])
+        d["sampler"] = SamplerConfig.from_dict(d["sampler"])
         d["loss"] = LossOptions(**d["loss"])
         return cls(**d)
 
@@ -172,8 +172,23 @@ def _init_from(model: Policy, cfg: TrainConfig) -> dict:
             f"{cfg.init_from}: its network ({was}) differs from this run's ({cfg.model}); "
             "fine-tune with the same preset and model options"
         )
-    model.load_state_dict(init.model)
+    try:
+        model.load_state_dict(init.model)
+    except RuntimeError as e:  # another action space, or a hand-edited checkpoint
+        first = str(e).strip().splitlines()[0]
+        raise ValueError(f"{cfg.init_from}: its weights do not fit this network "
+                         f"({first})") from None  # fmt: skip
     return {"init_from": str(cfg.init_from), "step": init.step, "source": init.source}
+
+
+def continuing(run: str | Path, cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with the network, loss and subselection draws of RUN's checkpoint, if it has one."""
+    path = Path(run) / CKPT
+    if not path.exists():
+        return cfg
+    saved = TrainConfig.from_dict(read_checkpoint(path).config)
+    sampler = replace(cfg.sampler, draws=saved.sampler.draws)
+    return replace(cfg, model=saved.model, loss=saved.loss, sampler=sampler)
 
 
 def _next_state(state: StreamState, epoch: int, batch: int, per_epoch: int) -> StreamState:
@@ -211,8 +226,11 @@ def train(
             )
         saved = TrainConfig.from_dict(ckpt.config)
         if (saved.model, saved.sampler) != (cfg.model, cfg.sampler):
+            was, now = {**saved.model.to_dict(), **saved.sampler.to_dict()}, {
+                **cfg.model.to_dict(), **cfg.sampler.to_dict()}  # fmt: skip
+            diff = ", ".join(f"{k} {was[k]!r} -> {now[k]!r}" for k in was if was[k] != now[k])
             raise ValueError(
-                f"{ckpt_path}: was trained with another model or sampler config; "
+                f"{ckpt_path}: was trained with another network or sampler ({diff}); "
                 "resume with the same --preset and options"
             )
         # the stream's cursor counts global batches of batch_size x ranks drawn from the seed

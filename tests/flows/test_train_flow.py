@@ -57,12 +57,11 @@ def test_train_flow_publishes_metrics_and_registers(
         steps=3,
         registry=str(tmp_path / "reg"),
         name="cs",
-        alias="production",
     )
     assert out["train"]["step"] == 3 and out["registered"]["version"] == 1
     assert out["gate"]["passed"] and "no production version yet" in out["gate"]["reason"]
     reg = LocalRegistry(tmp_path / "reg", "cs")
-    assert reg.resolve(alias="production").version == 1
+    assert reg.resolve(alias="production").version == 1  # the gate promoted it: the baseline
     stored = reg.index()["versions"][0]["eval"]  # the gate's evaluation, kept with the version
     assert stored["split"] == "test" and stored["metric"] == "seed_mean"
     assert stored["metrics"] == out["gate"]["eval"]["metrics"]
@@ -89,7 +88,7 @@ def test_train_flow_publishes_metrics_and_registers(
     assert [v["version"] for v in reg.index()["versions"]] == [1]
     # the same training again in a new run: the same model, which does not beat production
     twin = train_flow(str(processed), str(tmp_path / "twin"), steps=3,
-                      registry=str(tmp_path / "reg"), name="cs", alias="production")  # fmt: skip
+                      registry=str(tmp_path / "reg"), name="cs")  # fmt: skip
     assert not twin["gate"]["passed"] and "does not beat production" in twin["gate"]["reason"]
     assert "registered" not in twin and [v["version"] for v in reg.index()["versions"]] == [1]
     gate_table = asyncio.run(latest("gate-metrics")).data

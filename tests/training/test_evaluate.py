@@ -136,6 +136,13 @@ def test_the_gate_needs_a_strictly_better_model(trained, processed: Path, tmp_pa
     LocalRegistry(reg, "cs").register(exported, alias="production")
     passed, report = ev.gate(exported, str(processed), reg, "cs")
     assert not passed and report.models[0].metrics == report.models[1].metrics  # a tie
+    # nothing to evaluate on: a first model still registers, but never past a baseline
+    with pytest.raises(ev.EvalError, match="no kept, stored episodes in split 'nosuch'"):
+        ev.gate(exported, str(processed), reg, "cs", split="nosuch")
+    assert ev.gate(exported, str(processed), str(tmp_path / "empty"), "cs", split="nosuch") == (
+        True, None)  # fmt: skip
+    with pytest.raises(ev.EvalError, match="no metric 'accuracy'"):
+        ev.gate(exported, str(processed), reg, "cs", metric="accuracy")
     assert ev.better({"value_mse": 1.0}, {"value_mse": 2.0}, "value_mse")
     assert not ev.better({"seed_mean": 0.5}, {"seed_mean": 0.6}, "seed_mean")
     with pytest.raises(ev.EvalError, match="no metric 'accuracy'"):

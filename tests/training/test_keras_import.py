@@ -136,10 +136,11 @@ def test_the_cut_is_read_from_the_json(keras_model: Path, tmp_path: Path) -> Non
     prefix = _copy(keras_model, tmp_path)
     arch = json.loads(Path(f"{prefix}.json").read_text())
     trunk = next(x for x in arch["config"]["layers"] if x["class_name"] == "TimeDistributed")
-    trunk["config"]["layer"]["config"]["output_layers"] = [["block5b_add", 0, 0]]
-    Path(f"{prefix}.json").write_text(json.dumps(arch))
-    with pytest.raises(KerasImportError, match="ends at layer 'block5b_add'"):
-        import_keras(prefix, tmp_path / "run")
+    for cut in ("block5b_add", "block5c_project_bn"):  # inside stage 5, or before its add
+        trunk["config"]["layer"]["config"]["output_layers"] = [[cut, 0, 0]]
+        Path(f"{prefix}.json").write_text(json.dumps(arch))
+        with pytest.raises(KerasImportError, match=f"ends at layer '{cut}'"):
+            import_keras(prefix, tmp_path / "run")
     trunk["config"]["layer"]["config"]["output_layers"] = [["block4c_add", 0, 0]]
     Path(f"{prefix}.json").write_text(json.dumps(arch))
     # a cut one stage earlier is representable: csdm then builds a 4-stage trunk (80 channels)

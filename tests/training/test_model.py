@@ -74,6 +74,17 @@ def test_keras_padding_is_correct_pad_then_valid() -> None:
     assert ModelConfig.from_dict({"stages": 5}).padding == "torch"  # runs from before the mode
 
 
+def test_configs_from_before_this_version_keep_their_meaning() -> None:
+    from training.train import TrainConfig
+
+    old = TrainConfig.preset_config("paper").to_dict()
+    del old["model"]["padding"], old["sampler"]["draws"], old["loss"]["keras_clip"]
+    del old["init_from"]
+    cfg = TrainConfig.from_dict(old)
+    assert cfg.model.padding == "torch" and cfg.sampler.draws == 1
+    assert cfg.loss.keras_clip is False and cfg.init_from is None
+
+
 def _keras_convlstm_step(x, h, c, wx, wh, b):
     """Keras ConvLSTM2D, one step, written from its documented equations (gates i, f, c, o)."""
     f = wx.shape[0] // 4
