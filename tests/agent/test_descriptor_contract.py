@@ -7,7 +7,7 @@ import copy
 import pytest
 from csdm_agent import artifact
 
-from storage import policy
+from storage import policy, registry
 
 VALID = {
     "format": "csdm-policy",
@@ -51,7 +51,8 @@ CASES = {
 
 
 def test_the_constants_match() -> None:
-    assert artifact.DESCRIPTOR == policy.DESCRIPTOR
+    assert artifact.DESCRIPTOR == policy.DESCRIPTOR == registry.DESCRIPTOR
+    assert artifact.MANIFEST == registry.MANIFEST
     assert artifact.FORMAT == policy.FORMAT
     assert artifact.SUPPORTED_VERSIONS == policy.SUPPORTED_VERSIONS
     assert policy.FORMAT_VERSION in policy.SUPPORTED_VERSIONS
