@@ -312,10 +312,9 @@ def test_every_decode_switch_is_on_the_command_line(registered: dict, processed:
 
     assert set(DECODE_HELP) == {f.name for f in dataclasses.fields(DecodeOptions)}
     path, _ = _replay(processed, tmp_path, 40)
-    model = tmp_path / "m"
-    pull(registered["registry"], "cs", model)
+    art = pull(registered["registry"], "cs", tmp_path / "m")
     summary = tmp_path / "s.json"
-    code = agent_main(["run", "--model", str(model / "cs/v1"), "--dry-run", "--replay", str(path),
+    code = agent_main(["run", "--model", str(art.folder), "--dry-run", "--replay", str(path),
                        "--summary", str(summary), "--no-wasd", "--no-jump", "--rclick",
                        "--jump-boost", "5", "--reset-chance", "0", "--mouse-x-clip", "100",
                        "--clear-decals-every", "0.5", "--seed", "1"])  # fmt: skip

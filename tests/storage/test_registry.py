@@ -14,7 +14,9 @@ def _export(folder: Path, payload: bytes) -> Path:
     """A minimal export folder: a model file and a descriptor listing its checksum."""
     folder.mkdir(parents=True)
     (folder / "policy.onnx").write_bytes(payload)
-    d = {"model": "policy.onnx", "files": {"policy.onnx": file_entry(folder / "policy.onnx")}}
+    d = {"format": "csdm-policy", "format_version": 1, "model": "policy.onnx", "opset": 17,
+         "action_space": {}, "fps": 16, "input": {}, "state": [], "outputs": [],
+         "files": {"policy.onnx": file_entry(folder / "policy.onnx")}}  # fmt: skip
     (folder / "policy.json").write_text(json.dumps(d))
     return folder
 

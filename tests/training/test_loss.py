@@ -108,12 +108,14 @@ def test_keras_clipping_matches_the_seeds_loss_at_saturation() -> None:
     # saturated logits: probabilities of 0 and 1 in float64, where the clip decides the loss
     scale = torch.full((52,), 40.0, dtype=torch.float64)
     scale[-1] = 0.1  # the value head stays small: the cross-entropy terms decide the loss
-    logits = (torch.randn(3, T, 52, dtype=torch.float64) * scale).requires_grad_()
+    gen = torch.Generator().manual_seed(4)
+    logits = (torch.randn(3, T, 52, dtype=torch.float64, generator=gen) * scale).float()
+    logits.requires_grad_()
     y_true = np.stack(
         [ref.generator_targets(_seed_y(w), np.stack([w["kill"], w["death"]], 1)) for w in windows]
     )
-    # Keras computed in float32: its clip bound 1 - 1e-7 rounds to 1 - 1.19e-7 there
-    want = ref.custom_loss(y_true, probabilities(logits).detach().float().numpy())
+    # Keras computed in float32 (its clip bound 1 - 1e-7 rounds to 1 - 1.19e-7 there)
+    want = ref.custom_loss(y_true, probabilities(logits).detach().numpy())
     clipped = seed_loss(logits, make_targets(_batch(windows)), LossOptions(keras_clip=True))
     assert abs(clipped.item() - want) < 1e-5 * max(1.0, abs(want))
     exact = seed_loss(logits, make_targets(_batch(windows))).item()
