@@ -10,6 +10,18 @@ from storage.layout import episode_from_member
 from tasks.synth.tree import SynthConfig, disagreements, episode_seed, write_synthetic_tree
 from tests.hub_server import FakeHub, HubServer
 
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """Start installing the Keras test's venv now, in the background, if that test will run.
+
+    It takes about a minute; the test runs last, by when it is ready.
+    """
+    if any("test_keras_import" in item.nodeid for item in items):
+        from tests.keras.env import install_in_background
+
+        install_in_background()
+
+
 SMALL = SynthConfig(seed=7, frames=60, tars=2, episodes_per_tar=3, expert_episodes=2)
 
 
