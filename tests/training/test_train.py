@@ -71,7 +71,7 @@ def test_resume_continues_exactly(processed: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="seed, batch size and ranks were"):
         train(processed, tmp_path / "b", _cfg(6, **{**cross, "batch_size": 3}), resume=True,
               quiet=True)  # fmt: skip
-    with pytest.raises(ValueError, match="another model or sampler"):
+    with pytest.raises(ValueError, match=r"another network or sampler \(window 8 -> 6"):
         train(
             processed,
             tmp_path / "b",
