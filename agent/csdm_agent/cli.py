@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -25,6 +26,34 @@ def _pull(args: argparse.Namespace) -> int:
     d = art.descriptor
     print(f"{art.folder}  ({args.name}, step {d['training']['step']}, "
           f"{d['files'][d['model']]['size'] / 1e6:.1f} MB, verified)")  # fmt: skip
+    print(f"play it: csdm-agent run --model {art.folder}")
+    return 0
+
+
+def _model_folder(args: argparse.Namespace) -> Path:
+    """--model as a folder: a pull destination, or NAME@alias / NAME@vN pulled from --registry."""
+    from csdm_agent.pull import find_model, pull
+
+    spec = args.model
+    if "@" in spec and not Path(spec).exists():
+        if not args.registry:
+            raise VerificationError(f"--model {spec}: a registered model needs --registry REG")
+        name, _, ref = spec.partition("@")
+        version = int(ref[1:]) if ref[:1] == "v" and ref[1:].isdigit() else None
+        alias = None if version is not None else ref
+        return pull(args.registry, name, args.dest, version, alias).folder
+    return find_model(spec)
+
+
+def _gsi_config(args: argparse.Namespace) -> int:
+    from csdm_agent.gsi import CFG_NAME, config_text
+
+    out = Path(args.out) / CFG_NAME
+    out.write_text(config_text(args.port, args.token, args.host))
+    print(f"wrote {out}: copy it into the game's cfg folder (...\\Counter-Strike Global "
+          "Offensive\\csgo\\cfg) and restart the game")  # fmt: skip
+    print(f"then: csdm-agent run --model MODEL --gsi {args.host}:{args.port} --gsi-token "
+          "<the token in the file> --summary run.json")  # fmt: skip
     return 0
 
 
@@ -35,7 +64,10 @@ def _run(args: argparse.Namespace) -> int:
     from csdm_agent.loop import run
     from csdm_agent.policy import Policy
 
-    art = Artifact.open(args.model)
+    if args.gsi and not args.gsi_token:  # checked before anything starts
+        raise VerificationError("--gsi needs --gsi-token: the token in the game's GSI cfg "
+                                "(see csdm-agent gsi-config)")  # fmt: skip
+    art = Artifact.open(_model_folder(args))
     d = art.descriptor
     space = d["action_space"]
     policy = Policy(art, threads=args.threads)
@@ -52,15 +84,28 @@ def _run(args: argparse.Namespace) -> int:
     log.info("playing %s at %d fps%s; stop with %s or Ctrl+C", art.folder, space["fps"],
              " (dry run: no input sent)" if args.dry_run else "", args.stop_key)  # fmt: skip
     decals = (args.clear_decals_key, args.clear_decals_every)
-    summary = run(policy, decoder, frames, Controller(sink), space["fps"], args.max_frames,
-                  stop=lambda: stop_key_pressed(vk), clear_decals=decals)  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        listener = None
+        if args.gsi:
+            from csdm_agent.gsi import GsiListener, parse_address
+
+            listener = stack.enter_context(GsiListener(*parse_address(args.gsi), args.gsi_token))
+        summary = run(policy, decoder, frames, Controller(sink), space["fps"], args.max_frames,
+                      stop=lambda: stop_key_pressed(vk), clear_decals=decals,
+                      gsi=listener.snapshot if listener else None)  # fmt: skip
+    gsi = listener.summary(summary.gsi, len(summary.step) / space["fps"] / 60) if listener else None
     print(summary.report())
+    if gsi is not None:
+        print(f"GSI: {gsi['kills']} kills, {gsi['deaths']} deaths, {gsi['assists']} assists in "
+              f"{gsi['minutes']:.2f} min (kills/min {gsi['kills_per_min']}, K/D {gsi['kd']}); "
+              f"{gsi['posts']} posts, {gsi['ignored_posts']} ignored")  # fmt: skip
     if args.summary:
         Path(args.summary).write_text(json.dumps({
             "steps": len(summary.step), "fps": summary.fps, "provider": summary.provider,
             "overruns": summary.overruns, "dropped": summary.dropped,
             "released": summary.released, "stopped_by": summary.stopped_by,
             "decals_cleared": summary.decals_cleared,
+            **({"gsi": gsi} if gsi is not None else {}),
             "decode": dataclasses.asdict(decoder.options),
             **summary.percentiles(),
             "actions": [{"keys": sorted(a.keys), "lclick": a.lclick, "rclick": a.rclick,
@@ -119,7 +164,21 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--alias", help="an alias such as production")
     p.add_argument("--dest", required=True, help="models folder; versions kept side by side")
     r = sub.add_parser("run", help="play with a pulled model")
-    r.add_argument("--model", required=True, help="a pulled version folder (DEST/NAME/vN)")
+    r.add_argument(
+        "--model",
+        required=True,
+        help="a pulled model: DEST, DEST/NAME (its newest version) or DEST/NAME/vN; "
+        "or NAME@alias / NAME@vN with --registry (pulled into --dest first)",
+    )
+    r.add_argument("--registry", help="registry folder or hf://owner/repo, for --model NAME@alias")
+    r.add_argument("--dest", default="models", help="where --model NAME@alias is pulled to")
+    r.add_argument(
+        "--gsi",
+        metavar="HOST:PORT",
+        help="listen for the game's state (GSI) and report kills and deaths per minute",
+    )
+    r.add_argument("--gsi-token", help="the auth token of the game's GSI cfg; other posts are "
+                   "ignored")  # fmt: skip
     r.add_argument("--dry-run", action="store_true", help="decide actions, send no input")
     r.add_argument("--replay", help="an episode .hdf5 (or .npy frames) instead of the screen")
     r.add_argument("--max-frames", type=int)
@@ -143,12 +202,20 @@ def main(argv: list[str] | None = None) -> int:
                    help="the key bound to r_cleardecals in the game (seed: n)")  # fmt: skip
     _decode_arguments(r)
     r.add_argument("--summary", help="write the run summary and actions as JSON here")
+    c = sub.add_parser("gsi-config", help="write the game's GSI cfg for run --gsi")
+    c.add_argument("--port", type=int, default=3000)
+    c.add_argument("--host", default="127.0.0.1")
+    c.add_argument(
+        "--token", default="csdm", help="filters posts; the same goes to run --gsi-token"
+    )
+    c.add_argument("--out", default=".", help="folder to write gamestate_integration_csdm.cfg in")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         stream=sys.stderr)  # fmt: skip
     try:
-        return _pull(args) if args.command == "pull" else _run(args)
-    except (VerificationError, ReplayError) as e:
+        commands = {"pull": _pull, "run": _run, "gsi-config": _gsi_config}
+        return commands[args.command](args)
+    except (VerificationError, ReplayError, ValueError, OSError) as e:
         log.error("%s", e)
         return 2
 

@@ -32,6 +32,7 @@ class RunSummary:
     overruns: int = 0
     dropped: int = 0
     decals_cleared: int = 0
+    gsi: list[dict | None] = field(default_factory=list)  # the game's state at each step
     released: list[str] = field(default_factory=list)
     stopped_by: str = ""
 
@@ -59,11 +60,12 @@ class RunSummary:
 def run(policy: Policy, decoder: Decoder, frames: FrameSource, controller: Controller,
         fps: int, max_frames: int | None = None, stop: Callable[[], bool] = lambda: False,
         pace: bool = True, clear_decals: tuple[str, float] | None = ("n", 5.0),
-        ) -> RunSummary:  # fmt: skip
+        gsi: Callable[[], dict | None] | None = None) -> RunSummary:  # fmt: skip
     """Play until the source ends, `max_frames`, the stop hotkey or Ctrl+C; always releases.
 
     `clear_decals` (key, seconds): tapped every so many seconds of steps, as the seed did with
     a key bound to `r_cleardecals` (blood and bullet holes are not in the training frames).
+    `gsi`: the game's latest state, logged with each step.
     """
     period = 1.0 / fps
     every = max(1, round(clear_decals[1] * fps)) if clear_decals and clear_decals[1] > 0 else 0
@@ -96,6 +98,8 @@ def run(policy: Policy, decoder: Decoder, frames: FrameSource, controller: Contr
             s.act.append(t3 - t2)
             s.step.append(t3 - t0)
             s.actions.append(action)
+            if gsi is not None:
+                s.gsi.append(gsi())
             slot_end = slot + period
             if pace:  # the seed's split mouse move: second half mid-step, within the slot
                 _sleep_until(min(t0 + period / 2, slot_end))

@@ -15,7 +15,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from csdm_agent.artifact import MANIFEST, Artifact, VerificationError
+from csdm_agent.artifact import DESCRIPTOR, MANIFEST, Artifact, VerificationError
 
 INDEX = "index.json"
 
@@ -115,3 +115,45 @@ def pull(registry: str, name: str, dest: str | Path, version: int | None = None,
         if staging.exists():
             shutil.rmtree(staging)
     return Artifact.open(final)
+
+
+def _versions(folder: Path) -> list[Path]:
+    """`vN` subfolders, newest first."""
+    found = [
+        d for d in folder.iterdir() if d.is_dir() and d.name[1:].isdigit() and d.name[0] == "v"
+    ]
+    return sorted(found, key=lambda d: int(d.name[1:]), reverse=True)
+
+
+def find_model(path: str | Path) -> Path:
+    """The model in a pull destination: DEST/NAME/vN, DEST/NAME (newest verifying version), DEST."""
+    p = Path(path)
+    if (p / DESCRIPTOR).is_file():
+        return p
+    if not p.is_dir():
+        raise VerificationError(f"{p}: no such folder; pull a model first: csdm-agent pull "
+                                "--registry REG --name NAME --dest models")  # fmt: skip
+    versions = _versions(p)
+    if versions:
+        problems = []
+        for v in versions:
+            try:
+                Artifact.open(v)
+                return v
+            except VerificationError as e:  # an altered copy: say so, try the older one
+                problems.append(str(e))
+        raise VerificationError(f"{p}: no version verifies ({'; '.join(problems[:2])}); pull it "
+                                "again")  # fmt: skip
+    names = sorted(d for d in p.iterdir() if d.is_dir() and _versions(d))
+    if len(names) == 1:
+        return find_model(names[0])
+    if names:
+        listed = ", ".join(d.name for d in names)
+        raise VerificationError(f"{p}: holds several models ({listed}); pass --model "
+                                f"{p / names[0].name} or another")  # fmt: skip
+    found = ", ".join(sorted(x.name for x in p.iterdir())[:8]) or "nothing"
+    raise VerificationError(
+        f"{p}: not a csdm model folder: no {DESCRIPTOR}, no vN versions and no NAME/vN models "
+        f"in it (found: {found}); pull one with csdm-agent pull --registry REG --name NAME "
+        f"--dest {p}"
+    )

@@ -1,0 +1,186 @@
+"""The agent in the game: GSI stats from real HTTP posts, the game's cfg, `run --model` lookup."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from csdm_agent.artifact import Artifact, VerificationError
+from csdm_agent.capture import ReplayFrames
+from csdm_agent.cli import main as agent_main
+from csdm_agent.control import Controller, RecordingSink
+from csdm_agent.decode import Decoder
+from csdm_agent.gsi import CFG_NAME, DATA_BLOCKS, GsiListener
+from csdm_agent.loop import run
+from csdm_agent.policy import Policy
+from csdm_agent.pull import find_model, pull
+
+from storage.dataset import open_dataset
+from storage.registry import LocalRegistry
+
+
+def _post(port: int, body: dict | bytes) -> None:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}", data=data,
+                                 headers={"Content-Type": "application/json"})  # fmt: skip
+    urllib.request.urlopen(req, timeout=10).read()
+
+
+def _state(token: str, kills: int, deaths: int, assists: int, health: int, ammo: int) -> dict:
+    """A post as CS:GO sends it with csdm's cfg (provider, player_id, state, weapons, stats)."""
+    return {
+        "provider": {"name": "Counter-Strike: Global Offensive", "appid": 730},
+        "player": {
+            "steamid": "76561190000000000", "name": "me",
+            "state": {"health": health, "armor": 100, "helmet": True, "flashed": 0},
+            "weapons": {
+                "weapon_0": {"name": "weapon_knife", "state": "holstered"},
+                "weapon_1": {"name": "weapon_ak47", "ammo_clip": ammo, "state": "active"},
+            },
+            "match_stats": {"kills": kills, "assists": assists, "deaths": deaths, "mvps": 0},
+        },
+        "auth": {"token": token},
+    }  # fmt: skip
+
+
+class PostingFrames:
+    """A replay whose game posts its state over HTTP just before given steps' frames."""
+
+    def __init__(self, frames: ReplayFrames, port: int, posts: dict[int, dict | bytes]) -> None:
+        self.frames, self.port, self.posts, self.i = frames, port, posts, 0
+
+    def grab(self):
+        if self.i in self.posts:
+            _post(self.port, self.posts[self.i])
+        self.i += 1
+        return self.frames.grab()
+
+
+def _replay(processed: Path, tmp_path: Path, n: int) -> Path:
+    ds = open_dataset(processed)
+    np.save(tmp_path / "episode.npy", ds.frames(ds.episodes[3], 0, n))
+    return tmp_path / "episode.npy"
+
+
+def test_match_stats_come_from_the_games_posts(registered: dict, processed: Path,
+                                               tmp_path: Path) -> None:  # fmt: skip
+    art = Artifact.open(registered["export"])
+    with GsiListener("127.0.0.1", 0, "s3cret") as gsi:
+        posts = {
+            0: _state("s3cret", kills=3, deaths=1, assists=0, health=100, ammo=30),
+            10: _state("other", kills=99, deaths=0, assists=9, health=1, ammo=1),  # ignored
+            20: _state("s3cret", kills=5, deaths=2, assists=1, health=40, ammo=12),
+            30: b"not json",  # ignored
+            35: {"provider": {}, "player": {}},  # no auth at all: ignored
+        }
+        frames = PostingFrames(ReplayFrames(_replay(processed, tmp_path, 40)), gsi.port, posts)
+        s = run(Policy(art), Decoder.from_descriptor(art.descriptor, seed=0), frames,
+                Controller(RecordingSink()), fps=16, pace=False, gsi=gsi.snapshot)  # fmt: skip
+        out = gsi.summary(s.gsi, len(s.step) / 16 / 60)
+    minutes = 40 / 16 / 60
+    assert (out["kills"], out["deaths"], out["assists"]) == (2, 1, 1)
+    assert out["minutes"] == pytest.approx(minutes, abs=1e-4)
+    assert out["kills_per_min"] == pytest.approx(2 / minutes, rel=1e-3)
+    assert out["deaths_per_min"] == pytest.approx(1 / minutes, rel=1e-3)
+    assert out["kd"] == 2.0 and (out["posts"], out["ignored_posts"]) == (2, 3)
+    steps = out["steps"]
+    assert len(steps) == 40
+    assert steps[5] == {"health": 100, "armor": 100, "weapon": "weapon_ak47", "ammo_clip": 30,
+                        "kills": 3, "deaths": 1, "assists": 0}  # fmt: skip
+    assert steps[15]["kills"] == 3  # the wrong token's 99 never counted
+    assert steps[25]["health"] == 40 and steps[39]["kills"] == 5
+
+
+def test_no_post_means_no_numbers_not_zeros() -> None:
+    with GsiListener("127.0.0.1", 0, "t") as gsi:
+        out = gsi.summary([None, None], 2 / 16 / 60)
+    assert out["kills"] is None and out["kd"] is None and out["kills_per_min"] is None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_run_with_gsi_and_the_cfg_it_needs(registered: dict, processed: Path,
+                                               tmp_path: Path, capsys) -> None:  # fmt: skip
+    port = _free_port()
+    assert agent_main(["gsi-config", "--port", str(port), "--token", "tok",
+                       "--out", str(tmp_path)]) == 0  # fmt: skip
+    cfg = (tmp_path / CFG_NAME).read_text()
+    assert f'"uri" "http://127.0.0.1:{port}"' in cfg and '"token" "tok"' in cfg
+    assert all(f'"{b}" "1"' in cfg for b in DATA_BLOCKS)
+    assert cfg.count("{") == cfg.count("}") == 3
+    stop = threading.Event()
+
+    def game() -> None:  # posts as the game does, from before the agent listens to after
+        while not stop.is_set():
+            for token in ("tok", "nope"):
+                with contextlib.suppress(OSError):  # refused until the agent listens
+                    _post(port, _state(token, 7, 4, 2, 100, 30))
+            stop.wait(0.02)
+
+    thread = threading.Thread(target=game, daemon=True)
+    thread.start()
+    art = pull(registered["registry"], "cs", tmp_path / "models")
+    summary = tmp_path / "run.json"
+    try:
+        code = agent_main(["run", "--model", str(tmp_path / "models"), "--dry-run",
+                           "--replay", str(_replay(processed, tmp_path, 40)),
+                           "--gsi", f"127.0.0.1:{port}", "--gsi-token", "tok",
+                           "--summary", str(summary)])  # fmt: skip
+    finally:
+        stop.set()
+        thread.join()
+    assert code == 0
+    gsi = json.loads(summary.read_text())["gsi"]
+    assert gsi["posts"] > 0 and gsi["ignored_posts"] > 0
+    assert (gsi["kills"], gsi["deaths"], gsi["assists"]) == (0, 0, 0)  # nothing changed
+    assert {s["kills"] for s in gsi["steps"] if s} == {7}
+    assert "GSI: 0 kills" in capsys.readouterr().out
+    assert art.folder == tmp_path / "models" / "cs" / f"v{art.folder.name[1:]}"
+    assert agent_main(["run", "--model", str(art.folder), "--dry-run", "--gsi", "1234"]) == 2
+
+
+def test_run_finds_the_model_in_a_pull_destination(registered: dict, processed: Path,
+                                                   tmp_path: Path, capsys) -> None:  # fmt: skip
+    from training.export import export
+    from training.train import save_untrained
+
+    reg = tmp_path / "reg"
+    LocalRegistry(reg, "cs").register(registered["export"], alias="production")
+    save_untrained(tmp_path / "other", "tiny", seed=5)
+    export(tmp_path / "other", tmp_path / "other" / "export")
+    LocalRegistry(reg, "cs").register(tmp_path / "other" / "export")
+    dest = tmp_path / "models"
+    assert agent_main(["pull", "--registry", str(reg), "--name", "cs", "--version", "1",
+                       "--dest", str(dest)]) == 0  # fmt: skip
+    assert f"play it: csdm-agent run --model {dest / 'cs' / 'v1'}" in capsys.readouterr().out
+    pull(str(reg), "cs", dest)  # v2, the latest
+    assert find_model(dest) == find_model(dest / "cs") == dest / "cs" / "v2"
+    assert find_model(dest / "cs" / "v1") == dest / "cs" / "v1"
+    (dest / "cs" / "v2" / "policy.onnx").write_bytes(b"altered")
+    assert find_model(dest / "cs") == dest / "cs" / "v1"  # the newest copy that verifies
+    (dest / "other" / "v1").mkdir(parents=True)
+    with pytest.raises(VerificationError, match=r"holds several models \(cs, other\)"):
+        find_model(dest)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    with pytest.raises(VerificationError, match=r"not a csdm model folder.*found: notes\.txt"):
+        find_model(tmp_path / "empty")
+    with pytest.raises(VerificationError, match="no such folder; pull a model first"):
+        find_model(tmp_path / "nowhere")
+    # NAME@alias: pulled from the registry, then played
+    replay = _replay(processed, tmp_path, 3)
+    fresh = tmp_path / "fresh"
+    assert agent_main(["run", "--model", "cs@production", "--registry", str(reg), "--dest",
+                       str(fresh), "--dry-run", "--replay", str(replay)]) == 0  # fmt: skip
+    assert (fresh / "cs" / "v1" / "policy.json").is_file()
+    assert agent_main(["run", "--model", "cs@production", "--dry-run"]) == 2  # no --registry
