@@ -46,10 +46,12 @@ def _model_folder(args: argparse.Namespace) -> Path:
 
 
 def _gsi_config(args: argparse.Namespace) -> int:
+    import secrets
+
     from csdm_agent.gsi import CFG_NAME, config_text
 
     out = Path(args.out) / CFG_NAME
-    out.write_text(config_text(args.port, args.token, args.host))
+    out.write_text(config_text(args.port, args.token or secrets.token_urlsafe(12), args.host))
     print(f"wrote {out}: copy it into the game's cfg folder (...\\Counter-Strike Global "
           "Offensive\\csgo\\cfg) and restart the game")  # fmt: skip
     print(f"then: csdm-agent run --model MODEL --gsi {args.host}:{args.port} --gsi-token "
@@ -64,9 +66,15 @@ def _run(args: argparse.Namespace) -> int:
     from csdm_agent.loop import run
     from csdm_agent.policy import Policy
 
-    if args.gsi and not args.gsi_token:  # checked before anything starts
-        raise VerificationError("--gsi needs --gsi-token: the token in the game's GSI cfg "
-                                "(see csdm-agent gsi-config)")  # fmt: skip
+    gsi_at = None
+    if args.gsi or args.gsi_token:  # checked before anything starts
+        from csdm_agent.gsi import parse_address
+
+        if not (args.gsi and args.gsi_token):
+            raise VerificationError("--gsi HOST:PORT and --gsi-token T go together: the "
+                                    "address and token of the game's GSI cfg (csdm-agent "
+                                    "gsi-config)")  # fmt: skip
+        gsi_at = parse_address(args.gsi)
     art = Artifact.open(_model_folder(args))
     d = art.descriptor
     space = d["action_space"]
@@ -86,16 +94,22 @@ def _run(args: argparse.Namespace) -> int:
     decals = (args.clear_decals_key, args.clear_decals_every)
     with contextlib.ExitStack() as stack:
         listener = None
-        if args.gsi:
-            from csdm_agent.gsi import GsiListener, parse_address
+        if gsi_at:
+            from csdm_agent.gsi import GsiListener
 
-            listener = stack.enter_context(GsiListener(*parse_address(args.gsi), args.gsi_token))
+            listener = stack.enter_context(GsiListener(*gsi_at, args.gsi_token))
         summary = run(policy, decoder, frames, Controller(sink), space["fps"], args.max_frames,
                       stop=lambda: stop_key_pressed(vk), clear_decals=decals,
                       gsi=listener.snapshot if listener else None)  # fmt: skip
-    gsi = listener.summary(summary.gsi, len(summary.step) / space["fps"] / 60) if listener else None
+    # the loop's fixed grid: steps plus the slots lost to overruns are the time played
+    played = (len(summary.step) + summary.dropped) / space["fps"] / 60
+    gsi = listener.summary(summary.gsi, played) if listener else None
     print(summary.report())
-    if gsi is not None:
+    if gsi is not None and gsi["posts"] == 0:
+        log.warning("GSI: no post from the game%s", " with this token: --gsi-token differs from "
+                    "the cfg's" if gsi["ignored_posts"] else ": is the cfg in csgo\\cfg, was the "
+                    "game restarted after copying it, and do the ports match?")  # fmt: skip
+    elif gsi is not None:
         print(f"GSI: {gsi['kills']} kills, {gsi['deaths']} deaths, {gsi['assists']} assists in "
               f"{gsi['minutes']:.2f} min (kills/min {gsi['kills_per_min']}, K/D {gsi['kd']}); "
               f"{gsi['posts']} posts, {gsi['ignored_posts']} ignored")  # fmt: skip

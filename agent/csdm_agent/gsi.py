@@ -2,13 +2,17 @@
 
 The game sends JSON to the uri of a `gamestate_integration_*.cfg` in its `cfg` folder each time
 the state changes. A post whose `auth.token` differs is ignored, as the seed's `meta_utils.py`
-server does. Kills, deaths and assists are the change of `player.match_stats` over the run.
+server does. Kills, deaths and assists add up each post's increase of `player.match_stats`
+(a fall, as when a new match starts, counts the new values), and only while `player` is the
+agent's own (dead or spectating, the game describes the player being watched).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+import sys
 import threading
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,13 +37,23 @@ class PlayerState:
     @classmethod
     def from_post(cls, body: dict) -> PlayerState:
         """Read the fields the agent logs from one GSI post."""
-        player = body.get("player") or {}
-        state, stats = player.get("state") or {}, player.get("match_stats") or {}
-        active = next((w for w in (player.get("weapons") or {}).values()
+        player = _dict(body.get("player"))
+        state, stats = _dict(player.get("state")), _dict(player.get("match_stats"))
+        active = next((w for w in _dict(player.get("weapons")).values()
                        if isinstance(w, dict) and w.get("state") == "active"), {})  # fmt: skip
         return cls(state.get("health"), state.get("armor"), active.get("name"),
                    active.get("ammo_clip"), stats.get("kills"), stats.get("deaths"),
                    stats.get("assists"))  # fmt: skip
+
+
+def _dict(x: object) -> dict:
+    return x if isinstance(x, dict) else {}
+
+
+class _Server(ThreadingHTTPServer):
+    # Windows' SO_REUSEADDR lets a second listener share a port silently: refuse it there
+    allow_reuse_address = sys.platform != "win32"
+    daemon_threads = True
 
 
 class GsiListener:
@@ -48,23 +62,33 @@ class GsiListener:
     def __init__(self, host: str, port: int, token: str) -> None:
         self.token = token
         self.latest: PlayerState | None = None
-        self.first: PlayerState | None = None  # the first post with match stats
+        self.totals: list[int] | None = None  # kills, deaths, assists since the first stats
+        self._stats: tuple[int, int, int] | None = None  # the last post's match stats
         self.posts = 0
         self.ignored = 0
+        self.watching = 0  # posts about another player (the agent dead or spectating)
         self._lock = threading.Lock()
         listener = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = 5  # a half-sent post does not hold a thread
+
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                listener._receive(self.rfile.read(length))  # before the reply: posts stay ordered
+                length = self.headers.get("Content-Length") or "0"
+                raw = self.rfile.read(int(length)) if length.isdigit() else b""
+                listener._receive(raw)  # before the reply: posts stay ordered
                 self.send_response(200)
                 self.end_headers()
 
             def log_message(self, *args) -> None:  # quiet: the game posts many times a second
                 pass
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self.server = _Server((host, port), Handler)
+        except OSError as e:
+            raise OSError(f"--gsi {host}:{port}: cannot listen ({e}); another program may use "
+                          "the port: choose another with gsi-config --port N and --gsi "
+                          f"{host}:N") from None  # fmt: skip
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -73,16 +97,33 @@ class GsiListener:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
             body = None
-        if not isinstance(body, dict) or (body.get("auth") or {}).get("token") != self.token:
+        if not isinstance(body, dict) or _dict(body.get("auth")).get("token") != self.token:
             with self._lock:
+                if self.ignored == 0:
+                    log.warning("GSI: ignored a post without this run's token (--gsi-token)")
                 self.ignored += 1
             return
-        state = PlayerState.from_post(body)
+        me = _dict(body.get("provider")).get("steamid")
+        who = _dict(body.get("player")).get("steamid")
         with self._lock:
             self.posts += 1
+            if me and who and me != who:  # the agent is dead or spectating: not its state
+                self.watching += 1
+                return
+            state = PlayerState.from_post(body)
             self.latest = state
-            if self.first is None and state.kills is not None:
-                self.first = state
+            if None not in (state.kills, state.deaths, state.assists):
+                self._count((state.kills, state.deaths, state.assists))
+
+    def _count(self, stats: tuple[int, int, int]) -> None:
+        if self._stats is None:
+            self.totals = [0, 0, 0]
+        elif any(b < a for a, b in zip(self._stats, stats, strict=True)):  # a new match
+            self.totals = [t + b for t, b in zip(self.totals, stats, strict=True)]
+        else:
+            self.totals = [t + b - a for t, a, b in zip(self.totals, self._stats, stats,
+                                                         strict=True)]  # fmt: skip
+        self._stats = stats
 
     def __enter__(self) -> GsiListener:
         self._thread.start()
@@ -99,16 +140,13 @@ class GsiListener:
             return asdict(self.latest) if self.latest is not None else None
 
     def summary(self, steps: list[dict | None], minutes: float) -> dict:
-        """The paper's measures over the run: changes in kills, deaths and assists, per minute."""
+        """The paper's measures over the run: kills, deaths and assists, per minute, K/D.
+
+        K/D is kills / max(deaths, 1), the usual convention; no stats at all give nulls.
+        """
         with self._lock:
-            first, last = self.first, self.latest
-
-        def change(field: str) -> int | None:
-            a = getattr(first, field) if first else None
-            b = getattr(last, field) if last else None
-            return b - a if a is not None and b is not None else None
-
-        kills, deaths, assists = change("kills"), change("deaths"), change("assists")
+            totals, posts, ignored, watching = self.totals, self.posts, self.ignored, self.watching
+        kills, deaths, assists = totals if totals is not None else (None, None, None)
 
         def per_min(n: int | None) -> float | None:
             return round(n / minutes, 4) if n is not None and minutes > 0 else None
@@ -116,13 +154,19 @@ class GsiListener:
         return {
             "kills": kills, "deaths": deaths, "assists": assists, "minutes": round(minutes, 4),
             "kills_per_min": per_min(kills), "deaths_per_min": per_min(deaths),
-            "kd": round(kills / deaths, 4) if kills is not None and deaths else None,
-            "posts": self.posts, "ignored_posts": self.ignored, "steps": steps,
+            "kd": round(kills / max(deaths, 1), 4) if kills is not None else None,
+            "posts": posts, "ignored_posts": ignored, "watching_posts": watching,
+            "steps": steps,
         }  # fmt: skip
 
 
 def config_text(port: int, token: str, host: str = "127.0.0.1") -> str:
     """The content of `gamestate_integration_csdm.cfg` (Valve's KeyValues format)."""
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", token):
+        raise ValueError(f"token {token!r}: use letters, digits, '.', '_' and '-' only")
+    if host in ("0.0.0.0", "::", ""):
+        raise ValueError(f"--host {host!r}: the game needs an address it can post to, such as "
+                         "127.0.0.1")  # fmt: skip
     blocks = "\n".join(f'        "{b}" "1"' for b in DATA_BLOCKS)
     return (
         '"csdm"\n{\n'
@@ -136,6 +180,7 @@ def config_text(port: int, token: str, host: str = "127.0.0.1") -> str:
 def parse_address(text: str) -> tuple[str, int]:
     """HOST:PORT (or PORT alone, on 127.0.0.1)."""
     host, _, port = text.rpartition(":")
-    if not port.isdigit():
-        raise ValueError(f"--gsi {text!r}: expected HOST:PORT, e.g. 127.0.0.1:3000")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"--gsi {text!r}: expected HOST:PORT with a port from 1 to 65535, as "
+                         "in the game's cfg, e.g. 127.0.0.1:3000")  # fmt: skip
     return host or "127.0.0.1", int(port)

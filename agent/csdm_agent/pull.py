@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import urllib.parse
@@ -18,6 +19,7 @@ from pathlib import Path
 from csdm_agent.artifact import DESCRIPTOR, MANIFEST, Artifact, VerificationError
 
 INDEX = "index.json"
+log = logging.getLogger("csdm_agent")
 
 
 class RegistrySource:
@@ -139,9 +141,12 @@ def find_model(path: str | Path) -> Path:
         for v in versions:
             try:
                 Artifact.open(v)
-                return v
             except VerificationError as e:  # an altered copy: say so, try the older one
                 problems.append(str(e))
+                continue
+            if problems:
+                log.warning("%s; playing %s instead", problems[0], v)
+            return v
         raise VerificationError(f"{p}: no version verifies ({'; '.join(problems[:2])}); pull it "
                                 "again")  # fmt: skip
     names = sorted(d for d in p.iterdir() if d.is_dir() and _versions(d))

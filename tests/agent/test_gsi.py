@@ -97,6 +97,19 @@ def test_match_stats_come_from_the_games_posts(registered: dict, processed: Path
     assert steps[25]["health"] == 40 and steps[39]["kills"] == 5
 
 
+def test_a_new_match_and_a_watched_player_do_not_skew_the_counts() -> None:
+    with GsiListener("127.0.0.1", 0, "t") as gsi:
+        for k, d, a in ((3, 1, 0), (5, 2, 1), (0, 0, 0), (1, 0, 0)):  # a new match after 5/2/1
+            _post(gsi.port, _state("t", k, d, a, 100, 30))
+        watched = _state("t", kills=40, deaths=3, assists=0, health=80, ammo=5)
+        watched["provider"]["steamid"] = "76561190000000000"  # me, dead: the killer is shown
+        watched["player"]["steamid"] = "76561199999999999"
+        _post(gsi.port, watched)
+        out = gsi.summary([], 1.0)
+    assert (out["kills"], out["deaths"], out["assists"]) == (3, 1, 1)
+    assert (out["posts"], out["watching_posts"], out["kd"]) == (5, 1, 3.0)
+
+
 def test_no_post_means_no_numbers_not_zeros() -> None:
     with GsiListener("127.0.0.1", 0, "t") as gsi:
         out = gsi.summary([None, None], 2 / 16 / 60)
@@ -118,6 +131,7 @@ def test_cli_run_with_gsi_and_the_cfg_it_needs(registered: dict, processed: Path
     assert f'"uri" "http://127.0.0.1:{port}"' in cfg and '"token" "tok"' in cfg
     assert all(f'"{b}" "1"' in cfg for b in DATA_BLOCKS)
     assert cfg.count("{") == cfg.count("}") == 3
+    assert agent_main(["gsi-config", "--token", 'a" b', "--out", str(tmp_path)]) == 2
     stop = threading.Event()
 
     def game() -> None:  # posts as the game does, from before the agent listens to after
