@@ -114,7 +114,7 @@ def train(
     storage_options(storage_option)
     if on_corrupt not in ("stop", "skip"):
         fail(f"--on-corrupt must be stop or skip, not {on_corrupt!r}")
-    from training.checkpoint import CheckpointError, load_checkpoint
+    from training.checkpoint import CKPT, CheckpointError, load_checkpoint
     from training.train import continuing
 
     if padding not in (None, "keras", "torch"):
@@ -162,9 +162,9 @@ def train(
             keras_clip=cfg.loss.keras_clip,
         ),
     )
-    if resume:  # a resumed run keeps its network, loss and subselection draws
+    if resume and (run / CKPT).exists():  # a resumed run keeps its network, loss and draws
         try:
-            cfg = continuing(run, cfg)
+            cfg = continuing(cfg, load_checkpoint(run))
         except CheckpointError as e:
             fail(str(e))
     if padding is not None:

@@ -142,8 +142,9 @@ def train_flow(
         batch_size=batch_size or cfg.batch_size,
         workers=cfg.workers if workers is None else workers,
     )
-    cfg = continuing(run, cfg)  # a run resumed by the flow keeps its network and loss
-    before = load_checkpoint(run).step if (Path(run) / CKPT).exists() else 0
+    ckpt = load_checkpoint(run) if (Path(run) / CKPT).exists() else None
+    cfg = continuing(cfg, ckpt)  # a run resumed by the flow keeps its network and loss
+    before = ckpt.step if ckpt is not None else 0
     result = train_task(data, run, cfg, gpus)
     rows = [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines()]
     create_table_artifact(

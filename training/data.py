@@ -263,7 +263,7 @@ class WindowStream(IterableDataset):
         self._bad: set[str] = set()  # episodes found corrupt (skip mode)
         self._ds: Dataset | None = None
         self._plan: tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
-        if min(self.batches_in(r) for r in range(index.n_rounds)) == 0:
+        if min(self._round_sizes()) == 0:
             fewest = min(len(index.round(r)[0]) for r in range(index.n_rounds))
             raise ValueError(
                 f"{root}: {fewest} windows of {index.cfg.window} frames, fewer than one "
@@ -283,9 +283,13 @@ class WindowStream(IterableDataset):
         """Whole global batches in the first epoch (every epoch, without subselection rounds)."""
         return self.batches_in(0)
 
+    def _round_sizes(self) -> list[int]:
+        """Batches in the epochs of each subselection round."""
+        return [self.batches_in(r) for r in range(self.index.n_rounds)]
+
     def _locate(self, g: int) -> tuple[int, int]:
         """(epoch, batch) of the g-th global batch, epochs of each round differing in length."""
-        sizes = [self.batches_in(r) for r in range(self.index.n_rounds)]
+        sizes = self._round_sizes()
         cycle, rest = divmod(g, sum(sizes))
         r = 0
         while rest >= sizes[r]:
@@ -295,7 +299,7 @@ class WindowStream(IterableDataset):
 
     def _first(self, epoch: int) -> int:
         """The global batch number that starts `epoch`."""
-        sizes = [self.batches_in(r) for r in range(self.index.n_rounds)]
+        sizes = self._round_sizes()
         cycle, r = divmod(epoch, len(sizes))
         return cycle * sum(sizes) + sum(sizes[:r])
 

@@ -18,7 +18,7 @@ import torch
 
 from storage.dataset import Dataset, open_dataset
 from storage.evaluation import EvalReport, ModelEval
-from storage.registry import open_registry, read_verified_descriptor
+from storage.registry import open_registry
 from training.actions import DEFAULT, ActionSpace
 from training.checkpoint import CKPT, load_checkpoint
 from training.data import Labels, SamplerConfig, load_labels
@@ -65,23 +65,17 @@ def _torch_predictor(name: str, run: Path, device: str = "cpu") -> Predictor:
 
 
 def _onnx_predictor(name: str, folder: Path, kind: str, extra: dict | None = None) -> Predictor:
-    import onnxruntime as ort
+    from training.export import OnnxSteps
 
-    d = read_verified_descriptor(folder)
+    steps = OnnxSteps(folder)
+    d = steps.descriptor
     space = ActionSpace.from_dict(d["action_space"])
-    names = [o["name"] for o in d["outputs"]]
-    if names != list(space.heads):
-        raise EvalError(f"{folder}: outputs {names}, expected the heads {list(space.heads)}")
-    sess = ort.InferenceSession(str(folder / d["model"]), providers=["CPUExecutionProvider"])
+    if steps.names != list(space.heads):
+        raise EvalError(f"{folder}: outputs {steps.names}, expected the heads "
+                        f"{list(space.heads)}")  # fmt: skip
 
     def play(frames: np.ndarray) -> np.ndarray:
-        state = {s["input"]: np.zeros(s["shape"], np.float32) for s in d["state"]}
-        out = np.empty((len(frames), space.n_outputs), np.float32)
-        for t, f in enumerate(frames):
-            res = sess.run(None, {d["input"]["name"]: f[None], **state})
-            out[t] = np.concatenate([r[0] for r in res[: len(names)]])
-            state = {s["input"]: res[len(names) + i] for i, s in enumerate(d["state"])}
-        return out
+        return np.concatenate(list(steps.run(frames).values()), -1)
 
     source = {"folder": str(folder), "model_sha256": d["files"][d["model"]]["sha256"],
               "step": d.get("training", {}).get("step"), **(extra or {})}  # fmt: skip

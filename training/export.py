@@ -131,21 +131,32 @@ def export(run: str | Path, out: str | Path) -> dict:
     return descriptor
 
 
+class OnnxSteps:
+    """An exported policy run frame by frame with onnxruntime, from a zero state each call."""
+
+    def __init__(self, folder: str | Path, providers: list[str] | None = None) -> None:
+        import onnxruntime as ort
+
+        self.descriptor = d = read_verified_descriptor(folder)
+        providers = providers or ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(Path(folder) / d["model"]), providers=providers)
+        self.names = [o["name"] for o in d["outputs"]]
+
+    def run(self, frames: np.ndarray) -> dict[str, np.ndarray]:
+        """Each head's outputs for every frame, the recurrent state carried between them."""
+        d, n = self.descriptor, len(self.names)
+        state = {s["input"]: np.zeros(s["shape"], np.float32) for s in d["state"]}
+        out: dict[str, list] = {name: [] for name in self.names}
+        for f in frames:
+            res = self.session.run(None, {d["input"]["name"]: f[None], **state})
+            for name, v in zip(self.names, res, strict=False):
+                out[name].append(v[0])
+            state = {s["input"]: res[n + i] for i, s in enumerate(d["state"])}
+        return {name: np.stack(v) for name, v in out.items()}
+
+
 def onnx_step_loop(
     folder: str | Path, frames: np.ndarray, providers: list[str] | None = None
 ) -> dict[str, np.ndarray]:
     """Run an exported policy frame by frame with onnxruntime, carrying the state (for checks)."""
-    import onnxruntime as ort
-
-    d = read_verified_descriptor(folder)
-    providers = providers or ["CPUExecutionProvider"]
-    sess = ort.InferenceSession(str(Path(folder) / d["model"]), providers=providers)
-    state = {s["input"]: np.zeros(s["shape"], np.float32) for s in d["state"]}
-    names = [o["name"] for o in d["outputs"]]
-    out: dict[str, list] = {n: [] for n in names}
-    for f in frames:
-        res = sess.run(None, {d["input"]["name"]: f[None], **state})
-        for n, v in zip(names, res, strict=False):
-            out[n].append(v[0])
-        state = {s["input"]: res[len(names) + i] for i, s in enumerate(d["state"])}
-    return {n: np.stack(v) for n, v in out.items()}
+    return OnnxSteps(folder, providers).run(frames)

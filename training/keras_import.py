@@ -35,13 +35,9 @@ class KerasImportError(ValueError):
 class KerasArchitecture:
     """What the architecture JSON says about the network."""
 
-    trunk_layer: str  # the TimeDistributed layer wrapping the cut EfficientNet
-    trunk_layers: frozenset[str]  # names inside the cut trunk
     normalization: str  # the trunk's Normalization layer (its name varies by session)
     scale: float  # the Rescaling before it
     stages: int
-    height: int
-    width: int
     lstm_layer: str
     lstm_filters: int
     dropout: float
@@ -130,7 +126,6 @@ def _architecture(arch: dict, path: Path, space: ActionSpace) -> KerasArchitectu
             f"{path}: the trunk takes frames of shape {shape}, csdm's action space "
             f"(None, {space.height}, {space.width}, 3)"
         )
-    names = {x["config"]["name"] for x in inner_layers}
     norm = [x["config"]["name"] for x in inner_layers if _class(x) == "Normalization"]
     rescale = [x["config"] for x in inner_layers if _class(x) == "Rescaling"]
     if len(norm) != 1 or len(rescale) != 1 or rescale[0].get("offset", 0.0) != 0.0:
@@ -173,13 +168,9 @@ def _architecture(arch: dict, path: Path, space: ActionSpace) -> KerasArchitectu
         raise KerasImportError(f"{path}: the output concatenates {len(heads)} layers, csdm's "
                                f"action space has {len(space.heads)} heads")  # fmt: skip
     return KerasArchitecture(
-        trunk_layer=trunk[0]["config"]["name"],
-        trunk_layers=frozenset(names),
         normalization=norm[0],
         scale=float(rescale[0]["scale"]),
         stages=stages,
-        height=space.height,
-        width=space.width,
         lstm_layer=c["name"],
         lstm_filters=c["filters"],
         dropout=float(c.get("dropout", 0.0)),

@@ -181,12 +181,11 @@ def _init_from(model: Policy, cfg: TrainConfig) -> dict:
     return {"init_from": str(cfg.init_from), "step": init.step, "source": init.source}
 
 
-def continuing(run: str | Path, cfg: TrainConfig) -> TrainConfig:
-    """`cfg` with the network, loss and subselection draws of RUN's checkpoint, if it has one."""
-    path = Path(run) / CKPT
-    if not path.exists():
+def continuing(cfg: TrainConfig, ckpt: Checkpoint | None) -> TrainConfig:
+    """`cfg` with the network, loss and subselection draws of the run's checkpoint, if any."""
+    if ckpt is None:
         return cfg
-    saved = TrainConfig.from_dict(read_checkpoint(path).config)
+    saved = TrainConfig.from_dict(ckpt.config)
     sampler = replace(cfg.sampler, draws=saved.sampler.draws)
     return replace(cfg, model=saved.model, loss=saved.loss, sampler=sampler)
 
