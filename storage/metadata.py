@@ -25,12 +25,16 @@ _INTS = (
     "gsi_health", "obs_health", "gsi_kills", "gsi_deaths", "ammo_active", "itemdef", "obs_mode",
     "obs_fov", "obs_scope",
 )  # fmt: skip
+# Read from the game's memory by the seed's recorder; csdm's own recorder never reads memory
+# and writes them as None (null), which is accepted: inference and counters skip such frames.
+MEMORY_FIELDS = frozenset(_FLOATS) | {"obs_health", "ammo_active", "itemdef", "obs_mode",
+                                      "obs_fov", "obs_scope"}  # fmt: skip
 # Keys of `gsi_weap_active` kept as `weap_<key>` columns.
 _WEAPON = {"name": pa.string(), "type": pa.string(), "ammo_clip": pa.int32(), "state": pa.string()}
 
 GAME_STATE_SCHEMA = pa.schema(
-    [pa.field(k, pa.float64(), nullable=False) for k in _FLOATS]
-    + [pa.field(k, pa.int32(), nullable=False) for k in _INTS]
+    [pa.field(k, pa.float64(), nullable=k in MEMORY_FIELDS) for k in _FLOATS]
+    + [pa.field(k, pa.int32(), nullable=k in MEMORY_FIELDS) for k in _INTS]
     + [
         pa.field("gsi_team", pa.string(), nullable=False),
         pa.field("found_active", pa.bool_(), nullable=False),
@@ -40,6 +44,10 @@ GAME_STATE_SCHEMA = pa.schema(
     + [
         pa.field("tp_wasd", pa.list_(pa.string())),  # clean key labels, expert recordings only
         pa.field("tp_lclick", pa.int32()),
+        # csdm-agent recordings only: the true right click and mouse move (seed units)
+        pa.field("tp_rclick", pa.int32()),
+        pa.field("tp_mouse_x", pa.float64()),
+        pa.field("tp_mouse_y", pa.float64()),
     ]
 )
 
@@ -72,9 +80,14 @@ class MetadataBatch:
     failures: list[tuple[EpisodeId, str]] = field(default_factory=list)
 
 
-_REQUIRED = tuple(f.name for f in GAME_STATE_SCHEMA if not f.nullable)
-_OPTIONAL = ("gsi_ammo", "tp_wasd", "tp_lclick")
+# every row has these keys; memory-read ones may hold None
+_REQUIRED = tuple(f.name for f in GAME_STATE_SCHEMA if not f.nullable or f.name in MEMORY_FIELDS)
+_OPTIONAL = ("gsi_ammo", "tp_wasd", "tp_lclick", "tp_rclick", "tp_mouse_x", "tp_mouse_y")
 _get_required = operator.itemgetter(*_REQUIRED)
+
+
+def _get_optional(row: dict) -> tuple:
+    return (*map(row.get, _OPTIONAL), row.get("gsi_weap_active"))
 _get_numbers = operator.itemgetter(1, 2, 3, 4)
 
 
@@ -139,15 +152,16 @@ def game_state_table(states: list[dict], label: str) -> pa.Table:
     """Columnar game state of consecutive frames; raises MalformedMetadataError with the row."""
     try:  # one C-level pass over the dicts, then a transpose
         rows = list(map(_get_required, states))
-        extra = [(r.get("gsi_ammo"), r.get("tp_wasd"), r.get("tp_lclick"), r.get("gsi_weap_active"))
-                 for r in states]  # fmt: skip
+        extra = list(map(_get_optional, states))
     except (KeyError, TypeError, AttributeError):
         raise _locate_bad_row(states, label) from None
     required = _transpose(rows, len(_REQUIRED))
-    optional = dict(zip((*_OPTIONAL, "gsi_weap_active"), _transpose(extra, 4), strict=True))
+    optional = dict(zip((*_OPTIONAL, "gsi_weap_active"), _transpose(extra, len(_OPTIONAL) + 1),
+                        strict=True))  # fmt: skip
     cols: dict[str, pa.Array] = {}
     for name, values in zip(_REQUIRED, required, strict=True):
-        cols[name] = _to_arrow(values, GAME_STATE_SCHEMA.field(name).type, name, label, False)
+        f = GAME_STATE_SCHEMA.field(name)
+        cols[name] = _to_arrow(values, f.type, name, label, f.nullable)
     for name in _OPTIONAL:
         typ = GAME_STATE_SCHEMA.field(name).type
         cols[name] = _to_arrow(optional[name], typ, name, label, True)

@@ -150,7 +150,7 @@ def _build(batch, name: str, digest: str, layout: OutLayout, thresholds: Quality
            stamp_path: str, key: dict) -> list[MetaRecord]:  # fmt: skip
     """Infer actions, judge and cache the columns of each episode of a loaded file."""
     acts = infer_actions(batch.state, batch.lengths)
-    keep, reasons = thresholds.judge(acts.counters, batch.lengths)
+    keep, reasons = thresholds.judge(acts.counters, batch.lengths, acts.unknown)
     cols = {
         **acts.columns(),
         **{name: batch.state.column(src) for name, src in STATE_COLUMNS.items()},
@@ -166,7 +166,7 @@ def _build(batch, name: str, digest: str, layout: OutLayout, thresholds: Quality
                 episode=ep.name,
                 metadata_file=name,
                 n_frames=int(batch.lengths[i]),
-                counters={c: int(acts.counters[c][i]) for c in COUNTERS},
+                counters={c: acts.counter(c, i) for c in COUNTERS},
                 keep=bool(keep[i]),
                 reject_reason=reasons[i],
                 path=str(path),

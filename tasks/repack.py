@@ -65,13 +65,15 @@ def _agreement(shipped: dict[str, np.ndarray], meta: pa.Table) -> dict[str, floa
     lclick = meta.column("infer_lclick").to_numpy() != 0
     rclick = meta.column("infer_rclick").to_numpy() != 0
     same_clicks = (lclick == shipped["lclick"]) & (rclick == shipped["rclick"])
-    mx = MOUSE_X_BINS[quantise(meta.column("infer_mouse_x").to_numpy(), MOUSE_X_BINS)]
-    my = MOUSE_Y_BINS[quantise(meta.column("infer_mouse_y").to_numpy(), MOUSE_Y_BINS)]
+    ix, iy = meta.column("infer_mouse_x").to_numpy(), meta.column("infer_mouse_y").to_numpy()
+    known = ~(np.isnan(ix) | np.isnan(iy))  # null: no view angles to infer a move from
+    mx = MOUSE_X_BINS[quantise(np.nan_to_num(ix), MOUSE_X_BINS)]
+    my = MOUSE_Y_BINS[quantise(np.nan_to_num(iy), MOUSE_Y_BINS)]
     same_mouse = (mx == shipped["mouse_x"]) & (my == shipped["mouse_y"])
     return {
         "agree_keys": float(same_keys.mean()),
         "agree_clicks": float(same_clicks.mean()),
-        "agree_mouse": float(same_mouse.mean()),
+        "agree_mouse": float(same_mouse[known].mean()) if known.any() else None,
     }
 
 

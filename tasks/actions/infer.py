@@ -6,13 +6,14 @@ because the seed only makes them from frames far enough into the episode.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage.action_space import KEY_INDEX, KEYS
+from storage.metadata import MEMORY_FIELDS
 
 MOUSE_CONST = 0.00096  # yaw change in radians per unit of mouse input (the seed's const_1)
 RELOAD_LOOKBACK = 32  # the seed searches for the 'r' press from 32 frames before the refill
@@ -32,6 +33,9 @@ _HAS = {
     "a": np.array([0, 0, 0, 0, 0, 1, 1, 1, 0], bool),
     "d": np.array([0, 1, 1, 1, 0, 0, 0, 0, 0], bool),
 }
+# Counters computed from memory-read state: unknown (null) for an episode that has none.
+MEMORY_COUNTERS = ("ram_gsi_disagree_hp", "ram_gsi_disagree_ammo", "obs_count", "mouse_static",
+                   "vel_static")  # fmt: skip
 
 
 @dataclass
@@ -46,13 +50,28 @@ class InferredActions:
     rclick: np.ndarray
     processed: np.ndarray  # bool: frame passed the seed's alive/weapon check
     counters: dict[str, np.ndarray]  # COUNTERS -> int64 per episode
+    unknown: dict[str, np.ndarray] = field(default_factory=dict)  # counter -> bool per episode
+
+    def counter(self, name: str, episode: int) -> int | None:
+        """One episode's counter; None when its inputs were not recorded."""
+        if name in self.unknown and self.unknown[name][episode]:
+            return None
+        return int(self.counters[name][episode])
+
+    def counter_column(self, name: str) -> pa.Array:
+        """A counter per episode as int32, null where unknown."""
+        mask = self.unknown.get(name)
+        return pa.array(self.counters[name].astype(np.int32), mask=mask)
 
     def columns(self) -> dict[str, pa.Array | np.ndarray]:
-        """The per-frame `infer_*` catalog columns (storage.catalog.INFERRED_FIELDS)."""
+        """The per-frame `infer_*` catalog columns (storage.catalog.INFERRED_FIELDS).
+
+        A mouse move that could not be inferred (no memory-read view angles) is null.
+        """
         return {
             "infer_keys": self.keys,
-            "infer_mouse_x": self.mouse_x,
-            "infer_mouse_y": self.mouse_y,
+            "infer_mouse_x": pa.array(self.mouse_x, mask=np.isnan(self.mouse_x)),
+            "infer_mouse_y": pa.array(self.mouse_y, mask=np.isnan(self.mouse_y)),
             "infer_lclick": self.lclick.astype(np.int8),
             "infer_rclick": self.rclick.astype(np.int8),
             "infer_processed": self.processed,
@@ -117,8 +136,16 @@ def _heading(rel: np.ndarray) -> np.ndarray:
     return np.select(conds, np.arange(8), default=8)
 
 
+def _valid(table: pa.Table, name: str) -> np.ndarray:
+    return table.column(name).is_valid().to_numpy(zero_copy_only=False)
+
+
 def infer_actions(state: pa.Table, lengths: np.ndarray) -> InferredActions:
-    """Infer actions for consecutive episodes of `lengths` frames from their game state."""
+    """Infer actions for consecutive episodes of `lengths` frames from their game state.
+
+    Frames without memory-read state (csdm-agent recordings) infer nothing from it; when they
+    carry clean labels (`tp_*`) those are their actions, untouched by inference.
+    """
     n = state.num_rows
     lengths = np.asarray(lengths, dtype=np.int64)
     if lengths.sum() != n:
@@ -132,32 +159,36 @@ def infer_actions(state: pa.Table, lengths: np.ndarray) -> InferredActions:
     vel, v3 = _np(state, "vel_mag"), _np(state, "vel_3")
     p_ammo, p_xy, p_vel = _prev(ammo), _prev(xy), _prev(vel)
     gsi_ammo = state.column("gsi_ammo").fill_null(0).to_numpy()
-    clean_keys = state.column("tp_wasd").is_valid().to_numpy()
-    clean_click = state.column("tp_lclick").is_valid().to_numpy()
+    clean_keys = _valid(state, "tp_wasd")
+    clean_click = _valid(state, "tp_lclick")
     tp_click = state.column("tp_lclick").fill_null(0).to_numpy().astype(np.int64)
     tp = {k: _contains(state.column("tp_wasd"), k, n) for k in ("w", "a", "s", "d", "r", "space")}
+    mem = np.logical_and.reduce([_valid(state, f) for f in sorted(MEMORY_FIELDS)])
+    pair = mem & _prev(mem)  # this frame and the one before have memory-read state
 
     # --- the seed's per-frame checks; frames it skips infer nothing of their own
     skip = (gh == 0) | (_prev(gh) == 0) | ~found | ~_prev(found)
     first = local == 0
     skipped_any = ~first & skip
     ok = ~first & ~skip
+    dead = np.where(mem, oh == 0, gh == 0)  # the game's own health stands in for memory's
     flags = {
-        "dead_skipped": skipped_any & (oh == 0),
-        "skipped": skipped_any & (oh != 0),
-        "ram_gsi_disagree_hp": ok & (oh != gh) & (_prev(oh) != gh),
-        "ram_gsi_disagree_ammo": ok & (ammo != gsi_ammo) & (p_ammo != gsi_ammo),
-        "obs_count": ok & (_np(state, "obs_mode") != 4),
-        "mouse_static": ok & (np.abs(xy - p_xy) < 0.001),
-        "vel_static": ok & (vel < 0.01),
+        "dead_skipped": skipped_any & dead,
+        "skipped": skipped_any & ~dead,
+        "ram_gsi_disagree_hp": ok & pair & (oh != gh) & (_prev(oh) != gh),
+        "ram_gsi_disagree_ammo": ok & pair & (ammo != gsi_ammo) & (p_ammo != gsi_ammo),
+        "obs_count": ok & mem & (_np(state, "obs_mode") != 4),
+        "mouse_static": ok & pair & (np.abs(xy - p_xy) < 0.001),
+        "vel_static": ok & mem & (vel < 0.01),
     }
     inferred = ok & ~clean_keys
     clean = ok & clean_keys
+    recorded = clean & ~mem  # a csdm-agent recording: every label is the recorder's
 
-    jump = (v3 > _prev(v3) + 150) & ~((v3 > -10.0) & (v3 < 10.0))
+    jump = pair & (v3 > _prev(v3) + 150) & ~((v3 > -10.0) & (v3 < 10.0))
     space = np.where(clean, tp["space"], inferred & jump)
     height = _np(state, "height")
-    ctrl = _later(ok & (height < 50) & (height > 0.1) & (local > 1), 2)
+    ctrl = _later(ok & mem & (height < 50) & (height > 0.1) & (local > 1), 2)
 
     wtype = pc.dictionary_encode(state.column("weap_type").combine_chunks())
     tcode = wtype.indices.fill_null(-1).to_numpy()
@@ -175,12 +206,12 @@ def infer_actions(state: pa.Table, lengths: np.ndarray) -> InferredActions:
         digit[:-1] = digit_now[1:]
     ram_switch = itemdef != _prev(itemdef)
 
-    rclick = _later(ok & (fov != _prev(fov)) & ~ram_switch, 1).astype(np.int64)
-    fired = ok & ~clean_click & (ammo < p_ammo) & ~ram_switch
+    rclick = _later(ok & pair & (fov != _prev(fov)) & ~ram_switch, 1).astype(np.int64)
+    fired = ok & pair & ~clean_click & (ammo < p_ammo) & ~ram_switch
     lclick = np.where(ok & clean_click, tp_click, fired.astype(np.int64))
 
     r_clean = clean & tp["r"]
-    refill = inferred & (ammo > p_ammo) & ~ram_switch & (local > RELOAD_LOOKBACK)
+    refill = inferred & pair & (ammo > p_ammo) & ~ram_switch & (local > RELOAD_LOOKBACK)
     r_count = _reload_presses(np.flatnonzero(refill), lclick, n)
 
     xd = xy - p_xy
@@ -203,7 +234,7 @@ def infer_actions(state: pa.Table, lengths: np.ndarray) -> InferredActions:
         slots[r_count > j, 9 + j] = KEY_INDEX["r"]
 
     # gap-filling pass over w, s, a, d on frames 1 .. len-4 of each episode
-    in_range = (local >= 1) & (local <= lengths[episode] - 4)
+    in_range = (local >= 1) & (local <= lengths[episode] - 4) & ~recorded
     km = np.zeros((n, len(KEYS)), bool)
     move = slots[:, 2:6]
     for j, key in enumerate((_W, _S, _A, _D)):
@@ -218,6 +249,16 @@ def infer_actions(state: pa.Table, lengths: np.ndarray) -> InferredActions:
     km[np.flatnonzero(digit >= 0), digit[digit >= 0]] = True
     km[:, KEY_INDEX["r"]] = r_clean | (r_count > 0)
 
+    if recorded.any():  # the recorder's labels replace whatever inference wrote back
+        truth = np.column_stack([tp[k] if k in tp else _contains(state.column("tp_wasd"), k, n)
+                                 for k in KEYS])  # fmt: skip
+        km[recorded] = truth[recorded]
+        slots[recorded] = -1
+        slots[recorded, : len(KEYS)] = np.where(truth[recorded], np.arange(len(KEYS)), -1)
+        rclick = np.where(recorded, state.column("tp_rclick").fill_null(0).to_numpy(), rclick)
+        for name, v in (("tp_mouse_x", mouse_x), ("tp_mouse_y", mouse_y)):
+            v[recorded] = state.column(name).to_numpy()[recorded]  # null stays unknown: NaN
+
     present = slots >= 0
     offsets = np.zeros(n + 1, np.int32)
     np.cumsum(np.count_nonzero(present, axis=1), out=offsets[1:])
@@ -227,7 +268,10 @@ def infer_actions(state: pa.Table, lengths: np.ndarray) -> InferredActions:
         k: np.bincount(episode[v], minlength=len(lengths)).astype(np.int64)
         for k, v in flags.items()
     }
-    return InferredActions(keys, km, mouse_x, mouse_y, lclick, rclick, ok, counters)
+    no_memory = np.bincount(episode, weights=mem, minlength=len(lengths)) == 0
+    unknown = {k: no_memory for k in MEMORY_COUNTERS}
+    return InferredActions(keys, km, mouse_x, mouse_y, lclick, rclick.astype(np.int64), ok,
+                           counters, unknown)  # fmt: skip
 
 
 def _reload_presses(refills: np.ndarray, lclick: np.ndarray, n: int) -> np.ndarray:

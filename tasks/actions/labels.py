@@ -115,14 +115,14 @@ def label_batch(batch: MetadataBatch, thresholds: QualityThresholds) -> Labels:
         },
         schema=FRAMES_SCHEMA,
     )
-    keep, reasons = thresholds.judge(acts.counters, batch.lengths)
+    keep, reasons = thresholds.judge(acts.counters, batch.lengths, acts.unknown)
     ok_files = {
         "episode": names,
         "dataset": datasets,
         "file_num": nums,
         "metadata_file": [batch.source] * n_ep,
         "n_frames": batch.lengths.astype(np.int32),
-        **{c: acts.counters[c].astype(np.int32) for c in COUNTERS},
+        **{c: acts.counter_column(c) for c in COUNTERS},
         "keep": keep,
         "reject_reason": reasons,
         **_agreement(batch, acts, episode),

@@ -34,9 +34,15 @@ class QualityThresholds:
             raise ValueError("per_frames must be > 0, or None for absolute counts")
 
     def judge(
-        self, counters: dict[str, np.ndarray], n_frames: np.ndarray
+        self,
+        counters: dict[str, np.ndarray],
+        n_frames: np.ndarray,
+        unknown: dict[str, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, list[str | None]]:
-        """`keep` flags and a reason per episode (None when kept)."""
+        """`keep` flags and a reason per episode (None when kept).
+
+        A counter `unknown` for an episode (its inputs were never recorded) cannot reject it.
+        """
         n = len(n_frames)
         scale = np.ones(n) if self.per_frames is None else np.asarray(n_frames) / self.per_frames
         reasons: list[list[str]] = [[] for _ in range(n)]
@@ -45,7 +51,10 @@ class QualityThresholds:
             if limit is None:
                 continue
             scaled = limit * scale
-            for i in np.flatnonzero(counters[name] > scaled):
+            over = counters[name] > scaled
+            if unknown and name in unknown:
+                over &= ~unknown[name]
+            for i in np.flatnonzero(over):
                 reasons[i].append(f"{name}={counters[name][i]}>{scaled[i]:g}")
         joined = ["; ".join(r) if r else None for r in reasons]
         return np.array([r is None for r in joined], bool), joined

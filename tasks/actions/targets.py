@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from storage.action_space import (
     AUX_STEP_WIDTH,
@@ -56,7 +57,11 @@ def training_targets(
             MOUSE_X_BINS[qx] / MOUSE_X_BINS[-1],
             MOUSE_Y_BINS[qy] / MOUSE_Y_BINS[-1],
             state.column("gsi_health").to_numpy() / 100,
-            state.column("ammo_active").to_numpy() / 30,
+            # GSI's clip count where memory was not read (csdm-agent recordings)
+            pc.coalesce(state.column("ammo_active"), state.column("gsi_ammo"))
+            .fill_null(0)
+            .to_numpy()
+            / 30,
             (state.column("gsi_team").to_numpy(zero_copy_only=False) == "CT").astype(np.float64),
         ]
     )

@@ -9,7 +9,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from storage.metadata import MalformedMetadataError, game_state_table, load_metadata
+from storage.metadata import (
+    MEMORY_FIELDS,
+    MalformedMetadataError,
+    game_state_table,
+    load_metadata,
+)
 from tasks.synth.players import simulate
 from tasks.synth.tree import save_legacy_npy
 
@@ -44,12 +49,28 @@ def test_optional_keys_are_tolerated() -> None:
     assert t.column("weap_type")[5].as_py() is None
 
 
+def test_memory_fields_may_be_null() -> None:
+    """A recording made without reading the game's memory has those fields as None."""
+    states = _states(6, clean=True)
+    for s in states:
+        s.update(dict.fromkeys(MEMORY_FIELDS))
+    states[2].update(tp_rclick=1, tp_mouse_x=-12.5, tp_mouse_y=None)
+    t = game_state_table(states, "x")
+    for name in MEMORY_FIELDS:
+        assert t.column(name).null_count == 6, name
+    assert t.column("gsi_health").to_pylist() == [s["gsi_health"] for s in states]
+    assert t.column("tp_rclick").to_pylist() == [None, None, 1, None, None, None]
+    assert t.column("tp_mouse_x")[2].as_py() == -12.5 and t.column("tp_mouse_y")[2].as_py() is None
+    with pytest.raises(MalformedMetadataError, match="frame 4: missing key 'height'"):
+        game_state_table(states[:4] + [{k: v for k, v in states[4].items() if k != "height"}], "x")
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
         (lambda s: s[6].pop("xy_rad"), "frame 6: missing key 'xy_rad'"),
         (lambda s: s[2].__setitem__("gsi_health", "full"), "frame 2: gsi_health='full'"),
-        (lambda s: s[3].__setitem__("vel_mag", None), "frame 3: vel_mag is None"),
+        (lambda s: s[3].__setitem__("gsi_kills", None), "frame 3: gsi_kills is None"),
         (lambda s: s[4].__setitem__("obs_fov", 90.5), "frame 4: obs_fov=90.5"),
         (lambda s: s[5].pop("gsi_weap_active"), "frame 5: found_active is true but"),
         (lambda s: s.__setitem__(1, [1, 2]), "frame 1: game state is list, not a dict"),
