@@ -88,6 +88,8 @@ _get_required = operator.itemgetter(*_REQUIRED)
 
 def _get_optional(row: dict) -> tuple:
     return (*map(row.get, _OPTIONAL), row.get("gsi_weap_active"))
+
+
 _get_numbers = operator.itemgetter(1, 2, 3, 4)
 
 
