@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml agent/pyproject.toml
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) on PATH (or run: make PY=python3 ...)"; exit 1; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]' -e './agent[replay]'
+	$(BIN)/pip install --quiet -e '.[dev]' -e './agent[replay,record]'
 	touch $(STAMP)
 
 demo: setup

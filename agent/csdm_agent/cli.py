@@ -129,6 +129,45 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _record(args: argparse.Namespace) -> int:
+    from csdm_agent.capture import Crop, Preprocess, ScreenCapture
+    from csdm_agent.control import stop_key_pressed
+    from csdm_agent.gsi import GsiListener, parse_address
+    from csdm_agent.inputs import WindowsInput
+    from csdm_agent.record import FRAME_SHAPE, SEED_CROP, EpisodeWriter, record
+
+    if args.sensitivity <= 0:
+        raise ValueError(f"--sensitivity {args.sensitivity}: the game's sensitivity is > 0")
+    if args.episode_frames < 1:
+        raise ValueError(f"--episode-frames {args.episode_frames}: at least 1")
+    host, port = parse_address(args.gsi)
+    writer = EpisodeWriter(Path(args.out), args.stub)
+    pre = Preprocess(Crop(**SEED_CROP), FRAME_SHAPE[:2])
+    titles = tuple(args.window_title) if args.window_title else None
+    frames = ScreenCapture(pre, titles) if titles else ScreenCapture(pre)
+    vk = VK[args.stop_key.upper()]
+    with GsiListener(host, port, args.gsi_token) as listener:
+        log.info("recording to %s from hdf5_%s%d.hdf5 at 16 fps; stop with %s or Ctrl+C",
+                 args.out, args.stub, writer.next, args.stop_key)  # fmt: skip
+        summary = record(frames, WindowsInput(), listener.seed_state, writer, args.sensitivity,
+                         args.episode_frames, args.keep_partial,
+                         stop=lambda: stop_key_pressed(vk), max_frames=args.max_frames)  # fmt: skip
+    return _report_recording(summary, args)
+
+
+def _report_recording(summary, args: argparse.Namespace) -> int:
+    print(f"{len(summary.episodes)} episodes, {summary.frames} frames written to {args.out}; "
+          f"stopped by {summary.stopped_by}; {summary.dropped} slots dropped")  # fmt: skip
+    if summary.discarded:
+        print(f"discarded the unfinished last episode ({summary.discarded} frames); "
+              "--keep-partial writes it shorter")  # fmt: skip
+    if summary.episodes:
+        print(f"bring them into the pipeline: csdm process {args.out} OUT")
+    if args.summary:
+        Path(args.summary).write_text(json.dumps(dataclasses.asdict(summary), indent=1))
+    return 1 if summary.failures else 0
+
+
 # every DecodeOptions field is a flag; the help says what the seed did
 DECODE_HELP = {
     "clicks": "press the left click when sampled (seed IS_CLICKS: on)",
@@ -216,6 +255,27 @@ def main(argv: list[str] | None = None) -> int:
                    help="the key bound to r_cleardecals in the game (seed: n)")  # fmt: skip
     _decode_arguments(r)
     r.add_argument("--summary", help="write the run summary and actions as JSON here")
+    rec = sub.add_parser("record", help="record your own play as dataset episodes (Windows)")
+    rec.add_argument("--out", required=True, help="folder for hdf5_{stub}{n}.hdf5 episodes")
+    rec.add_argument("--stub", default="dm_mine_", help="episode name stub, ending in '_'")
+    rec.add_argument("--gsi", default="127.0.0.1:3000", metavar="HOST:PORT",
+                     help="where the game's GSI cfg posts (csdm-agent gsi-config)")  # fmt: skip
+    rec.add_argument("--gsi-token", required=True, help="the auth token of the game's GSI cfg")
+    rec.add_argument("--sensitivity", type=float, default=2.5,
+                     help="your in-game sensitivity: mouse counts x this / 2.5 are the seed's "
+                     "units")  # fmt: skip
+    rec.add_argument("--episode-frames", type=int, default=1000,
+                     help="frames per episode file (the public files: 1000)")  # fmt: skip
+    rec.add_argument(
+        "--keep-partial",
+        action="store_true",
+        help="on stop, write the unfinished last episode shorter (default: discard)",
+    )
+    rec.add_argument("--max-frames", type=int)
+    rec.add_argument("--window-title", action="append", help="game window title (repeatable)")
+    rec.add_argument("--stop-key", default="END", choices=sorted(VK, key=len),
+                     help="held-down key that stops recording")  # fmt: skip
+    rec.add_argument("--summary", help="write what was recorded as JSON here")
     c = sub.add_parser("gsi-config", help="write the game's GSI cfg for run --gsi")
     c.add_argument("--port", type=int, default=3000)
     c.add_argument("--host", default="127.0.0.1")
@@ -227,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         stream=sys.stderr)  # fmt: skip
     try:
-        commands = {"pull": _pull, "run": _run, "gsi-config": _gsi_config}
+        commands = {"pull": _pull, "run": _run, "record": _record, "gsi-config": _gsi_config}
         return commands[args.command](args)
     except (VerificationError, ReplayError, ValueError, OSError) as e:
         log.error("%s", e)

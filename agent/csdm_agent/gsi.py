@@ -62,6 +62,8 @@ class GsiListener:
     def __init__(self, host: str, port: int, token: str) -> None:
         self.token = token
         self.latest: PlayerState | None = None
+        self.player: dict | None = None  # the newest post's `player` block about the agent
+        self.spectating = False  # the newest post is about another player
         self.totals: list[int] | None = None  # kills, deaths, assists since the first stats
         self._stats: tuple[int, int, int] | None = None  # the last post's match stats
         self.posts = 0
@@ -107,11 +109,13 @@ class GsiListener:
         who = _dict(body.get("player")).get("steamid")
         with self._lock:
             self.posts += 1
-            if me and who and me != who:  # the agent is dead or spectating: not its state
+            self.spectating = bool(me and who and me != who)
+            if self.spectating:  # the agent is dead or spectating: not its state
                 self.watching += 1
                 return
             state = PlayerState.from_post(body)
             self.latest = state
+            self.player = _dict(body.get("player"))
             if None not in (state.kills, state.deaths, state.assists):
                 self._count((state.kills, state.deaths, state.assists))
 
@@ -139,6 +143,16 @@ class GsiListener:
         with self._lock:
             return asdict(self.latest) if self.latest is not None else None
 
+    def seed_state(self) -> dict | None:
+        """The newest state as the seed's recorder keeps it (`gsi_*`, `found_active`).
+
+        Watching another player means the player is dead: health 0, no weapon. None before the
+        first post about the player.
+        """
+        with self._lock:
+            player, spectating = self.player, self.spectating
+        return None if player is None else seed_fields(player, spectating)
+
     def summary(self, steps: list[dict | None], minutes: float) -> dict:
         """The paper's measures over the run: kills, deaths and assists, per minute, K/D.
 
@@ -158,6 +172,31 @@ class GsiListener:
             "posts": posts, "ignored_posts": ignored, "watching_posts": watching,
             "steps": steps,
         }  # fmt: skip
+
+
+def seed_fields(player: dict, dead: bool = False) -> dict:
+    """The GSI part of the seed recorder's `curr_vars` from a post's `player` block.
+
+    The active weapon is the first one not holstered (active or reloading); its ammo is -1 for
+    knives and stackable items, as `dm_record_data_me_wasd.py` has it.
+    """
+    weapons = {k: w for k, w in _dict(player.get("weapons")).items() if isinstance(w, dict)}
+    stats = _dict(player.get("match_stats"))
+    out = {
+        "gsi_team": str(player.get("team", "")),
+        "gsi_health": 0 if dead else int(_dict(player.get("state")).get("health", 0)),
+        "gsi_kills": int(stats.get("kills", 0)),
+        "gsi_deaths": int(stats.get("deaths", 0)),
+        "gsi_weapons": weapons,
+        "found_active": False,
+    }
+    active = None if dead else next((w for w in weapons.values()
+                                     if w.get("state") != "holstered"), None)  # fmt: skip
+    if active is not None and "name" in active:
+        out.update(gsi_weap_active=active, found_active=True)
+        unloaded = active.get("type") in ("Knife", "StackableItem")
+        out["gsi_ammo"] = -1 if unloaded else int(active.get("ammo_clip", -1))
+    return out
 
 
 def config_text(port: int, token: str, host: str = "127.0.0.1") -> str:

@@ -1,0 +1,320 @@
+"""`csdm-agent record`: your own play, saved as the public dataset's episodes with true labels.
+
+Each step of the fixed 16 fps grid pairs the frame grabbed at its start with what was read at
+its end, as the seed's `dm_record_data_me_wasd.py` pairs an image with the next loop's
+`curr_vars`: the keys and buttons held (or pressed since the last read), the mouse's raw counts
+moved during the step, and the game's state from GSI. The game's memory is never read.
+
+Mouse counts become the seed's `mouse_x` unit, one count at sensitivity 2.5: the seed turns a
+yaw change into units with 0.00096 rad each (2.5 x m_yaw 0.022 degrees) and multiplies by
+90/fov when zoomed only to undo the game's zoom scaling of sensitivity, which counts precede.
+So units = counts x sensitivity / 2.5, zoomed or not.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from csdm_agent.capture import FrameSource
+
+log = logging.getLogger("csdm_agent")
+
+# The seed's action space (the pipeline's storage/action_space.py; a test keeps them equal).
+KEYS = ("w", "a", "s", "d", "space", "ctrl", "shift", "1", "2", "3", "r")
+MOUSE_X_BINS = np.array([-1000, -500, -300, -200, -100, -60, -30, -20, -10, -4, -2, -0.0, 2, 4,
+                         10, 20, 30, 60, 100, 200, 300, 500, 1000], dtype=np.float64)  # fmt: skip
+MOUSE_Y_BINS = np.array([-200, -100, -50, -20, -10, -4, -2, -0.0, 2, 4, 10, 20, 50, 100, 200],
+                        dtype=np.float64)  # fmt: skip
+FPS = 16
+FRAME_SHAPE = (150, 280, 3)
+SEED_CROP = {"client_width": 1024, "client_height": 768, "sides": 100, "top": 135, "bottom": 135}
+EPISODE_FRAMES = 1000  # the public files' length
+SEED_SENSITIVITY = 2.5
+AUX_STEPS = 3
+# Fields the seed's recorder read from the game's memory: written as None, never read here.
+MEMORY_FIELDS = ("localpos1", "localpos2", "localpos3", "height", "vel_1", "vel_2", "vel_3",
+                 "vel_mag", "vel_theta_abs", "xy_rad", "zvert_rads", "viewangle_xy",
+                 "viewangle_vert", "obs_health", "ammo_active", "itemdef", "obs_mode", "obs_fov",
+                 "obs_scope")  # fmt: skip
+STUB_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]*_")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the player did during one step: keys and buttons, raw mouse counts (right, down)."""
+
+    keys: frozenset[str] = frozenset()
+    lclick: bool = False
+    rclick: bool = False
+    dx: int = 0
+    dy: int = 0
+
+
+class InputSource(Protocol):
+    """The player's inputs since the previous read (Windows: GetAsyncKeyState and raw input)."""
+
+    def read(self) -> Inputs:
+        """Keys and buttons held or pressed since the last read; mouse counts since then."""
+
+    def close(self) -> None:
+        """Stop listening."""
+
+
+def quantise(value: float, bins: np.ndarray) -> int:
+    """The nearest bin after clipping to the outer ones; ties go to the lower (np.argmin)."""
+    v = min(max(value, bins[0]), bins[-1])
+    return int(np.argmin(np.abs(bins - v)))
+
+
+@dataclass
+class Step:
+    """One recorded frame with its labels and game state."""
+
+    frame: np.ndarray
+    inputs: Inputs
+    mouse_x: float  # seed units
+    mouse_y: float
+    game: dict  # gsi_* fields
+
+
+def one_hot(step: Step) -> np.ndarray:
+    """`frame_i_y`: 11 keys, 2 clicks, 23 mouse_x bins, 15 mouse_y bins (the seed's order)."""
+    y = np.zeros(len(KEYS) + 2 + len(MOUSE_X_BINS) + len(MOUSE_Y_BINS))
+    y[: len(KEYS)] = [k in step.inputs.keys for k in KEYS]
+    y[len(KEYS)] = step.inputs.lclick
+    y[len(KEYS) + 1] = step.inputs.rclick
+    y[len(KEYS) + 2 + quantise(step.mouse_x, MOUSE_X_BINS)] = 1
+    y[len(KEYS) + 2 + len(MOUSE_X_BINS) + quantise(step.mouse_y, MOUSE_Y_BINS)] = 1
+    return y
+
+
+def targets(steps: list[Step]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(y, xaux, helperarr)` of an episode, as `dm_pretrain_process.py` builds them.
+
+    xaux holds the three previous steps' keys and clicks, their mouse bins over the outer bin,
+    health/100, ammo/30 (GSI's clip count) and team == CT; helperarr flags a kill (kills rose by
+    one, deaths stayed) or a death (the reverse) against the previous frame.
+    """
+    n = len(steps)
+    y = np.stack([one_hot(s) for s in steps]) if n else np.zeros((0, 51))
+    nk = len(KEYS) + 2
+    qx = y[:, nk : nk + len(MOUSE_X_BINS)].argmax(axis=1)
+    qy = y[:, nk + len(MOUSE_X_BINS) :].argmax(axis=1)
+    health = np.array([s.game["gsi_health"] for s in steps], np.float64)
+    ammo = np.array([s.game.get("gsi_ammo", 0) for s in steps], np.float64)
+    ct = np.array([s.game["gsi_team"] == "CT" for s in steps], np.float64)
+    per_step = np.column_stack([y[:, :nk], MOUSE_X_BINS[qx] / MOUSE_X_BINS[-1],
+                                MOUSE_Y_BINS[qy] / MOUSE_Y_BINS[-1], health / 100, ammo / 30,
+                                ct])  # fmt: skip
+    xaux = np.zeros((n, AUX_STEPS * per_step.shape[1]))
+    for j in range(AUX_STEPS):
+        w = per_step.shape[1]
+        xaux[j + 1 :, j * w : (j + 1) * w] = per_step[: max(n - j - 1, 0)]
+    kills = np.array([s.game["gsi_kills"] for s in steps])
+    deaths = np.array([s.game["gsi_deaths"] for s in steps])
+    dk, dd = np.diff(kills, prepend=kills[:1]), np.diff(deaths, prepend=deaths[:1])
+    helper = np.column_stack([(dk == 1) & (dd == 0), (dd == 1) & (dk == 0)]).astype(np.float64)
+    return y, xaux, helper
+
+
+def curr_vars(step: Step) -> dict:
+    """The metadata row's game state: GSI fields, memory fields None, the clean labels."""
+    keys = [k for k in KEYS if k in step.inputs.keys]
+    return {
+        **dict.fromkeys(MEMORY_FIELDS),
+        **step.game,
+        "tp_wasd": keys,  # the seed's clean labels held w, a, s, d, r, space; all keys here
+        "tp_lclick": int(step.inputs.lclick),
+        "tp_rclick": int(step.inputs.rclick),
+        "tp_mouse_x": float(step.mouse_x),
+        "tp_mouse_y": float(step.mouse_y),
+    }
+
+
+class EpisodeWriter:
+    """Writes `hdf5_{stub}{n}.hdf5` and `dataset_metadata/currvarsv2_{stub}{n}_to_{n}.npy`.
+
+    Both are written under `.part` names and renamed, metadata first: an episode file is
+    always whole and has its metadata next to it.
+    """
+
+    def __init__(self, out: Path, stub: str) -> None:
+        if not STUB_RE.fullmatch(stub):
+            raise ValueError(f"--stub {stub!r}: use letters, digits and '_', ending in '_' "
+                             "(episodes are named hdf5_{stub}{n}.hdf5), e.g. dm_mine_")  # fmt: skip
+        try:
+            import h5py  # noqa: F401  (checked now, not after the first minute of play)
+        except ImportError:
+            raise SystemExit("recording needs h5py: pip install 'csdm-agent[record]'") from None
+        self.out, self.stub = Path(out), stub
+        self.meta_dir = self.out / "dataset_metadata"
+        self.meta_dir.mkdir(parents=True, exist_ok=True)
+        for stale in [*self.out.glob("*.part"), *self.meta_dir.glob("*.part")]:
+            log.info("removing %s, left by an interrupted recording", stale)
+            stale.unlink()
+        self.next = self._first_free()
+
+    def _first_free(self) -> int:
+        """One past the highest episode number of this stub already in the folder."""
+        stub = re.escape(self.stub)
+        pats = [(self.out, rf"hdf5_{stub}(\d+)\.hdf5"),
+                (self.meta_dir, rf"currvarsv2_{stub}\d+_to_(\d+)\.npy")]  # fmt: skip
+        nums = [int(m[1]) for d, p in pats for f in os.listdir(d) if (m := re.fullmatch(p, f))]
+        return max(nums, default=0) + 1
+
+    def paths(self, n: int) -> tuple[Path, Path]:
+        """The episode file and its metadata file."""
+        return (self.out / f"hdf5_{self.stub}{n}.hdf5",
+                self.meta_dir / f"currvarsv2_{self.stub}{n}_to_{n}.npy")  # fmt: skip
+
+    def write(self, steps: list[Step]) -> Path:
+        """Write one episode; returns the episode file."""
+        import h5py
+
+        n, self.next = self.next, self.next + 1
+        h5_path, meta_path = self.paths(n)
+        y, xaux, helper = targets(steps)
+        rows = {}
+        for i, s in enumerate(steps):
+            keys = [k for k in KEYS if k in s.inputs.keys]
+            action = [keys, float(s.mouse_x), float(s.mouse_y), int(s.inputs.lclick),
+                      int(s.inputs.rclick)]  # fmt: skip
+            rows[f"file_num{n}_frame_{i}"] = [curr_vars(s), action, helper[i].tolist()]
+        obj = np.empty((), dtype=object)
+        obj[()] = rows
+        tmp_meta = meta_path.with_name(meta_path.name + ".part")
+        tmp_h5 = h5_path.with_name(h5_path.name + ".part")
+        try:
+            with open(tmp_meta, "wb") as f:
+                np.save(f, obj, allow_pickle=True)
+            with h5py.File(tmp_h5, "w") as h5:
+                for i, s in enumerate(steps):
+                    h5.create_dataset(f"frame_{i}_x", data=s.frame)
+                    h5.create_dataset(f"frame_{i}_xaux", data=xaux[i])
+                    h5.create_dataset(f"frame_{i}_y", data=y[i])
+                    h5.create_dataset(f"frame_{i}_helperarr", data=helper[i])
+            os.replace(tmp_meta, meta_path)
+            os.replace(tmp_h5, h5_path)
+        except BaseException as e:
+            tmp_meta.unlink(missing_ok=True)
+            tmp_h5.unlink(missing_ok=True)
+            meta_path.unlink(missing_ok=True)  # renamed first: alone it would be an orphan
+            if isinstance(e, OSError):
+                raise OSError(f"{h5_path}: not written ({e.strerror or e}); its {len(steps)} "
+                              "frames are lost: free space, then record again") from e  # fmt: skip
+            raise
+        return h5_path
+
+
+@dataclass
+class RecordSummary:
+    """What a recording produced."""
+
+    episodes: list[str] = field(default_factory=list)
+    frames: int = 0  # frames in written episodes
+    discarded: int = 0  # frames of an unfinished last episode not kept
+    dropped: int = 0  # 1/fps slots missed because a step overran
+    waited: float = 0.0  # seconds spent waiting for the game's first GSI post
+    stopped_by: str = ""
+    failures: list[str] = field(default_factory=list)  # episodes that could not be written
+
+
+def record(frames: FrameSource, inputs: InputSource, game: Callable[[], dict | None],
+           writer: EpisodeWriter, sensitivity: float = SEED_SENSITIVITY,
+           episode_frames: int = EPISODE_FRAMES, keep_partial: bool = False,
+           stop: Callable[[], bool] = lambda: False, max_frames: int | None = None,
+           pace: bool = True, clock: Callable[[], float] = time.perf_counter
+           ) -> RecordSummary:  # fmt: skip
+    """Record until the stop key, Ctrl+C, the end of the frames or `max_frames`.
+
+    An unfinished last episode is written (shorter) with `keep_partial`, else discarded;
+    episodes are written in a background thread so the 16 fps grid keeps its pace.
+    """
+    s = RecordSummary()
+    period, scale = 1.0 / FPS, sensitivity / SEED_SENSITIVITY
+    steps: list[Step] = []
+    pool = ThreadPoolExecutor(1, thread_name_prefix="csdm-episode-writer")
+    pending: list[tuple[Future, int]] = []
+
+    def flush(batch: list[Step]) -> None:
+        pending.append((pool.submit(writer.write, batch), len(batch)))
+
+    try:
+        s.waited = _wait_for_game(game, stop, clock)
+        if s.waited < 0:
+            s.stopped_by = "stop key before the game's first GSI post"
+            return s
+        inputs.read()  # forget what happened before the first frame
+        slot = clock()
+        while max_frames is None or sum(n for _, n in pending) + len(steps) < max_frames:
+            if stop():
+                s.stopped_by = "stop key"
+                break
+            if pace:
+                _sleep_until(slot, clock)
+            frame = frames.grab()
+            if frame is None:
+                s.stopped_by = "end of frames"
+                break
+            slot += period
+            if pace:
+                _sleep_until(slot, clock)
+            did = inputs.read()
+            state = game()
+            steps.append(Step(frame, did, did.dx * scale, did.dy * scale, state))
+            if len(steps) == episode_frames:
+                flush(steps)
+                steps = []
+            if pace and clock() > slot + period:  # a slow grab: whole slots passed unrecorded
+                skipped = int((clock() - slot) // period)
+                s.dropped += skipped
+                slot += skipped * period
+        else:
+            s.stopped_by = f"--max-frames {max_frames}"
+    except KeyboardInterrupt:
+        s.stopped_by = "Ctrl+C"
+    finally:
+        inputs.close()
+        if steps and keep_partial:
+            flush(steps)
+        else:
+            s.discarded = len(steps)
+        pool.shutdown(wait=True)
+    for fut, n in pending:
+        try:
+            s.episodes.append(str(fut.result()))
+            s.frames += n
+        except OSError as e:  # a full disk: say which episode, keep the others
+            s.failures.append(str(e))
+            log.error("%s", e)
+    return s
+
+
+def _wait_for_game(game: Callable[[], dict | None], stop: Callable[[], bool],
+                   clock: Callable[[], float]) -> float:  # fmt: skip
+    """Seconds until GSI describes the player on a team; -1 if stopped first."""
+    t0, said = clock(), False
+    while (state := game()) is None or not state.get("gsi_team"):
+        if stop():
+            return -1.0
+        if not said:
+            log.info("waiting for the game's GSI post about you on a team (is the cfg of "
+                     "csdm-agent gsi-config in csgo\\cfg; have you joined a team?)")  # fmt: skip
+            said = True
+        time.sleep(0.05)
+    return clock() - t0
+
+
+def _sleep_until(t: float, clock: Callable[[], float]) -> None:
+    while (left := t - clock()) > 0:
+        time.sleep(min(left, 0.002) if left < 0.004 else left - 0.002)
