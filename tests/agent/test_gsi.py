@@ -198,3 +198,30 @@ def test_run_finds_the_model_in_a_pull_destination(registered: dict, processed: 
                        str(fresh), "--dry-run", "--replay", str(replay)]) == 0  # fmt: skip
     assert (fresh / "cs" / "v1" / "policy.json").is_file()
     assert agent_main(["run", "--model", "cs@production", "--dry-run"]) == 2  # no --registry
+
+
+def test_seed_fields_follow_the_seed_recorder() -> None:
+    """The seed's rules: first weapon not holstered; -1 ammo for knives and stackable items."""
+    from csdm_agent.gsi import seed_fields
+
+    def player(*weapons: dict, health: int = 90) -> dict:
+        return {"team": "T", "state": {"health": health},
+                "match_stats": {"kills": 4, "deaths": 2},
+                "weapons": {f"weapon_{i}": w for i, w in enumerate(weapons)}}  # fmt: skip
+
+    ak = {"name": "weapon_ak47", "type": "Rifle", "ammo_clip": 12, "state": "reloading"}
+    knife = {"name": "weapon_knife", "type": "Knife", "state": "active"}
+    taser = {"name": "weapon_taser", "ammo_clip": 1, "state": "active"}
+    shot = {"name": "weapon_healthshot", "type": "StackableItem", "state": "active"}
+    holstered = {**knife, "state": "holstered"}
+    got = seed_fields(player(holstered, ak))
+    assert (got["gsi_team"], got["gsi_health"], got["gsi_kills"], got["gsi_deaths"]) == (
+        "T", 90, 4, 2)  # fmt: skip
+    assert got["found_active"] and got["gsi_weap_active"] is not None and got["gsi_ammo"] == 12
+    assert seed_fields(player(knife))["gsi_ammo"] == -1
+    assert seed_fields(player(shot))["gsi_ammo"] == -1
+    assert seed_fields(player(taser))["gsi_ammo"] == 1  # no type: the clip, as the seed
+    nothing = seed_fields(player(holstered))
+    assert not nothing["found_active"] and "gsi_ammo" not in nothing
+    dead = seed_fields(player(ak), dead=True)  # watching another player
+    assert dead["gsi_health"] == 0 and not dead["found_active"] and dead["gsi_kills"] == 4
