@@ -150,6 +150,19 @@ def _transpose(rows: list[tuple], width: int) -> list[Any]:
     return [grid[:, j] for j in range(width)]
 
 
+def _check_memory_all_or_none(cols: dict[str, pa.Array], label: str) -> None:
+    """A row holds every memory-read value or none (a recording): a lone None is an error."""
+    names = sorted(MEMORY_FIELDS)
+    nulls = np.column_stack([cols[k].is_null().to_numpy(zero_copy_only=False) for k in names])
+    partial = nulls.any(axis=1) & ~nulls.all(axis=1)
+    if partial.any():
+        i = int(np.flatnonzero(partial)[0])
+        key = names[int(np.flatnonzero(nulls[i])[0])]
+        raise MalformedMetadataError(
+            f"{label}: frame {i}: {key} is None while other memory-read fields are set"
+        )
+
+
 def game_state_table(states: list[dict], label: str) -> pa.Table:
     """Columnar game state of consecutive frames; raises MalformedMetadataError with the row."""
     try:  # one C-level pass over the dicts, then a transpose
@@ -177,6 +190,7 @@ def game_state_table(states: list[dict], label: str) -> pa.Table:
         raise MalformedMetadataError(
             f"{label}: frame {i}: found_active is true but gsi_weap_active/gsi_ammo is missing"
         )
+    _check_memory_all_or_none(cols, label)
     none = (None,) * len(_WEAPON)
     try:
         fields = [none if w is None else tuple(map(w.get, _WEAPON)) for w in weapons]

@@ -177,8 +177,9 @@ class GsiListener:
 def seed_fields(player: dict, dead: bool = False) -> dict:
     """The GSI part of the seed recorder's `curr_vars` from a post's `player` block.
 
-    The active weapon is the first one not holstered (active or reloading); its ammo is -1 for
-    knives and stackable items, as `dm_record_data_me_wasd.py` has it.
+    The active weapon is the last one not holstered (active or reloading: the seed's loop keeps
+    overwriting it); its ammo is -1 for knives and stackable items, as
+    `dm_record_data_me_wasd.py` has it.
     """
     weapons = {k: w for k, w in _dict(player.get("weapons")).items() if isinstance(w, dict)}
     stats = _dict(player.get("match_stats"))
@@ -190,8 +191,8 @@ def seed_fields(player: dict, dead: bool = False) -> dict:
         "gsi_weapons": weapons,
         "found_active": False,
     }
-    active = None if dead else next((w for w in weapons.values()
-                                     if w.get("state") != "holstered"), None)  # fmt: skip
+    drawn = [w for w in weapons.values() if w.get("state") != "holstered"]
+    active = drawn[-1] if drawn and not dead else None
     if active is not None and "name" in active:
         out.update(gsi_weap_active=active, found_active=True)
         unloaded = active.get("type") in ("Knife", "StackableItem")

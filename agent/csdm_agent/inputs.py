@@ -90,7 +90,9 @@ class RawMouse:
             self._thread.join(2)
 
     def _run(self) -> None:  # pragma: no cover - Windows only
-        user32, kernel32 = ctypes.windll.user32, ctypes.windll.kernel32
+        # own handles: argtypes set here do not change other modules' calls; errors kept
+        user32 = ctypes.WinDLL("user32", use_last_error=True)
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
         lresult = ctypes.c_ssize_t
         wndproc_t = ctypes.WINFUNCTYPE(lresult, wintypes.HWND, wintypes.UINT, wintypes.WPARAM,
                                        wintypes.LPARAM)  # fmt: skip
@@ -119,6 +121,15 @@ class RawMouse:
         user32.CreateWindowExW.restype = wintypes.HWND
         user32.GetMessageW.argtypes = [ctypes.POINTER(wintypes.MSG), wintypes.HWND,
                                        wintypes.UINT, wintypes.UINT]  # fmt: skip
+        # handles above 2**32 (a 64-bit exe's base) need pointer-sized arguments
+        user32.RegisterClassW.argtypes = [ctypes.POINTER(WNDCLASSW)]
+        user32.RegisterRawInputDevices.argtypes = [ctypes.POINTER(RAWINPUTDEVICE),
+                                                   wintypes.UINT, wintypes.UINT]  # fmt: skip
+        user32.DestroyWindow.argtypes = [wintypes.HWND]
+        user32.UnregisterClassW.argtypes = [wintypes.LPCWSTR, wintypes.HINSTANCE]
+        user32.TranslateMessage.argtypes = [ctypes.POINTER(wintypes.MSG)]
+        user32.DispatchMessageW.argtypes = [ctypes.POINTER(wintypes.MSG)]
+        kernel32.GetModuleHandleW.argtypes = [wintypes.LPCWSTR]
         kernel32.GetModuleHandleW.restype = wintypes.HMODULE
         header_size = ctypes.sizeof(RAWINPUTHEADER)
 
@@ -140,7 +151,7 @@ class RawMouse:
         hinst = kernel32.GetModuleHandleW(None)
         wc = WNDCLASSW(lpfnWndProc=callback, hInstance=hinst, lpszClassName="csdm_raw_mouse")
         if not user32.RegisterClassW(ctypes.byref(wc)):
-            self._error = f"RegisterClassW failed ({ctypes.GetLastError()})"
+            self._error = f"RegisterClassW failed ({ctypes.get_last_error()})"
             self._ready.set()
             return
         hwnd = user32.CreateWindowExW(0, "csdm_raw_mouse", "csdm", 0, 0, 0, 0, 0, HWND_MESSAGE,
@@ -148,7 +159,7 @@ class RawMouse:
         device = RAWINPUTDEVICE(0x01, 0x02, RIDEV_INPUTSINK, hwnd)  # generic desktop, mouse
         if not hwnd or not user32.RegisterRawInputDevices(ctypes.byref(device), 1,
                                                           ctypes.sizeof(device)):  # fmt: skip
-            self._error = f"RegisterRawInputDevices failed ({ctypes.GetLastError()})"
+            self._error = f"RegisterRawInputDevices failed ({ctypes.get_last_error()})"
             self._ready.set()
             return
         self._thread_id = kernel32.GetCurrentThreadId()

@@ -159,10 +159,28 @@ class EpisodeWriter:
         self.out, self.stub = Path(out), stub
         self.meta_dir = self.out / "dataset_metadata"
         self.meta_dir.mkdir(parents=True, exist_ok=True)
-        for stale in [*self.out.glob("*.part"), *self.meta_dir.glob("*.part")]:
-            log.info("removing %s, left by an interrupted recording", stale)
-            stale.unlink()
+        self._sweep()
         self.next = self._first_free()
+
+    def _sweep(self) -> None:
+        """Remove this stub's `.part` files, left by an interrupted recording.
+
+        A metadata file without its episode (a crash between the two renames) is inert:
+        `csdm process` only reads metadata of episodes it finds. It is named, not deleted.
+        """
+        stale = [*self.out.glob(f"hdf5_{self.stub}*.part"),
+                 *self.meta_dir.glob(f"currvarsv2_{self.stub}*.part")]  # fmt: skip
+        for path in stale:
+            log.info("removing %s, left by an interrupted recording", path)
+            path.unlink()
+        for meta in self.meta_dir.glob(f"currvarsv2_{self.stub}*_to_*.npy"):
+            m = re.fullmatch(rf"currvarsv2_{re.escape(self.stub)}(\d+)_to_\1\.npy", meta.name)
+            if m and not self.paths(int(m[1]))[0].exists():
+                log.warning(
+                    "%s has no episode file beside it (moved away, or a recording "
+                    "interrupted between its two files); its number is not reused",
+                    meta,
+                )
 
     def _first_free(self) -> int:
         """One past the highest episode number of this stub already in the folder."""
@@ -203,6 +221,8 @@ class EpisodeWriter:
                     h5.create_dataset(f"frame_{i}_xaux", data=xaux[i])
                     h5.create_dataset(f"frame_{i}_y", data=y[i])
                     h5.create_dataset(f"frame_{i}_helperarr", data=helper[i])
+            for tmp in (tmp_meta, tmp_h5):  # on disk before the names say they are whole
+                _fsync(tmp)
             os.replace(tmp_meta, meta_path)
             os.replace(tmp_h5, h5_path)
         except BaseException as e:
@@ -214,6 +234,14 @@ class EpisodeWriter:
                               "frames are lost: free space, then record again") from e  # fmt: skip
             raise
         return h5_path
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -233,12 +261,14 @@ def record(frames: FrameSource, inputs: InputSource, game: Callable[[], dict | N
            writer: EpisodeWriter, sensitivity: float = SEED_SENSITIVITY,
            episode_frames: int = EPISODE_FRAMES, keep_partial: bool = False,
            stop: Callable[[], bool] = lambda: False, max_frames: int | None = None,
-           pace: bool = True, clock: Callable[[], float] = time.perf_counter
-           ) -> RecordSummary:  # fmt: skip
-    """Record until the stop key, Ctrl+C, the end of the frames or `max_frames`.
+           pace: bool = True, clock: Callable[[], float] = time.perf_counter,
+           sleep: Callable[[float], None] = time.sleep) -> RecordSummary:  # fmt: skip
+    """Record until the stop key, Ctrl+C, the end of the frames, `max_frames` or a failed write.
 
     An unfinished last episode is written (shorter) with `keep_partial`, else discarded;
-    episodes are written in a background thread so the 16 fps grid keeps its pace.
+    episodes are written in a background thread so the 16 fps grid keeps its pace. Counts
+    moved while a slow step dropped slots belong to the frame before: labels are what
+    happened between consecutive frames.
     """
     s = RecordSummary()
     period, scale = 1.0 / FPS, sensitivity / SEED_SENSITIVITY
@@ -246,11 +276,21 @@ def record(frames: FrameSource, inputs: InputSource, game: Callable[[], dict | N
     pool = ThreadPoolExecutor(1, thread_name_prefix="csdm-episode-writer")
     pending: list[tuple[Future, int]] = []
 
+    def written(fut: Future) -> None:  # in the writer thread: say it now, not at the end
+        if fut.exception() is not None:
+            log.error("%s; stopping the recording", fut.exception())
+
     def flush(batch: list[Step]) -> None:
-        pending.append((pool.submit(writer.write, batch), len(batch)))
+        fut = pool.submit(writer.write, batch)
+        fut.add_done_callback(written)
+        pending.append((fut, len(batch)))
+
+    def until(t: float) -> None:
+        while (left := t - clock()) > 0:
+            sleep(min(left, 0.002) if left < 0.004 else left - 0.002)
 
     try:
-        s.waited = _wait_for_game(game, stop, clock)
+        s.waited = _wait_for_game(game, stop, clock, sleep)
         if s.waited < 0:
             s.stopped_by = "stop key before the game's first GSI post"
             return s
@@ -260,22 +300,24 @@ def record(frames: FrameSource, inputs: InputSource, game: Callable[[], dict | N
             if stop():
                 s.stopped_by = "stop key"
                 break
+            if any(f.done() and f.exception() is not None for f, _ in pending):
+                s.stopped_by = "an episode could not be written"
+                break
             if pace:
-                _sleep_until(slot, clock)
+                until(slot)
             frame = frames.grab()
             if frame is None:
                 s.stopped_by = "end of frames"
                 break
             slot += period
             if pace:
-                _sleep_until(slot, clock)
+                until(slot)
             did = inputs.read()
-            state = game()
-            steps.append(Step(frame, did, did.dx * scale, did.dy * scale, state))
+            steps.append(Step(frame, did, did.dx * scale, did.dy * scale, game()))
             if len(steps) == episode_frames:
-                flush(steps)
-                steps = []
-            if pace and clock() > slot + period:  # a slow grab: whole slots passed unrecorded
+                batch, steps = steps, []  # swapped first: an interrupt cannot write it twice
+                flush(batch)
+            if pace and clock() > slot + period:  # a slow step: whole slots passed unrecorded
                 skipped = int((clock() - slot) // period)
                 s.dropped += skipped
                 slot += skipped * period
@@ -283,6 +325,9 @@ def record(frames: FrameSource, inputs: InputSource, game: Callable[[], dict | N
             s.stopped_by = f"--max-frames {max_frames}"
     except KeyboardInterrupt:
         s.stopped_by = "Ctrl+C"
+    except Exception as e:  # a failed grab or state read: keep what is whole, say why
+        s.stopped_by = f"error: {type(e).__name__}: {e}"
+        log.error("recording stopped: %s", s.stopped_by)
     finally:
         inputs.close()
         if steps and keep_partial:
@@ -291,17 +336,19 @@ def record(frames: FrameSource, inputs: InputSource, game: Callable[[], dict | N
             s.discarded = len(steps)
         pool.shutdown(wait=True)
     for fut, n in pending:
-        try:
+        if fut.exception() is None:
             s.episodes.append(str(fut.result()))
             s.frames += n
-        except OSError as e:  # a full disk: say which episode, keep the others
-            s.failures.append(str(e))
-            log.error("%s", e)
+        else:  # a full disk: the episode is named, the others are kept
+            s.failures.append(str(fut.exception()))
+    if s.stopped_by.startswith("error"):
+        s.failures.append(s.stopped_by)
     return s
 
 
 def _wait_for_game(game: Callable[[], dict | None], stop: Callable[[], bool],
-                   clock: Callable[[], float]) -> float:  # fmt: skip
+                   clock: Callable[[], float], sleep: Callable[[float], None]
+                   ) -> float:  # fmt: skip
     """Seconds until GSI describes the player on a team; -1 if stopped first."""
     t0, said = clock(), False
     while (state := game()) is None or not state.get("gsi_team"):
@@ -311,10 +358,5 @@ def _wait_for_game(game: Callable[[], dict | None], stop: Callable[[], bool],
             log.info("waiting for the game's GSI post about you on a team (is the cfg of "
                      "csdm-agent gsi-config in csgo\\cfg; have you joined a team?)")  # fmt: skip
             said = True
-        time.sleep(0.05)
+        sleep(0.05)
     return clock() - t0
-
-
-def _sleep_until(t: float, clock: Callable[[], float]) -> None:
-    while (left := t - clock()) > 0:
-        time.sleep(min(left, 0.002) if left < 0.004 else left - 0.002)

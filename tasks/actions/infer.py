@@ -183,7 +183,9 @@ def infer_actions(state: pa.Table, lengths: np.ndarray) -> InferredActions:
     }
     inferred = ok & ~clean_keys
     clean = ok & clean_keys
-    recorded = clean & ~mem  # a csdm-agent recording: every label is the recorder's
+    # a csdm-agent recording (only its recorder writes tp_mouse_x): its labels are the truth
+    recording = clean_keys & ~mem & _valid(state, "tp_mouse_x")
+    recorded = ok & recording
 
     jump = pair & (v3 > _prev(v3) + 150) & ~((v3 > -10.0) & (v3 < 10.0))
     space = np.where(clean, tp["space"], inferred & jump)
@@ -234,7 +236,7 @@ def infer_actions(state: pa.Table, lengths: np.ndarray) -> InferredActions:
         slots[r_count > j, 9 + j] = KEY_INDEX["r"]
 
     # gap-filling pass over w, s, a, d on frames 1 .. len-4 of each episode
-    in_range = (local >= 1) & (local <= lengths[episode] - 4) & ~recorded
+    in_range = (local >= 1) & (local <= lengths[episode] - 4) & ~recording
     km = np.zeros((n, len(KEYS)), bool)
     move = slots[:, 2:6]
     for j, key in enumerate((_W, _S, _A, _D)):
@@ -249,12 +251,13 @@ def infer_actions(state: pa.Table, lengths: np.ndarray) -> InferredActions:
     km[np.flatnonzero(digit >= 0), digit[digit >= 0]] = True
     km[:, KEY_INDEX["r"]] = r_clean | (r_count > 0)
 
-    if recorded.any():  # the recorder's labels replace whatever inference wrote back
+    if recording.any():  # the recorder's labels replace whatever inference wrote back
         truth = np.column_stack([tp[k] if k in tp else _contains(state.column("tp_wasd"), k, n)
                                  for k in KEYS])  # fmt: skip
-        km[recorded] = truth[recorded]
-        slots[recorded] = -1
-        slots[recorded, : len(KEYS)] = np.where(truth[recorded], np.arange(len(KEYS)), -1)
+        truth &= recorded[:, None]  # frames the seed skips get nothing, as in the public sets
+        km[recording] = truth[recording]
+        slots[recording] = -1
+        slots[recording, : len(KEYS)] = np.where(truth[recording], np.arange(len(KEYS)), -1)
         rclick = np.where(recorded, state.column("tp_rclick").fill_null(0).to_numpy(), rclick)
         for name, v in (("tp_mouse_x", mouse_x), ("tp_mouse_y", mouse_y)):
             v[recorded] = state.column(name).to_numpy()[recorded]  # null stays unknown: NaN

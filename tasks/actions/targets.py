@@ -42,7 +42,9 @@ def training_targets(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`(y, xaux, helperarr)` per frame as the public HDF5 files store them."""
     n = len(actions.mouse_x)
-    qx, qy = quantise(actions.mouse_x, MOUSE_X_BINS), quantise(actions.mouse_y, MOUSE_Y_BINS)
+    # a move nothing could tell (no view angles, no recorded counts) goes to the 0 bin
+    qx = quantise(np.nan_to_num(actions.mouse_x), MOUSE_X_BINS)
+    qy = quantise(np.nan_to_num(actions.mouse_y), MOUSE_Y_BINS)
     y = np.zeros((n, Y_WIDTH))
     y[:, Y.keys] = actions.key_matrix
     y[:, Y.lclick] = actions.lclick

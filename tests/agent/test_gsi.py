@@ -218,6 +218,9 @@ def test_seed_fields_follow_the_seed_recorder() -> None:
     assert (got["gsi_team"], got["gsi_health"], got["gsi_kills"], got["gsi_deaths"]) == (
         "T", 90, 4, 2)  # fmt: skip
     assert got["found_active"] and got["gsi_weap_active"] is not None and got["gsi_ammo"] == 12
+    # two not holstered (a post mid-switch): the seed's loop keeps the last one
+    assert seed_fields(player(ak, knife))["gsi_weap_active"]["name"] == "weapon_knife"
+    assert seed_fields(player(knife, ak))["gsi_ammo"] == 12
     assert seed_fields(player(knife))["gsi_ammo"] == -1
     assert seed_fields(player(shot))["gsi_ammo"] == -1
     assert seed_fields(player(taser))["gsi_ammo"] == 1  # no type: the clip, as the seed

@@ -6,8 +6,12 @@ state arrives as real HTTP posts to the real GSI listener.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
+import struct
+import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -196,19 +200,84 @@ def test_stop_before_the_game_speaks_writes_nothing(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
-def test_a_failed_write_leaves_no_half_episode(tmp_path: Path, monkeypatch) -> None:
+def test_a_failed_write_stops_and_leaves_no_half_episode(tmp_path: Path, monkeypatch) -> None:
+    release, failed = threading.Event(), threading.Event()
+
     def full(*a, **k):
+        assert release.wait(10)
+        failed.set()
         raise OSError(28, "No space left on device")
 
+    class SlowScreen(Screen):  # the first write fails while step 24 is grabbed
+        def grab(self):
+            if self.i == 24:
+                release.set()
+                assert failed.wait(10)
+                time.sleep(0.2)
+            return super().grab()
+
     monkeypatch.setattr(h5py, "File", full)
-    script = Script(30, stop_after=30)
+    script = Script(100)
     with GsiListener("127.0.0.1", 0, TOKEN) as gsi:
         _post(gsi.port, _game())
-        s = record(Screen(gsi.port, 30), script, gsi.seed_state, EpisodeWriter(tmp_path, "x_"),
-                   episode_frames=24, stop=script.stop, pace=False)  # fmt: skip
-    assert s.episodes == [] and len(s.failures) == 1
+        s = record(SlowScreen(gsi.port, 100), script, gsi.seed_state,
+                   EpisodeWriter(tmp_path, "x_"), episode_frames=24, pace=False)  # fmt: skip
+    assert s.stopped_by == "an episode could not be written" and script.reads == 26
+    assert s.episodes == [] and len(s.failures) == 1 and s.discarded == 1
     assert "hdf5_x_1.hdf5: not written (No space left on device)" in s.failures[0]
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_the_grid_keeps_16_fps_and_counts_dropped_slots(tmp_path: Path) -> None:
+    """Injected clock: grabs at slot starts, reads at slot ends; a slow grab drops slots."""
+    now = [100.0]
+    grabs, reads = [], []
+
+    class Clocked(Script):
+        def read(self):
+            reads.append(now[0])
+            return super().read()
+
+    class SlowGrab:
+        i = 0
+
+        def grab(self):
+            grabs.append(now[0])
+            self.i += 1
+            now[0] += 0.2 if self.i == 4 else 0.001  # the fourth grab takes 200 ms
+            return np.zeros(rec.FRAME_SHAPE, np.uint8) if self.i <= 8 else None
+
+    def sleep(dt: float) -> None:
+        now[0] += dt
+
+    game = {"gsi_team": "T", "gsi_health": 100, "gsi_kills": 0, "gsi_deaths": 0,
+            "found_active": False}  # fmt: skip
+    script = Clocked(8)
+    s = record(SlowGrab(), script, lambda: game, EpisodeWriter(tmp_path, "x_"),
+               episode_frames=8, clock=lambda: now[0], sleep=sleep)  # fmt: skip
+    p = 1 / 16
+    assert grabs[:4] == pytest.approx([100 + k * p for k in range(4)], abs=1e-6)
+    assert reads[1:4] == pytest.approx([100 + k * p for k in range(1, 4)], abs=1e-6)
+    # the fourth grab (slot 3) ends at 100.3875, inside slot 6: slots 4 and 5 are lost; the
+    # step reads at once, the next grab follows it, and the grid resumes at slot 7
+    assert s.dropped == 2 and s.frames == 8
+    assert reads[4] == pytest.approx(100.3875, abs=1e-6)
+    assert grabs[4] == pytest.approx(100.3875, abs=1e-6)
+    assert grabs[5:8] == pytest.approx([100 + k * p for k in range(7, 10)], abs=1e-6)
+
+
+def test_raw_input_layout_is_windows_64_bit() -> None:
+    """RAWINPUTHEADER (24 bytes) then RAWMOUSE: lLastX at 12, lLastY at 16, per winuser.h."""
+    from csdm_agent.inputs import RAWINPUTHEADER, RAWMOUSE, mouse_counts
+
+    assert (ctypes.sizeof(RAWINPUTHEADER), ctypes.sizeof(RAWMOUSE)) == (24, 24)
+    head = struct.pack("<IIQQ", 0, 48, 0xABC, 0)  # dwType RIM_TYPEMOUSE, dwSize, device, wParam
+    move = struct.pack("<HHIIiiI", 0, 0, 0, 0, -7, 12, 0)
+    assert mouse_counts(head + move) == (-7, 12)
+    absolute = struct.pack("<HHIIiiI", 1, 0, 0, 0, 30000, 20000, 0)  # a tablet: positions
+    assert mouse_counts(head + absolute) is None
+    keyboard = struct.pack("<IIQQ", 1, 48, 0, 0)
+    assert mouse_counts(keyboard + move) is None and mouse_counts(head) is None
 
 
 def test_episode_numbers_continue_and_stale_parts_go(tmp_path: Path) -> None:
@@ -216,8 +285,11 @@ def test_episode_numbers_continue_and_stale_parts_go(tmp_path: Path) -> None:
     (tmp_path / "hdf5_dm_mine_7.hdf5").write_bytes(b"")
     (tmp_path / "dataset_metadata" / "currvarsv2_dm_mine_9_to_9.npy").write_bytes(b"")
     (tmp_path / "hdf5_dm_mine_10.hdf5.part").write_bytes(b"half")
-    w = EpisodeWriter(tmp_path, "dm_mine_")
-    assert w.next == 10 and not (tmp_path / "hdf5_dm_mine_10.hdf5.part").exists()
+    other = tmp_path / "hdf5_other_1.hdf5.part"  # another stub's: not ours to remove
+    other.write_bytes(b"")
+    w = EpisodeWriter(tmp_path, "dm_mine_")  # metadata 9 alone: its number is not reused
+    assert w.next == 10 and other.exists()
+    assert not (tmp_path / "hdf5_dm_mine_10.hdf5.part").exists()
     with pytest.raises(ValueError, match="ending in '_'"):
         EpisodeWriter(tmp_path, "dm_mine")
 

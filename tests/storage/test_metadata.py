@@ -72,6 +72,7 @@ def test_memory_fields_may_be_null() -> None:
         (lambda s: s[6].pop("xy_rad"), "frame 6: missing key 'xy_rad'"),
         (lambda s: s[2].__setitem__("gsi_health", "full"), "frame 2: gsi_health='full'"),
         (lambda s: s[3].__setitem__("gsi_kills", None), "frame 3: gsi_kills is None"),
+        (lambda s: s[3].__setitem__("vel_mag", None), "frame 3: vel_mag is None while other"),
         (lambda s: s[4].__setitem__("obs_fov", 90.5), "frame 4: obs_fov=90.5"),
         (lambda s: s[5].pop("gsi_weap_active"), "frame 5: found_active is true but"),
         (lambda s: s.__setitem__(1, [1, 2]), "frame 1: game state is list, not a dict"),

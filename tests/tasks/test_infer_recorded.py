@@ -21,15 +21,19 @@ def _recording(n: int) -> tuple[list[dict], list[dict]]:
     for i in range(n):
         alive = not 20 <= i < 30  # dead for ten frames
         keys = sorted({str(k) for k in RNG.choice(KEYS, RNG.integers(0, 4))}, key=KEYS.index)
+        if i in (49, 50, 52):  # inference would fill 'w' into the skipped frame 50
+            keys = sorted({*keys, "w"} - ({"w"} if i == 50 else set()), key=KEYS.index)
         t = {"keys": keys, "lclick": int(RNG.random() < 0.3), "rclick": int(RNG.random() < 0.1),
              "mouse_x": float(RNG.normal(0, 40)), "mouse_y": float(RNG.normal(0, 10))}  # fmt: skip
         s = dict.fromkeys(MEMORY_FIELDS)
         s.update(gsi_team="CT", gsi_health=100 if alive else 0, gsi_kills=i // 40,
-                 gsi_deaths=int(i >= 20), found_active=alive, tp_wasd=keys,
+                 gsi_deaths=int(i >= 20), found_active=alive and i != 50, tp_wasd=keys,
                  tp_lclick=t["lclick"], tp_rclick=t["rclick"], tp_mouse_x=t["mouse_x"],
                  tp_mouse_y=t["mouse_y"])  # fmt: skip
-        if alive:  # a weapon switch every 7 frames: inference would write a digit back
-            weapon = ("weapon_ak47", "Rifle") if i // 7 % 2 else ("weapon_knife", "Knife")
+        if alive and i != 50:  # a switch every 7 frames, and into frames 1 and 31: inference
+            # would write a digit back, also onto the unprocessed frames 0 and 30
+            rifle = i // 7 % 2 or i in (0, 30)
+            weapon = ("weapon_ak47", "Rifle") if rifle else ("weapon_knife", "Knife")
             s["gsi_weap_active"] = {"name": weapon[0], "type": weapon[1], "ammo_clip": 30,
                                     "state": "active"}  # fmt: skip
             s["gsi_ammo"] = -1 if weapon[1] == "Knife" else 30
@@ -46,7 +50,7 @@ def test_recorded_frames_keep_the_recorders_labels() -> None:
     keys = got.keys.to_pylist()
     mx = got.columns()["infer_mouse_x"].to_pylist()
     for i, t in enumerate(truth):
-        if i == 0 or 20 <= i <= 30:  # the first frame and dead frames (and the one after)
+        if i in (0, 50, 51) or 20 <= i <= 30:  # the first, no weapon, dead, and each after
             assert (keys[i], got.lclick[i], got.rclick[i], mx[i]) == ([], 0, 0, 0.0), i
             continue
         assert keys[i] == t["keys"], i  # no gap fill, no digit written back
@@ -56,8 +60,8 @@ def test_recorded_frames_keep_the_recorders_labels() -> None:
     want, counters = ref.infer_episode(seed)  # the scraped episode is untouched
     assert keys[80:] == [w[0] for w in want]
     assert got.mouse_x[80:].tolist() == [w[1] for w in want]
-    # GSI health stands in for memory's: ten dead frames, one skipped after respawn
-    assert got.counter("dead_skipped", 0) == 10 and got.counter("skipped", 0) == 1
+    # GSI health stands in for memory's: ten dead frames; skipped: 30 (after respawn), 50, 51
+    assert got.counter("dead_skipped", 0) == 10 and got.counter("skipped", 0) == 3
     for c in MEMORY_COUNTERS:
         assert got.counter(c, 0) is None and got.counter(c, 1) == counters[c], c
         assert got.counter_column(c).to_pylist() == [None, counters[c]]
