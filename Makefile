@@ -53,7 +53,7 @@ demo: setup
 	@echo "Operate it: make serve, then the Prefect UI at http://127.0.0.1:4200 (deployments ingest, process, pipeline, daily-refresh, train)"
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"

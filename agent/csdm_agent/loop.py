@@ -12,6 +12,7 @@ import numpy as np
 from csdm_agent.capture import FrameSource
 from csdm_agent.control import Controller
 from csdm_agent.decode import Action, Decoder
+from csdm_agent.pace import skip_lost, sleep_until
 from csdm_agent.policy import Policy
 
 log = logging.getLogger("csdm_agent")
@@ -78,7 +79,7 @@ def run(policy: Policy, decoder: Decoder, frames: FrameSource, controller: Contr
                 s.stopped_by = "stop hotkey"
                 break
             if pace:
-                _sleep_until(slot)
+                sleep_until(slot)
             t0 = clock()
             frame = frames.grab()
             if frame is None:
@@ -102,7 +103,7 @@ def run(policy: Policy, decoder: Decoder, frames: FrameSource, controller: Contr
                 s.gsi.append(gsi())
             slot_end = slot + period
             if pace:  # the seed's split mouse move: second half mid-step, within the slot
-                _sleep_until(min(t0 + period / 2, slot_end))
+                sleep_until(min(t0 + period / 2, slot_end))
             controller.half_move(action)
             if every and len(s.step) % every == 0:  # the seed: n_loops % (5 * fps), loop end
                 controller.tap(clear_decals[0])
@@ -112,10 +113,9 @@ def run(policy: Policy, decoder: Decoder, frames: FrameSource, controller: Contr
                 log.warning("step %d took %.1f ms (budget %.1f ms)", len(s.step),
                             (t3 - t0) * 1000, period * 1000)  # fmt: skip
             slot = slot_end
-            if pace and clock() > slot + period:  # whole slots passed with no step: dropped
-                skipped = int((clock() - slot) // period)
-                s.dropped += skipped
-                slot += skipped * period
+            if pace:  # whole slots passed with no step: dropped
+                slot, lost = skip_lost(slot, period, clock())
+                s.dropped += lost
         else:
             s.stopped_by = f"--max-frames {max_frames}"
     except KeyboardInterrupt:
@@ -123,8 +123,3 @@ def run(policy: Policy, decoder: Decoder, frames: FrameSource, controller: Contr
     finally:
         s.released = controller.release_all()
     return s
-
-
-def _sleep_until(t: float) -> None:
-    while (left := t - time.perf_counter()) > 0:
-        time.sleep(min(left, 0.002) if left < 0.004 else left - 0.002)

@@ -26,6 +26,7 @@ from typing import Protocol
 import numpy as np
 
 from csdm_agent.capture import FrameSource
+from csdm_agent.pace import skip_lost, sleep_until
 
 log = logging.getLogger("csdm_agent")
 
@@ -285,10 +286,6 @@ def record(frames: FrameSource, inputs: InputSource, game: Callable[[], dict | N
         fut.add_done_callback(written)
         pending.append((fut, len(batch)))
 
-    def until(t: float) -> None:
-        while (left := t - clock()) > 0:
-            sleep(min(left, 0.002) if left < 0.004 else left - 0.002)
-
     try:
         s.waited = _wait_for_game(game, stop, clock, sleep)
         if s.waited < 0:
@@ -304,23 +301,22 @@ def record(frames: FrameSource, inputs: InputSource, game: Callable[[], dict | N
                 s.stopped_by = "an episode could not be written"
                 break
             if pace:
-                until(slot)
+                sleep_until(slot, clock, sleep)
             frame = frames.grab()
             if frame is None:
                 s.stopped_by = "end of frames"
                 break
             slot += period
             if pace:
-                until(slot)
+                sleep_until(slot, clock, sleep)
             did = inputs.read()
             steps.append(Step(frame, did, did.dx * scale, did.dy * scale, game()))
             if len(steps) == episode_frames:
                 batch, steps = steps, []  # swapped first: an interrupt cannot write it twice
                 flush(batch)
-            if pace and clock() > slot + period:  # a slow step: whole slots passed unrecorded
-                skipped = int((clock() - slot) // period)
-                s.dropped += skipped
-                slot += skipped * period
+            if pace:  # a slow step: whole slots passed unrecorded
+                slot, lost = skip_lost(slot, period, clock())
+                s.dropped += lost
         else:
             s.stopped_by = f"--max-frames {max_frames}"
     except KeyboardInterrupt:
