@@ -7,11 +7,14 @@ message-only window registered with RIDEV_INPUTSINK, so it sees them while the g
 from __future__ import annotations
 
 import ctypes
+import logging
 import sys
 import threading
 from ctypes import wintypes
 
 from csdm_agent.record import KEYS, Inputs
+
+log = logging.getLogger("csdm_agent")
 
 # Virtual-key codes of the action space's keys, and of the mouse buttons.
 VK_KEYS = {"w": 0x57, "a": 0x41, "s": 0x53, "d": 0x44, "space": 0x20, "ctrl": 0x11,
@@ -86,7 +89,12 @@ class RawMouse:
     def close(self) -> None:
         """End the message loop."""
         if self._thread_id:
-            ctypes.windll.user32.PostThreadMessageW(self._thread_id, WM_QUIT, 0, 0)
+            post = ctypes.WinDLL("user32", use_last_error=True).PostThreadMessageW
+            post.argtypes = [wintypes.DWORD, wintypes.UINT, wintypes.WPARAM, wintypes.LPARAM]
+            post.restype = wintypes.BOOL
+            if not post(self._thread_id, WM_QUIT, 0, 0):
+                log.warning("raw mouse input: could not stop its thread (%d)",
+                            ctypes.get_last_error())  # fmt: skip
             self._thread.join(2)
 
     def _run(self) -> None:  # pragma: no cover - Windows only
@@ -130,6 +138,7 @@ class RawMouse:
         user32.TranslateMessage.argtypes = [ctypes.POINTER(wintypes.MSG)]
         user32.DispatchMessageW.argtypes = [ctypes.POINTER(wintypes.MSG)]
         kernel32.GetModuleHandleW.argtypes = [wintypes.LPCWSTR]
+        kernel32.GetCurrentThreadId.restype = wintypes.DWORD
         kernel32.GetModuleHandleW.restype = wintypes.HMODULE
         header_size = ctypes.sizeof(RAWINPUTHEADER)
 
@@ -160,6 +169,9 @@ class RawMouse:
         if not hwnd or not user32.RegisterRawInputDevices(ctypes.byref(device), 1,
                                                           ctypes.sizeof(device)):  # fmt: skip
             self._error = f"RegisterRawInputDevices failed ({ctypes.get_last_error()})"
+            if hwnd:
+                user32.DestroyWindow(hwnd)
+            user32.UnregisterClassW("csdm_raw_mouse", hinst)  # a retry can register it again
             self._ready.set()
             return
         self._thread_id = kernel32.GetCurrentThreadId()

@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -169,8 +171,10 @@ class EpisodeWriter:
         A metadata file without its episode (a crash between the two renames) is inert:
         `csdm process` only reads metadata of episodes it finds. It is named, not deleted.
         """
-        stale = [*self.out.glob(f"hdf5_{self.stub}*.part"),
-                 *self.meta_dir.glob(f"currvarsv2_{self.stub}*.part")]  # fmt: skip
+        stub = re.escape(self.stub)  # exact names: dm_ must not sweep dm_mine_'s files
+        stale = [p for d, pat in ((self.out, rf"hdf5_{stub}\d+\.hdf5\.part"),
+                                  (self.meta_dir, rf"currvarsv2_{stub}\d+_to_\d+\.npy\.part"))
+                 for p in d.iterdir() if re.fullmatch(pat, p.name)]  # fmt: skip
         for path in stale:
             log.info("removing %s, left by an interrupted recording", path)
             path.unlink()
@@ -238,11 +242,8 @@ class EpisodeWriter:
 
 
 def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with open(path, "r+b") as f:  # Windows flushes only handles open for writing
+        os.fsync(f.fileno())
 
 
 @dataclass
@@ -279,58 +280,67 @@ def record(frames: FrameSource, inputs: InputSource, game: Callable[[], dict | N
 
     def written(fut: Future) -> None:  # in the writer thread: say it now, not at the end
         if fut.exception() is not None:
-            log.error("%s; stopping the recording", fut.exception())
+            log.error("%s", fut.exception())
 
     def flush(batch: list[Step]) -> None:
         fut = pool.submit(writer.write, batch)
         fut.add_done_callback(written)
         pending.append((fut, len(batch)))
 
-    try:
-        s.waited = _wait_for_game(game, stop, clock, sleep)
-        if s.waited < 0:
-            s.stopped_by = "stop key before the game's first GSI post"
-            return s
-        inputs.read()  # forget what happened before the first frame
-        slot = clock()
-        while max_frames is None or sum(n for _, n in pending) + len(steps) < max_frames:
-            if stop():
-                s.stopped_by = "stop key"
-                break
-            if any(f.done() and f.exception() is not None for f, _ in pending):
-                s.stopped_by = "an episode could not be written"
-                break
-            if pace:
-                sleep_until(slot, clock, sleep)
-            frame = frames.grab()
-            if frame is None:
-                s.stopped_by = "end of frames"
-                break
-            slot += period
-            if pace:
-                sleep_until(slot, clock, sleep)
-            did = inputs.read()
-            steps.append(Step(frame, did, did.dx * scale, did.dy * scale, game()))
-            if len(steps) == episode_frames:
-                batch, steps = steps, []  # swapped first: an interrupt cannot write it twice
-                flush(batch)
-            if pace:  # a slow step: whole slots passed unrecorded
-                slot, lost = skip_lost(slot, period, clock())
-                s.dropped += lost
-        else:
-            s.stopped_by = f"--max-frames {max_frames}"
-    except KeyboardInterrupt:
-        s.stopped_by = "Ctrl+C"
-    except Exception as e:  # a failed grab or state read: keep what is whole, say why
-        s.stopped_by = f"error: {type(e).__name__}: {e}"
-        log.error("recording stopped: %s", s.stopped_by)
-    finally:
-        inputs.close()
-        if steps and keep_partial:
-            flush(steps)
-        else:
-            s.discarded = len(steps)
-        pool.shutdown(wait=True)
+    with _CtrlC() as interrupted:
+        try:
+            stop_or_ctrl_c = lambda: stop() or interrupted.is_set()  # noqa: E731
+            s.waited = _wait_for_game(game, stop_or_ctrl_c, clock, sleep)
+            if s.waited < 0:
+                how = "Ctrl+C" if interrupted.is_set() else "stop key"
+                s.stopped_by = f"{how} before the game's first GSI post"
+                return s
+            inputs.read()  # forget what happened before the first frame
+            slot = clock()
+            while max_frames is None or sum(n for _, n in pending) + len(steps) < max_frames:
+                if stop():
+                    s.stopped_by = "stop key"
+                    break
+                if interrupted.is_set():
+                    s.stopped_by = "Ctrl+C"
+                    break
+                if any(f.done() and f.exception() is not None for f, _ in pending):
+                    s.stopped_by = "an episode could not be written"
+                    break
+                if pace:
+                    sleep_until(slot, clock, sleep)
+                frame = frames.grab()
+                if frame is None:
+                    s.stopped_by = "end of frames"
+                    break
+                slot += period
+                if pace:
+                    sleep_until(slot, clock, sleep)
+                did = inputs.read()
+                steps.append(Step(frame, did, did.dx * scale, did.dy * scale, game()))
+                if len(steps) == episode_frames:
+                    batch, steps = steps, []  # swapped first: an interrupt cannot write it twice
+                    flush(batch)
+                if pace:  # a slow step: whole slots passed unrecorded
+                    slot, lost = skip_lost(slot, period, clock())
+                    s.dropped += lost
+            else:
+                s.stopped_by = f"--max-frames {max_frames}"
+        except KeyboardInterrupt:  # only where Ctrl+C could not be turned into a flag
+            s.stopped_by = "Ctrl+C"
+        except Exception as e:  # a failed grab or state read: keep what is whole, say why
+            s.stopped_by = f"error: {type(e).__name__}: {e}"
+            log.error("recording stopped: %s", s.stopped_by)
+        finally:
+            try:
+                inputs.close()
+            except Exception as e:  # the episodes still matter more
+                log.warning("closing the input reader: %s", e)
+            if steps and keep_partial:
+                flush(steps)
+            else:
+                s.discarded = len(steps)
+            pool.shutdown(wait=True)
     for fut, n in pending:
         if fut.exception() is None:
             s.episodes.append(str(fut.result()))
@@ -340,6 +350,31 @@ def record(frames: FrameSource, inputs: InputSource, game: Callable[[], dict | N
     if s.stopped_by.startswith("error"):
         s.failures.append(s.stopped_by)
     return s
+
+
+class _CtrlC:
+    """Ctrl+C as a flag the loop checks, in the main thread (where signals arrive).
+
+    Raised instead, it could land between two statements: an episode handed to the writer
+    twice, or not at all.
+    """
+
+    def __init__(self) -> None:
+        self.event, self.previous = threading.Event(), None
+
+    def __enter__(self) -> threading.Event:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._set)
+        return self.event
+
+    def _set(self, *_) -> None:
+        if self.event.is_set():
+            log.warning("still writing the last episode; it is kept when done")
+        self.event.set()
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 def _wait_for_game(game: Callable[[], dict | None], stop: Callable[[], bool],

@@ -201,7 +201,7 @@ def test_run_finds_the_model_in_a_pull_destination(registered: dict, processed: 
 
 
 def test_seed_fields_follow_the_seed_recorder() -> None:
-    """The seed's rules: first weapon not holstered; -1 ammo for knives and stackable items."""
+    """The seed's rules: last weapon not holstered; -1 ammo for knives and stackable items."""
     from csdm_agent.gsi import seed_fields
 
     def player(*weapons: dict, health: int = 90) -> dict:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import fcntl
 import json
+import os
+import signal
 import struct
 import threading
 import time
@@ -285,7 +288,7 @@ def test_episode_numbers_continue_and_stale_parts_go(tmp_path: Path) -> None:
     (tmp_path / "hdf5_dm_mine_7.hdf5").write_bytes(b"")
     (tmp_path / "dataset_metadata" / "currvarsv2_dm_mine_9_to_9.npy").write_bytes(b"")
     (tmp_path / "hdf5_dm_mine_10.hdf5.part").write_bytes(b"half")
-    other = tmp_path / "hdf5_other_1.hdf5.part"  # another stub's: not ours to remove
+    other = tmp_path / "hdf5_dm_mine_x_1.hdf5.part"  # stub dm_mine_x_'s: not ours to remove
     other.write_bytes(b"")
     w = EpisodeWriter(tmp_path, "dm_mine_")  # metadata 9 alone: its number is not reused
     assert w.next == 10 and other.exists()
@@ -313,3 +316,40 @@ def test_record_command_checks_before_it_starts(tmp_path: Path, caplog) -> None:
                        "--sensitivity", "0"]) == 2  # fmt: skip
     with pytest.raises(SystemExit, match="needs Windows"):
         agent_main(["record", "--out", str(tmp_path), "--gsi-token", "t"])
+
+
+def test_ctrl_c_stops_between_steps_and_keeps_whole_episodes(tmp_path: Path) -> None:
+    """SIGINT becomes a flag: the step in progress completes, no KeyboardInterrupt escapes."""
+    before = signal.getsignal(signal.SIGINT)
+
+    class Interrupting(Screen):
+        def grab(self):
+            if self.i == 30:
+                os.kill(os.getpid(), signal.SIGINT)
+            return super().grab()
+
+    script = Script(100)
+    with GsiListener("127.0.0.1", 0, TOKEN) as gsi:
+        _post(gsi.port, _game())
+        s = record(Interrupting(gsi.port, 100), script, gsi.seed_state,
+                   EpisodeWriter(tmp_path, "x_"), episode_frames=24, pace=False)  # fmt: skip
+    assert s.stopped_by == "Ctrl+C" and script.reads == 32
+    assert [Path(e).name for e in s.episodes] == ["hdf5_x_1.hdf5"] and s.discarded == 7
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_episode_files_are_flushed_through_writable_handles(tmp_path: Path, monkeypatch) -> None:
+    """Windows' fsync (FlushFileBuffers) refuses a read-only handle: every flush must write."""
+    modes = []
+    real = os.fsync
+
+    def checked(fd: int) -> None:
+        modes.append(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE)
+        real(fd)
+
+    monkeypatch.setattr(rec.os, "fsync", checked)
+    steps = [rec.Step(np.zeros(rec.FRAME_SHAPE, np.uint8), Inputs(), 0.0, 0.0,
+                      {"gsi_team": "CT", "gsi_health": 100, "gsi_kills": 0, "gsi_deaths": 0,
+                       "found_active": False})] * 3  # fmt: skip
+    EpisodeWriter(tmp_path, "x_").write(steps)
+    assert len(modes) == 2 and os.O_RDONLY not in modes

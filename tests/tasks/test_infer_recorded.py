@@ -52,6 +52,7 @@ def test_recorded_frames_keep_the_recorders_labels() -> None:
     for i, t in enumerate(truth):
         if i in (0, 50, 51) or 20 <= i <= 30:  # the first, no weapon, dead, and each after
             assert (keys[i], got.lclick[i], got.rclick[i], mx[i]) == ([], 0, 0, 0.0), i
+            assert not got.key_matrix[i].any(), i  # what the training targets are built from
             continue
         assert keys[i] == t["keys"], i  # no gap fill, no digit written back
         assert (got.lclick[i], got.rclick[i]) == (t["lclick"], t["rclick"]), i
