@@ -60,7 +60,7 @@ def _gsi_config(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from csdm_agent.capture import Crop, Preprocess, ReplayFrames, ScreenCapture
+    from csdm_agent.capture import Crop, Preprocess, ReplayFrames
     from csdm_agent.control import Controller, RecordingSink, SendInputSink, stop_key_pressed
     from csdm_agent.decode import Decoder
     from csdm_agent.loop import run
@@ -84,9 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.replay:
         frames = ReplayFrames(args.replay, expect=out_hw)
     else:
-        titles = tuple(args.window_title) if args.window_title else None
-        pre = Preprocess(Crop(**space["crop"]), out_hw)
-        frames = ScreenCapture(pre, titles) if titles else ScreenCapture(pre)
+        frames = _screen(Preprocess(Crop(**space["crop"]), out_hw), args)
     sink = RecordingSink() if args.dry_run else SendInputSink()
     vk = VK[args.stop_key.upper()]
     log.info("playing %s at %d fps%s; stop with %s or Ctrl+C", art.folder, space["fps"],
@@ -130,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
-    from csdm_agent.capture import Crop, Preprocess, ScreenCapture
+    from csdm_agent.capture import Crop, Preprocess
     from csdm_agent.control import stop_key_pressed
     from csdm_agent.gsi import GsiListener, parse_address
     from csdm_agent.inputs import WindowsInput
@@ -142,9 +140,7 @@ def _record(args: argparse.Namespace) -> int:
         raise ValueError(f"--episode-frames {args.episode_frames}: at least 1")
     host, port = parse_address(args.gsi)
     writer = EpisodeWriter(Path(args.out), args.stub)
-    pre = Preprocess(Crop(**SEED_CROP), FRAME_SHAPE[:2])
-    titles = tuple(args.window_title) if args.window_title else None
-    frames = ScreenCapture(pre, titles) if titles else ScreenCapture(pre)
+    frames = _screen(Preprocess(Crop(**SEED_CROP), FRAME_SHAPE[:2]), args)
     vk = VK[args.stop_key.upper()]
     with GsiListener(host, port, args.gsi_token) as listener:
         log.info("recording to %s from hdf5_%s%d.hdf5 at 16 fps; stop with %s or Ctrl+C",
@@ -153,6 +149,22 @@ def _record(args: argparse.Namespace) -> int:
                          args.episode_frames, args.keep_partial,
                          stop=lambda: stop_key_pressed(vk), max_frames=args.max_frames)  # fmt: skip
     return _report_recording(summary, args)
+
+
+def _screen(pre, args: argparse.Namespace):
+    """The game window's capture, found by `--window-title` when given."""
+    from csdm_agent.capture import ScreenCapture
+
+    return ScreenCapture(pre, tuple(args.window_title)) if args.window_title else ScreenCapture(pre)
+
+
+def _capture_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    """The window, stop and length options `run` and `record` share."""
+    p.add_argument("--max-frames", type=int)
+    p.add_argument("--window-title", action="append", help="game window title (repeatable)")
+    p.add_argument("--stop-key", default="END", choices=sorted(VK, key=len),
+                   help=f"held-down key that stops {what} (F keys are often bound in "
+                   "game)")  # fmt: skip
 
 
 def _report_recording(summary, args: argparse.Namespace) -> int:
@@ -234,14 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                    "ignored")  # fmt: skip
     r.add_argument("--dry-run", action="store_true", help="decide actions, send no input")
     r.add_argument("--replay", help="an episode .hdf5 (or .npy frames) instead of the screen")
-    r.add_argument("--max-frames", type=int)
-    r.add_argument("--window-title", action="append", help="game window title (repeatable)")
-    r.add_argument(
-        "--stop-key",
-        default="END",
-        choices=sorted(VK, key=len),
-        help="held-down key that stops the agent (F keys are often bound in game)",
-    )
+    _capture_arguments(r, "the agent")
     r.add_argument("--seed", type=int, help="seed of the action sampling")
     r.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
     r.add_argument(
@@ -271,10 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="on stop, write the unfinished last episode shorter (default: discard)",
     )
-    rec.add_argument("--max-frames", type=int)
-    rec.add_argument("--window-title", action="append", help="game window title (repeatable)")
-    rec.add_argument("--stop-key", default="END", choices=sorted(VK, key=len),
-                     help="held-down key that stops recording")  # fmt: skip
+    _capture_arguments(rec, "recording")
     rec.add_argument("--summary", help="write what was recorded as JSON here")
     c = sub.add_parser("gsi-config", help="write the game's GSI cfg for run --gsi")
     c.add_argument("--port", type=int, default=3000)

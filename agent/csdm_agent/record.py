@@ -62,6 +62,11 @@ class Inputs:
     dx: int = 0
     dy: int = 0
 
+    @property
+    def held(self) -> list[str]:
+        """The keys, in the action space's order."""
+        return [k for k in KEYS if k in self.keys]
+
 
 class InputSource(Protocol):
     """The player's inputs since the previous read (Windows: GetAsyncKeyState and raw input)."""
@@ -109,7 +114,7 @@ def targets(steps: list[Step]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     one, deaths stayed) or a death (the reverse) against the previous frame.
     """
     n = len(steps)
-    y = np.stack([one_hot(s) for s in steps]) if n else np.zeros((0, 51))
+    y = np.stack([one_hot(s) for s in steps])
     nk = len(KEYS) + 2
     qx = y[:, nk : nk + len(MOUSE_X_BINS)].argmax(axis=1)
     qy = y[:, nk + len(MOUSE_X_BINS) :].argmax(axis=1)
@@ -119,9 +124,9 @@ def targets(steps: list[Step]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     per_step = np.column_stack([y[:, :nk], MOUSE_X_BINS[qx] / MOUSE_X_BINS[-1],
                                 MOUSE_Y_BINS[qy] / MOUSE_Y_BINS[-1], health / 100, ammo / 30,
                                 ct])  # fmt: skip
-    xaux = np.zeros((n, AUX_STEPS * per_step.shape[1]))
-    for j in range(AUX_STEPS):
-        w = per_step.shape[1]
+    w = per_step.shape[1]
+    xaux = np.zeros((n, AUX_STEPS * w))
+    for j in range(AUX_STEPS):  # block j: the step j + 1 back, zeros before the episode
         xaux[j + 1 :, j * w : (j + 1) * w] = per_step[: max(n - j - 1, 0)]
     kills = np.array([s.game["gsi_kills"] for s in steps])
     deaths = np.array([s.game["gsi_deaths"] for s in steps])
@@ -132,11 +137,10 @@ def targets(steps: list[Step]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def curr_vars(step: Step) -> dict:
     """The metadata row's game state: GSI fields, memory fields None, the clean labels."""
-    keys = [k for k in KEYS if k in step.inputs.keys]
     return {
         **dict.fromkeys(MEMORY_FIELDS),
         **step.game,
-        "tp_wasd": keys,  # the seed's clean labels held w, a, s, d, r, space; all keys here
+        "tp_wasd": step.inputs.held,  # the seed's held w, a, s, d, r, space; all keys here
         "tp_lclick": int(step.inputs.lclick),
         "tp_rclick": int(step.inputs.rclick),
         "tp_mouse_x": float(step.mouse_x),
@@ -179,7 +183,7 @@ class EpisodeWriter:
             log.info("removing %s, left by an interrupted recording", path)
             path.unlink()
         for meta in self.meta_dir.glob(f"currvarsv2_{self.stub}*_to_*.npy"):
-            m = re.fullmatch(rf"currvarsv2_{re.escape(self.stub)}(\d+)_to_\1\.npy", meta.name)
+            m = re.fullmatch(rf"currvarsv2_{stub}(\d+)_to_\1\.npy", meta.name)
             if m and not self.paths(int(m[1]))[0].exists():
                 log.warning(
                     "%s has no episode file beside it (moved away, or a recording "
@@ -209,8 +213,7 @@ class EpisodeWriter:
         y, xaux, helper = targets(steps)
         rows = {}
         for i, s in enumerate(steps):
-            keys = [k for k in KEYS if k in s.inputs.keys]
-            action = [keys, float(s.mouse_x), float(s.mouse_y), int(s.inputs.lclick),
+            action = [s.inputs.held, float(s.mouse_x), float(s.mouse_y), int(s.inputs.lclick),
                       int(s.inputs.rclick)]  # fmt: skip
             rows[f"file_num{n}_frame_{i}"] = [curr_vars(s), action, helper[i].tolist()]
         obj = np.empty((), dtype=object)
@@ -296,8 +299,8 @@ def record(frames: FrameSource, inputs: InputSource, game: Callable[[], dict | N
                 s.stopped_by = f"{how} before the game's first GSI post"
                 return s
             inputs.read()  # forget what happened before the first frame
-            slot = clock()
-            while max_frames is None or sum(n for _, n in pending) + len(steps) < max_frames:
+            slot, taken = clock(), 0
+            while max_frames is None or taken < max_frames:
                 if stop():
                     s.stopped_by = "stop key"
                     break
@@ -318,6 +321,7 @@ def record(frames: FrameSource, inputs: InputSource, game: Callable[[], dict | N
                     sleep_until(slot, clock, sleep)
                 did = inputs.read()
                 steps.append(Step(frame, did, did.dx * scale, did.dy * scale, game()))
+                taken += 1
                 if len(steps) == episode_frames:
                     batch, steps = steps, []  # swapped first: an interrupt cannot write it twice
                     flush(batch)

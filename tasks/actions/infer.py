@@ -13,7 +13,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage.action_space import KEY_INDEX, KEYS
-from storage.metadata import MEMORY_FIELDS
 
 MOUSE_CONST = 0.00096  # yaw change in radians per unit of mouse input (the seed's const_1)
 RELOAD_LOOKBACK = 32  # the seed searches for the 'r' press from 32 frames before the refill
@@ -163,7 +162,8 @@ def infer_actions(state: pa.Table, lengths: np.ndarray) -> InferredActions:
     clean_click = _valid(state, "tp_lclick")
     tp_click = state.column("tp_lclick").fill_null(0).to_numpy().astype(np.int64)
     tp = {k: _contains(state.column("tp_wasd"), k, n) for k in ("w", "a", "s", "d", "r", "space")}
-    mem = np.logical_and.reduce([_valid(state, f) for f in sorted(MEMORY_FIELDS)])
+    # storage.metadata admits memory-read fields all set or all None, so one column tells
+    mem = _valid(state, "xy_rad")
     pair = mem & _prev(mem)  # this frame and the one before have memory-read state
 
     # --- the seed's per-frame checks; frames it skips infer nothing of their own

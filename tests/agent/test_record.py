@@ -125,13 +125,18 @@ class Script:
         self.closed = True
 
 
-def _record(out: Path, n_steps: int, stop_after: int, keep_partial: bool, seed: int):
-    script = Script(n_steps, stop_after, seed)
+def _play(out: Path, script: Script, screen: type[Screen] = Screen, stub: str = "x_", **kw):
+    """Record `script` in 24-frame episodes, once the game has posted its first state."""
     with GsiListener("127.0.0.1", 0, TOKEN) as gsi:
         _post(gsi.port, _game())  # recording waits for this
-        summary = record(Screen(gsi.port, n_steps), script, gsi.seed_state,
-                         EpisodeWriter(out, "dm_mine_"), SENSITIVITY, episode_frames=24,
-                         keep_partial=keep_partial, stop=script.stop, pace=False)  # fmt: skip
+        return record(screen(gsi.port, len(script.steps)), script, gsi.seed_state,
+                      EpisodeWriter(out, stub), episode_frames=24, pace=False, **kw)  # fmt: skip
+
+
+def _record(out: Path, n_steps: int, stop_after: int, keep_partial: bool, seed: int):
+    script = Script(n_steps, stop_after, seed)
+    summary = _play(out, script, stub="dm_mine_", sensitivity=SENSITIVITY,
+                    keep_partial=keep_partial, stop=script.stop)  # fmt: skip
     assert script.closed
     return summary, script.steps[:stop_after]
 
@@ -221,10 +226,7 @@ def test_a_failed_write_stops_and_leaves_no_half_episode(tmp_path: Path, monkeyp
 
     monkeypatch.setattr(h5py, "File", full)
     script = Script(100)
-    with GsiListener("127.0.0.1", 0, TOKEN) as gsi:
-        _post(gsi.port, _game())
-        s = record(SlowScreen(gsi.port, 100), script, gsi.seed_state,
-                   EpisodeWriter(tmp_path, "x_"), episode_frames=24, pace=False)  # fmt: skip
+    s = _play(tmp_path, script, SlowScreen)
     assert s.stopped_by == "an episode could not be written" and script.reads == 26
     assert s.episodes == [] and len(s.failures) == 1 and s.discarded == 1
     assert "hdf5_x_1.hdf5: not written (No space left on device)" in s.failures[0]
@@ -329,10 +331,7 @@ def test_ctrl_c_stops_between_steps_and_keeps_whole_episodes(tmp_path: Path) -> 
             return super().grab()
 
     script = Script(100)
-    with GsiListener("127.0.0.1", 0, TOKEN) as gsi:
-        _post(gsi.port, _game())
-        s = record(Interrupting(gsi.port, 100), script, gsi.seed_state,
-                   EpisodeWriter(tmp_path, "x_"), episode_frames=24, pace=False)  # fmt: skip
+    s = _play(tmp_path, script, Interrupting)
     assert s.stopped_by == "Ctrl+C" and script.reads == 32
     assert [Path(e).name for e in s.episodes] == ["hdf5_x_1.hdf5"] and s.discarded == 7
     assert signal.getsignal(signal.SIGINT) is before
@@ -353,3 +352,8 @@ def test_episode_files_are_flushed_through_writable_handles(tmp_path: Path, monk
                        "found_active": False})] * 3  # fmt: skip
     EpisodeWriter(tmp_path, "x_").write(steps)
     assert len(modes) == 2 and os.O_RDONLY not in modes
+
+
+def test_max_frames_ends_the_recording(tmp_path: Path) -> None:
+    s = _play(tmp_path, Script(100), max_frames=30)
+    assert s.stopped_by == "--max-frames 30" and s.frames == 24 and s.discarded == 6
