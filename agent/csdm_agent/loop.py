@@ -61,17 +61,19 @@ class RunSummary:
 def run(policy: Policy, decoder: Decoder, frames: FrameSource, controller: Controller,
         fps: int, max_frames: int | None = None, stop: Callable[[], bool] = lambda: False,
         pace: bool = True, clear_decals: tuple[str, float] | None = ("n", 5.0),
-        gsi: Callable[[], dict | None] | None = None) -> RunSummary:  # fmt: skip
+        gsi: Callable[[], dict | None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], None] = time.sleep) -> RunSummary:  # fmt: skip
     """Play until the source ends, `max_frames`, the stop hotkey or Ctrl+C; always releases.
 
     `clear_decals` (key, seconds): tapped every so many seconds of steps, as the seed did with
     a key bound to `r_cleardecals` (blood and bullet holes are not in the training frames).
-    `gsi`: the game's latest state, logged with each step.
+    `gsi`: the game's latest state, logged with each step. `clock` and `sleep` are injectable
+    so tests can drive the grid.
     """
     period = 1.0 / fps
     every = max(1, round(clear_decals[1] * fps)) if clear_decals and clear_decals[1] > 0 else 0
     s = RunSummary(fps, policy.provider)
-    clock = time.perf_counter
     slot = clock()  # start of the current 1/fps slot on a fixed grid
     try:
         while max_frames is None or len(s.step) < max_frames:
@@ -79,7 +81,7 @@ def run(policy: Policy, decoder: Decoder, frames: FrameSource, controller: Contr
                 s.stopped_by = "stop hotkey"
                 break
             if pace:
-                sleep_until(slot)
+                sleep_until(slot, clock, sleep)
             t0 = clock()
             frame = frames.grab()
             if frame is None:
@@ -103,7 +105,7 @@ def run(policy: Policy, decoder: Decoder, frames: FrameSource, controller: Contr
                 s.gsi.append(gsi())
             slot_end = slot + period
             if pace:  # the seed's split mouse move: second half mid-step, within the slot
-                sleep_until(min(t0 + period / 2, slot_end))
+                sleep_until(min(t0 + period / 2, slot_end), clock, sleep)
             controller.half_move(action)
             if every and len(s.step) % every == 0:  # the seed: n_loops % (5 * fps), loop end
                 controller.tap(clear_decals[0])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -237,12 +236,20 @@ def test_overruns_and_dropped_frames_are_counted(registered: dict, processed: Pa
     path, _ = _replay(processed, tmp_path, 12)
     art = Artifact.open(registered["export"])
     policy = Policy(art)
-    # 2.6 slots: step 4 overruns, the next slot passes with no step
-    _hook_step(policy, 4, before=lambda: time.sleep(0.16))
+    now = [50.0]  # an injected clock: steps take no time but step 4's 0.16 s (2.56 slots)
+
+    def sleep(dt: float) -> None:
+        now[0] += dt
+
+    _hook_step(policy, 4, before=lambda: sleep(0.16))
     s = run(policy, Decoder.from_descriptor(art.descriptor, seed=2), ReplayFrames(path),
-            Controller(RecordingSink()), fps=16)  # fmt: skip
+            Controller(RecordingSink()), fps=16, clock=lambda: now[0], sleep=sleep)  # fmt: skip
+    # step 4 overruns its slot; the slot after it passes with no step; the grid then resumes
     assert (s.overruns, s.dropped) == (1, 1)
-    assert len(s.actions) == 12 and abs(np.diff(s.starts)[-5:].mean() - 1 / 16) < 0.005
+    assert len(s.actions) == 12 and abs(np.diff(s.starts)[-5:].mean() - 1 / 16) < 1e-9
+    # step 5 starts as soon as step 4 ends (slot 3 + 2.56), step 6 on the grid (slot 3 + 3)
+    assert s.starts[4] - s.starts[3] == pytest.approx(0.16, abs=1e-9)
+    assert s.starts[5] - s.starts[3] == pytest.approx(3 / 16, abs=1e-9)
 
 
 def test_sendinput_structures_have_the_windows_layout() -> None:
