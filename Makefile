@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: setup browser demo test test-fast bench lint clean serve stop gpu-wheels gpu-check gpu-check-dry
+.PHONY: setup lock browser demo test test-fast bench lint clean serve stop gpu-wheels gpu-check gpu-check-dry
 
 setup: $(STAMP) browser
 
@@ -21,12 +21,26 @@ browser:
 	    echo "note: install Debian's chromium (sudo apt-get install chromium) for the UI test"; \
 	  fi; }
 
-$(STAMP): pyproject.toml agent/pyproject.toml
+# Exactly the locked versions, every file checked against its hash; csdm and the agent on top,
+# without dependencies of their own, and `pip check` fails if the lock no longer covers them.
+$(STAMP): pyproject.toml agent/pyproject.toml requirements.lock
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) on PATH (or run: make PY=python3 ...)"; exit 1; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]' -e './agent[replay,record]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e . -e ./agent
+	$(BIN)/pip check
 	touch $(STAMP)
+
+# Re-resolve the three locks from their requirements.in (pyproject.toml keeps its ranges).
+UV := $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11
+lock: $(STAMP)
+	$(BIN)/pip install --quiet uv==0.13.9
+	$(UV) requirements.in --find-links /opt/wheels --python-platform x86_64-manylinux_2_28 \
+	  --no-emit-package csdm --no-emit-package csdm-agent -o requirements.lock
+	cd agent && ../$(UV) requirements.in --universal --no-emit-package csdm-agent \
+	  -o requirements.lock
+	$(UV) tests/keras/requirements.in --python-platform x86_64-manylinux_2_28 \
+	  -o tests/keras/requirements.lock
 
 demo: setup
 	rm -rf $(DEMO_OUT)

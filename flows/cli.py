@@ -517,7 +517,7 @@ def pipeline(
             except IngestError as e:
                 fail(str(e))
     report.print(" ".join(f"{k}={v}" for k, v in result.items()))
-    if result.get("failed"):
+    if result.get("failed") or result.get("failed_archives"):
         raise typer.Exit(1)
 
 

@@ -27,6 +27,7 @@ from storage.framestore import ensure_store
 from storage.fs import Root
 from storage.layout import METADATA_RE, OutLayout
 from storage.lease import DatasetLease
+from storage.records import PipelineState
 from tasks.catalog_writer import check_parameters, problem_record, write_catalog, write_manifest
 from tasks.disk_budget import BudgetScheduler
 from tasks.hub.stream import (
@@ -135,10 +136,11 @@ def pipeline_flow(
         plan = plan_task(repo, revision, patterns, list(exclude), endpoint or None)
         write_manifest(layout, f"{repo}@{plan.commit}", params.recorded(), plan.commit)
         ensure_store(layout)
-        done_containers = out_root.read_json(layout.pipeline_state) or {}
+        done_containers = PipelineState.read(out_root.read_json(layout.pipeline_state),
+                                             out_root.url_of(layout.pipeline_state))  # fmt: skip
         metadata = [f for f in plan.files if METADATA_RE.match(PurePosixPath(f.path).name)]
         containers = [f for f in plan.files if f.path.endswith((".tar", ".zip", ".hdf5"))
-                      and done_containers.get(f.path) != (f.sha256 or f.git_oid)]  # fmt: skip
+                      and not done_containers.is_done(f.path, _checksum(f))]  # fmt: skip
         too_big = [f.path for f in containers if f.size > (max_disk or float("inf"))]
         if too_big and not stream:
             raise IngestError(f"--max-disk {max_disk} is smaller than {too_big[0]}; raise it")
@@ -158,6 +160,7 @@ def pipeline_flow(
                 "commit": plan.commit, "containers": len(containers),
                 "downloaded_bytes": sum(f.size for f in metadata + containers),
                 "peak_source_bytes": 0, "resumes": sum(r.resumes for r in streamed),
+                "failed_archives": len(done_containers.failed),
                 "peak_worker_rss": max((r.peak_rss for r in streamed), default=0),
                 "peak_worker_rss_gain": max((r.peak_rss - r.start_rss for r in streamed),
                                             default=0),
@@ -189,10 +192,11 @@ def pipeline_flow(
 
             def finish(f: HubFile, job) -> None:
                 calls, results, problems = job
-                records.extend(repack_all(calls, lambda _fn, _calls: results))
-                records.extend(problem_record(p) for p in problems)
-                done_containers[f.path] = f.sha256 or f.git_oid
-                out_root.put_json(layout.pipeline_state, done_containers)
+                mine = repack_all(calls, lambda _fn, _calls: results)
+                mine += [problem_record(p) for p in problems]
+                records.extend(mine)
+                done_containers.mark(f.path, _checksum(f), _first_failure(mine))
+                out_root.put_json(layout.pipeline_state, done_containers.to_dict())
                 if delete_sources or max_disk > 0:
                     local_path(dest_path, f.path).unlink(missing_ok=True)
 
@@ -223,9 +227,19 @@ def pipeline_flow(
             "containers": len(containers),
             "downloaded_bytes": fetched,
             "peak_source_bytes": scheduler_.peak,
+            "failed_archives": len(done_containers.failed),
             "seconds": round(time.monotonic() - t0, 2),
         },
     )
+
+
+def _checksum(f: HubFile) -> str:
+    return f.sha256 or f.git_oid
+
+
+def _first_failure(records: list) -> str | None:
+    """Why an archive is not done: its first failed record's reason, or None if none failed."""
+    return next((r.reject_reason or "failed" for r in records if r.status == "failed"), None)
 
 
 def _finish(records, summary, out: str, options: dict, extra: dict) -> dict:
@@ -240,8 +254,8 @@ def _finish(records, summary, out: str, options: dict, extra: dict) -> dict:
 
 def _stream_archives(plan, metadata: list[HubFile], containers: list[HubFile], out: Root,
                      params: ProcessParams, state, dask, starting: Future, transfers: int,
-                     endpoint: str | None, done: dict, layout: OutLayout, show_progress: bool
-                     ) -> tuple[list, list[StreamResult]]:  # fmt: skip
+                     endpoint: str | None, done: PipelineState, layout: OutLayout,
+                     show_progress: bool) -> tuple[list, list[StreamResult]]:  # fmt: skip
     """Metadata first, then one streaming task per archive; remember each verified one.
 
     The metadata is prepared here, on `transfers` threads, while the Dask cluster starts;
@@ -277,9 +291,8 @@ def _stream_archives(plan, metadata: list[HubFile], containers: list[HubFile], o
             for r in settled:  # kept now: a later stop must not lose them
                 if r.status in ("failed", "resolved"):
                     remember_failure(layout, r)
-            if res.verified:
-                done[f.path] = f.sha256 or f.git_oid
-                out.put_json(layout.pipeline_state, done)
+            done.mark(f.path, _checksum(f), _first_failure(res.records))
+            out.put_json(layout.pipeline_state, done.to_dict())
             verdict = "committed" if res.verified else "NOT committed"
             logger.info("%s: %s, %d records, %d resumed connection(s)", f.path, verdict,
                         len(res.records), res.resumes)  # fmt: skip

@@ -26,6 +26,14 @@ class UnsafeMemberError(ValueError):
     """An archive member that must not be read (path escape, link, device, truncated)."""
 
 
+class ArchiveDamagedError(UnsafeMemberError):
+    """An archive that does not parse to its end: none of its members may be trusted.
+
+    A refused member (a link, a path escape) leaves the others usable; a damaged archive does
+    not, since what follows the damage, and so whether it ends where it claims, is unknown.
+    """
+
+
 @dataclass(frozen=True)
 class MemberRef:
     """A readable file: a loose file, or a byte range inside an archive.
@@ -185,7 +193,7 @@ def iter_tar(archive: Root) -> Iterator[MemberRef | UnsafeMemberError]:
             try:
                 info = tf.next()
             except tarfile.ReadError as e:
-                yield UnsafeMemberError(f"{archive}: unreadable tar header ({e}); truncated?")
+                yield ArchiveDamagedError(f"{archive}: unreadable tar header ({e}); truncated?")
                 return
             if info is None:
                 return
@@ -195,7 +203,7 @@ def iter_tar(archive: Root) -> Iterator[MemberRef | UnsafeMemberError]:
             if isinstance(checked, UnsafeMemberError):
                 yield checked
             elif info.offset_data + info.size > size:
-                yield UnsafeMemberError(
+                yield ArchiveDamagedError(
                     f"{archive}: member {checked!r} is truncated ({info.size} bytes declared, "
                     f"{max(0, size - info.offset_data)} present); re-download the archive"
                 )
@@ -225,14 +233,14 @@ def iter_zip(archive: Root) -> Iterator[MemberRef | UnsafeMemberError]:
             raw.seek(info.header_offset)
             header = raw.read(_ZIP_LOCAL_HEADER.size)
             if len(header) < _ZIP_LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
-                yield UnsafeMemberError(f"{archive}: member {name!r} has a bad local header")
-                continue
+                yield ArchiveDamagedError(f"{archive}: member {name!r} has a bad local header")
+                return
             fields = _ZIP_LOCAL_HEADER.unpack(header)
             offset = info.header_offset + _ZIP_LOCAL_HEADER.size + fields[9] + fields[10]
             stored = info.compress_type == zipfile.ZIP_STORED
             if stored and offset + info.file_size > total:
-                yield UnsafeMemberError(f"{archive}: member {name!r} is truncated")
-                continue
+                yield ArchiveDamagedError(f"{archive}: member {name!r} is truncated")
+                return
             yield MemberRef(archive.url, name, offset, info.file_size, compressed=not stored,
                             options=archive.options)  # fmt: skip
 
@@ -271,12 +279,22 @@ def _iter_file(f: Root) -> Iterator[MemberRef | UnsafeMemberError]:
             yield from iter_zip(f)
         else:
             yield MemberRef(f.url, options=f.options)
-    except (ValueError, OSError) as e:
-        yield e if isinstance(e, UnsafeMemberError) else UnsafeMemberError(str(e))
+    except (ValueError, OSError) as e:  # the archive could not be read to its end
+        yield e if isinstance(e, UnsafeMemberError) else ArchiveDamagedError(str(e))
 
 
 # --- archives read once, front to back (a download that is never stored) ---------------------
 STREAM_PIECE = 4 << 20  # members are gathered in pieces: a whole-member read would copy twice
+# A streamed member is held in memory; an episode is ~130 MB, so a member declaring more than
+# this is refused before a byte of it is gathered (and skipped, or found lying about its size).
+MAX_STREAMED_MEMBER = 2 << 30
+
+
+def _too_big(archive: str, name: str, size: int) -> UnsafeMemberError | None:
+    if size <= MAX_STREAMED_MEMBER:
+        return None
+    return UnsafeMemberError(f"{archive}: member {name!r} declares {size} bytes, more than the "
+                             f"{MAX_STREAMED_MEMBER} any episode needs; refused")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -308,26 +326,31 @@ def stream_tar(fileobj, archive: str, wanted: Callable[[str], bool] = lambda _n:
     try:
         tf = tarfile.open(fileobj=fileobj, mode="r|", bufsize=1 << 20)  # noqa: SIM115
     except tarfile.ReadError as e:
-        yield UnsafeMemberError(f"{archive}: not an uncompressed tar ({e})")
+        yield ArchiveDamagedError(f"{archive}: not an uncompressed tar ({e})")
         return
+    last = None  # the member being read or passed over, to name where the tar broke
     with tf:
         while True:
             try:
                 info = tf.next()
                 if info is None:
                     return
+                last = info.name
                 name = _tar_member(archive, info)
                 if name is None or (isinstance(name, str) and not wanted(name)):
                     continue
+                if isinstance(name, str):
+                    name = _too_big(archive, name, info.size) or name
                 if isinstance(name, UnsafeMemberError):
                     yield name
                     continue
                 data = _gather(tf.extractfile(info).read, info.size)
             except tarfile.ReadError as e:
-                yield UnsafeMemberError(f"{archive}: unreadable tar ({e}); truncated?")
+                where = f" in or after member {last!r}" if last is not None else ""
+                yield ArchiveDamagedError(f"{archive}: unreadable tar{where} ({e}); truncated?")
                 return
             if len(data) != info.size:
-                yield UnsafeMemberError(f"{archive}: member {name!r} is truncated ({info.size} "
+                yield ArchiveDamagedError(f"{archive}: member {name!r} is truncated ({info.size} "
                                         f"bytes declared, {len(data)} present)")  # fmt: skip
                 return
             yield StreamedMember(name, info.offset_data, data)
@@ -410,6 +433,8 @@ def stream_zip(fileobj, archive: str, infos: list[zipfile.ZipInfo], tail: bytes,
             name = _zip_member(archive, info)
             if name is None or (isinstance(name, str) and not wanted(name)):
                 continue
+            if isinstance(name, str):
+                name = _too_big(archive, name, max(info.file_size, info.compress_size)) or name
             if isinstance(name, UnsafeMemberError):
                 yield name
                 continue
@@ -419,20 +444,20 @@ def stream_zip(fileobj, archive: str, infos: list[zipfile.ZipInfo], tail: bytes,
                                         "read")  # fmt: skip
                 continue
             if info.header_offset < pos:
-                yield UnsafeMemberError(f"{archive}: member {name!r} overlaps the one before")
-                continue
+                yield ArchiveDamagedError(f"{archive}: member {name!r} overlaps the one before")
+                return
             skip_to(info.header_offset)
             header = _gather(fileobj.read, _ZIP_LOCAL_HEADER.size)
             pos += len(header)
             if len(header) < _ZIP_LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
-                yield UnsafeMemberError(f"{archive}: member {name!r} has a bad local header")
-                continue
+                yield ArchiveDamagedError(f"{archive}: member {name!r} has a bad local header")
+                return
             fields = _ZIP_LOCAL_HEADER.unpack(header)
             skip_to(pos + fields[9] + fields[10])
             packed = _gather(fileobj.read, info.compress_size)
             pos += len(packed)
             if len(packed) != info.compress_size:
-                yield UnsafeMemberError(f"{archive}: member {name!r} is truncated")
+                yield ArchiveDamagedError(f"{archive}: member {name!r} is truncated")
                 return
             data, rest = packed, b""
             if info.compress_type == zipfile.ZIP_DEFLATED:  # never more than it declares
@@ -440,14 +465,14 @@ def stream_zip(fileobj, archive: str, infos: list[zipfile.ZipInfo], tail: bytes,
                 data = inflate.decompress(packed, info.file_size + 1)
                 rest = inflate.unconsumed_tail
             if rest or len(data) != info.file_size or zlib.crc32(data) != info.CRC:
-                yield UnsafeMemberError(f"{archive}: member {name!r} fails its CRC-32 check")
-                continue
+                yield ArchiveDamagedError(f"{archive}: member {name!r} fails its CRC-32 check")
+                return
             yield StreamedMember(name, pos - len(packed), data)
         _check_end(fileobj, tail)
     except (EOFError, zlib.error) as e:
-        yield UnsafeMemberError(f"{archive}: unreadable zip ({type(e).__name__}: {e})")
+        yield ArchiveDamagedError(f"{archive}: unreadable zip ({type(e).__name__}: {e})")
     except _DirectoryChanged:
-        yield UnsafeMemberError(f"{archive}: its central directory changed while it was read")
+        yield ArchiveDamagedError(f"{archive}: its central directory changed while it was read")
 
 
 class _DirectoryChanged(Exception):

@@ -10,10 +10,13 @@ from pathlib import PurePosixPath
 from storage.fs import Root, root_of
 
 METADATA_DIR = "dataset_metadata"
-EPISODE_RE = re.compile(r"^hdf5_(?P<dataset>.+)_(?P<num>\d+)\.hdf5$")
-METADATA_RE = re.compile(r"^currvarsv2_(?P<dataset>.+)_(?P<first>\d+)_to_(?P<last>\d+)\.npy$")
-RECORDING_RE = re.compile(r"^(?P<dataset>.+)_(?P<num>\d+)\.npy$")
-ARCHIVE_RE = re.compile(r"^hdf5_(?P<dataset>.+)_(?P<first>\d+)_to_(?P<last>\d+)\.tar$")
+# Stubs and numbers in ASCII only (`\d` alone would take any script's digits), anchored at the
+# very end (`$` would let a trailing newline through).
+_STUB, _NUM = r"(?P<dataset>[A-Za-z0-9_.-]+)", r"[0-9]+"
+EPISODE_RE = re.compile(rf"^hdf5_{_STUB}_(?P<num>{_NUM})\.hdf5\Z")
+METADATA_RE = re.compile(rf"^currvarsv2_{_STUB}_(?P<first>{_NUM})_to_(?P<last>{_NUM})\.npy\Z")
+RECORDING_RE = re.compile(rf"^{_STUB}_(?P<num>{_NUM})\.npy\Z")
+ARCHIVE_RE = re.compile(rf"^hdf5_{_STUB}_(?P<first>{_NUM})_to_(?P<last>{_NUM})\.tar\Z")
 METADATA_FILES_PER_CHUNK = 100  # the public currvarsv2 files each cover 100 episodes
 
 
@@ -39,6 +42,22 @@ def episode_from_member(path: str) -> EpisodeId | None:
     """Episode of an `hdf5_{stub}{n}.hdf5` file or archive member, or None for other files."""
     m = EPISODE_RE.match(PurePosixPath(path).name)
     return EpisodeId(m["dataset"], int(m["num"])) if m else None
+
+
+def odd_member_name(path: str) -> str | None:
+    """Why a file that is no episode still deserves a row: an odd name, or a near-episode one.
+
+    READMEs and images pass quietly; a name with control or non-ASCII characters, or one that
+    looks like an episode but does not parse, is reported rather than silently skipped.
+    """
+    name = PurePosixPath(path).name
+    if not path.isascii() or not path.isprintable():
+        return f"name {path!r} holds control or non-ASCII characters; not an episode name"
+    if episode_from_member(path) is None and (
+        name.lower().startswith("hdf5_") or name.lower().endswith(".hdf5")
+    ):
+        return f"name {name!r} is not an episode name (hdf5_{{stub}}_{{n}}.hdf5, ASCII)"
+    return None
 
 
 def metadata_dataset(path: str) -> tuple[str, int, int] | None:

@@ -10,6 +10,7 @@ from storage.catalog import COUNTERS
 RECORD_VERSION = 1
 MANIFEST_VERSION = 3  # the dataset format (storage.layout.FORMAT_VERSION)
 INDEX_VERSION = 1
+PIPELINE_STATE_VERSION = 1
 
 
 class FormatError(ValueError):
@@ -118,3 +119,42 @@ class CatalogIndex(Versioned):
     episodes: int = 0
     format_version: ClassVar[int] = INDEX_VERSION
     kind: ClassVar[str] = "catalog index"
+
+
+@dataclass(frozen=True)
+class PipelineState(Versioned):
+    """`.cache/pipeline.json`: archives the pipeline has committed, and those that failed.
+
+    `done` maps a repo path to the checksum it was committed at; `failed` maps a repo path to
+    `{"checksum", "reason"}`. A failed archive is retried by the next run, and the run exits
+    non-zero while any remains.
+    """
+
+    done: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, dict] = field(default_factory=dict)
+    format_version: ClassVar[int] = PIPELINE_STATE_VERSION
+    kind: ClassVar[str] = "pipeline state"
+    fix: ClassVar[str] = "delete it: the next run re-checks every archive against the catalog"
+
+    @classmethod
+    def read(cls, d: dict | None, where: str) -> PipelineState:
+        """Parse the stored state; the first, unversioned form was `{path: checksum}`."""
+        if d is None:
+            return cls()
+        legacy = isinstance(d, dict) and "format_version" not in d
+        if legacy and all(isinstance(k, str) and isinstance(v, str) for k, v in d.items()):
+            return cls(done=dict(d))
+        return cls.from_dict(d, where)
+
+    def is_done(self, path: str, checksum: str) -> bool:
+        """Whether the archive was committed at this checksum (a changed one is redone)."""
+        return self.done.get(path) == checksum
+
+    def mark(self, path: str, checksum: str, failure: str | None = None) -> None:
+        """Record an archive's outcome: committed, or failed with the reason."""
+        if failure is None:
+            self.done[path] = checksum
+            self.failed.pop(path, None)
+        else:
+            self.done.pop(path, None)
+            self.failed[path] = {"checksum": checksum, "reason": failure}

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from storage.containers import MemberRef, UnsafeMemberError, iter_container
+from storage.containers import ArchiveDamagedError, MemberRef, UnsafeMemberError, iter_container
 from storage.fs import Root, root_of
-from storage.layout import METADATA_RE, EpisodeId, episode_from_member
+from storage.layout import METADATA_RE, EpisodeId, episode_from_member, odd_member_name
 
 
 @dataclass(frozen=True)
@@ -52,16 +52,25 @@ def list_source(src: str | Root, options: dict | None = None) -> SourceListing:
         raise FileNotFoundError(f"{src}: no such source folder")
     listing = SourceListing()
     seen: dict[EpisodeId, MemberRef] = {}
+    damaged: dict[str, str] = {}  # archive -> why it does not parse to its end
     for item in iter_container(src):
         if isinstance(item, UnsafeMemberError):
-            listing.problems.append(problem_of(str(item)))
+            problem = problem_of(str(item))
+            listing.problems.append(problem)
+            if isinstance(item, ArchiveDamagedError):
+                damaged.setdefault(problem.container, str(item))
             continue
         if item.member is None and METADATA_RE.match(item.name):
             listing.metadata.append(Root(item.container, item.options))
             continue
         ep = episode_from_member(item.member or item.container)
-        if ep is None:
-            continue  # README, images and other files that are not episodes
+        if ep is None:  # README, images and other files that are not episodes pass quietly
+            odd = odd_member_name(item.member or item.name)
+            if odd:
+                listing.problems.append(
+                    SourceProblem(item.container, item.member, f"{item.container}: {odd}; skipped")
+                )
+            continue
         if ep in seen:
             listing.problems.append(
                 SourceProblem(item.container, item.member,
@@ -70,9 +79,29 @@ def list_source(src: str | Root, options: dict | None = None) -> SourceListing:
             continue
         seen[ep] = item
         listing.episodes.append(SourceEpisode(ep, item))
+    _withhold_damaged(listing, damaged)
     listing.episodes.sort(key=lambda e: e.episode)
     listing.metadata.sort(key=lambda r: r.url)
     return listing
+
+
+def _withhold_damaged(listing: SourceListing, damaged: dict[str, str]) -> None:
+    """Turn every episode of an archive that does not parse whole into a problem.
+
+    An archive commits all or nothing: what precedes the damage may parse, but is not stored.
+    """
+    kept = []
+    for e in listing.episodes:
+        why = damaged.get(e.ref.container)
+        if why is None:
+            kept.append(e)
+            continue
+        listing.problems.append(SourceProblem(
+            e.ref.container, e.ref.member,
+            f"{e.ref.label}: not stored, its archive is damaged "
+            f"({why.removeprefix(e.ref.container + ': ')}); none of the archive's "
+            "episodes are stored until it reads whole", e.episode))  # fmt: skip
+    listing.episodes[:] = kept
 
 
 def find_any_episode(src: str | Root, options: dict | None = None) -> bool:

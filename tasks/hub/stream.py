@@ -19,6 +19,7 @@ import psutil
 
 from storage.commit import CatalogState, commit_episode, failure_key
 from storage.containers import (
+    ArchiveDamagedError,
     MemberRef,
     StreamedMember,
     UnsafeMemberError,
@@ -29,7 +30,13 @@ from storage.containers import (
 from storage.diskspace import DiskFullError
 from storage.framestore import remove_frames
 from storage.fs import Root
-from storage.layout import OutLayout, archive_range, episode_from_member, metadata_dataset
+from storage.layout import (
+    OutLayout,
+    archive_range,
+    episode_from_member,
+    metadata_dataset,
+    odd_member_name,
+)
 from storage.records import EpisodeRecord
 from tasks.actions.quality import QualityThresholds
 from tasks.catalog_writer import problem_record
@@ -38,7 +45,7 @@ from tasks.metadata_cache import MetadataFailure, MetaRecord, prepare_hub_metada
 from tasks.params import ProcessParams
 from tasks.process_source import Mapper, run_here
 from tasks.repack import failed_record, repack_episode
-from tasks.source import SourceEpisode, problem_of
+from tasks.source import SourceEpisode, SourceProblem, problem_of
 
 STREAMED = (".tar", ".zip", ".hdf5")
 
@@ -132,17 +139,25 @@ def stream_container(
     built: list[EpisodeRecord] = []
     problems: list[EpisodeRecord] = []
     seen: set[str] = set()
+    damage = ""  # why the archive does not parse to its end, once it is known
     reader = HubReader(plan, f, endpoint, retries=retries, backoff=backoff)
     try:
         with reader:
             buffered = io.BufferedReader(reader, 1 << 20)  # held: collecting it closes reader
             items = _members(plan, f, buffered, container, endpoint, retries, backoff)
             for item in _read_ahead(items):
+                if isinstance(item, ArchiveDamagedError):
+                    damage = str(item)
+                    continue  # the archive is still read to its end, and hashed
                 if isinstance(item, UnsafeMemberError):
                     problems.append(problem_record(problem_of(str(item))))
                     continue
                 ep = episode_from_member(item.name)
-                if ep is None:  # a loose file that is not an episode
+                if ep is None:  # a file that is no episode: quiet, unless its name is odd
+                    odd = odd_member_name(item.name)
+                    if odd:
+                        problems.append(problem_record(SourceProblem(
+                            container, item.name, f"{container}: {odd}; skipped")))  # fmt: skip
                     continue
                 if ep.name in seen:
                     problems.append(
@@ -165,10 +180,13 @@ def stream_container(
                 except Exception as e:  # one bad episode never stops the archive
                     built.append(failed_record(src, split, f"crashed: {type(e).__name__}: {e}"))
             reader.finish()
-    except IngestError as e:
+            if damage:
+                raise ArchiveDamagedError(damage)
+    except (IngestError, ArchiveDamagedError) as e:
         _discard(layout, built, old)
-        why = (f"{e}; none of its {len(built)} episode(s) read so far were committed; re-run "
-               "to stream it again")  # fmt: skip
+        again = "re-run to stream it again" if isinstance(e, IngestError) else (
+            "fix the archive on the Hub; a re-run retries it")  # fmt: skip
+        why = f"{e}; none of its {len(built)} episode(s) read so far were committed; {again}"
         return StreamResult(f.path, container, False, [archive_failure(container, why, f.size)],
                             reader.resumes, _peak_rss(), start_rss)  # fmt: skip
     for r in built:
@@ -198,8 +216,8 @@ def _members(plan: IngestPlan, f: HubFile, stream, container: str, endpoint: str
              ) -> Iterator[StreamedMember | UnsafeMemberError]:  # fmt: skip
     """Episode members of the archive as they stream past (a zip's directory read first)."""
 
-    def wanted(name: str) -> bool:
-        return episode_from_member(name) is not None
+    def wanted(name: str) -> bool:  # odd names too: they are reported, not passed over
+        return episode_from_member(name) is not None or odd_member_name(name) is not None
 
     if f.path.endswith(".zip"):
 
@@ -211,7 +229,7 @@ def _members(plan: IngestPlan, f: HubFile, stream, container: str, endpoint: str
         try:
             infos, tail = zip_directory(read_tail, f.size, container)
         except ValueError as e:
-            yield UnsafeMemberError(str(e))
+            yield ArchiveDamagedError(str(e))
             return
         yield from stream_zip(stream, container, infos, tail, wanted)
     elif f.path.endswith(".tar"):

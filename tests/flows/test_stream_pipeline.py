@@ -13,6 +13,7 @@ import pytest
 
 from storage.dataset import open_dataset
 from tests.flows.test_object_store_cluster import _bit_exact, _cluster
+from tests.flows.test_pipeline import LIAR, liar_tar
 from tests.hub_server import FakeHub, Faults, HubServer
 from tests.tasks.test_hub import REPO
 from tests.tasks.test_stream_source import TAR_A, TAR_B, _files, _member_offset
@@ -34,6 +35,7 @@ def test_stream_into_a_bucket_on_a_cluster_survives_drops_a_corrupted_tar_and_a_
     is then killed after it wrote episode 2's frames. Tar B is corrupted inside episode 5.
     """
     files = _files(synth_tree)
+    files[LIAR] = liar_tar(synth_tree)  # its damage is in the archive: the Hub's hash matches
     fake = FakeHub()
     fake.commit(REPO, files)
     fake.faults[TAR_A] = Faults(drop_after=len(files[TAR_A]) // 2, unavailable=1)
@@ -64,8 +66,10 @@ def test_stream_into_a_bucket_on_a_cluster_survives_drops_a_corrupted_tar_and_a_
             stdout, stderr = run.communicate(timeout=400)
             assert run.returncode == 1, stderr  # tar B failed: the run says so
             res = _result(stdout)
-            assert res["stored"] == "5" and res["failed"] == "1"
+            assert res["stored"] == "5" and res["failed"] == "2" and res["failed_archives"] == "2"
             assert f"{TAR_B}: checksum mismatch" in stdout + stderr
+            assert f"{LIAR}: unreadable tar in or after member 'hdf5_dm_july2021_8.hdf5'" in (
+                stdout + stderr)  # fmt: skip
             ranges = [q[2] for q in fake.requests if q[0] == "GET" and q[1].endswith(TAR_A)]
             # the 503, the transfer that dropped, its resumption, then from the start again
             assert ranges[:2] == [None, None] and ranges[2].startswith("bytes=")
@@ -80,10 +84,12 @@ def test_stream_into_a_bucket_on_a_cluster_survives_drops_a_corrupted_tar_and_a_
             fake.faults.clear()
             fake.requests.clear()
             r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
-            assert r.returncode == 0, r.stderr
+            assert r.returncode == 1, r.stderr  # the liar is retried, and fails again
             res = _result(r.stdout)
-            assert res["stored"] == "3" and res["failed"] == "0"
+            assert res["stored"] == "3" and res["failed"] == "1" and res["failed_archives"] == "1"
             fetched = {q[1].rsplit("/", 1)[-1] for q in fake.requests if "/resolve/" in q[1]}
-            assert fetched == {TAR_B}  # verified archives are never streamed again
+            assert fetched == {TAR_B, LIAR}  # committed archives are never streamed again
     _bit_exact(out, synth_tree)
-    assert (open_dataset(out).files.to_pandas().status == "stored").all()
+    files_table = open_dataset(out).files.to_pandas()
+    assert files_table.query("status != 'stored'").container.tolist() == [
+        f"hf://datasets/{REPO}/{LIAR}"]  # fmt: skip

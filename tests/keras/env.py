@@ -1,20 +1,22 @@
 """The test-only venv with TensorFlow and tf_keras, created on first use and then reused.
 
 It lives in `.cache/keras-venv` (or `$CSDM_KERAS_VENV`), outside csdm's own `.venv`: csdm never
-depends on TensorFlow. A stamp names the pins, so a changed pin rebuilds it.
+depends on TensorFlow. Its packages come from `requirements.lock`, hashes checked; a
+stamp holds the lock's digest, so a changed lock rebuilds it.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-PINS = ("tensorflow-cpu==2.21.0", "tf_keras==2.21.0", "h5py==3.14.0")
 ROOT = Path(__file__).resolve().parents[2]
+LOCK = Path(__file__).with_name("requirements.lock")  # tensorflow-cpu, tf_keras, h5py: hashed
 
 
 def install_in_background() -> subprocess.Popen | None:
@@ -32,9 +34,11 @@ def _venv() -> Path:
 
 def _ready(venv: Path) -> bool:
     stamp = venv / ".pins"
-    return (
-        stamp.exists() and stamp.read_text() == "\n".join(PINS) and (venv / "bin/python").exists()
-    )
+    return stamp.exists() and stamp.read_text() == _pins() and (venv / "bin/python").exists()
+
+
+def _pins() -> str:
+    return hashlib.sha256(LOCK.read_bytes()).hexdigest()
 
 
 def keras_python() -> Path:
@@ -52,9 +56,9 @@ def keras_python() -> Path:
         # --no-compile: byte-compiling all of TensorFlow costs 15 s; what is imported compiles
         pip = [str(python), "-m", "pip", "install", "--quiet", "--no-compile",
                "--disable-pip-version-check"]  # fmt: skip
-        r = subprocess.run([*pip, *PINS], capture_output=True, text=True)
+        r = subprocess.run([*pip, "--require-hashes", "-r", str(LOCK)], capture_output=True,
+                           text=True)  # fmt: skip
         if r.returncode != 0:
-            raise RuntimeError(f"installing {' '.join(PINS)} into {venv} failed:\n"
-                               f"{r.stderr[-3000:]}")  # fmt: skip
-        stamp.write_text("\n".join(PINS))
+            raise RuntimeError(f"installing {LOCK} into {venv} failed:\n{r.stderr[-3000:]}")
+        stamp.write_text(_pins())
     return python

@@ -26,6 +26,7 @@ from tasks.hub.stream import (
 )
 from tasks.hub.transfer import HubReader, IngestError, plan_ingest
 from tasks.params import ProcessParams
+from tests.hostile_archives import lying_tar
 from tests.hub_server import FakeHub, Faults, HubServer
 from tests.tasks.test_hub import REPO
 
@@ -214,3 +215,61 @@ def test_upload_to_a_bucket_is_multipart_resumed_and_never_shows_a_bad_copy(
     assert not s3.exists(f"{bucket}/raw/{TAR_B}")
     uploads = s3.call_s3("list_multipart_uploads", Bucket=bucket[5:]).get("Uploads", [])
     assert uploads == []  # every attempt's parts were aborted, none left to bill
+
+
+def test_a_tar_whose_member_lies_about_its_size_commits_none_of_its_episodes(
+    synth_tree, hub, tmp_path
+) -> None:
+    """A good episode, then a member declaring 10^12 bytes and carrying 1 MB: none committed.
+
+    The Hub's sha256 matches (the damage is in the archive itself); the parse is what fails.
+    """
+    files = _files(synth_tree)
+    with tarfile.open(fileobj=io.BytesIO(files[TAR_A])) as tf:
+        good = tf.extractfile("hdf5_dm_july2021_1.hdf5").read()
+    liar = lying_tar([("hdf5_dm_july2021_1.hdf5", good)], "hdf5_dm_july2021_2.hdf5", 10**12,
+                     1 << 20)  # fmt: skip
+    fake, endpoint = hub
+    fake.commit(REPO, {**{k: v for k, v in files.items() if k != TAR_A}, TAR_A: liar})
+    plan = plan_ingest(REPO, "main", [], endpoint=endpoint)
+    out = Root(str(tmp_path / "out"))
+    for attempt in range(2):  # a rerun meets the same archive and fails it the same way
+        results = {r.path: r for r in _run(plan, out, endpoint, [TAR_A, TAR_B])}
+        assert not results[TAR_A].verified and results[TAR_B].verified, attempt
+        ds = open_dataset(out)
+        assert ds.episodes == ["dm_july2021_4", "dm_july2021_5", "dm_july2021_6"]
+        assert "dm_july2021_1" not in ds.layout.root.list("frames.zarr")  # its frames withdrawn
+        assert set(ds.catalog.to_table(["episode"]).column("episode").to_pylist()) == {
+            "dm_july2021_4", "dm_july2021_5", "dm_july2021_6"}  # fmt: skip
+        failed = ds.files.to_pandas().query("status == 'failed'")
+        assert failed.container.tolist() == [f"hf://datasets/{REPO}/{TAR_A}"]
+        why = failed.reject_reason.iloc[0]
+        assert why.startswith(f"hf://datasets/{REPO}/{TAR_A}: unreadable tar in or after member "
+                              "'hdf5_dm_july2021_2.hdf5'")  # fmt: skip
+        assert "none of its 1 episode(s) read so far were committed" in why and "\n" not in why
+
+
+def test_odd_member_names_are_failures_with_the_reason(synth_tree, hub, tmp_path) -> None:
+    files = _files(synth_tree)
+    with tarfile.open(fileobj=io.BytesIO(files[TAR_A])) as tf:
+        good = tf.extractfile("hdf5_dm_july2021_1.hdf5").read()
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name in ("hdf5_dm_july2021_1.hdf5", "hdf5_dm_july2021_\n2.hdf5",
+                     "hdf5_dm_july2021_é3.hdf5", "README.md"):  # fmt: skip
+            info = tarfile.TarInfo(name)
+            info.size = len(good)
+            tf.addfile(info, io.BytesIO(good))
+    fake, endpoint = hub
+    fake.commit(REPO, {TAR_A: tar.getvalue()})
+    plan = plan_ingest(REPO, "main", [], endpoint=endpoint)
+    out = Root(str(tmp_path / "out"))
+    (res,) = _run(plan, out, endpoint, [TAR_A])
+    assert res.verified
+    ds = open_dataset(out)
+    assert ds.episodes == ["dm_july2021_1"]
+    failed = ds.files.to_pandas().query("status == 'failed'").sort_values("member")
+    assert failed.member.tolist() == ["hdf5_dm_july2021_\n2.hdf5", "hdf5_dm_july2021_é3.hdf5"]
+    for why in failed.reject_reason:
+        assert why.startswith(f"hf://datasets/{REPO}/{TAR_A}: name ") and "\n" not in why
+        assert why.endswith("holds control or non-ASCII characters; not an episode name; skipped")
