@@ -532,10 +532,10 @@ def query(
 ) -> None:
     """Run read-only DuckDB SQL over a processed dataset's catalog (a folder or a URL)."""
     import duckdb
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
+    import pyarrow as pa
 
     from storage.dataset import DatasetFormatError, connect_catalog, open_dataset
+    from tasks.query_output import render, write_result
 
     if format not in ("table", "csv", "json", "parquet"):
         fail(f"--format must be table, csv, json or parquet, not {format!r}")
@@ -567,19 +567,13 @@ def query(
         if table.num_rows > limit:
             report.print(f"({table.num_rows} rows, {limit} shown; --limit to see more)")
         return
-    if format == "parquet":
-        pq.write_table(table, output)
-    elif format == "csv" and output is not None:
-        pacsv.write_csv(table, output)
-    else:
-        df = table.to_pandas()
-        text = (
-            df.to_csv(index=False) if format == "csv" else df.to_json(orient="records", lines=True)
-        )
+    try:
         if output is None:
-            sys.stdout.write(text)
+            sys.stdout.write(render(table, format).decode())
             return
-        output.write_text(text)
+        write_result(table, format, output)
+    except (OSError, pa.ArrowException) as e:
+        fail(f"--output {output}: could not write the result ({e})")
     console.print(f"wrote {output}")
 
 

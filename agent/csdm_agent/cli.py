@@ -281,9 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("gsi-config", help="write the game's GSI cfg for run --gsi")
     c.add_argument("--port", type=int, default=3000)
     c.add_argument("--host", default="127.0.0.1")
-    c.add_argument(
-        "--token", default="csdm", help="filters posts; the same goes to run --gsi-token"
-    )
+    c.add_argument("--token", help="filters posts; the same goes to run --gsi-token "
+                   "(default: a random one, written only to the file)")  # fmt: skip
     c.add_argument("--out", default=".", help="folder to write gamestate_integration_csdm.cfg in")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",

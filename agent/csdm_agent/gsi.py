@@ -202,6 +202,8 @@ def seed_fields(player: dict, dead: bool = False) -> dict:
 
 def config_text(port: int, token: str, host: str = "127.0.0.1") -> str:
     """The content of `gamestate_integration_csdm.cfg` (Valve's KeyValues format)."""
+    if not 1 <= port <= 65535:
+        raise ValueError(f"--port {port}: a port is from 1 to 65535")
     if not re.fullmatch(r"[A-Za-z0-9._-]+", token):
         raise ValueError(f"token {token!r}: use letters, digits, '.', '_' and '-' only")
     if host in ("0.0.0.0", "::", ""):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import threading
 import urllib.request
@@ -228,3 +229,19 @@ def test_seed_fields_follow_the_seed_recorder() -> None:
     assert not nothing["found_active"] and "gsi_ammo" not in nothing
     dead = seed_fields(player(ak), dead=True)  # watching another player
     assert dead["gsi_health"] == 0 and not dead["found_active"] and dead["gsi_kills"] == 4
+
+
+def test_gsi_config_draws_a_random_token_and_checks_the_port(tmp_path: Path, capsys,
+                                                            caplog) -> None:  # fmt: skip
+    tokens = []
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        assert agent_main(["gsi-config", "--out", str(tmp_path / run)]) == 0
+        cfg = (tmp_path / run / CFG_NAME).read_text()
+        tokens.append(re.search(r'"token" "([^"]+)"', cfg)[1])
+    assert tokens[0] != tokens[1] and "csdm" not in tokens and min(map(len, tokens)) >= 16
+    printed = capsys.readouterr()
+    assert not any(t in printed.out + printed.err + caplog.text for t in tokens)  # never shown
+    for port in ("99999", "0"):
+        assert agent_main(["gsi-config", "--port", port, "--out", str(tmp_path)]) == 2
+        assert f"--port {port}: a port is from 1 to 65535" in caplog.text

@@ -214,6 +214,15 @@ def test_query_formats(processed, tmp_path: Path) -> None:
     r = subprocess.run([CSDM, "query", str(out), "select nope from frames"], capture_output=True,
                        text=True)  # fmt: skip
     assert r.returncode == 2 and "query failed" in r.stderr and "Traceback" not in r.stderr
+    # list columns: JSON text in CSV, on stdout and in a file alike
+    sql = "select ['s', 'd'] as keys, [1, 2] as n from frames limit 1"
+    r = subprocess.run([CSDM, "query", str(out), sql, "--format", "csv"], capture_output=True,
+                       text=True)  # fmt: skip
+    assert r.returncode == 0 and r.stdout.splitlines() == ["keys,n", '"[""s"", ""d""]","[1, 2]"']
+    r = subprocess.run([CSDM, "query", str(out), sql, "--format", "csv", "--output",
+                        str(tmp_path / "q.csv")], capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "q.csv").read_text().splitlines() == ["keys,n", '"[""s"", ""d""]","[1, 2]"']
 
 
 def test_prefect_artifacts_report_the_run(processed, prefect_api: str) -> None:

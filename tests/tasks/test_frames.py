@@ -31,8 +31,12 @@ def episode() -> tuple[list[dict], np.ndarray]:
 def test_single_frame_ratios_are_within_15_percent_of_the_real_frame(episode) -> None:
     real = np.asarray(Image.open(REAL).convert("RGB"))[..., ::-1]
     assert real.shape == (150, 280, 3)
-    want = _ratios(real)
-    np.testing.assert_allclose(want, [1.26, 1.93, 2.32], atol=0.01)  # ../shared/data/README
+    want = _ratios(real)  # the baseline: measured here, in this run, by this machine's codecs
+    # A sanity check against ../shared/data/README's figures (1.26, 1.93, 2.3), not a
+    # calibration: libjxl picks its SIMD path at run time (an AMD EPYC measured 2.29 where the
+    # machine that wrote the README measured 2.32) and zlib builds differ, so 3% is allowed; a
+    # wrong setting is off by more (zstd level 1: 1.21, PNG level 1: 1.80, JPEG-XL effort 3: 2.56).
+    np.testing.assert_allclose(want, [1.26, 1.93, 2.32], rtol=0.03)
     _, frames = episode
     alive = [f for f in frames[::6] if f.mean() > 60]  # death screens are darker, and easier
     got = np.mean([_ratios(f) for f in alive], axis=0)
