@@ -234,10 +234,10 @@ def test_seed_fields_follow_the_seed_recorder() -> None:
 def test_gsi_config_draws_a_random_token_and_checks_the_port(tmp_path: Path, capsys,
                                                             caplog) -> None:  # fmt: skip
     tokens = []
-    for run in ("a", "b"):
-        (tmp_path / run).mkdir()
-        assert agent_main(["gsi-config", "--out", str(tmp_path / run)]) == 0
-        cfg = (tmp_path / run / CFG_NAME).read_text()
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        assert agent_main(["gsi-config", "--out", str(tmp_path / sub)]) == 0
+        cfg = (tmp_path / sub / CFG_NAME).read_text()
         tokens.append(re.search(r'"token" "([^"]+)"', cfg)[1])
     assert tokens[0] != tokens[1] and "csdm" not in tokens and min(map(len, tokens)) >= 16
     printed = capsys.readouterr()
