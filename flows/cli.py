@@ -516,7 +516,9 @@ def pipeline(
                 )  # fmt: skip
             except IngestError as e:
                 fail(str(e))
-    report.print(" ".join(f"{k}={v}" for k, v in result.items()))
+    failures = result.pop("failures", ())
+    report.print(" ".join(f"{k}={v}" for k, v in result.items()), soft_wrap=True)
+    _listed("failed", tuple(failures), "see files.parquet")
     if result.get("failed") or result.get("failed_archives"):
         raise typer.Exit(1)
 

@@ -66,6 +66,10 @@ def test_pipeline_streams_within_a_disk_budget(synth_tree: Path, prefect_api: st
         ref = next(m for m in iter_container(tar) if isinstance(m, MemberRef) and "_5." in m.name)
         np.testing.assert_array_equal(ds.frames("dm_july2021_5"), read_episode(ref).frames)
         files_pq = open_dataset(out).files.to_pandas().set_index("episode")
+        failed = files_pq.query("status == 'failed'")
+        assert sorted(failed.index) == ["dm_july2021_7", "dm_july2021_8"]
+        assert "its archive is damaged" in failed.loc["dm_july2021_7", "reject_reason"]
+        files_pq = files_pq.query("status == 'stored'")
         assert files_pq.metadata_file.notna().all()
         for ep in files_pq.index:  # the HDF5 labels the synthesiser changed on purpose
             for col, value in known_agreement(ep, "targets").items():
