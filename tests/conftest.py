@@ -16,7 +16,7 @@ def pytest_collection_modifyitems(session, config, items) -> None:
 
     It takes about a minute; the test runs last, by when it is ready.
     """
-    if any("test_keras_import" in item.nodeid for item in items):
+    if any("test_keras_" in item.nodeid for item in items):
         from tests.keras.env import install_in_background
 
         install_in_background()
