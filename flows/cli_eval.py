@@ -39,11 +39,15 @@ def evaluate(
     from storage.registry import RegistryError
     from tasks.report.eval_html import summary_table, write_eval
     from training.checkpoint import CheckpointError
-    from training.evaluate import EvalError, resolve_model
+    from training.evaluate import EvalError, check_split, resolve_model
     from training.evaluate import evaluate as run_eval
 
     storage_options(storage_option)
     errors = (EvalError, RegistryError, CheckpointError, DatasetFormatError, OSError)
+    try:
+        check_split(data, None if split == "all" else split)
+    except errors as e:
+        fail(str(e))
     with tempfile.TemporaryDirectory(prefix="csdm-eval-") as tmp:  # remote registry copies
         models = []
         with console.status("loading models"):

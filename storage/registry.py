@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -119,6 +120,54 @@ class Version:
     existing: bool = False  # the export was already registered as this version
 
 
+ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}\Z")  # ASCII: aliases appear in paths and tags
+SHA256 = re.compile(r"[0-9a-f]{64}\Z")
+
+
+def check_alias(alias: str | None) -> str | None:
+    """`alias` if it is a name (a letter, then letters, digits, `.`, `_` or `-`)."""
+    if alias is not None and not ALIAS.match(alias):
+        raise RegistryError(f"alias {alias[:80]!r}: an alias is a name of up to 64 letters, "
+                            "digits, '.', '_' or '-', starting with a letter")  # fmt: skip
+    return alias
+
+
+def _is_version(v: object) -> bool:
+    return type(v) is int and 0 < v < 1 << 31
+
+
+def check_index(index: object, where: str) -> dict:
+    """`index` if it is a well-formed index.json: integer versions, aliases naming them."""
+    bad = None
+    if not isinstance(index, dict) or not isinstance(index.get("versions"), list):
+        bad = "has no list of versions"
+    elif not isinstance(index.setdefault("aliases", {}), dict):
+        bad = "has no table of aliases"
+    else:
+        seen: set[int] = set()
+        for v in index["versions"]:
+            n = v.get("version") if isinstance(v, dict) else None
+            if not _is_version(n) or n in seen:
+                bad = f"lists version {str(n)[:40]!r}, not a new positive integer"
+            elif not isinstance(v.get("manifest_sha256"), str) or not SHA256.match(
+                    v["manifest_sha256"]):  # fmt: skip
+                bad = f"has no manifest checksum for version {n}"
+            if bad:
+                break
+            seen.add(n)
+        for alias, n in index["aliases"].items() if not bad else ():
+            if not ALIAS.match(alias):
+                bad = f"has an alias {alias[:40]!r} that is not a name"
+            elif n not in seen or not _is_version(n):
+                bad = f"points alias {alias!r} at {str(n)[:40]!r}, which is not a version in it"
+            if bad:
+                break
+    if bad:
+        raise RegistryError(f"{where}: {INDEX} {bad}; the registry was edited by hand or "
+                            "damaged, and no version is read from it")  # fmt: skip
+    return index
+
+
 def _resolve(index: dict, version: int | None, alias: str | None, where: str) -> int:
     if not index["versions"]:
         raise RegistryError(f"{where}: no versions registered yet (run `csdm register`)")
@@ -199,7 +248,14 @@ class LocalRegistry:
     def index(self) -> dict:
         """The model's index, or an empty one before the first registration."""
         p = self.folder / INDEX
-        return json.loads(p.read_text()) if p.exists() else _new_index(self.name)
+        if not p.exists():
+            return _new_index(self.name)
+        try:
+            return check_index(json.loads(p.read_text()), str(self.folder))
+        except (ValueError, RecursionError) as e:
+            if isinstance(e, RegistryError):
+                raise
+            raise RegistryError(f"{p}: not JSON ({str(e)[:80]})") from None
 
     @contextlib.contextmanager
     def _locked(self):
@@ -225,6 +281,7 @@ class LocalRegistry:
         self, export_dir: str | Path, alias: str | None = None, evaluation: dict | None = None
     ) -> Version:
         """Copy a verified export in as the next version; optionally point an alias at it."""
+        check_alias(alias)
         files = _export_files(Path(export_dir))
         model_sha = _model_sha(Path(export_dir))
         with self._locked():
@@ -257,6 +314,7 @@ class LocalRegistry:
 
     def set_alias(self, alias: str, version: int) -> None:
         """Point `alias` at an existing version."""
+        check_alias(alias)
         with self._locked():
             index = self.index()
             index["aliases"][alias] = _resolve(index, version, None, str(self.folder))
@@ -289,7 +347,11 @@ class ObjectRegistry:
 
     def index(self) -> dict:
         """The model's index, or an empty one before the first registration."""
-        return self.root.read_json(f"{self.name}/{INDEX}") or _new_index(self.name)
+        try:
+            index = self.root.read_json(f"{self.name}/{INDEX}")
+        except (ValueError, RecursionError) as e:
+            raise RegistryError(f"{self._url(INDEX)}: not JSON ({str(e)[:80]})") from None
+        return check_index(index, self._url()) if index is not None else _new_index(self.name)
 
     def _lease(self):
         from storage.lease import DatasetLease, LeaseSite
@@ -300,6 +362,7 @@ class ObjectRegistry:
         self, export_dir: str | Path, alias: str | None = None, evaluation: dict | None = None
     ) -> Version:
         """Upload a verified export as the next version (files, then MANIFEST, then index)."""
+        check_alias(alias)
         export_dir = Path(export_dir)
         files = _export_files(export_dir)
         model_sha = _model_sha(export_dir)
@@ -327,6 +390,7 @@ class ObjectRegistry:
 
     def set_alias(self, alias: str, version: int) -> None:
         """Point `alias` at an existing version."""
+        check_alias(alias)
         with self._lease():
             index = self.index()
             index["aliases"][alias] = _resolve(index, version, None, self._url())
@@ -383,12 +447,18 @@ class HubRegistry:
                                                 revision=revision, local_dir=tmp)  # fmt: skip
             except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError):
                 return _new_index(self.name)
-            return json.loads(Path(path).read_text())
+            try:
+                index = json.loads(Path(path).read_text())
+            except (ValueError, RecursionError) as e:
+                raise RegistryError(f"hf://{self.repo}/{self.name}/{INDEX}: not JSON "
+                                    f"({str(e)[:80]})") from None  # fmt: skip
+            return check_index(index, f"hf://{self.repo}/{self.name}")
 
     def register(
         self, export_dir: str | Path, alias: str | None = None, evaluation: dict | None = None
     ) -> Version:
         """Upload a verified export as `NAME/vN` with the new index in one commit, tag it."""
+        check_alias(alias)
         from huggingface_hub import CommitOperationAdd
 
         files = _export_files(Path(export_dir))
@@ -435,6 +505,7 @@ class HubRegistry:
 
     def set_alias(self, alias: str, version: int) -> None:
         """Point `alias` at an existing version, in its own commit."""
+        check_alias(alias)
         from huggingface_hub import CommitOperationAdd
 
         head = self._head()

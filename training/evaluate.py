@@ -137,6 +137,17 @@ def _overall(rows: list[dict]) -> dict[str, float]:
     return out
 
 
+def check_split(data: str | Path | Dataset, split: str | None) -> Dataset:
+    """The dataset, once `split` (None: all) is one its episodes have."""
+    ds = open_dataset(data)
+    splits = sorted({s for s in ds.files.column("split").to_pylist() if s})
+    if split is not None and split not in splits:
+        have = ", ".join(splits) or "no split at all"
+        raise EvalError(f"--split {split}: no episode of {ds.root.url} has that split (it has "
+                        f"{have}; or pass --split all)")  # fmt: skip
+    return ds
+
+
 def evaluate(
     models: list[Predictor],
     data: str | Path | Dataset,
@@ -150,7 +161,7 @@ def evaluate(
     Only the episodes the quality filter kept, unless `all_episodes`.
     """
     opts = opts or LossOptions()
-    ds = open_dataset(data)
+    ds = check_split(data, split)
     for m in models:
         if m.space != DEFAULT:
             raise EvalError(f"{m.name}: its action space differs from the dataset's labels")

@@ -50,22 +50,45 @@ class RegistrySource:
             raise VerificationError(f"{path}: cannot read ({e})") from e
 
     def index(self) -> dict:
-        """The model's version list and aliases."""
+        """The model's version list and aliases, checked to be well formed."""
         try:
-            return json.loads(self.read(INDEX))
-        except json.JSONDecodeError as e:
-            raise VerificationError(f"{self.registry}: {self.name}/{INDEX} is not JSON") from e
+            index = json.loads(self.read(INDEX))
+        except (ValueError, RecursionError):
+            raise VerificationError(f"{self.registry}: {self.name}/{INDEX} is not JSON") from None
+        return _checked(index, f"{self.registry}: {self.name}/{INDEX}")
+
+
+def _is_version(v: object) -> bool:
+    return type(v) is int and 0 < v < 1 << 31
+
+
+def _checked(index: object, where: str) -> dict:
+    """`index` if its versions are positive integers with checksums and its aliases name them."""
+    entries = index.get("versions") if isinstance(index, dict) else None
+    aliases = index.setdefault("aliases", {}) if isinstance(index, dict) else None
+    if not isinstance(entries, list) or not isinstance(aliases, dict):
+        raise VerificationError(f"{where} has no list of versions; refusing it")
+    known = [v.get("version") if isinstance(v, dict) else None for v in entries]
+    for i, n in enumerate(known):
+        if not _is_version(n) or n in known[:i]:
+            raise VerificationError(f"{where} lists version {str(n)[:40]!r}, not a new positive "
+                                    "integer; refusing it")  # fmt: skip
+    for alias, n in aliases.items():
+        if not _is_version(n) or n not in known:
+            raise VerificationError(f"{where} points alias {str(alias)[:40]!r} at "
+                                    f"{str(n)[:40]!r}, which is not a version in it")  # fmt: skip
+    return index
 
 
 def resolve_version(index: dict, version: int | None, alias: str | None, where: str) -> int:
-    """A version number from an explicit number, an alias, or the latest."""
-    known = [v["version"] for v in index.get("versions", [])]
+    """A version number from an explicit number, an alias, or the latest (of a checked index)."""
+    known = [v["version"] for v in index["versions"]]
     if not known:
         raise VerificationError(f"{where}: no versions registered")
     if alias is not None:
-        if alias not in index.get("aliases", {}):
+        if alias not in index["aliases"]:
             raise VerificationError(f"{where}: no alias {alias!r}")
-        return int(index["aliases"][alias])
+        return index["aliases"][alias]
     if version is None:
         return max(known)
     if version not in known:

@@ -108,3 +108,52 @@ def test_the_same_export_twice_is_one_version(tmp_path: Path) -> None:
     copy = _export(tmp_path / "copy", b"weights")  # the same model file from elsewhere
     assert reg.register(copy).existing
     assert not (tmp_path / "reg" / "cs" / "v2").exists()
+
+
+def _edit_index(reg: Path, edit) -> None:
+    p = reg / "cs" / "index.json"
+    index = json.loads(p.read_text())
+    edit(index)
+    p.write_text(json.dumps(index))
+
+
+# hand edits of index.json, each refused in one line before any path is built from it
+HOSTILE_INDEXES = {
+    "alias to a missing version": (lambda i: i["aliases"].update(production=7),
+                                   "points alias 'production' at '7'"),
+    "a path for a version": (lambda i: i["versions"][0].update(version="../../../tmp"),
+                             "lists version '../../../tmp'"),
+    "a boolean version": (lambda i: i["versions"][0].update(version=True), "lists version 'True'"),
+    "a repeated version": (lambda i: i["versions"].append(dict(i["versions"][0])),
+                           "lists version '1'"),
+    "no versions list": (lambda i: i.update(versions={"1": {}}), "no list of versions"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", HOSTILE_INDEXES)
+def test_hand_edited_indexes_are_refused_in_one_line(tmp_path: Path, case: str) -> None:
+    reg = open_registry(tmp_path / "reg", "cs")
+    reg.register(_export(tmp_path / "e1", b"one"), alias="production")
+    edit, message = HOSTILE_INDEXES[case]
+    _edit_index(tmp_path / "reg", edit)
+    for call in (lambda: reg.resolve(alias="production"), lambda: reg.resolve(),
+                 lambda: reg.register(_export(tmp_path / "e2", b"two"))):  # fmt: skip
+        with pytest.raises(RegistryError, match=r"index\.json") as err:
+            call()
+        assert message in str(err.value) and "\n" not in str(err.value)
+        assert str(tmp_path / "reg" / "cs") in str(err.value)
+    assert not (tmp_path / "reg" / "cs" / "v2").exists()
+
+
+def test_aliases_are_names(tmp_path: Path) -> None:
+    reg = open_registry(tmp_path / "reg", "cs")
+    v = reg.register(_export(tmp_path / "e1", b"one"))
+    for bad in ("../x", "", "a/b", "1st", "é", "x" * 65, "prod\n"):
+        with pytest.raises(RegistryError, match="an alias is a name"):
+            reg.register(_export(tmp_path / f"e-{len(bad)}-{ord(bad[:1] or 'a')}", b"two"),
+                         alias=bad)  # fmt: skip
+        with pytest.raises(RegistryError, match="an alias is a name"):
+            reg.set_alias(bad, v.version)
+    assert [x["version"] for x in reg.index()["versions"]] == [1] and reg.index()["aliases"] == {}
+    reg.set_alias("prod-2.b_c", 1)
+    assert reg.resolve(alias="prod-2.b_c").version == 1

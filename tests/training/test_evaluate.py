@@ -125,7 +125,19 @@ def test_cli_writes_json_and_html_and_resolves_registry_refs(trained, processed:
     assert "Traceback" not in bad.stderr
     none = subprocess.run([CSDM, "eval", str(run), str(processed), "--split", "nosuch"],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert none.returncode == 2 and "no kept, stored episodes in split 'nosuch'" in none.stderr
+    assert none.returncode == 2 and "--split nosuch: no episode of" in none.stderr
+    assert "has that split (it has test, train; or pass --split all)" in none.stderr
+    assert "0/?" not in none.stderr and "Traceback" not in none.stderr  # checked before any work
+    index = tmp_path / "reg" / "cs" / "index.json"
+    index.write_text(index.read_text().replace('"production": 1', '"production": 7'))
+    gone = subprocess.run(
+        [CSDM, "eval", "cs@production", str(processed), "--registry", str(tmp_path / "reg")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert gone.returncode == 2 and "Traceback" not in gone.stderr, gone.stderr
+    assert "index.json points alias 'production' at '7', which is not a version" in gone.stderr
 
 
 def test_the_gate_needs_a_strictly_better_model(trained, processed: Path, tmp_path: Path) -> None:
@@ -137,7 +149,7 @@ def test_the_gate_needs_a_strictly_better_model(trained, processed: Path, tmp_pa
     passed, report = ev.gate(exported, str(processed), reg, "cs")
     assert not passed and report.models[0].metrics == report.models[1].metrics  # a tie
     # nothing to evaluate on: a first model still registers, but never past a baseline
-    with pytest.raises(ev.EvalError, match="no kept, stored episodes in split 'nosuch'"):
+    with pytest.raises(ev.EvalError, match="--split nosuch: no episode of"):
         ev.gate(exported, str(processed), reg, "cs", split="nosuch")
     assert ev.gate(exported, str(processed), str(tmp_path / "empty"), "cs", split="nosuch") == (
         True, None)  # fmt: skip
