@@ -36,6 +36,7 @@ def evaluate(
 ) -> None:
     """Score models with the seed's metrics, per-key F1 and mouse confusion, per episode."""
     from storage.dataset import DatasetFormatError
+    from storage.policy import DescriptorError
     from storage.registry import RegistryError
     from tasks.report.eval_html import summary_table, write_eval
     from training.checkpoint import CheckpointError
@@ -43,7 +44,8 @@ def evaluate(
     from training.evaluate import evaluate as run_eval
 
     storage_options(storage_option)
-    errors = (EvalError, RegistryError, CheckpointError, DatasetFormatError, OSError)
+    errors = (EvalError, RegistryError, CheckpointError, DatasetFormatError, DescriptorError,
+              OSError)  # fmt: skip
     try:
         check_split(data, None if split == "all" else split)
     except errors as e:

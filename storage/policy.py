@@ -75,3 +75,40 @@ class PolicyDescriptor:
         check_descriptor(d, where)
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _fits(graph: object, shape: object) -> bool:
+    """A graph shape matches the descriptor's where both name a size (symbolic dims match any)."""
+    return (isinstance(graph, list | tuple) and isinstance(shape, list) and len(graph) == len(shape)
+            and all(type(g) is not int or w is None or g == w
+                    for g, w in zip(graph, shape, strict=True)))  # fmt: skip
+
+
+def graph_mismatch(d: dict, inputs: list[tuple], outputs: list[tuple]) -> str | None:
+    """How the ONNX graph's (name, shape, type) inputs and outputs differ from `d`; None: alike."""
+    try:
+        return _graph_mismatch(d, inputs, outputs)
+    except (KeyError, TypeError, AttributeError):
+        return "the descriptor's input, state or outputs are malformed"
+
+
+def _graph_mismatch(d: dict, inputs: list[tuple], outputs: list[tuple]) -> str | None:
+    want_in = {d["input"]["name"]: (d["input"]["shape"], "tensor(uint8)")}
+    want_in.update({s["input"]: (s["shape"], "tensor(float)") for s in d["state"]})
+    got_in = {name: (shape, kind) for name, shape, kind in inputs}
+    if set(got_in) != set(want_in):
+        return f"the model takes inputs {sorted(got_in)}, the descriptor lists {sorted(want_in)}"
+    want_out = [(o["name"], [None, o["width"]], "tensor(float)") for o in d["outputs"]]
+    want_out += [(s["output"], s["shape"], "tensor(float)") for s in d["state"]]
+    if [o[0] for o in outputs] != [o[0] for o in want_out]:
+        return (f"the model's outputs are {[o[0] for o in outputs]}, the descriptor lists "
+                f"{[o[0] for o in want_out]}")  # fmt: skip
+    pairs = [(n, *got_in[n], *want_in[n]) for n in want_in]
+    pairs += [
+        (n, gs, gk, ws, wk) for (n, gs, gk), (_, ws, wk) in zip(outputs, want_out, strict=True)
+    ]
+    for name, got_shape, got_kind, shape, kind in pairs:
+        if got_kind != kind or not _fits(got_shape, shape):
+            return (f"{name!r} is {got_kind} {list(got_shape)} in the model, {kind} {shape} in "
+                    "the descriptor")  # fmt: skip
+    return None

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from storage.policy import DESCRIPTOR, PolicyDescriptor
+from storage.policy import DESCRIPTOR, DescriptorError, PolicyDescriptor, graph_mismatch
 from storage.registry import file_entry, read_verified_descriptor
 from training.actions import ActionSpace
 from training.checkpoint import Checkpoint, load_checkpoint
@@ -139,7 +139,13 @@ class OnnxSteps:
 
         self.descriptor = d = read_verified_descriptor(folder)
         providers = providers or ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(Path(folder) / d["model"]), providers=providers)
+        model = Path(folder) / d["model"]
+        self.session = ort.InferenceSession(str(model), providers=providers)
+        graph = [[(x.name, x.shape, x.type) for x in xs]
+                 for xs in (self.session.get_inputs(), self.session.get_outputs())]  # fmt: skip
+        if problem := graph_mismatch(d, *graph):
+            raise DescriptorError(f"{model}: {problem}; its {DESCRIPTOR} does not describe it, "
+                                  "so it is not run")  # fmt: skip
         self.names = [o["name"] for o in d["outputs"]]
 
     def run(self, frames: np.ndarray) -> dict[str, np.ndarray]:

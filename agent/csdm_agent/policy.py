@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from csdm_agent.artifact import Artifact
+from csdm_agent.artifact import Artifact, VerificationError, graph_mismatch
 
 log = logging.getLogger("csdm_agent")
 PREFERRED = ("DmlExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -26,6 +26,11 @@ class Policy:
         if threads:
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(artifact.model), opts, providers=chosen)
+        graph = [[(x.name, x.shape, x.type) for x in xs]
+                 for xs in (self.session.get_inputs(), self.session.get_outputs())]  # fmt: skip
+        if problem := graph_mismatch(d, *graph):
+            raise VerificationError(f"{artifact.model}: {problem}; its policy.json does not "
+                                    "describe it, so it is not run")  # fmt: skip
         self.provider = self.session.get_providers()[0]
         log.info("onnxruntime provider: %s (available: %s)", self.provider, ", ".join(available))
         self.input = d["input"]["name"]

@@ -334,3 +334,40 @@ def test_every_decode_switch_is_on_the_command_line(registered: dict, processed:
     held = {k for a in s["actions"] for k in a["keys"]}
     assert not held & {"w", "a", "s", "d", "space"}
     assert all(abs(a["mouse_x"]) <= 100 for a in s["actions"])
+
+
+@pytest.mark.parametrize("edit", ["state", "input", "width", "outputs"])
+def test_a_rehashed_descriptor_that_lies_about_the_graph_is_refused(
+        registered: dict, tmp_path: Path, edit: str, caplog) -> None:  # fmt: skip
+    from storage.policy import DescriptorError
+    from training.export import OnnxSteps
+
+    export = tmp_path / "export"
+    shutil.copytree(registered["export"], export)
+    d = json.loads((export / "policy.json").read_text())
+    if edit == "state":
+        d["state"][0]["shape"][-1] += 1
+    elif edit == "input":
+        d["input"]["shape"] = [1, 100, 100, 3]
+    elif edit == "width":
+        d["outputs"][0]["width"] = 12
+    else:
+        d["outputs"] = d["outputs"][::-1]
+    (export / "policy.json").write_text(json.dumps(d))
+    # registered again, consistently: the manifest covers the edited descriptor, pull verifies it
+    LocalRegistry(tmp_path / "reg", "cs").register(export)
+    art = pull(str(tmp_path / "reg"), "cs", tmp_path / "models", version=1)
+    says = {
+        "state": "in the model, tensor(float)",
+        "input": "[1, 100, 100, 3] in the descriptor",
+        "width": "[None, 12] in the descriptor",
+        "outputs": "the model's outputs are",
+    }[edit]
+    with pytest.raises(VerificationError, match="does not describe it") as err:
+        Policy(art)
+    assert says in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(DescriptorError, match="does not describe it"):
+        OnnxSteps(art.folder)
+    assert agent_main(["run", "--model", str(art.folder), "--dry-run", "--replay", "x.hdf5"]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and says in errors[0]

@@ -79,3 +79,26 @@ def test_the_typed_descriptor_round_trips() -> None:
     assert d.to_dict() == {**VALID, "created": ""}
     with pytest.raises(policy.DescriptorError, match="format_version 2"):
         policy.PolicyDescriptor.from_dict(CASES["format_version 2"])
+
+
+GRAPH_IN = [("frame", [1, 150, 280, 3], "tensor(uint8)"), ("h", [1, 8, 8, 16], "tensor(float)")]
+GRAPH_OUT = [("keys", [1, 11], "tensor(float)"), ("h_out", [1, 8, 8, 16], "tensor(float)")]
+GRAPHS = {
+    "alike": (GRAPH_IN, GRAPH_OUT),
+    "symbolic batch": ([("frame", ["b", 150, 280, 3], "tensor(uint8)"), GRAPH_IN[1]], GRAPH_OUT),
+    "other state shape": ([GRAPH_IN[0], ("h", [1, 8, 8, 17], "tensor(float)")], GRAPH_OUT),
+    "float frames": ([("frame", [1, 150, 280, 3], "tensor(float)"), GRAPH_IN[1]], GRAPH_OUT),
+    "an extra input": ([*GRAPH_IN, ("c", [1], "tensor(float)")], GRAPH_OUT),
+    "outputs swapped": (GRAPH_IN, GRAPH_OUT[::-1]),
+    "other width": (GRAPH_IN, [("keys", [1, 12], "tensor(float)"), GRAPH_OUT[1]]),
+    "other rank": (GRAPH_IN, [("keys", [11], "tensor(float)"), GRAPH_OUT[1]]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GRAPHS))
+def test_agent_and_storage_check_the_graph_alike(case: str) -> None:
+    mine = policy.graph_mismatch(copy.deepcopy(VALID), *GRAPHS[case])
+    assert mine == artifact.graph_mismatch(copy.deepcopy(VALID), *GRAPHS[case])
+    assert (mine is None) == (case in ("alike", "symbolic batch"))
+    assert policy.graph_mismatch({**VALID, "input": "frame"}, *GRAPHS[case]) == (
+        "the descriptor's input, state or outputs are malformed")  # fmt: skip
