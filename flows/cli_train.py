@@ -266,11 +266,12 @@ def register(
     alias: Annotated[str | None, typer.Option(help="Point this alias at the new version.")] = None,
 ) -> None:
     """Register an export as the next immutable version of NAME."""
+    from storage.lease import LeaseHeldError
     from storage.registry import RegistryError, open_registry
 
     try:
         v = open_registry(registry, name).register(export_dir, alias=alias)
-    except RegistryError as e:
+    except (RegistryError, LeaseHeldError) as e:
         fail(str(e))
     if v.existing:
         report.print(

@@ -17,7 +17,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from storage.registry import open_registry
+from storage.registry import check_alias, open_registry
 from training.checkpoint import CKPT, load_checkpoint
 from training.export import export
 from training.train import TrainConfig, TrainResult, continuing, train
@@ -135,6 +135,8 @@ def train_flow(
     It is registered if it beats the `baseline` alias on `gate_metric` over `gate_split`.
     """
     logger = get_run_logger()
+    for a in (alias, baseline):  # before hours of training, not after
+        check_alias(a)
     cfg = TrainConfig.preset_config(preset)
     cfg = replace(
         cfg,

@@ -59,12 +59,22 @@ class LeaseSite:
 class DatasetLease:
     """Hold OUT's lease for a block: `with DatasetLease(layout): ...`.
 
-    `clock` is injectable so tests can expire leases without waiting.
+    A held lease is waited on for up to `wait` seconds, polled every `poll`; `clock` and
+    `sleep` are injectable so tests can expire leases and wait without waiting.
     """
 
-    def __init__(self, layout: OutLayout | LeaseSite, ttl: float = TTL_SECONDS,
-                 clock: Callable[[], float] = time.time, renew: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        layout: OutLayout | LeaseSite,
+        ttl: float = TTL_SECONDS,
+        clock: Callable[[], float] = time.time,
+        renew: bool = True,
+        wait: float = 0.0,
+        sleep: Callable[[float], None] = time.sleep,
+        poll: float = 1.0,
+    ) -> None:
         self.layout, self.ttl, self.clock, self.renew = layout, ttl, clock, renew
+        self.wait, self.sleep, self.poll = wait, sleep, poll
         self.owner = uuid.uuid4().hex[:12]
         self.taken_over: Lease | None = None
         self._stop = threading.Event()
@@ -96,21 +106,29 @@ class DatasetLease:
         )
 
     def acquire(self) -> None:
-        """Take the lease, or raise `LeaseHeldError` naming the live holder.
+        """Take the lease, waiting up to `wait` s for a holder; else `LeaseHeldError` names it."""
+        start = self.clock()
+        while True:
+            try:
+                return self._acquire(f" (waited {self.wait:.0f} s)" if self.wait else "")
+            except LeaseHeldError:
+                left = start + self.wait - self.clock()
+                if left <= 0:
+                    raise
+                self.sleep(min(self.poll, left))
 
-        Reading and writing the lease is one compare-and-swap, so of two runs starting at
-        the same moment exactly one gets it.
-        """
+    def _acquire(self, waited: str) -> None:
+        """One try, a compare-and-swap: of two runs starting at once exactly one gets it."""
         now = self.clock()
         held, stamp = self._read()
         if held is not None and held.owner != self.owner and held.expires > now:
-            raise self._held_error(held, now)
+            raise self._held_error(held, now, waited)
         if not self._swap(stamp):
             winner = self._current()
             if winner is None:
                 raise LeaseHeldError(f"{self.layout.root.url}: the lease changed while it was "
                                      "taken; try again")  # fmt: skip
-            raise self._held_error(winner, now, " (it took the lease at the same moment)")
+            raise self._held_error(winner, now, waited or " (it took the lease at the same moment)")
         self.taken_over = held if held is not None and held.owner != self.owner else None
 
     def release(self) -> None:

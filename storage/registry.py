@@ -30,6 +30,7 @@ from storage.policy import DESCRIPTOR, DescriptorError, check_descriptor
 
 MANIFEST = "MANIFEST.json"
 INDEX = "index.json"
+LEASE_WAIT = 120.0  # seconds a registration waits for another one on an object store
 
 
 class RegistryError(ValueError):
@@ -335,12 +336,14 @@ class ObjectRegistry:
     Registrations hold a lease object beside the index, since object stores have no locks.
     """
 
-    def __init__(self, root: str, name: str) -> None:
+    def __init__(self, root: str, name: str, lease_wait: float = LEASE_WAIT,
+                 clock=time.time, sleep=time.sleep) -> None:  # fmt: skip
         from storage.fs import root_of
 
         if not name or "/" in name or name.startswith("."):
             raise RegistryError(f"{name!r}: a model name is one path component")
         self.root, self.name = root_of(root), name
+        self.lease_wait, self.clock, self.sleep = lease_wait, clock, sleep
 
     def _url(self, key: str = "") -> str:
         return self.root.url_of(f"{self.name}/{key}" if key else self.name)
@@ -356,7 +359,9 @@ class ObjectRegistry:
     def _lease(self):
         from storage.lease import DatasetLease, LeaseSite
 
-        return DatasetLease(LeaseSite(self.root, f"{self.name}/.lease.json"), renew=False)
+        # registrations take seconds: a concurrent one is waited for, not refused
+        return DatasetLease(LeaseSite(self.root, f"{self.name}/.lease.json"), renew=False,
+                            wait=self.lease_wait, clock=self.clock, sleep=self.sleep)  # fmt: skip
 
     def register(
         self, export_dir: str | Path, alias: str | None = None, evaluation: dict | None = None

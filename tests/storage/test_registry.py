@@ -157,3 +157,42 @@ def test_aliases_are_names(tmp_path: Path) -> None:
     assert [x["version"] for x in reg.index()["versions"]] == [1] and reg.index()["aliases"] == {}
     reg.set_alias("prod-2.b_c", 1)
     assert reg.resolve(alias="prod-2.b_c").version == 1
+
+
+class FakeTime:
+    """A clock that only moves when slept on; `on_sleep` runs at each sleep."""
+
+    def __init__(self, on_sleep=None) -> None:
+        self.now, self.slept, self.on_sleep = 1_000_000.0, [], on_sleep
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.now += s
+        if self.on_sleep:
+            self.on_sleep(len(self.slept))
+
+
+def test_an_object_store_registration_waits_for_a_held_lease(tmp_path: Path) -> None:
+    from storage.fs import root_of
+    from storage.lease import DatasetLease, LeaseHeldError, LeaseSite
+    from storage.registry import ObjectRegistry
+
+    site = LeaseSite(root_of(str(tmp_path / "reg")), "cs/.lease.json")
+    other = DatasetLease(site, renew=False)
+    other.acquire()  # another registration, mid-way
+    t = FakeTime(lambda n: other.release() if n == 5 else None)
+    reg = ObjectRegistry(str(tmp_path / "reg"), "cs", lease_wait=60, clock=t.clock, sleep=t.sleep)
+    assert reg.register(_export(tmp_path / "e1", b"one")).version == 1
+    assert t.slept == [1.0] * 5  # it polled until the holder finished, then registered
+    # a holder that stays: after the bound, one line naming it and the wait
+    other = DatasetLease(site, renew=False)
+    other.acquire()
+    t = FakeTime()
+    reg = ObjectRegistry(str(tmp_path / "reg"), "cs", lease_wait=10, clock=t.clock, sleep=t.sleep)
+    with pytest.raises(LeaseHeldError, match=rf"being written by run {other.owner} \(pid") as err:
+        reg.register(_export(tmp_path / "e2", b"two"))
+    assert "(waited 10 s)" in str(err.value) and sum(t.slept) == 10
+    assert [v["version"] for v in reg.index()["versions"]] == [1]
