@@ -110,7 +110,8 @@ def _run(args: argparse.Namespace) -> int:
     elif gsi is not None:
         print(f"GSI: {gsi['kills']} kills, {gsi['deaths']} deaths, {gsi['assists']} assists in "
               f"{gsi['minutes']:.2f} min (kills/min {gsi['kills_per_min']}, K/D {gsi['kd']}); "
-              f"{gsi['posts']} posts, {gsi['ignored_posts']} ignored")  # fmt: skip
+              f"{gsi['posts']} posts, {gsi['ignored_posts']} ignored, {gsi['dropped_posts']} "
+              "malformed")  # fmt: skip
     if args.summary:
         Path(args.summary).write_text(json.dumps({
             "steps": len(summary.step), "fps": summary.fps, "provider": summary.provider,

@@ -20,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 log = logging.getLogger("csdm_agent")
 CFG_NAME = "gamestate_integration_csdm.cfg"
 DATA_BLOCKS = ("provider", "player_id", "player_state", "player_weapons", "player_match_stats")
+MAX_POST = 1 << 20  # bytes; the game's posts are a few KB
+MAX_COUNT = 1 << 20  # a kill, death, ammo or health count beyond this is not the game's
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,30 @@ def _dict(x: object) -> dict:
     return x if isinstance(x, dict) else {}
 
 
+def _count_ok(x: object) -> bool:
+    return x is None or (type(x) is int and -1 <= x <= MAX_COUNT)
+
+
+def malformed(body: dict) -> str | None:
+    """What in a post's `player` block is not what the game sends; None if all is."""
+    player = body.get("player", {})
+    if not isinstance(player, dict):
+        return "player is not an object"
+    parts = {k: player.get(k, {}) for k in ("state", "match_stats", "weapons")}
+    if not all(isinstance(v, dict) for v in parts.values()):
+        return "state, match_stats or weapons is not an object"
+    state, stats = parts["state"], parts["match_stats"]
+    counts = [state.get("health"), state.get("armor"), stats.get("kills"), stats.get("deaths"),
+              stats.get("assists")]  # fmt: skip
+    for w in parts["weapons"].values():
+        if not isinstance(w, dict) or not isinstance(w.get("name", ""), str):
+            return "a weapon is not an object with a name"
+        counts.append(w.get("ammo_clip"))
+    if not all(map(_count_ok, counts)):
+        return "a count is not a whole number in range"
+    return None
+
+
 class _Server(ThreadingHTTPServer):
     # Windows' SO_REUSEADDR lets a second listener share a port silently: refuse it there
     allow_reuse_address = sys.platform != "win32"
@@ -68,6 +94,7 @@ class GsiListener:
         self._stats: tuple[int, int, int] | None = None  # the last post's match stats
         self.posts = 0
         self.ignored = 0
+        self.dropped = 0  # malformed: oversized, not JSON, or fields of the wrong kind
         self.watching = 0  # posts about another player (the agent dead or spectating)
         self._lock = threading.Lock()
         listener = self
@@ -77,8 +104,13 @@ class GsiListener:
 
             def do_POST(self) -> None:
                 length = self.headers.get("Content-Length") or "0"
-                raw = self.rfile.read(int(length)) if length.isdigit() else b""
-                listener._receive(raw)  # before the reply: posts stay ordered
+                if not length.isdigit() or int(length) > MAX_POST:  # never read, never kept
+                    listener._drop(f"a Content-Length of {length[:20]}")
+                    self.close_connection = True
+                    self.send_response(413)
+                    self.end_headers()
+                    return
+                listener._receive(self.rfile.read(int(length)))  # before the reply: in order
                 self.send_response(200)
                 self.end_headers()
 
@@ -94,11 +126,20 @@ class GsiListener:
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
+    def _drop(self, why: str) -> None:
+        with self._lock:
+            if self.dropped == 0:
+                log.warning("GSI: dropped a malformed post (%s); the rest are counted quietly",
+                            why)  # fmt: skip
+            self.dropped += 1
+
     def _receive(self, raw: bytes) -> None:
         try:
             body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            body = None
+        except (ValueError, RecursionError) as e:  # not JSON, too deep, or a 5,000-digit number
+            return self._drop(f"not JSON the game writes: {str(e)[:60]}")
+        if isinstance(body, dict) and (why := malformed(body)):
+            return self._drop(why)
         if not isinstance(body, dict) or _dict(body.get("auth")).get("token") != self.token:
             with self._lock:
                 if self.ignored == 0:
@@ -160,6 +201,7 @@ class GsiListener:
         """
         with self._lock:
             totals, posts, ignored, watching = self.totals, self.posts, self.ignored, self.watching
+            dropped = self.dropped
         kills, deaths, assists = totals if totals is not None else (None, None, None)
 
         def per_min(n: int | None) -> float | None:
@@ -170,6 +212,7 @@ class GsiListener:
             "kills_per_min": per_min(kills), "deaths_per_min": per_min(deaths),
             "kd": round(kills / max(deaths, 1), 4) if kills is not None else None,
             "posts": posts, "ignored_posts": ignored, "watching_posts": watching,
+            "dropped_posts": dropped,
             "steps": steps,
         }  # fmt: skip
 

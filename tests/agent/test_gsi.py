@@ -77,7 +77,7 @@ def test_match_stats_come_from_the_games_posts(registered: dict, processed: Path
             0: _state("s3cret", kills=3, deaths=1, assists=0, health=100, ammo=30),
             10: _state("other", kills=99, deaths=0, assists=9, health=1, ammo=1),  # ignored
             20: _state("s3cret", kills=5, deaths=2, assists=1, health=40, ammo=12),
-            30: b"not json",  # ignored
+            30: b"not json",  # dropped as malformed
             35: {"provider": {}, "player": {}},  # no auth at all: ignored
         }
         frames = PostingFrames(ReplayFrames(_replay(processed, tmp_path, 40)), gsi.port, posts)
@@ -89,7 +89,8 @@ def test_match_stats_come_from_the_games_posts(registered: dict, processed: Path
     assert out["minutes"] == pytest.approx(minutes, abs=1e-4)
     assert out["kills_per_min"] == pytest.approx(2 / minutes, rel=1e-3)
     assert out["deaths_per_min"] == pytest.approx(1 / minutes, rel=1e-3)
-    assert out["kd"] == 2.0 and (out["posts"], out["ignored_posts"]) == (2, 3)
+    assert out["kd"] == 2.0 and (out["posts"], out["ignored_posts"], out["dropped_posts"]) == (
+        2, 2, 1)  # fmt: skip
     steps = out["steps"]
     assert len(steps) == 40
     assert steps[5] == {"health": 100, "armor": 100, "weapon": "weapon_ak47", "ammo_clip": 30,
@@ -245,3 +246,39 @@ def test_gsi_config_draws_a_random_token_and_checks_the_port(tmp_path: Path, cap
     for port in ("99999", "0"):
         assert agent_main(["gsi-config", "--port", port, "--out", str(tmp_path)]) == 2
         assert f"--port {port}: a port is from 1 to 65535" in caplog.text
+
+
+def _raw_post(port: int, head: bytes, body: bytes = b"") -> bytes:
+    """Send a hand-made request; the reply's status line (or b"" if the server hung up)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(head + body)
+        with contextlib.suppress(OSError):
+            return s.recv(200).split(b"\r\n")[0]
+    return b""
+
+
+def test_garbage_posts_are_counted_and_dropped_quietly(capfd, caplog) -> None:
+    good = _state("t", 2, 1, 0, 100, 30)
+    wrong_kind = _state("t", 9, 1, 0, 100, 30)
+    wrong_kind["player"]["match_stats"]["kills"] = "9"
+    huge_number = json.dumps(_state("t", 1, 1, 0, 100, 30)).replace(
+        '"kills": 1', '"kills": ' + "9" * 5000).encode()  # fmt: skip
+    deep = b'{"auth": {"token": "t"}, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with GsiListener("127.0.0.1", 0, "t") as gsi:
+        _post(gsi.port, good)
+        status = _raw_post(gsi.port, b"POST / HTTP/1.1\r\nHost: x\r\n"
+                           b"Content-Length: 1000000000000\r\n\r\n", b"{}")  # fmt: skip
+        assert status in (b"HTTP/1.0 413 Request Entity Too Large", b"")
+        for body in (wrong_kind, huge_number, deep):
+            _post(gsi.port, body)
+        bad_weapon = _state("t", 9, 1, 0, 100, 30)
+        bad_weapon["player"]["weapons"]["weapon_1"]["ammo_clip"] = 10**30
+        _post(gsi.port, bad_weapon)
+        _post(gsi.port, _state("t", 4, 1, 0, 100, 30))
+        out = gsi.summary([], 1.0)
+    assert (out["kills"], out["deaths"], out["posts"]) == (2, 0, 2)  # the garbage changed nothing
+    assert out["dropped_posts"] == 5 and out["ignored_posts"] == 0
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception" not in err, err
+    warnings = [r.getMessage() for r in caplog.records if "GSI" in r.getMessage()]
+    assert len(warnings) == 1 and "Content-Length of 1000000000000" in warnings[0]
