@@ -10,10 +10,13 @@ import pyarrow.dataset as pads
 import zarr
 
 from storage.commit import CatalogState, load_state
-from storage.framestore import open_frames
+from storage.framestore import ARRAY_META, open_frames
 from storage.fs import Root, StorageAccessError
 from storage.layout import OutLayout
 from storage.records import FormatError, Manifest
+from storage.shards import CorruptFramesError, ShardLayout, ShardReader, _Bad
+
+__all__ = ["CorruptFramesError", "Dataset", "DatasetFormatError", "open_dataset"]
 
 
 class DatasetFormatError(ValueError):
@@ -53,6 +56,7 @@ class Dataset:
         self.state: CatalogState = load_state(self.layout)
         self._records = self.state.committed
         self._arrays: dict[str, zarr.Array] = {}
+        self._readers: dict[str, ShardReader | None] = {}
 
     def __str__(self) -> str:
         return self.layout.root.url
@@ -88,25 +92,62 @@ class Dataset:
             self._arrays[episode] = open_frames(self.layout, episode)
         return self._arrays[episode]
 
+    def _reader(self, episode: str) -> ShardReader | None:
+        """The episode's csdm shard reader, or None where zarr must read it."""
+        if episode not in self._readers:
+            if episode not in self._records:
+                raise KeyError(f"{episode}: not stored in {self.layout.root}")
+            key = f"{self.layout.frames_zarr}/{self.layout.episode_array(episode)}"
+            layout = ShardLayout.parse(self.layout.root.read_json(f"{key}/{ARRAY_META}") or {})
+            self._readers[episode] = layout and ShardReader(self.layout.root, key, layout)
+        return self._readers[episode]
+
     def n_frames(self, episode: str) -> int:
         """Frames in an episode."""
-        return self._array(episode).shape[0]
+        reader = self._reader(episode)
+        return reader.layout.shape[0] if reader else self._array(episode).shape[0]
 
-    def frames(self, episode: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+    def frames(self, episode: str, start: int = 0, stop: int | None = None,
+               out: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
         """uint8 frames `[start, stop)`, (n, 150, 280, 3) BGR; decodes only the chunks touched.
 
-        A chunk whose checksum or compression fails raises `CorruptFramesError`.
+        With `out` they are decoded into it. A chunk whose checksum or compression fails, or a
+        missing or truncated shard, raises `CorruptFramesError`.
         """
+        reader = self._reader(episode)
+        if reader is None:
+            got = self._zarr_frames(episode, start, stop)
+            if out is not None:
+                out[:] = got
+            return got if out is None else out
+        lo, hi = slice(start, stop).indices(reader.layout.shape[0])[:2]
+        hi = max(lo, hi)
+        if out is None:
+            out = np.empty((hi - lo, *reader.layout.shape[1:]), np.uint8)
+        elif out.shape != (hi - lo, *reader.layout.shape[1:]) or not out.flags.c_contiguous:
+            raise ValueError(f"out must be C-contiguous {(hi - lo, *reader.layout.shape[1:])}")
+        if hi > lo:
+            try:
+                reader.read(lo, hi, out)
+            except _Bad as bad:
+                raise self._corrupt(episode, bad.lo, bad.hi, bad.why) from None
+        return out
+
+    def _corrupt(self, episode: str, lo: int, hi: int, why: str) -> CorruptFramesError:
+        return CorruptFramesError(
+            f"{self.layout.root}: episode {episode}, frames {lo}-{hi - 1}: corrupt chunk "
+            f"({why}); `csdm verify {self.layout.root}` lists every bad episode"
+        )
+
+    def _zarr_frames(self, episode: str, start: int, stop: int | None) -> np.ndarray:
+        """Read by zarr, for arrays whose codecs csdm's reader does not serve."""
         arr = self._array(episode)
         try:
             return arr[start:stop]
         except Exception as e:  # zarr surfaces crc32c and codec failures as assorted errors
             lo, hi = slice(start, stop).indices(arr.shape[0])[:2]
             lo, hi, why = next(iter(chunk_problems(arr, lo, hi)), (lo, hi, _reason(e)))
-            raise CorruptFramesError(
-                f"{self.layout.root}: episode {episode}, frames {lo}-{hi - 1}: corrupt chunk "
-                f"({why}); `csdm verify {self.layout.root}` lists every bad episode"
-            ) from None
+            raise self._corrupt(episode, lo, hi, why) from None
 
 
 class FramesCatalog:
@@ -121,10 +162,6 @@ class FramesCatalog:
         both = keep if filter is None else (filter if keep is None else keep & filter)
         old = self.compacted.to_table(columns=columns, filter=both)
         return pa.concat_tables([old, self.pending.to_table(columns=columns, filter=filter)])
-
-
-class CorruptFramesError(ValueError):
-    """Stored frames whose bytes fail their checksum or do not decode."""
 
 
 def _reason(e: BaseException) -> str:

@@ -69,6 +69,19 @@ def test_the_error_names_the_bad_chunks_frame_range(copy: Path) -> None:
     np.testing.assert_array_equal(ds.frames(VICTIM, 16, 60), good[16:60])
 
 
+def test_a_truncated_or_missing_shard_names_the_episode_and_frames(copy: Path) -> None:
+    shard = _shard(copy, VICTIM)
+    n = open_dataset(copy).n_frames(VICTIM)
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with pytest.raises(CorruptFramesError, match=rf"episode {VICTIM}, frames 0-{n - 1}: "
+                                                 r"corrupt chunk \(shard index"):  # fmt: skip
+        open_dataset(copy).frames(VICTIM, 5, 20)
+    shard.unlink()
+    with pytest.raises(CorruptFramesError, match=rf"frames 0-{n - 1}: corrupt chunk \(shard "
+                                                 r"missing\)"):  # fmt: skip
+        open_dataset(copy).frames(VICTIM, 5, 20)
+
+
 def test_verify_lists_bad_episodes_and_repair_lets_process_restore_them(
     copy: Path, synth_tree: Path
 ) -> None:

@@ -1,0 +1,229 @@
+"""Windows of frames read straight from an episode's Zarr v3 shards: csdm's lean read path.
+
+The sharding format is a documented table at each shard's end: per inner chunk a little-endian
+(offset, length) pair of uint64, then the table's crc32c. Each shard's table is read once and
+kept; a window's chunks in one shard are fetched as one byte range; each chunk's crc32c is
+checked, then zstd decompresses it straight into the caller's array where the chunk lies
+inside the window, and the predictor is undone in place by one compiled pass. Arrays whose
+codecs this reader does not know are read by zarr (`Dataset.frames` decides).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import google_crc32c
+import imagecodecs
+import numpy as np
+
+from storage.codecs import IMAGE_CODEC, PREDICTOR_CODEC, ImageCodec
+from storage.fs import Root
+from storage.unpredict import undo_predictor
+
+EMPTY = (1 << 64) - 1  # an index entry for a chunk never written
+
+
+class CorruptFramesError(ValueError):
+    """Stored frames whose bytes fail their checksum or do not decode."""
+
+
+class _Bad(Exception):
+    """A chunk or shard that fails; `Dataset.frames` names the episode and frames."""
+
+    def __init__(self, lo: int, hi: int, why: str) -> None:
+        super().__init__(why)
+        self.lo, self.hi, self.why = lo, hi, why
+
+
+@dataclass(frozen=True)
+class ShardLayout:
+    """What this reader needs from an episode array's `zarr.json`."""
+
+    shape: tuple[int, ...]
+    shard: int  # frames per shard object
+    chunk: int  # frames per inner chunk
+    predictor: str | None  # csdm.predictor's kind, undone after decompression
+    image: ImageCodec | None  # the serializer, when chunks are images
+    zstd: bool
+
+    @property
+    def per_shard(self) -> int:
+        """Inner chunks per shard."""
+        return self.shard // self.chunk
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of one decoded frame."""
+        return int(np.prod(self.shape[1:]))
+
+    @classmethod
+    def parse(cls, meta: dict) -> ShardLayout | None:
+        """The layout of a csdm frames array, or None for one this reader does not serve."""
+        try:
+            (sharding,) = meta["codecs"]
+            cfg = sharding["configuration"]
+            if sharding["name"] != "sharding_indexed" or cfg.get("index_location") != "end":
+                return None
+            if [c["name"] for c in cfg["index_codecs"]] != ["bytes", "crc32c"]:
+                return None
+            if cfg["index_codecs"][0].get("configuration", {}).get("endian", "little") != "little":
+                return None
+            codecs = list(cfg["codecs"])
+            if meta.get("data_type") != "uint8" or not codecs or codecs.pop()["name"] != "crc32c":
+                return None
+            predictor = image = None
+            zstd = bool(codecs) and codecs[-1]["name"] == "zstd"
+            if zstd and codecs.pop().get("configuration", {}).get("checksum"):
+                return None  # zstd's own checksum: leave such arrays to zarr
+            serializer = codecs.pop()
+            if serializer["name"] == IMAGE_CODEC:
+                image = ImageCodec.from_dict(serializer)
+            elif serializer["name"] != "bytes":
+                return None
+            if codecs and codecs[-1]["name"] == PREDICTOR_CODEC:
+                predictor = codecs.pop()["configuration"]["kind"]
+            if codecs:
+                return None
+            shard = meta["chunk_grid"]["configuration"]["chunk_shape"]
+            chunk = cfg["chunk_shape"]
+            shape = tuple(meta["shape"])
+            if list(shard[1:]) != list(shape[1:]) or list(chunk[1:]) != list(shape[1:]):
+                return None
+            if shard[0] % chunk[0] or meta["chunk_key_encoding"]["name"] != "default":
+                return None
+            if meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/") != "/":
+                return None
+            return cls(shape, int(shard[0]), int(chunk[0]), predictor, image, zstd)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+
+
+def _checked(data: np.ndarray) -> np.ndarray:
+    """`data` (read-only uint8) less its trailing crc32c, which must match."""
+    if len(data) < 4:
+        raise ValueError("shorter than its checksum")
+    body = data[:-4]
+    if google_crc32c.value(body) != int.from_bytes(data[-4:].tobytes(), "little"):
+        raise ValueError("crc32c mismatch")
+    return body
+
+
+class ShardReader:
+    """One episode's frames; `read(lo, hi, out)` decodes `[lo, hi)` into `out`."""
+
+    def __init__(self, root: Root, key: str, layout: ShardLayout, threads: int = 1) -> None:
+        self.root, self.key, self.layout = root, key, layout
+        self.threads = threads
+        self._index: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    # --- bytes -------------------------------------------------------------------------------
+    def _shard_key(self, s: int) -> str:
+        zeros = "/".join("0" for _ in self.layout.shape[1:])
+        return f"{self.key}/c/{s}/{zeros}"
+
+    def _fetch(self, s: int, start: int | None, end: int | None) -> bytes:
+        """Bytes of shard `s` in `[start, end)` (a negative start counts from its end)."""
+        key = self._shard_key(s)
+        if self.root.local:
+            with open(self.root.full(key), "rb") as f:
+                if start is not None and start < 0:
+                    f.seek(start, os.SEEK_END)
+                    return f.read()
+                f.seek(start or 0)
+                return f.read((end - start) if end is not None else -1)
+        return self.root.read_bytes(key, start, end)
+
+    def index(self, s: int) -> np.ndarray:
+        """Shard `s`'s (offset, length) per inner chunk, read once and kept."""
+        with self._lock:
+            if s in self._index:
+                return self._index[s]
+        n = self.layout.per_shard
+        first = s * self.layout.shard
+        last = min(first + self.layout.shard, self.layout.shape[0])
+        try:
+            raw = self._fetch(s, -(16 * n + 4), None)
+            if len(raw) != 16 * n + 4:
+                raise ValueError(f"shard of {len(raw)} bytes, shorter than its index")
+            table = _checked(np.frombuffer(raw, np.uint8)).view("<u8").reshape(n, 2)
+        except FileNotFoundError:
+            raise _Bad(first, last, "shard missing") from None
+        except (ValueError, OSError) as e:
+            raise _Bad(first, last, f"shard index: {e}") from None
+        with self._lock:
+            self._index[s] = table
+        return table
+
+    # --- decoding ----------------------------------------------------------------------------
+    def _scratch(self) -> np.ndarray:
+        """A chunk-sized buffer per thread, for chunks the window only partly covers."""
+        buf = getattr(self._local, "buf", None)
+        if buf is None:
+            lay = self.layout
+            buf = self._local.buf = np.empty((lay.chunk, *lay.shape[1:]), np.uint8)
+        return buf
+
+    def _decode(self, c: int, data: np.ndarray, lo: int, hi: int, out: np.ndarray) -> None:
+        """Chunk `c`'s frames `[lo, hi)` (array frame numbers) into `out` (frames lo..hi-1)."""
+        lay = self.layout
+        first = c * lay.chunk
+        try:
+            body = _checked(data)
+            whole = lo == first and hi == first + lay.chunk
+            if lay.image is not None:
+                frames = lay.image.decode_array(bytes(body), (lay.chunk, *lay.shape[1:]))
+                if lay.predictor:
+                    frames = undo_predictor(frames, lay.predictor)
+                out[:] = frames[lo - first : hi - first]
+                return
+            target = out if whole else self._scratch()
+            if lay.zstd:
+                imagecodecs.zstd_decode(body, out=target.reshape(-1))
+            elif len(body) == target.nbytes:
+                target.reshape(-1)[:] = np.frombuffer(body, np.uint8)
+            else:
+                raise ValueError(f"{len(body)} bytes, the chunk holds {target.nbytes}")
+            part = target if whole else target[lo - first : hi - first]
+            if lay.predictor:
+                undo_predictor(part, lay.predictor, out=out)
+            elif not whole:
+                out[:] = part
+        except Exception as e:  # codecs raise assorted errors on damaged bytes
+            raise _Bad(first, min(first + lay.chunk, lay.shape[0]),
+                       f"{type(e).__name__}: {str(e)[:160]}") from None  # fmt: skip
+
+    def read(self, lo: int, hi: int, out: np.ndarray, pool: ThreadPoolExecutor | None = None):
+        """Decode frames `[lo, hi)` into `out`; raises `_Bad` naming the failing chunk."""
+        lay = self.layout
+        jobs = []
+        c0, c1 = lo // lay.chunk, (hi - 1) // lay.chunk + 1
+        for s in range(c0 // lay.per_shard, (c1 - 1) // lay.per_shard + 1):
+            cs = range(max(c0, s * lay.per_shard), min(c1, (s + 1) * lay.per_shard))
+            table = self.index(s)[[c - s * lay.per_shard for c in cs]]
+            empty = np.flatnonzero(table[:, 0] == EMPTY)
+            if len(empty):
+                c = cs[empty[0]]
+                raise _Bad(c * lay.chunk, min((c + 1) * lay.chunk, lay.shape[0]), "chunk missing")
+            start, end = int(table[:, 0].min()), int((table[:, 0] + table[:, 1]).max())
+            try:
+                data = np.frombuffer(self._fetch(s, start, end), np.uint8)
+            except FileNotFoundError:
+                raise _Bad(s * lay.shard, min((s + 1) * lay.shard, lay.shape[0]),
+                           "shard missing") from None  # fmt: skip
+            if len(data) != end - start:
+                raise _Bad(cs[0] * lay.chunk, min(cs[-1] * lay.chunk + lay.chunk, hi),
+                           f"shard truncated ({len(data)} of {end - start} bytes)")  # fmt: skip
+            for c, (off, n) in zip(cs, table.tolist(), strict=True):
+                a, b = max(lo, c * lay.chunk), min(hi, (c + 1) * lay.chunk)
+                jobs.append((c, data[off - start : off - start + n], a, b, out[a - lo : b - lo]))
+        if pool is not None and len(jobs) > 1:
+            for f in [pool.submit(self._decode, *j) for j in jobs]:
+                f.result()
+        else:
+            for j in jobs:
+                self._decode(*j)
