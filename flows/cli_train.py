@@ -101,6 +101,13 @@ def train(
             "and count it (stop or skip)."
         ),
     ] = "stop",
+    decode: Annotated[
+        str,
+        typer.Option(
+            help="Where frames are decoded: cpu (loader processes) or cuda (the GPU, with "
+            "nvCOMP; loaders only read)."
+        ),
+    ] = "cpu",
     storage_option: StorageOptions = None,
 ) -> None:
     """Train the policy on a processed dataset; under torchrun, one process per GPU (DDP)."""
@@ -114,6 +121,15 @@ def train(
     storage_options(storage_option)
     if on_corrupt not in ("stop", "skip"):
         fail(f"--on-corrupt must be stop or skip, not {on_corrupt!r}")
+    from training.device_decode import DECODES, DeviceDecodeError, check_device_decode
+
+    if decode not in DECODES:
+        fail(f"--decode must be {' or '.join(DECODES)}, not {decode!r}")
+    if decode == "cuda":
+        try:
+            check_device_decode()
+        except DeviceDecodeError as e:
+            fail(str(e))
     from training.checkpoint import CKPT, CheckpointError, load_checkpoint
     from training.train import continuing
 
@@ -155,6 +171,7 @@ def train(
         log_every=log_every,
         ckpt_every=ckpt_every,
         on_corrupt=on_corrupt,
+        decode=decode,
         sampler=sampler,
         loss=LossOptions(
             fold_mouse_extremes=fold_mouse,

@@ -14,7 +14,7 @@ from storage.framestore import ARRAY_META, open_frames
 from storage.fs import Root, StorageAccessError
 from storage.layout import OutLayout
 from storage.records import FormatError, Manifest
-from storage.shards import CorruptFramesError, ShardLayout, ShardReader, _Bad
+from storage.shards import ChunkError, CorruptFramesError, ShardLayout, ShardReader
 
 __all__ = ["CorruptFramesError", "Dataset", "DatasetFormatError", "open_dataset"]
 
@@ -92,7 +92,7 @@ class Dataset:
             self._arrays[episode] = open_frames(self.layout, episode)
         return self._arrays[episode]
 
-    def _reader(self, episode: str) -> ShardReader | None:
+    def reader(self, episode: str) -> ShardReader | None:
         """The episode's csdm shard reader, or None where zarr must read it."""
         if episode not in self._readers:
             if episode not in self._records:
@@ -104,7 +104,7 @@ class Dataset:
 
     def n_frames(self, episode: str) -> int:
         """Frames in an episode."""
-        reader = self._reader(episode)
+        reader = self.reader(episode)
         return reader.layout.shape[0] if reader else self._array(episode).shape[0]
 
     def frames(self, episode: str, start: int = 0, stop: int | None = None,
@@ -114,7 +114,7 @@ class Dataset:
         With `out` they are decoded into it. A chunk whose checksum or compression fails, or a
         missing or truncated shard, raises `CorruptFramesError`.
         """
-        reader = self._reader(episode)
+        reader = self.reader(episode)
         if reader is None:
             got = self._zarr_frames(episode, start, stop)
             if out is not None:
@@ -129,11 +129,12 @@ class Dataset:
         if hi > lo:
             try:
                 reader.read(lo, hi, out)
-            except _Bad as bad:
-                raise self._corrupt(episode, bad.lo, bad.hi, bad.why) from None
+            except ChunkError as bad:
+                raise self.corrupt_error(episode, bad.lo, bad.hi, bad.why) from None
         return out
 
-    def _corrupt(self, episode: str, lo: int, hi: int, why: str) -> CorruptFramesError:
+    def corrupt_error(self, episode: str, lo: int, hi: int, why: str) -> CorruptFramesError:
+        """The error for frames `[lo, hi)` of `episode` that fail, saying why."""
         return CorruptFramesError(
             f"{self.layout.root}: episode {episode}, frames {lo}-{hi - 1}: corrupt chunk "
             f"({why}); `csdm verify {self.layout.root}` lists every bad episode"
@@ -147,7 +148,7 @@ class Dataset:
         except Exception as e:  # zarr surfaces crc32c and codec failures as assorted errors
             lo, hi = slice(start, stop).indices(arr.shape[0])[:2]
             lo, hi, why = next(iter(chunk_problems(arr, lo, hi)), (lo, hi, _reason(e)))
-            raise self._corrupt(episode, lo, hi, why) from None
+            raise self.corrupt_error(episode, lo, hi, why) from None
 
 
 class FramesCatalog:

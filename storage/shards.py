@@ -30,7 +30,7 @@ class CorruptFramesError(ValueError):
     """Stored frames whose bytes fail their checksum or do not decode."""
 
 
-class _Bad(Exception):
+class ChunkError(Exception):
     """A chunk or shard that fails; `Dataset.frames` names the episode and frames."""
 
     def __init__(self, lo: int, hi: int, why: str) -> None:
@@ -152,9 +152,9 @@ class ShardReader:
                 raise ValueError(f"shard of {len(raw)} bytes, shorter than its index")
             table = _checked(np.frombuffer(raw, np.uint8)).view("<u8").reshape(n, 2)
         except FileNotFoundError:
-            raise _Bad(first, last, "shard missing") from None
+            raise ChunkError(first, last, "shard missing") from None
         except (ValueError, OSError) as e:
-            raise _Bad(first, last, f"shard index: {e}") from None
+            raise ChunkError(first, last, f"shard index: {e}") from None
         with self._lock:
             self._index[s] = table
         return table
@@ -194,13 +194,17 @@ class ShardReader:
             elif not whole:
                 out[:] = part
         except Exception as e:  # codecs raise assorted errors on damaged bytes
-            raise _Bad(first, min(first + lay.chunk, lay.shape[0]),
+            raise ChunkError(first, min(first + lay.chunk, lay.shape[0]),
                        f"{type(e).__name__}: {str(e)[:160]}") from None  # fmt: skip
 
-    def read(self, lo: int, hi: int, out: np.ndarray, pool: ThreadPoolExecutor | None = None):
-        """Decode frames `[lo, hi)` into `out`; raises `_Bad` naming the failing chunk."""
+    def chunks(self, lo: int, hi: int) -> list[tuple[int, np.ndarray, int, int]]:
+        """(chunk, its stored bytes, first, stop) for the chunks frames `[lo, hi)` touch.
+
+        `first`/`stop` bound the frames wanted from each chunk; the bytes are fetched one range
+        per shard and still carry their crc32c (`body` checks and strips it).
+        """
         lay = self.layout
-        jobs = []
+        found = []
         c0, c1 = lo // lay.chunk, (hi - 1) // lay.chunk + 1
         for s in range(c0 // lay.per_shard, (c1 - 1) // lay.per_shard + 1):
             cs = range(max(c0, s * lay.per_shard), min(c1, (s + 1) * lay.per_shard))
@@ -208,19 +212,33 @@ class ShardReader:
             empty = np.flatnonzero(table[:, 0] == EMPTY)
             if len(empty):
                 c = cs[empty[0]]
-                raise _Bad(c * lay.chunk, min((c + 1) * lay.chunk, lay.shape[0]), "chunk missing")
+                hi_c = min((c + 1) * lay.chunk, lay.shape[0])
+                raise ChunkError(c * lay.chunk, hi_c, "chunk missing")
             start, end = int(table[:, 0].min()), int((table[:, 0] + table[:, 1]).max())
             try:
                 data = np.frombuffer(self._fetch(s, start, end), np.uint8)
             except FileNotFoundError:
-                raise _Bad(s * lay.shard, min((s + 1) * lay.shard, lay.shape[0]),
+                raise ChunkError(s * lay.shard, min((s + 1) * lay.shard, lay.shape[0]),
                            "shard missing") from None  # fmt: skip
             if len(data) != end - start:
-                raise _Bad(cs[0] * lay.chunk, min(cs[-1] * lay.chunk + lay.chunk, hi),
+                raise ChunkError(cs[0] * lay.chunk, min(cs[-1] * lay.chunk + lay.chunk, hi),
                            f"shard truncated ({len(data)} of {end - start} bytes)")  # fmt: skip
             for c, (off, n) in zip(cs, table.tolist(), strict=True):
                 a, b = max(lo, c * lay.chunk), min(hi, (c + 1) * lay.chunk)
-                jobs.append((c, data[off - start : off - start + n], a, b, out[a - lo : b - lo]))
+                found.append((c, data[off - start : off - start + n], a, b))
+        return found
+
+    def body(self, c: int, data: np.ndarray) -> np.ndarray:
+        """Chunk `c`'s compressed bytes less their crc32c, which must match."""
+        try:
+            return _checked(data)
+        except ValueError as e:
+            lo, n = c * self.layout.chunk, self.layout.shape[0]
+            raise ChunkError(lo, min(lo + self.layout.chunk, n), str(e)) from None
+
+    def read(self, lo: int, hi: int, out: np.ndarray, pool: ThreadPoolExecutor | None = None):
+        """Decode frames `[lo, hi)` into `out`; raises `ChunkError` naming the failing chunk."""
+        jobs = [(c, data, a, b, out[a - lo : b - lo]) for c, data, a, b in self.chunks(lo, hi)]
         if pool is not None and len(jobs) > 1:
             for f in [pool.submit(self._decode, *j) for j in jobs]:
                 f.result()

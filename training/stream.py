@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from storage.dataset import CorruptFramesError, Dataset, open_dataset
 from training.actions import DEFAULT
+from training.device_decode import DECODES, PACKED_KEYS, Packer, decode_on_device
 from training.windows import WindowIndex
 
 
@@ -46,9 +47,14 @@ class WindowStream(IterableDataset):
         world: int = 1,
         on_corrupt: str = "stop",
         read_threads: int = 1,
+        decode: str = "cpu",
     ) -> None:
         if on_corrupt not in ("stop", "skip"):
             raise ValueError(f"on_corrupt must be stop or skip, not {on_corrupt!r}")
+        if decode not in DECODES:
+            raise ValueError(f"decode must be one of {', '.join(DECODES)}, not {decode!r}")
+        # "cuda": batches carry compressed chunks; `to_device` decodes them on the GPU
+        self.decode = decode
         self.root, self.index, self.batch_size = str(root), index, batch_size
         self.state, self.rank, self.world = state, rank, world
         self.on_corrupt = on_corrupt
@@ -124,6 +130,8 @@ class WindowStream(IterableDataset):
         if self._ds is None:
             self._ds = open_dataset(self.root)
         lab, t = self.index.labels, self.index.cfg.window
+        if self.decode == "cuda":
+            return self._read_packed(windows)
         shape = (len(windows), t, DEFAULT.height, DEFAULT.width, 3)
         out = torch.empty(shape, dtype=torch.uint8)
         if get_worker_info() is not None:  # decode straight into the memory sent to the trainer
@@ -151,9 +159,7 @@ class WindowStream(IterableDataset):
         for (i, name, s), err in zip(jobs, errors, strict=True):
             e = windows[i][0]
             if err is not None:
-                if self.on_corrupt == "stop":
-                    raise err
-                self._bad.add(name)
+                self._skip(name, err)
             if name in self._bad:  # never train on bad bytes: the window leaves the batch
                 corrupt.append(name)
                 continue
@@ -161,9 +167,35 @@ class WindowStream(IterableDataset):
             rows[i] = lab.offsets[e] + s + np.arange(t)
         if corrupt:
             out, rows = out[good], rows[good]
+        return {"corrupt_episodes": corrupt, "frames": out, **self._labels(rows)}
+
+    def _skip(self, name: str, err: CorruptFramesError) -> None:
+        """A window's episode failed: stop, or remember to leave its windows out."""
+        if self.on_corrupt == "stop":
+            raise err
+        self._bad.add(name)
+
+    def _read_packed(self, windows: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        """A batch for GPU decoding: the windows' compressed chunks, packed, with labels."""
+        lab, t = self.index.labels, self.index.cfg.window
+        packer, rows, corrupt = Packer(self._ds), [], []
+        for e, s in windows:
+            name = lab.episodes[e]
+            if name not in self._bad:
+                try:
+                    packer.add(name, s, s + t)
+                    rows.append(lab.offsets[e] + s + np.arange(t))
+                    continue
+                except CorruptFramesError as err:
+                    self._skip(name, err)
+            corrupt.append(name)
+        rows = np.array(rows, np.int64).reshape(-1, t)
+        return {"corrupt_episodes": corrupt, **packer.result(), "window": torch.tensor(t),
+                **self._labels(rows)}  # fmt: skip
+
+    def _labels(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        lab = self.index.labels
         return {
-            "corrupt_episodes": corrupt,
-            "frames": out,
             "keys": torch.from_numpy(lab.keys[rows]),
             "clicks": torch.from_numpy(lab.clicks[rows]),
             "mouse_x": torch.from_numpy(lab.mouse_x[rows]),
@@ -199,5 +231,14 @@ def make_loader(stream: WindowStream, workers: int = 2, pin: bool | None = None)
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """Copy a (pinned) batch to the device without blocking the host."""
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    """Copy a (pinned) batch to the device without blocking the host.
+
+    A batch of compressed chunks (`WindowStream(decode="cuda")`) is decoded there into frames.
+    """
+    if "chunk_data" not in batch:
+        return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()}  # fmt: skip
+    shape = (DEFAULT.height, DEFAULT.width, 3)
+    frames = decode_on_device(batch, shape, int(batch["window"]), device)
+    rest = {k: v for k, v in batch.items() if k not in PACKED_KEYS}
+    return {**to_device(rest, device), "frames": frames}

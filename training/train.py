@@ -70,6 +70,7 @@ class TrainConfig:
     init_from: str | None = None  # a run whose weights start this one (fine-tuning)
     on_corrupt: str = "stop"  # a corrupt frame chunk: stop with its error, or "skip" its episode
     read_threads: int = 8  # windows each loader worker reads at once (object stores)
+    decode: str = "cpu"  # "cuda": loaders hand over compressed chunks, the GPU decodes them
     model: ModelConfig = field(default_factory=ModelConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     loss: LossOptions = field(default_factory=LossOptions)
@@ -279,7 +280,15 @@ def train(
     )
 
     stream = WindowStream(
-        data, index, cfg.batch_size, state, rank, world, cfg.on_corrupt, cfg.read_threads
+        data,
+        index,
+        cfg.batch_size,
+        state,
+        rank,
+        world,
+        cfg.on_corrupt,
+        cfg.read_threads,
+        cfg.decode,
     )
     loader = make_loader(stream, cfg.workers)
     log = MetricsLog(run)
@@ -315,7 +324,7 @@ def train(
                 print(f"[csdm train] skipping corrupt episode {name} (--on-corrupt skip); "
                       f"`csdm verify {data}` lists every bad chunk", flush=True)  # fmt: skip
             corrupt_eps |= set(bad)
-        if len(batch["frames"]) == 0:  # every window was corrupt: no step on this batch
+        if len(batch["keys"]) == 0:  # every window was corrupt: no step on this batch
             if world > 1:
                 raise RuntimeError(f"{data}: a whole batch was corrupt on rank {rank}")
             state = _next_state(state, epoch, bidx, stream.batches_in(epoch))

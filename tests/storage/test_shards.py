@@ -15,7 +15,7 @@ from storage import framestore
 from storage.codecs import FRAME_CODECS, PredictorCodec
 from storage.framestore import ensure_store, open_frames, write_frames
 from storage.layout import OutLayout
-from storage.shards import ShardLayout, ShardReader, _Bad
+from storage.shards import ChunkError, ShardLayout, ShardReader
 from storage.unpredict import undo_predictor
 from tasks.synth.frames import render
 from tasks.synth.players import simulate
@@ -82,11 +82,11 @@ def test_damage_names_the_chunk_or_shard(frames, tmp_path, monkeypatch) -> None:
     }  # fmt: skip
     for name, (data, lo, hi, why) in cases.items():
         shard1.write_bytes(data)
-        with pytest.raises(_Bad) as err:
+        with pytest.raises(ChunkError) as err:
             ShardReader(layout.root, key, spec).read(20, 60, out)
         assert (err.value.lo, err.value.hi) == (lo, hi) and why in err.value.why, name
     shard1.unlink()
-    with pytest.raises(_Bad) as err:
+    with pytest.raises(ChunkError) as err:
         ShardReader(layout.root, key, spec).read(20, 60, out)
     assert (err.value.lo, err.value.hi, err.value.why) == (32, 64, "shard missing")
 
