@@ -14,7 +14,7 @@ from storage.framestore import ARRAY_META, open_frames
 from storage.fs import Root, StorageAccessError
 from storage.layout import OutLayout
 from storage.records import FormatError, Manifest
-from storage.shards import ChunkError, CorruptFramesError, ShardLayout, ShardReader
+from storage.shards import ChunkError, CorruptFramesError, ShardLayout, ShardReader, fresh_array
 
 __all__ = ["CorruptFramesError", "Dataset", "DatasetFormatError", "open_dataset"]
 
@@ -123,7 +123,7 @@ class Dataset:
         lo, hi = slice(start, stop).indices(reader.layout.shape[0])[:2]
         hi = max(lo, hi)
         if out is None:
-            out = np.empty((hi - lo, *reader.layout.shape[1:]), np.uint8)
+            out = fresh_array((hi - lo, *reader.layout.shape[1:]))
         elif out.shape != (hi - lo, *reader.layout.shape[1:]) or not out.flags.c_contiguous:
             raise ValueError(f"out must be C-contiguous {(hi - lo, *reader.layout.shape[1:])}")
         if hi > lo:

@@ -15,32 +15,40 @@ KINDS = {"up": (True, False), "left": (False, True), "gradient": (True, True)}
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
-def _undo(src, dst, channels, up, left):  # pragma: no cover - compiled
-    n, h, w = src.shape
-    prev = np.zeros(w, np.uint8)  # the previous row, summed down (before the sum along it)
+def _down(x):  # pragma: no cover - compiled
+    """Running sum down the rows of each frame, in place (vectorised across the row)."""
+    n, h, w = x.shape
     for t in range(n):
-        prev[:] = 0
+        for r in range(1, h):
+            above, row = x[t, r - 1], x[t, r]
+            for j in range(w):
+                row[j] = uint8(row[j] + above[j])
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def _along3(x):  # pragma: no cover - compiled
+    """Running sum along each row of 3-channel pixels, in place: three chains in registers."""
+    n, h, w = x.shape
+    for t in range(n):
         for r in range(h):
-            s, row = src[t, r], dst[t, r]
-            if up:  # vectorised: no chain across the row
-                for j in range(w):
-                    prev[j] = uint8(prev[j] + s[j])
-                if not left:
-                    row[:] = prev
-            if left:
-                d = prev if up else s
-                if channels == 3:  # the frames' case: three chains held in registers
-                    a0, a1, a2 = uint8(0), uint8(0), uint8(0)
-                    for j in range(0, w - 2, 3):
-                        a0 = uint8(a0 + d[j])
-                        a1 = uint8(a1 + d[j + 1])
-                        a2 = uint8(a2 + d[j + 2])
-                        row[j], row[j + 1], row[j + 2] = a0, a1, a2
-                else:
-                    for j in range(channels):
-                        row[j] = d[j]
-                    for j in range(channels, w):
-                        row[j] = uint8(row[j - channels] + d[j])
+            row = x[t, r]
+            a0, a1, a2 = uint8(0), uint8(0), uint8(0)
+            for j in range(0, w - 2, 3):
+                a0 = uint8(a0 + row[j])
+                a1 = uint8(a1 + row[j + 1])
+                a2 = uint8(a2 + row[j + 2])
+                row[j], row[j + 1], row[j + 2] = a0, a1, a2
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def _along(x, c):  # pragma: no cover - compiled
+    """Running sum along each row with `c` interleaved channels, in place."""
+    n, h, w = x.shape
+    for t in range(n):
+        for r in range(h):
+            row = x[t, r]
+            for j in range(c, w):
+                row[j] = uint8(row[j] + row[j - c])
 
 
 def undo_predictor(residuals: np.ndarray, kind: str, out: np.ndarray | None = None) -> np.ndarray:
@@ -56,5 +64,11 @@ def undo_predictor(residuals: np.ndarray, kind: str, out: np.ndarray | None = No
     if not out.flags.c_contiguous or out.shape != residuals.shape or out.dtype != np.uint8:
         raise ValueError("out must be a C-contiguous uint8 array of the residuals' shape")
     up, left = KINDS[kind]
-    _undo(src, out.reshape(-1, h, w * c), c, up, left)
+    dst = out.reshape(-1, h, w * c)
+    if not np.shares_memory(dst, src):
+        np.copyto(dst, src)
+    if up:
+        _down(dst)
+    if left:
+        _along3(dst) if c == 3 else _along(dst, c)
     return out

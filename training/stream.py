@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from storage.dataset import CorruptFramesError, Dataset, open_dataset
+from storage.shards import fresh_array
 from training.actions import DEFAULT
 from training.device_decode import DECODES, PACKED_KEYS, Packer, decode_on_device
 from training.windows import WindowIndex
@@ -133,9 +134,10 @@ class WindowStream(IterableDataset):
         if self.decode == "cuda":
             return self._read_packed(windows)
         shape = (len(windows), t, DEFAULT.height, DEFAULT.width, 3)
-        out = torch.empty(shape, dtype=torch.uint8)
         if get_worker_info() is not None:  # decode straight into the memory sent to the trainer
-            out.share_memory_()
+            out = torch.empty(shape, dtype=torch.uint8).share_memory_()
+        else:
+            out = torch.from_numpy(fresh_array(shape))
         frames = out.numpy()
         rows = np.empty((len(windows), t), np.int64)
         good, corrupt = [], []
