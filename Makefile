@@ -92,7 +92,9 @@ stop:
 # carried with the tree); `make gpu-check` (there) installs them aside and runs the check.
 GPU_WHEELS := zarr==3.1.6 numcodecs==0.16.6 imagecodecs==2026.3.6 donfig==0.8.1.post1 google-crc32c==1.9.0 \
 	duckdb==2.0.1 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 \
-	typing-inspection==0.4.5
+	typing-inspection==0.4.5 nvidia-nvcomp-cu13==6.0.0.12
+# numba is left out: llvmlite alone is 60 MB of the 64 MiB carry; the device's CPU reads then
+# undo the predictor with numpy (storage/unpredict.py says so), which no GPU figure depends on
 GPU_PLATFORMS := --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
 	--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
 

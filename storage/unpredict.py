@@ -8,13 +8,26 @@ above stay in L1, and the sum along a row runs its channels as independent chain
 
 from __future__ import annotations
 
-import numpy as np
-from numba import njit, uint8
+import logging
 
+import imagecodecs
+import numpy as np
+
+try:
+    import numba
+except ImportError:  # only the GPU check's carry (64 MiB) leaves out llvmlite's 60 MB
+    numba = None
+
+log = logging.getLogger("csdm")
+uint8 = numba.uint8 if numba else np.uint8
 KINDS = {"up": (True, False), "left": (False, True), "gradient": (True, True)}
 
 
-@njit(nogil=True, cache=True, boundscheck=False)
+def _jit(fn):
+    return numba.njit(nogil=True, cache=True, boundscheck=False)(fn) if numba else None
+
+
+@_jit
 def _down(x):  # pragma: no cover - compiled
     """Running sum down the rows of each frame, in place (vectorised across the row)."""
     n, h, w = x.shape
@@ -25,7 +38,7 @@ def _down(x):  # pragma: no cover - compiled
                 row[j] = uint8(row[j] + above[j])
 
 
-@njit(nogil=True, cache=True, boundscheck=False)
+@_jit
 def _along3(x):  # pragma: no cover - compiled
     """Running sum along each row of 3-channel pixels, in place: three chains in registers."""
     n, h, w = x.shape
@@ -40,7 +53,7 @@ def _along3(x):  # pragma: no cover - compiled
                 row[j], row[j + 1], row[j + 2] = a0, a1, a2
 
 
-@njit(nogil=True, cache=True, boundscheck=False)
+@_jit
 def _along(x, c):  # pragma: no cover - compiled
     """Running sum along each row with `c` interleaved channels, in place."""
     n, h, w = x.shape
@@ -67,8 +80,24 @@ def undo_predictor(residuals: np.ndarray, kind: str, out: np.ndarray | None = No
     dst = out.reshape(-1, h, w * c)
     if not np.shares_memory(dst, src):
         np.copyto(dst, src)
-    if up:
-        _down(dst)
-    if left:
-        _along3(dst) if c == 3 else _along(dst, c)
+    if numba is None:
+        _without_numba(dst, c, up, left)
+    else:
+        if up:
+            _down(dst)
+        if left:
+            _along3(dst) if c == 3 else _along(dst, c)
     return out
+
+
+def _without_numba(dst: np.ndarray, c: int, up: bool, left: bool) -> None:
+    """The same sums with numpy and imagecodecs, slower; said once, never silently."""
+    if not getattr(_without_numba, "said", False):
+        log.warning("numba is not installed: the predictor is undone with numpy, slower")
+        _without_numba.said = True
+    if up:
+        for r in range(1, dst.shape[1]):
+            np.add(dst[:, r], dst[:, r - 1], out=dst[:, r])
+    if left:
+        frames = dst.reshape(*dst.shape[:2], -1, c)
+        imagecodecs.delta_decode(frames, axis=-2, out=frames)

@@ -108,3 +108,16 @@ def test_the_compiled_inverse_undoes_the_codecs_encode(kind: str, a: np.ndarray)
     np.testing.assert_array_equal(inplace, a)
     # the store's own shape too: a chunk of real frames
     assert PredictorCodec(kind=kind).decode_array(residuals).tobytes() == a.tobytes()
+
+
+def test_without_numba_the_inverse_is_the_same(monkeypatch, caplog) -> None:
+    from storage import unpredict
+
+    monkeypatch.setattr(unpredict, "numba", None)
+    rng = np.random.default_rng(5)
+    for kind in ("up", "left", "gradient"):
+        a = rng.integers(0, 256, (3, 7, 11, 3), dtype=np.uint8)
+        np.testing.assert_array_equal(
+            undo_predictor(PredictorCodec(kind=kind).encode_array(a), kind), a
+        )
+    assert "numba is not installed" in caplog.text  # said, not silent
