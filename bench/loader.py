@@ -1,6 +1,6 @@
 """Benchmark: random 96-frame training windows per second on one core, csdm against its peers.
 
-Run: `.venv/bin/python -m bench.loader [--codec gradient-zstd --episodes 4 --frames 1000]`.
+Run: `.venv/bin/python -m bench.loader [--codec up-zstd --episodes 4 --frames 1000]`.
 Realistic simulated episodes (tasks/synth/frames.py) are processed into the store; the same
 random windows are then read, in one run and on one core (the process is pinned to it):
 - csdm's read path (`Dataset.frames`: shard indexes cached, one range per shard, crc32c,
@@ -11,8 +11,9 @@ random windows are then read, in one run and on one core (the process is pinned 
 - zstd alone on the bytes of the chunks those windows touch, in memory (the entropy stage's
   limit; goal >= 60%), counted in window frames like every other row;
 - the codec's decode before this path on those bytes (zstd, then the numpy predictor inverse);
-- `WindowStream` batches, frames and labels (goal >= 0.9x the window rate), and a DataLoader
-  with spawned workers across the machine's cores.
+- `WindowStream` batches, frames and labels (goal >= 0.9x the window rate); the GPU path's
+  host work per batch (`decode="cuda"`: read, crc32c and pack, no decoding), which runs here
+  without a GPU; and a DataLoader with spawned workers across the machine's cores.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 import zarr
 
 from bench.repack import build_source
-from storage.codecs import FRAME_CODECS, PredictorCodec
+from storage.codecs import DEFAULT_CODEC, FRAME_CODECS, PredictorCodec
 from storage.dataset import open_dataset
 from storage.framestore import open_frames
 from storage.fs import Root
@@ -70,7 +71,7 @@ def chunk_bytes(ds, episode: str, picks: list[int]) -> list[tuple[bytes, str | N
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--codec", default="gradient-zstd", choices=sorted(FRAME_CODECS))
+    ap.add_argument("--codec", default=DEFAULT_CODEC, choices=sorted(FRAME_CODECS))
     ap.add_argument("--episodes", type=int, default=4)
     ap.add_argument("--frames", type=int, default=1000)
     ap.add_argument("--windows", type=int, default=48, help="windows per measurement")
@@ -143,6 +144,11 @@ def main() -> None:
         t_stream = best(lambda: [stream.read(w) for w in plan])
         stream_rate = n_batches * args.batch * WINDOW / t_stream
 
+        packing = WindowStream(out, index, args.batch, decode="cuda")
+        packing.read(plan[0])
+        t_pack = best(lambda: [packing.read(w) for w in plan])
+        pack_rate = n_batches * args.batch * WINDOW / t_pack
+
         print(f"{args.episodes} episodes x {args.frames} realistic frames, codec {args.codec}; "
               f"{args.windows} random {WINDOW}-frame windows; one core "
               f"({os.cpu_count()} on this machine), page cache warm, best of 3")  # fmt: skip
@@ -158,6 +164,10 @@ def main() -> None:
         print(f"  WindowStream batches (+ labels)   : {stream_rate:8.0f} frames/s  "
               f"{stream_rate / rate['new']:.2f}x the window rate (goal >= 0.9x)")  # fmt: skip
 
+        print(
+            f"  GPU path, host work (no decoding) : {pack_rate:8.0f} frames/s  "
+            f"{rate['new'] / pack_rate:.2f}x the CPU path's host time (goal <= 0.2x)"
+        )
         os.sched_setaffinity(0, set(cores))
         workers = len(cores)
         loader = make_loader(WindowStream(out, index, args.batch), workers, pin=False)
