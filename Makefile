@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: setup lock browser demo test test-fast bench lint clean serve stop gpu-wheels gpu-check gpu-check-dry
+.PHONY: setup lock browser demo test test-fast bench lint clean serve stop gpu-wheels gpu-check \
+	gpu-wheels-decode gpu-check-decode gpu-check-dry
 
 setup: $(STAMP) browser
 
@@ -92,9 +93,11 @@ stop:
 # carried with the tree); `make gpu-check` (there) installs them aside and runs the check.
 GPU_WHEELS := zarr==3.1.6 numcodecs==0.16.6 imagecodecs==2026.3.6 donfig==0.8.1.post1 google-crc32c==1.9.0 \
 	duckdb==2.0.1 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 \
-	typing-inspection==0.4.5 nvidia-nvcomp-cu13==6.0.0.12
-# numba is left out: llvmlite alone is 60 MB of the 64 MiB carry; the device's CPU reads then
-# undo the predictor with numpy (storage/unpredict.py says so), which no GPU figure depends on
+	typing-inspection==0.4.5
+# GPU decoding's check carries nvCOMP instead of duckdb (both do not fit in 64 MiB); numba is
+# left out of both: llvmlite alone is 60 MB, and the device's CPU reads then undo the
+# predictor with numpy (storage/unpredict.py says so)
+GPU_DECODE_WHEELS := $(filter-out duckdb%,$(GPU_WHEELS)) nvidia-nvcomp-cu13==6.0.0.12
 GPU_PLATFORMS := --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
 	--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
 
@@ -102,11 +105,22 @@ gpu-wheels: setup
 	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
 	  --implementation cp $(GPU_PLATFORMS) -d .whl $(GPU_WHEELS)
 
+gpu-wheels-decode: setup
+	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp $(GPU_PLATFORMS) -d .whl-decode $(GPU_DECODE_WHEELS)
+
 gpu-check:
 	@test -d .whl || { echo "no .whl/: run 'make gpu-wheels' here first and carry .whl"; exit 1; }
 	python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
 	  --target /tmp/csdm-site .whl/*.whl
 	PYTHONPATH=/tmp/csdm-site:$(CURDIR) PYTHONUNBUFFERED=1 python3 -m bench.gpu_check \
+	  --out $${OUT:-bench_out}
+
+gpu-check-decode:
+	@test -d .whl-decode || { echo "no .whl-decode/: run 'make gpu-wheels-decode' here first"; exit 1; }
+	python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+	  --target /tmp/csdm-decode-site .whl-decode/*.whl
+	PYTHONPATH=/tmp/csdm-decode-site:$(CURDIR) PYTHONUNBUFFERED=1 python3 -m bench.gpu_decode \
 	  --out $${OUT:-bench_out}
 
 gpu-check-dry: setup
