@@ -232,11 +232,14 @@ def make_loader(stream: WindowStream, workers: int = 2, pin: bool | None = None)
     )
 
 
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+def to_device(
+    batch: dict[str, torch.Tensor], device: torch.device | str
+) -> dict[str, torch.Tensor]:
     """Copy a (pinned) batch to the device without blocking the host.
 
     A batch of compressed chunks (`WindowStream(decode="cuda")`) is decoded there into frames.
     """
+    device = torch.device(device)
     if "chunk_data" not in batch:
         return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
                 for k, v in batch.items()}  # fmt: skip
