@@ -13,21 +13,26 @@ import logging
 import imagecodecs
 import numpy as np
 
-try:
-    import numba
-except ImportError:  # only the GPU check's carry (64 MiB) leaves out llvmlite's 60 MB
-    numba = None
-
 log = logging.getLogger("csdm")
-uint8 = numba.uint8 if numba else np.uint8
+uint8 = np.uint8  # in the kernels, numba's cast to a byte (its wrap-around is the modulus)
 KINDS = {"up": (True, False), "left": (False, True), "gradient": (True, True)}
+_compiled: dict | None = None  # kernel name -> compiled function; {} without numba
 
 
-def _jit(fn):
-    return numba.njit(nogil=True, cache=True, boundscheck=False)(fn) if numba else None
+def _kernels() -> dict:
+    """The kernels compiled (from numba's cache after the first time), on first use only."""
+    global _compiled
+    if _compiled is None:
+        try:
+            import numba
+        except ImportError:  # only the GPU check's carry (64 MiB) leaves out llvmlite's 60 MB
+            _compiled = {}
+            return _compiled
+        jit = numba.njit(nogil=True, cache=True, boundscheck=False)
+        _compiled = {f.__name__: jit(f) for f in (_down, _along3, _along)}
+    return _compiled
 
 
-@_jit
 def _down(x):  # pragma: no cover - compiled
     """Running sum down the rows of each frame, in place (vectorised across the row)."""
     n, h, w = x.shape
@@ -38,7 +43,6 @@ def _down(x):  # pragma: no cover - compiled
                 row[j] = uint8(row[j] + above[j])
 
 
-@_jit
 def _along3(x):  # pragma: no cover - compiled
     """Running sum along each row of 3-channel pixels, in place: three chains in registers."""
     n, h, w = x.shape
@@ -53,7 +57,6 @@ def _along3(x):  # pragma: no cover - compiled
                 row[j], row[j + 1], row[j + 2] = a0, a1, a2
 
 
-@_jit
 def _along(x, c):  # pragma: no cover - compiled
     """Running sum along each row with `c` interleaved channels, in place."""
     n, h, w = x.shape
@@ -80,13 +83,14 @@ def undo_predictor(residuals: np.ndarray, kind: str, out: np.ndarray | None = No
     dst = out.reshape(-1, h, w * c)
     if not np.shares_memory(dst, src):
         np.copyto(dst, src)
-    if numba is None:
+    kernels = _kernels()
+    if not kernels:
         _without_numba(dst, c, up, left)
     else:
         if up:
-            _down(dst)
+            kernels["_down"](dst)
         if left:
-            _along3(dst) if c == 3 else _along(dst, c)
+            kernels["_along3"](dst) if c == 3 else kernels["_along"](dst, c)
     return out
 
 
