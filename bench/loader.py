@@ -11,6 +11,7 @@ random windows are then read, in one run and on one core (the process is pinned 
 - zstd alone on the bytes of the chunks those windows touch, in memory (the entropy stage's
   limit; goal >= 60%), counted in window frames like every other row;
 - the codec's decode before this path on those bytes (zstd, then the numpy predictor inverse);
+- where a read's time goes: fetching the ranges, crc32c, zstd and the predictor, timed apart;
 - `WindowStream` batches, frames and labels (goal >= 0.9x the window rate); the GPU path's
   host work per batch (`decode="cuda"`: read, crc32c and pack, no decoding), which runs here
   without a GPU; and a DataLoader with spawned workers across the machine's cores.
@@ -35,6 +36,7 @@ from storage.codecs import DEFAULT_CODEC, FRAME_CODECS, PredictorCodec
 from storage.dataset import open_dataset
 from storage.framestore import open_frames
 from storage.fs import Root
+from storage.unpredict import undo_predictor
 from tasks.params import ProcessParams
 from tasks.process_source import process_source
 from training.data import SamplerConfig, WindowStream, build_index, load_labels, make_loader
@@ -67,6 +69,31 @@ def chunk_bytes(ds, episode: str, picks: list[int]) -> list[tuple[bytes, str | N
         for c, data, _, _ in reader.chunks(s, s + WINDOW):
             out.append((bytes(reader.body(c, data)), reader.layout.predictor))
     return out
+
+
+def anatomy(ds, picks: list[tuple[str, int]]) -> dict[str, float]:
+    """Seconds each stage of csdm's read takes over the windows, stage by stage in turn."""
+    readers = {e: ds.reader(e) for e, _ in picks}
+    t = {}
+    start = time.perf_counter()
+    found = [(readers[e], readers[e].chunks(s, s + WINDOW)) for e, s in picks]
+    t["fetch"] = time.perf_counter() - start
+    start = time.perf_counter()
+    bodies = [(r, r.body(c, data)) for r, chunks in found for c, data, _, _ in chunks]
+    t["crc32c"] = time.perf_counter() - start
+    lay = bodies[0][0].layout
+    scratch = np.empty((len(bodies), lay.chunk, *lay.shape[1:]), np.uint8)
+    scratch[:] = 0  # faulted in first: the stages below time work, not page faults
+    start = time.perf_counter()
+    for (_, body), out in zip(bodies, scratch, strict=True):
+        imagecodecs.zstd_decode(body, out=out.reshape(-1))
+    t["zstd"] = time.perf_counter() - start
+    start = time.perf_counter()
+    if lay.predictor:
+        for out in scratch:
+            undo_predictor(out, lay.predictor, out=out)
+    t["predictor"] = time.perf_counter() - start
+    return t
 
 
 def main() -> None:
@@ -168,6 +195,10 @@ def main() -> None:
             f"  GPU path, host work (no decoding) : {pack_rate:8.0f} frames/s  "
             f"{rate['new'] / pack_rate:.2f}x the CPU path's host time (goal <= 0.2x)"
         )
+        stages = min((anatomy(ds, picks) for _ in range(3)), key=lambda d: sum(d.values()))
+        total = sum(stages.values())
+        print("  where a read's time goes (stages timed apart, best of 3): " + ", ".join(
+            f"{k} {v / total:.0%}" for k, v in stages.items()))  # fmt: skip
         os.sched_setaffinity(0, set(cores))
         workers = len(cores)
         loader = make_loader(WindowStream(out, index, args.batch), workers, pin=False)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import mmap
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import google_crc32c
@@ -56,11 +55,6 @@ class ShardLayout:
     def per_shard(self) -> int:
         """Inner chunks per shard."""
         return self.shard // self.chunk
-
-    @property
-    def frame_bytes(self) -> int:
-        """Bytes of one decoded frame."""
-        return int(np.prod(self.shape[1:]))
 
     @classmethod
     def parse(cls, meta: dict) -> ShardLayout | None:
@@ -131,9 +125,8 @@ def _checked(data: np.ndarray) -> np.ndarray:
 class ShardReader:
     """One episode's frames; `read(lo, hi, out)` decodes `[lo, hi)` into `out`."""
 
-    def __init__(self, root: Root, key: str, layout: ShardLayout, threads: int = 1) -> None:
+    def __init__(self, root: Root, key: str, layout: ShardLayout) -> None:
         self.root, self.key, self.layout = root, key, layout
-        self.threads = threads
         self._index: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -263,12 +256,10 @@ class ShardReader:
             lo, n = c * self.layout.chunk, self.layout.shape[0]
             raise ChunkError(lo, min(lo + self.layout.chunk, n), str(e)) from None
 
-    def read(self, lo: int, hi: int, out: np.ndarray, pool: ThreadPoolExecutor | None = None):
-        """Decode frames `[lo, hi)` into `out`; raises `ChunkError` naming the failing chunk."""
-        jobs = [(c, data, a, b, out[a - lo : b - lo]) for c, data, a, b in self.chunks(lo, hi)]
-        if pool is not None and len(jobs) > 1:
-            for f in [pool.submit(self._decode, *j) for j in jobs]:
-                f.result()
-        else:
-            for j in jobs:
-                self._decode(*j)
+    def read(self, lo: int, hi: int, out: np.ndarray) -> None:
+        """Decode frames `[lo, hi)` into `out`; raises `ChunkError` naming the failing chunk.
+
+        GIL-free throughout, so callers' threads (`WindowStream`'s) decode in parallel.
+        """
+        for c, data, a, b in self.chunks(lo, hi):
+            self._decode(c, data, a, b, out[a - lo : b - lo])
