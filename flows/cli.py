@@ -647,7 +647,7 @@ def compact(
     )
 
 
-from flows import cli_eval, cli_report, cli_train  # noqa: E402  (their commands join this app)
+from flows import cli_diamond, cli_eval, cli_report, cli_train  # noqa: E402  (join this app)
 
 app.command()(cli_train.train)
 app.command()(cli_train.export)
@@ -656,6 +656,7 @@ app.command("eval")(cli_eval.evaluate)
 app.command()(cli_train.register)
 app.command()(cli_report.report)
 app.command()(cli_report.view)
+app.command("export-diamond")(cli_diamond.export_diamond)
 
 
 def main() -> None:

@@ -21,7 +21,8 @@ def fail(message: str, code: int = 2) -> NoReturn:
 # Errors the commands report themselves in one line: Prefect's console logs of them (a flow's
 # traceback, "Finished in state Failed(...)") would only bury that line. The UI keeps them.
 EXPECTED_ERRORS = ("DiskFullError", "NoEpisodesError", "ParametersChangedError", "IngestError",
-                   "StorageAccessError", "LeaseHeldError", "FormatError")  # fmt: skip
+                   "StorageAccessError", "LeaseHeldError", "FormatError", "ExportError",
+                   "SplitFileError")  # fmt: skip
 
 
 class _HideExpected(logging.Filter):

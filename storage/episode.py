@@ -70,6 +70,9 @@ def _read_part(
     read-only view of those bytes: no copy at all. Anything else goes through h5py.
     """
     shape, dtype = PARTS[part]
+    if part == "y" and stop > start:  # actions keep the source's dtype: exports need it exact
+        first = h5py.h5d.open(h5.id, frame_key(start, part).encode()).dtype
+        dtype = first.newbyteorder("=") if first.kind in "fiu" else dtype
     want = np.dtype(dtype)
     nbytes = int(np.prod(shape)) * want.itemsize
     offsets: list[int | None] = []

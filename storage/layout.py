@@ -118,6 +118,9 @@ class OutLayout:
         return cls(root_of(out, options))
 
     frames_zarr = "frames.zarr"  # Zarr v3 group, one sharded array per episode
+    actions_zarr = "actions.zarr"  # the source's raw `frame_i_y` rows, one array per episode
+    views = "views"  # low-resolution views: `views/<name>.zarr`, one array per episode
+    views_index = "catalog/views.json"  # the ViewsIndex: each view's parameters
     manifest = "manifest.json"  # the Manifest: format, sources, parameters
     lease = ".lease.json"  # the Lease of the run writing OUT
     catalog_index = "catalog/index.json"  # the CatalogIndex: the compacted generation

@@ -19,6 +19,7 @@ from storage.framestore import LEGACY_CODEC, episode_exists, stored_as, stored_b
 from storage.fs import Root
 from storage.layout import OutLayout
 from storage.records import EpisodeRecord
+from storage.sidearrays import ACTIONS_FORMAT, write_actions
 from tasks.actions.labels import key_matrix
 from tasks.actions.targets import quantise
 from tasks.metadata_cache import MetaRecord
@@ -85,6 +86,7 @@ def episode_inputs(src: SourceEpisode, meta: MetaRecord | None, split: str,
         "metadata_file": meta.metadata_file if meta else None,
         "metadata_sha256": meta.sha256 if meta else None,
         "parameters": {**quality, "split": split},
+        "raw_actions": ACTIONS_FORMAT,
     }
 
 
@@ -95,6 +97,8 @@ def changed_inputs(old: dict | None, new: dict) -> list[str]:
     what = []
     if old.get("member") != new["member"]:
         what.append("member")
+    if old.get("raw_actions") != new.get("raw_actions"):
+        what.append("raw actions")
     if (old.get("metadata_file"), old.get("metadata_sha256")) != (
         new["metadata_file"], new["metadata_sha256"]
     ):  # fmt: skip
@@ -173,6 +177,7 @@ def _store(src: SourceEpisode, layout: OutLayout, meta: MetaRecord | None, split
         attrs = {"episode": ep.name, "sha256": digest}
         stored = write_frames(layout, ep.name, data["x"], attrs, codec)
 
+    write_actions(layout, ep.name, data["y"], digest)
     shipped = decode_y(data["y"])
     meta_cols, meta_problem = _metadata_columns(meta, n, layout.root)
     if meta_problem is not None:

@@ -1,0 +1,99 @@
+"""`csdm export-diamond` and `csdm views`: thin glue over the world-model flows and tasks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from flows.cli_errors import fail, hide_expected_tracebacks
+from flows.cli_options import StorageOptions, storage_options
+
+console = Console(stderr=True)
+out_console = Console()
+SHOWN = 20  # lines per list before a count
+
+SizeOption = Annotated[str, typer.Option("--size", help="Low-res HEIGHTxWIDTH.")]
+OutArg = Annotated[str, typer.Argument(help="A dataset written by `csdm process` (folder or URL).")]
+
+
+def _size(text: str) -> tuple[int, int]:
+    from training.diamond_obs import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        fail(str(e))
+
+
+def _lines(what: str, lines: list[str]) -> None:
+    for line in lines[:SHOWN]:
+        console.print(f"  {what}: {escape(line)}", highlight=False, soft_wrap=True)
+    if len(lines) > SHOWN:
+        console.print(f"  ... and {len(lines) - SHOWN} more {what}")
+
+
+def export_diamond(
+    out: OutArg,
+    dest: Annotated[str, typer.Argument(help="Where DIAMOND's low_res/ goes (folder or URL).")],
+    size: SizeOption = "30x56",
+    test_split: Annotated[
+        Path | None,
+        typer.Option(help="Test episode file names, one per line (default: DIAMOND's 500)."),
+    ] = None,
+    kept_only: Annotated[
+        bool, typer.Option(help="Only episodes csdm's quality verdicts keep.")
+    ] = False,
+    length: Annotated[
+        int, typer.Option(min=1, help="Frames per episode, as DIAMOND reads them.")
+    ] = 1000,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Local Dask worker processes (default: one per core).")
+    ] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Existing Dask scheduler.")] = None,
+    storage_option: StorageOptions = None,
+) -> None:
+    """Write DIAMOND's low_res/train and low_res/test from the store (resumable)."""
+    from storage.dataset import DatasetFormatError
+    from storage.diamond_layout import SplitFileError
+    from storage.fs import StorageAccessError
+    from tasks.diamond_export import ExportError
+
+    options = storage_options(storage_option)
+    hw = _size(size)
+    text, source = None, "DIAMOND's test split"
+    if test_split is not None:
+        try:
+            text, source = test_split.read_text(), str(test_split)
+        except (OSError, UnicodeDecodeError) as e:
+            fail(f"{test_split}: cannot read the test split ({type(e).__name__}: {e})")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    from flows.prefect_api import local_api
+
+    with local_api() as api:
+        from flows.diamond import export_diamond_flow
+        from flows.process import dask_runner
+
+        hide_expected_tracebacks()
+        console.print(f"Prefect API: {api}")
+        try:
+            s = export_diamond_flow.with_options(task_runner=dask_runner(workers, scheduler))(
+                out, dest, hw, length, text, source, kept_only, show_progress=True,
+                storage_options=options,
+            )  # fmt: skip
+        except (ExportError, SplitFileError, DatasetFormatError, StorageAccessError) as e:
+            fail(str(e))
+    _lines("left out", s.left_out)
+    _lines("failed", s.failed)
+    out_console.print(f"{dest}: {s.train} train and {s.test} test episodes; written {s.written}, "
+                      f"already there {s.present}, failed {len(s.failed)}")  # fmt: skip
+    if s.failed:
+        console.print("re-run the same command to retry the failed episodes")
+        raise typer.Exit(1)
+    out_console.print(f"DIAMOND: set path_data_low_res: {dest.rstrip('/')}/low_res in "
+                      "config/env/csgo.yaml")  # fmt: skip

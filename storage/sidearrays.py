@@ -1,0 +1,98 @@
+"""Small per-episode Zarr arrays beside the frames: the source's raw actions, low-res views."""
+
+from __future__ import annotations
+
+import numpy as np
+import zarr
+from zarr.codecs import ZstdCodec
+from zarr.storage import MemoryStore
+
+from storage.fs import Root
+from storage.layout import OutLayout
+
+ARRAY_META = "zarr.json"
+ACTIONS_FORMAT = 1  # attributes["format_version"] of an `actions.zarr/<episode>` array
+
+
+class SideArrayError(ValueError):
+    """A side array that is missing or does not match what its reader needs."""
+
+
+def write_array(root: Root, key: str, data: np.ndarray, attrs: dict,
+                chunk: int | None = None) -> int:  # fmt: skip
+    """Write `data` as a Zarr v3 array at `key`, chunks first and `zarr.json` last.
+
+    `chunk` frames per chunk (default: the whole episode in one). Returns the bytes stored.
+    """
+    objects: dict = {}
+    arr = zarr.create_array(
+        store=MemoryStore(objects),
+        shape=data.shape,
+        dtype=data.dtype,
+        chunks=(min(chunk or len(data), max(len(data), 1)), *data.shape[1:]),
+        compressors=ZstdCodec(level=3, checksum=True),
+        attributes=attrs,
+        zarr_format=3,
+        config={"write_empty_chunks": True},
+    )
+    arr[...] = data
+    meta = objects.pop(ARRAY_META).to_bytes()
+    root.delete(f"{key}/{ARRAY_META}")  # an old array stays invisible until rewritten whole
+    stored = 0
+    for k, buf in objects.items():
+        body = buf.to_bytes()
+        root.put_bytes(f"{key}/{k}", body)
+        stored += len(body)
+    root.put_bytes(f"{key}/{ARRAY_META}", meta)
+    return stored + len(meta)
+
+
+def array_attrs(root: Root, key: str) -> dict | None:
+    """The attributes of the array at `key`, or None where it is not (fully) written."""
+    meta = root.read_json(f"{key}/{ARRAY_META}")
+    return None if meta is None else dict(meta.get("attributes") or {})
+
+
+def open_array(root: Root, key: str) -> zarr.Array:
+    """The array at `key`, read-only."""
+    return zarr.open_array(root.zarr_store(key, read_only=True), mode="r")
+
+
+# --- the raw actions: the source's `frame_i_y` rows, exactly ----------------------------------
+def actions_key(layout: OutLayout, episode: str) -> str:
+    """Key of an episode's raw actions array."""
+    return f"{layout.actions_zarr}/{layout.episode_array(episode)}"
+
+
+def write_actions(layout: OutLayout, episode: str, y: np.ndarray, sha256: str) -> int:
+    """Store the episode's `frame_i_y` rows with their source dtype; `sha256` of the member."""
+    attrs = {"format_version": ACTIONS_FORMAT, "source": "frame_i_y", "episode": episode,
+             "sha256": sha256}  # fmt: skip
+    return write_array(layout.root, actions_key(layout, episode), np.ascontiguousarray(y), attrs)
+
+
+def actions_stored(layout: OutLayout, episode: str, sha256: str | None = None) -> bool:
+    """Whether the raw actions are stored (from the member with `sha256`, when given)."""
+    attrs = array_attrs(layout.root, actions_key(layout, episode))
+    if attrs is None or attrs.get("format_version") != ACTIONS_FORMAT:
+        return False
+    return sha256 is None or attrs.get("sha256") == sha256
+
+
+def read_actions(layout: OutLayout, episode: str) -> np.ndarray:
+    """The episode's `frame_i_y` rows as the source stored them, (T, 51)."""
+    key = actions_key(layout, episode)
+    attrs = array_attrs(layout.root, key)
+    if attrs is None:
+        raise SideArrayError(
+            f"{layout.root.url_of(key)}: missing; episode {episode} was stored by a csdm that "
+            f"kept no raw actions (rerun `csdm process SRC {layout.root}` to add them)"
+        )
+    if attrs.get("format_version") != ACTIONS_FORMAT:
+        raise SideArrayError(f"{layout.root.url_of(key)}: raw actions format "
+                             f"{attrs.get('format_version')!r}, this csdm reads {ACTIONS_FORMAT}")  # fmt: skip
+    try:
+        return open_array(layout.root, key)[...]
+    except Exception as e:  # zarr surfaces checksum and codec failures as assorted errors
+        raise SideArrayError(f"{layout.root.url_of(key)}: unreadable raw actions "
+                             f"({type(e).__name__}: {e})") from None  # fmt: skip

@@ -1,0 +1,181 @@
+"""Export DIAMOND's low-res CS:GO data from a processed dataset, one episode file at a time."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from storage.dataset import CorruptFramesError, open_dataset
+from storage.diamond_layout import (
+    SPLITS,
+    ExportPlan,
+    episode_path,
+    parse_test_split,
+    select_episodes,
+    split_digest,
+)
+from storage.fs import Root, root_of
+from storage.records import FormatError
+from storage.sidearrays import SideArrayError, read_actions
+from training.diamond_obs import low_res
+
+LOW_RES = "low_res"
+
+
+class ExportError(ValueError):
+    """An export that cannot start: no episodes, a bad split file, another plan in DEST."""
+
+
+@dataclass(frozen=True)
+class EpisodeJob:
+    """One episode file to write: small enough to travel to a Dask worker."""
+
+    out: str
+    dest: str
+    split: str
+    episode_id: int
+    episode: str  # csdm's episode name
+    file_id: str
+    size: tuple[int, int]
+    length: int
+    options: dict | None = None  # non-secret storage options of both roots
+
+    @property
+    def key(self) -> str:
+        """The file's key under DEST."""
+        return f"{LOW_RES}/{self.split}/{episode_path(self.episode_id)}"
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    """What became of one job: `written`, `present` (a rerun) or `failed`, with the reason."""
+
+    file_id: str
+    status: str
+    reason: str | None = None
+
+
+def plan_export(out: str, dest: str, test_split: str, split_source: str,
+                size: tuple[int, int], length: int, kept_only: bool = False,
+                options: dict | None = None,
+                ) -> tuple[ExportPlan, list[EpisodeJob], list[str]]:  # fmt: skip
+    """The plan, its jobs and one line per episode left out; refuses another plan in DEST."""
+    test_names = parse_test_split(test_split, split_source)
+    ds = open_dataset(out, options)
+    chosen = select_episodes(ds.state.committed.values(), kept_only)
+    if not chosen:
+        what = "kept scraped dust2 episodes" if kept_only else "scraped dust2 episodes"
+        raise ExportError(f"{ds.root}: no {what} (hdf5_dm_july2021_<n>.hdf5 from "
+                          "hdf5_dm_july2021_<a>_to_<b>.tar); nothing for DIAMOND")  # fmt: skip
+    skipped, usable = [], []
+    for e in chosen:
+        n = ds.n_frames(e.episode)
+        if n < length:  # DIAMOND's reader would fail on it
+            skipped.append(f"{e.episode}: {n} frames, DIAMOND reads {length}; left out")
+        else:
+            usable.append(e)
+    ids = {s: [e for e in usable if (e.file_id.rsplit("/", 1)[1] in test_names) == (s == "test")]
+           for s in SPLITS}  # fmt: skip
+    plan = ExportPlan(source=str(ds.root), size=size, length=length, kept_only=kept_only,
+                      test_split_sha256=split_digest(test_names),
+                      train=tuple(e.file_id for e in ids["train"]),
+                      test=tuple(e.file_id for e in ids["test"]))  # fmt: skip
+    _claim(root_of(dest, options), plan)
+    jobs = [EpisodeJob(out, dest, s, i, e.episode, e.file_id, size, length, options)
+            for s in SPLITS for i, e in enumerate(ids[s])]  # fmt: skip
+    return plan, jobs, skipped
+
+
+def _claim(dest: Root, plan: ExportPlan) -> None:
+    """Record the plan in DEST, or check that DEST holds this same plan (a resumed export)."""
+    key = f"{LOW_RES}/{ExportPlan.FILE}"
+    try:
+        d = dest.read_json(key)
+    except ValueError as e:
+        raise ExportError(f"{dest.url_of(key)}: unreadable ({e}); export into a new DEST") from None
+    if d is not None:
+        try:
+            old = ExportPlan.from_dict(d, dest.url_of(key))
+        except FormatError as e:
+            raise ExportError(str(e)) from None
+        if not old.same_output(plan):
+            raise ExportError(f"{dest.url_of(key)}: DEST holds another export (other episodes, "
+                              "split, size or length); export into a new DEST")  # fmt: skip
+    elif any(dest.exists(f"{LOW_RES}/{s}") for s in SPLITS):
+        raise ExportError(f"{dest.url_of(LOW_RES)}: holds files csdm did not write; "
+                          "export into a new DEST")  # fmt: skip
+    dest.put_json(key, plan.to_dict())
+
+
+def episode_payload(frames: np.ndarray, act: np.ndarray, file_id: str,
+                    size: tuple[int, int]) -> dict:  # fmt: skip
+    """The dict DIAMOND's `Episode.save` writes for one episode (obs already uint8)."""
+    n = len(frames)
+    return {
+        "obs": low_res(frames, size),
+        "act": torch.from_numpy(np.array(act)),
+        "rew": torch.zeros(n),
+        "end": torch.zeros(n, dtype=torch.uint8),
+        "trunc": torch.zeros(n, dtype=torch.uint8),
+        "info": {"original_file_id": file_id},
+    }
+
+
+def _saved(obj: object) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def export_episode(job: EpisodeJob) -> EpisodeResult:
+    """Write one episode's `.pt`, unless a finished one is there; failures are returned."""
+    dest = root_of(job.dest, job.options)
+    if dest.exists(job.key):  # written whole (put_bytes), so present means complete
+        return EpisodeResult(job.file_id, "present")
+    ds = open_dataset(job.out, job.options)
+    try:
+        frames = ds.frames(job.episode, 0, job.length)
+        act = read_actions(ds.layout, job.episode)[: job.length]
+    except (CorruptFramesError, SideArrayError) as e:
+        return EpisodeResult(job.file_id, "failed", str(e))
+    if len(act) != len(frames):
+        return EpisodeResult(job.file_id, "failed", f"{ds.root}: episode {job.episode} has "
+                             f"{len(act)} action rows for {len(frames)} frames")  # fmt: skip
+    dest.put_bytes(job.key, _saved(episode_payload(frames, act, job.file_id, job.size)))
+    return EpisodeResult(job.file_id, "written")
+
+
+def info_state(n_episodes: int, length: int) -> dict:
+    """DIAMOND's `Dataset.state_dict()` after adding `n_episodes` episodes of `length` steps."""
+    lengths = np.full(n_episodes, length, dtype=np.int64)
+    steps = n_episodes * length
+    return {
+        "is_static": False,
+        "num_episodes": n_episodes,
+        "num_steps": steps,
+        "start_idx": np.arange(n_episodes, dtype=np.int64) * length,
+        "lengths": lengths,
+        # the sign of each float reward and each end flag, counted as DIAMOND counts them
+        "counter_rew": Counter({0.0: steps}) if steps else Counter(),
+        "counter_end": Counter({0: steps}) if steps else Counter(),
+    }
+
+
+def finish_export(plan: ExportPlan, dest: str, options: dict | None = None) -> list[str]:
+    """Write each split's `info.pt` once all its episodes are there; return what is missing."""
+    root = root_of(dest, options)
+    missing = []
+    for split in SPLITS:
+        jobs = [EpisodeJob("", dest, split, i, "", fid, plan.size, plan.length)
+                for i, fid in enumerate(plan.ids(split))]  # fmt: skip
+        absent = [j.file_id for j in jobs if not root.exists(j.key)]
+        if absent:
+            missing.extend(absent)
+            continue
+        root.put_bytes(f"{LOW_RES}/{split}/info.pt", _saved(info_state(len(jobs), plan.length)))
+    return missing
+
