@@ -83,17 +83,27 @@ def export_diamond(
         console.print(f"Prefect API: {api}")
         try:
             s = export_diamond_flow.with_options(task_runner=dask_runner(workers, scheduler))(
-                out, dest, hw, length, text, source, kept_only, show_progress=True,
+                out,
+                dest,
+                hw,
+                length,
+                text,
+                source,
+                kept_only,
+                show_progress=True,
                 storage_options=options,
-            )  # fmt: skip
+            )
         except (ExportError, SplitFileError, DatasetFormatError, StorageAccessError) as e:
             fail(str(e))
     _lines("left out", s.left_out)
     _lines("failed", s.failed)
-    out_console.print(f"{dest}: {s.train} train and {s.test} test episodes; written {s.written}, "
-                      f"already there {s.present}, failed {len(s.failed)}")  # fmt: skip
+    out_console.print(
+        f"{dest}: {s.train} train and {s.test} test episodes; written {s.written}, "
+        f"already there {s.present}, failed {len(s.failed)}"
+    )
     if s.failed:
         console.print("re-run the same command to retry the failed episodes")
         raise typer.Exit(1)
-    out_console.print(f"DIAMOND: set path_data_low_res: {dest.rstrip('/')}/low_res in "
-                      "config/env/csgo.yaml")  # fmt: skip
+    out_console.print(
+        f"DIAMOND: set path_data_low_res: {dest.rstrip('/')}/low_res in config/env/csgo.yaml"
+    )

@@ -66,8 +66,9 @@ def export_diamond_flow(
     logger = get_run_logger()
     options = dict(storage_options or {})
     text = default_test_split() if test_split is None else test_split
-    plan, jobs, left_out = plan_export(out, dest, text, split_source, tuple(size), length,
-                                       kept_only, options)  # fmt: skip
+    plan, jobs, left_out = plan_export(
+        out, dest, text, split_source, tuple(size), length, kept_only, options
+    )
     for line in left_out:
         logger.warning(line)
     logger.info("%d train and %d test episodes to %s", len(plan.train), len(plan.test), dest)
@@ -78,11 +79,18 @@ def export_diamond_flow(
     missing = finish_export(plan, dest, options)
     if missing and not failed:  # a task crashed without a result
         failed = [f"{fid}: not written" for fid in missing]
-    summary = ExportSummary(dest, len(plan.train), len(plan.test),
-                            sum(r.status == "written" for r in results),
-                            sum(r.status == "present" for r in results), failed, left_out)  # fmt: skip
-    logger.info("written %d, already there %d, failed %d", summary.written, summary.present,
-                len(failed))  # fmt: skip
+    summary = ExportSummary(
+        dest,
+        len(plan.train),
+        len(plan.test),
+        sum(r.status == "written" for r in results),
+        sum(r.status == "present" for r in results),
+        failed,
+        left_out,
+    )
+    logger.info(
+        "written %d, already there %d, failed %d", summary.written, summary.present, len(failed)
+    )
     return summary
 
 
@@ -104,8 +112,9 @@ def _run(jobs: list, show_progress: bool) -> list[EpisodeResult]:
                 results.append(fut.result())
             except Exception as e:  # crashed on a worker: one line, the others go on
                 job = futures[fut]
-                results.append(EpisodeResult(job.file_id, "failed",
-                                             f"{job.episode}: {type(e).__name__}: {e}"))  # fmt: skip
+                results.append(
+                    EpisodeResult(job.file_id, "failed", f"{job.episode}: {type(e).__name__}: {e}")
+                )
             if bar:
                 bar.advance(bar.task_ids[0])
             if len(results) % max(1, len(jobs) // 20) == 0 or len(results) == len(jobs):

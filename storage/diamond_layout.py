@@ -52,8 +52,10 @@ def parse_test_split(text: str, source: str) -> frozenset[str]:
             continue
         m = EPISODE_RE.match(name)
         if m is None or m["dataset"] != SCRAPED:
-            raise SplitFileError(f"{source}: line {i} ({name[:60]!r}) is not an episode file "
-                                 f"name like hdf5_{SCRAPED}_12.hdf5")  # fmt: skip
+            raise SplitFileError(
+                f"{source}: line {i} ({name[:60]!r}) is not an episode file "
+                f"name like hdf5_{SCRAPED}_12.hdf5"
+            )
         names.add(name)
     if not names:
         raise SplitFileError(f"{source}: no episode file names")
@@ -96,8 +98,9 @@ class ExportPlan(Versioned):
         """Parse; lists become the tuples they were written from."""
         plan = super().from_dict(d, where)
         try:
-            return replace(plan, size=tuple(plan.size), train=tuple(plan.train),
-                           test=tuple(plan.test))  # fmt: skip
+            return replace(
+                plan, size=tuple(plan.size), train=tuple(plan.train), test=tuple(plan.test)
+            )
         except TypeError as e:
             raise FormatError(f"{where}: malformed {cls.kind} ({e})") from None
 

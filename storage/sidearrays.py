@@ -18,8 +18,9 @@ class SideArrayError(ValueError):
     """A side array that is missing or does not match what its reader needs."""
 
 
-def write_array(root: Root, key: str, data: np.ndarray, attrs: dict,
-                chunk: int | None = None) -> int:  # fmt: skip
+def write_array(
+    root: Root, key: str, data: np.ndarray, attrs: dict, chunk: int | None = None
+) -> int:
     """Write `data` as a Zarr v3 array at `key`, chunks first and `zarr.json` last.
 
     `chunk` frames per chunk (default: the whole episode in one). Returns the bytes stored.
@@ -66,8 +67,12 @@ def actions_key(layout: OutLayout, episode: str) -> str:
 
 def write_actions(layout: OutLayout, episode: str, y: np.ndarray, sha256: str) -> int:
     """Store the episode's `frame_i_y` rows with their source dtype; `sha256` of the member."""
-    attrs = {"format_version": ACTIONS_FORMAT, "source": "frame_i_y", "episode": episode,
-             "sha256": sha256}  # fmt: skip
+    attrs = {
+        "format_version": ACTIONS_FORMAT,
+        "source": "frame_i_y",
+        "episode": episode,
+        "sha256": sha256,
+    }
     return write_array(layout.root, actions_key(layout, episode), np.ascontiguousarray(y), attrs)
 
 
@@ -89,10 +94,13 @@ def read_actions(layout: OutLayout, episode: str) -> np.ndarray:
             f"kept no raw actions (rerun `csdm process SRC {layout.root}` to add them)"
         )
     if attrs.get("format_version") != ACTIONS_FORMAT:
-        raise SideArrayError(f"{layout.root.url_of(key)}: raw actions format "
-                             f"{attrs.get('format_version')!r}, this csdm reads {ACTIONS_FORMAT}")  # fmt: skip
+        raise SideArrayError(
+            f"{layout.root.url_of(key)}: raw actions format "
+            f"{attrs.get('format_version')!r}, this csdm reads {ACTIONS_FORMAT}"
+        )
     try:
         return open_array(layout.root, key)[...]
     except Exception as e:  # zarr surfaces checksum and codec failures as assorted errors
-        raise SideArrayError(f"{layout.root.url_of(key)}: unreadable raw actions "
-                             f"({type(e).__name__}: {e})") from None  # fmt: skip
+        raise SideArrayError(
+            f"{layout.root.url_of(key)}: unreadable raw actions ({type(e).__name__}: {e})"
+        ) from None

@@ -59,18 +59,26 @@ class EpisodeResult:
     reason: str | None = None
 
 
-def plan_export(out: str, dest: str, test_split: str, split_source: str,
-                size: tuple[int, int], length: int, kept_only: bool = False,
-                options: dict | None = None,
-                ) -> tuple[ExportPlan, list[EpisodeJob], list[str]]:  # fmt: skip
+def plan_export(
+    out: str,
+    dest: str,
+    test_split: str,
+    split_source: str,
+    size: tuple[int, int],
+    length: int,
+    kept_only: bool = False,
+    options: dict | None = None,
+) -> tuple[ExportPlan, list[EpisodeJob], list[str]]:
     """The plan, its jobs and one line per episode left out; refuses another plan in DEST."""
     test_names = parse_test_split(test_split, split_source)
     ds = open_dataset(out, options)
     chosen = select_episodes(ds.state.committed.values(), kept_only)
     if not chosen:
         what = "kept scraped dust2 episodes" if kept_only else "scraped dust2 episodes"
-        raise ExportError(f"{ds.root}: no {what} (hdf5_dm_july2021_<n>.hdf5 from "
-                          "hdf5_dm_july2021_<a>_to_<b>.tar); nothing for DIAMOND")  # fmt: skip
+        raise ExportError(
+            f"{ds.root}: no {what} (hdf5_dm_july2021_<n>.hdf5 from "
+            "hdf5_dm_july2021_<a>_to_<b>.tar); nothing for DIAMOND"
+        )
     skipped, usable = [], []
     for e in chosen:
         n = ds.n_frames(e.episode)
@@ -78,15 +86,25 @@ def plan_export(out: str, dest: str, test_split: str, split_source: str,
             skipped.append(f"{e.episode}: {n} frames, DIAMOND reads {length}; left out")
         else:
             usable.append(e)
-    ids = {s: [e for e in usable if (e.file_id.rsplit("/", 1)[1] in test_names) == (s == "test")]
-           for s in SPLITS}  # fmt: skip
-    plan = ExportPlan(source=str(ds.root), size=size, length=length, kept_only=kept_only,
-                      test_split_sha256=split_digest(test_names),
-                      train=tuple(e.file_id for e in ids["train"]),
-                      test=tuple(e.file_id for e in ids["test"]))  # fmt: skip
+    ids = {
+        s: [e for e in usable if (e.file_id.rsplit("/", 1)[1] in test_names) == (s == "test")]
+        for s in SPLITS
+    }
+    plan = ExportPlan(
+        source=str(ds.root),
+        size=size,
+        length=length,
+        kept_only=kept_only,
+        test_split_sha256=split_digest(test_names),
+        train=tuple(e.file_id for e in ids["train"]),
+        test=tuple(e.file_id for e in ids["test"]),
+    )
     _claim(root_of(dest, options), plan)
-    jobs = [EpisodeJob(out, dest, s, i, e.episode, e.file_id, size, length, options)
-            for s in SPLITS for i, e in enumerate(ids[s])]  # fmt: skip
+    jobs = [
+        EpisodeJob(out, dest, s, i, e.episode, e.file_id, size, length, options)
+        for s in SPLITS
+        for i, e in enumerate(ids[s])
+    ]
     return plan, jobs, skipped
 
 
@@ -103,16 +121,20 @@ def _claim(dest: Root, plan: ExportPlan) -> None:
         except FormatError as e:
             raise ExportError(str(e)) from None
         if not old.same_output(plan):
-            raise ExportError(f"{dest.url_of(key)}: DEST holds another export (other episodes, "
-                              "split, size or length); export into a new DEST")  # fmt: skip
+            raise ExportError(
+                f"{dest.url_of(key)}: DEST holds another export (other episodes, "
+                "split, size or length); export into a new DEST"
+            )
     elif any(dest.exists(f"{LOW_RES}/{s}") for s in SPLITS):
-        raise ExportError(f"{dest.url_of(LOW_RES)}: holds files csdm did not write; "
-                          "export into a new DEST")  # fmt: skip
+        raise ExportError(
+            f"{dest.url_of(LOW_RES)}: holds files csdm did not write; export into a new DEST"
+        )
     dest.put_json(key, plan.to_dict())
 
 
-def episode_payload(frames: np.ndarray, act: np.ndarray, file_id: str,
-                    size: tuple[int, int]) -> dict:  # fmt: skip
+def episode_payload(
+    frames: np.ndarray, act: np.ndarray, file_id: str, size: tuple[int, int]
+) -> dict:
     """The dict DIAMOND's `Episode.save` writes for one episode (obs already uint8)."""
     n = len(frames)
     return {
@@ -143,8 +165,11 @@ def export_episode(job: EpisodeJob) -> EpisodeResult:
     except (CorruptFramesError, SideArrayError) as e:
         return EpisodeResult(job.file_id, "failed", str(e))
     if len(act) != len(frames):
-        return EpisodeResult(job.file_id, "failed", f"{ds.root}: episode {job.episode} has "
-                             f"{len(act)} action rows for {len(frames)} frames")  # fmt: skip
+        return EpisodeResult(
+            job.file_id,
+            "failed",
+            f"{ds.root}: episode {job.episode} has {len(act)} action rows for {len(frames)} frames",
+        )
     dest.put_bytes(job.key, _saved(episode_payload(frames, act, job.file_id, job.size)))
     return EpisodeResult(job.file_id, "written")
 
@@ -170,12 +195,13 @@ def finish_export(plan: ExportPlan, dest: str, options: dict | None = None) -> l
     root = root_of(dest, options)
     missing = []
     for split in SPLITS:
-        jobs = [EpisodeJob("", dest, split, i, "", fid, plan.size, plan.length)
-                for i, fid in enumerate(plan.ids(split))]  # fmt: skip
+        jobs = [
+            EpisodeJob("", dest, split, i, "", fid, plan.size, plan.length)
+            for i, fid in enumerate(plan.ids(split))
+        ]
         absent = [j.file_id for j in jobs if not root.exists(j.key)]
         if absent:
             missing.extend(absent)
             continue
         root.put_bytes(f"{LOW_RES}/{split}/info.pt", _saved(info_state(len(jobs), plan.length)))
     return missing
-
