@@ -657,6 +657,7 @@ app.command()(cli_train.register)
 app.command()(cli_report.report)
 app.command()(cli_report.view)
 app.command("export-diamond")(cli_diamond.export_diamond)
+app.command()(cli_diamond.views)
 
 
 def main() -> None:

@@ -107,3 +107,45 @@ def export_diamond(
     out_console.print(
         f"DIAMOND: set path_data_low_res: {dest.rstrip('/')}/low_res in config/env/csgo.yaml"
     )
+
+
+def views(
+    out: OutArg,
+    size: SizeOption = "30x56",
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Local Dask worker processes (default: one per core).")
+    ] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Existing Dask scheduler.")] = None,
+    storage_option: StorageOptions = None,
+) -> None:
+    """Store a low-res view of every episode beside its frames, for world-model segments."""
+    from storage.dataset import DatasetFormatError
+    from storage.fs import StorageAccessError
+
+    options = storage_options(storage_option)
+    hw = _size(size)
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    from flows.prefect_api import local_api
+
+    with local_api() as api:
+        from flows.diamond import views_flow
+        from flows.process import dask_runner
+
+        hide_expected_tracebacks()
+        console.print(f"Prefect API: {api}")
+        try:
+            results = views_flow.with_options(task_runner=dask_runner(workers, scheduler))(
+                out, hw, show_progress=True, storage_options=options
+            )
+        except (DatasetFormatError, StorageAccessError) as e:
+            fail(str(e))
+    failed = [r.reason for r in results if r.status == "failed"]
+    _lines("failed", failed)
+    written = sum(r.status == "written" for r in results)
+    out_console.print(
+        f"{out}: view {hw[0]}x{hw[1]} of {len(results)} episodes; written {written}, "
+        f"already there {len(results) - written - len(failed)}, failed {len(failed)}"
+    )
+    if failed:
+        raise typer.Exit(1)

@@ -11,6 +11,7 @@ from prefect.futures import as_completed
 from flows.process import dask_runner
 from storage.diamond_layout import EPISODE_LENGTH, LOW_RES, default_test_split
 from tasks.diamond_export import EpisodeResult, export_episode, finish_export, plan_export
+from tasks.views import ViewResult, finish_views, make_view, view_jobs
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def export_diamond_flow(
     for line in left_out:
         logger.warning(line)
     logger.info("%d train and %d test episodes to %s", len(plan.train), len(plan.test), dest)
-    results = _run(jobs, show_progress)
+    results = _run(export_episode_task, jobs, "export", show_progress)
     failed = [r.reason for r in results if r.status == "failed"]
     for line in failed:
         logger.error(line)
@@ -94,27 +95,63 @@ def export_diamond_flow(
     return summary
 
 
-def _run(jobs: list, show_progress: bool) -> list[EpisodeResult]:
+@task(name="make-view", retries=1, retry_delay_seconds=2)  # idempotent: resumes
+def make_view_task(job) -> ViewResult:
+    """Write one episode's low-res view."""
+    return make_view(job)
+
+
+@flow(name="views", log_prints=True, task_runner=dask_runner())
+def views_flow(
+    out: str,
+    size: tuple[int, int] = LOW_RES,
+    show_progress: bool = False,
+    storage_options: dict[str, str] | None = None,
+) -> list[ViewResult]:
+    """Store a low-res view of every episode beside its frames; resumable.
+
+    Args:
+        out: A dataset written by `csdm process` (folder or URL).
+        size: Height and width of the view.
+        show_progress: A progress bar on the terminal (the CLI sets it).
+        storage_options: Non-secret fsspec options for URLs.
+
+    """
+    options = dict(storage_options or {})
+    jobs = view_jobs(out, tuple(size), options)
+    results = _run(make_view_task, jobs, "views", show_progress)
+    for r in results:
+        if r.status == "failed":
+            get_run_logger().error(r.reason)
+    finish_views(out, tuple(size), sum(r.status != "failed" for r in results), options)
+    return results
+
+
+def _run(fn, jobs: list, what: str, show_progress: bool) -> list:
     """Every job on the flow's runner, with a Prefect progress artifact and a terminal bar."""
-    art = create_progress_artifact(progress=0.0, key="export-diamond-progress")
+    art = create_progress_artifact(progress=0.0, key=f"{what}-progress")
     bar = None
     if show_progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-        bar = Progress("export", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        bar.add_task("export", total=len(jobs))
+        bar = Progress(what, BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        bar.add_task(what, total=len(jobs))
         bar.start()
     results = []
     try:
-        futures = {export_episode_task.submit(j): j for j in jobs}
+        futures = {fn.submit(j): j for j in jobs}
         for fut in as_completed(list(futures)):
             try:
                 results.append(fut.result())
             except Exception as e:  # crashed on a worker: one line, the others go on
                 job = futures[fut]
-                results.append(
-                    EpisodeResult(job.file_id, "failed", f"{job.episode}: {type(e).__name__}: {e}")
+                reason = f"{job.episode}: {type(e).__name__}: {e}"
+                fail = (
+                    EpisodeResult(job.file_id, "failed", reason)
+                    if hasattr(job, "file_id")
+                    else ViewResult(job.episode, "failed", reason)
                 )
+                results.append(fail)
             if bar:
                 bar.advance(bar.task_ids[0])
             if len(results) % max(1, len(jobs) // 20) == 0 or len(results) == len(jobs):

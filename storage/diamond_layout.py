@@ -112,11 +112,12 @@ def split_digest(names: frozenset[str]) -> str:
 
 @dataclass(frozen=True)
 class DiamondEpisode:
-    """A stored episode DIAMOND would read: its file id and csdm's episode name."""
+    """A stored episode DIAMOND would read: its file id, csdm's episode name, its frames."""
 
     file_id: str
     episode: str
     file_num: int
+    n_frames: int
 
 
 def select_episodes(records, kept_only: bool = False) -> list[DiamondEpisode]:
@@ -129,6 +130,15 @@ def select_episodes(records, kept_only: bool = False) -> list[DiamondEpisode]:
         fid = file_id(r.container, r.file_num) if r.dataset == SCRAPED else None
         if fid is None or (kept_only and not r.keep):
             continue
-        chosen.setdefault(fid, DiamondEpisode(fid, r.episode, r.file_num))
+        chosen.setdefault(fid, DiamondEpisode(fid, r.episode, r.file_num, r.n_frames or 0))
     # DIAMOND sorts by the number after the last "_"; ties keep their folder's order
     return sorted(chosen.values(), key=lambda e: (e.file_num, e.file_id))
+
+
+def too_short(
+    episodes: list[DiamondEpisode], length: int
+) -> tuple[list[DiamondEpisode], list[str]]:
+    """The episodes DIAMOND can read at `length` frames, and one line per episode left out."""
+    short = [e for e in episodes if e.n_frames < length]
+    lines = [f"{e.episode}: {e.n_frames} frames, DIAMOND reads {length}; left out" for e in short]
+    return [e for e in episodes if e.n_frames >= length], lines

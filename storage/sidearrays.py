@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
@@ -9,6 +12,7 @@ from zarr.storage import MemoryStore
 
 from storage.fs import Root
 from storage.layout import OutLayout
+from storage.records import Versioned
 
 ARRAY_META = "zarr.json"
 ACTIONS_FORMAT = 1  # attributes["format_version"] of an `actions.zarr/<episode>` array
@@ -104,3 +108,63 @@ def read_actions(layout: OutLayout, episode: str) -> np.ndarray:
         raise SideArrayError(
             f"{layout.root.url_of(key)}: unreadable raw actions ({type(e).__name__}: {e})"
         ) from None
+
+
+# --- low-resolution views: `views/<name>.zarr/<episode>`, (T, 3, h, w) uint8 RGB ---------------
+VIEW_FORMAT = 1
+VIEW_METHOD = "diamond"  # DIAMOND's [-1, 1] scaling, antialiased bicubic, truncating uint8 cast
+VIEW_CHUNK = 64  # frames per chunk: a 16-step segment touches one or two
+
+
+def view_name(size: tuple[int, int]) -> str:
+    """A view's name, e.g. `30x56`."""
+    return f"{size[0]}x{size[1]}"
+
+
+def view_key(layout: OutLayout, name: str, episode: str) -> str:
+    """Key of an episode's array in a view."""
+    return f"{layout.views}/{name}.zarr/{layout.episode_array(episode)}"
+
+
+@dataclass(frozen=True)
+class ViewSpec(Versioned):
+    """A stored low-res view's parameters, kept in `catalog/views.json`."""
+
+    format_version: ClassVar[int] = VIEW_FORMAT
+    kind: ClassVar[str] = "view"
+    fix: ClassVar[str] = "rerun `csdm views` for this size"
+
+    name: str
+    height: int
+    width: int
+    method: str = VIEW_METHOD
+    layout: str = "TCHW"
+    channel_order: str = "RGB"
+    dtype: str = "uint8"
+    episodes: int = 0
+
+
+def read_views(layout: OutLayout) -> dict[str, ViewSpec]:
+    """The dataset's stored views by name (none when `catalog/views.json` is absent)."""
+    d = layout.root.read_json(layout.views_index) or {"views": []}
+    where = layout.root.url_of(layout.views_index)
+    return {v["name"]: ViewSpec.from_dict(v, where) for v in d.get("views", [])}
+
+
+def record_view(layout: OutLayout, spec: ViewSpec) -> None:
+    """Add or replace a view's entry in `catalog/views.json`."""
+    views = {**read_views(layout), spec.name: spec}
+    layout.root.put_json(layout.views_index, {"views": [v.to_dict() for v in views.values()]})
+
+
+def write_view(layout: OutLayout, spec: ViewSpec, episode: str, obs, sha256: str | None) -> int:
+    """Store one episode's low-res observations, (T, 3, h, w) uint8."""
+    attrs = {"format_version": VIEW_FORMAT, "episode": episode, "sha256": sha256,
+             "method": spec.method, "size": [spec.height, spec.width]}  # fmt: skip
+    return write_array(layout.root, view_key(layout, spec.name, episode), obs, attrs, VIEW_CHUNK)
+
+
+def view_current(layout: OutLayout, name: str, episode: str, sha256: str | None) -> bool:
+    """Whether the episode's view is written and made from the frames now stored."""
+    attrs = array_attrs(layout.root, view_key(layout, name, episode))
+    return attrs is not None and attrs.get("sha256") == sha256

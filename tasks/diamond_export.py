@@ -17,10 +17,18 @@ from storage.diamond_layout import (
     parse_test_split,
     select_episodes,
     split_digest,
+    too_short,
 )
 from storage.fs import Root, root_of
 from storage.records import FormatError
-from storage.sidearrays import SideArrayError, read_actions
+from storage.sidearrays import (
+    SideArrayError,
+    open_array,
+    read_actions,
+    view_current,
+    view_key,
+    view_name,
+)
 from training.diamond_obs import low_res
 
 LOW_RES = "low_res"
@@ -79,13 +87,7 @@ def plan_export(
             f"{ds.root}: no {what} (hdf5_dm_july2021_<n>.hdf5 from "
             "hdf5_dm_july2021_<a>_to_<b>.tar); nothing for DIAMOND"
         )
-    skipped, usable = [], []
-    for e in chosen:
-        n = ds.n_frames(e.episode)
-        if n < length:  # DIAMOND's reader would fail on it
-            skipped.append(f"{e.episode}: {n} frames, DIAMOND reads {length}; left out")
-        else:
-            usable.append(e)
+    usable, skipped = too_short(chosen, length)
     ids = {
         s: [e for e in usable if (e.file_id.rsplit("/", 1)[1] in test_names) == (s == "test")]
         for s in SPLITS
@@ -132,13 +134,11 @@ def _claim(dest: Root, plan: ExportPlan) -> None:
     dest.put_json(key, plan.to_dict())
 
 
-def episode_payload(
-    frames: np.ndarray, act: np.ndarray, file_id: str, size: tuple[int, int]
-) -> dict:
-    """The dict DIAMOND's `Episode.save` writes for one episode (obs already uint8)."""
-    n = len(frames)
+def episode_payload(obs: torch.Tensor, act: np.ndarray, file_id: str) -> dict:
+    """The dict DIAMOND's `Episode.save` writes for one episode, from its uint8 observations."""
+    n = len(obs)
     return {
-        "obs": low_res(frames, size),
+        "obs": obs,
         "act": torch.from_numpy(np.array(act)),
         "rew": torch.zeros(n),
         "end": torch.zeros(n, dtype=torch.uint8),
@@ -159,18 +159,24 @@ def export_episode(job: EpisodeJob) -> EpisodeResult:
     if dest.exists(job.key):  # written whole (put_bytes), so present means complete
         return EpisodeResult(job.file_id, "present")
     ds = open_dataset(job.out, job.options)
+    name = view_name(job.size)
     try:
-        frames = ds.frames(job.episode, 0, job.length)
         act = read_actions(ds.layout, job.episode)[: job.length]
+        if view_current(ds.layout, name, job.episode, ds.sha256(job.episode)):
+            # `csdm views` stored this very tensor: same arithmetic, same frames
+            obs = open_array(ds.root, view_key(ds.layout, name, job.episode))[: job.length]
+            obs = torch.from_numpy(obs)
+        else:
+            obs = low_res(ds.frames(job.episode, 0, job.length), job.size)
     except (CorruptFramesError, SideArrayError) as e:
         return EpisodeResult(job.file_id, "failed", str(e))
-    if len(act) != len(frames):
+    if len(act) != len(obs):
         return EpisodeResult(
             job.file_id,
             "failed",
-            f"{ds.root}: episode {job.episode} has {len(act)} action rows for {len(frames)} frames",
+            f"{ds.root}: episode {job.episode} has {len(act)} action rows for {len(obs)} frames",
         )
-    dest.put_bytes(job.key, _saved(episode_payload(frames, act, job.file_id, job.size)))
+    dest.put_bytes(job.key, _saved(episode_payload(obs, act, job.file_id)))
     return EpisodeResult(job.file_id, "written")
 
 
