@@ -58,8 +58,13 @@ def export_diamond(
     storage_option: StorageOptions = None,
 ) -> None:
     """Write DIAMOND's low_res/train and low_res/test from the store (resumable)."""
-    from storage.dataset import DatasetFormatError
-    from storage.diamond_layout import SplitFileError
+    from storage.dataset import DatasetFormatError, open_dataset
+    from storage.diamond_layout import (
+        SplitFileError,
+        default_test_split,
+        parse_test_split,
+        select_episodes,
+    )
     from storage.fs import StorageAccessError
     from tasks.diamond_export import ExportError
 
@@ -71,6 +76,15 @@ def export_diamond(
             text, source = test_split.read_text(), str(test_split)
         except (OSError, UnicodeDecodeError) as e:
             fail(f"{test_split}: cannot read the test split ({type(e).__name__}: {e})")
+    try:  # a bad split or an OUT with nothing to export fail here, before any run starts
+        parse_test_split(default_test_split() if text is None else text, source)
+        if not select_episodes(open_dataset(out, options).state.committed.values(), kept_only):
+            raise ExportError(
+                f"{out}: no {'kept ' if kept_only else ''}scraped dust2 episodes "
+                "(hdf5_dm_july2021_<n>.hdf5 from hdf5_dm_july2021_<a>_to_<b>.tar)"
+            )
+    except (ExportError, SplitFileError, DatasetFormatError, StorageAccessError) as e:
+        fail(str(e))
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     from flows.prefect_api import local_api
