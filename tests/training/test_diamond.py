@@ -340,3 +340,25 @@ def test_corrupt_chunk_and_no_scraped_episodes_are_one_line(store, tmp_path) -> 
     out = process_plain(src, tmp_path / "expert-out", 0.0)
     with pytest.raises(ExportError, match="no scraped dust2 episodes"):
         plan_export(str(out), str(tmp_path / "e"), "\n".join(TEST_NAMES), "s", SIZE, LENGTH)
+
+
+def test_export_and_full_res_from_a_bucket(store, reference, bucket, tmp_path) -> None:
+    import fsspec
+
+    from training.diamond import FullResDataset, SegmentId
+
+    fs = fsspec.filesystem("s3")
+    for p in sorted(store.rglob("*")):
+        if p.is_file() and "views" not in p.parts:
+            fs.put_file(str(p), f"{bucket[5:]}/out/{p.relative_to(store).as_posix()}")
+    _, _, _, results, missing = _export(f"{bucket}/out", f"{bucket}/dest")
+    assert [r.status for r in results] == ["written"] * 4 and missing == []
+    local = tmp_path / "copy"
+    fs.get(f"{bucket[5:]}/dest", str(local), recursive=True)
+    _check_against(reference, local)
+    files = ref.files(reference["full"])
+    ds = FullResDataset(f"{bucket}/out", length=LENGTH)
+    got = ds[SegmentId("100-120/hdf5_dm_july2021_100.hdf5", -2, 6)]
+    want = ref.segment(files["100-120/hdf5_dm_july2021_100.hdf5"], -2, 6, LENGTH)
+    np.testing.assert_array_equal(got.obs.numpy(), want["obs"])
+    np.testing.assert_array_equal(got.act.numpy(), want["act"])
