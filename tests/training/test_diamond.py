@@ -297,7 +297,6 @@ def test_cli_export_resumes_and_names_each_failure(store, reference, tmp_path) -
     for extra, msg in [
         (["--test-split", str(tmp_path / "none.txt")], "none.txt: cannot read"),
         (["--test-split", str(bad)], "bad.txt: line 2"),
-        (["--size", "30by56"], "size '30by56' is not HEIGHTxWIDTH"),
     ]:
         p = _cli("export-diamond", str(store), str(tmp_path / "x"), *extra)
         assert p.returncode == 2 and msg in p.stderr, p.stderr
@@ -362,3 +361,12 @@ def test_export_and_full_res_from_a_bucket(store, reference, bucket, tmp_path) -
     want = ref.segment(files["100-120/hdf5_dm_july2021_100.hdf5"], -2, 6, LENGTH)
     np.testing.assert_array_equal(got.obs.numpy(), want["obs"])
     np.testing.assert_array_equal(got.act.numpy(), want["act"])
+
+
+def test_sizes_parse_or_say_why() -> None:
+    from training.diamond_obs import parse_size
+
+    assert parse_size("30x56") == (30, 56) and parse_size("150X280") == (150, 280)
+    for bad, msg in [("30by56", "not HEIGHTxWIDTH"), ("0x56", "1..4096"), ("30x99999", "1..4096")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_size(bad)
