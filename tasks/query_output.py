@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from storage.fs import atomic_path
 
 FORMATS = ("csv", "json", "parquet")
 
@@ -44,11 +44,5 @@ def render(table: pa.Table, fmt: str) -> bytes:
 def write_result(table: pa.Table, fmt: str, output: Path) -> None:
     """Write to `output` through a temporary file: a failure leaves no file, or the old one."""
     data = render(table, fmt)
-    part = output.with_name(f".{output.name}.part")
-    try:
-        with open(part, "wb") as f:
-            f.write(data)
-        os.replace(part, output)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            part.unlink()
+    with atomic_path(output) as part:
+        part.write_bytes(data)

@@ -6,12 +6,13 @@ every reader goes through `read_checkpoint`, which unpickles tensors and plain d
 
 from __future__ import annotations
 
-import os
 import pickle
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
+
+from storage.fs import atomic_path
 
 CKPT = "ckpt.pt"
 FORMAT_VERSION = 1
@@ -74,10 +75,8 @@ def _default_space() -> dict:
 def write_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     """Write atomically: a crash leaves the previous checkpoint, never half of a new one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(ckpt.to_dict(), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(ckpt.to_dict(), tmp)
     return path
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 import warnings
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from storage.fs import atomic_path, commit_file
 from storage.policy import DESCRIPTOR, DescriptorError, PolicyDescriptor, graph_mismatch
 from storage.registry import file_entry, read_verified_descriptor
 from training.actions import ActionSpace
@@ -84,7 +84,7 @@ def export(run: str | Path, out: str | Path) -> dict:
     import onnx
 
     onnx.checker.check_model(str(tmp), full_check=True)
-    os.replace(tmp, out / MODEL_FILE)
+    commit_file(tmp, out / MODEL_FILE)
     cfg = TrainConfig.from_dict(ckpt.config)
     descriptor = PolicyDescriptor(
         model=MODEL_FILE,
@@ -125,9 +125,8 @@ def export(run: str | Path, out: str | Path) -> dict:
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         files={MODEL_FILE: file_entry(out / MODEL_FILE)},
     ).to_dict()
-    tmp_json = out / f".{DESCRIPTOR}.tmp"
-    tmp_json.write_text(json.dumps(descriptor, indent=2))
-    os.replace(tmp_json, out / DESCRIPTOR)
+    with atomic_path(out / DESCRIPTOR) as tmp_json:
+        tmp_json.write_text(json.dumps(descriptor, indent=2))
     return descriptor
 
 

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from storage.action_space import KEYS
 from storage.catalog import COUNTERS, INFERRED_FIELDS
+from storage.fs import commit_file
 from storage.metadata import MetadataBatch, load_metadata
 from tasks.actions.infer import InferredActions, frame_index, infer_actions
 from tasks.actions.quality import QualityThresholds
@@ -186,7 +187,7 @@ class LabelsWriter:
         files = pa.concat_tables(self._files) if self._files else FILES_SCHEMA.empty_table()
         pq.write_table(files, self._tmp[1], compression="zstd")
         for tmp, final in zip(self._tmp, self.paths, strict=True):
-            os.replace(tmp, final)
+            commit_file(tmp, final)
 
 
 def write_labels(labels: list[Labels], out: Path) -> tuple[Path, Path]:

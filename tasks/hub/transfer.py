@@ -24,7 +24,7 @@ from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import build_hf_headers, http_stream_backoff
 
-from storage.fs import Root, root_of
+from storage.fs import Root, commit_file, root_of
 
 REPO = "TeaPearce/CounterStrike_Deathmatch"
 # Named subsets as fnmatch patterns over full repo paths (`*` also matches `/`).
@@ -345,7 +345,7 @@ def download_file(
                     reader.finish()
                 out.flush()
                 os.fsync(out.fileno())  # the bytes are on disk before the name says so
-                os.replace(part, target)
+                commit_file(part, target)
                 return target
             except ChecksumError as e:
                 part.unlink()

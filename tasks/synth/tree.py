@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import tarfile
 import tempfile
@@ -17,6 +16,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from storage.episode import Episode, write_episode
+from storage.fs import atomic_path
 from storage.layout import METADATA_DIR, EpisodeId, metadata_chunk, metadata_name, tar_name
 from tasks.synth import reference
 from tasks.synth.frames import render
@@ -131,22 +131,20 @@ def save_legacy_npy(path: Path, obj: object) -> None:
     npy_format.write_array_header_1_0(buf, npy_format.header_data_from_array_1_0(arr))
     pickle.dump(arr, buf, protocol=3)  # protocol 3 spells globals as text we can rename
     data = buf.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def _pack(archive: Path, files: list[tuple[Path, str]]) -> None:
-    tmp = archive.with_name(archive.name + ".part")
-    if archive.suffix == ".tar":
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:
-            for src, name in files:
-                tf.add(src, arcname=name, recursive=False)
-    else:  # stored, not deflated: members stay seekable in place
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-            for src, name in files:
-                zf.write(src, arcname=name)
-    os.replace(tmp, archive)
+    with atomic_path(archive) as tmp:
+        if archive.suffix == ".tar":
+            with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:
+                for src, name in files:
+                    tf.add(src, arcname=name, recursive=False)
+        else:  # stored, not deflated: members stay seekable in place
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+                for src, name in files:
+                    zf.write(src, arcname=name)
 
 
 def earlier_synth_files(out: str | Path) -> list[Path]:
