@@ -89,7 +89,8 @@ def test_missing_path_is_a_usage_error(tmp_path: Path) -> None:
 def test_codec_and_disagree_options_reach_their_parameters(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from flows.cli import CodecChoice, _process_params, app
+    from flows.cli import app
+    from flows.cli_common import CodecChoice, _process_params
     from storage.metadata import load_metadata
     from tasks.actions.labels import label_batch
     from tasks.actions.quality import QualityThresholds

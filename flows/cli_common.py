@@ -1,0 +1,105 @@
+"""What several `csdm` command groups share: consoles, progress, quality and codec options."""
+
+from __future__ import annotations
+
+import enum
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from flows.cli_errors import fail
+from storage.codecs import DEFAULT_CODEC
+from tasks.actions.quality import QualityThresholds
+from tasks.params import CODEC_NAMES
+
+console = Console(stderr=True)  # progress and diagnostics
+report = Console()  # results; wide enough for the summary table even when piped
+report.width = max(report.width, 130)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[item]}"),
+        console=console,
+    )
+
+
+_SEED = QualityThresholds()  # the seed's limits are the CLI defaults
+
+
+def _limit(name: str):
+    """A quality-limit option whose help is the flow parameter's description."""
+    from tasks.params import ProcessParams
+
+    return typer.Option(help=ProcessParams.model_fields[name].description)
+
+
+DeadSkipped = Annotated[int, _limit("dead_skipped")]
+DisagreeHp = Annotated[int, _limit("ram_gsi_disagree_hp")]
+DisagreeAmmo = Annotated[int, _limit("ram_gsi_disagree_ammo")]
+ObsCount = Annotated[int, _limit("obs_count")]
+MouseStatic = Annotated[int, _limit("mouse_static")]
+VelStatic = Annotated[int, _limit("vel_static")]
+PerFrames = Annotated[int, _limit("per_frames")]
+
+
+def _codec_option():
+    """--codec: one of the offered frame codecs, with the flow parameter's description."""
+    from tasks.params import ProcessParams
+
+    return typer.Option(help=ProcessParams.model_fields["codec"].description)
+
+
+CodecChoice = enum.Enum("CodecChoice", {n: n for n in CODEC_NAMES}, type=str)
+Codec = Annotated[CodecChoice, _codec_option()]
+DEFAULT_CHOICE = CodecChoice(DEFAULT_CODEC)
+_SHOW_REJECTED = 20
+# Short headers so the summary fits a terminal; README explains them.
+_SHORT = ("dead", "skip", "hp≠", "ammo≠", "obs", "still_m", "still_v")
+
+
+def _process_params(args: dict):
+    """The flow parameters from a command's arguments of the same names."""
+    from tasks.params import ProcessParams
+
+    if args["split_file"] is not None and args["test_fraction"]:
+        fail("give --split-file or --test-fraction, not both")
+    fields = {k: args[k] for k in ProcessParams.model_fields if k in args}
+    if isinstance(fields.get("codec"), enum.Enum):
+        fields["codec"] = fields["codec"].value
+    fields["split_file"] = str(args["split_file"]) if args["split_file"] else ""
+    return ProcessParams(**fields)
+
+
+@contextmanager
+def _expected_errors():
+    """Known failures end the command with one line: 3 for a full disk, else 1."""
+    from storage.diskspace import DiskFullError
+    from storage.fs import StorageAccessError
+    from storage.lease import LeaseHeldError
+    from storage.records import FormatError
+
+    try:
+        yield
+    except DiskFullError as e:
+        fail(str(e), code=3)
+    except (ValueError, FileNotFoundError, StorageAccessError, LeaseHeldError,
+            FormatError) as e:  # fmt: skip
+        fail(str(e))
+
+
+def _listed(what: str, lines: tuple[str, ...], more: str) -> None:
+    """The first 20 of `lines`, one each, then a count."""
+    out = console if what == "failed" else report
+    for line in lines[:_SHOW_REJECTED]:
+        out.print(f"  {what}: {escape(line)}", highlight=False, soft_wrap=True)
+    if len(lines) > _SHOW_REJECTED:
+        out.print(f"  ... and {len(lines) - _SHOW_REJECTED} more {what}; {more}".rstrip("; "))

@@ -1,0 +1,176 @@
+"""`csdm ingest` and `csdm pipeline`: the Hub to a processed dataset, as thin glue over flows."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.cli_common import (
+    _SEED,
+    DEFAULT_CHOICE,
+    Codec,
+    DeadSkipped,
+    DisagreeAmmo,
+    DisagreeHp,
+    MouseStatic,
+    ObsCount,
+    PerFrames,
+    VelStatic,
+    _expected_errors,
+    _listed,
+    _process_params,
+    console,
+    report,
+)
+from flows.cli_errors import fail, hide_expected_tracebacks
+from flows.cli_options import StorageOptions, storage_options
+
+
+def ingest(
+    dest: Annotated[
+        str,
+        typer.Option(
+            help="Folder or bucket URL (s3://bucket/raw); files land at "
+            "DEST/<repo path>, in a bucket only once verified."
+        ),
+    ],
+    repo: Annotated[
+        str, typer.Option(help="Dataset repo on the Hub.")
+    ] = "TeaPearce/CounterStrike_Deathmatch",
+    revision: Annotated[str, typer.Option(help="Branch, tag or commit.")] = "main",
+    include: Annotated[
+        list[str] | None, typer.Option(help="fnmatch glob over repo paths (repeat).")
+    ] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Glob to leave out (repeat).")] = None,
+    subset: Annotated[
+        list[str] | None,
+        typer.Option(help="dm_scraped, dm_expert, aim_expert, other_maps, metadata (repeat)."),
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Parallel transfers.")] = 4,
+    endpoint: Annotated[
+        str | None, typer.Option(help="Hub URL (default: HF_ENDPOINT or the Hub).")
+    ] = None,
+    storage_option: StorageOptions = None,
+) -> None:
+    """Download (resumable, sha256-verified, incremental) files of the dataset from the Hub."""
+    options = storage_options(storage_option)
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from flows.prefect_api import local_api
+
+    with local_api():
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        from flows.ingest import ingest_flow
+        from tasks.hub.transfer import IngestError
+
+        hide_expected_tracebacks()
+        runner = ThreadPoolTaskRunner(max_workers=workers)
+        with _expected_errors():
+            try:
+                summary = ingest_flow.with_options(task_runner=runner)(
+                    repo, revision, include or [], exclude or [], subset or [], dest, endpoint,
+                    show_progress=True, storage_options=options,
+                )  # fmt: skip
+            except (IngestError, ValueError) as e:
+                fail(str(e))
+    gb, secs = summary["bytes"] / 1e9, summary["seconds"]
+    report.print(
+        f"{summary['repo']}@{summary['commit'][:12]}: {summary['files']} files selected, "
+        f"{summary['fetched']} fetched ({gb:.3f} GB in {secs} s), "
+        f"{summary['already_verified']} already verified, {len(summary['failed'])} failed"
+    )
+    for f in summary["failed"]:
+        console.print(f"[red]failed[/] {f['path']}: {f['error']}")
+    if summary["failed"]:
+        raise typer.Exit(1)
+
+
+def _size(text: str) -> int:
+    """Bytes from `500MB`, `30GB`, `1.5TB` or a plain number."""
+    units = {"TB": 10**12, "GB": 10**9, "MB": 10**6, "KB": 10**3, "B": 1}
+    t = text.strip().upper()
+    for unit, factor in units.items():
+        if t.endswith(unit):
+            return int(float(t[: -len(unit)]) * factor)
+    return int(float(t))
+
+
+def pipeline(
+    out: Annotated[str, typer.Argument(help="Dataset to write, as for `csdm process`.")],
+    dest: Annotated[Path, typer.Option(help="Where tars are downloaded to.")] = Path("data/hub"),
+    source: Annotated[
+        Path | None, typer.Option(help="A local tree in the public layout instead of the Hub.")
+    ] = None,
+    repo: Annotated[str, typer.Option(help="Dataset repo on the Hub.")] = (
+        "TeaPearce/CounterStrike_Deathmatch"
+    ),
+    revision: Annotated[str, typer.Option(help="Branch, tag or commit.")] = "main",
+    include: Annotated[
+        list[str] | None, typer.Option(help="Glob over repo paths (repeat).")
+    ] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Glob to leave out (repeat).")] = None,
+    subset: Annotated[
+        list[str] | None, typer.Option(help="Named subset (repeat); default: all.")
+    ] = None,
+    max_disk: Annotated[
+        str | None,
+        typer.Option(help="Budget for downloaded tars, e.g. 60GB; processed tars are deleted."),
+    ] = None,
+    delete_sources: Annotated[bool, typer.Option(help="Delete each tar once processed.")] = False,
+    transfers: Annotated[int, typer.Option(min=1, help="Parallel downloads.")] = 2,
+    workers: Annotated[int | None, typer.Option(help="Local Dask worker processes.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Existing Dask scheduler.")] = None,
+    split_file: Annotated[Path | None, typer.Option(help="File of test episode names.")] = None,
+    test_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of episodes in the test split.")
+    ] = 0.0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the split hash.")] = 0,
+    endpoint: Annotated[str | None, typer.Option(help="Hub URL (default: HF_ENDPOINT).")] = None,
+    dead_skipped: DeadSkipped = _SEED.dead_skipped,
+    ram_gsi_disagree_hp: DisagreeHp = _SEED.ram_gsi_disagree_hp,
+    ram_gsi_disagree_ammo: DisagreeAmmo = _SEED.ram_gsi_disagree_ammo,
+    obs_count: ObsCount = _SEED.obs_count,
+    mouse_static: MouseStatic = _SEED.mouse_static,
+    vel_static: VelStatic = _SEED.vel_static,
+    per_frames: PerFrames = _SEED.per_frames,
+    codec: Codec = DEFAULT_CHOICE,
+    storage_option: StorageOptions = None,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            help="Stream each archive from the Hub on a worker: no local copy; its "
+            "episodes commit once its sha256 matches. --dest/--max-disk do not apply."
+        ),
+    ] = False,
+) -> None:
+    """Download and process as one stream: each tar is processed as soon as it is verified."""
+    options = storage_options(storage_option)
+    params = _process_params(locals())
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    from flows.prefect_api import local_api
+
+    with local_api():
+        from flows.pipeline import pipeline_flow
+        from tasks.hub.transfer import IngestError
+
+        hide_expected_tracebacks()
+        with _expected_errors():
+            try:
+                result = pipeline_flow(
+                    out, str(dest), repo, revision, tuple(include or ()),
+                    tuple(exclude or ()), tuple(subset or ()), str(source) if source else "",
+                    params, _size(max_disk) if max_disk else 0, delete_sources, transfers,
+                    endpoint or "", workers or 0, scheduler or "", show_progress=True,
+                    storage_options=options, stream=stream,
+                )  # fmt: skip
+            except IngestError as e:
+                fail(str(e))
+    failures = result.pop("failures", ())
+    report.print(" ".join(f"{k}={v}" for k, v in result.items()), soft_wrap=True)
+    _listed("failed", tuple(failures), "see files.parquet")
+    if result.get("failed") or result.get("failed_archives"):
+        raise typer.Exit(1)
