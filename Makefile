@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: setup lock browser demo test test-fast bench lint clean serve stop gpu-wheels gpu-check \
+.PHONY: setup lock browser demo test test-fast bench lint docs clean serve stop gpu-wheels gpu-check \
 	gpu-wheels-decode gpu-check-decode gpu-check-dry
 
 setup: $(STAMP) browser
@@ -130,5 +130,11 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The site under site/: the command reference regenerated from the CLI's help, then mkdocs in
+# strict mode, which fails on a broken link or anchor and on a page that does not build.
+docs: setup
+	$(BIN)/python docs/gen_commands.py
+	$(BIN)/mkdocs build --strict --quiet
+
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache site

@@ -62,7 +62,7 @@ CodecChoice = enum.Enum("CodecChoice", {n: n for n in CODEC_NAMES}, type=str)
 Codec = Annotated[CodecChoice, _codec_option()]
 DEFAULT_CHOICE = CodecChoice(DEFAULT_CODEC)
 _SHOW_REJECTED = 20
-# Short headers so the summary fits a terminal; README explains them.
+# Short headers so the summary fits a terminal; docs/cli-details.md explains them.
 _SHORT = ("dead", "skip", "hp≠", "ammo≠", "obs", "still_m", "still_v")
 
 

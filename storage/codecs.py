@@ -204,7 +204,7 @@ def _image(fmt: str, level: int | None = None, chunk: int = 8) -> dict:
     return {"chunk_frames": chunk, "serializer": ImageCodec(format=fmt, level=level)}
 
 
-# Offered by `--codec`; bench/repack.py measured each on realistic frames (README table).
+# Offered by `--codec`; bench/repack.py measured each on realistic frames (docs/format.md).
 FRAME_CODECS: dict[str, FrameCodec] = {
     c.name: c
     for c in (
@@ -226,7 +226,7 @@ FRAME_CODECS: dict[str, FrameCodec] = {
         FrameCodec("png", about="PNG, zlib level 6", **_image("png", 6)),
     )
 }  # fmt: skip
-# measured by bench/loader.py (README "Benchmarks"): its predictor's inverse vectorises, so it
+# measured by bench/loader.py (docs/benchmarks.md): its predictor's inverse vectorises, so it
 # reads about 1.4x faster than gradient-zstd on a core for 11% more bytes
 DEFAULT_CODEC = "up-zstd"
 ARCHIVE_CODEC = "jpegxl"

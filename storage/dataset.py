@@ -68,7 +68,7 @@ class Dataset:
 
     @cached_property
     def files(self) -> pa.Table:
-        """One row per source episode (see README, `files` table)."""
+        """One row per source episode (docs/format.md, `files` table)."""
         return self.state.files_table()
 
     @cached_property

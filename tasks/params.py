@@ -57,7 +57,7 @@ class ProcessParams(BaseModel):
     )
     codec: CodecName = Field(
         DEFAULT_CODEC,
-        description="How frames are stored, recorded in each array's zarr.json (README: "
+        description="How frames are stored, recorded in each array's zarr.json (docs/format.md: "
         "Frame codecs): " + "; ".join(f"{n}: {c.about}" for n, c in FRAME_CODECS.items()) + ".",
     )
     per_frames: int = Field(
