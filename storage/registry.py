@@ -29,6 +29,7 @@ from storage.policy import DESCRIPTOR, DescriptorError, check_descriptor
 
 MANIFEST = "MANIFEST.json"
 INDEX = "index.json"
+REGISTRY_FORMAT = 1  # format_version of index.json and MANIFEST.json (absent: written before it)
 LEASE_WAIT = 120.0  # seconds a registration waits for another one on an object store
 
 
@@ -85,9 +86,11 @@ def verify_version(folder: str | Path, manifest_sha256: str | None = None) -> di
     path = folder / MANIFEST
     try:
         raw = path.read_bytes()
-        files = json.loads(raw)["files"]
+        manifest = json.loads(raw)
+        files = manifest["files"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise RegistryError(f"{path}: unreadable ({e})") from e
+    _check_format(manifest, path)
     if manifest_sha256 is not None and hashlib.sha256(raw).hexdigest() != manifest_sha256:
         raise RegistryError(f"{path}: does not match the registry index; the version was "
                             "altered, refusing it")  # fmt: skip
@@ -99,7 +102,7 @@ def verify_version(folder: str | Path, manifest_sha256: str | None = None) -> di
 
 def _write_manifest(folder: Path) -> str:
     files = {p.name: file_entry(p) for p in sorted(folder.iterdir()) if p.name != MANIFEST}
-    text = json.dumps({"files": files}, indent=2)
+    text = json.dumps({"format_version": REGISTRY_FORMAT, "files": files}, indent=2)
     (folder / MANIFEST).write_text(text)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -139,6 +142,8 @@ def _is_version(v: object) -> bool:
 def check_index(index: object, where: str) -> dict:
     """`index` if it is a well-formed index.json: integer versions, aliases naming them."""
     bad = None
+    if isinstance(index, dict):
+        _check_format(index, f"{where}/{INDEX}")
     if not isinstance(index, dict) or not isinstance(index.get("versions"), list):
         bad = "has no list of versions"
     elif not isinstance(index.setdefault("aliases", {}), dict):
@@ -233,7 +238,17 @@ def _writable_then_retry(func, path, _exc) -> None:
 
 
 def _new_index(name: str) -> dict:
-    return {"name": name, "versions": [], "aliases": {}}
+    return {"format_version": REGISTRY_FORMAT, "name": name, "versions": [], "aliases": {}}
+
+
+def _check_format(d: dict, where) -> None:
+    """Refuse a registry file of a later format; one written before versions is read as 1."""
+    found = d.get("format_version", REGISTRY_FORMAT)
+    if found != REGISTRY_FORMAT:
+        raise RegistryError(
+            f"{where}: registry format version {str(found)[:20]}, this csdm reads "
+            f"{REGISTRY_FORMAT}; upgrade csdm to read it"
+        )
 
 
 class LocalRegistry:

@@ -22,6 +22,8 @@ from tasks.actions.infer import infer_actions
 from tasks.actions.quality import QualityThresholds
 from tasks.hub.transfer import HubFile, IngestError, IngestPlan, download_file, hub_id
 
+STAMP_FORMAT = 1  # format_version of a metadata file's cache stamp (absent: written before it)
+
 
 @dataclass(frozen=True)
 class MetaRecord:
@@ -46,7 +48,12 @@ def _stamp(name: str, info: dict, layout: OutLayout, thresholds: QualityThreshol
 def _cached(layout: OutLayout, stamp_path: str, key: dict) -> list[MetaRecord] | None:
     """The records of an earlier preparation with the same key, if its files are all there."""
     cached = layout.root.read_json(stamp_path)
-    if cached and cached["key"] == key:
+    # a stamp of another format is stale: the file is prepared again, as for another key
+    if (
+        cached
+        and cached.get("format_version", STAMP_FORMAT) == STAMP_FORMAT
+        and cached["key"] == key
+    ):
         records = [MetaRecord(**r) for r in cached["records"]]
         present = set(layout.root.list(layout.metadata_cache))
         if all(r.path is None or posixpath.basename(r.path) in present for r in records):
@@ -176,5 +183,6 @@ def _build(batch, name: str, digest: str, layout: OutLayout, thresholds: Quality
     for ep, why in batch.failures:
         records.append(MetaRecord(ep.name, name, reject_reason=f"metadata error: {why}",
                                   sha256=digest))  # fmt: skip
-    layout.root.put_json(stamp_path, {"key": key, "records": [asdict(r) for r in records]})
+    stamp = {"format_version": STAMP_FORMAT, "key": key, "records": [asdict(r) for r in records]}
+    layout.root.put_json(stamp_path, stamp)
     return records

@@ -37,6 +37,7 @@ from training.data import (
 from training.loss import LossOptions, make_targets, metrics, seed_loss
 from training.model import PRESETS, ModelConfig, Policy, count_parameters, load_trunk_weights
 
+CONFIG_FORMAT = 1  # format_version of a run's config.json
 METRIC_NAMES = (
     "loss",
     "wasd_acc",
@@ -100,6 +101,8 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> TrainConfig:
         """Inverse of `to_dict`."""
         d = dict(d)
+        if d.pop("format_version", CONFIG_FORMAT) != CONFIG_FORMAT:
+            raise ValueError(f"run config format version is not {CONFIG_FORMAT}; start a new run")
         d["model"] = ModelConfig.from_dict(d["model"])
         d["sampler"] = SamplerConfig.from_dict(d["sampler"])
         d["loss"] = LossOptions(**d["loss"])
@@ -294,7 +297,8 @@ def train(
     log = MetricsLog(run)
     if rank == 0:  # only now: a run that could not start leaves no config behind
         run.mkdir(parents=True, exist_ok=True)
-        (run / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        config = {"format_version": CONFIG_FORMAT, **cfg.to_dict()}
+        (run / "config.json").write_text(json.dumps(config, indent=2))
         log.truncate_after(step)
         if not quiet:
             print(

@@ -17,6 +17,7 @@ from storage.action_space import FPS
 from storage.catalog import COUNTERS, KEY_COLUMNS
 from storage.dataset import connect_catalog, open_dataset
 
+REPORT_FORMAT = 1  # format_version of report.json
 COVERAGE_BINS = 60  # the seed's map-coverage histogram
 
 
@@ -161,6 +162,7 @@ def summary_rows(reports: list[DatasetReport]) -> list[dict]:
 def write_json(reports: list[DatasetReport], emd: pd.DataFrame, path: Path) -> None:
     """The report's numbers as JSON beside the HTML, for scripts and tests."""
     out = {
+        "format_version": REPORT_FORMAT,
         "datasets": [
             {
                 "label": r.label,
