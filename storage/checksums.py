@@ -2,14 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
+from csdm_agent.contract import sha256_file
 
-
-def sha256_file(path: str | Path) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+__all__ = ["sha256_file"]

@@ -17,19 +17,25 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import shutil
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from csdm_agent.contract import (
+    ALIAS,
+    INDEX,
+    MANIFEST,
+    REGISTRY_FORMAT,
+    index_problem,
+    registry_format_problem,
+    resolve_version,
+)
+
 from storage.checksums import sha256_file
 from storage.policy import DESCRIPTOR, DescriptorError, check_descriptor
 
-MANIFEST = "MANIFEST.json"
-INDEX = "index.json"
-REGISTRY_FORMAT = 1  # format_version of index.json and MANIFEST.json (absent: written before it)
 LEASE_WAIT = 120.0  # seconds a registration waits for another one on an object store
 
 
@@ -123,10 +129,6 @@ class Version:
     existing: bool = False  # the export was already registered as this version
 
 
-ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}\Z")  # ASCII: aliases appear in paths and tags
-SHA256 = re.compile(r"[0-9a-f]{64}\Z")
-
-
 def check_alias(alias: str | None) -> str | None:
     """`alias` if it is a name (a letter, then letters, digits, `.`, `_` or `-`)."""
     if alias is not None and not ALIAS.match(alias):
@@ -135,38 +137,9 @@ def check_alias(alias: str | None) -> str | None:
     return alias
 
 
-def _is_version(v: object) -> bool:
-    return type(v) is int and 0 < v < 1 << 31
-
-
 def check_index(index: object, where: str) -> dict:
     """`index` if it is a well-formed index.json: integer versions, aliases naming them."""
-    bad = None
-    if isinstance(index, dict):
-        _check_format(index, f"{where}/{INDEX}")
-    if not isinstance(index, dict) or not isinstance(index.get("versions"), list):
-        bad = "has no list of versions"
-    elif not isinstance(index.setdefault("aliases", {}), dict):
-        bad = "has no table of aliases"
-    else:
-        seen: set[int] = set()
-        for v in index["versions"]:
-            n = v.get("version") if isinstance(v, dict) else None
-            if not _is_version(n) or n in seen:
-                bad = f"lists version {str(n)[:40]!r}, not a new positive integer"
-            elif not isinstance(v.get("manifest_sha256"), str) or not SHA256.match(
-                    v["manifest_sha256"]):  # fmt: skip
-                bad = f"has no manifest checksum for version {n}"
-            if bad:
-                break
-            seen.add(n)
-        for alias, n in index["aliases"].items() if not bad else ():
-            if not ALIAS.match(alias):
-                bad = f"has an alias {alias[:40]!r} that is not a name"
-            elif n not in seen or not _is_version(n):
-                bad = f"points alias {alias!r} at {str(n)[:40]!r}, which is not a version in it"
-            if bad:
-                break
+    bad = index_problem(index)
     if bad:
         raise RegistryError(f"{where}: {INDEX} {bad}; the registry was edited by hand or "
                             "damaged, and no version is read from it")  # fmt: skip
@@ -174,18 +147,7 @@ def check_index(index: object, where: str) -> dict:
 
 
 def _resolve(index: dict, version: int | None, alias: str | None, where: str) -> int:
-    if not index["versions"]:
-        raise RegistryError(f"{where}: no versions registered yet (run `csdm register`)")
-    if alias is not None:
-        if alias not in index["aliases"]:
-            raise RegistryError(f"{where}: no alias {alias!r}; have {sorted(index['aliases'])}")
-        return index["aliases"][alias]
-    known = [v["version"] for v in index["versions"]]
-    if version is None:
-        return max(known)
-    if version not in known:
-        raise RegistryError(f"{where}: no version {version}; have {known}")
-    return version
+    return resolve_version(index, version, alias, where, RegistryError)
 
 
 def _model_sha(export_dir: Path) -> str:
@@ -243,12 +205,9 @@ def _new_index(name: str) -> dict:
 
 def _check_format(d: dict, where) -> None:
     """Refuse a registry file of a later format; one written before versions is read as 1."""
-    found = d.get("format_version", REGISTRY_FORMAT)
-    if found != REGISTRY_FORMAT:
-        raise RegistryError(
-            f"{where}: registry format version {str(found)[:20]}, this csdm reads "
-            f"{REGISTRY_FORMAT}; upgrade csdm to read it"
-        )
+    problem = registry_format_problem(d)
+    if problem:
+        raise RegistryError(f"{where}: {problem}")
 
 
 class LocalRegistry:

@@ -17,8 +17,9 @@ import uuid
 from pathlib import Path
 
 from csdm_agent.artifact import DESCRIPTOR, MANIFEST, Artifact, VerificationError
+from csdm_agent.contract import INDEX, commit_path, index_problem, is_file_name
+from csdm_agent.contract import resolve_version as _resolve
 
-INDEX = "index.json"
 log = logging.getLogger("csdm_agent")
 
 
@@ -58,42 +59,17 @@ class RegistrySource:
         return _checked(index, f"{self.registry}: {self.name}/{INDEX}")
 
 
-def _is_version(v: object) -> bool:
-    return type(v) is int and 0 < v < 1 << 31
-
-
 def _checked(index: object, where: str) -> dict:
     """`index` if its versions are positive integers with checksums and its aliases name them."""
-    entries = index.get("versions") if isinstance(index, dict) else None
-    aliases = index.setdefault("aliases", {}) if isinstance(index, dict) else None
-    if not isinstance(entries, list) or not isinstance(aliases, dict):
-        raise VerificationError(f"{where} has no list of versions; refusing it")
-    known = [v.get("version") if isinstance(v, dict) else None for v in entries]
-    for i, n in enumerate(known):
-        if not _is_version(n) or n in known[:i]:
-            raise VerificationError(f"{where} lists version {str(n)[:40]!r}, not a new positive "
-                                    "integer; refusing it")  # fmt: skip
-    for alias, n in aliases.items():
-        if not _is_version(n) or n not in known:
-            raise VerificationError(f"{where} points alias {str(alias)[:40]!r} at "
-                                    f"{str(n)[:40]!r}, which is not a version in it")  # fmt: skip
+    problem = index_problem(index)
+    if problem:
+        raise VerificationError(f"{where} {problem}; refusing it")
     return index
 
 
 def resolve_version(index: dict, version: int | None, alias: str | None, where: str) -> int:
     """A version number from an explicit number, an alias, or the latest (of a checked index)."""
-    known = [v["version"] for v in index["versions"]]
-    if not known:
-        raise VerificationError(f"{where}: no versions registered")
-    if alias is not None:
-        if alias not in index["aliases"]:
-            raise VerificationError(f"{where}: no alias {alias!r}")
-        return index["aliases"][alias]
-    if version is None:
-        return max(known)
-    if version not in known:
-        raise VerificationError(f"{where}: no version {version}; have {known}")
-    return version
+    return _resolve(index, version, alias, where, VerificationError)
 
 
 def _check_manifest(raw: bytes, want: str, where) -> None:
@@ -125,7 +101,7 @@ def pull(registry: str, name: str, dest: str | Path, version: int | None = None,
         manifest = json.loads(raw)
         (staging / MANIFEST).write_bytes(raw)
         for fname in manifest["files"]:
-            if Path(fname).name != fname:
+            if not is_file_name(fname):
                 raise VerificationError(f"{registry}: manifest lists an unsafe path {fname!r}")
             (staging / fname).write_bytes(src.read(f"v{n}/{fname}", tag))
         try:
@@ -135,7 +111,7 @@ def pull(registry: str, name: str, dest: str | Path, version: int | None = None,
             raise VerificationError(
                 f"{str(e).replace(str(staging), where)}; nothing was pulled"
             ) from None
-        os.rename(staging, final)
+        commit_path(staging, final)
     finally:
         if staging.exists():
             shutil.rmtree(staging)

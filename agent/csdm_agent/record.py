@@ -27,17 +27,16 @@ from typing import Protocol
 
 import numpy as np
 
+from csdm_agent import contract
 from csdm_agent.capture import FrameSource
+from csdm_agent.contract import KEYS, commit_path
 from csdm_agent.pace import skip_lost, sleep_until
 
 log = logging.getLogger("csdm_agent")
 
-# The seed's action space (the pipeline's storage/action_space.py; a test keeps them equal).
-KEYS = ("w", "a", "s", "d", "space", "ctrl", "shift", "1", "2", "3", "r")
-MOUSE_X_BINS = np.array([-1000, -500, -300, -200, -100, -60, -30, -20, -10, -4, -2, -0.0, 2, 4,
-                         10, 20, 30, 60, 100, 200, 300, 500, 1000], dtype=np.float64)  # fmt: skip
-MOUSE_Y_BINS = np.array([-200, -100, -50, -20, -10, -4, -2, -0.0, 2, 4, 10, 20, 50, 100, 200],
-                        dtype=np.float64)  # fmt: skip
+# The seed's action space, from the module csdm and the agent share.
+MOUSE_X_BINS = np.array(contract.MOUSE_X_BINS, dtype=np.float64)
+MOUSE_Y_BINS = np.array(contract.MOUSE_Y_BINS, dtype=np.float64)
 FPS = 16
 FRAME_SHAPE = (150, 280, 3)
 SEED_CROP = {"client_width": 1024, "client_height": 768, "sides": 100, "top": 135, "bottom": 135}
@@ -231,8 +230,8 @@ class EpisodeWriter:
                     h5.create_dataset(f"frame_{i}_helperarr", data=helper[i])
             for tmp in (tmp_meta, tmp_h5):  # on disk before the names say they are whole
                 _fsync(tmp)
-            os.replace(tmp_meta, meta_path)
-            os.replace(tmp_h5, h5_path)
+            commit_path(tmp_meta, meta_path)
+            commit_path(tmp_h5, h5_path)
         except BaseException as e:
             tmp_meta.unlink(missing_ok=True)
             tmp_h5.unlink(missing_ok=True)

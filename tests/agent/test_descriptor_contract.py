@@ -1,13 +1,16 @@
-"""The agent's copy of the descriptor checks must agree with `storage/policy.py`'s, case by case."""
+"""csdm and its agent decide alike: one dependency-free module holds the rules both apply."""
 
 from __future__ import annotations
 
+import ast
 import copy
+import sys
+from pathlib import Path
 
 import pytest
-from csdm_agent import artifact
+from csdm_agent import artifact, contract, pull, record
 
-from storage import policy, registry
+from storage import action_space, checksums, policy, registry
 
 VALID = {
     "format": "csdm-policy",
@@ -50,13 +53,56 @@ CASES = {
 }
 
 
-def test_the_constants_match() -> None:
-    assert artifact.DESCRIPTOR == policy.DESCRIPTOR == registry.DESCRIPTOR
-    assert artifact.MANIFEST == registry.MANIFEST
-    assert artifact.FORMAT == policy.FORMAT
-    assert artifact.SUPPORTED_VERSIONS == policy.SUPPORTED_VERSIONS
-    assert policy.FORMAT_VERSION in policy.SUPPORTED_VERSIONS
-    assert artifact.REQUIRED == policy.REQUIRED
+def test_both_sides_use_the_one_contract() -> None:
+    assert artifact.DESCRIPTOR == policy.DESCRIPTOR == registry.DESCRIPTOR == contract.DESCRIPTOR
+    assert artifact.MANIFEST == registry.MANIFEST == contract.MANIFEST
+    assert policy.FORMAT_VERSION in contract.SUPPORTED_VERSIONS
+    assert policy.graph_mismatch is artifact.graph_mismatch is contract.graph_mismatch
+    assert checksums.sha256_file is artifact.sha256_file is contract.sha256_file
+    assert action_space.KEYS == record.KEYS == contract.KEYS
+    assert action_space.MOUSE_X_BINS.tolist() == record.MOUSE_X_BINS.tolist()
+    assert action_space.MOUSE_Y_BINS.tolist() == record.MOUSE_Y_BINS.tolist()
+    assert issubclass(policy.DescriptorError, contract.ContractError)
+    assert issubclass(artifact.VerificationError, contract.ContractError)
+
+
+def test_the_contract_imports_only_the_standard_library() -> None:
+    tree = ast.parse(Path(contract.__file__).read_text())
+    names = {
+        a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
+    names |= {
+        n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+    }
+    assert names - {"__future__"} <= set(sys.stdlib_module_names), names
+
+
+INDEXES = {
+    "good": {"versions": [{"version": 1, "manifest_sha256": "a" * 64}], "aliases": {"p": 1}},
+    "alias to a missing version": {
+        "versions": [{"version": 1, "manifest_sha256": "a" * 64}],
+        "aliases": {"p": 7},
+    },
+    "a path as a version": {"versions": [{"version": "../x", "manifest_sha256": "a" * 64}]},
+    "a later format": {"format_version": 2, "versions": []},
+    "no versions": {"aliases": {}},
+}
+
+
+@pytest.mark.parametrize("case", sorted(INDEXES))
+def test_agent_and_registry_judge_an_index_alike(case: str) -> None:
+    def verdict(check, error) -> str | None:
+        try:
+            check(copy.deepcopy(INDEXES[case]), "REG")
+        except error as e:
+            return str(e)
+        return None
+
+    mine = verdict(registry.check_index, registry.RegistryError)
+    agents = verdict(pull._checked, artifact.VerificationError)
+    assert (mine is None) == (agents is None) == (case == "good")
+    problem = contract.index_problem(copy.deepcopy(INDEXES[case]))
+    assert problem is None or (problem in mine and problem in agents)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
