@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Annotated
 
 from prefect import flow, get_run_logger
@@ -21,40 +21,27 @@ from pydantic import Field
 from flows.ingest import download_task, plan_task
 from flows.process import PrefectMapper, dask_runner, flow_progress, process_flow, report_run
 from flows.report_artifacts import publish_report
-from storage.commit import load_state, remember_failure
-from storage.diskspace import DiskFullError
+from storage.commit import load_state
 from storage.framestore import ensure_store
 from storage.fs import Root
-from storage.layout import METADATA_RE, OutLayout
+from storage.layout import OutLayout
 from storage.lease import DatasetLease
 from storage.records import PipelineState
-from tasks.catalog_writer import check_parameters, problem_record, write_catalog, write_manifest
-from tasks.disk_budget import BudgetScheduler
-from tasks.hub.stream import (
-    STREAMED,
-    StreamResult,
-    archive_failure,
-    for_archive,
-    hub_id,
-    metadata_for,
-    prepare_streamed_metadata,
-    settle,
-    stream_container,
-)
+from tasks.catalog_writer import check_parameters, write_catalog, write_manifest
 from tasks.hub.transfer import (
     REPO,
     SUBSETS,
     HubFile,
-    IngestError,
-    local_path,
     patterns_for,
-    pending,
-    record_verified,
 )
 from tasks.params import ProcessParams
-from tasks.process_source import prepare_all_metadata, repack_all, repack_calls, run_threads
-from tasks.repack import repack_episode
-from tasks.source import list_source
+from tasks.pipeline_run import (
+    DownloadRun,
+    archives_to_do,
+    download_and_process,
+    stream_archives,
+    stream_figures,
+)
 
 
 @contextmanager
@@ -126,177 +113,74 @@ def pipeline_flow(
         )
         return {**summary.counts(), "failures": list(summary.failures)}
     t0 = time.monotonic()
-    out_root, dest_path = Root(out, options), Path(dest)
+    out_root = Root(out, options)
     layout = OutLayout(out_root)
     out_root.check_access(writable=True)
     with DatasetLease(layout):
         check_parameters(layout, params.recorded())
-        thresholds = params.thresholds()
         patterns = patterns_for(list(include), list(subsets) or ([] if include else list(SUBSETS)))
         plan = plan_task(repo, revision, patterns, list(exclude), endpoint or None)
         write_manifest(layout, f"{repo}@{plan.commit}", params.recorded(), plan.commit)
         ensure_store(layout)
-        done_containers = PipelineState.read(out_root.read_json(layout.pipeline_state),
-                                             out_root.url_of(layout.pipeline_state))  # fmt: skip
-        metadata = [f for f in plan.files if METADATA_RE.match(PurePosixPath(f.path).name)]
-        containers = [f for f in plan.files if f.path.endswith((".tar", ".zip", ".hdf5"))
-                      and not done_containers.is_done(f.path, _checksum(f))]  # fmt: skip
-        too_big = [f.path for f in containers if f.size > (max_disk or float("inf"))]
-        if too_big and not stream:
-            raise IngestError(f"--max-disk {max_disk} is smaller than {too_big[0]}; raise it")
+        done_containers = PipelineState.read(
+            out_root.read_json(layout.pipeline_state), out_root.url_of(layout.pipeline_state)
+        )
+        metadata, containers = archives_to_do(plan, done_containers, 0 if stream else max_disk)
         state = load_state(layout)
-        records, fetched = [], 0
         dask = dask_runner(workers or None, scheduler or None)
         starting = ThreadPoolExecutor(1).submit(dask.__enter__)
-        if stream:
-            with _closing(dask, starting):
-                records, streamed = _stream_archives(
-                    plan, metadata, containers, out_root, params, state, dask, starting,
-                    transfers, endpoint or None, done_containers, layout, show_progress,
-                )  # fmt: skip
-            summary = write_catalog(layout, records, f"{repo}@{plan.commit}",
-                                    params.recorded(), revision=plan.commit)  # fmt: skip
-            return _finish(records, summary, out, options, {
-                "commit": plan.commit, "containers": len(containers),
-                "downloaded_bytes": sum(f.size for f in metadata + containers),
-                "peak_source_bytes": 0, "resumes": sum(r.resumes for r in streamed),
-                "failed_archives": len(done_containers.failed),
-                "peak_worker_rss": max((r.peak_rss for r in streamed), default=0),
-                "peak_worker_rss_gain": max((r.peak_rss - r.start_rss for r in streamed),
-                                            default=0),
-                "seconds": round(time.monotonic() - t0, 2)})  # fmt: skip
-
-        with ThreadPoolTaskRunner(max_workers=transfers) as io, _closing(dask, starting):
-
-            def fetch(f: HubFile):
-                return io.submit(download_task, {"plan": plan, "f": f, "dest": dest,
-                                                 "endpoint": endpoint or None})  # fmt: skip
-
-            todo = pending(plan, dest_path)
-            wanted = [f for f in metadata if f in todo]
-            for fut in [fetch(f) for f in wanted]:
-                fut.result()
-            record_verified(plan, dest_path, wanted)
-            fetched += sum(f.size for f in wanted)
-            meta_roots = [Root(str(local_path(dest_path, f.path))) for f in metadata]
-            meta: dict = {}
-
-            def start_processing(f: HubFile):
-                if not meta and meta_roots:
-                    starting.result()  # the Dask cluster is up
-                    meta.update(prepare_all_metadata(meta_roots, out_root, thresholds, [],
-                                                     PrefectMapper(dask)))  # fmt: skip
-                listing = list_source(str(local_path(dest_path, f.path)))
-                calls = repack_calls(listing.episodes, out_root, meta, params, state)
-                return calls, PrefectMapper(dask)(repack_episode, calls), listing.problems
-
-            def finish(f: HubFile, job) -> None:
-                calls, results, problems = job
-                mine = repack_all(calls, lambda _fn, _calls: results)
-                mine += [problem_record(p) for p in problems]
-                records.extend(mine)
-                done_containers.mark(f.path, _checksum(f), _first_failure(mine))
-                out_root.put_json(layout.pipeline_state, done_containers.to_dict())
-                if delete_sources or max_disk > 0:
-                    local_path(dest_path, f.path).unlink(missing_ok=True)
-
-            def downloaded(handle) -> None:
-                nonlocal fetched
-                f, fut = handle
-                fut.result()  # raises IngestError naming the file
-                record_verified(plan, dest_path, [f])
-                fetched += f.size
-
-            scheduler_ = BudgetScheduler(
-                budget=max_disk or float("inf"), size=lambda f: f.size,
-                download=lambda f: (f, fetch(f)), ready=lambda h: h[1].state.is_final(),
-                wait=downloaded, process=start_processing, finish=finish,
-                frees_disk=delete_sources or max_disk > 0,
-            )  # fmt: skip
-            scheduler_.run(containers, already_there={f for f in containers if f not in todo})
-
-        summary = write_catalog(layout, records, f"{repo}@{plan.commit}", params.recorded(),
-                                revision=plan.commit)  # fmt: skip
-    return _finish(
-        records,
-        summary,
-        out,
-        options,
-        {
-            "commit": plan.commit,
-            "containers": len(containers),
-            "downloaded_bytes": fetched,
-            "peak_source_bytes": scheduler_.peak,
-            "failed_archives": len(done_containers.failed),
-            "seconds": round(time.monotonic() - t0, 2),
-        },
-    )
+        mapper = lambda: (starting.result(), PrefectMapper(dask))[1]  # noqa: E731
+        with _closing(dask, starting):
+            if stream:
+                progress, close = flow_progress(show_progress)
+                try:
+                    records, streamed = stream_archives(
+                        plan, metadata, containers, out_root, params, state, mapper, transfers,
+                        endpoint or None, done_containers, layout, progress,
+                    )  # fmt: skip
+                finally:
+                    close()
+                extra = stream_figures(streamed, metadata + containers, done_containers)
+            else:
+                run = DownloadRun(plan, Path(dest), out_root, layout, params, state,
+                                  done_containers, mapper, max_disk, delete_sources)  # fmt: skip
+                records, extra = _download(run, metadata, containers, transfers, endpoint)
+        summary = write_catalog(
+            layout, records, f"{repo}@{plan.commit}", params.recorded(), revision=plan.commit
+        )
+    return _finish(records, summary, out, options, plan.commit, containers, t0, extra)
 
 
-def _checksum(f: HubFile) -> str:
-    return f.sha256 or f.git_oid
+def _download(run: DownloadRun, metadata: list, containers: list, transfers: int,
+              endpoint: str) -> tuple[list, dict]:  # fmt: skip
+    """Downloads on `transfers` Prefect threads, repacking as each archive is verified."""
+    with ThreadPoolTaskRunner(max_workers=transfers) as io:
+
+        def fetch(f: HubFile):
+            kw = {"plan": run.plan, "f": f, "dest": str(run.dest), "endpoint": endpoint or None}
+            return io.submit(download_task, kw)
+
+        records, fetched, peak = download_and_process(
+            run, metadata, containers, fetch, ready=lambda fut: fut.state.is_final()
+        )
+    extra = {"downloaded_bytes": fetched, "peak_source_bytes": peak,
+             "failed_archives": len(run.done.failed)}  # fmt: skip
+    return records, extra
 
 
-def _first_failure(records: list) -> str | None:
-    """Why an archive is not done: its first failed record's reason, or None if none failed."""
-    return next((r.reject_reason or "failed" for r in records if r.status == "failed"), None)
-
-
-def _finish(records, summary, out: str, options: dict, extra: dict) -> dict:
+def _finish(
+    records, summary, out: str, options: dict, commit: str, containers: list, t0: float, extra: dict
+) -> dict:
     """Report the run: artifacts, the HTML report, a log line; return the flow's result."""
     report_run(records, summary)
     publish_report(out, options)
-    result = {**summary.counts(), **extra}
+    result = {
+        **summary.counts(),
+        "commit": commit,
+        "containers": len(containers),
+        **extra,
+        "seconds": round(time.monotonic() - t0, 2),
+    }
     create_table_artifact(key="pipeline-summary", table=[result])
     get_run_logger().info("pipeline summary: %s", result)
     return {**result, "failures": list(summary.failures)}
-
-
-def _stream_archives(plan, metadata: list[HubFile], containers: list[HubFile], out: Root,
-                     params: ProcessParams, state, dask, starting: Future, transfers: int,
-                     endpoint: str | None, done: PipelineState, layout: OutLayout,
-                     show_progress: bool) -> tuple[list, list[StreamResult]]:  # fmt: skip
-    """Metadata first, then one streaming task per archive; remember each verified one.
-
-    The metadata is prepared here, on `transfers` threads, while the Dask cluster starts;
-    it needs no shared disk (each file goes to a temporary folder, the cache to OUT).
-    """
-    logger = get_run_logger()
-    meta, meta_failures = prepare_streamed_metadata(plan, metadata, out, params.thresholds(),
-                                                    run_threads(transfers), endpoint)  # fmt: skip
-    starting.result()  # the Dask cluster is up
-    mapper = PrefectMapper(dask)
-    for fail in meta_failures:
-        logger.warning("%s", fail.reason)
-    archives = [f for f in containers if f.path.endswith(STREAMED)]
-    calls = [{"plan": plan, "f": f, "out": out, "params": params, "endpoint": endpoint,
-              "meta": metadata_for(f.path, meta, meta_failures),
-              "old": for_archive(f.path, state.committed)} for f in archives]  # fmt: skip
-    progress, close = flow_progress(show_progress)
-    progress.start(len(calls))
-    results: list[StreamResult] = []
-    records: list = []
-    try:
-        for i, res in mapper(stream_container, calls):
-            f = archives[i]
-            if isinstance(res, DiskFullError):
-                raise res
-            if isinstance(res, BaseException):  # crashed on every try
-                name = hub_id(plan.repo, f.path)
-                why = f"{name}: crashed: {type(res).__name__}: {res}; re-run to stream it again"
-                res = StreamResult(f.path, name, False, [archive_failure(name, why, f.size)])
-            results.append(res)
-            settled = settle(res, state)
-            records.extend(settled)
-            for r in settled:  # kept now: a later stop must not lose them
-                if r.status in ("failed", "resolved"):
-                    remember_failure(layout, r)
-            done.mark(f.path, _checksum(f), _first_failure(res.records))
-            out.put_json(layout.pipeline_state, done.to_dict())
-            verdict = "committed" if res.verified else "NOT committed"
-            logger.info("%s: %s, %d records, %d resumed connection(s)", f.path, verdict,
-                        len(res.records), res.resumes)  # fmt: skip
-            progress.tick()
-    finally:
-        close()
-    return records, results
