@@ -108,13 +108,19 @@ def train(
             "nvCOMP; loaders only read)."
         ),
     ] = "cpu",
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="A train config file (as the train flow writes for torchrun): it replaces "
+            "every option above but --steps."
+        ),
+    ] = None,
     storage_option: StorageOptions = None,
 ) -> None:
     """Train the policy on a processed dataset; under torchrun, one process per GPU (DDP)."""
     from dataclasses import replace
 
-    from training.data import SamplerConfig
-    from training.loss import LossOptions
+    from training.resolve import read_config_file, resolve_config
     from training.train import TrainConfig
     from training.train import train as run_training
 
@@ -131,7 +137,6 @@ def train(
         except DeviceDecodeError as e:
             fail(str(e))
     from training.checkpoint import CKPT, CheckpointError, load_checkpoint
-    from training.train import continuing
 
     if padding not in (None, "keras", "torch"):
         fail(f"--padding must be keras or torch, not {padding!r}")
@@ -141,53 +146,29 @@ def train(
             init = TrainConfig.from_dict(load_checkpoint(init_from).config)
         except (FileNotFoundError, CheckpointError) as e:
             fail(str(e))
-    try:
-        cfg = TrainConfig.preset_config(preset or (init.preset if init else "tiny"))
-    except ValueError as e:
-        fail(str(e))
-    if init is not None:  # fine-tuning keeps the network and the loss it was trained with
-        cfg = replace(cfg, model=init.model, loss=init.loss)
-    base = SamplerConfig.seed_subselect() if subselect else SamplerConfig()
-    sampler = replace(
-        base,
-        window=window or cfg.sampler.window,
-        jitter=cfg.sampler.jitter,
-        split=None if split == "all" else split,
-        keep_only=not all_episodes,
-        weapon=weapon if weapon is not None else base.weapon,
-    )
-    cfg = replace(
-        cfg,
-        steps=steps,
-        lr=lr,
-        seed=seed,
-        augment=augment,
-        amp=amp,
-        batch_size=batch_size or cfg.batch_size,
-        workers=cfg.workers if workers is None else workers,
-        read_threads=read_threads,
-        imagenet=str(imagenet) if imagenet else None,
-        init_from=str(init_from) if init_from else None,
-        log_every=log_every,
-        ckpt_every=ckpt_every,
-        on_corrupt=on_corrupt,
-        decode=decode,
-        sampler=sampler,
-        loss=LossOptions(
-            fold_mouse_extremes=fold_mouse,
-            fill_click_gaps=fill_clicks,
-            keras_clip=cfg.loss.keras_clip,
-        ),
-    )
+    resumed = None
     if resume and (run / CKPT).exists():  # a resumed run keeps its network, loss and draws
         try:
-            cfg = continuing(cfg, load_checkpoint(run))
+            resumed = load_checkpoint(run)
         except CheckpointError as e:
             fail(str(e))
-    if padding is not None:
-        cfg = replace(cfg, model=replace(cfg.model, padding=padding))
-    if keras_clip is not None:
-        cfg = replace(cfg, loss=replace(cfg.loss, keras_clip=keras_clip))
+    try:
+        if config is not None:
+            cfg = replace(read_config_file(config), steps=steps)
+        else:
+            cfg = resolve_config(
+                preset, init=init, resumed=resumed, subselect=subselect,
+                sampler={"window": window, "split": None if split == "all" else split,
+                         "keep_only": not all_episodes, "weapon": weapon},
+                clean_ups={"fold_mouse_extremes": fold_mouse, "fill_click_gaps": fill_clicks},
+                padding=padding, keras_clip=keras_clip, steps=steps, lr=lr, seed=seed,
+                augment=augment, amp=amp, batch_size=batch_size, workers=workers,
+                read_threads=read_threads, imagenet=str(imagenet) if imagenet else None,
+                init_from=str(init_from) if init_from else None, log_every=log_every,
+                ckpt_every=ckpt_every, on_corrupt=on_corrupt, decode=decode,
+            )  # fmt: skip
+    except ValueError as e:
+        fail(str(e))
     from storage.dataset import DatasetFormatError, open_dataset
 
     try:

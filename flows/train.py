@@ -6,7 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -20,7 +20,8 @@ from prefect.artifacts import (
 from storage.registry import check_alias, open_registry
 from training.checkpoint import CKPT, load_checkpoint
 from training.export import export
-from training.train import TrainConfig, TrainResult, continuing, train
+from training.resolve import resolve_config, write_config_file
+from training.train import TrainConfig, TrainResult, last_result, train
 
 
 @task(name="train-policy")
@@ -33,41 +34,14 @@ def train_task(data: str, run: str, cfg: TrainConfig, gpus: int) -> TrainResult:
 
     if gpus <= 1:
         return train(data, run, cfg, resume=True, on_log=on_log, quiet=False)
+    # every rank reads the same resolved config: nothing is rebuilt from command-line flags
+    config = write_config_file(cfg, Path(run) / "torchrun-config.json")
     csdm = shutil.which("csdm") or str(Path(sys.executable).with_name("csdm"))
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc-per-node={gpus}",
-        "--no-python",
-        "--",
-        csdm,
-        "train",
-        data,
-        "--run",
-        run,
-        "--preset",
-        cfg.preset,
-        "--steps",
-        str(cfg.steps),
-        "--batch-size",
-        str(cfg.batch_size),
-        "--workers",
-        str(cfg.workers),
-        "--resume",
-    ]
-    subprocess.run(cmd, check=True)
-    rows = [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines()]
-    last = rows[-1]
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={gpus}",
+                    "--no-python", "--", csdm, "train", data, "--run", run, "--config",
+                    str(config), "--steps", str(cfg.steps), "--resume"], check=True)  # fmt: skip
     update_progress_artifact(progress, progress=100.0)
-    return TrainResult(
-        run,
-        last["step"],
-        last["frames"],
-        last["seconds"],
-        last["frames_per_s"],
-        {k: last[k] for k in last if k.endswith(("acc", "mse")) or k in ("loss", "seed_mean")},
-    )
+    return last_result(run)
 
 
 @task(name="promotion-gate")
@@ -137,15 +111,10 @@ def train_flow(
     logger = get_run_logger()
     for a in (alias, baseline):  # before hours of training, not after
         check_alias(a)
-    cfg = TrainConfig.preset_config(preset)
-    cfg = replace(
-        cfg,
-        steps=steps,
-        batch_size=batch_size or cfg.batch_size,
-        workers=cfg.workers if workers is None else workers,
-    )
     ckpt = load_checkpoint(run) if (Path(run) / CKPT).exists() else None
-    cfg = continuing(cfg, ckpt)  # a run resumed by the flow keeps its network and loss
+    # the CLI's resolution: a run resumed by the flow keeps its network and loss
+    cfg = resolve_config(preset, resumed=ckpt, steps=steps, batch_size=batch_size,
+                         workers=workers)  # fmt: skip
     before = ckpt.step if ckpt is not None else 0
     result = train_task(data, run, cfg, gpus)
     rows = [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines()]

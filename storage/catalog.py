@@ -84,6 +84,37 @@ FILES_SCHEMA = pa.schema(
 )
 
 
+# `csdm infer`'s outputs: DIR/frames.parquet and DIR/files.parquet.
+INFER_FRAMES_SCHEMA = pa.schema(
+    [
+        pa.field("episode", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("file_num", pa.int32(), nullable=False),
+        pa.field("frame", pa.int32(), nullable=False),
+        *INFERRED_FIELDS,
+        pa.field("kill", pa.bool_(), nullable=False),
+        pa.field("death", pa.bool_(), nullable=False),
+    ]
+)
+
+INFER_FILES_SCHEMA = pa.schema(
+    [
+        pa.field("episode", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("file_num", pa.int32(), nullable=False),
+        pa.field("metadata_file", pa.string(), nullable=False),
+        pa.field("n_frames", pa.int32(), nullable=False),
+        *[pa.field(c, pa.int32()) for c in COUNTERS],
+        pa.field("keep", pa.bool_(), nullable=False),
+        pa.field("reject_reason", pa.string()),
+        # share of frames whose re-inferred label equals the shipped `infer_a` (null: none shipped)
+        pa.field("agree_keys", pa.float64()),
+        pa.field("agree_mouse", pa.float64()),
+        pa.field("agree_clicks", pa.float64()),
+    ]
+)
+
+
 def decode_y(y: np.ndarray) -> dict[str, np.ndarray]:
     """Shipped labels of `frame_i_y` rows: 11 key flags, clicks, mouse bin values."""
     out = {c: y[:, i] > 0.5 for i, c in enumerate(KEY_COLUMNS)}

@@ -5,6 +5,7 @@ Its checks live in `csdm_agent.contract`, the dependency-free module csdm and th
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field, fields
 
 from csdm_agent.contract import (
@@ -63,7 +64,12 @@ class PolicyDescriptor:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = DESCRIPTOR) -> PolicyDescriptor:
-        """Checked inverse of `to_dict`; unknown keys from newer writers are ignored."""
+        """Checked inverse of `to_dict`; unknown keys from newer writers are warned about."""
         check_descriptor(d, where)
         known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            logging.getLogger("csdm").warning(
+                "%s: descriptor keys this csdm does not know, ignored: %s", where,
+                ", ".join(unknown[:10]))  # fmt: skip
         return cls(**{k: v for k, v in d.items() if k in known})

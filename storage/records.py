@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field, fields
 from typing import ClassVar
 
 from storage.catalog import COUNTERS
 
+_log = logging.getLogger("csdm")
 RECORD_VERSION = 1
 MANIFEST_VERSION = 3  # the dataset format (storage.layout.FORMAT_VERSION)
 INDEX_VERSION = 1
@@ -29,6 +31,10 @@ def _check(d: object, version: int, where: str, kind: str, fix: str) -> dict:
 
 def _build(cls, d: dict, where: str, kind: str):
     known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:  # a newer csdm wrote them: read what this one knows, and say what it skips
+        _log.warning("%s: %s keys this csdm does not know, ignored: %s", where, kind,
+                     ", ".join(unknown[:10]))  # fmt: skip
     try:
         return cls(**{k: v for k, v in d.items() if k in known})
     except TypeError as e:
@@ -158,3 +164,28 @@ class PipelineState(Versioned):
         else:
             self.done.pop(path, None)
             self.failed[path] = {"checksum": checksum, "reason": failure}
+
+
+@dataclass(frozen=True)
+class IngestManifest(Versioned):
+    """`DEST/.csdm-ingest.json`: what `csdm ingest` verified in DEST, so reruns skip it.
+
+    `files` maps a repo path to `{"size", "checksum", "sha256", "commit"}`.
+    """
+
+    files: dict[str, dict] = field(default_factory=dict)
+    repo: str | None = None
+    revision: str | None = None
+    commit: str | None = None
+    format_version: ClassVar[int] = 1
+    kind: ClassVar[str] = "ingest manifest"
+    fix: ClassVar[str] = "delete it: the next `csdm ingest` verifies every file again"
+
+    @classmethod
+    def read(cls, d: dict | None, where: str) -> IngestManifest:
+        """Parse the stored manifest; one written before versions is the same fields."""
+        if d is None:
+            return cls()
+        if isinstance(d, dict) and "format_version" not in d:
+            d = {**d, "format_version": cls.format_version}
+        return cls.from_dict(d, where)

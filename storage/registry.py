@@ -34,7 +34,7 @@ from csdm_agent.contract import (
 )
 
 from storage.checksums import sha256_file
-from storage.policy import DESCRIPTOR, DescriptorError, check_descriptor
+from storage.policy import DESCRIPTOR, DescriptorError, PolicyDescriptor
 
 LEASE_WAIT = 120.0  # seconds a registration waits for another one on an object store
 
@@ -74,7 +74,7 @@ def read_verified_descriptor(folder: str | Path) -> dict:
         raise RegistryError(f"{path}: missing; not a complete export (run `csdm export`)")
     try:
         d = json.loads(path.read_text())
-        check_descriptor(d, str(path))
+        PolicyDescriptor.from_dict(d, str(path))  # the one reader of policy.json
     except json.JSONDecodeError as e:
         raise RegistryError(f"{path}: not a csdm policy descriptor ({e})") from e
     except DescriptorError as e:
@@ -359,7 +359,8 @@ class ObjectRegistry:
                 data = f.read_bytes()
                 entries[f.name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
                 self.root.put_bytes(f"{self.name}/v{n}/{f.name}", data)
-            text = json.dumps({"files": dict(sorted(entries.items()))}, indent=2)
+            manifest = {"format_version": REGISTRY_FORMAT, "files": dict(sorted(entries.items()))}
+            text = json.dumps(manifest, indent=2)
             self.root.put_bytes(f"{self.name}/v{n}/{MANIFEST}", text.encode())
             manifest_sha = hashlib.sha256(text.encode()).hexdigest()
             _add_version(index, n, manifest_sha, alias, model_sha, evaluation)

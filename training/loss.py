@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from storage.metrics import SEED_ACCURACIES
 from training.actions import DEFAULT, ActionSpace
 from training.model import probabilities, split_heads
 
@@ -129,10 +130,6 @@ def seed_loss(
         opts.value_weight * td_error(h["value"][..., 0].float(), t.reward, opts),
     ]
     return torch.cat([x.flatten(1) for x in terms], 1).mean()
-
-
-SEED_ACCURACIES = ("wasd_acc", "jump_acc", "other_keys_acc", "lclick_acc", "rclick_acc",
-                   "mouse_x_acc", "mouse_y_acc")  # fmt: skip
 
 
 @torch.no_grad()

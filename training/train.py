@@ -185,6 +185,15 @@ def _init_from(model: Policy, cfg: TrainConfig) -> dict:
     return {"init_from": str(cfg.init_from), "step": init.step, "source": init.source}
 
 
+def last_result(run: str | Path) -> TrainResult:
+    """What a run's last logged step says (how the train flow reads a torchrun run)."""
+    rows = (Path(run) / "metrics.jsonl").read_text().splitlines()
+    last = json.loads(rows[-1])
+    metrics = {k: last[k] for k in last if k.endswith(("acc", "mse")) or k in ("loss", "seed_mean")}
+    return TrainResult(str(run), last["step"], last["frames"], last["seconds"],
+                       last["frames_per_s"], metrics)  # fmt: skip
+
+
 def continuing(cfg: TrainConfig, ckpt: Checkpoint | None) -> TrainConfig:
     """`cfg` with the network, loss and subselection draws of the run's checkpoint, if any."""
     if ckpt is None:

@@ -14,6 +14,8 @@ from csdm_agent.artifact import Artifact, VerificationError
 from csdm_agent.capture import ReplayError
 from csdm_agent.control import SCAN_CODES
 
+SUMMARY_FORMAT = 1  # format_version of the JSON that --summary writes
+
 log = logging.getLogger("csdm_agent")
 # Virtual-key codes for --stop-key.
 VK = {**{f"F{i}": 0x6F + i for i in range(1, 13)}, "END": 0x23, "PAUSE": 0x13}
@@ -114,6 +116,7 @@ def _run(args: argparse.Namespace) -> int:
               "malformed")  # fmt: skip
     if args.summary:
         Path(args.summary).write_text(json.dumps({
+            "format_version": SUMMARY_FORMAT, "kind": "csdm-agent run",
             "steps": len(summary.step), "fps": summary.fps, "provider": summary.provider,
             "overruns": summary.overruns, "dropped": summary.dropped,
             "released": summary.released, "stopped_by": summary.stopped_by,
@@ -177,7 +180,9 @@ def _report_recording(summary, args: argparse.Namespace) -> int:
     if summary.episodes:
         print(f"bring them into the pipeline: csdm process {args.out} OUT")
     if args.summary:
-        Path(args.summary).write_text(json.dumps(dataclasses.asdict(summary), indent=1))
+        Path(args.summary).write_text(json.dumps({
+            "format_version": SUMMARY_FORMAT, "kind": "csdm-agent record",
+            **dataclasses.asdict(summary)}, indent=1))  # fmt: skip
     return 1 if summary.failures else 0
 
 

@@ -12,41 +12,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from storage.action_space import KEYS
-from storage.catalog import COUNTERS, INFERRED_FIELDS
+from storage.catalog import COUNTERS
+from storage.catalog import INFER_FILES_SCHEMA as FILES_SCHEMA
+from storage.catalog import INFER_FRAMES_SCHEMA as FRAMES_SCHEMA
 from storage.fs import commit_file
 from storage.metadata import MetadataBatch, load_metadata
 from tasks.actions.infer import InferredActions, frame_index, infer_actions
 from tasks.actions.quality import QualityThresholds
 from tasks.actions.targets import helper_flags
-
-FRAMES_SCHEMA = pa.schema(
-    [
-        pa.field("episode", pa.string(), nullable=False),
-        pa.field("dataset", pa.string(), nullable=False),
-        pa.field("file_num", pa.int32(), nullable=False),
-        pa.field("frame", pa.int32(), nullable=False),
-        *INFERRED_FIELDS,
-        pa.field("kill", pa.bool_(), nullable=False),
-        pa.field("death", pa.bool_(), nullable=False),
-    ]
-)
-
-FILES_SCHEMA = pa.schema(
-    [
-        pa.field("episode", pa.string(), nullable=False),
-        pa.field("dataset", pa.string(), nullable=False),
-        pa.field("file_num", pa.int32(), nullable=False),
-        pa.field("metadata_file", pa.string(), nullable=False),
-        pa.field("n_frames", pa.int32(), nullable=False),
-        *[pa.field(c, pa.int32()) for c in COUNTERS],
-        pa.field("keep", pa.bool_(), nullable=False),
-        pa.field("reject_reason", pa.string()),
-        # share of frames whose re-inferred label equals the shipped `infer_a` (null: none shipped)
-        pa.field("agree_keys", pa.float64()),
-        pa.field("agree_mouse", pa.float64()),
-        pa.field("agree_clicks", pa.float64()),
-    ]
-)
 
 
 @dataclass

@@ -25,6 +25,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import build_hf_headers, http_stream_backoff
 
 from storage.fs import Root, commit_file, root_of
+from storage.records import IngestManifest
 
 REPO = "TeaPearce/CounterStrike_Deathmatch"
 # Named subsets as fnmatch patterns over full repo paths (`*` also matches `/`).
@@ -148,8 +149,8 @@ def part_path(target: Path) -> Path:
 
 def load_manifest(dest: Path | str | Root) -> dict:
     """What earlier runs verified in `dest`: commit and per-path size and sha256."""
-    return root_of(dest).read_json(MANIFEST) or {
-        "files": {}}  # fmt: skip
+    root = root_of(dest)
+    return IngestManifest.read(root.read_json(MANIFEST), root.url_of(MANIFEST)).to_dict()
 
 
 def pending(plan: IngestPlan, dest: Path | str | Root) -> list[HubFile]:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from storage.action_space import MOUSE_X_BINS, MOUSE_Y_BINS
 from storage.evaluation import EVAL_FILE, EvalReport
+from storage.metrics import SEED_ACCURACIES
 from tasks.report import figures
 from tasks.report.html import CSS, _img, _slug, _table
-from training.actions import DEFAULT
-from training.loss import SEED_ACCURACIES
 
 SUMMARY = (*SEED_ACCURACIES, "seed_mean", "value_mse")
 
@@ -45,7 +45,7 @@ def write_eval(report: EvalReport, out: str | Path) -> dict[str, Path]:
     metrics = [m.metrics for m in report.models]
     made["metrics"] = figures.metrics_figure(names, metrics, list(SEED_ACCURACIES),
                                              out / "metrics.png")  # fmt: skip
-    bins = {"mouse_x": DEFAULT.mouse_x_bins, "mouse_y": DEFAULT.mouse_y_bins}
+    bins = {"mouse_x": MOUSE_X_BINS, "mouse_y": MOUSE_Y_BINS}
     split = report.split or "every split"
     body = [
         f"<h1>csdm eval: {html.escape(names[0])}</h1>",

@@ -83,6 +83,12 @@ def test_resume_continues_exactly(processed: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_two_ranks_under_torchrun(processed: Path, tmp_path: Path) -> None:
+    """As the train flow runs it: every rank reads one resolved config file, not flags."""
+    from training.resolve import resolve_config, write_config_file
+
+    cfg = resolve_config(sampler={"window": 8, "split": None, "keep_only": False},
+                         log_every=1, workers=0, steps=3)  # fmt: skip
+    config = write_config_file(cfg, tmp_path / "config.json")
     csdm = str(Path(sys.executable).with_name("csdm"))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(
@@ -100,15 +106,8 @@ def test_two_ranks_under_torchrun(processed: Path, tmp_path: Path) -> None:
             str(tmp_path / "ddp"),
             "--steps",
             "3",
-            "--window",
-            "8",
-            "--split",
-            "all",
-            "--all-episodes",
-            "--log-every",
-            "1",
-            "--workers",
-            "0",
+            "--config",
+            str(config),
         ],
         capture_output=True,
         text=True,
