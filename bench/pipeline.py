@@ -163,11 +163,11 @@ def run(tmp: Path, scratch: Path, args) -> None:
     print(f"  local disk, --stream  : peak {stream_watch.peak / 1e6:7.1f} MB "
           f"({stream_watch.peak / episode:.2f} episodes; goal < 2), archives seen: "
           f"{len(stream_watch.archives)} (goal 0), {stream_watch.samples} samples")  # fmt: skip
-    gain = res["peak_worker_rss_gain"]
-    print(f"  peak RSS per worker   : {res['peak_worker_rss'] / 1e6:7.0f} MB (--stream); at most "
+    gain, peak = res.counts["peak_worker_rss_gain"], res.counts["peak_worker_rss"]
+    print(f"  peak RSS per worker   : {peak / 1e6:7.0f} MB (--stream); at most "
           f"{gain / 1e6:.0f} MB ({gain / episode:.1f} episodes) above its RSS when an archive "
           "began")  # fmt: skip
-    assert res["stored"] == args.tars * args.episodes_per_tar, res
+    assert res.counts["stored"] == args.tars * args.episodes_per_tar, res
 
 
 if __name__ == "__main__":

@@ -14,23 +14,16 @@ import typer
 from rich.table import Table
 
 from flows.cli_common import (
-    _SEED,
     _SHORT,
     _SHOW_REJECTED,
     DEFAULT_CHOICE,
     Codec,
-    DeadSkipped,
-    DisagreeAmmo,
-    DisagreeHp,
-    MouseStatic,
-    ObsCount,
-    PerFrames,
-    VelStatic,
     _expected_errors,
     _listed,
     _process_params,
     _progress,
     console,
+    quality_options,
     report,
 )
 from flows.cli_errors import fail, hide_expected_tracebacks
@@ -38,7 +31,6 @@ from flows.cli_options import StorageOptions, storage_options
 from storage.catalog import COUNTERS
 from storage.layout import METADATA_RE, RECORDING_RE
 from tasks.actions.labels import LabelsWriter, label_metadata_file
-from tasks.actions.quality import QualityThresholds
 from tasks.synth.tree import SynthConfig, write_synthetic_tree
 
 # Plain click help: one option per line, wrapped to the terminal, readable at 80 columns.
@@ -146,27 +138,16 @@ def _summary(per_file: list[pa.Table]) -> Table:
 
 
 @app.command()
+@quality_options
 def infer(
     paths: Annotated[list[Path], typer.Argument(help="Metadata .npy files or folders of them.")],
     out: Annotated[Path, typer.Option(help="Folder for frames.parquet and files.parquet.")],
-    dead_skipped: DeadSkipped = _SEED.dead_skipped,
-    ram_gsi_disagree_hp: DisagreeHp = _SEED.ram_gsi_disagree_hp,
-    ram_gsi_disagree_ammo: DisagreeAmmo = _SEED.ram_gsi_disagree_ammo,
-    obs_count: ObsCount = _SEED.obs_count,
-    mouse_static: MouseStatic = _SEED.mouse_static,
-    vel_static: VelStatic = _SEED.vel_static,
-    per_frames: PerFrames = _SEED.per_frames,
+    quality: dict | None = None,
 ) -> None:
     """Infer actions from game-state metadata and judge each episode's quality."""
-    thresholds = QualityThresholds(
-        dead_skipped=dead_skipped,
-        ram_gsi_disagree_hp=ram_gsi_disagree_hp,
-        ram_gsi_disagree_ammo=ram_gsi_disagree_ammo,
-        obs_count=obs_count,
-        mouse_static=mouse_static,
-        vel_static=vel_static,
-        per_frames=per_frames or None,
-    )
+    from tasks.params import ProcessParams
+
+    thresholds = ProcessParams(**(quality or {})).thresholds()
     files = _metadata_files(paths)
     if not files:
         console.print("[red]no metadata files found[/] (want currvarsv2_*.npy or <stub><n>.npy)")
@@ -201,6 +182,7 @@ def infer(
 
 
 @app.command()
+@quality_options
 def process(
     src: Annotated[
         str,
@@ -230,13 +212,7 @@ def process(
             "(rewritten only for a new --codec)."
         ),
     ] = False,
-    dead_skipped: DeadSkipped = _SEED.dead_skipped,
-    ram_gsi_disagree_hp: DisagreeHp = _SEED.ram_gsi_disagree_hp,
-    ram_gsi_disagree_ammo: DisagreeAmmo = _SEED.ram_gsi_disagree_ammo,
-    obs_count: ObsCount = _SEED.obs_count,
-    mouse_static: MouseStatic = _SEED.mouse_static,
-    vel_static: VelStatic = _SEED.vel_static,
-    per_frames: PerFrames = _SEED.per_frames,
+    quality: dict | None = None,
     codec: Codec = DEFAULT_CHOICE,
     storage_option: StorageOptions = None,
 ) -> None:

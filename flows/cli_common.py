@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import enum
+import functools
+import inspect
+import typing
 from contextlib import contextmanager
 from typing import Annotated
 
@@ -42,13 +45,50 @@ def _limit(name: str):
     return typer.Option(help=ProcessParams.model_fields[name].description)
 
 
-DeadSkipped = Annotated[int, _limit("dead_skipped")]
-DisagreeHp = Annotated[int, _limit("ram_gsi_disagree_hp")]
-DisagreeAmmo = Annotated[int, _limit("ram_gsi_disagree_ammo")]
-ObsCount = Annotated[int, _limit("obs_count")]
-MouseStatic = Annotated[int, _limit("mouse_static")]
-VelStatic = Annotated[int, _limit("vel_static")]
-PerFrames = Annotated[int, _limit("per_frames")]
+QUALITY_LIMITS = (
+    "dead_skipped",
+    "ram_gsi_disagree_hp",
+    "ram_gsi_disagree_ammo",
+    "obs_count",
+    "mouse_static",
+    "vel_static",
+    "per_frames",
+)
+
+
+def quality_options(command):
+    """Give `command` the seven quality-limit options, defined here once.
+
+    They are added to its signature before `--storage-option` (typer reads the signature), and
+    reach the command as one `quality` dict of the limits given.
+    """
+    sig = inspect.signature(command)
+    extra = [
+        inspect.Parameter(
+            n,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=getattr(_SEED, n),
+            annotation=Annotated[int, _limit(n)],
+        )
+        for n in QUALITY_LIMITS
+    ]
+    params = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for p in sig.parameters.values()
+        if p.name != "quality"
+    ]
+    at = next((i for i, p in enumerate(params) if p.name == "storage_option"), len(params))
+    hints = typing.get_type_hints(command, include_extras=True)
+    params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in params]
+
+    @functools.wraps(command)
+    def wrapper(**kw):
+        quality = {n: kw.pop(n) for n in QUALITY_LIMITS}
+        return command(**kw, quality=quality)
+
+    wrapper.__signature__ = sig.replace(parameters=params[:at] + extra + params[at:])
+    wrapper.__annotations__ = {}  # the signature carries them, resolved
+    return wrapper
 
 
 def _codec_option():
@@ -72,6 +112,7 @@ def _process_params(args: dict):
 
     if args["split_file"] is not None and args["test_fraction"]:
         fail("give --split-file or --test-fraction, not both")
+    args = {**args, **(args.get("quality") or {})}
     fields = {k: args[k] for k in ProcessParams.model_fields if k in args}
     if isinstance(fields.get("codec"), enum.Enum):
         fields["codec"] = fields["codec"].value
@@ -91,8 +132,7 @@ def _expected_errors():
         yield
     except DiskFullError as e:
         fail(str(e), code=3)
-    except (ValueError, FileNotFoundError, StorageAccessError, LeaseHeldError,
-            FormatError) as e:  # fmt: skip
+    except (ValueError, FileNotFoundError, StorageAccessError, LeaseHeldError, FormatError) as e:
         fail(str(e))
 
 

@@ -9,20 +9,13 @@ from typing import Annotated
 import typer
 
 from flows.cli_common import (
-    _SEED,
     DEFAULT_CHOICE,
     Codec,
-    DeadSkipped,
-    DisagreeAmmo,
-    DisagreeHp,
-    MouseStatic,
-    ObsCount,
-    PerFrames,
-    VelStatic,
     _expected_errors,
     _listed,
     _process_params,
     console,
+    quality_options,
     report,
 )
 from flows.cli_errors import fail, hide_expected_tracebacks
@@ -71,20 +64,27 @@ def ingest(
         with _expected_errors():
             try:
                 summary = ingest_flow.with_options(task_runner=runner)(
-                    repo, revision, include or [], exclude or [], subset or [], dest, endpoint,
-                    show_progress=True, storage_options=options,
-                )  # fmt: skip
+                    repo,
+                    revision,
+                    include or [],
+                    exclude or [],
+                    subset or [],
+                    dest,
+                    endpoint,
+                    show_progress=True,
+                    storage_options=options,
+                )
             except (IngestError, ValueError) as e:
                 fail(str(e))
-    gb, secs = summary["bytes"] / 1e9, summary["seconds"]
+    s = summary
     report.print(
-        f"{summary['repo']}@{summary['commit'][:12]}: {summary['files']} files selected, "
-        f"{summary['fetched']} fetched ({gb:.3f} GB in {secs} s), "
-        f"{summary['already_verified']} already verified, {len(summary['failed'])} failed"
+        f"{s.repo}@{s.commit[:12]}: {s.files} files selected, {s.fetched} fetched "
+        f"({s.bytes / 1e9:.3f} GB in {s.seconds} s), {s.already_verified} already verified, "
+        f"{len(s.failed)} failed"
     )
-    for f in summary["failed"]:
-        console.print(f"[red]failed[/] {f['path']}: {f['error']}")
-    if summary["failed"]:
+    for path, error in s.failed:
+        console.print(f"[red]failed[/] {path}: {error}")
+    if s.failed:
         raise typer.Exit(1)
 
 
@@ -98,6 +98,7 @@ def _size(text: str) -> int:
     return int(float(t))
 
 
+@quality_options
 def pipeline(
     out: Annotated[str, typer.Argument(help="Dataset to write, as for `csdm process`.")],
     dest: Annotated[Path, typer.Option(help="Where tars are downloaded to.")] = Path("data/hub"),
@@ -129,13 +130,7 @@ def pipeline(
     ] = 0.0,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the split hash.")] = 0,
     endpoint: Annotated[str | None, typer.Option(help="Hub URL (default: HF_ENDPOINT).")] = None,
-    dead_skipped: DeadSkipped = _SEED.dead_skipped,
-    ram_gsi_disagree_hp: DisagreeHp = _SEED.ram_gsi_disagree_hp,
-    ram_gsi_disagree_ammo: DisagreeAmmo = _SEED.ram_gsi_disagree_ammo,
-    obs_count: ObsCount = _SEED.obs_count,
-    mouse_static: MouseStatic = _SEED.mouse_static,
-    vel_static: VelStatic = _SEED.vel_static,
-    per_frames: PerFrames = _SEED.per_frames,
+    quality: dict | None = None,
     codec: Codec = DEFAULT_CHOICE,
     storage_option: StorageOptions = None,
     stream: Annotated[
@@ -161,16 +156,28 @@ def pipeline(
         with _expected_errors():
             try:
                 result = pipeline_flow(
-                    out, str(dest), repo, revision, tuple(include or ()),
-                    tuple(exclude or ()), tuple(subset or ()), str(source) if source else "",
-                    params, _size(max_disk) if max_disk else 0, delete_sources, transfers,
-                    endpoint or "", workers or 0, scheduler or "", show_progress=True,
-                    storage_options=options, stream=stream,
-                )  # fmt: skip
+                    out,
+                    str(dest),
+                    repo,
+                    revision,
+                    tuple(include or ()),
+                    tuple(exclude or ()),
+                    tuple(subset or ()),
+                    str(source) if source else "",
+                    params,
+                    _size(max_disk) if max_disk else 0,
+                    delete_sources,
+                    transfers,
+                    endpoint or "",
+                    workers or 0,
+                    scheduler or "",
+                    show_progress=True,
+                    storage_options=options,
+                    stream=stream,
+                )
             except IngestError as e:
                 fail(str(e))
-    failures = result.pop("failures", ())
-    report.print(" ".join(f"{k}={v}" for k, v in result.items()), soft_wrap=True)
-    _listed("failed", tuple(failures), "see files.parquet")
-    if result.get("failed") or result.get("failed_archives"):
+    report.print(" ".join(f"{k}={v}" for k, v in result.counts.items()), soft_wrap=True)
+    _listed("failed", result.failures, "see files.parquet")
+    if result.failed:
         raise typer.Exit(1)

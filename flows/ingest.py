@@ -24,6 +24,7 @@ from tasks.hub.transfer import (
     HubFile,
     IngestError,
     IngestPlan,
+    IngestSummary,
     check_disk,
     download_file,
     local_path,
@@ -37,8 +38,9 @@ from tasks.hub.transfer import (
 
 
 @task(name="plan-ingest", retries=2, retry_delay_seconds=5)
-def plan_task(repo: str, revision: str, include: list[str], exclude: list[str],
-              endpoint: str | None) -> IngestPlan:  # fmt: skip
+def plan_task(
+    repo: str, revision: str, include: list[str], exclude: list[str], endpoint: str | None
+) -> IngestPlan:
     """Resolve the revision and list the selected files."""
     return plan_ingest(repo, revision, include, exclude, endpoint=endpoint)
 
@@ -78,7 +80,7 @@ def ingest_flow(
     endpoint: str | None = None,
     show_progress: bool = False,
     storage_options: dict[str, str] | None = None,
-) -> dict:
+) -> IngestSummary:
     """Fetch the selected files of `repo` at `revision` to `dest/<repo path>`.
 
     `dest` is a folder or a bucket URL (s3://bucket/raw); `storage_options` are its non-secret
@@ -100,15 +102,22 @@ def ingest_flow(
         need = sum(f.size for f in todo)
         futures = {upload_task.submit(plan, f, root, endpoint): f for f in todo}
         start = 0
-    logger.info("%s@%s: %d files selected, %d to fetch (%.2f GB)",
-                repo, plan.commit[:12], len(plan.files), len(todo), need / 1e9)  # fmt: skip
+    logger.info(
+        "%s@%s: %d files selected, %d to fetch (%.2f GB)",
+        repo,
+        plan.commit[:12],
+        len(plan.files),
+        len(todo),
+        need / 1e9,
+    )
     total = sum(f.size for f in todo) or 1
     progress_id = create_progress_artifact(progress=0.0, key="ingest-progress")
     bar = _cli_progress(total, start) if show_progress else None
     t0 = time.monotonic()
     while not all(fut.state.is_final() for fut in futures):
-        done = (_on_disk(dest_path, todo) if root.local
-                else sum(UPLOADED.get(f.path, 0) for f in todo))  # fmt: skip
+        done = (
+            _on_disk(dest_path, todo) if root.local else sum(UPLOADED.get(f.path, 0) for f in todo)
+        )
         if bar:
             bar.update(bar.task_ids[0], completed=done)
         update_progress_artifact(progress_id, progress=100.0 * done / total)
@@ -133,13 +142,23 @@ def ingest_flow(
             for f in plan.files
         ],
     )
-    summary = {
-        "repo": repo, "revision": revision, "commit": plan.commit, "files": len(plan.files),
-        "fetched": len(ok), "already_verified": len(plan.files) - len(todo),
-        "failed": [{"path": f.path, "error": e} for f, e in failed],
-        "bytes": sum(f.size for f in ok), "seconds": round(time.monotonic() - t0, 2),
-    }  # fmt: skip
-    logger.info("summary: %s", {k: v for k, v in summary.items() if k != "failed"})
+    summary = IngestSummary(
+        repo,
+        revision,
+        plan.commit,
+        len(plan.files),
+        len(ok),
+        len(plan.files) - len(todo),
+        tuple((f.path, e) for f, e in failed),
+        sum(f.size for f in ok),
+        round(time.monotonic() - t0, 2),
+    )
+    logger.info(
+        "summary: %s fetched, %s already verified, %s failed",
+        summary.fetched,
+        summary.already_verified,
+        len(summary.failed),
+    )
     return summary
 
 
@@ -152,8 +171,9 @@ def _cli_progress(total: int, start: int):
         TransferSpeedColumn,
     )
 
-    bar = Progress("ingest", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                   TimeRemainingColumn())  # fmt: skip
+    bar = Progress(
+        "ingest", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()
+    )
     bar.add_task("ingest", total=total, completed=start)
     bar.start()
     return bar

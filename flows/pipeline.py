@@ -37,6 +37,7 @@ from tasks.hub.transfer import (
 from tasks.params import ProcessParams
 from tasks.pipeline_run import (
     DownloadRun,
+    PipelineSummary,
     archives_to_do,
     download_and_process,
     stream_archives,
@@ -74,7 +75,7 @@ def pipeline_flow(
     show_progress: bool = False,
     storage_options: dict[str, str] | None = None,
     stream: bool = False,
-) -> dict:
+) -> PipelineSummary:
     """Ingest and process as one stream; `source` processes a local tree instead of the Hub.
 
     The flow's own task runner (threads) downloads; repacking runs on a Dask runner that is
@@ -111,7 +112,7 @@ def pipeline_flow(
         summary = process_flow.with_options(task_runner=runner)(
             source, out, params, show_progress, storage_options=options
         )
-        return {**summary.counts(), "failures": list(summary.failures)}
+        return PipelineSummary(summary.counts(), tuple(summary.failures))
     t0 = time.monotonic()
     out_root = Root(out, options)
     layout = OutLayout(out_root)
@@ -170,7 +171,7 @@ def _download(run: DownloadRun, metadata: list, containers: list, transfers: int
 
 def _finish(
     records, summary, out: str, options: dict, commit: str, containers: list, t0: float, extra: dict
-) -> dict:
+) -> PipelineSummary:
     """Report the run: artifacts, the HTML report, a log line; return the flow's result."""
     report_run(records, summary)
     publish_report(out, options)
@@ -183,4 +184,4 @@ def _finish(
     }
     create_table_artifact(key="pipeline-summary", table=[result])
     get_run_logger().info("pipeline summary: %s", result)
-    return {**result, "failures": list(summary.failures)}
+    return PipelineSummary(result, tuple(summary.failures))

@@ -6,7 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -37,16 +37,62 @@ def train_task(data: str, run: str, cfg: TrainConfig, gpus: int) -> TrainResult:
     # every rank reads the same resolved config: nothing is rebuilt from command-line flags
     config = write_config_file(cfg, Path(run) / "torchrun-config.json")
     csdm = shutil.which("csdm") or str(Path(sys.executable).with_name("csdm"))
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={gpus}",
-                    "--no-python", "--", csdm, "train", data, "--run", run, "--config",
-                    str(config), "--steps", str(cfg.steps), "--resume"], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc-per-node={gpus}",
+            "--no-python",
+            "--",
+            csdm,
+            "train",
+            data,
+            "--run",
+            run,
+            "--config",
+            str(config),
+            "--steps",
+            str(cfg.steps),
+            "--resume",
+        ],
+        check=True,
+    )
     update_progress_artifact(progress, progress=100.0)
     return last_result(run)
 
 
+@dataclass(frozen=True)
+class GateVerdict:
+    """The promotion gate's decision: whether the new export is registered, and why."""
+
+    passed: bool
+    reason: str
+    metric: str | None = None
+    eval: dict | None = None  # data, split, frames, metrics and the baseline's
+    report: str | None = None  # the comparison's index.html
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """What the train flow did: the training, the gate's verdict, the registered version."""
+
+    train: TrainResult
+    gate: GateVerdict | None = None
+    registered: dict | None = None  # name, version, location, sha256
+
+
 @task(name="promotion-gate")
-def gate_task(export_dir: str, data: str, registry: str, name: str, metric: str, split: str,
-              baseline: str, out: str) -> dict:  # fmt: skip
+def gate_task(
+    export_dir: str,
+    data: str,
+    registry: str,
+    name: str,
+    metric: str,
+    split: str,
+    baseline: str,
+    out: str,
+) -> GateVerdict:
     """Evaluate the new export against `baseline` on `split`; publish the comparison."""
     from flows.evaluate import publish_eval
     from tasks.report.eval_html import write_eval
@@ -56,12 +102,14 @@ def gate_task(export_dir: str, data: str, registry: str, name: str, metric: str,
         passed, report = gate(Path(export_dir), data, registry, name, metric, split, baseline)
     except EvalError as e:  # e.g. no test split to compare with production on
         create_markdown_artifact(key="gate-report", markdown=f"# Not registered\n\n{e}")
-        return {"passed": False, "reason": str(e)}
+        return GateVerdict(False, str(e))
     if report is None:
-        reason = (f"no {split!r} episodes to evaluate on and no {baseline} version yet: the "
-                  "first one is registered unevaluated")  # fmt: skip
+        reason = (
+            f"no {split!r} episodes to evaluate on and no {baseline} version yet: the "
+            "first one is registered unevaluated"
+        )
         create_markdown_artifact(key="gate-report", markdown=f"# Registered\n\n{reason}")
-        return {"passed": True, "reason": reason, "eval": None}
+        return GateVerdict(True, reason)
     new = report.models[0].metrics
     old = report.models[1].metrics if len(report.models) > 1 else None
     if old is None:
@@ -72,19 +120,14 @@ def gate_task(export_dir: str, data: str, registry: str, name: str, metric: str,
     made = write_eval(report, out)
     outcome = "Registered" if passed else "Not registered"
     publish_eval(report, made, key="gate", verdict=f"**{outcome}**: {reason}")
-    return {
-        "passed": passed,
-        "reason": reason,
-        "metric": metric,
-        "eval": {
-            "data": report.data,
-            "split": report.split,
-            "frames": report.frames,
-            "metrics": new,
-            "baseline": old,
-        },
-        "report": str(made["index"]),
+    evaluation = {
+        "data": report.data,
+        "split": report.split,
+        "frames": report.frames,
+        "metrics": new,
+        "baseline": old,
     }
+    return GateVerdict(passed, reason, metric, evaluation, str(made["index"]))
 
 
 @flow(name="train", log_prints=True)
@@ -103,7 +146,7 @@ def train_flow(
     gate_metric: str = "seed_mean",
     gate_split: str = "test",
     baseline: str = "production",
-) -> dict:
+) -> TrainSummary:
     """Train RUN to `steps` (resuming) and publish metrics; with a registry, export and gate it.
 
     It is registered if it beats the `baseline` alias on `gate_metric` over `gate_split`.
@@ -113,8 +156,7 @@ def train_flow(
         check_alias(a)
     ckpt = load_checkpoint(run) if (Path(run) / CKPT).exists() else None
     # the CLI's resolution: a run resumed by the flow keeps its network and loss
-    cfg = resolve_config(preset, resumed=ckpt, steps=steps, batch_size=batch_size,
-                         workers=workers)  # fmt: skip
+    cfg = resolve_config(preset, resumed=ckpt, steps=steps, batch_size=batch_size, workers=workers)
     before = ckpt.step if ckpt is not None else 0
     result = train_task(data, run, cfg, gpus)
     rows = [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines()]
@@ -123,37 +165,45 @@ def train_flow(
         table=rows[-50:],
         description=f"{run}: the last {min(50, len(rows))} logged steps",
     )
-    out = {"train": asdict(result)}
+    verdict = registered = None
     if registry and result.step == before:
         logger.info("%s: already at step %d, nothing new to register", run, before)
     elif registry:
         d = export(run, Path(run) / "export")
-        verdict = None
         if gate:
-            verdict = gate_task(str(Path(run) / "export"), data, registry, name, gate_metric,
-                                gate_split, baseline, str(Path(run) / "eval"))  # fmt: skip
-            out["gate"] = verdict
-            logger.info("promotion gate: %s", verdict["reason"])
-        if verdict is None or verdict["passed"]:
-            evaluated = verdict and verdict["eval"]
-            evaluation = {**verdict["eval"], "metric": gate_metric} if evaluated else None
+            verdict = gate_task(
+                str(Path(run) / "export"),
+                data,
+                registry,
+                name,
+                gate_metric,
+                gate_split,
+                baseline,
+                str(Path(run) / "eval"),
+            )
+            logger.info("promotion gate: %s", verdict.reason)
+        if verdict is None or verdict.passed:
+            evaluated = verdict is not None and verdict.eval
+            evaluation = {**verdict.eval, "metric": gate_metric} if evaluated else None
             # a model that passed the gate becomes the baseline the next one must beat
             promote = alias or (baseline if gate else None)
-            v = open_registry(registry, name).register(Path(run) / "export", alias=promote,
-                                                       evaluation=evaluation)  # fmt: skip
-            out["registered"] = {
+            v = open_registry(registry, name).register(
+                Path(run) / "export", alias=promote, evaluation=evaluation
+            )
+            registered = {
                 "name": name,
                 "version": v.version,
                 "location": v.location,
                 "sha256": d["files"][d["model"]]["sha256"],
             }
             logger.info("registered %s v%d at %s", name, v.version, v.location)
+    summary = TrainSummary(result, verdict, registered)
     metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in result.metrics.items())
     create_markdown_artifact(
         key="train-summary",
         markdown=f"# {run}\n\nstep {result.step}, {result.frames_per_s:.0f} frames/s\n\n"
         f"| metric | value |\n|---|---|\n{metrics}\n\n"
-        + (f"Registered **{name} v{out['registered']['version']}**" if "registered" in out else "")
-        + (f"\n\nPromotion gate: {out['gate']['reason']}" if "gate" in out else ""),
+        + (f"Registered **{name} v{registered['version']}**" if registered else "")
+        + (f"\n\nPromotion gate: {verdict.reason}" if verdict else ""),
     )
-    return out
+    return summary

@@ -50,6 +50,19 @@ from tasks.repack import repack_episode
 from tasks.source import list_source
 
 
+@dataclass(frozen=True)
+class PipelineSummary:
+    """What a pipeline run did: `key=value` counts as the CLI prints them, and each failure."""
+
+    counts: dict
+    failures: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> bool:
+        """Whether an episode or an archive failed (the run exits 1)."""
+        return bool(self.counts.get("failed") or self.counts.get("failed_archives"))
+
+
 def checksum(f: HubFile) -> str:
     """What identifies an archive's content: its LFS sha256, or its git blob id."""
     return f.sha256 or f.git_oid

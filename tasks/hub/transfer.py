@@ -40,6 +40,21 @@ MANIFEST = ".csdm-ingest.json"
 CHUNK = 1 << 20
 
 
+@dataclass(frozen=True)
+class IngestSummary:
+    """What an ingest did: the commit, files fetched, already verified and failed (path, error)."""
+
+    repo: str
+    revision: str
+    commit: str
+    files: int
+    fetched: int
+    already_verified: int
+    failed: tuple[tuple[str, str], ...]
+    bytes: int
+    seconds: float
+
+
 class IngestError(RuntimeError):
     """A download that cannot be completed; the message names the file and what to do."""
 

@@ -102,8 +102,8 @@ def test_process_query_train_register_on_a_cluster_without_shared_disk(
                                 registry=f"{bucket}/models", name="csdm-policy",
                                 alias="production")  # fmt: skip
         done = client.submit(job, pure=False).result(timeout=300)
-        assert done["train"]["step"] == 3 and done["registered"]["version"] == 1
-        assert done["registered"]["location"] == f"{bucket}/models/csdm-policy/v1"
+        assert done.train.step == 3 and done.registered["version"] == 1
+        assert done.registered["location"] == f"{bucket}/models/csdm-policy/v1"
         assert not Path("runs/tiny").exists()  # the run folder is the worker's own
         registry = open_registry(f"{bucket}/models", "csdm-policy")
         v = registry.resolve(alias="production")
@@ -112,7 +112,7 @@ def test_process_query_train_register_on_a_cluster_without_shared_disk(
 
         names = {i.name for i in ort.InferenceSession(str(pulled / "policy.onnx")).get_inputs()}
         assert names and (pulled / "policy.json").exists()
-        assert done["registered"]["sha256"] == __import__("hashlib").sha256(
+        assert done.registered["sha256"] == __import__("hashlib").sha256(
             (pulled / "policy.onnx").read_bytes()).hexdigest()  # fmt: skip
 
 

@@ -58,13 +58,13 @@ def test_train_flow_publishes_metrics_and_registers(
         registry=str(tmp_path / "reg"),
         name="cs",
     )
-    assert out["train"]["step"] == 3 and out["registered"]["version"] == 1
-    assert out["gate"]["passed"] and "no production version yet" in out["gate"]["reason"]
+    assert out.train.step == 3 and out.registered["version"] == 1
+    assert out.gate.passed and "no production version yet" in out.gate.reason
     reg = LocalRegistry(tmp_path / "reg", "cs")
     assert reg.resolve(alias="production").version == 1  # the gate promoted it: the baseline
     stored = reg.index()["versions"][0]["eval"]  # the gate's evaluation, kept with the version
     assert stored["split"] == "test" and stored["metric"] == "seed_mean"
-    assert stored["metrics"] == out["gate"]["eval"]["metrics"]
+    assert stored["metrics"] == out.gate.eval["metrics"]
     assert 0 <= stored["metrics"]["seed_mean"] <= 1
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
 
@@ -84,13 +84,13 @@ def test_train_flow_publishes_metrics_and_registers(
     assert asyncio.run(latest("train-progress")).data == 100.0
     again = train_flow(str(processed), str(tmp_path / "run"), steps=3,
                        registry=str(tmp_path / "reg"), name="cs")  # fmt: skip
-    assert "registered" not in again  # no new step: no new version
+    assert again.registered is None  # no new step: no new version
     assert [v["version"] for v in reg.index()["versions"]] == [1]
     # the same training again in a new run: the same model, which does not beat production
     twin = train_flow(str(processed), str(tmp_path / "twin"), steps=3,
                       registry=str(tmp_path / "reg"), name="cs")  # fmt: skip
-    assert not twin["gate"]["passed"] and "does not beat production" in twin["gate"]["reason"]
-    assert "registered" not in twin and [v["version"] for v in reg.index()["versions"]] == [1]
+    assert not twin.gate.passed and "does not beat production" in twin.gate.reason
+    assert twin.registered is None and [v["version"] for v in reg.index()["versions"]] == [1]
     gate_table = asyncio.run(latest("gate-metrics")).data
     gate_table = json.loads(gate_table) if isinstance(gate_table, str) else gate_table
     row = next(r for r in gate_table if r["metric"] == "seed_mean")
