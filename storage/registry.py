@@ -1,14 +1,15 @@
 """Model registry: immutable, checksummed versions of exported policies, with aliases.
 
-A registry is a local folder, an object-store URL (`s3://bucket/models`) or a Hugging Face
-model repo (`hf://owner/repo`), same layout:
+One `Registry` serves a folder, an object-store URL (`s3://bucket/models`) or a Hugging Face
+model repo (`hf://owner/repo`), with one layout:
 
     NAME/index.json           {"name", "versions": [{"version", "created", "manifest_sha256"}],
                                "aliases": {"production": 3}}
     NAME/v3/policy.onnx ...   the exported files, never rewritten
     NAME/v3/MANIFEST.json     {"files": {name: {"sha256", "size"}}}, covering policy.json too
 
-On the Hub each version is one commit, tagged `NAME-v3`.
+Where they differ (how writers exclude each other, how a version is committed) is a site:
+`RootSite` here for folders and buckets, `storage.registry_hub.HubSite` for the Hub.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from csdm_agent.contract import (
     ALIAS,
@@ -34,9 +35,10 @@ from csdm_agent.contract import (
 )
 
 from storage.checksums import sha256_file
+from storage.fs import Root, commit_file, root_of
 from storage.policy import DESCRIPTOR, DescriptorError, PolicyDescriptor
 
-LEASE_WAIT = 120.0  # seconds a registration waits for another one on an object store
+LEASE_WAIT = 120.0  # seconds a registration waits for another one
 
 
 class RegistryError(ValueError):
@@ -48,10 +50,14 @@ def file_entry(path: Path) -> dict:
     return {"sha256": sha256_file(path), "size": path.stat().st_size}
 
 
+def _unsafe(name: str) -> bool:
+    return Path(name).is_absolute() or ".." in Path(name).parts
+
+
 def _verify_files(folder: Path, files: dict[str, dict], what: str) -> None:
     for name, entry in files.items():
         p = folder / name
-        if Path(name).is_absolute() or ".." in Path(name).parts:
+        if _unsafe(name):
             raise RegistryError(f"{folder / what}: lists an unsafe path {name!r}")
         if not p.is_file():
             raise RegistryError(f"{p}: listed in {what} but missing")
@@ -66,21 +72,59 @@ def _verify_files(folder: Path, files: dict[str, dict], what: str) -> None:
             )
 
 
+def _descriptor(raw: bytes, where: str) -> dict:
+    try:
+        d = json.loads(raw)
+        PolicyDescriptor.from_dict(d, where)  # the one reader of policy.json
+    except json.JSONDecodeError as e:
+        raise RegistryError(f"{where}: not a csdm policy descriptor ({e})") from e
+    except DescriptorError as e:
+        raise RegistryError(str(e)) from None
+    return d
+
+
 def read_verified_descriptor(folder: str | Path) -> dict:
     """An export folder's descriptor, after checking every file it lists (the model among them)."""
     folder = Path(folder)
     path = folder / DESCRIPTOR
     if not path.is_file():
         raise RegistryError(f"{path}: missing; not a complete export (run `csdm export`)")
-    try:
-        d = json.loads(path.read_text())
-        PolicyDescriptor.from_dict(d, str(path))  # the one reader of policy.json
-    except json.JSONDecodeError as e:
-        raise RegistryError(f"{path}: not a csdm policy descriptor ({e})") from e
-    except DescriptorError as e:
-        raise RegistryError(str(e)) from None
+    d = _descriptor(path.read_bytes(), str(path))
     _verify_files(folder, d["files"], DESCRIPTOR)
     return d
+
+
+def export_payload(export: str | Path | Root) -> dict[str, bytes]:
+    """A complete export's files by name (the descriptor last), each checked against it.
+
+    The export is a folder or a URL; what is returned is exactly what was checked.
+    """
+    root = root_of(export)
+    where = root.url_of(DESCRIPTOR)
+    try:
+        raw = root.read_bytes(DESCRIPTOR)
+    except FileNotFoundError:
+        missing = f"{where}: missing; not a complete export (run `csdm export`)"
+        raise RegistryError(missing) from None
+    d = _descriptor(raw, where)
+    payload = {}
+    for name, entry in d["files"].items():
+        if _unsafe(name) or name in (DESCRIPTOR, MANIFEST) or "/" in name:
+            raise RegistryError(f"{where}: lists an unsafe path {name!r}")
+        try:
+            data = root.read_bytes(name)
+        except FileNotFoundError:
+            missing = f"{root.url_of(name)}: listed in {DESCRIPTOR} but missing"
+            raise RegistryError(missing) from None
+        fact = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        if not isinstance(entry, dict) or any(entry.get(k) != v for k, v in fact.items()):
+            raise RegistryError(
+                f"{root.url_of(name)}: sha256 does not match {DESCRIPTOR}; the file was "
+                "altered or truncated, export it again"
+            )
+        payload[name] = data
+    payload[DESCRIPTOR] = raw
+    return payload
 
 
 def verify_version(folder: str | Path, manifest_sha256: str | None = None) -> dict:
@@ -98,25 +142,22 @@ def verify_version(folder: str | Path, manifest_sha256: str | None = None) -> di
         raise RegistryError(f"{path}: unreadable ({e})") from e
     _check_format(manifest, path)
     if manifest_sha256 is not None and hashlib.sha256(raw).hexdigest() != manifest_sha256:
-        raise RegistryError(f"{path}: does not match the registry index; the version was "
-                            "altered, refusing it")  # fmt: skip
+        raise RegistryError(
+            f"{path}: does not match the registry index; the version was altered, refusing it"
+        )
     if DESCRIPTOR not in files:
         raise RegistryError(f"{path}: does not cover {DESCRIPTOR}")
     _verify_files(folder, files, MANIFEST)
     return read_verified_descriptor(folder)
 
 
-def _write_manifest(folder: Path) -> str:
-    files = {p.name: file_entry(p) for p in sorted(folder.iterdir()) if p.name != MANIFEST}
-    text = json.dumps({"format_version": REGISTRY_FORMAT, "files": files}, indent=2)
-    (folder / MANIFEST).write_text(text)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _export_files(export_dir: Path) -> list[Path]:
-    """The files of a verified export: those its descriptor lists, plus the descriptor."""
-    d = read_verified_descriptor(export_dir)
-    return [export_dir / n for n in d["files"]] + [export_dir / DESCRIPTOR]
+def manifest_bytes(payload: dict[str, bytes]) -> bytes:
+    """MANIFEST.json for a version's files."""
+    files = {
+        n: {"sha256": hashlib.sha256(b).hexdigest(), "size": len(b)}
+        for n, b in sorted(payload.items())
+    }
+    return json.dumps({"format_version": REGISTRY_FORMAT, "files": files}, indent=2).encode()
 
 
 @dataclass(frozen=True)
@@ -125,15 +166,17 @@ class Version:
 
     name: str
     version: int
-    location: str  # a folder, or `hf://owner/repo` + path
+    location: str  # a folder, or a URL (`s3://...`, `hf://owner/repo/NAME/vN`)
     existing: bool = False  # the export was already registered as this version
 
 
 def check_alias(alias: str | None) -> str | None:
     """`alias` if it is a name (a letter, then letters, digits, `.`, `_` or `-`)."""
     if alias is not None and not ALIAS.match(alias):
-        raise RegistryError(f"alias {alias[:80]!r}: an alias is a name of up to 64 letters, "
-                            "digits, '.', '_' or '-', starting with a letter")  # fmt: skip
+        raise RegistryError(
+            f"alias {alias[:80]!r}: an alias is a name of up to 64 letters, digits, '.', '_' "
+            "or '-', starting with a letter"
+        )
     return alias
 
 
@@ -141,66 +184,11 @@ def check_index(index: object, where: str) -> dict:
     """`index` if it is a well-formed index.json: integer versions, aliases naming them."""
     bad = index_problem(index)
     if bad:
-        raise RegistryError(f"{where}: {INDEX} {bad}; the registry was edited by hand or "
-                            "damaged, and no version is read from it")  # fmt: skip
+        raise RegistryError(
+            f"{where}: {INDEX} {bad}; the registry was edited by hand or damaged, and no "
+            "version is read from it"
+        )
     return index
-
-
-def _resolve(index: dict, version: int | None, alias: str | None, where: str) -> int:
-    return resolve_version(index, version, alias, where, RegistryError)
-
-
-def _model_sha(export_dir: Path) -> str:
-    d = read_verified_descriptor(export_dir)
-    return d["files"][d["model"]]["sha256"]
-
-
-def _registered_as(index: dict, model_sha: str, folder: Path | None = None) -> int | None:
-    """The version already holding this exact model file, if any."""
-    for v in index["versions"]:
-        sha = v.get("model_sha256")
-        if sha is None and folder is not None:  # indexes from before model_sha256 was kept
-            try:
-                sha = _model_sha(folder / f"v{v['version']}")
-            except RegistryError:
-                continue
-        if sha == model_sha:
-            return v["version"]
-    return None
-
-
-def _add_version(
-    index: dict,
-    n: int,
-    manifest_sha: str,
-    alias: str | None,
-    model_sha: str | None = None,
-    evaluation: dict | None = None,
-) -> None:
-    entry = {
-        "version": n,
-        "manifest_sha256": manifest_sha,
-        "model_sha256": model_sha,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    if evaluation is not None:  # what the promotion gate measured: data, split, metrics
-        entry["eval"] = evaluation
-    index["versions"].append(entry)
-    if alias:
-        index["aliases"][alias] = n
-
-
-def _manifest_sha(index: dict, n: int) -> str:
-    return next(v["manifest_sha256"] for v in index["versions"] if v["version"] == n)
-
-
-def _writable_then_retry(func, path, _exc) -> None:
-    os.chmod(path, 0o644)
-    func(path)
-
-
-def _new_index(name: str) -> dict:
-    return {"format_version": REGISTRY_FORMAT, "name": name, "versions": [], "aliases": {}}
 
 
 def _check_format(d: dict, where) -> None:
@@ -210,220 +198,224 @@ def _check_format(d: dict, where) -> None:
         raise RegistryError(f"{where}: {problem}")
 
 
-class LocalRegistry:
-    """A folder registry; writes are atomic renames under a lock, versions are read-only."""
+class Site(Protocol):
+    """Where a registry lives: reads, mutual exclusion and the commit of a version."""
 
-    def __init__(self, root: str | Path, name: str) -> None:
-        if not name or "/" in name or name.startswith("."):
-            raise RegistryError(f"{name!r}: a model name is one path component")
-        self.root, self.name = Path(root), name
-        self.folder = self.root / name
+    def url(self, key: str = "") -> str:
+        """A URL naming `key`, for messages."""
 
-    def index(self) -> dict:
-        """The model's index, or an empty one before the first registration."""
-        p = self.folder / INDEX
-        if not p.exists():
-            return _new_index(self.name)
-        try:
-            return check_index(json.loads(p.read_text()), str(self.folder))
-        except (ValueError, RecursionError) as e:
-            if isinstance(e, RegistryError):
-                raise
-            raise RegistryError(f"{p}: not JSON ({str(e)[:80]})") from None
+    def location(self, key: str) -> str:
+        """Where a version is read from: a local folder, or a URL."""
 
-    @contextlib.contextmanager
-    def _locked(self):
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / ".lock", "w") as f:
-            try:
-                import fcntl
-            except ImportError:  # Windows: registries are written from the training side
-                yield
-                return
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+    def read(self, key: str) -> bytes | None:
+        """A file's bytes, or None when it is absent."""
 
-    def _write_index(self, index: dict) -> None:
-        tmp = self.folder / f".{INDEX}.{uuid.uuid4().hex}"
-        tmp.write_text(json.dumps(index, indent=2))
-        os.replace(tmp, self.folder / INDEX)
+    def taken(self, name: str) -> list[int]:
+        """Version numbers present on the site, listed in the index or not."""
 
-    def register(
-        self, export_dir: str | Path, alias: str | None = None, evaluation: dict | None = None
-    ) -> Version:
-        """Copy a verified export in as the next version; optionally point an alias at it."""
-        check_alias(alias)
-        files = _export_files(Path(export_dir))
-        model_sha = _model_sha(Path(export_dir))
-        with self._locked():
-            index = self.index()
-            same = _registered_as(index, model_sha, self.folder)
-            if same is not None:  # the same model again: no new version, maybe a new alias
-                if alias:
-                    index["aliases"][alias] = same
-                    self._write_index(index)
-                return Version(self.name, same, str(self.folder / f"v{same}"), existing=True)
-            # a crash after a rename but before the index write leaves an unlisted vN: skip it
-            taken = [int(p.name[1:]) for p in self.folder.glob("v*") if p.name[1:].isdigit()]
-            n = max([v["version"] for v in index["versions"]] + taken, default=0) + 1
-            staging = self.folder / f".staging-{uuid.uuid4().hex}"
-            staging.mkdir()
-            try:
-                for f in files:
-                    shutil.copyfile(f, staging / f.name)
-                manifest_sha = _write_manifest(staging)
-                verify_version(staging, manifest_sha)  # the copies are what we checked
-                for f in staging.iterdir():
-                    f.chmod(0o444)
-                os.rename(staging, self.folder / f"v{n}")
-            finally:
-                if staging.exists():
-                    shutil.rmtree(staging, onerror=_writable_then_retry)
-            _add_version(index, n, manifest_sha, alias, model_sha, evaluation)
-            self._write_index(index)
-        return Version(self.name, n, str(self.folder / f"v{n}"))
+    def exclusive(self):
+        """A context in which this registration is the only writer."""
 
-    def set_alias(self, alias: str, version: int) -> None:
-        """Point `alias` at an existing version."""
-        check_alias(alias)
-        with self._locked():
-            index = self.index()
-            index["aliases"][alias] = _resolve(index, version, None, str(self.folder))
-            self._write_index(index)
+    def commit(self, files: dict[str, bytes], message: str, tag: str | None) -> None:
+        """Write `files` so that readers see the index last; tag the version if named."""
 
-    def resolve(self, version: int | None = None, alias: str | None = None) -> Version:
-        """A version by number, by alias, or the latest; verified before it is returned."""
-        index = self.index()
-        n = _resolve(index, version, alias, str(self.folder))
-        folder = self.folder / f"v{n}"
-        verify_version(folder, _manifest_sha(index, n))
-        return Version(self.name, n, str(folder))
+    def check(self, version_key: str, manifest_sha: str) -> None:
+        """Refuse a version that does not match the index (as far as is cheap here)."""
+
+    def fetch(self, version_key: str, tag: str, dest: Path) -> None:
+        """Copy a version's files into the local folder `dest`, unverified."""
 
 
-class ObjectRegistry:
-    """The same layout under an object-store URL (s3://bucket/models); versions never rewritten.
+class RootSite:
+    """A folder or bucket: a lease object serialises writers; the index is written last."""
 
-    Registrations hold a lease object beside the index, since object stores have no locks.
-    """
-
-    def __init__(self, root: str, name: str, lease_wait: float = LEASE_WAIT,
-                 clock=time.time, sleep=time.sleep) -> None:  # fmt: skip
-        from storage.fs import root_of
-
-        if not name or "/" in name or name.startswith("."):
-            raise RegistryError(f"{name!r}: a model name is one path component")
-        self.root, self.name = root_of(root), name
+    def __init__(self, root: Root, name: str, lease_wait: float, clock, sleep) -> None:
+        self.root, self.name = root, name
         self.lease_wait, self.clock, self.sleep = lease_wait, clock, sleep
 
-    def _url(self, key: str = "") -> str:
-        return self.root.url_of(f"{self.name}/{key}" if key else self.name)
+    def url(self, key: str = "") -> str:
+        """A URL naming `key`."""
+        return self.root.url_of(key)
 
-    def index(self) -> dict:
-        """The model's index, or an empty one before the first registration."""
+    def location(self, key: str) -> str:
+        """A local folder, or a URL."""
+        return self.root.full(key) if self.root.local else self.root.url_of(key)
+
+    def read(self, key: str) -> bytes | None:
+        """A file's bytes, or None."""
         try:
-            index = self.root.read_json(f"{self.name}/{INDEX}")
-        except (ValueError, RecursionError) as e:
-            raise RegistryError(f"{self._url(INDEX)}: not JSON ({str(e)[:80]})") from None
-        return check_index(index, self._url()) if index is not None else _new_index(self.name)
+            return self.root.read_bytes(key)
+        except FileNotFoundError:
+            return None
 
-    def _lease(self):
+    def taken(self, name: str) -> list[int]:
+        """Every vN present."""
+        # a crash after a version's files but before the index leaves an unlisted vN: skip it
+        names = self.root.list(name) if self.root.exists(name) else []
+        return [int(n[1:]) for n in names if n[:1] == "v" and n[1:].isdigit()]
+
+    def exclusive(self):
+        """The registry's lease."""
         from storage.lease import DatasetLease, LeaseSite
 
         # registrations take seconds: a concurrent one is waited for, not refused
-        return DatasetLease(LeaseSite(self.root, f"{self.name}/.lease.json"), renew=False,
-                            wait=self.lease_wait, clock=self.clock, sleep=self.sleep)  # fmt: skip
+        site = LeaseSite(self.root, f"{self.name}/.lease.json")
+        return DatasetLease(
+            site, renew=False, wait=self.lease_wait, clock=self.clock, sleep=self.sleep
+        )
+
+    def commit(self, files: dict[str, bytes], message: str, tag: str | None) -> None:
+        """Each file whole, in order: a version's files, its manifest, then the index."""
+        for key, data in files.items():
+            self.root.put_bytes(key, data)
+            if self.root.local and not key.endswith(INDEX):  # versions are read-only on disk
+                Path(self.root.full(key)).chmod(0o444)
+
+    def check(self, version_key: str, manifest_sha: str) -> None:
+        """Every file on a local disk; the manifest's hash on an object store."""
+        if self.root.local:  # cheap here: every file, not only the manifest
+            verify_version(self.root.full(version_key), manifest_sha)
+            return
+        raw = self.read(f"{version_key}/{MANIFEST}")
+        if raw is None:
+            raise RegistryError(f"{self.url(f'{version_key}/{MANIFEST}')}: missing")
+        if hashlib.sha256(raw).hexdigest() != manifest_sha:
+            raise RegistryError(f"{self.url(f'{version_key}/{MANIFEST}')}: does not match "
+                                "the index")  # fmt: skip
+
+    def fetch(self, version_key: str, tag: str, dest: Path) -> None:
+        """Copy each object of the version."""
+        for name in self.root.list(version_key):
+            (dest / name).write_bytes(self.root.read_bytes(f"{version_key}/{name}"))
+
+
+class Registry:
+    """One model's versions and aliases, wherever the registry lives."""
+
+    def __init__(self, site: Site, name: str) -> None:
+        if not name or "/" in name or name.startswith("."):
+            raise RegistryError(f"{name!r}: a model name is one path component")
+        self.site, self.name = site, name
+
+    def _where(self) -> str:
+        return self.site.url(self.name)
+
+    def index(self) -> dict:
+        """The model's index, or an empty one before the first registration."""
+        raw = self.site.read(f"{self.name}/{INDEX}")
+        if raw is None:
+            return {"format_version": REGISTRY_FORMAT, "name": self.name, "versions": [],
+                    "aliases": {}}  # fmt: skip
+        try:
+            index = json.loads(raw)
+        except (ValueError, RecursionError) as e:
+            raise RegistryError(f"{self.site.url(f'{self.name}/{INDEX}')}: not JSON "
+                                f"({str(e)[:80]})") from None  # fmt: skip
+        return check_index(index, self._where())
+
+    def _index_file(self, index: dict) -> dict[str, bytes]:
+        return {f"{self.name}/{INDEX}": json.dumps(index, indent=2).encode()}
+
+    def _registered_as(self, index: dict, model_sha: str) -> int | None:
+        """The version already holding this exact model file, if any."""
+        for v in index["versions"]:
+            sha = v.get("model_sha256")
+            if sha is None:  # indexes from before model_sha256 was kept: ask the descriptor
+                raw = self.site.read(f"{self.name}/v{v['version']}/{DESCRIPTOR}")
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    d = json.loads(raw) if raw else None
+                    sha = d["files"][d["model"]]["sha256"] if d else None
+            if sha == model_sha:
+                return v["version"]
+        return None
 
     def register(
-        self, export_dir: str | Path, alias: str | None = None, evaluation: dict | None = None
+        self, export: str | Path | Root, alias: str | None = None, evaluation: dict | None = None
     ) -> Version:
-        """Upload a verified export as the next version (files, then MANIFEST, then index)."""
+        """Store a verified export (a folder or URL) as the next version; optionally alias it."""
         check_alias(alias)
-        export_dir = Path(export_dir)
-        files = _export_files(export_dir)
-        model_sha = _model_sha(export_dir)
-        with self._lease():
+        payload = export_payload(export)
+        d = json.loads(payload[DESCRIPTOR])
+        model_sha = d["files"][d["model"]]["sha256"]
+        with self.site.exclusive():
             index = self.index()
-            same = _registered_as(index, model_sha)
-            if same is not None:
+            same = self._registered_as(index, model_sha)
+            if same is not None:  # the same model again: no new version, maybe a new alias
                 if alias:
                     index["aliases"][alias] = same
-                    self.root.put_json(f"{self.name}/{INDEX}", index)
-                return Version(self.name, same, self._url(f"v{same}"), existing=True)
-            taken = [int(n[1:]) for n in self.root.list(self.name) if n[1:].isdigit()]
-            n = max([v["version"] for v in index["versions"]] + taken, default=0) + 1
-            entries = {}
-            for f in files:
-                data = f.read_bytes()
-                entries[f.name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-                self.root.put_bytes(f"{self.name}/v{n}/{f.name}", data)
-            manifest = {"format_version": REGISTRY_FORMAT, "files": dict(sorted(entries.items()))}
-            text = json.dumps(manifest, indent=2)
-            self.root.put_bytes(f"{self.name}/v{n}/{MANIFEST}", text.encode())
-            manifest_sha = hashlib.sha256(text.encode()).hexdigest()
-            _add_version(index, n, manifest_sha, alias, model_sha, evaluation)
-            self.root.put_json(f"{self.name}/{INDEX}", index)
-        return Version(self.name, n, self._url(f"v{n}"))
+                    self.site.commit(self._index_file(index), f"{self.name}: {alias} -> v{same}",
+                                     None)  # fmt: skip
+                loc = self.site.location(f"{self.name}/v{same}")
+                return Version(self.name, same, loc, existing=True)
+            listed = [v["version"] for v in index["versions"]]
+            n = max(listed + self.site.taken(self.name), default=0) + 1
+            manifest = manifest_bytes(payload)
+            entry = {
+                "version": n,
+                "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
+                "model_sha256": model_sha,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            if evaluation is not None:  # what the promotion gate measured: data, split, metrics
+                entry["eval"] = evaluation
+            index["versions"].append(entry)
+            if alias:
+                index["aliases"][alias] = n
+            key = f"{self.name}/v{n}"
+            files = {f"{key}/{f}": b for f, b in payload.items()}
+            files[f"{key}/{MANIFEST}"] = manifest
+            self.site.commit({**files, **self._index_file(index)}, f"{self.name} v{n}",
+                             f"{self.name}-v{n}")  # fmt: skip
+        return Version(self.name, n, self.site.location(key))
 
     def set_alias(self, alias: str, version: int) -> None:
         """Point `alias` at an existing version."""
         check_alias(alias)
-        with self._lease():
+        with self.site.exclusive():
             index = self.index()
-            index["aliases"][alias] = _resolve(index, version, None, self._url())
-            self.root.put_json(f"{self.name}/{INDEX}", index)
+            index["aliases"][alias] = resolve_version(index, version, None, self._where(),
+                                                      RegistryError)  # fmt: skip
+            self.site.commit(self._index_file(index), f"{self.name}: {alias} -> v{version}", None)
+
+    def _manifest_sha(self, index: dict, n: int) -> str:
+        return next(v["manifest_sha256"] for v in index["versions"] if v["version"] == n)
 
     def resolve(self, version: int | None = None, alias: str | None = None) -> Version:
-        """A version by number, by alias, or the latest; its manifest checked against the index."""
+        """A version by number, by alias, or the latest; checked against the index."""
         index = self.index()
-        n = _resolve(index, version, alias, self._url())
-        try:
-            manifest = self.root.read_bytes(f"{self.name}/v{n}/{MANIFEST}")
-        except FileNotFoundError:
-            raise RegistryError(f"{self._url(f'v{n}/{MANIFEST}')}: missing") from None
-        if hashlib.sha256(manifest).hexdigest() != _manifest_sha(index, n):
-            raise RegistryError(f"{self._url(f'v{n}/{MANIFEST}')}: does not match the index")
-        return Version(self.name, n, self._url(f"v{n}"))
+        n = resolve_version(index, version, alias, self._where(), RegistryError)
+        self.site.check(f"{self.name}/v{n}", self._manifest_sha(index, n))
+        return Version(self.name, n, self.site.location(f"{self.name}/v{n}"))
 
     def download(self, version: Version, dest: str | Path) -> Path:
-        """Copy a version to `dest/NAME/vN` and verify every file there."""
-        out = Path(dest) / self.name / f"v{version.version}"
-        if out.exists():
-            verify_version(out, _manifest_sha(self.index(), version.version))
-            return out
-        tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}")
-        tmp.mkdir(parents=True)
-        for name in [*self.root.list(f"{self.name}/v{version.version}")]:
-            (tmp / name).write_bytes(self.root.read_bytes(f"{self.name}/v{version.version}/{name}"))
-        verify_version(tmp, _manifest_sha(self.index(), version.version))
-        os.rename(tmp, out)
-        return out
+        """A version's files in the local folder `dest`, every one verified before it appears."""
+        n, dest = version.version, Path(dest)
+        want = self._manifest_sha(self.index(), n)
+        if dest.exists():
+            verify_version(dest, want)
+            return dest
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp.mkdir()
+        try:
+            self.site.fetch(f"{self.name}/v{n}", f"{self.name}-v{n}", tmp)
+            verify_version(tmp, want)
+            commit_file(tmp, dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return dest
 
 
-def open_registry(spec: str | Path, name: str):
-    """The registry at `hf://owner/repo` (a Hub model repo), an object-store URL or a folder.
-
-    A `LocalRegistry`, an `ObjectRegistry` or a `storage.registry_hub.HubRegistry`.
-    """
-    from storage.fs import is_url
-    from storage.registry_hub import HubRegistry
-
+def open_registry(spec: str | Path, name: str, lease_wait: float = LEASE_WAIT,
+                  clock=time.time, sleep=time.sleep) -> Registry:  # fmt: skip
+    """The registry at `hf://owner/repo` (a Hub model repo), an object-store URL or a folder."""
     s = str(spec)
     if s.startswith("hf://"):
+        from storage.registry_hub import HubSite
+
         repo = s.removeprefix("hf://").strip("/")
         if repo.count("/") != 1:
             raise RegistryError(f"{s}: expected hf://owner/repo")
-        return HubRegistry(repo, name)
-    if is_url(s) and not s.startswith("file://"):
-        return ObjectRegistry(s, name)
-    return LocalRegistry(s.removeprefix("file://"), name)
-
-
-def __getattr__(name: str):
-    if name == "HubRegistry":  # it lives in its own module, which imports this one
-        from storage.registry_hub import HubRegistry
-
-        return HubRegistry
-    raise AttributeError(name)
+        return Registry(HubSite(repo), name)
+    root = root_of(s.removeprefix("file://"))
+    return Registry(RootSite(root, name, lease_wait, clock, sleep), name)

@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def registered(processed: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """{'run', 'export', 'registry'}: a 3-step tiny run, its export, registered as cs v1."""
-    from storage.registry import LocalRegistry
+    from storage.registry import open_registry
     from training.data import SamplerConfig
     from training.export import export
     from training.train import TrainConfig, train
@@ -20,6 +20,6 @@ def registered(processed: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     train(processed, root / "run", TrainConfig.preset_config("tiny", steps=3, sampler=sampler),
           quiet=True)  # fmt: skip
     export(root / "run", root / "export")
-    LocalRegistry(root / "registry", "cs").register(root / "export", alias="production")
+    open_registry(root / "registry", "cs").register(root / "export", alias="production")
     return {"run": root / "run", "export": root / "export", "registry": root / "registry",
             "data": processed}  # fmt: skip

@@ -19,7 +19,7 @@ from csdm_agent.policy import Policy
 from csdm_agent.pull import pull
 
 from storage.dataset import open_dataset
-from storage.registry import LocalRegistry
+from storage.registry import open_registry
 from tests.agent.seed_agent_reference import SeedDecoder
 from training.checkpoint import load_checkpoint
 from training.export import policy_from_checkpoint
@@ -27,7 +27,7 @@ from training.model import probabilities
 
 
 def test_pull_verifies_and_keeps_versions_side_by_side(registered: dict, tmp_path: Path) -> None:
-    reg = LocalRegistry(registered["registry"], "cs")
+    reg = open_registry(registered["registry"], "cs")
     if reg.index()["versions"][-1]["version"] < 2:  # a later step of the same run is v2
         from dataclasses import replace
 
@@ -355,7 +355,7 @@ def test_a_rehashed_descriptor_that_lies_about_the_graph_is_refused(
         d["outputs"] = d["outputs"][::-1]
     (export / "policy.json").write_text(json.dumps(d))
     # registered again, consistently: the manifest covers the edited descriptor, pull verifies it
-    LocalRegistry(tmp_path / "reg", "cs").register(export)
+    open_registry(tmp_path / "reg", "cs").register(export)
     art = pull(str(tmp_path / "reg"), "cs", tmp_path / "models", version=1)
     says = {
         "state": "in the model, tensor(float)",

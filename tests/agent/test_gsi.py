@@ -23,7 +23,7 @@ from csdm_agent.policy import Policy
 from csdm_agent.pull import find_model, pull
 
 from storage.dataset import open_dataset
-from storage.registry import LocalRegistry
+from storage.registry import open_registry
 
 
 def _post(port: int, body: dict | bytes) -> None:
@@ -171,10 +171,10 @@ def test_run_finds_the_model_in_a_pull_destination(registered: dict, processed: 
     from training.train import save_untrained
 
     reg = tmp_path / "reg"
-    LocalRegistry(reg, "cs").register(registered["export"], alias="production")
+    open_registry(reg, "cs").register(registered["export"], alias="production")
     save_untrained(tmp_path / "other", "tiny", seed=5)
     export(tmp_path / "other", tmp_path / "other" / "export")
-    LocalRegistry(reg, "cs").register(tmp_path / "other" / "export")
+    open_registry(reg, "cs").register(tmp_path / "other" / "export")
     dest = tmp_path / "models"
     assert agent_main(["pull", "--registry", str(reg), "--name", "cs", "--version", "1",
                        "--dest", str(dest)]) == 0  # fmt: skip

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.registry import LocalRegistry
+from storage.registry import open_registry
 
 CSDM = str(Path(sys.executable).with_name("csdm"))
 
@@ -33,7 +33,7 @@ def test_cli_train_export_register(processed: Path, tmp_path: Path) -> None:
     assert r.returncode == 0 and "exported step 3" in r.stdout, r.stderr[-3000:]
     r = _csdm("register", str(exp), "--registry", str(reg), "--name", "cs", "--alias", "production")
     assert r.returncode == 0 and "registered cs v1" in r.stdout, r.stderr[-3000:]
-    v = LocalRegistry(reg, "cs").resolve(alias="production")
+    v = open_registry(reg, "cs").resolve(alias="production")
     assert json.loads((Path(v.location) / "policy.json").read_text())["training"]["step"] == 3
     (exp / "policy.onnx").write_bytes(b"not a model")
     r = _csdm("register", str(exp), "--registry", str(reg), "--name", "cs")
@@ -60,7 +60,7 @@ def test_train_flow_publishes_metrics_and_registers(
     )
     assert out.train.step == 3 and out.registered["version"] == 1
     assert out.gate.passed and "no production version yet" in out.gate.reason
-    reg = LocalRegistry(tmp_path / "reg", "cs")
+    reg = open_registry(tmp_path / "reg", "cs")
     assert reg.resolve(alias="production").version == 1  # the gate promoted it: the baseline
     stored = reg.index()["versions"][0]["eval"]  # the gate's evaluation, kept with the version
     assert stored["split"] == "test" and stored["metric"] == "seed_mean"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.registry import LocalRegistry, RegistryError, file_entry, open_registry
+from storage.registry import Registry, RegistryError, RootSite, file_entry, open_registry
 
 
 def _export(folder: Path, payload: bytes) -> Path:
@@ -23,7 +23,7 @@ def _export(folder: Path, payload: bytes) -> Path:
 
 def test_versions_aliases_and_latest(tmp_path: Path) -> None:
     reg = open_registry(tmp_path / "reg", "cs")
-    assert isinstance(reg, LocalRegistry)
+    assert isinstance(reg, Registry) and isinstance(reg.site, RootSite)
     with pytest.raises(RegistryError, match="no versions registered yet"):
         reg.resolve()
     v1 = reg.register(_export(tmp_path / "e1", b"one"), alias="production")
@@ -47,7 +47,7 @@ def test_versions_aliases_and_latest(tmp_path: Path) -> None:
 
 
 def test_tampering_is_refused(tmp_path: Path) -> None:
-    reg = LocalRegistry(tmp_path / "reg", "cs")
+    reg = open_registry(tmp_path / "reg", "cs")
     e = _export(tmp_path / "e", b"weights")
     (e / "policy.onnx").write_bytes(b"weightz")  # the export no longer matches its descriptor
     with pytest.raises(RegistryError, match=r"policy\.onnx: sha256 does not match policy\.json"):
@@ -69,15 +69,15 @@ def test_tampering_is_refused(tmp_path: Path) -> None:
 
 def test_bad_names_and_incomplete_exports(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="one path component"):
-        LocalRegistry(tmp_path, "../x")
+        open_registry(tmp_path, "../x")
     with pytest.raises(RegistryError, match="not a complete export"):
-        LocalRegistry(tmp_path / "reg", "cs").register(tmp_path)
+        open_registry(tmp_path / "reg", "cs").register(tmp_path)
     with pytest.raises(RegistryError, match="expected hf://owner/repo"):
         open_registry("hf://justone", "cs")
 
 
 def test_a_consistent_rewrite_and_an_interrupted_registration(tmp_path: Path) -> None:
-    reg = LocalRegistry(tmp_path / "reg", "cs")
+    reg = open_registry(tmp_path / "reg", "cs")
     v = Path(reg.register(_export(tmp_path / "e", b"weights")).location)
     for f in v.iterdir():
         f.chmod(0o644)
@@ -98,7 +98,7 @@ def test_a_consistent_rewrite_and_an_interrupted_registration(tmp_path: Path) ->
 
 
 def test_the_same_export_twice_is_one_version(tmp_path: Path) -> None:
-    reg = LocalRegistry(tmp_path / "reg", "cs")
+    reg = open_registry(tmp_path / "reg", "cs")
     e = _export(tmp_path / "e", b"weights")
     assert reg.register(e).version == 1
     again = reg.register(e, alias="production")
@@ -178,20 +178,19 @@ class FakeTime:
 def test_an_object_store_registration_waits_for_a_held_lease(tmp_path: Path) -> None:
     from storage.fs import root_of
     from storage.lease import DatasetLease, LeaseHeldError, LeaseSite
-    from storage.registry import ObjectRegistry
 
     site = LeaseSite(root_of(str(tmp_path / "reg")), "cs/.lease.json")
     other = DatasetLease(site, renew=False)
     other.acquire()  # another registration, mid-way
     t = FakeTime(lambda n: other.release() if n == 5 else None)
-    reg = ObjectRegistry(str(tmp_path / "reg"), "cs", lease_wait=60, clock=t.clock, sleep=t.sleep)
+    reg = open_registry(str(tmp_path / "reg"), "cs", lease_wait=60, clock=t.clock, sleep=t.sleep)
     assert reg.register(_export(tmp_path / "e1", b"one")).version == 1
     assert t.slept == [1.0] * 5  # it polled until the holder finished, then registered
     # a holder that stays: after the bound, one line naming it and the wait
     other = DatasetLease(site, renew=False)
     other.acquire()
     t = FakeTime()
-    reg = ObjectRegistry(str(tmp_path / "reg"), "cs", lease_wait=10, clock=t.clock, sleep=t.sleep)
+    reg = open_registry(str(tmp_path / "reg"), "cs", lease_wait=10, clock=t.clock, sleep=t.sleep)
     with pytest.raises(LeaseHeldError, match=rf"being written by run {other.owner} \(pid") as err:
         reg.register(_export(tmp_path / "e2", b"two"))
     assert "(waited 10 s)" in str(err.value) and sum(t.slept) == 10

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from storage.registry import HubRegistry, RegistryError, open_registry
+from storage.registry import RegistryError, open_registry
+from storage.registry_hub import HubSite
 from tests.hub_server import FakeHub
 from tests.storage.test_registry import _export
 
 
 def test_versions_are_commits_with_tags(hub: FakeHub, tmp_path: Path) -> None:
     reg = open_registry("hf://team/policies", "cs")
-    assert isinstance(reg, HubRegistry)
+    assert isinstance(reg.site, HubSite)
     v1 = reg.register(_export(tmp_path / "e1", b"one"), alias="production")
     v2 = reg.register(_export(tmp_path / "e2", b"two"))
     assert (v1.version, v2.version) == (1, 2)

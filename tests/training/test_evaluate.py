@@ -13,7 +13,7 @@ import torch
 
 import training.evaluate as ev
 from storage.evaluation import EvalReport
-from storage.registry import LocalRegistry
+from storage.registry import open_registry
 from tests.training import seed_training_reference as ref
 from training.checkpoint import load_checkpoint
 from training.data import SamplerConfig, load_labels
@@ -105,7 +105,7 @@ def ref_keys() -> list[str]:
 def test_cli_writes_json_and_html_and_resolves_registry_refs(trained, processed: Path,
                                                              tmp_path: Path) -> None:  # fmt: skip
     run, exported = trained
-    LocalRegistry(tmp_path / "reg", "cs").register(exported, alias="production")
+    open_registry(tmp_path / "reg", "cs").register(exported, alias="production")
     out = tmp_path / "ev"
     r = subprocess.run([CSDM, "eval", str(run), str(processed), "--compare", "cs@production",
                         "--registry", str(tmp_path / "reg"), "--out", str(out)],
@@ -145,7 +145,7 @@ def test_the_gate_needs_a_strictly_better_model(trained, processed: Path, tmp_pa
     reg = str(tmp_path / "reg")
     passed, report = ev.gate(exported, str(processed), reg, "cs")
     assert passed and len(report.models) == 1  # nothing in production yet
-    LocalRegistry(reg, "cs").register(exported, alias="production")
+    open_registry(reg, "cs").register(exported, alias="production")
     passed, report = ev.gate(exported, str(processed), reg, "cs")
     assert not passed and report.models[0].metrics == report.models[1].metrics  # a tie
     # nothing to evaluate on: a first model still registers, but never past a baseline
