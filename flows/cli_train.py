@@ -25,7 +25,9 @@ def train(
             help="A dataset written by `csdm process`: a folder or a URL (s3://bucket/out)."
         ),
     ],
-    run: Annotated[Path, typer.Option(help="Run folder: checkpoint, config, metrics.")],
+    run: Annotated[
+        str, typer.Option(help="Run folder or bucket URL: checkpoint, config, metrics.")
+    ],
     preset: Annotated[
         str | None,
         typer.Option(
@@ -78,7 +80,7 @@ def train(
         ),
     ] = None,
     init_from: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             help="Start from this run's weights (e.g. one written by `csdm import-keras`): "
             "fine-tuning with a fresh optimiser. Its network, preset and loss are kept."
@@ -136,7 +138,7 @@ def train(
             check_device_decode()
         except DeviceDecodeError as e:
             fail(str(e))
-    from training.checkpoint import CKPT, CheckpointError, load_checkpoint
+    from training.checkpoint import CheckpointError, has_checkpoint, load_checkpoint
 
     if padding not in (None, "keras", "torch"):
         fail(f"--padding must be keras or torch, not {padding!r}")
@@ -147,7 +149,7 @@ def train(
         except (FileNotFoundError, CheckpointError) as e:
             fail(str(e))
     resumed = None
-    if resume and (run / CKPT).exists():  # a resumed run keeps its network, loss and draws
+    if resume and has_checkpoint(run):  # a resumed run keeps its network, loss and draws
         try:
             resumed = load_checkpoint(run)
         except CheckpointError as e:
@@ -216,7 +218,7 @@ def import_keras(
             "(its _stateful twin too)."
         ),
     ],
-    run: Annotated[Path, typer.Option(help="New run folder for the imported checkpoint.")],
+    run: Annotated[str, typer.Option(help="New run folder (or URL) for the imported checkpoint.")],
 ) -> None:
     """Import one of the seed's Keras models exactly (json and h5 only, no TensorFlow)."""
     from training.keras_import import KerasImportError, import_keras
@@ -234,8 +236,8 @@ def import_keras(
 
 
 def export(
-    run: Annotated[Path, typer.Argument(help="A run folder written by `csdm train`.")],
-    out: Annotated[Path, typer.Option(help="Folder for policy.onnx and policy.json.")],
+    run: Annotated[str, typer.Argument(help="A run folder or URL written by `csdm train`.")],
+    out: Annotated[str, typer.Option(help="Folder or URL for policy.onnx and policy.json.")],
 ) -> None:
     """Export a run as a single-step ONNX policy and its descriptor."""
     from training.export import export as run_export
@@ -253,7 +255,7 @@ def export(
 
 
 def register(
-    export_dir: Annotated[Path, typer.Argument(help="A folder written by `csdm export`.")],
+    export_dir: Annotated[str, typer.Argument(help="A folder or URL written by `csdm export`.")],
     registry: Annotated[
         str,
         typer.Option(

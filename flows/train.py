@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +17,10 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from storage.fs import root_of
 from storage.registry import check_alias, open_registry
-from training.checkpoint import CKPT, load_checkpoint
+from storage.run import EVAL, EXPORT, read_metrics, run_root
+from training.checkpoint import has_checkpoint, load_checkpoint
 from training.export import export
 from training.resolve import resolve_config, write_config_file
 from training.train import TrainConfig, TrainResult, last_result, train
@@ -35,29 +37,30 @@ def train_task(data: str, run: str, cfg: TrainConfig, gpus: int) -> TrainResult:
     if gpus <= 1:
         return train(data, run, cfg, resume=True, on_log=on_log, quiet=False)
     # every rank reads the same resolved config: nothing is rebuilt from command-line flags
-    config = write_config_file(cfg, Path(run) / "torchrun-config.json")
-    csdm = shutil.which("csdm") or str(Path(sys.executable).with_name("csdm"))
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            f"--nproc-per-node={gpus}",
-            "--no-python",
-            "--",
-            csdm,
-            "train",
-            data,
-            "--run",
-            run,
-            "--config",
-            str(config),
-            "--steps",
-            str(cfg.steps),
-            "--resume",
-        ],
-        check=True,
-    )
+    with tempfile.TemporaryDirectory(prefix="csdm-torchrun-") as tmp:  # the run may be a URL
+        config = write_config_file(cfg, Path(tmp) / "config.json")
+        csdm = shutil.which("csdm") or str(Path(sys.executable).with_name("csdm"))
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                f"--nproc-per-node={gpus}",
+                "--no-python",
+                "--",
+                csdm,
+                "train",
+                data,
+                "--run",
+                run,
+                "--config",
+                str(config),
+                "--steps",
+                str(cfg.steps),
+                "--resume",
+            ],
+            check=True,
+        )
     update_progress_artifact(progress, progress=100.0)
     return last_result(run)
 
@@ -117,9 +120,13 @@ def gate_task(
     else:
         verb = "beats" if passed else "does not beat"
         reason = f"{metric} {new[metric]:.4f} {verb} {baseline}'s {old[metric]:.4f}"
-    made = write_eval(report, out)
     outcome = "Registered" if passed else "Not registered"
-    publish_eval(report, made, key="gate", verdict=f"**{outcome}**: {reason}")
+    target = root_of(out)
+    with tempfile.TemporaryDirectory(prefix="csdm-gate-") as tmp:  # a bucket run: then upload
+        made = write_eval(report, out if target.local else tmp)
+        publish_eval(report, made, key="gate", verdict=f"**{outcome}**: {reason}")
+        if not target.local:
+            target.put_tree("", Path(tmp))
     evaluation = {
         "data": report.data,
         "split": report.split,
@@ -127,7 +134,7 @@ def gate_task(
         "metrics": new,
         "baseline": old,
     }
-    return GateVerdict(passed, reason, metric, evaluation, str(made["index"]))
+    return GateVerdict(passed, reason, metric, evaluation, target.url_of(made["index"].name))
 
 
 @flow(name="train", log_prints=True)
@@ -154,12 +161,12 @@ def train_flow(
     logger = get_run_logger()
     for a in (alias, baseline):  # before hours of training, not after
         check_alias(a)
-    ckpt = load_checkpoint(run) if (Path(run) / CKPT).exists() else None
+    ckpt = load_checkpoint(run) if has_checkpoint(run) else None
     # the CLI's resolution: a run resumed by the flow keeps its network and loss
     cfg = resolve_config(preset, resumed=ckpt, steps=steps, batch_size=batch_size, workers=workers)
     before = ckpt.step if ckpt is not None else 0
     result = train_task(data, run, cfg, gpus)
-    rows = [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(run)
     create_table_artifact(
         key="train-metrics",
         table=rows[-50:],
@@ -169,17 +176,18 @@ def train_flow(
     if registry and result.step == before:
         logger.info("%s: already at step %d, nothing new to register", run, before)
     elif registry:
-        d = export(run, Path(run) / "export")
+        exported = run_root(run).url_of(EXPORT)  # a folder or a URL, as the run is
+        d = export(run, exported)
         if gate:
             verdict = gate_task(
-                str(Path(run) / "export"),
+                exported,
                 data,
                 registry,
                 name,
                 gate_metric,
                 gate_split,
                 baseline,
-                str(Path(run) / "eval"),
+                run_root(run).url_of(EVAL),
             )
             logger.info("promotion gate: %s", verdict.reason)
         if verdict is None or verdict.passed:
@@ -188,7 +196,7 @@ def train_flow(
             # a model that passed the gate becomes the baseline the next one must beat
             promote = alias or (baseline if gate else None)
             v = open_registry(registry, name).register(
-                Path(run) / "export", alias=promote, evaluation=evaluation
+                exported, alias=promote, evaluation=evaluation
             )
             registered = {
                 "name": name,

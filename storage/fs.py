@@ -280,6 +280,14 @@ class Root:
         self.put_bytes(key, data)
         return True
 
+    def put_tree(self, key: str, folder: str | os.PathLike) -> None:
+        """Copy a local folder's files below `key`, each whole."""
+        for dirpath, _dirs, files in os.walk(folder):
+            for name in files:
+                rel = os.path.relpath(os.path.join(dirpath, name), folder).replace(os.sep, "/")
+                with open(os.path.join(dirpath, name), "rb") as f:
+                    self.put_bytes(posixpath.join(key, rel) if key else rel, f.read())
+
     def put_json(self, key: str, obj: object) -> None:
         """Write a JSON object whole."""
         self.put_bytes(key, json.dumps(obj, indent=1, sort_keys=True).encode())

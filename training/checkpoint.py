@@ -2,19 +2,23 @@
 
 Training, `csdm import-keras` and `save_untrained` all write through `write_checkpoint`;
 every reader goes through `read_checkpoint`, which unpickles tensors and plain data only.
+A run is a folder or a bucket URL: the file is written and read whole through the `Root`.
 """
 
 from __future__ import annotations
 
+import io
+import os
 import pickle
+import posixpath
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 
-from storage.fs import atomic_path
+from storage.fs import Root, root_of
+from storage.run import CKPT
 
-CKPT = "ckpt.pt"
 FORMAT_VERSION = 1
 
 
@@ -72,18 +76,27 @@ def _default_space() -> dict:
     return DEFAULT.to_dict()
 
 
-def write_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
-    """Write atomically: a crash leaves the previous checkpoint, never half of a new one."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(ckpt.to_dict(), tmp)
-    return path
+def _split(path: str | os.PathLike) -> tuple[Root, str]:
+    """The folder (or prefix) holding a file, and the file's name."""
+    folder, name = posixpath.split(os.fspath(path))
+    return root_of(folder or "."), name
 
 
-def read_checkpoint(path: str | Path) -> Checkpoint:
+def write_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> str:
+    """Write whole: a crash leaves the previous checkpoint, never half of a new one."""
+    buf = io.BytesIO()
+    torch.save(ckpt.to_dict(), buf)
+    root, name = _split(path)
+    root.put_bytes(name, buf.getvalue())
+    return os.fspath(path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Load tensors and plain data only: a pickle asking for any other object is refused."""
+    root, name = _split(path)
+    data = root.read_bytes(name)
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
@@ -93,12 +106,21 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint.from_dict(raw, path)
 
 
-def load_checkpoint(run: str | Path) -> Checkpoint:
+def has_checkpoint(run: str | os.PathLike | Root) -> bool:
+    """Whether a run folder or URL holds a checkpoint."""
+    return root_of(run).exists(CKPT)
+
+
+def checkpoint_path(run: str | os.PathLike | Root) -> str:
+    """The path or URL of a run's checkpoint."""
+    return root_of(run).url_of(CKPT)
+
+
+def load_checkpoint(run: str | os.PathLike | Root) -> Checkpoint:
     """A run's latest checkpoint, with a clear error when there is none."""
-    path = Path(run) / CKPT
-    if not path.exists():
+    if not has_checkpoint(run):
         raise FileNotFoundError(
             f"{run}: no {CKPT}; train first with `csdm train DATA --run {run}` "
             "(or `csdm import-keras PREFIX --run RUN`)"
         )
-    return read_checkpoint(path)
+    return read_checkpoint(checkpoint_path(run))

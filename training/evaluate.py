@@ -7,10 +7,11 @@ the agent plays, and scored against its labels with the seed's clean-ups applied
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,11 @@ import torch
 
 from storage.dataset import Dataset, open_dataset
 from storage.evaluation import EvalReport, ModelEval
-from storage.registry import open_registry
+from storage.fs import is_url, root_of
+from storage.policy import DESCRIPTOR
+from storage.registry import export_payload, open_registry
 from training.actions import DEFAULT, ActionSpace
-from training.checkpoint import CKPT, load_checkpoint
+from training.checkpoint import CKPT, has_checkpoint, load_checkpoint
 from training.data import Labels, SamplerConfig, load_labels
 from training.loss import SEED_ACCURACIES, LossOptions, Targets, make_targets, seed_metrics
 
@@ -44,7 +47,7 @@ class Predictor:
     play: Callable[[np.ndarray], np.ndarray]  # (T, H, W, 3) uint8 -> (T, n_outputs)
 
 
-def _torch_predictor(name: str, run: Path, device: str = "cpu") -> Predictor:
+def _torch_predictor(name: str, run: Path | str, device: str = "cpu") -> Predictor:
     from training.export import policy_from_checkpoint
     from training.model import probabilities
 
@@ -85,10 +88,22 @@ def _onnx_predictor(name: str, folder: Path, kind: str, extra: dict | None = Non
 def resolve_model(spec: str, registry: str | None = None, workdir: Path | None = None,
                   device: str = "cpu") -> Predictor:  # fmt: skip
     """A Predictor: a run (torch, on `device`), an export or `NAME@alias|vN` (ONNX, CPU)."""
+    if is_url(spec):  # a run or an export on a bucket
+        root = root_of(spec)
+        if has_checkpoint(root):
+            return _torch_predictor(spec, spec, device)
+        if root.exists(DESCRIPTOR):
+            workdir = workdir or Path(tempfile.mkdtemp(prefix="csdm-eval-"))
+            folder = workdir / f"export-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
+            if not folder.exists():  # exactly the bytes the descriptor vouches for
+                folder.mkdir(parents=True)
+                for name, data in export_payload(root).items():
+                    (folder / name).write_bytes(data)
+            return _onnx_predictor(spec, folder, "export", {"url": spec})
     path = Path(spec)
     if (path / CKPT).is_file():
         return _torch_predictor(spec, path, device)
-    if (path / "policy.json").is_file():
+    if (path / DESCRIPTOR).is_file():
         return _onnx_predictor(spec, path, "export")
     if registry is None:
         raise EvalError(
@@ -231,7 +246,7 @@ GATE_METRICS = (*SEED_ACCURACIES, "seed_mean", "value_mse")
 
 
 def gate(
-    export_dir: Path, data: str, registry: str, name: str, metric: str = "seed_mean",
+    export_dir: str | Path, data: str, registry: str, name: str, metric: str = "seed_mean",
     split: str = "test", baseline: str = "production",
 ) -> tuple[bool, EvalReport | None]:  # fmt: skip
     """Evaluate a new export and the registry's `baseline` alias on the same split.
@@ -243,7 +258,8 @@ def gate(
         raise EvalError(f"no metric {metric!r}; choose one of {', '.join(GATE_METRICS)}")
     has_baseline = baseline in open_registry(registry, name).index().get("aliases", {})
     with tempfile.TemporaryDirectory(prefix="csdm-gate-") as tmp:
-        models = [_onnx_predictor("new", export_dir, "export")]
+        new = resolve_model(str(export_dir), None, Path(tmp))  # a folder or a bucket URL
+        models = [replace(new, name="new")]
         if has_baseline:  # a baseline that fails verification is an error, never a free pass
             models.append(resolve_model(f"{name}@{baseline}", registry, Path(tmp)))
         try:

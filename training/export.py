@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -11,9 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from storage.fs import atomic_path, commit_file
+from storage.fs import Root, is_url, root_of
 from storage.policy import DESCRIPTOR, DescriptorError, PolicyDescriptor, graph_mismatch
-from storage.registry import file_entry, read_verified_descriptor
+from storage.registry import read_verified_descriptor
 from training.actions import ActionSpace
 from training.checkpoint import Checkpoint, load_checkpoint
 from training.model import Policy, probabilities, split_heads
@@ -54,19 +57,18 @@ def policy_from_checkpoint(ckpt: Checkpoint) -> Policy:
     return model.eval()
 
 
-def export(run: str | Path, out: str | Path) -> dict:
-    """Write `OUT/policy.onnx` and `OUT/policy.json` (last, atomically); returns the descriptor."""
-    ckpt = load_checkpoint(run)
-    model = policy_from_checkpoint(ckpt)
-    step = StepPolicy(model)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / DESCRIPTOR).unlink(missing_ok=True)  # the folder is incomplete until it is rewritten
-    space = model.space
+def _onnx_bytes(step: StepPolicy, space: ActionSpace, state: torch.Tensor) -> bytes:
+    """The single-step graph, checked by onnx, as bytes."""
     frame = torch.zeros(1, space.height, space.width, 3, dtype=torch.uint8)
-    state = torch.zeros(model.state_shape(1))
-    tmp = out / f".{MODEL_FILE}.tmp"
     heads = list(space.heads)
+    with tempfile.TemporaryDirectory(prefix="csdm-export-") as folder:
+        tmp = os.path.join(folder, MODEL_FILE)
+        _write_onnx(step, frame, state, heads, tmp)
+        with open(tmp, "rb") as f:
+            return f.read()
+
+
+def _write_onnx(step, frame, state, heads, tmp: str) -> None:
     with warnings.catch_warnings():
         # the TorchScript exporter is deprecated in favour of the dynamo one, which would add
         # onnxscript to our dependencies; it still produces a plain opset-17 graph
@@ -84,8 +86,22 @@ def export(run: str | Path, out: str | Path) -> dict:
     import onnx
 
     onnx.checker.check_model(str(tmp), full_check=True)
-    commit_file(tmp, out / MODEL_FILE)
+
+
+def export(run: str | Path | Root, out: str | Path | Root) -> dict:
+    """Write `OUT/policy.onnx` and `OUT/policy.json` (last, whole); returns the descriptor.
+
+    RUN and OUT are folders or bucket URLs.
+    """
+    ckpt = load_checkpoint(run)
+    model = policy_from_checkpoint(ckpt)
+    space, state = model.space, torch.zeros(model.state_shape(1))
+    onnx_bytes = _onnx_bytes(StepPolicy(model), space, state)
+    out = root_of(out)
+    out.delete(DESCRIPTOR)  # the folder is incomplete until it is rewritten
+    out.put_bytes(MODEL_FILE, onnx_bytes)
     cfg = TrainConfig.from_dict(ckpt.config)
+    run_name = str(run) if is_url(str(run)) else str(Path(str(run)).resolve())
     descriptor = PolicyDescriptor(
         model=MODEL_FILE,
         opset=OPSET,
@@ -112,7 +128,7 @@ def export(run: str | Path, out: str | Path) -> dict:
             {"name": h, "width": w, "activation": ACTIVATIONS[h]} for h, w in space.heads.items()
         ],
         training={
-            "run": str(Path(run).resolve()),
+            "run": run_name,
             "step": ckpt.step,
             "preset": cfg.preset,
             "model": cfg.model.to_dict(),
@@ -123,10 +139,10 @@ def export(run: str | Path, out: str | Path) -> dict:
             "source": ckpt.source,
         },
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        files={MODEL_FILE: file_entry(out / MODEL_FILE)},
-    ).to_dict()
-    with atomic_path(out / DESCRIPTOR) as tmp_json:
-        tmp_json.write_text(json.dumps(descriptor, indent=2))
+        files={MODEL_FILE: {"sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+                            "size": len(onnx_bytes)}},
+    ).to_dict()  # fmt: skip
+    out.put_bytes(DESCRIPTOR, json.dumps(descriptor, indent=2).encode())
     return descriptor
 
 

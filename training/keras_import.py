@@ -19,7 +19,7 @@ import torch
 
 from storage.checksums import sha256_file
 from training.actions import DEFAULT, ActionSpace
-from training.checkpoint import CKPT, Checkpoint, write_checkpoint
+from training.checkpoint import Checkpoint, checkpoint_path, has_checkpoint, write_checkpoint
 from training.keras_spec import (
     KerasImportError,
     LayerSpec,
@@ -365,7 +365,7 @@ def import_keras(prefix: str | Path, run: str | Path, space: ActionSpace = DEFAU
         if not p.is_file():
             raise KerasImportError(f"{p}: missing; `tp_save_model` writes PREFIX.json and "
                                    "PREFIX.h5 side by side")  # fmt: skip
-    if (Path(run) / CKPT).exists():
+    if has_checkpoint(run):
         raise FileExistsError(f"{run}: already holds a checkpoint; import into a new --run")
     arch = read_architecture(json_path, space)
     try:
@@ -385,5 +385,5 @@ def import_keras(prefix: str | Path, run: str | Path, space: ActionSpace = DEFAU
     }
     ckpt = Checkpoint(model.state_dict(), cfg.to_dict(), space.to_dict(),
                       data={"root": None, "revision": None}, source=source)  # fmt: skip
-    write_checkpoint(Path(run) / CKPT, ckpt)
+    write_checkpoint(checkpoint_path(run), ckpt)
     return ckpt

@@ -6,10 +6,11 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from storage.run import CONFIG_FORMAT
 from training.checkpoint import Checkpoint
 from training.data import SamplerConfig
 from training.loss import LossOptions
-from training.train import CONFIG_FORMAT, TrainConfig, continuing
+from training.train import TrainConfig, continuing
 
 
 def resolve_config(

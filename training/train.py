@@ -7,8 +7,6 @@ interrupted run resumes where it stopped with the same batches it would have see
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import time
 from collections.abc import Callable
@@ -20,8 +18,16 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from storage.dataset import open_dataset
+from storage.run import CONFIG_FORMAT, MetricsLog, read_metrics, run_root, write_config
 from training.actions import DEFAULT
-from training.checkpoint import CKPT, Checkpoint, load_checkpoint, read_checkpoint, write_checkpoint
+from training.checkpoint import (
+    Checkpoint,
+    checkpoint_path,
+    has_checkpoint,
+    load_checkpoint,
+    read_checkpoint,
+    write_checkpoint,
+)
 from training.data import (
     SamplerConfig,
     StreamState,
@@ -37,7 +43,6 @@ from training.data import (
 from training.loss import LossOptions, make_targets, metrics, seed_loss
 from training.model import PRESETS, ModelConfig, Policy, count_parameters, load_trunk_weights
 
-CONFIG_FORMAT = 1  # format_version of a run's config.json
 METRIC_NAMES = (
     "loss",
     "wasd_acc",
@@ -50,6 +55,9 @@ METRIC_NAMES = (
     "value_mse",
     "seed_mean",
 )
+# the columns of RUN/metrics.csv
+METRICS_FIELDS = ("step", "epoch", "frames", "seconds", "frames_per_s", "lr", "corrupt_windows",
+                  *METRIC_NAMES)  # fmt: skip
 
 
 @dataclass
@@ -121,38 +129,6 @@ class TrainResult:
     metrics: dict[str, float]
 
 
-class MetricsLog:
-    """Appends one row per log step to `metrics.jsonl` and `metrics.csv`."""
-
-    fields = ("step", "epoch", "frames", "seconds", "frames_per_s", "lr", "corrupt_windows",
-              *METRIC_NAMES)  # fmt: skip
-
-    def __init__(self, run: Path) -> None:
-        self.jsonl, self.csv = run / "metrics.jsonl", run / "metrics.csv"
-
-    def write(self, row: dict) -> None:
-        """Append one logged step."""
-        with self.jsonl.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        new = not self.csv.exists()
-        with self.csv.open("a", newline="") as f:
-            w = csv.DictWriter(f, self.fields, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(row)
-
-    def truncate_after(self, step: int) -> None:
-        """Drop rows past a resumed checkpoint, so a resumed run logs each step once."""
-        if not self.jsonl.exists():
-            return
-        rows = [json.loads(x) for x in self.jsonl.read_text().splitlines() if x.strip()]
-        rows = [r for r in rows if r["step"] <= step]
-        self.jsonl.unlink()
-        self.csv.unlink(missing_ok=True)
-        for r in rows:
-            self.write(r)
-
-
 def _dist() -> tuple[int, int, int]:
     """(rank, world, local rank) under torchrun, else (0, 1, 0)."""
     if "RANK" not in os.environ:
@@ -187,8 +163,7 @@ def _init_from(model: Policy, cfg: TrainConfig) -> dict:
 
 def last_result(run: str | Path) -> TrainResult:
     """What a run's last logged step says (how the train flow reads a torchrun run)."""
-    rows = (Path(run) / "metrics.jsonl").read_text().splitlines()
-    last = json.loads(rows[-1])
+    last = read_metrics(run)[-1]
     metrics = {k: last[k] for k in last if k.endswith(("acc", "mse")) or k in ("loss", "seed_mean")}
     return TrainResult(str(run), last["step"], last["frames"], last["seconds"],
                        last["frames_per_s"], metrics)  # fmt: skip
@@ -221,10 +196,10 @@ def train(
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     device = _device(local_rank)
-    run = Path(run)
-    ckpt_path = run / CKPT
+    run = run_root(run)
+    ckpt_path = checkpoint_path(run)
     ckpt = None
-    if ckpt_path.exists():
+    if has_checkpoint(run):
         if not resume:
             raise FileExistsError(
                 f"{run}: holds a checkpoint; pass --resume to continue it, "
@@ -303,11 +278,9 @@ def train(
         cfg.decode,
     )
     loader = make_loader(stream, cfg.workers)
-    log = MetricsLog(run)
+    log = MetricsLog(run, METRICS_FIELDS)
     if rank == 0:  # only now: a run that could not start leaves no config behind
-        run.mkdir(parents=True, exist_ok=True)
-        config = {"format_version": CONFIG_FORMAT, **cfg.to_dict()}
-        (run / "config.json").write_text(json.dumps(config, indent=2))
+        write_config(run, cfg.to_dict())
         log.truncate_after(step)
         if not quiet:
             print(
@@ -415,7 +388,7 @@ def train(
 
 
 def _checkpoint(
-    path: Path,
+    path: str,
     model,
     opt,
     scaler,
@@ -461,9 +434,10 @@ def _checkpoint(
     write_checkpoint(path, ckpt)
 
 
-def save_untrained(run: str | Path, preset: str, seed: int = 0) -> Path:
+def save_untrained(run: str | Path, preset: str, seed: int = 0) -> str:
     """A step-0 checkpoint of a freshly initialised `preset` network (export and latency checks)."""
     cfg = TrainConfig.preset_config(preset, seed=seed)
     torch.manual_seed(seed)
     model = Policy(cfg.model, DEFAULT).state_dict()
-    return write_checkpoint(Path(run) / CKPT, Checkpoint(model, cfg.to_dict(), DEFAULT.to_dict()))
+    ckpt = Checkpoint(model, cfg.to_dict(), DEFAULT.to_dict())
+    return write_checkpoint(checkpoint_path(run), ckpt)

@@ -10,6 +10,7 @@ import pandas as pd
 
 from storage.action_space import MOUSE_X_BINS, MOUSE_Y_BINS
 from storage.evaluation import EVAL_FILE, EvalReport
+from storage.fs import atomic_path
 from storage.metrics import SEED_ACCURACIES
 from tasks.report import figures
 from tasks.report.html import CSS, _img, _slug, _table
@@ -38,9 +39,8 @@ def write_eval(report: EvalReport, out: str | Path) -> dict[str, Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     made = {"json": out / EVAL_FILE, "index": out / "index.html"}
-    tmp = out / f".{EVAL_FILE}.tmp"
-    tmp.write_text(json.dumps(report.to_dict(), indent=1))
-    tmp.replace(made["json"])
+    with atomic_path(made["json"]) as tmp:
+        tmp.write_text(json.dumps(report.to_dict(), indent=1))
     names = [m.name for m in report.models]
     metrics = [m.metrics for m in report.models]
     made["metrics"] = figures.metrics_figure(names, metrics, list(SEED_ACCURACIES),
