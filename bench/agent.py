@@ -75,8 +75,15 @@ def main() -> None:
             policy.step(pre(frames[0]))
         policy.reset()
         t = time.perf_counter()
-        s = run(policy, Decoder.from_descriptor(d, seed=0), replay,
-                Controller(RecordingSink()), fps=16, max_frames=args.steps, pace=False)  # fmt: skip
+        s = run(
+            policy,
+            Decoder.from_descriptor(d, seed=0),
+            replay,
+            Controller(RecordingSink()),
+            fps=16,
+            max_frames=args.steps,
+            pace=False,
+        )
         wall = time.perf_counter() - t
         p = s.percentiles()
         budget = 1000 / d["fps"]

@@ -75,8 +75,11 @@ def _onnx_parity(run: Path, exported: Path, frames: np.ndarray, device) -> dict:
         logits, _ = model(torch.from_numpy(frames)[None].to(device))
         want = probabilities(logits[0]).float().cpu().numpy()
     providers = ort.get_available_providers()
-    provider = "CUDAExecutionProvider" if "CUDAExecutionProvider" in providers else (
-        "CPUExecutionProvider")  # fmt: skip
+    provider = (
+        "CUDAExecutionProvider"
+        if "CUDAExecutionProvider" in providers
+        else ("CPUExecutionProvider")
+    )
     t = time.perf_counter()
     out = onnx_step_loop(exported, frames, providers=[provider])
     secs = time.perf_counter() - t
@@ -124,13 +127,27 @@ def main() -> None:
     card = torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "CPU"
     cfg = TrainConfig.preset_config("paper")
     window = 16 if a.dry_run else cfg.sampler.window
-    cfg = replace(cfg, steps=a.steps + 1, batch_size=a.batch, workers=a.workers, log_every=1,
-                  ckpt_every=10**9, sampler=replace(cfg.sampler, window=window, jitter=4,
-                                                    split=None, keep_only=False))  # fmt: skip
-    result = {"device": card, "torch": torch.__version__, "amp": cfg.amp and device.type == "cuda",
-              "preset": "paper", "batch": a.batch, "window": window, "timed_steps": a.steps,
-              "episodes": a.episodes, "frames_per_episode": a.frames,
-              "dry_run": a.dry_run}  # fmt: skip
+    cfg = replace(
+        cfg,
+        steps=a.steps + 1,
+        batch_size=a.batch,
+        workers=a.workers,
+        log_every=1,
+        ckpt_every=10**9,
+        sampler=replace(cfg.sampler, window=window, jitter=4, split=None, keep_only=False),
+    )
+    result = {
+        "device": card,
+        "torch": torch.__version__,
+        "amp": cfg.amp and device.type == "cuda",
+        "preset": "paper",
+        "batch": a.batch,
+        "window": window,
+        "timed_steps": a.steps,
+        "episodes": a.episodes,
+        "frames_per_episode": a.frames,
+        "dry_run": a.dry_run,
+    }
     print(json.dumps(result), flush=True)
     with tempfile.TemporaryDirectory() as tmp_:
         tmp = Path(tmp_)
@@ -138,15 +155,21 @@ def main() -> None:
         build_source(tmp / "source", a.episodes, a.frames)
         process_source(Root(str(tmp / "source")), Root(str(tmp / "data")), ProcessParams())
         result["dataset_seconds"] = round(time.perf_counter() - t, 1)
-        steps = [("train", lambda: _train_figures(tmp / "data", tmp / "run", cfg, a.steps,
-                                                 device))]  # fmt: skip
-        steps.append(("export", lambda: {"export_seconds": _timed(export, tmp / "run",
-                                                                  tmp / "export")}))  # fmt: skip
+        steps = [("train", lambda: _train_figures(tmp / "data", tmp / "run", cfg, a.steps, device))]
+        steps.append(
+            ("export", lambda: {"export_seconds": _timed(export, tmp / "run", tmp / "export")})
+        )
         ds = open_dataset(tmp / "data")
         frames = ds.frames(ds.episodes[0], 0, min(32, a.frames))
         steps.append(("onnx", lambda: _onnx_parity(tmp / "run", tmp / "export", frames, device)))
-        steps.append(("eval", lambda: _eval_figures(tmp / "data", tmp / "run", tmp / "export",
-                                                    device, min(64, a.frames))))  # fmt: skip
+        steps.append(
+            (
+                "eval",
+                lambda: _eval_figures(
+                    tmp / "data", tmp / "run", tmp / "export", device, min(64, a.frames)
+                ),
+            )
+        )
         for name, fn in steps:  # each part reports even if a later one fails
             t = time.perf_counter()
             try:

@@ -52,9 +52,16 @@ def main() -> None:
         process_source(Root(str(tmp / "source")), Root(str(tmp / "data")), ProcessParams())
         ds = open_dataset(tmp / "data")
         rng = np.random.default_rng(0)
-        batches = [[(ds.episodes[rng.integers(len(ds.episodes))],
-                     int(rng.integers(0, a.frames - WINDOW))) for _ in range(a.batch)]
-                   for _ in range(a.batches)]  # fmt: skip
+        batches = [
+            [
+                (
+                    ds.episodes[rng.integers(len(ds.episodes))],
+                    int(rng.integers(0, a.frames - WINDOW)),
+                )
+                for _ in range(a.batch)
+            ]
+            for _ in range(a.batches)
+        ]
 
         def pack(batch: list[tuple[str, int]]) -> dict:
             packer = Packer(ds)
@@ -72,8 +79,9 @@ def main() -> None:
         got = [decode_on_device(p, SHAPE, WINDOW, device) for p in packed]
         torch.cuda.synchronize()
         gpu_host = time.process_time() - t
-        result["bit_exact"] = all(np.array_equal(g.cpu().numpy(), w)
-                                  for g, w in zip(got, want, strict=True))  # fmt: skip
+        result["bit_exact"] = all(
+            np.array_equal(g.cpu().numpy(), w) for g, w in zip(got, want, strict=True)
+        )
         on_device = [{**p, "chunk_data": p["chunk_data"].to(device)} for p in packed]
         torch.cuda.synchronize()
         t = time.perf_counter()

@@ -60,8 +60,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / metadata_name("dm_july2021", 1, 100)
         eps = build(path, args.episodes, args.frames)
-        print(f"metadata file: {args.episodes} episodes x {args.frames} frames = {n} frames, "
-              f"{path.stat().st_size / 1e6:.1f} MB")  # fmt: skip
+        print(
+            f"metadata file: {args.episodes} episodes x {args.frames} frames = {n} frames, "
+            f"{path.stat().st_size / 1e6:.1f} MB"
+        )
 
         batch = load_metadata(path)
         t_ref = best_of(lambda: [infer_episode(e) for e in eps], 1)
@@ -104,8 +106,10 @@ def main() -> None:
             ("`csdm infer` CLI, with start-up", t_cli),
         ]
         for name, t in rows:
-            print(f"  {name:32s}: {t:6.3f} s  {t / t_pickle:5.2f}x | {t / t_pickle_nogc:5.2f}x"
-                  f"  ({n / t / 1e3:5.0f} k frames/s)")  # fmt: skip
+            print(
+                f"  {name:32s}: {t:6.3f} s  {t / t_pickle:5.2f}x | {t / t_pickle_nogc:5.2f}x"
+                f"  ({n / t / 1e3:5.0f} k frames/s)"
+            )
         print("  goal: end to end within 2x of unpickling")
 
 

@@ -121,8 +121,10 @@ def main() -> None:
         ds = open_dataset(out)
         names = [s.episode.name for s in sources]
         rng = np.random.default_rng(0)
-        picks = [(names[rng.integers(len(names))], int(rng.integers(0, args.frames - WINDOW)))
-                 for _ in range(args.windows)]  # fmt: skip
+        picks = [
+            (names[rng.integers(len(names))], int(rng.integers(0, args.frames - WINDOW)))
+            for _ in range(args.windows)
+        ]
         buf = np.empty((WINDOW, 150, 280, 3), np.uint8)
         arrays = {n: open_frames(ds.layout, n) for n in names}
         n_frames = args.windows * WINDOW
@@ -176,20 +178,32 @@ def main() -> None:
         t_pack = best(lambda: [packing.read(w) for w in plan])
         pack_rate = n_batches * args.batch * WINDOW / t_pack
 
-        print(f"{args.episodes} episodes x {args.frames} realistic frames, codec {args.codec}; "
-              f"{args.windows} random {WINDOW}-frame windows; one core "
-              f"({os.cpu_count()} on this machine), page cache warm, best of 3")  # fmt: skip
+        print(
+            f"{args.episodes} episodes x {args.frames} realistic frames, codec {args.codec}; "
+            f"{args.windows} random {WINDOW}-frame windows; one core "
+            f"({os.cpu_count()} on this machine), page cache warm, best of 3"
+        )
         print(f"  csdm read path (Dataset.frames)   : {rate['new']:8.0f} frames/s")
-        print(f"  csdm through zarr (before)        : {rate['via_zarr']:8.0f} frames/s  "
-              f"new/zarr {rate['new'] / rate['via_zarr']:.2f}x (goal >= 2x)")  # fmt: skip
-        print(f"  extracted HDF5 per frame (peers)  : {rate['hdf5']:8.0f} frames/s  "
-              f"new/hdf5 {rate['new'] / rate['hdf5']:.2f}x (goal >= 1.5x)")  # fmt: skip
-        print(f"  zstd alone, the windows' chunks   : {z_rate:8.0f} frames/s  "
-              f"new/zstd {rate['new'] / z_rate:.0%} (goal >= 60%)")  # fmt: skip
-        print(f"  old codec decode, same chunks     : {old_rate:8.0f} frames/s  "
-              f"new/old {rate['new'] / old_rate:.2f}x")  # fmt: skip
-        print(f"  WindowStream batches (+ labels)   : {stream_rate:8.0f} frames/s  "
-              f"{stream_rate / rate['new']:.2f}x the window rate (goal >= 0.9x)")  # fmt: skip
+        print(
+            f"  csdm through zarr (before)        : {rate['via_zarr']:8.0f} frames/s  "
+            f"new/zarr {rate['new'] / rate['via_zarr']:.2f}x (goal >= 2x)"
+        )
+        print(
+            f"  extracted HDF5 per frame (peers)  : {rate['hdf5']:8.0f} frames/s  "
+            f"new/hdf5 {rate['new'] / rate['hdf5']:.2f}x (goal >= 1.5x)"
+        )
+        print(
+            f"  zstd alone, the windows' chunks   : {z_rate:8.0f} frames/s  "
+            f"new/zstd {rate['new'] / z_rate:.0%} (goal >= 60%)"
+        )
+        print(
+            f"  old codec decode, same chunks     : {old_rate:8.0f} frames/s  "
+            f"new/old {rate['new'] / old_rate:.2f}x"
+        )
+        print(
+            f"  WindowStream batches (+ labels)   : {stream_rate:8.0f} frames/s  "
+            f"{stream_rate / rate['new']:.2f}x the window rate (goal >= 0.9x)"
+        )
 
         print(
             f"  GPU path, host work (no decoding) : {pack_rate:8.0f} frames/s  "
@@ -197,8 +211,10 @@ def main() -> None:
         )
         stages = min((anatomy(ds, picks) for _ in range(3)), key=lambda d: sum(d.values()))
         total = sum(stages.values())
-        print("  where a read's time goes (stages timed apart, best of 3): " + ", ".join(
-            f"{k} {v / total:.0%}" for k, v in stages.items()))  # fmt: skip
+        print(
+            "  where a read's time goes (stages timed apart, best of 3): "
+            + ", ".join(f"{k} {v / total:.0%}" for k, v in stages.items())
+        )
         os.sched_setaffinity(0, set(cores))
         workers = len(cores)
         loader = make_loader(WindowStream(out, index, args.batch), workers, pin=False)
@@ -210,8 +226,10 @@ def main() -> None:
             next(it)
         t_loader = time.perf_counter() - t0
         loaded = n_batches * args.batch * WINDOW / t_loader
-        print(f"  DataLoader, {workers} spawned workers  : {loaded:8.0f} frames/s "
-              f"({loaded / workers:.0f} per worker)")  # fmt: skip
+        print(
+            f"  DataLoader, {workers} spawned workers  : {loaded:8.0f} frames/s "
+            f"({loaded / workers:.0f} per worker)"
+        )
 
 
 if __name__ == "__main__":

@@ -63,8 +63,9 @@ def backend_choice(out: str) -> None:
     fs = fsspec.filesystem("s3")
     keys = [k for k in fs.find(f"{bucket}/{prefix}/frames.zarr") if "/c/" in k]
     sizes = [fs.info(k)["size"] for k in keys]
-    store = S3Store(bucket, endpoint=os.environ["AWS_ENDPOINT_URL"], allow_http=True,
-                    region="us-east-1")  # fmt: skip
+    store = S3Store(
+        bucket, endpoint=os.environ["AWS_ENDPOINT_URL"], allow_http=True, region="us-east-1"
+    )
     rng = np.random.default_rng(0)
     span = 4 << 20  # about one 32-frame chunk of real-looking frames
     picks = [
@@ -79,8 +80,9 @@ def backend_choice(out: str) -> None:
             list(pool.map(lambda k: obstore.get(store, k.split("/", 1)[1]).bytes(), keys))
 
     def ranges_s3fs() -> None:
-        fs.cat_ranges([keys[i] for i, _ in picks], [s for _, s in picks],
-                      [s + span for _, s in picks])  # fmt: skip
+        fs.cat_ranges(
+            [keys[i] for i, _ in picks], [s for _, s in picks], [s + span for _, s in picks]
+        )
 
     def one_range(p: tuple[int, int]) -> bytes:
         return obstore.get_range(store, keys[p[0]].split("/", 1)[1], start=p[1], end=p[1] + span)
@@ -91,11 +93,14 @@ def backend_choice(out: str) -> None:
 
     print("\n[backend: the same reads through each client, 8 at a time; best of 3]")
     cases = [
-        (f"{len(keys)} whole shards, {sum(sizes) / 1e6:.0f} MB", sum(sizes), whole_s3fs,
-         whole_obstore),
-        (f"{len(picks)} ranges of {span >> 20} MB", len(picks) * span, ranges_s3fs,
-         ranges_obstore),
-    ]  # fmt: skip
+        (
+            f"{len(keys)} whole shards, {sum(sizes) / 1e6:.0f} MB",
+            sum(sizes),
+            whole_s3fs,
+            whole_obstore,
+        ),
+        (f"{len(picks)} ranges of {span >> 20} MB", len(picks) * span, ranges_s3fs, ranges_obstore),
+    ]
     for what, total, *pair in cases:
         t_fs, t_ob = (min(timed(fn) for _ in range(3)) for fn in pair)
         print(
@@ -107,15 +112,19 @@ def backend_choice(out: str) -> None:
 def server_costs(out: str) -> None:
     """What this S3 server itself costs: a whole-object PUT, and a tiny range GET of a shard."""
     fs = fsspec.filesystem("s3")
-    key = max((k for k in fs.find(out[5:] + "/frames.zarr") if "/c/" in k),
-              key=lambda k: fs.info(k)["size"])  # fmt: skip
+    key = max(
+        (k for k in fs.find(out[5:] + "/frames.zarr") if "/c/" in k),
+        key=lambda k: fs.info(k)["size"],
+    )
     data = fs.cat_file(key)
     t_put = min(timed(lambda: fs.pipe_file(key + ".copy", data)) for _ in range(2))
     t_get = min(timed(lambda: fs.cat_file(key, start=0, end=16)) for _ in range(5))
     fs.rm_file(key + ".copy")
     print(f"\n[the S3 server itself (moto), on a {len(data) / 1e6:.0f} MB shard]")
-    print(f"  one PUT: {len(data) / t_put / 1e6:.0f} MB/s; one 16-byte range GET: "
-          f"{t_get * 1e3:.0f} ms (moto copies the whole object for every GET)")  # fmt: skip
+    print(
+        f"  one PUT: {len(data) / t_put / 1e6:.0f} MB/s; one 16-byte range GET: "
+        f"{t_get * 1e3:.0f} ms (moto copies the whole object for every GET)"
+    )
 
 
 def process_both(source: Path, local: Path, remote: str, raw: int, threads: int) -> None:
@@ -123,10 +132,20 @@ def process_both(source: Path, local: Path, remote: str, raw: int, threads: int)
     times = {"local folder": [], "S3 server": []}
     mapper = run_threads(threads)
     for r in range(2):
-        times["local folder"].append(timed(lambda r=r: process_source(
-            Root(str(source)), Root(str(local / f"run{r}")), ProcessParams(), mapper)))  # fmt: skip
-        times["S3 server"].append(timed(lambda r=r: process_source(
-            Root(str(source)), Root(f"{remote}/run{r}"), ProcessParams(), mapper)))  # fmt: skip
+        times["local folder"].append(
+            timed(
+                lambda r=r: process_source(
+                    Root(str(source)), Root(str(local / f"run{r}")), ProcessParams(), mapper
+                )
+            )
+        )
+        times["S3 server"].append(
+            timed(
+                lambda r=r: process_source(
+                    Root(str(source)), Root(f"{remote}/run{r}"), ProcessParams(), mapper
+                )
+            )
+        )
     best = {k: raw / min(v) / 1e6 for k, v in times.items()}
     print(
         f"\n[process_source, {raw / 1e6:.0f} MB raw, {threads} episode(s) at a time in one "
@@ -140,8 +159,11 @@ def process_both(source: Path, local: Path, remote: str, raw: int, threads: int)
 def bytes_only(stream: WindowStream, n_batches: int, threads: int) -> float:
     """The server's ceiling: window frames/s when the same byte ranges are fetched, not decoded."""
     ds, labels = stream._ds, stream.index.labels
-    wins = [(labels.episodes[e], s) for b in range(n_batches)
-            for e, s in stream.windows(0, b % stream.batches_per_epoch)]  # fmt: skip
+    wins = [
+        (labels.episodes[e], s)
+        for b in range(n_batches)
+        for e, s in stream.windows(0, b % stream.batches_per_epoch)
+    ]
 
     def fetch(w: tuple[str, int]) -> list:
         return ds.reader(w[0]).chunks(w[1], w[1] + WINDOW)
@@ -174,8 +196,7 @@ def windows_both(local: str, remote: str, n_batches: int, threads: int) -> None:
             warm = CALLS["n"] / (n_batches * 8)  # the S3 run's counts are the ones kept
         rates[name] = best
         if name == "S3 server":
-            rates["S3 server, bytes only (moto's ceiling)"] = bytes_only(stream, n_batches,
-                                                                         threads)  # fmt: skip
+            rates["S3 server, bytes only (moto's ceiling)"] = bytes_only(stream, n_batches, threads)
     print(f"\n[random {WINDOW}-frame windows, batches of 8, {threads} read threads; best of 3]")
     for name, r in rates.items():
         print(f"  from the {name:12s}: {r:8.0f} frames/s")
@@ -203,24 +224,41 @@ def simulated_catalog(remote: str, episodes: int, frames: int) -> None:
 
     def one(i: int) -> None:
         ep = f"dm_july2021_{i + 1}"
-        cols = {**base, "dataset": pa.array(["dm_july2021"] * frames),
-                "episode": pa.array([ep] * frames),
-                "file_num": pa.array([i + 1] * frames, pa.int32()),
-                "frame": pa.array(np.arange(frames, dtype=np.int32)),
-                "split": pa.array(["test" if i % 10 == 0 else "train"] * frames),
-                "mouse_x": pa.array(np.zeros(frames, np.float32)),
-                "mouse_y": pa.array(np.zeros(frames, np.float32))}  # fmt: skip
+        cols = {
+            **base,
+            "dataset": pa.array(["dm_july2021"] * frames),
+            "episode": pa.array([ep] * frames),
+            "file_num": pa.array([i + 1] * frames, pa.int32()),
+            "frame": pa.array(np.arange(frames, dtype=np.int32)),
+            "split": pa.array(["test" if i % 10 == 0 else "train"] * frames),
+            "mouse_x": pa.array(np.zeros(frames, np.float32)),
+            "mouse_y": pa.array(np.zeros(frames, np.float32)),
+        }
         key = layout.new_frames_file(ep)
         layout.root.put_parquet(key, pa.table(cols, schema=FRAMES_SCHEMA))
-        commit_episode(layout, EpisodeRecord(ep, "dm_july2021", i + 1, "train", "a.tar", ep,
-                                             n_frames=frames, status="stored", keep=True,
-                                             frames_file=key))  # fmt: skip
+        commit_episode(
+            layout,
+            EpisodeRecord(
+                ep,
+                "dm_july2021",
+                i + 1,
+                "train",
+                "a.tar",
+                ep,
+                n_frames=frames,
+                status="stored",
+                keep=True,
+                frames_file=key,
+            ),
+        )
 
     t = time.perf_counter()
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(one, range(episodes)))
-    print(f"\n[catalog of {episodes} episodes x {frames} label rows on the S3 server "
-          f"(written in {time.perf_counter() - t:.0f} s)]")  # fmt: skip
+    print(
+        f"\n[catalog of {episodes} episodes x {frames} label rows on the S3 server "
+        f"(written in {time.perf_counter() - t:.0f} s)]"
+    )
     sql = "select dataset, split, count(*) from frames group by all order by all"
 
     def measure(label: str) -> None:
@@ -231,14 +269,18 @@ def simulated_catalog(remote: str, episodes: int, frames: int) -> None:
         rows = connect_catalog(ds).execute(sql).fetchall()
         total = time.perf_counter() - t
         assert sum(r[2] for r in rows) == episodes * frames, rows
-        print(f"  {label:18s}: open {opened:5d} requests {t_open:6.2f} s; open + query "
-              f"{CALLS['n']:5d} requests {total:6.2f} s")  # fmt: skip
+        print(
+            f"  {label:18s}: open {opened:5d} requests {t_open:6.2f} s; open + query "
+            f"{CALLS['n']:5d} requests {total:6.2f} s"
+        )
 
     measure("before compaction")
     t = time.perf_counter()
     index = compact(layout)
-    print(f"  compaction        : {time.perf_counter() - t:6.2f} s -> "
-          f"{len(index.frames_parts)} frames files")  # fmt: skip
+    print(
+        f"  compaction        : {time.perf_counter() - t:6.2f} s -> "
+        f"{len(index.frames_parts)} frames files"
+    )
     measure("after compaction")
     print("  goal after compaction: under 50 requests and under 2 s")
 
@@ -266,12 +308,10 @@ def main() -> None:
             for root in (str(tmp / "local" / "run0"), "s3://bench/out/run0"):
                 process_source(Root(str(tmp / "source")), Root(root), ProcessParams())
         else:
-            process_both(tmp / "source", tmp / "local", "s3://bench/out", raw,
-                         args.process_threads)  # fmt: skip
+            process_both(tmp / "source", tmp / "local", "s3://bench/out", raw, args.process_threads)
             server_costs("s3://bench/out/run0")
             backend_choice("s3://bench/out/run0")
-        windows_both(str(tmp / "local" / "run0"), "s3://bench/out/run0", args.batches,
-                     args.threads)  # fmt: skip
+        windows_both(str(tmp / "local" / "run0"), "s3://bench/out/run0", args.batches, args.threads)
         if not args.only_windows:
             simulated_catalog("s3://bench/catalog", args.catalog_episodes, args.catalog_frames)
 

@@ -83,11 +83,19 @@ def main() -> None:
 def run(tmp: Path, scratch: Path, args) -> None:
     from flows.prefect_api import local_api
 
-    cfg = SynthConfig(seed=1, frames=args.frames, tars=args.tars,
-                      episodes_per_tar=args.episodes_per_tar, expert_episodes=0)  # fmt: skip
+    cfg = SynthConfig(
+        seed=1,
+        frames=args.frames,
+        tars=args.tars,
+        episodes_per_tar=args.episodes_per_tar,
+        expert_episodes=0,
+    )
     write_synthetic_tree(tmp / "src", cfg)
-    files = {str(p.relative_to(tmp / "src")): p.read_bytes()
-             for p in (tmp / "src").rglob("*") if p.is_file()}  # fmt: skip
+    files = {
+        str(p.relative_to(tmp / "src")): p.read_bytes()
+        for p in (tmp / "src").rglob("*")
+        if p.is_file()
+    }
     episode = sum(len(b) for p, b in files.items() if p.endswith(".tar")) / (
         args.tars * args.episodes_per_tar
     )
@@ -103,11 +111,13 @@ def run(tmp: Path, scratch: Path, args) -> None:
         for p in files:
             hub.faults[p] = Faults(bytes_per_s=args.mbps * 1e6)
         total = sum(len(b) for b in files.values())
-        print(f"source: {len(files)} files, {total / 1e6:.0f} MB ({args.tars} tars x "
-              f"{args.episodes_per_tar} episodes x {args.frames} frames, "
-              f"realistic frames, one episode "
-              f"{episode / 1e6:.0f} MB), throttled to {args.mbps} MB/s per transfer, "
-              f"{args.workers} Dask workers")  # fmt: skip
+        print(
+            f"source: {len(files)} files, {total / 1e6:.0f} MB ({args.tars} tars x "
+            f"{args.episodes_per_tar} episodes x {args.frames} frames, "
+            f"realistic frames, one episode "
+            f"{episode / 1e6:.0f} MB), throttled to {args.mbps} MB/s per transfer, "
+            f"{args.workers} Dask workers"
+        )
         with HubServer(hub) as server:
             t = time.perf_counter()
             ingest_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))(
@@ -121,52 +131,88 @@ def run(tmp: Path, scratch: Path, args) -> None:
             t_process = time.perf_counter() - t
             with DiskWatch([tmp / "dl2", scratch]) as disk_watch:
                 t = time.perf_counter()
-                pipeline_flow(str(tmp / "out2"), str(tmp / "dl2"), REPO, "main", ["*"],
-                              endpoint=server.endpoint, transfers=2, delete_sources=True,
-                              workers=args.workers)  # fmt: skip
+                pipeline_flow(
+                    str(tmp / "out2"),
+                    str(tmp / "dl2"),
+                    REPO,
+                    "main",
+                    ["*"],
+                    endpoint=server.endpoint,
+                    transfers=2,
+                    delete_sources=True,
+                    workers=args.workers,
+                )
                 t_pipe = time.perf_counter() - t
             with DiskWatch([tmp / "dl3", scratch]) as stream_watch:
                 t = time.perf_counter()
-                res = pipeline_flow(str(tmp / "out3"), str(tmp / "dl3"), REPO, "main", ["*"],
-                                    endpoint=server.endpoint, workers=args.workers,
-                                    stream=True)  # fmt: skip
+                res = pipeline_flow(
+                    str(tmp / "out3"),
+                    str(tmp / "dl3"),
+                    REPO,
+                    "main",
+                    ["*"],
+                    endpoint=server.endpoint,
+                    workers=args.workers,
+                    stream=True,
+                )
                 t_stream = time.perf_counter() - t
             # the same two runs on a cluster that is already up, as with --scheduler
             from distributed import LocalCluster
 
-            with LocalCluster(n_workers=args.workers, threads_per_worker=1,
-                              dashboard_address=":0") as cluster:  # fmt: skip
+            with LocalCluster(
+                n_workers=args.workers, threads_per_worker=1, dashboard_address=":0"
+            ) as cluster:
                 warm = {}
                 for name, stream in (("disk", False), ("stream", True)):
                     t = time.perf_counter()
-                    pipeline_flow(str(tmp / f"out-{name}"), str(tmp / f"dl-{name}"), REPO,
-                                  "main", ["*"], endpoint=server.endpoint, transfers=2,
-                                  delete_sources=True, scheduler=cluster.scheduler_address,
-                                  stream=stream)  # fmt: skip
+                    pipeline_flow(
+                        str(tmp / f"out-{name}"),
+                        str(tmp / f"dl-{name}"),
+                        REPO,
+                        "main",
+                        ["*"],
+                        endpoint=server.endpoint,
+                        transfers=2,
+                        delete_sources=True,
+                        scheduler=cluster.scheduler_address,
+                        stream=stream,
+                    )
                     warm[name] = time.perf_counter() - t
     bound = max(t_ingest, t_process)
     ok = "met" if t_stream <= 1.05 * t_pipe else "NOT met"
     print(f"  ingest alone          : {t_ingest:6.1f} s")
     print(f"  process alone         : {t_process:6.1f} s")
     print(f"  ingest, then process  : {t_ingest + t_process:6.1f} s  (sequential baseline)")
-    print(f"  pipeline (to disk)    : {t_pipe:6.1f} s  = {t_pipe / bound:.2f}x max(ingest, "
-          "process); goal <= 1.2x")  # fmt: skip
-    print(f"  pipeline --stream     : {t_stream:6.1f} s  = {t_stream / t_pipe:.2f}x the pipeline "
-          f"to disk; goal <= 1.05x: {ok}")  # fmt: skip
+    print(
+        f"  pipeline (to disk)    : {t_pipe:6.1f} s  = {t_pipe / bound:.2f}x max(ingest, "
+        "process); goal <= 1.2x"
+    )
+    print(
+        f"  pipeline --stream     : {t_stream:6.1f} s  = {t_stream / t_pipe:.2f}x the pipeline "
+        f"to disk; goal <= 1.05x: {ok}"
+    )
     ok_warm = "met" if warm["stream"] <= 1.05 * warm["disk"] else "NOT met"
-    print(f"  on a running cluster  : to disk {warm['disk']:5.1f} s, --stream "
-          f"{warm['stream']:5.1f} s = {warm['stream'] / warm['disk']:.2f}x; goal <= 1.05x: "
-          f"{ok_warm}")  # fmt: skip
-    print(f"  local disk, to disk   : peak {disk_watch.peak / 1e6:7.1f} MB "
-          f"({disk_watch.peak / episode:.2f} episodes), archives seen: "
-          f"{len(disk_watch.archives)}")  # fmt: skip
-    print(f"  local disk, --stream  : peak {stream_watch.peak / 1e6:7.1f} MB "
-          f"({stream_watch.peak / episode:.2f} episodes; goal < 2), archives seen: "
-          f"{len(stream_watch.archives)} (goal 0), {stream_watch.samples} samples")  # fmt: skip
+    print(
+        f"  on a running cluster  : to disk {warm['disk']:5.1f} s, --stream "
+        f"{warm['stream']:5.1f} s = {warm['stream'] / warm['disk']:.2f}x; goal <= 1.05x: "
+        f"{ok_warm}"
+    )
+    print(
+        f"  local disk, to disk   : peak {disk_watch.peak / 1e6:7.1f} MB "
+        f"({disk_watch.peak / episode:.2f} episodes), archives seen: "
+        f"{len(disk_watch.archives)}"
+    )
+    print(
+        f"  local disk, --stream  : peak {stream_watch.peak / 1e6:7.1f} MB "
+        f"({stream_watch.peak / episode:.2f} episodes; goal < 2), archives seen: "
+        f"{len(stream_watch.archives)} (goal 0), {stream_watch.samples} samples"
+    )
     gain, peak = res.counts["peak_worker_rss_gain"], res.counts["peak_worker_rss"]
-    print(f"  peak RSS per worker   : {peak / 1e6:7.0f} MB (--stream); at most "
-          f"{gain / 1e6:.0f} MB ({gain / episode:.1f} episodes) above its RSS when an archive "
-          "began")  # fmt: skip
+    print(
+        f"  peak RSS per worker   : {peak / 1e6:7.0f} MB (--stream); at most "
+        f"{gain / 1e6:.0f} MB ({gain / episode:.1f} episodes) above its RSS when an archive "
+        "began"
+    )
     assert res.counts["stored"] == args.tars * args.episodes_per_tar, res
 
 

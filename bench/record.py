@@ -28,12 +28,18 @@ from csdm_agent.record import FPS, SEED_CROP, EpisodeWriter, Inputs, Step, recor
 from bench.agent import CycledFrames, client_frames
 from storage.episode import Episode, write_episode
 
-GAME = {"gsi_team": "CT", "gsi_health": 100, "gsi_kills": 3, "gsi_deaths": 1,
-        "gsi_weapons": {"weapon_1": {"name": "weapon_ak47", "type": "Rifle", "ammo_clip": 27,
-                                     "state": "active"}},
-        "gsi_weap_active": {"name": "weapon_ak47", "type": "Rifle", "ammo_clip": 27,
-                            "state": "active"},
-        "found_active": True, "gsi_ammo": 27}  # fmt: skip
+GAME = {
+    "gsi_team": "CT",
+    "gsi_health": 100,
+    "gsi_kills": 3,
+    "gsi_deaths": 1,
+    "gsi_weapons": {
+        "weapon_1": {"name": "weapon_ak47", "type": "Rifle", "ammo_clip": 27, "state": "active"}
+    },
+    "gsi_weap_active": {"name": "weapon_ak47", "type": "Rifle", "ammo_clip": 27, "state": "active"},
+    "found_active": True,
+    "gsi_ammo": 27,
+}
 
 
 class Scripted:
@@ -45,8 +51,13 @@ class Scripted:
     def read(self) -> Inputs:
         self.n += 1
         keys = frozenset(("w", "a", "shift", "space")[: self.n % 5])
-        return Inputs(keys, self.n % 3 == 0, False, int(self.rng.integers(-300, 300)),
-                      int(self.rng.integers(-40, 40)))  # fmt: skip
+        return Inputs(
+            keys,
+            self.n % 3 == 0,
+            False,
+            int(self.rng.integers(-300, 300)),
+            int(self.rng.integers(-40, 40)),
+        )
 
     def close(self) -> None:
         pass
@@ -92,8 +103,14 @@ def main() -> None:
         writer.write = timed_write
         tracemalloc.start()
         t0 = time.perf_counter()
-        s = record(source, Scripted(), lambda: GAME, writer, episode_frames=args.frames,
-                   pace=not args.unpaced)  # fmt: skip
+        s = record(
+            source,
+            Scripted(),
+            lambda: GAME,
+            writer,
+            episode_frames=args.frames,
+            pace=not args.unpaced,
+        )
         wall = time.perf_counter() - t0
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
@@ -102,8 +119,12 @@ def main() -> None:
         size = sum(p.stat().st_size for p in (tmp / "rec").rglob("*") if p.is_file())
 
         frames = np.stack([pre(f) for f in client_frames(48)])
-        ep = Episode(frames[np.arange(args.frames) % 48], np.zeros((args.frames, 51)),
-                     np.zeros((args.frames, 54)), np.zeros((args.frames, 2)))  # fmt: skip
+        ep = Episode(
+            frames[np.arange(args.frames) % 48],
+            np.zeros((args.frames, 51)),
+            np.zeros((args.frames, 54)),
+            np.zeros((args.frames, 2)),
+        )
         script = Scripted()
         episode = [Step(f, script.read(), 1.0, -1.0, GAME) for f in ep.frames]
         alone, base = [], []
@@ -119,27 +140,41 @@ def main() -> None:
     play = args.frames / FPS
     ep_mb = args.frames * 150 * 280 * 3 / 2**20
     how = "back to back" if args.unpaced else "on the 16 fps grid"
-    print(f"{len(s.episodes)} episodes x {args.frames} frames recorded in {wall:.1f} s {how} "
-          f"({n / wall:.0f} steps/s); {s.dropped} slots dropped; {size / 2**20:.0f} MiB on "
-          "disk")  # fmt: skip
-    print(f"  cut + resize      p50 {np.percentile(grabs, 50):5.1f} ms  "
-          f"p99 {np.percentile(grabs, 99):5.1f} ms")  # fmt: skip
+    print(
+        f"{len(s.episodes)} episodes x {args.frames} frames recorded in {wall:.1f} s {how} "
+        f"({n / wall:.0f} steps/s); {s.dropped} slots dropped; {size / 2**20:.0f} MiB on "
+        "disk"
+    )
+    print(
+        f"  cut + resize      p50 {np.percentile(grabs, 50):5.1f} ms  "
+        f"p99 {np.percentile(grabs, 99):5.1f} ms"
+    )
     if args.unpaced:
-        print(f"  whole step        p50 {np.percentile(steps, 50):5.1f} ms  "
-              f"p99 {np.percentile(steps, 99):5.1f} ms  = {np.percentile(steps, 99) / slot:.2f} "
-              f"of the {slot:.1f} ms slot (screen grab excluded)")  # fmt: skip
+        print(
+            f"  whole step        p50 {np.percentile(steps, 50):5.1f} ms  "
+            f"p99 {np.percentile(steps, 99):5.1f} ms  = {np.percentile(steps, 99) / slot:.2f} "
+            f"of the {slot:.1f} ms slot (screen grab excluded)"
+        )
     else:
-        print(f"  grab to grab      p50 {np.percentile(steps, 50):5.1f} ms  "
-              f"max {steps.max():5.1f} ms (the slot: {slot:.1f} ms)")  # fmt: skip
+        print(
+            f"  grab to grab      p50 {np.percentile(steps, 50):5.1f} ms  "
+            f"max {steps.max():5.1f} ms (the slot: {slot:.1f} ms)"
+        )
     w, a, b = float(np.median(times)), float(np.median(alone)), float(np.median(base))
-    print(f"  episode write     {a:.2f} s alone (median; with its metadata file), baseline "
-          f"write_episode {b:.2f} s: ratio {a / b:.2f}")  # fmt: skip
+    print(
+        f"  episode write     {a:.2f} s alone (median; with its metadata file), baseline "
+        f"write_episode {b:.2f} s: ratio {a / b:.2f}"
+    )
     loop = "unpaced" if args.unpaced else "paced"
-    print(f"  while recording   {w:.2f} s (median, sharing the cores with the {loop} loop) = "
-          f"{w / play:.3f} of the {play:.1f} s played (goal < 0.10: "
-          f"{'met' if w / play < 0.10 else 'not met'})")  # fmt: skip
-    print(f"  peak traced memory {peak / 2**20:.0f} MiB = {peak / 2**20 / ep_mb:.2f} episodes "
-          f"of frames ({ep_mb:.0f} MiB each)")  # fmt: skip
+    print(
+        f"  while recording   {w:.2f} s (median, sharing the cores with the {loop} loop) = "
+        f"{w / play:.3f} of the {play:.1f} s played (goal < 0.10: "
+        f"{'met' if w / play < 0.10 else 'not met'})"
+    )
+    print(
+        f"  peak traced memory {peak / 2**20:.0f} MiB = {peak / 2**20 / ep_mb:.2f} episodes "
+        f"of frames ({ep_mb:.0f} MiB each)"
+    )
 
 
 if __name__ == "__main__":

@@ -86,9 +86,15 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = TrainConfig.preset_config(args.preset)
-    cfg = replace(cfg, steps=args.steps + 1, batch_size=args.batch or cfg.batch_size,
-                  workers=args.workers, log_every=1, ckpt_every=10**9,
-                  sampler=replace(cfg.sampler, keep_only=False))  # fmt: skip
+    cfg = replace(
+        cfg,
+        steps=args.steps + 1,
+        batch_size=args.batch or cfg.batch_size,
+        workers=args.workers,
+        log_every=1,
+        ckpt_every=10**9,
+        sampler=replace(cfg.sampler, keep_only=False),
+    )
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else "CPU"
     print(
         f"preset {args.preset}, batch {cfg.batch_size} x {cfg.sampler.window} frames, "

@@ -87,8 +87,10 @@ def synth(
 
     earlier = earlier_synth_files(out)
     if earlier and not force:
-        fail(f"{out}: already holds a source tree ({len(earlier)} files, e.g. {earlier[0].name}); "
-             "pass --force to replace it, or choose an empty folder")  # fmt: skip
+        fail(
+            f"{out}: already holds a source tree ({len(earlier)} files, e.g. {earlier[0].name}); "
+            "pass --force to replace it, or choose an empty folder"
+        )
     for p in earlier:
         p.unlink()
     cfg = SynthConfig(seed, frames, tars, episodes_per_tar, expert_episodes, disagree)
@@ -130,10 +132,14 @@ def _summary(per_file: list[pa.Table]) -> Table:
         for ds, g in df.groupby("dataset"):
             ok = g[~g["error"]]
             table.add_row(
-                str(ds), str(len(g)), str(int(g["n_frames"].sum())), str(int(ok["keep"].sum())),
-                str(int((~ok["keep"]).sum())), str(int(g["error"].sum())),
+                str(ds),
+                str(len(g)),
+                str(int(g["n_frames"].sum())),
+                str(int(ok["keep"].sum())),
+                str(int((~ok["keep"]).sum())),
+                str(int(g["error"].sum())),
                 *[str(int(ok[c].sum())) for c in COUNTERS],
-            )  # fmt: skip
+            )
     return table
 
 
@@ -232,18 +238,37 @@ def process(
         console.print(f"Prefect API: {api}")
         with _expected_errors():
             summary = process_flow.with_options(task_runner=dask_runner(workers, scheduler))(
-                src, out, params, show_progress=True, reprocess=reprocess,
+                src,
+                out,
+                params,
+                show_progress=True,
+                reprocess=reprocess,
                 storage_options=options,
-            )  # fmt: skip
+            )
     table = Table(title=f"processed {src} -> {out}")
-    for col in ("episodes", "stored", "redone", "already done", "kept", "rejected", "failed",
-                "raw GB", "stored GB"):  # fmt: skip
+    for col in (
+        "episodes",
+        "stored",
+        "redone",
+        "already done",
+        "kept",
+        "rejected",
+        "failed",
+        "raw GB",
+        "stored GB",
+    ):
         table.add_column(col, justify="right")
     table.add_row(
-        str(summary.episodes), str(summary.stored), str(summary.redone),
-        str(summary.skipped), str(summary.kept), str(summary.rejected), str(summary.failed),
-        f"{summary.raw_bytes / 1e9:.2f}", f"{summary.stored_bytes / 1e9:.3f}",
-    )  # fmt: skip
+        str(summary.episodes),
+        str(summary.stored),
+        str(summary.redone),
+        str(summary.skipped),
+        str(summary.kept),
+        str(summary.rejected),
+        str(summary.failed),
+        f"{summary.raw_bytes / 1e9:.2f}",
+        f"{summary.stored_bytes / 1e9:.3f}",
+    )
     report.print(table)
     _listed("redone (inputs changed)", summary.redone_episodes, "")
     _listed("metadata file unusable", summary.metadata_failures, "")

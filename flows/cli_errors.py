@@ -20,9 +20,17 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 # Errors the commands report themselves in one line: Prefect's console logs of them (a flow's
 # traceback, "Finished in state Failed(...)") would only bury that line. The UI keeps them.
-EXPECTED_ERRORS = ("DiskFullError", "NoEpisodesError", "ParametersChangedError", "IngestError",
-                   "StorageAccessError", "LeaseHeldError", "FormatError", "ExportError",
-                   "SplitFileError")  # fmt: skip
+EXPECTED_ERRORS = (
+    "DiskFullError",
+    "NoEpisodesError",
+    "ParametersChangedError",
+    "IngestError",
+    "StorageAccessError",
+    "LeaseHeldError",
+    "FormatError",
+    "ExportError",
+    "SplitFileError",
+)
 
 
 class _HideExpected(logging.Filter):

@@ -44,8 +44,14 @@ def evaluate(
     from training.evaluate import evaluate as run_eval
 
     storage_options(storage_option)
-    errors = (EvalError, RegistryError, CheckpointError, DatasetFormatError, DescriptorError,
-              OSError)  # fmt: skip
+    errors = (
+        EvalError,
+        RegistryError,
+        CheckpointError,
+        DatasetFormatError,
+        DescriptorError,
+        OSError,
+    )
     try:
         check_split(data, None if split == "all" else split)
     except errors as e:
@@ -60,9 +66,14 @@ def evaluate(
                     fail(str(e))
                 except (ValueError, TypeError, RuntimeError) as e:  # not a usable model
                     fail(f"{m}: cannot be loaded as a model ({type(e).__name__}: {e})")
-        bar = Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(),
-                       TimeElapsedColumn(), TextColumn("{task.fields[item]}"),
-                       console=console)  # fmt: skip
+        bar = Progress(
+            TextColumn("eval"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[item]}"),
+            console=console,
+        )
         with bar:
             task = bar.add_task("eval", total=None, item="")
 
@@ -70,8 +81,13 @@ def evaluate(
                 bar.update(task, completed=i, total=n, item=name)
 
             try:
-                report = run_eval(models, data, None if split == "all" else split,
-                                  on_episode=on_episode, all_episodes=all_episodes)  # fmt: skip
+                report = run_eval(
+                    models,
+                    data,
+                    None if split == "all" else split,
+                    on_episode=on_episode,
+                    all_episodes=all_episodes,
+                )
             except errors as e:
                 fail(str(e))
     table = summary_table(report)

@@ -10,9 +10,12 @@ from flows.cli_errors import fail
 
 StorageOptions = Annotated[
     list[str] | None,
-    typer.Option("--storage-option", help="fsspec option KEY=VALUE for URLs, e.g. "
-                 "endpoint_url=http://host:9000 (repeat); secrets come from the environment."),
-]  # fmt: skip
+    typer.Option(
+        "--storage-option",
+        help="fsspec option KEY=VALUE for URLs, e.g. "
+        "endpoint_url=http://host:9000 (repeat); secrets come from the environment.",
+    ),
+]
 
 
 def storage_options(pairs: list[str] | None) -> dict:

@@ -159,16 +159,34 @@ def train(
             cfg = replace(read_config_file(config), steps=steps)
         else:
             cfg = resolve_config(
-                preset, init=init, resumed=resumed, subselect=subselect,
-                sampler={"window": window, "split": None if split == "all" else split,
-                         "keep_only": not all_episodes, "weapon": weapon},
+                preset,
+                init=init,
+                resumed=resumed,
+                subselect=subselect,
+                sampler={
+                    "window": window,
+                    "split": None if split == "all" else split,
+                    "keep_only": not all_episodes,
+                    "weapon": weapon,
+                },
                 clean_ups={"fold_mouse_extremes": fold_mouse, "fill_click_gaps": fill_clicks},
-                padding=padding, keras_clip=keras_clip, steps=steps, lr=lr, seed=seed,
-                augment=augment, amp=amp, batch_size=batch_size, workers=workers,
-                read_threads=read_threads, imagenet=str(imagenet) if imagenet else None,
-                init_from=str(init_from) if init_from else None, log_every=log_every,
-                ckpt_every=ckpt_every, on_corrupt=on_corrupt, decode=decode,
-            )  # fmt: skip
+                padding=padding,
+                keras_clip=keras_clip,
+                steps=steps,
+                lr=lr,
+                seed=seed,
+                augment=augment,
+                amp=amp,
+                batch_size=batch_size,
+                workers=workers,
+                read_threads=read_threads,
+                imagenet=str(imagenet) if imagenet else None,
+                init_from=str(init_from) if init_from else None,
+                log_every=log_every,
+                ckpt_every=ckpt_every,
+                on_corrupt=on_corrupt,
+                decode=decode,
+            )
     except ValueError as e:
         fail(str(e))
     from storage.dataset import DatasetFormatError, open_dataset
@@ -228,8 +246,10 @@ def import_keras(
     except (KerasImportError, FileExistsError) as e:
         fail(str(e))
     n = sum(v.numel() for v in ckpt.model.values())
-    report.print(f"imported {prefix.name} into {run}/ckpt.pt ({n / 1e6:.2f}M values, padding "
-                 f"keras{', stateful twin' if ckpt.source['stateful'] else ''})")  # fmt: skip
+    report.print(
+        f"imported {prefix.name} into {run}/ckpt.pt ({n / 1e6:.2f}M values, padding "
+        f"keras{', stateful twin' if ckpt.source['stateful'] else ''})"
+    )
     report.print(f"next: csdm export {run} --out {run}/export   (play it, or register it)")
     report.print(f"      csdm eval {run} DATA --split test")
     report.print(f"      csdm train DATA --run RUN2 --init-from {run}   (fine-tune)")

@@ -23,25 +23,35 @@ def _records(df) -> list[dict]:
     return df.round(4).astype(object).where(df.notna(), None).to_dict(orient="records")
 
 
-def publish_eval(report: EvalReport, made: dict[str, Path], key: str = "eval",
-                 verdict: str = "") -> None:  # fmt: skip
+def publish_eval(
+    report: EvalReport, made: dict[str, Path], key: str = "eval", verdict: str = ""
+) -> None:
     """The comparison table, per-key F1 and the figures as artifacts of the current run."""
-    create_table_artifact(key=f"{key}-metrics", table=_records(summary_table(report)),
-                          description=f"{report.data} ({report.split}): the seed's metrics, one "
-                          "column per model")  # fmt: skip
-    create_table_artifact(key=f"{key}-per-key-f1", table=_records(per_key_table(report)),
-                          description="F1 of each key and click")  # fmt: skip
+    create_table_artifact(
+        key=f"{key}-metrics",
+        table=_records(summary_table(report)),
+        description=f"{report.data} ({report.split}): the seed's metrics, one column per model",
+    )
+    create_table_artifact(
+        key=f"{key}-per-key-f1",
+        table=_records(per_key_table(report)),
+        description="F1 of each key and click",
+    )
     figs = [made[k] for k in made if k == "metrics" or k.startswith("confusion_")]
-    md = [f"# Evaluation: {report.models[0].name}\n", verdict,
-          f"{report.episodes} episodes, {report.frames} frames of `{report.data}` "
-          f"({report.split}). Full report: `{made['index']}`"]  # fmt: skip
+    md = [
+        f"# Evaluation: {report.models[0].name}\n",
+        verdict,
+        f"{report.episodes} episodes, {report.frames} frames of `{report.data}` "
+        f"({report.split}). Full report: `{made['index']}`",
+    ]
     md += [f"![{p.stem}]({_inline_png(p)})" for p in figs]
     create_markdown_artifact(key=f"{key}-report", markdown="\n\n".join(x for x in md if x))
 
 
 @task(name="evaluate-models")
-def eval_task(models: list[str], data: str, split: str | None, registry: str | None,
-              out: str) -> dict:  # fmt: skip
+def eval_task(
+    models: list[str], data: str, split: str | None, registry: str | None, out: str
+) -> dict:
     """Evaluate, write OUT, publish; returns the first model's metrics."""
     progress = create_progress_artifact(progress=0.0, key="eval-progress")
 
@@ -66,5 +76,6 @@ def eval_flow(
     registry: str | None = None,
 ) -> dict:
     """Score MODEL (and any `compare` models) on DATA's split; eval.json + HTML in OUT."""
-    return eval_task([model, *(compare or [])], data, None if split == "all" else split,
-                     registry, out)  # fmt: skip
+    return eval_task(
+        [model, *(compare or [])], data, None if split == "all" else split, registry, out
+    )

@@ -136,15 +136,35 @@ def pipeline_flow(
                 progress, close = flow_progress(show_progress)
                 try:
                     records, streamed = stream_archives(
-                        plan, metadata, containers, out_root, params, state, mapper, transfers,
-                        endpoint or None, done_containers, layout, progress,
-                    )  # fmt: skip
+                        plan,
+                        metadata,
+                        containers,
+                        out_root,
+                        params,
+                        state,
+                        mapper,
+                        transfers,
+                        endpoint or None,
+                        done_containers,
+                        layout,
+                        progress,
+                    )
                 finally:
                     close()
                 extra = stream_figures(streamed, metadata + containers, done_containers)
             else:
-                run = DownloadRun(plan, Path(dest), out_root, layout, params, state,
-                                  done_containers, mapper, max_disk, delete_sources)  # fmt: skip
+                run = DownloadRun(
+                    plan,
+                    Path(dest),
+                    out_root,
+                    layout,
+                    params,
+                    state,
+                    done_containers,
+                    mapper,
+                    max_disk,
+                    delete_sources,
+                )
                 records, extra = _download(run, metadata, containers, transfers, endpoint)
         summary = write_catalog(
             layout, records, f"{repo}@{plan.commit}", params.recorded(), revision=plan.commit
@@ -152,8 +172,9 @@ def pipeline_flow(
     return _finish(records, summary, out, options, plan.commit, containers, t0, extra)
 
 
-def _download(run: DownloadRun, metadata: list, containers: list, transfers: int,
-              endpoint: str) -> tuple[list, dict]:  # fmt: skip
+def _download(
+    run: DownloadRun, metadata: list, containers: list, transfers: int, endpoint: str
+) -> tuple[list, dict]:
     """Downloads on `transfers` Prefect threads, repacking as each archive is verified."""
     with ThreadPoolTaskRunner(max_workers=transfers) as io:
 
@@ -164,8 +185,11 @@ def _download(run: DownloadRun, metadata: list, containers: list, transfers: int
         records, fetched, peak = download_and_process(
             run, metadata, containers, fetch, ready=lambda fut: fut.state.is_final()
         )
-    extra = {"downloaded_bytes": fetched, "peak_source_bytes": peak,
-             "failed_archives": len(run.done.failed)}  # fmt: skip
+    extra = {
+        "downloaded_bytes": fetched,
+        "peak_source_bytes": peak,
+        "failed_archives": len(run.done.failed),
+    }
     return records, extra
 
 

@@ -86,8 +86,9 @@ def _flush_logs() -> None:
     except ImportError:
         return
     loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
-    handlers = {h for lg in loggers for h in getattr(lg, "handlers", [])
-                if isinstance(h, APILogHandler)}  # fmt: skip
+    handlers = {
+        h for lg in loggers for h in getattr(lg, "handlers", []) if isinstance(h, APILogHandler)
+    }
     for h in handlers:
         with contextlib.suppress(Exception):  # best effort: log lines, the outcome is known
             h.flush()

@@ -78,9 +78,12 @@ def stream_task(plan, f, out, meta, params, old, endpoint) -> StreamResult:
         return e
 
 
-TASKS = {prepare_metadata_or_failure: prepare_metadata_task, repack_episode: repack_task,
-         prepare_hub_metadata_or_failure: prepare_hub_metadata_task,
-         stream_container: stream_task}  # fmt: skip
+TASKS = {
+    prepare_metadata_or_failure: prepare_metadata_task,
+    repack_episode: repack_task,
+    prepare_hub_metadata_or_failure: prepare_hub_metadata_task,
+    stream_container: stream_task,
+}
 
 
 class PrefectMapper:
@@ -192,9 +195,13 @@ def process_flow(
     progress, close = flow_progress(show_progress)
     try:
         summary, records = process_source(
-            Root(src, options), Root(out, options), params or ProcessParams(), PrefectMapper(),
-            reprocess=reprocess, progress=progress,
-        )  # fmt: skip
+            Root(src, options),
+            Root(out, options),
+            params or ProcessParams(),
+            PrefectMapper(),
+            reprocess=reprocess,
+            progress=progress,
+        )
     finally:
         close()
     report_run(records, summary)

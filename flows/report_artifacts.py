@@ -35,11 +35,16 @@ def publish_report(out: str, options: dict | None = None) -> str | None:
             _publish(made, out)
             if not root.local:
                 for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-                    root.put_bytes(f"{layout.report}/{f.relative_to(folder).as_posix()}",
-                                   f.read_bytes())  # fmt: skip
+                    root.put_bytes(
+                        f"{layout.report}/{f.relative_to(folder).as_posix()}", f.read_bytes()
+                    )
     except Exception as e:  # the dataset is complete; only its report is missing
-        logger.warning("report not written (%s: %s); run `csdm report %s --out DIR` to retry",
-                       type(e).__name__, e, out)  # fmt: skip
+        logger.warning(
+            "report not written (%s: %s); run `csdm report %s --out DIR` to retry",
+            type(e).__name__,
+            e,
+            out,
+        )
         return None
     return root.url_of(f"{layout.report}/index.html")
 

@@ -8,18 +8,35 @@ import pyarrow as pa
 from storage.action_space import KEYS, MOUSE_X_BINS, MOUSE_Y_BINS, Y
 
 COUNTERS = (
-    "dead_skipped", "skipped", "ram_gsi_disagree_hp", "ram_gsi_disagree_ammo", "obs_count",
-    "mouse_static", "vel_static",
-)  # fmt: skip
+    "dead_skipped",
+    "skipped",
+    "ram_gsi_disagree_hp",
+    "ram_gsi_disagree_ammo",
+    "obs_count",
+    "mouse_static",
+    "vel_static",
+)
 KEY_COLUMNS = tuple(f"key_{k}" for k in KEYS)
 
 # Game-state columns of the frames catalog: catalog name -> GAME_STATE_SCHEMA name.
 STATE_COLUMNS = {
-    "pos_x": "localpos1", "pos_y": "localpos2", "pos_z": "localpos3", "health": "gsi_health",
-    "obs_health": "obs_health", "team": "gsi_team", "weapon": "weap_name", "ammo": "ammo_active",
-    "vel_mag": "vel_mag", "yaw": "xy_rad", "pitch": "zvert_rads", "fov": "obs_fov",
-    "scoped": "obs_scope", "kills": "gsi_kills", "deaths": "gsi_deaths", "height": "height",
-}  # fmt: skip
+    "pos_x": "localpos1",
+    "pos_y": "localpos2",
+    "pos_z": "localpos3",
+    "health": "gsi_health",
+    "obs_health": "obs_health",
+    "team": "gsi_team",
+    "weapon": "weap_name",
+    "ammo": "ammo_active",
+    "vel_mag": "vel_mag",
+    "yaw": "xy_rad",
+    "pitch": "zvert_rads",
+    "fov": "obs_fov",
+    "scoped": "obs_scope",
+    "kills": "gsi_kills",
+    "deaths": "gsi_deaths",
+    "height": "height",
+}
 
 INFERRED_FIELDS = [
     pa.field("infer_keys", pa.list_(pa.string())),
@@ -30,14 +47,23 @@ INFERRED_FIELDS = [
     pa.field("infer_processed", pa.bool_()),  # the frame passed the seed's alive/weapon check
 ]
 STATE_FIELDS = [
-    pa.field("pos_x", pa.float64()), pa.field("pos_y", pa.float64()),
-    pa.field("pos_z", pa.float64()), pa.field("health", pa.int32()),
-    pa.field("obs_health", pa.int32()), pa.field("team", pa.string()),
-    pa.field("weapon", pa.string()), pa.field("ammo", pa.int32()),
-    pa.field("vel_mag", pa.float64()), pa.field("yaw", pa.float64()),
-    pa.field("pitch", pa.float64()), pa.field("fov", pa.int32()), pa.field("scoped", pa.int32()),
-    pa.field("kills", pa.int32()), pa.field("deaths", pa.int32()), pa.field("height", pa.float64()),
-]  # fmt: skip
+    pa.field("pos_x", pa.float64()),
+    pa.field("pos_y", pa.float64()),
+    pa.field("pos_z", pa.float64()),
+    pa.field("health", pa.int32()),
+    pa.field("obs_health", pa.int32()),
+    pa.field("team", pa.string()),
+    pa.field("weapon", pa.string()),
+    pa.field("ammo", pa.int32()),
+    pa.field("vel_mag", pa.float64()),
+    pa.field("yaw", pa.float64()),
+    pa.field("pitch", pa.float64()),
+    pa.field("fov", pa.int32()),
+    pa.field("scoped", pa.int32()),
+    pa.field("kills", pa.int32()),
+    pa.field("deaths", pa.int32()),
+    pa.field("height", pa.float64()),
+]
 # Metadata-derived columns: null where an episode has no usable metadata.
 METADATA_SCHEMA = pa.schema(INFERRED_FIELDS + STATE_FIELDS)
 

@@ -208,24 +208,37 @@ def _image(fmt: str, level: int | None = None, chunk: int = 8) -> dict:
 FRAME_CODECS: dict[str, FrameCodec] = {
     c.name: c
     for c in (
-        FrameCodec("up-zstd", 16, "PNG's up predictor, then zstd level 1 (the default: 1.8x, "
-                   "the fastest reads)",
-                   filters=(PredictorCodec(kind="up"),), compressors=(ZstdCodec(level=1),)),
-        FrameCodec("gradient-zstd", 16, "gradient predictor, then zstd level 1 (2x; the "
-                   "default before 2026-12)",
-                   filters=(PredictorCodec(kind="gradient"),),
-                   compressors=(ZstdCodec(level=1),)),
-        FrameCodec("zstd", 32, "zstd level 3 on raw pixels (the format before 2026-11)",
-                   compressors=(ZstdCodec(level=3),)),
-        FrameCodec("jpegxl", about="JPEG-XL lossless, effort 2 (the archive option: 2.5x, slow "
-                   "reads)",
-                   **_image("jpegxl", 2)),
+        FrameCodec(
+            "up-zstd",
+            16,
+            "PNG's up predictor, then zstd level 1 (the default: 1.8x, the fastest reads)",
+            filters=(PredictorCodec(kind="up"),),
+            compressors=(ZstdCodec(level=1),),
+        ),
+        FrameCodec(
+            "gradient-zstd",
+            16,
+            "gradient predictor, then zstd level 1 (2x; the default before 2026-12)",
+            filters=(PredictorCodec(kind="gradient"),),
+            compressors=(ZstdCodec(level=1),),
+        ),
+        FrameCodec(
+            "zstd",
+            32,
+            "zstd level 3 on raw pixels (the format before 2026-11)",
+            compressors=(ZstdCodec(level=3),),
+        ),
+        FrameCodec(
+            "jpegxl",
+            about="JPEG-XL lossless, effort 2 (the archive option: 2.5x, slow reads)",
+            **_image("jpegxl", 2),
+        ),
         FrameCodec("webp", about="WebP lossless, effort 0", **_image("webp", 0)),
         FrameCodec("jpegls", about="JPEG-LS lossless (CharLS)", **_image("jpegls")),
         FrameCodec("qoi", about="QOI", **_image("qoi")),
         FrameCodec("png", about="PNG, zlib level 6", **_image("png", 6)),
     )
-}  # fmt: skip
+}
 # measured by bench/loader.py (docs/benchmarks.md): its predictor's inverse vectorises, so it
 # reads about 1.4x faster than gradient-zstd on a core for 11% more bytes
 DEFAULT_CODEC = "up-zstd"

@@ -66,8 +66,10 @@ class CatalogState:
 
     def files_table(self) -> pa.Table:
         """The `files` table: one row per committed episode and per remembered failure."""
-        rows = sorted(list(self.committed.values()) + self.failures(),
-                      key=lambda r: (r.episode or "", r.container, r.member or ""))  # fmt: skip
+        rows = sorted(
+            list(self.committed.values()) + self.failures(),
+            key=lambda r: (r.episode or "", r.container, r.member or ""),
+        )
         return pa.Table.from_pylist([r.row() for r in rows], schema=FILES_SCHEMA)
 
     def frames_sources(self, layout: OutLayout) -> tuple[pads.Dataset, list[str], pads.Dataset]:
@@ -84,8 +86,12 @@ class CatalogState:
     def _dataset(layout: OutLayout, keys: list[str]) -> pads.Dataset:
         if not keys:
             return pads.dataset(FRAMES_SCHEMA.empty_table())
-        return pads.dataset([layout.root.full(k) for k in keys], schema=FRAMES_SCHEMA,
-                            format="parquet", filesystem=layout.root.arrow_fs)  # fmt: skip
+        return pads.dataset(
+            [layout.root.full(k) for k in keys],
+            schema=FRAMES_SCHEMA,
+            format="parquet",
+            filesystem=layout.root.arrow_fs,
+        )
 
 
 def _read_records(layout: OutLayout, folder: str) -> dict[str, EpisodeRecord]:
@@ -104,8 +110,11 @@ def _read_records(layout: OutLayout, folder: str) -> dict[str, EpisodeRecord]:
 def read_index(layout: OutLayout) -> CatalogIndex:
     """The compacted generation (generation 0, empty, before any compaction)."""
     d = layout.root.read_json(layout.catalog_index)
-    return CatalogIndex() if d is None else CatalogIndex.from_dict(d, layout.root.url_of(
-        layout.catalog_index))  # fmt: skip
+    return (
+        CatalogIndex()
+        if d is None
+        else CatalogIndex.from_dict(d, layout.root.url_of(layout.catalog_index))
+    )
 
 
 def _read_compacted(layout: OutLayout, index: CatalogIndex):
@@ -172,9 +181,9 @@ def _write_parts(layout: OutLayout, generation: int, sources: list[str], first: 
         nonlocal batch, rows, k
         if batch:
             key = layout.compact_frames(generation, k)
-            table = pa.concat_tables(batch).sort_by([("dataset", "ascending"),
-                                                     ("episode", "ascending"),
-                                                     ("frame", "ascending")])  # fmt: skip
+            table = pa.concat_tables(batch).sort_by(
+                [("dataset", "ascending"), ("episode", "ascending"), ("frame", "ascending")]
+            )
             layout.root.put_parquet(key, table)
             for e in set(table.column("episode").to_pylist()):
                 where[e] = key
@@ -233,8 +242,15 @@ def compact(layout: OutLayout) -> CatalogIndex:
     layout.root.delete_many([layout.uncommit_marker(e) for e in folded if e in state.markers])
     layout.root.delete_many([layout.episode_record(e) for e in folded])
     layout.root.delete_many([layout.failure_record(k) for k in state.failed])
-    _delete_unreferenced(layout, {*index.frames_parts, files_key, *old.frames_parts,
-                                  *([old.files_part] if old.files_part else [])})  # fmt: skip
+    _delete_unreferenced(
+        layout,
+        {
+            *index.frames_parts,
+            files_key,
+            *old.frames_parts,
+            *([old.files_part] if old.files_part else []),
+        },
+    )
     return index
 
 
@@ -244,5 +260,6 @@ def _delete_unreferenced(layout: OutLayout, keep: set[str]) -> None:
         f"catalog/{n}" for n in layout.root.list("catalog") if n.startswith(("frames-", "files-"))
     ]
     layout.root.delete_many([k for k in old if k not in keep])
-    layout.root.delete_many([f"{layout.pending_frames}/{n}"
-                             for n in layout.root.list(layout.pending_frames)])  # fmt: skip
+    layout.root.delete_many(
+        [f"{layout.pending_frames}/{n}" for n in layout.root.list(layout.pending_frames)]
+    )

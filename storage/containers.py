@@ -1,7 +1,7 @@
 """Safe, extraction-free access to files inside uncompressed tars and zips.
 
-Archives are read in place by range (`iter_tar`, `iter_zip`) or once front to back as they
-stream past (`stream_tar`, `stream_zip`), never extracted to disk.
+Archives are read in place by range (`iter_tar`, `iter_zip`), never extracted to disk;
+`storage.archive_stream` reads them once as they stream past.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import stat
 import struct
 import tarfile
 import zipfile
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -66,11 +65,19 @@ class MemberRef:
 
     def fingerprint(self) -> dict:
         """Where the bytes are and the container's size and stamp: changes when they may have."""
-        info = self._file.info("") if self.listed is None else dict(
-            zip(("size", "stamp"), self.listed, strict=True))  # fmt: skip
-        return {"container": self.container, "member": self.member, "offset": self.offset,
-                "size": self.size, "container_size": info["size"],
-                "container_stamp": info["stamp"]}  # fmt: skip
+        info = (
+            self._file.info("")
+            if self.listed is None
+            else dict(zip(("size", "stamp"), self.listed, strict=True))
+        )
+        return {
+            "container": self.container,
+            "member": self.member,
+            "offset": self.offset,
+            "size": self.size,
+            "container_size": info["size"],
+            "container_stamp": info["stamp"],
+        }
 
     def open(self) -> io.BufferedReader | io.BytesIO:
         """Open for reading as a seekable binary file (a remote member: one range request)."""
@@ -148,8 +155,9 @@ def _tar_member(archive: object, info: tarfile.TarInfo) -> str | UnsafeMemberErr
     if info.isdir():
         return None
     if info.issym() or info.islnk():
-        return UnsafeMemberError(f"{archive}: member {name!r} is a link to {info.linkname!r}; "
-                                 "refused")  # fmt: skip
+        return UnsafeMemberError(
+            f"{archive}: member {name!r} is a link to {info.linkname!r}; refused"
+        )
     if not info.isreg():
         return UnsafeMemberError(f"{archive}: member {name!r} is not a regular file")
     return name
@@ -209,8 +217,9 @@ def iter_tar(archive: Root) -> Iterator[MemberRef | UnsafeMemberError]:
                 )
                 return  # nothing after a truncation can be read
             else:
-                yield MemberRef(archive.url, checked, info.offset_data, info.size,
-                                options=archive.options)  # fmt: skip
+                yield MemberRef(
+                    archive.url, checked, info.offset_data, info.size, options=archive.options
+                )
 
 
 def iter_zip(archive: Root) -> Iterator[MemberRef | UnsafeMemberError]:
@@ -241,12 +250,19 @@ def iter_zip(archive: Root) -> Iterator[MemberRef | UnsafeMemberError]:
             if stored and offset + info.file_size > total:
                 yield ArchiveDamagedError(f"{archive}: member {name!r} is truncated")
                 return
-            yield MemberRef(archive.url, name, offset, info.file_size, compressed=not stored,
-                            options=archive.options)  # fmt: skip
+            yield MemberRef(
+                archive.url,
+                name,
+                offset,
+                info.file_size,
+                compressed=not stored,
+                options=archive.options,
+            )
 
 
-def iter_container(path: str | Root, options: dict | None = None
-                   ) -> Iterator[MemberRef | UnsafeMemberError]:  # fmt: skip
+def iter_container(
+    path: str | Root, options: dict | None = None
+) -> Iterator[MemberRef | UnsafeMemberError]:
     """Files of a loose file, a tar, a zip, or a folder or bucket prefix of those.
 
     `path` is a local path or a URL; archives are opened in place, never downloaded whole.
@@ -260,8 +276,9 @@ def iter_container(path: str | Root, options: dict | None = None
             for p in sorted(Path(root.path).rglob("*")):
                 rel = p.relative_to(root.path).as_posix()
                 if p.is_symlink():
-                    yield UnsafeMemberError(f"{root.url_of(rel)}: symlink inside the source "
-                                            "folder; refused")  # fmt: skip
+                    yield UnsafeMemberError(
+                        f"{root.url_of(rel)}: symlink inside the source folder; refused"
+                    )
                 elif p.is_file():
                     yield from _iter_file(root.child(rel))
         else:
@@ -281,208 +298,3 @@ def _iter_file(f: Root) -> Iterator[MemberRef | UnsafeMemberError]:
             yield MemberRef(f.url, options=f.options)
     except (ValueError, OSError) as e:  # the archive could not be read to its end
         yield e if isinstance(e, UnsafeMemberError) else ArchiveDamagedError(str(e))
-
-
-# --- archives read once, front to back (a download that is never stored) ---------------------
-STREAM_PIECE = 4 << 20  # members are gathered in pieces: a whole-member read would copy twice
-# A streamed member is held in memory; an episode is ~130 MB, so a member declaring more than
-# this is refused before a byte of it is gathered (and skipped, or found lying about its size).
-MAX_STREAMED_MEMBER = 2 << 30
-
-
-def _too_big(archive: str, name: str, size: int) -> UnsafeMemberError | None:
-    if size <= MAX_STREAMED_MEMBER:
-        return None
-    return UnsafeMemberError(f"{archive}: member {name!r} declares {size} bytes, more than the "
-                             f"{MAX_STREAMED_MEMBER} any episode needs; refused")  # fmt: skip
-
-
-@dataclass(frozen=True)
-class StreamedMember:
-    """A member as the archive streamed past: its name, data offset and bytes."""
-
-    name: str
-    offset: int
-    data: bytes
-
-
-def _gather(read: Callable[[int], bytes], size: int) -> bytes:
-    pieces, got = [], 0
-    while got < size:
-        piece = read(min(STREAM_PIECE, size - got))
-        if not piece:
-            break
-        pieces.append(piece)
-        got += len(piece)
-    return b"".join(pieces)
-
-
-def stream_tar(fileobj, archive: str, wanted: Callable[[str], bool] = lambda _n: True
-               ) -> Iterator[StreamedMember | UnsafeMemberError]:  # fmt: skip
-    """Regular files of an uncompressed tar read from a stream; unwanted ones are passed over.
-
-    Nothing seeks backwards; a truncated or unreadable tar ends the listing with an error.
-    """
-    try:
-        tf = tarfile.open(fileobj=fileobj, mode="r|", bufsize=1 << 20)  # noqa: SIM115
-    except tarfile.ReadError as e:
-        yield ArchiveDamagedError(f"{archive}: not an uncompressed tar ({e})")
-        return
-    last = None  # the member being read or passed over, to name where the tar broke
-    with tf:
-        while True:
-            try:
-                info = tf.next()
-                if info is None:
-                    return
-                last = info.name
-                name = _tar_member(archive, info)
-                if name is None or (isinstance(name, str) and not wanted(name)):
-                    continue
-                if isinstance(name, str):
-                    name = _too_big(archive, name, info.size) or name
-                if isinstance(name, UnsafeMemberError):
-                    yield name
-                    continue
-                data = _gather(tf.extractfile(info).read, info.size)
-            except tarfile.ReadError as e:
-                where = f" in or after member {last!r}" if last is not None else ""
-                yield ArchiveDamagedError(f"{archive}: unreadable tar{where} ({e}); truncated?")
-                return
-            if len(data) != info.size:
-                yield ArchiveDamagedError(f"{archive}: member {name!r} is truncated ({info.size} "
-                                        f"bytes declared, {len(data)} present)")  # fmt: skip
-                return
-            yield StreamedMember(name, info.offset_data, data)
-
-
-class _NeedMore(Exception):
-    def __init__(self, offset: int) -> None:
-        self.offset = offset
-
-
-class _Tail(io.RawIOBase):
-    """The last bytes of a file of known size; reading before them raises `_NeedMore`."""
-
-    def __init__(self, tail: bytes, size: int) -> None:
-        self._tail, self._size, self._pos = tail, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + pos)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def readinto(self, buf) -> int:
-        start = self._size - len(self._tail)
-        if self._pos < start:
-            raise _NeedMore(self._pos)
-        chunk = self._tail[self._pos - start : self._pos - start + len(buf)]
-        buf[: len(chunk)] = chunk
-        self._pos += len(chunk)
-        return len(chunk)
-
-
-def zip_directory(read_tail: Callable[[int], bytes], size: int, archive: str
-                  ) -> tuple[list[zipfile.ZipInfo], bytes]:  # fmt: skip
-    """A zip's central directory from its last bytes, fetched by `read_tail(start)`.
-
-    Returns the member infos in file order and the tail bytes they were parsed from.
-    """
-    start = max(0, size - (1 << 20))
-    while True:
-        tail = read_tail(start)
-        try:
-            with zipfile.ZipFile(io.BufferedReader(_Tail(tail, size))) as zf:
-                return sorted(zf.infolist(), key=lambda i: i.header_offset), tail
-        except _NeedMore as e:
-            if e.offset >= start:
-                raise
-            start = e.offset
-        except zipfile.BadZipFile as e:
-            raise ValueError(f"{archive}: not a readable zip ({e})") from e
-
-
-def stream_zip(fileobj, archive: str, infos: list[zipfile.ZipInfo], tail: bytes,
-               wanted: Callable[[str], bool] = lambda _n: True
-               ) -> Iterator[StreamedMember | UnsafeMemberError]:  # fmt: skip
-    """Members of a zip read from a stream in file order, located by its central directory.
-
-    Each member's CRC-32 is checked; the directory must match the bytes that stream past.
-    """
-    pos = 0
-
-    def skip_to(offset: int) -> None:
-        nonlocal pos
-        while pos < offset:
-            got = fileobj.read(min(STREAM_PIECE, offset - pos))
-            if not got:
-                raise EOFError(offset)
-            pos += len(got)
-
-    try:
-        for info in infos:
-            name = _zip_member(archive, info)
-            if name is None or (isinstance(name, str) and not wanted(name)):
-                continue
-            if isinstance(name, str):
-                name = _too_big(archive, name, max(info.file_size, info.compress_size)) or name
-            if isinstance(name, UnsafeMemberError):
-                yield name
-                continue
-            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                yield UnsafeMemberError(f"{archive}: member {name!r} uses compression method "
-                                        f"{info.compress_type}; only stored and deflated are "
-                                        "read")  # fmt: skip
-                continue
-            if info.header_offset < pos:
-                yield ArchiveDamagedError(f"{archive}: member {name!r} overlaps the one before")
-                return
-            skip_to(info.header_offset)
-            header = _gather(fileobj.read, _ZIP_LOCAL_HEADER.size)
-            pos += len(header)
-            if len(header) < _ZIP_LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
-                yield ArchiveDamagedError(f"{archive}: member {name!r} has a bad local header")
-                return
-            fields = _ZIP_LOCAL_HEADER.unpack(header)
-            skip_to(pos + fields[9] + fields[10])
-            packed = _gather(fileobj.read, info.compress_size)
-            pos += len(packed)
-            if len(packed) != info.compress_size:
-                yield ArchiveDamagedError(f"{archive}: member {name!r} is truncated")
-                return
-            data, rest = packed, b""
-            if info.compress_type == zipfile.ZIP_DEFLATED:  # never more than it declares
-                inflate = zlib.decompressobj(-15)
-                data = inflate.decompress(packed, info.file_size + 1)
-                rest = inflate.unconsumed_tail
-            if rest or len(data) != info.file_size or zlib.crc32(data) != info.CRC:
-                yield ArchiveDamagedError(f"{archive}: member {name!r} fails its CRC-32 check")
-                return
-            yield StreamedMember(name, pos - len(packed), data)
-        _check_end(fileobj, tail)
-    except (EOFError, zlib.error) as e:
-        yield ArchiveDamagedError(f"{archive}: unreadable zip ({type(e).__name__}: {e})")
-    except _DirectoryChanged:
-        yield ArchiveDamagedError(f"{archive}: its central directory changed while it was read")
-
-
-class _DirectoryChanged(Exception):
-    pass
-
-
-def _check_end(fileobj, tail: bytes) -> None:
-    """Read the rest of the stream; it must end as `tail`, the bytes the directory came from."""
-    last = b""
-    while piece := fileobj.read(STREAM_PIECE):
-        last = (last + piece)[-len(tail) :]
-    if not tail.endswith(last):
-        raise _DirectoryChanged

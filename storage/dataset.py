@@ -44,8 +44,9 @@ class Dataset:
             except StorageAccessError as e:
                 if not self.layout.root.local:
                     raise
-                raise DatasetFormatError(f"{e}; not a processed dataset (run `csdm process SRC "
-                                         f"{root}`)") from None  # fmt: skip
+                raise DatasetFormatError(
+                    f"{e}; not a processed dataset (run `csdm process SRC {root}`)"
+                ) from None
             raise DatasetFormatError(
                 f"{url}: missing; not a processed dataset (run `csdm process SRC {root}`)"
             )
@@ -107,8 +108,9 @@ class Dataset:
         reader = self.reader(episode)
         return reader.layout.shape[0] if reader else self._array(episode).shape[0]
 
-    def frames(self, episode: str, start: int = 0, stop: int | None = None,
-               out: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    def frames(
+        self, episode: str, start: int = 0, stop: int | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """uint8 frames `[start, stop)`, (n, 150, 280, 3) BGR; decodes only the chunks touched.
 
         With `out` they are decoded into it. A chunk whose checksum or compression fails, or a

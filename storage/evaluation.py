@@ -46,8 +46,10 @@ class EvalReport:
     def from_dict(cls, d: dict) -> EvalReport:
         """Inverse of `to_dict`."""
         if d.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{EVAL_FILE}: format_version {d.get('format_version')!r}, "
-                             f"this csdm reads {FORMAT_VERSION}")  # fmt: skip
+            raise ValueError(
+                f"{EVAL_FILE}: format_version {d.get('format_version')!r}, "
+                f"this csdm reads {FORMAT_VERSION}"
+            )
         d = dict(d)
         d["models"] = [ModelEval(**m) for m in d["models"]]
         return cls(**d)

@@ -26,11 +26,17 @@ def ensure_store(layout: OutLayout) -> None:
     """Create the root group of `frames.zarr` (idempotent; once per run, not per episode)."""
     key = f"{layout.frames_zarr}/{ARRAY_META}"
     if not layout.root.exists(key):
-        layout.root.put_json(key, {
-            "zarr_format": 3, "node_type": "group",
-            "attributes": {"layout": "one sharded array per episode",
-                           "channel_order": CHANNEL_ORDER},
-        })  # fmt: skip
+        layout.root.put_json(
+            key,
+            {
+                "zarr_format": 3,
+                "node_type": "group",
+                "attributes": {
+                    "layout": "one sharded array per episode",
+                    "channel_order": CHANNEL_ORDER,
+                },
+            },
+        )
 
 
 def _array_key(layout: OutLayout, episode: str, key: str = "") -> str:
@@ -80,8 +86,9 @@ def _encoded(frames: np.ndarray, attrs: dict, codec: str) -> Iterator[tuple[str,
     yield ARRAY_META, meta.to_bytes()
 
 
-def write_frames(layout: OutLayout, episode: str, frames: np.ndarray, attrs: dict,
-                 codec: str = DEFAULT_CODEC) -> int:  # fmt: skip
+def write_frames(
+    layout: OutLayout, episode: str, frames: np.ndarray, attrs: dict, codec: str = DEFAULT_CODEC
+) -> int:
     """Write an episode's array: its shard objects first, `zarr.json` last; return bytes stored.
 
     `codec` names one of `storage.codecs.FRAME_CODECS`; the array's `zarr.json` records it.
@@ -102,8 +109,9 @@ def write_frames(layout: OutLayout, episode: str, frames: np.ndarray, attrs: dic
         with ThreadPoolExecutor(1, thread_name_prefix="csdm-upload") as upload:
             sent = []
             while key != ARRAY_META:
-                sent.append(upload.submit(layout.root.put_bytes, _array_key(layout, episode, key),
-                                          data))  # fmt: skip
+                sent.append(
+                    upload.submit(layout.root.put_bytes, _array_key(layout, episode, key), data)
+                )
                 stored += len(data)
                 key, data = next(objects)
             for f in sent:

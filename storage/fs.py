@@ -26,9 +26,20 @@ from storage.diskspace import DiskFullError, is_disk_full
 
 # Options that carry secrets: refused on the command line and never printed.
 SECRET_OPTIONS = frozenset(
-    {"key", "secret", "token", "password", "session_token", "aws_secret_access_key",
-     "aws_session_token", "account_key", "sas_token", "client_secret", "credentials"}
-)  # fmt: skip
+    {
+        "key",
+        "secret",
+        "token",
+        "password",
+        "session_token",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "account_key",
+        "sas_token",
+        "client_secret",
+        "credentials",
+    }
+)
 
 
 # Non-secret options every Root made without its own takes (set by the CLI's
@@ -89,8 +100,9 @@ class Root:
     def _fs_and_path(self):
         if is_url(self.url):
             # no cached listings: another process may have written since (a run, a compaction)
-            fs, path = fsspec.core.url_to_fs(self.url, **{"use_listings_cache": False,
-                                                          **self.options})  # fmt: skip
+            fs, path = fsspec.core.url_to_fs(
+                self.url, **{"use_listings_cache": False, **self.options}
+            )
         else:
             fs, path = fsspec.filesystem("file"), os.path.abspath(self.url)
         return fs, path.rstrip("/") or "/"
@@ -193,8 +205,9 @@ class Root:
         try:
             if self.local:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}."
-                                   f"{uuid.uuid4().hex[:8]}.tmp")  # fmt: skip
+                tmp = os.path.join(
+                    os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp"
+                )
                 try:
                     with open(tmp, "wb") as f:
                         f.write(data)
@@ -347,8 +360,9 @@ class Root:
 
         if self.local:
             return LocalStore(self.full(key), read_only=read_only)
-        return FsspecStore.from_url(self.url_of(key), storage_options=self.options,
-                                    read_only=read_only)  # fmt: skip
+        return FsspecStore.from_url(
+            self.url_of(key), storage_options=self.options, read_only=read_only
+        )
 
     def check_access(self, writable: bool = False) -> None:
         """Fail early, naming the URL, when the root cannot be reached (or written)."""
@@ -384,8 +398,9 @@ class _Upload:
         self.written, self._done, self._path = 0, False, path
         if root.local:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            self._aside = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}."
-                                       f"{uuid.uuid4().hex[:8]}.tmp")  # fmt: skip
+            self._aside = os.path.join(
+                os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp"
+            )
             self._f = open(self._aside, "wb")  # noqa: SIM115 - closed by commit/discard
         else:
             self._aside = None

@@ -44,8 +44,10 @@ class Lease(Versioned):
 
     def describe(self, now: float) -> str:
         """The holder in words."""
-        return (f"run {self.owner} (pid {self.pid} on {self.host}), lease expires in "
-                f"{max(0, self.expires - now):.0f} s")  # fmt: skip
+        return (
+            f"run {self.owner} (pid {self.pid} on {self.host}), lease expires in "
+            f"{max(0, self.expires - now):.0f} s"
+        )
 
 
 @dataclass(frozen=True)
@@ -126,8 +128,9 @@ class DatasetLease:
         if not self._swap(stamp):
             winner = self._current()
             if winner is None:
-                raise LeaseHeldError(f"{self.layout.root.url}: the lease changed while it was "
-                                     "taken; try again")  # fmt: skip
+                raise LeaseHeldError(
+                    f"{self.layout.root.url}: the lease changed while it was taken; try again"
+                )
             raise self._held_error(winner, now, waited or " (it took the lease at the same moment)")
         self.taken_over = held if held is not None and held.owner != self.owner else None
 
@@ -151,8 +154,7 @@ class DatasetLease:
     def __enter__(self) -> DatasetLease:
         self.acquire()
         if self.renew:
-            self._thread = threading.Thread(target=self._renew_loop, daemon=True,
-                                            name="csdm-lease")  # fmt: skip
+            self._thread = threading.Thread(target=self._renew_loop, daemon=True, name="csdm-lease")
             self._thread.start()
         return self
 

@@ -18,17 +18,41 @@ from storage.layout import EpisodeId, metadata_dataset, recording_episode
 from storage.safepickle import load_npy
 
 _FLOATS = (
-    "localpos1", "localpos2", "localpos3", "height", "vel_1", "vel_2", "vel_3", "vel_mag",
-    "vel_theta_abs", "xy_rad", "zvert_rads", "viewangle_xy", "viewangle_vert",
-)  # fmt: skip
+    "localpos1",
+    "localpos2",
+    "localpos3",
+    "height",
+    "vel_1",
+    "vel_2",
+    "vel_3",
+    "vel_mag",
+    "vel_theta_abs",
+    "xy_rad",
+    "zvert_rads",
+    "viewangle_xy",
+    "viewangle_vert",
+)
 _INTS = (
-    "gsi_health", "obs_health", "gsi_kills", "gsi_deaths", "ammo_active", "itemdef", "obs_mode",
-    "obs_fov", "obs_scope",
-)  # fmt: skip
+    "gsi_health",
+    "obs_health",
+    "gsi_kills",
+    "gsi_deaths",
+    "ammo_active",
+    "itemdef",
+    "obs_mode",
+    "obs_fov",
+    "obs_scope",
+)
 # Read from the game's memory by the seed's recorder; csdm's own recorder never reads memory
 # and writes them as None (null), which is accepted: inference and counters skip such frames.
-MEMORY_FIELDS = frozenset(_FLOATS) | {"obs_health", "ammo_active", "itemdef", "obs_mode",
-                                      "obs_fov", "obs_scope"}  # fmt: skip
+MEMORY_FIELDS = frozenset(_FLOATS) | {
+    "obs_health",
+    "ammo_active",
+    "itemdef",
+    "obs_mode",
+    "obs_fov",
+    "obs_scope",
+}
 # Keys of `gsi_weap_active` kept as `weap_<key>` columns.
 _WEAPON = {"name": pa.string(), "type": pa.string(), "ammo_clip": pa.int32(), "state": pa.string()}
 
@@ -110,8 +134,12 @@ def _convert(values: Any, typ: pa.DataType, nullable: bool) -> pa.Array:
     """Convert a column; ints are inferred then safely cast, so 90.5 is refused, not truncated."""
     if pa.types.is_integer(typ) or pa.types.is_boolean(typ):
         arr = pa.array(values)
-        if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)
-                or pa.types.is_boolean(arr.type) or pa.types.is_null(arr.type)):  # fmt: skip
+        if not (
+            pa.types.is_integer(arr.type)
+            or pa.types.is_floating(arr.type)
+            or pa.types.is_boolean(arr.type)
+            or pa.types.is_null(arr.type)
+        ):
             raise TypeError(f"{arr.type} values")
         arr = arr.cast(typ, safe=True)
     else:  # explicit types convert ~40x faster than inference for floats
@@ -171,8 +199,9 @@ def game_state_table(states: list[dict], label: str) -> pa.Table:
     except (KeyError, TypeError, AttributeError):
         raise _locate_bad_row(states, label) from None
     required = _transpose(rows, len(_REQUIRED))
-    optional = dict(zip((*_OPTIONAL, "gsi_weap_active"), _transpose(extra, len(_OPTIONAL) + 1),
-                        strict=True))  # fmt: skip
+    optional = dict(
+        zip((*_OPTIONAL, "gsi_weap_active"), _transpose(extra, len(_OPTIONAL) + 1), strict=True)
+    )
     cols: dict[str, pa.Array] = {}
     for name, values in zip(_REQUIRED, required, strict=True):
         f = GAME_STATE_SCHEMA.field(name)

@@ -70,6 +70,8 @@ class PolicyDescriptor:
         unknown = sorted(set(d) - known)
         if unknown:
             logging.getLogger("csdm").warning(
-                "%s: descriptor keys this csdm does not know, ignored: %s", where,
-                ", ".join(unknown[:10]))  # fmt: skip
+                "%s: descriptor keys this csdm does not know, ignored: %s",
+                where,
+                ", ".join(unknown[:10]),
+            )
         return cls(**{k: v for k, v in d.items() if k in known})

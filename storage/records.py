@@ -24,8 +24,9 @@ def _check(d: object, version: int, where: str, kind: str, fix: str) -> dict:
         raise FormatError(f"{where}: not a csdm {kind} (expected a JSON object)")
     found = d.get("format_version")
     if found != version:
-        raise FormatError(f"{where}: {kind} format version {found}, this csdm reads {version}; "
-                          f"{fix}")  # fmt: skip
+        raise FormatError(
+            f"{where}: {kind} format version {found}, this csdm reads {version}; {fix}"
+        )
     return {k: v for k, v in d.items() if k != "format_version"}
 
 
@@ -33,8 +34,9 @@ def _build(cls, d: dict, where: str, kind: str):
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:  # a newer csdm wrote them: read what this one knows, and say what it skips
-        _log.warning("%s: %s keys this csdm does not know, ignored: %s", where, kind,
-                     ", ".join(unknown[:10]))  # fmt: skip
+        _log.warning(
+            "%s: %s keys this csdm does not know, ignored: %s", where, kind, ", ".join(unknown[:10])
+        )
     try:
         return cls(**{k: v for k, v in d.items() if k in known})
     except TypeError as e:

@@ -280,8 +280,9 @@ class RootSite:
         if raw is None:
             raise RegistryError(f"{self.url(f'{version_key}/{MANIFEST}')}: missing")
         if hashlib.sha256(raw).hexdigest() != manifest_sha:
-            raise RegistryError(f"{self.url(f'{version_key}/{MANIFEST}')}: does not match "
-                                "the index")  # fmt: skip
+            raise RegistryError(
+                f"{self.url(f'{version_key}/{MANIFEST}')}: does not match the index"
+            )
 
     def fetch(self, version_key: str, tag: str, dest: Path) -> None:
         """Copy each object of the version."""
@@ -304,13 +305,18 @@ class Registry:
         """The model's index, or an empty one before the first registration."""
         raw = self.site.read(f"{self.name}/{INDEX}")
         if raw is None:
-            return {"format_version": REGISTRY_FORMAT, "name": self.name, "versions": [],
-                    "aliases": {}}  # fmt: skip
+            return {
+                "format_version": REGISTRY_FORMAT,
+                "name": self.name,
+                "versions": [],
+                "aliases": {},
+            }
         try:
             index = json.loads(raw)
         except (ValueError, RecursionError) as e:
-            raise RegistryError(f"{self.site.url(f'{self.name}/{INDEX}')}: not JSON "
-                                f"({str(e)[:80]})") from None  # fmt: skip
+            raise RegistryError(
+                f"{self.site.url(f'{self.name}/{INDEX}')}: not JSON ({str(e)[:80]})"
+            ) from None
         return check_index(index, self._where())
 
     def _index_file(self, index: dict) -> dict[str, bytes]:
@@ -343,8 +349,9 @@ class Registry:
             if same is not None:  # the same model again: no new version, maybe a new alias
                 if alias:
                     index["aliases"][alias] = same
-                    self.site.commit(self._index_file(index), f"{self.name}: {alias} -> v{same}",
-                                     None)  # fmt: skip
+                    self.site.commit(
+                        self._index_file(index), f"{self.name}: {alias} -> v{same}", None
+                    )
                 loc = self.site.location(f"{self.name}/v{same}")
                 return Version(self.name, same, loc, existing=True)
             listed = [v["version"] for v in index["versions"]]
@@ -364,8 +371,9 @@ class Registry:
             key = f"{self.name}/v{n}"
             files = {f"{key}/{f}": b for f, b in payload.items()}
             files[f"{key}/{MANIFEST}"] = manifest
-            self.site.commit({**files, **self._index_file(index)}, f"{self.name} v{n}",
-                             f"{self.name}-v{n}")  # fmt: skip
+            self.site.commit(
+                {**files, **self._index_file(index)}, f"{self.name} v{n}", f"{self.name}-v{n}"
+            )
         return Version(self.name, n, self.site.location(key))
 
     def set_alias(self, alias: str, version: int) -> None:
@@ -373,8 +381,9 @@ class Registry:
         check_alias(alias)
         with self.site.exclusive():
             index = self.index()
-            index["aliases"][alias] = resolve_version(index, version, None, self._where(),
-                                                      RegistryError)  # fmt: skip
+            index["aliases"][alias] = resolve_version(
+                index, version, None, self._where(), RegistryError
+            )
             self.site.commit(self._index_file(index), f"{self.name}: {alias} -> v{version}", None)
 
     def _manifest_sha(self, index: dict, n: int) -> str:
@@ -406,8 +415,9 @@ class Registry:
         return dest
 
 
-def open_registry(spec: str | Path, name: str, lease_wait: float = LEASE_WAIT,
-                  clock=time.time, sleep=time.sleep) -> Registry:  # fmt: skip
+def open_registry(
+    spec: str | Path, name: str, lease_wait: float = LEASE_WAIT, clock=time.time, sleep=time.sleep
+) -> Registry:
     """The registry at `hf://owner/repo` (a Hub model repo), an object-store URL or a folder."""
     s = str(spec)
     if s.startswith("hf://"):

@@ -88,11 +88,13 @@ class HubSite:
         with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:  # no shared cache copy
             try:
                 pattern = [f"{version_key}/*"]
-                self.api.snapshot_download(self.repo, revision=tag, allow_patterns=pattern,
-                                           local_dir=tmp)  # fmt: skip
+                self.api.snapshot_download(
+                    self.repo, revision=tag, allow_patterns=pattern, local_dir=tmp
+                )
             except RevisionNotFoundError as e:
-                raise RegistryError(f"{self.url()}: no tag {tag}; was it registered by "
-                                    "csdm?") from e  # fmt: skip
+                raise RegistryError(
+                    f"{self.url()}: no tag {tag}; was it registered by csdm?"
+                ) from e
             src = Path(tmp) / version_key
             if not (src / MANIFEST).is_file():
                 raise RegistryError(f"{self.url(version_key)}: no {MANIFEST} at tag {tag}")

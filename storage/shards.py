@@ -154,8 +154,9 @@ class ShardReader:
                 return np.frombuffer(f.read(end - start), np.uint8)
             # only whole pages are mapped, and never past the end (that would be SIGBUS)
             base = start - start % mmap.ALLOCATIONGRANULARITY
-            view = mmap.mmap(f.fileno(), end - base, flags=_MAP_FLAGS, prot=mmap.PROT_READ,
-                             offset=base)  # fmt: skip
+            view = mmap.mmap(
+                f.fileno(), end - base, flags=_MAP_FLAGS, prot=mmap.PROT_READ, offset=base
+            )
             return np.frombuffer(view, np.uint8)[start - base :]
 
     def index(self, s: int) -> np.ndarray:
@@ -214,8 +215,9 @@ class ShardReader:
             elif not whole:
                 out[:] = part
         except Exception as e:  # codecs raise assorted errors on damaged bytes
-            raise ChunkError(first, min(first + lay.chunk, lay.shape[0]),
-                       f"{type(e).__name__}: {str(e)[:160]}") from None  # fmt: skip
+            raise ChunkError(
+                first, min(first + lay.chunk, lay.shape[0]), f"{type(e).__name__}: {str(e)[:160]}"
+            ) from None
 
     def chunks(self, lo: int, hi: int) -> list[tuple[int, np.ndarray, int, int]]:
         """(chunk, its stored bytes, first, stop) for the chunks frames `[lo, hi)` touch.
@@ -238,11 +240,15 @@ class ShardReader:
             try:
                 data = self._fetch(s, start, end)
             except FileNotFoundError:
-                raise ChunkError(s * lay.shard, min((s + 1) * lay.shard, lay.shape[0]),
-                           "shard missing") from None  # fmt: skip
+                raise ChunkError(
+                    s * lay.shard, min((s + 1) * lay.shard, lay.shape[0]), "shard missing"
+                ) from None
             if len(data) != end - start:
-                raise ChunkError(cs[0] * lay.chunk, min(cs[-1] * lay.chunk + lay.chunk, hi),
-                           f"shard truncated ({len(data)} of {end - start} bytes)")  # fmt: skip
+                raise ChunkError(
+                    cs[0] * lay.chunk,
+                    min(cs[-1] * lay.chunk + lay.chunk, hi),
+                    f"shard truncated ({len(data)} of {end - start} bytes)",
+                )
             for c, (off, n) in zip(cs, table.tolist(), strict=True):
                 a, b = max(lo, c * lay.chunk), min(hi, (c + 1) * lay.chunk)
                 found.append((c, data[off - start : off - start + n], a, b))

@@ -159,8 +159,13 @@ def record_view(layout: OutLayout, spec: ViewSpec) -> None:
 
 def write_view(layout: OutLayout, spec: ViewSpec, episode: str, obs, sha256: str | None) -> int:
     """Store one episode's low-res observations, (T, 3, h, w) uint8."""
-    attrs = {"format_version": VIEW_FORMAT, "episode": episode, "sha256": sha256,
-             "method": spec.method, "size": [spec.height, spec.width]}  # fmt: skip
+    attrs = {
+        "format_version": VIEW_FORMAT,
+        "episode": episode,
+        "sha256": sha256,
+        "method": spec.method,
+        "size": [spec.height, spec.width],
+    }
     return write_array(layout.root, view_key(layout, spec.name, episode), obs, attrs, VIEW_CHUNK)
 
 

@@ -74,8 +74,9 @@ def check_parameters(layout: OutLayout, parameters: dict) -> None:
         )
 
 
-def write_manifest(layout: OutLayout, source: str, parameters: dict,
-                   revision: str | None = None) -> Manifest:  # fmt: skip
+def write_manifest(
+    layout: OutLayout, source: str, parameters: dict, revision: str | None = None
+) -> Manifest:
     """Record a run's source and parameters (at its start too: OUT opens while it writes)."""
     previous = read_manifest(layout)
     manifest = Manifest(

@@ -39,8 +39,9 @@ class MetaRecord:
     sha256: str | None = None  # of the metadata file: a changed file redoes its episodes
 
 
-def _stamp(name: str, info: dict, layout: OutLayout, thresholds: QualityThresholds
-           ) -> tuple[str, dict]:  # fmt: skip
+def _stamp(
+    name: str, info: dict, layout: OutLayout, thresholds: QualityThresholds
+) -> tuple[str, dict]:
     key = {"file": name, **info, "thresholds": asdict(thresholds)}
     return f"{layout.metadata_cache}/_{posixpath.basename(name)}.json", key
 
@@ -81,12 +82,16 @@ def prepare_metadata_or_failure(
 
 
 def prepare_hub_metadata_or_failure(
-    plan: IngestPlan, f: HubFile, layout: OutLayout, thresholds: QualityThresholds,
+    plan: IngestPlan,
+    f: HubFile,
+    layout: OutLayout,
+    thresholds: QualityThresholds,
     endpoint: str | None = None,
-) -> list[MetaRecord] | MetadataFailure:  # fmt: skip
+) -> list[MetaRecord] | MetadataFailure:
     """`prepare_hub_metadata`, with an unusable or unreachable file returned as a value."""
-    return _or_failure(hub_id(plan.repo, f.path), prepare_hub_metadata, plan, f, layout,
-                       thresholds, endpoint)  # fmt: skip
+    return _or_failure(
+        hub_id(plan.repo, f.path), prepare_hub_metadata, plan, f, layout, thresholds, endpoint
+    )
 
 
 def _or_failure(label: str, fn, *args) -> list[MetaRecord] | MetadataFailure:
@@ -135,9 +140,13 @@ def prepare_metadata(
     return _build(_load_source(meta), meta.url, digest, layout, thresholds, stamp_path, key)
 
 
-def prepare_hub_metadata(plan: IngestPlan, f: HubFile, layout: OutLayout,
-                         thresholds: QualityThresholds, endpoint: str | None = None
-                         ) -> list[MetaRecord]:  # fmt: skip
+def prepare_hub_metadata(
+    plan: IngestPlan,
+    f: HubFile,
+    layout: OutLayout,
+    thresholds: QualityThresholds,
+    endpoint: str | None = None,
+) -> list[MetaRecord]:
     """`prepare_metadata` of a Hub file, fetched and verified into a temporary folder.
 
     It is fetched only when the cache does not hold it at this checksum already.
@@ -153,8 +162,15 @@ def prepare_hub_metadata(plan: IngestPlan, f: HubFile, layout: OutLayout,
     return _build(batch, name, checksum, layout, thresholds, stamp_path, key)
 
 
-def _build(batch, name: str, digest: str, layout: OutLayout, thresholds: QualityThresholds,
-           stamp_path: str, key: dict) -> list[MetaRecord]:  # fmt: skip
+def _build(
+    batch,
+    name: str,
+    digest: str,
+    layout: OutLayout,
+    thresholds: QualityThresholds,
+    stamp_path: str,
+    key: dict,
+) -> list[MetaRecord]:
     """Infer actions, judge and cache the columns of each episode of a loaded file."""
     acts = infer_actions(batch.state, batch.lengths)
     keep, reasons = thresholds.judge(acts.counters, batch.lengths, acts.unknown)
@@ -181,8 +197,9 @@ def _build(batch, name: str, digest: str, layout: OutLayout, thresholds: Quality
             )
         )
     for ep, why in batch.failures:
-        records.append(MetaRecord(ep.name, name, reject_reason=f"metadata error: {why}",
-                                  sha256=digest))  # fmt: skip
+        records.append(
+            MetaRecord(ep.name, name, reject_reason=f"metadata error: {why}", sha256=digest)
+        )
     stamp = {"format_version": STAMP_FORMAT, "key": key, "records": [asdict(r) for r in records]}
     layout.root.put_json(stamp_path, stamp)
     return records

@@ -121,16 +121,26 @@ def prepare_all_metadata(
     return meta
 
 
-def repack_calls(episodes: list[SourceEpisode], out: Root, meta: dict[str, MetaRecord],
-                 params: ProcessParams, state: CatalogState) -> list[dict]:  # fmt: skip
+def repack_calls(
+    episodes: list[SourceEpisode],
+    out: Root,
+    meta: dict[str, MetaRecord],
+    params: ProcessParams,
+    state: CatalogState,
+) -> list[dict]:
     """Keyword arguments of `repack_episode` per episode: small records, no arrays."""
     splits, quality, done = params.splits(), params.quality(), state.committed
     return [
-        {"src": e, "out": out, "meta": meta.get(e.episode.name),
-         "split": splits.split_of(e.episode.name), "quality": quality,
-         "old": done.get(e.episode.name)}
+        {
+            "src": e,
+            "out": out,
+            "meta": meta.get(e.episode.name),
+            "split": splits.split_of(e.episode.name),
+            "quality": quality,
+            "old": done.get(e.episode.name),
+        }
         for e in episodes
-    ]  # fmt: skip
+    ]
 
 
 def repack_all(
@@ -197,16 +207,20 @@ def process_source(
         todo = [e for e in listing.episodes if e.episode.name not in state.committed]
         if out.local:
             check_free(out.path, estimate_bytes(state, todo))
-        progress.log(f"{len(listing.episodes)} episodes ({len(todo)} new), {len(listing.metadata)}"
-                     f" metadata files, {len(listing.problems)} problems")  # fmt: skip
+        progress.log(
+            f"{len(listing.episodes)} episodes ({len(todo)} new), {len(listing.metadata)}"
+            f" metadata files, {len(listing.problems)} problems"
+        )
         needed = [m for m in listing.metadata if any(covers(m, e) for e in listing.episodes)]
         meta_failures: list[MetadataFailure] = []
-        meta = prepare_all_metadata(needed, out, params.thresholds(), listing.episodes, mapper,
-                                    meta_failures)  # fmt: skip
+        meta = prepare_all_metadata(
+            needed, out, params.thresholds(), listing.episodes, mapper, meta_failures
+        )
         calls = repack_calls(listing.episodes, out, meta, params, state)
         progress.start(len(calls))
         records = repack_all(calls, mapper, progress.tick)
         records += [problem_record(p) for p in listing.problems]
-        summary = write_catalog(layout, records, src.url, params.recorded(),
-                                meta_failures=meta_failures)  # fmt: skip
+        summary = write_catalog(
+            layout, records, src.url, params.recorded(), meta_failures=meta_failures
+        )
     return summary, records

@@ -29,8 +29,9 @@ from tasks.source import SourceEpisode
 def _record_of(src: SourceEpisode, split: str | None, **fields) -> EpisodeRecord:
     """A record of `src`'s identity and location plus `fields`."""
     ep, ref = src.episode, src.ref
-    return EpisodeRecord(ep.name, ep.dataset, ep.file_num, split, ref.container, ref.member,
-                         ref.size, **fields)  # fmt: skip
+    return EpisodeRecord(
+        ep.name, ep.dataset, ep.file_num, split, ref.container, ref.member, ref.size, **fields
+    )
 
 
 def failed_record(src: SourceEpisode, split: str | None, reason: str) -> EpisodeRecord:
@@ -47,8 +48,9 @@ def _load(ref: MemberRef) -> bytes:
     return data
 
 
-def _metadata_columns(meta: MetaRecord | None, n: int, meta_root: Root
-                      ) -> tuple[pa.Table, str | None]:  # fmt: skip
+def _metadata_columns(
+    meta: MetaRecord | None, n: int, meta_root: Root
+) -> tuple[pa.Table, str | None]:
     """Per-frame metadata columns, or nulls and the reason they are missing."""
     if meta is None:
         return METADATA_SCHEMA.empty_table(), "no metadata for this episode in dataset_metadata/"
@@ -78,8 +80,7 @@ def _agreement(shipped: dict[str, np.ndarray], meta: pa.Table) -> dict[str, floa
     }
 
 
-def episode_inputs(src: SourceEpisode, meta: MetaRecord | None, split: str,
-                   quality: dict) -> dict:  # fmt: skip
+def episode_inputs(src: SourceEpisode, meta: MetaRecord | None, split: str, quality: dict) -> dict:
     """What an episode's stored form is built from; a rerun redoes it when this changes."""
     return {
         "member": src.ref.fingerprint(),
@@ -100,8 +101,9 @@ def changed_inputs(old: dict | None, new: dict) -> list[str]:
     if old.get("raw_actions") != new.get("raw_actions"):
         what.append("raw actions")
     if (old.get("metadata_file"), old.get("metadata_sha256")) != (
-        new["metadata_file"], new["metadata_sha256"]
-    ):  # fmt: skip
+        new["metadata_file"],
+        new["metadata_sha256"],
+    ):
         what.append("metadata")
     if old.get("parameters") != new["parameters"]:
         what.append("parameters")
@@ -162,9 +164,19 @@ def repack_episode(
     return replace(record, redone=", ".join(changed) if old else None)
 
 
-def _store(src: SourceEpisode, layout: OutLayout, meta: MetaRecord | None, split: str,
-           inputs: dict, old: EpisodeRecord | None, changed: list[str], digest: str,
-           data: dict, n: int, frames_ok: bool) -> EpisodeRecord:  # fmt: skip
+def _store(
+    src: SourceEpisode,
+    layout: OutLayout,
+    meta: MetaRecord | None,
+    split: str,
+    inputs: dict,
+    old: EpisodeRecord | None,
+    changed: list[str],
+    digest: str,
+    data: dict,
+    n: int,
+    frames_ok: bool,
+) -> EpisodeRecord:
     """Write frames (when needed) and catalog rows; return the record that commits them."""
     ep = src.episode
     if old:  # withdraw first: a crash from here on leaves the episode to be redone

@@ -73,9 +73,13 @@ def list_source(src: str | Root, options: dict | None = None) -> SourceListing:
             continue
         if ep in seen:
             listing.problems.append(
-                SourceProblem(item.container, item.member,
-                              f"{item.label}: duplicate of {seen[ep].label}; ignored", ep)
-            )  # fmt: skip
+                SourceProblem(
+                    item.container,
+                    item.member,
+                    f"{item.label}: duplicate of {seen[ep].label}; ignored",
+                    ep,
+                )
+            )
             continue
         seen[ep] = item
         listing.episodes.append(SourceEpisode(ep, item))
@@ -96,11 +100,16 @@ def _withhold_damaged(listing: SourceListing, damaged: dict[str, str]) -> None:
         if why is None:
             kept.append(e)
             continue
-        listing.problems.append(SourceProblem(
-            e.ref.container, e.ref.member,
-            f"{e.ref.label}: not stored, its archive is damaged "
-            f"({why.removeprefix(e.ref.container + ': ')}); none of the archive's "
-            "episodes are stored until it reads whole", e.episode))  # fmt: skip
+        listing.problems.append(
+            SourceProblem(
+                e.ref.container,
+                e.ref.member,
+                f"{e.ref.label}: not stored, its archive is damaged "
+                f"({why.removeprefix(e.ref.container + ': ')}); none of the archive's "
+                "episodes are stored until it reads whole",
+                e.episode,
+            )
+        )
     listing.episodes[:] = kept
 
 

@@ -86,5 +86,6 @@ def uncommit(root: str | Root, checks: list[EpisodeCheck]) -> None:
                 )
                 failed.append(replace(old, status="failed", keep=False, reject_reason=why))
         m = ds.manifest
-        write_catalog(ds.layout, failed, m.sources[0] if m.sources else "", m.parameters,
-                      revision=m.revision)  # fmt: skip
+        write_catalog(
+            ds.layout, failed, m.sources[0] if m.sources else "", m.parameters, revision=m.revision
+        )

@@ -42,25 +42,32 @@ def game_state(draw: st.DrawFn) -> dict:
         "obs_mode": draw(st.sampled_from([4, 4, 4, 5])),
         "obs_fov": draw(st.sampled_from([90, 90, 90, 40, 10, 0])),
         "obs_scope": draw(st.sampled_from([0, 1])),
-        "localpos1": 1.0, "localpos2": 2.0, "localpos3": 3.0,
+        "localpos1": 1.0,
+        "localpos2": 2.0,
+        "localpos3": 3.0,
         "height": draw(st.sampled_from([64.06, 46.04, 50.0, 0.1, 0.0, 0.2])),
-        "vel_1": 0.0, "vel_2": 0.0,
+        "vel_1": 0.0,
+        "vel_2": 0.0,
         "vel_3": draw(st.sampled_from([0.0, 5.0, -5.0, 10.0, -10.0, 151.0, 160.0, 301.99, -300.0])),
-        "vel_mag": draw(st.one_of(
-            st.sampled_from([0.0, 0.005, 0.05, 0.1, 59.9, 60.0, 139.9, 140.0, 215.0, 250.0]),
-            st.floats(0.0, 260.0, allow_nan=False),
-        )),
+        "vel_mag": draw(
+            st.one_of(
+                st.sampled_from([0.0, 0.005, 0.05, 0.1, 59.9, 60.0, 139.9, 140.0, 215.0, 250.0]),
+                st.floats(0.0, 260.0, allow_nan=False),
+            )
+        ),
         "vel_theta_abs": draw(ANGLES),
         "xy_rad": draw(ANGLES),
         "zvert_rads": draw(st.sampled_from([0.0, 1.0, math.pi / 2, math.pi])),
-        "viewangle_xy": 0.0, "viewangle_vert": 0.0,
-    }  # fmt: skip
+        "viewangle_xy": 0.0,
+        "viewangle_vert": 0.0,
+    }
     if found:
         s["gsi_weap_active"] = dict(draw(WEAPONS))
         s["gsi_ammo"] = draw(st.integers(-1, 3))
     if draw(st.integers(0, 9)) == 0:  # clean expert labels on some frames
-        s["tp_wasd"] = draw(st.lists(st.sampled_from(["w", "a", "s", "d", "r", "space"]),
-                                     unique=True))  # fmt: skip
+        s["tp_wasd"] = draw(
+            st.lists(st.sampled_from(["w", "a", "s", "d", "r", "space"]), unique=True)
+        )
     if draw(st.integers(0, 9)) == 0:
         s["tp_lclick"] = draw(st.sampled_from([0, 1]))
     return s

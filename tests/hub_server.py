@@ -127,8 +127,11 @@ def _handler(hub: FakeHub):
             with hub.lock:
                 if repo in hub.repos:
                     msg = "You already created this model repo"  # the Hub's 409 also has the url
-                    return self._json({"error": msg, "url": f"http://{self.headers['Host']}/{repo}"},
-                                      409, {"X-Error-Message": msg})  # fmt: skip
+                    return self._json(
+                        {"error": msg, "url": f"http://{self.headers['Host']}/{repo}"},
+                        409,
+                        {"X-Error-Message": msg},
+                    )
                 hub.commit(repo, {".gitattributes": b"*.onnx filter=lfs diff=lfs merge=lfs\n"})
             self._json({"url": f"http://{self.headers['Host']}/{repo}"})
             return None
@@ -139,8 +142,14 @@ def _handler(hub: FakeHub):
                 return self._error(404, "RepoNotFound", "Repository not found")
             if op == "preupload":
                 files = json.loads(raw)["files"]
-                self._json({"files": [{"path": f["path"], "uploadMode": "regular",
-                                       "shouldIgnore": False} for f in files]})  # fmt: skip
+                self._json(
+                    {
+                        "files": [
+                            {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                            for f in files
+                        ]
+                    }
+                )
                 return None
             if op == "commit":
                 lines = [json.loads(x) for x in raw.decode().splitlines() if x.strip()]
@@ -157,8 +166,13 @@ def _handler(hub: FakeHub):
                         elif x["key"] == "deletedFile":
                             files.pop(x["value"]["path"], None)
                     sha = hub.commit(repo, files, unquote(rev))
-                self._json({"commitUrl": f"http://{self.headers['Host']}/{repo}/commit/{sha}",
-                            "commitOid": sha, "pullRequestUrl": None})  # fmt: skip
+                self._json(
+                    {
+                        "commitUrl": f"http://{self.headers['Host']}/{repo}/commit/{sha}",
+                        "commitOid": sha,
+                        "pullRequestUrl": None,
+                    }
+                )
                 return None
             if op == "tag":
                 body = json.loads(raw)
@@ -207,8 +221,13 @@ def _handler(hub: FakeHub):
                 sha = self._repo_rev(repo, parts[5])
                 if sha:
                     files = hub.repos[repo][sha]
-                    self._json({"id": repo, "sha": sha,
-                                "siblings": [{"rfilename": p} for p in sorted(files)]})  # fmt: skip
+                    self._json(
+                        {
+                            "id": repo,
+                            "sha": sha,
+                            "siblings": [{"rfilename": p} for p in sorted(files)],
+                        }
+                    )
                 return None
             if parts[:2] == ["api", "datasets"] and len(parts) >= 6 and parts[4] == "tree":
                 repo = f"{parts[2]}/{parts[3]}"
@@ -247,8 +266,11 @@ def _handler(hub: FakeHub):
                 data = files[p]
                 entry = {"type": "file", "path": p, "size": len(data), "oid": git_blob_sha1(data)}
                 if len(data) >= LFS_MIN:  # big files live in LFS, as on the Hub
-                    entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data),
-                                    "pointerSize": 134}  # fmt: skip
+                    entry["lfs"] = {
+                        "oid": hashlib.sha256(data).hexdigest(),
+                        "size": len(data),
+                        "pointerSize": 134,
+                    }
                 entries.append(entry)
             return entries + [
                 {"type": "directory", "path": d, "oid": "0" * 40} for d in sorted(dirs)

@@ -38,9 +38,13 @@ class S3Endpoint:
 
     def env(self) -> dict[str, str]:
         """The standard AWS environment that points clients at this server."""
-        return {"AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": self.key,
-                "AWS_SECRET_ACCESS_KEY": self.secret, "AWS_REGION": "us-east-1",
-                "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+        return {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": self.key,
+            "AWS_SECRET_ACCESS_KEY": self.secret,
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
 
 
 class MotoServer:
@@ -53,9 +57,12 @@ class MotoServer:
     def __enter__(self) -> S3Endpoint:
         exe = Path(sys.executable).with_name("moto_server")
         env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(_SETUP_CALLS)}
-        self.proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(self.port)],
-                                     env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [str(exe), "-H", "127.0.0.1", "-p", str(self.port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 60
         while True:
@@ -68,11 +75,18 @@ class MotoServer:
                 time.sleep(0.2)
         import boto3
 
-        iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1",
-                           aws_access_key_id="setup", aws_secret_access_key="setup")  # fmt: skip
+        iam = boto3.client(
+            "iam",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id="setup",
+            aws_secret_access_key="setup",
+        )
         iam.create_user(UserName="csdm")
-        policy = {"Version": "2012-10-17",
-                  "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}  # fmt: skip
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+        }
         iam.put_user_policy(UserName="csdm", PolicyName="all", PolicyDocument=json.dumps(policy))
         key = iam.create_access_key(UserName="csdm")["AccessKey"]
         return S3Endpoint(url, key["AccessKeyId"], key["SecretAccessKey"])

@@ -12,7 +12,17 @@ from training.stream import StreamState, WindowStream, make_loader, to_device
 from training.windows import WindowIndex, build_index, subselect
 
 __all__ = [
-    "Labels", "SamplerConfig", "StreamState", "WindowIndex", "WindowStream", "augment",
-    "build_index", "dataset_identity", "load_labels", "make_loader", "subselect", "to_device",
+    "Labels",
+    "SamplerConfig",
+    "StreamState",
+    "WindowIndex",
+    "WindowStream",
+    "augment",
+    "build_index",
+    "dataset_identity",
+    "load_labels",
+    "make_loader",
+    "subselect",
+    "to_device",
     "why_untrainable",
-]  # fmt: skip
+]

@@ -19,11 +19,14 @@ from storage.dataset import CorruptFramesError, Dataset
 from storage.shards import ChunkError
 
 DECODES = ("cpu", "cuda")
-PACKED_KEYS = ("chunk_data", "chunk_offsets", "frame_index", "chunk_frames", "predictor",
-               "window")  # fmt: skip
+PACKED_KEYS = ("chunk_data", "chunk_offsets", "frame_index", "chunk_frames", "predictor", "window")
 # predictors as tensors travel (a DataLoader batch holds tensors); 0: none
-PREDICTOR_CODES = {None: torch.tensor(0), "up": torch.tensor(1), "left": torch.tensor(2),
-                   "gradient": torch.tensor(3)}  # fmt: skip
+PREDICTOR_CODES = {
+    None: torch.tensor(0),
+    "up": torch.tensor(1),
+    "left": torch.tensor(2),
+    "gradient": torch.tensor(3),
+}
 PREDICTOR_NAMES = {0: "", 1: "up", 2: "left", 3: "gradient"}
 
 
@@ -34,8 +37,9 @@ class DeviceDecodeError(RuntimeError):
 def check_device_decode() -> None:
     """Raise `DeviceDecodeError` in one line unless CUDA and nvCOMP are both here."""
     if not torch.cuda.is_available():
-        raise DeviceDecodeError("--decode cuda needs a CUDA GPU: torch sees none on this machine "
-                                "(use --decode cpu)")  # fmt: skip
+        raise DeviceDecodeError(
+            "--decode cuda needs a CUDA GPU: torch sees none on this machine (use --decode cpu)"
+        )
     try:
         from nvidia import nvcomp  # noqa: F401
     except ImportError:
@@ -68,7 +72,10 @@ class Packer:
                 "decode (zstd, optionally after the predictor, is needed)"
             )
         if self.layout is not None and (lay.chunk, lay.predictor, lay.shape[1:]) != (
-                self.layout.chunk, self.layout.predictor, self.layout.shape[1:]):  # fmt: skip
+            self.layout.chunk,
+            self.layout.predictor,
+            self.layout.shape[1:],
+        ):
             raise DeviceDecodeError(f"{episode}: chunks or predictor differ from the batch's")
         try:
             found = [(c, reader.body(c, data), a, b) for c, data, a, b in reader.chunks(lo, hi)]
@@ -120,18 +127,24 @@ def _nvcomp_decompress(data: torch.Tensor, offsets: list[int], size: int) -> tor
     from nvidia import nvcomp
 
     stream = torch.cuda.current_stream(data.device).cuda_stream
-    codec = nvcomp.Codec(algorithm="Zstd", bitstream_kind=nvcomp.BitstreamKind.RAW,
-                         device_id=data.device.index or 0, cuda_stream=stream)  # fmt: skip
+    codec = nvcomp.Codec(
+        algorithm="Zstd",
+        bitstream_kind=nvcomp.BitstreamKind.RAW,
+        device_id=data.device.index or 0,
+        cuda_stream=stream,
+    )
     parts = [nvcomp.as_array(data[a:b]) for a, b in itertools.pairwise(offsets)]
     out = [torch.as_tensor(a, device=data.device) for a in codec.decode(parts)]
     if any(o.numel() != size for o in out):
-        raise CorruptFramesError(f"a chunk decompressed to {[o.numel() for o in out]} bytes on "
-                                 f"the GPU, {size} expected")  # fmt: skip
+        raise CorruptFramesError(
+            f"a chunk decompressed to {[o.numel() for o in out]} bytes on the GPU, {size} expected"
+        )
     return torch.stack([o.view(torch.uint8) for o in out]) if out else torch.empty(0, size)
 
 
-def assemble(raw: torch.Tensor, batch: dict, frame_shape: tuple[int, ...],
-             window: int) -> torch.Tensor:  # fmt: skip
+def assemble(
+    raw: torch.Tensor, batch: dict, frame_shape: tuple[int, ...], window: int
+) -> torch.Tensor:
     """Windows (B, window, *frame_shape) from decompressed chunks `raw` (n, chunk bytes)."""
     kind = PREDICTOR_NAMES[int(batch["predictor"])]
     frames = undo_predictor_torch(raw.reshape(-1, *frame_shape), kind)
@@ -139,8 +152,9 @@ def assemble(raw: torch.Tensor, batch: dict, frame_shape: tuple[int, ...],
     return frames.index_select(0, index).view(-1, window, *frame_shape)
 
 
-def decode_on_device(batch: dict, frame_shape: tuple[int, ...], window: int,
-                     device: torch.device) -> torch.Tensor:  # fmt: skip
+def decode_on_device(
+    batch: dict, frame_shape: tuple[int, ...], window: int, device: torch.device
+) -> torch.Tensor:
     """The batch's frames (B, window, *frame_shape) uint8 on `device`, from its packed chunks."""
     check_device_decode()
     data = batch["chunk_data"].to(device, non_blocking=True)

@@ -34,9 +34,9 @@ def why_untrainable(
     stored = _one(con, "SELECT count(*) FROM files WHERE status = 'stored'")
     kept = _one(con, "SELECT count(*) FROM files WHERE status = 'stored' AND keep")
     splits = sorted(
-        r[0] for r in con.execute("SELECT DISTINCT split FROM files WHERE split IS NOT NULL")
-        .fetchall()
-    )  # fmt: skip
+        r[0]
+        for r in con.execute("SELECT DISTINCT split FROM files WHERE split IS NOT NULL").fetchall()
+    )
     if stored == 0:
         return f"{root}: no stored episodes; run `csdm process SRC {root}` first"
     if cfg.keep_only and kept == 0:
@@ -52,9 +52,11 @@ def why_untrainable(
         return f"{root}: no {which}episodes in split {cfg.split!r}; try --split all"
     if cfg.weapon is not None:
         weapons = sorted(
-            r[0] for r in con.execute("SELECT DISTINCT weapon FROM frames WHERE weapon IS NOT NULL")
-            .fetchall()
-        )  # fmt: skip
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT weapon FROM frames WHERE weapon IS NOT NULL"
+            ).fetchall()
+        )
         if not any(cfg.weapon in w for w in weapons):
             shown = ", ".join(weapons[:12]) or "none recorded"
             return f"--weapon {cfg.weapon}: no frame holds it (weapons in this dataset: {shown})"

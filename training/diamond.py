@@ -114,16 +114,21 @@ class FullResDataset(TorchDataset):
 
     def state_dict(self) -> dict[str, Any]:
         """The public fields, as DIAMOND's `StateDictMixin` gives them."""
-        return {"num_episodes": self.num_episodes, "num_steps": self.num_steps,
-                "lengths": self.lengths}  # fmt: skip
+        return {
+            "num_episodes": self.num_episodes,
+            "num_steps": self.num_steps,
+            "lengths": self.lengths,
+        }
 
     def episode_name(self, file_id: str) -> str:
         """The csdm name of the episode DIAMOND calls `file_id`."""
         try:
             return self._filenames[file_id]
         except KeyError:
-            raise KeyError(f"{self._out}: no episode {file_id!r} (ids look like "
-                           "'1-200/hdf5_dm_july2021_7.hdf5')") from None  # fmt: skip
+            raise KeyError(
+                f"{self._out}: no episode {file_id!r} (ids look like "
+                "'1-200/hdf5_dm_july2021_7.hdf5')"
+            ) from None
 
     def _action_rows(self, name: str) -> np.ndarray:
         if name not in self._actions:
@@ -137,8 +142,10 @@ class FullResDataset(TorchDataset):
         n = self._length_one_episode
         want_start, want_stop = int(segment_id.start), int(segment_id.stop)
         if not (want_start < n and want_stop > 0 and want_start < want_stop):
-            raise ValueError(f"segment [{want_start}, {want_stop}) of an episode of {n} steps: "
-                             "need start < length, stop > 0 and start < stop")  # fmt: skip
+            raise ValueError(
+                f"segment [{want_start}, {want_stop}) of an episode of {n} steps: "
+                "need start < length, stop > 0 and start < stop"
+            )
         name = self.episode_name(segment_id.episode_id)
         start, stop = max(0, want_start), min(n, want_stop)
         left, right = start - want_start, want_stop - stop

@@ -74,19 +74,23 @@ def _onnx_predictor(name: str, folder: Path, kind: str, extra: dict | None = Non
     d = steps.descriptor
     space = ActionSpace.from_dict(d["action_space"])
     if steps.names != list(space.heads):
-        raise EvalError(f"{folder}: outputs {steps.names}, expected the heads "
-                        f"{list(space.heads)}")  # fmt: skip
+        raise EvalError(f"{folder}: outputs {steps.names}, expected the heads {list(space.heads)}")
 
     def play(frames: np.ndarray) -> np.ndarray:
         return np.concatenate(list(steps.run(frames).values()), -1)
 
-    source = {"folder": str(folder), "model_sha256": d["files"][d["model"]]["sha256"],
-              "step": d.get("training", {}).get("step"), **(extra or {})}  # fmt: skip
+    source = {
+        "folder": str(folder),
+        "model_sha256": d["files"][d["model"]]["sha256"],
+        "step": d.get("training", {}).get("step"),
+        **(extra or {}),
+    }
     return Predictor(name, kind, source, space, play)
 
 
-def resolve_model(spec: str, registry: str | None = None, workdir: Path | None = None,
-                  device: str = "cpu") -> Predictor:  # fmt: skip
+def resolve_model(
+    spec: str, registry: str | None = None, workdir: Path | None = None, device: str = "cpu"
+) -> Predictor:
     """A Predictor: a run (torch, on `device`), an export or `NAME@alias|vN` (ONNX, CPU)."""
     if is_url(spec):  # a run or an export on a bucket
         root = root_of(spec)
@@ -125,8 +129,10 @@ def resolve_model(spec: str, registry: str | None = None, workdir: Path | None =
 
 def _targets(lab: Labels, i: int, opts: LossOptions) -> Targets:
     rows = slice(lab.offsets[i], lab.offsets[i + 1])
-    batch = {k: torch.from_numpy(getattr(lab, k)[rows])[None]
-             for k in ("keys", "clicks", "mouse_x", "mouse_y", "kill", "death")}  # fmt: skip
+    batch = {
+        k: torch.from_numpy(getattr(lab, k)[rows])[None]
+        for k in ("keys", "clicks", "mouse_x", "mouse_y", "kill", "death")
+    }
     return make_targets(batch, opts)
 
 
@@ -158,8 +164,10 @@ def check_split(data: str | Path | Dataset, split: str | None) -> Dataset:
     splits = sorted({s for s in ds.files.column("split").to_pylist() if s})
     if split is not None and split not in splits:
         have = ", ".join(splits) or "no split at all"
-        raise EvalError(f"--split {split}: no episode of {ds.root.url} has that split (it has "
-                        f"{have}; or pass --split all)")  # fmt: skip
+        raise EvalError(
+            f"--split {split}: no episode of {ds.root.url} has that split (it has "
+            f"{have}; or pass --split all)"
+        )
     return ds
 
 
@@ -208,20 +216,29 @@ def evaluate(
     out = []
     for j, m in enumerate(models):
         p = np.concatenate(probs[j])
-        heads = dict(zip(DEFAULT.heads, np.split(p, np.cumsum(list(DEFAULT.heads.values()))[:-1],
-                                                 axis=1), strict=True))  # fmt: skip
-        per_key = {k: _f1(heads["keys"][:, i] > 0.5, keys[:, i])
-                   for i, k in enumerate(DEFAULT.keys)}  # fmt: skip
-        per_key |= {c: _f1(heads["clicks"][:, i] > 0.5, clicks[:, i])
-                    for i, c in enumerate(("lclick", "rclick"))}  # fmt: skip
+        heads = dict(
+            zip(
+                DEFAULT.heads,
+                np.split(p, np.cumsum(list(DEFAULT.heads.values()))[:-1], axis=1),
+                strict=True,
+            )
+        )
+        per_key = {
+            k: _f1(heads["keys"][:, i] > 0.5, keys[:, i]) for i, k in enumerate(DEFAULT.keys)
+        }
+        per_key |= {
+            c: _f1(heads["clicks"][:, i] > 0.5, clicks[:, i])
+            for i, c in enumerate(("lclick", "rclick"))
+        }
         confusion = {}
         for head, true in (("mouse_x", mx), ("mouse_y", my)):
             n = DEFAULT.heads[head]
             cm = np.zeros((n, n), np.int64)
             np.add.at(cm, (true, heads[head].argmax(1)), 1)
             confusion[head] = cm.tolist()
-        out.append(ModelEval(m.name, m.kind, m.source, _overall(rows[j]), per_key, confusion,
-                             rows[j]))  # fmt: skip
+        out.append(
+            ModelEval(m.name, m.kind, m.source, _overall(rows[j]), per_key, confusion, rows[j])
+        )
     return EvalReport(
         data=ds.root.url,
         split=split,
@@ -246,9 +263,14 @@ GATE_METRICS = (*SEED_ACCURACIES, "seed_mean", "value_mse")
 
 
 def gate(
-    export_dir: str | Path, data: str, registry: str, name: str, metric: str = "seed_mean",
-    split: str = "test", baseline: str = "production",
-) -> tuple[bool, EvalReport | None]:  # fmt: skip
+    export_dir: str | Path,
+    data: str,
+    registry: str,
+    name: str,
+    metric: str = "seed_mean",
+    split: str = "test",
+    baseline: str = "production",
+) -> tuple[bool, EvalReport | None]:
     """Evaluate a new export and the registry's `baseline` alias on the same split.
 
     Passes when the new model beats the baseline on `metric`, or when there is no baseline yet

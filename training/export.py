@@ -139,9 +139,10 @@ def export(run: str | Path | Root, out: str | Path | Root) -> dict:
             "source": ckpt.source,
         },
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        files={MODEL_FILE: {"sha256": hashlib.sha256(onnx_bytes).hexdigest(),
-                            "size": len(onnx_bytes)}},
-    ).to_dict()  # fmt: skip
+        files={
+            MODEL_FILE: {"sha256": hashlib.sha256(onnx_bytes).hexdigest(), "size": len(onnx_bytes)}
+        },
+    ).to_dict()
     out.put_bytes(DESCRIPTOR, json.dumps(descriptor, indent=2).encode())
     return descriptor
 
@@ -156,11 +157,14 @@ class OnnxSteps:
         providers = providers or ["CPUExecutionProvider"]
         model = Path(folder) / d["model"]
         self.session = ort.InferenceSession(str(model), providers=providers)
-        graph = [[(x.name, x.shape, x.type) for x in xs]
-                 for xs in (self.session.get_inputs(), self.session.get_outputs())]  # fmt: skip
+        graph = [
+            [(x.name, x.shape, x.type) for x in xs]
+            for xs in (self.session.get_inputs(), self.session.get_outputs())
+        ]
         if problem := graph_mismatch(d, *graph):
-            raise DescriptorError(f"{model}: {problem}; its {DESCRIPTOR} does not describe it, "
-                                  "so it is not run")  # fmt: skip
+            raise DescriptorError(
+                f"{model}: {problem}; its {DESCRIPTOR} does not describe it, so it is not run"
+            )
         self.names = [o["name"] for o in d["outputs"]]
 
     def run(self, frames: np.ndarray) -> dict[str, np.ndarray]:

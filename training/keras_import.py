@@ -33,8 +33,13 @@ from training.model import B0_STAGES, ModelConfig, Policy
 from training.train import TrainConfig
 
 MAX_JSON_BYTES = 4 << 20
-HEAD_ACTIVATIONS = {"keys": "sigmoid", "clicks": "sigmoid", "mouse_x": "softmax",
-                    "mouse_y": "softmax", "value": "linear"}  # fmt: skip
+HEAD_ACTIVATIONS = {
+    "keys": "sigmoid",
+    "clicks": "sigmoid",
+    "mouse_x": "softmax",
+    "mouse_y": "softmax",
+    "value": "linear",
+}
 
 
 @dataclass(frozen=True)
@@ -87,8 +92,10 @@ def read_architecture(path: Path, space: ActionSpace = DEFAULT) -> KerasArchitec
     except KerasImportError:
         raise
     except (KeyError, TypeError, IndexError, AttributeError, ValueError) as e:
-        raise KerasImportError(f"{path}: not the seed's Keras architecture (no {str(e)[:80]} "
-                               "where the seed's model has one)") from None  # fmt: skip
+        raise KerasImportError(
+            f"{path}: not the seed's Keras architecture (no {str(e)[:80]} "
+            "where the seed's model has one)"
+        ) from None
 
 
 def _model_config(model: object, what: str, where: str) -> dict:
@@ -102,8 +109,10 @@ def _model_config(model: object, what: str, where: str) -> dict:
 
 def _ends(cfg: dict, key: str, name: str, what: str, where: str) -> None:
     if cfg.get(key) != [[name, 0, 0]]:
-        raise KerasImportError(f"{where}: {what}'s {key} are {str(cfg.get(key))[:80]}; the "
-                               f"seed's network has only {name!r}")  # fmt: skip
+        raise KerasImportError(
+            f"{where}: {what}'s {key} are {str(cfg.get(key))[:80]}; the "
+            f"seed's network has only {name!r}"
+        )
 
 
 def _in_order(layers: list, specs: list[LayerSpec], what: str, where: str) -> list[str]:
@@ -120,8 +129,9 @@ def _in_order(layers: list, specs: list[LayerSpec], what: str, where: str) -> li
         extra = layers[len(specs)]
         name = extra.get("config", {}).get("name") if isinstance(extra, dict) else None
         cls = extra.get("class_name") if isinstance(extra, dict) else type(extra).__name__
-        raise KerasImportError(f"{where}: layer {name!r} ({cls}) follows {names[-1]!r}, where "
-                               f"the seed's {what} ends")  # fmt: skip
+        raise KerasImportError(
+            f"{where}: layer {name!r} ({cls}) follows {names[-1]!r}, where the seed's {what} ends"
+        )
     return names
 
 
@@ -131,8 +141,9 @@ def _trunk(model: dict, source: str, where: str, space: ActionSpace) -> tuple[in
     layers = cfg["layers"]
     out = cfg.get("output_layers")
     stages = _cut_stages(out[0][0] if isinstance(out, list) and out and out[0] else out, where)
-    drop = next((x["config"].get("rate") for x in layers
-                 if x["config"].get("name") == "block2b_drop"), 0.0)  # fmt: skip
+    drop = next(
+        (x["config"].get("rate") for x in layers if x["config"].get("name") == "block2b_drop"), 0.0
+    )
     # Keras ramps drop_connect_rate * b / 16 over the blocks; block2b is b = 2
     blocks = sum(s[5] for s in B0_STAGES)
     drop_connect = drop * blocks / 2 if type(drop) is float and 0 <= drop < 1 else 0.0
@@ -159,8 +170,9 @@ def _architecture(arch: object, where: str, space: ActionSpace) -> KerasArchitec
     layers = cfg["layers"]
     heads = list(space.heads.items())
     if len(layers) < 4:
-        raise KerasImportError(f"{where}: {len(layers)} layers; the seed's network has "
-                               f"{5 + len(heads)}")  # fmt: skip
+        raise KerasImportError(
+            f"{where}: {len(layers)} layers; the seed's network has {5 + len(heads)}"
+        )
     inp = check(layers[0], outer_input(space.height, space.width), where)
     td = check(layers[1], LayerSpec(None, ("TimeDistributed",), (inp,)), where)
     stages, drop_connect, trunk = _trunk(layers[1]["config"]["layer"], td, where, space)
@@ -178,13 +190,16 @@ def _architecture(arch: object, where: str, space: ActionSpace) -> KerasArchitec
     concat = LayerSpec(None, ("Concatenate",), tuple(names), {"axis": _concat_axis})
     last = check(layers[4 + len(heads)], concat, where) if len(layers) > 4 + len(heads) else None
     if last is None:
-        raise KerasImportError(f"{where}: the network ends at head {names[-1]!r}; the seed's "
-                               "concatenates its heads")  # fmt: skip
+        raise KerasImportError(
+            f"{where}: the network ends at head {names[-1]!r}; the seed's concatenates its heads"
+        )
     if len(layers) > 5 + len(heads):
         extra = layers[5 + len(heads)]
-        raise KerasImportError(f"{where}: layer {extra.get('config', {}).get('name')!r} "
-                               f"({extra.get('class_name')}) follows the output {last!r}, where "
-                               "the seed's network ends")  # fmt: skip
+        raise KerasImportError(
+            f"{where}: layer {extra.get('config', {}).get('name')!r} "
+            f"({extra.get('class_name')}) follows the output {last!r}, where "
+            "the seed's network ends"
+        )
     _ends(cfg, "input_layers", inp, "the network", where)
     _ends(cfg, "output_layers", last, "the network", where)
     c = layers[2]["config"]
@@ -212,23 +227,30 @@ MAX_NAMES = 10_000  # layer and weight names per file; the seed's has about 600
 
 
 def _bn(prefix: str, layer: str) -> list[tuple[str, str, str, tuple | None]]:
-    return [(f"{prefix}.weight", layer, "gamma", None), (f"{prefix}.bias", layer, "beta", None),
-            (f"{prefix}.running_mean", layer, "moving_mean", None),
-            (f"{prefix}.running_var", layer, "moving_variance", None)]  # fmt: skip
+    return [
+        (f"{prefix}.weight", layer, "gamma", None),
+        (f"{prefix}.bias", layer, "beta", None),
+        (f"{prefix}.running_mean", layer, "moving_mean", None),
+        (f"{prefix}.running_var", layer, "moving_variance", None),
+    ]
 
 
 def _trunk_plan(stages: int) -> list[tuple[str, str, str, tuple | None]]:
     """(csdm state key, Keras layer, Keras weight, axes to transpose) for every trunk tensor."""
-    plan = [("trunk.features.0.0.weight", "stem_conv", "kernel", CONV),
-            *_bn("trunk.features.0.1", "stem_bn")]  # fmt: skip
+    plan = [
+        ("trunk.features.0.0.weight", "stem_conv", "kernel", CONV),
+        *_bn("trunk.features.0.1", "stem_bn"),
+    ]
     for s, (expand, *_, n) in enumerate(B0_STAGES[:stages], 1):
         for j in range(n):
             k = f"block{s}{string.ascii_lowercase[j]}_"
             p = f"trunk.features.{s}.{j}.block"
             i = 0
             if expand != 1:
-                plan += [(f"{p}.0.0.weight", k + "expand_conv", "kernel", CONV),
-                         *_bn(f"{p}.0.1", k + "expand_bn")]  # fmt: skip
+                plan += [
+                    (f"{p}.0.0.weight", k + "expand_conv", "kernel", CONV),
+                    *_bn(f"{p}.0.1", k + "expand_bn"),
+                ]
                 i = 1
             plan += [
                 (f"{p}.{i}.0.weight", k + "dwconv", "depthwise_kernel", DEPTHWISE),
@@ -271,8 +293,9 @@ def read_weights(f: h5py.File, path: Path) -> dict[str, dict[str, h5py.Dataset]]
                 if layer == group or layer.startswith(f"{group}_"):
                     layer = group  # a wrapper naming its wrapped layer's weights
                 if not isinstance(g.get(wn), h5py.Dataset):
-                    raise KerasImportError(f"{path}: layer {group!r} lists weight {wn!r} "
-                                           "but does not hold it")  # fmt: skip
+                    raise KerasImportError(
+                        f"{path}: layer {group!r} lists weight {wn!r} but does not hold it"
+                    )
                 out.setdefault(layer, {})[parts[-1].split(":")[0]] = g[wn]
     except (OSError, KeyError, TypeError, ValueError) as e:
         if isinstance(e, KerasImportError):
@@ -286,14 +309,17 @@ def _take(weights: dict, layer: str, name: str, where: Path, shape: tuple) -> np
     if layer not in weights:
         raise KerasImportError(f"{where}: layer {layer!r} is missing from the weights file")
     if name not in weights[layer]:
-        raise KerasImportError(f"{where}: layer {layer!r} has no weight {name!r} "
-                               f"(it has {sorted(weights[layer])})")  # fmt: skip
+        raise KerasImportError(
+            f"{where}: layer {layer!r} has no weight {name!r} (it has {sorted(weights[layer])})"
+        )
     ds = weights[layer].pop(name)
     if ds.dtype.kind != "f" or ds.dtype.itemsize > 8:
         raise KerasImportError(f"{where}: layer {layer!r} holds {name} as {ds.dtype}, not floats")
     if tuple(ds.shape) != tuple(shape):
-        raise KerasImportError(f"{where}: layer {layer!r} holds {name} of shape "
-                               f"{tuple(ds.shape)}, csdm expects {tuple(shape)}")  # fmt: skip
+        raise KerasImportError(
+            f"{where}: layer {layer!r} holds {name} of shape "
+            f"{tuple(ds.shape)}, csdm expects {tuple(shape)}"
+        )
     try:
         return np.asarray(ds[()], dtype=np.float32)
     except OSError as e:
@@ -313,9 +339,15 @@ def _keras_shape(shape: torch.Size, axes: tuple | None) -> tuple[int, ...]:
 def convert(arch: KerasArchitecture, weights: dict, where: Path, space: ActionSpace = DEFAULT):
     """The csdm state dict and config for `arch`, every Keras weight used exactly once."""
     weights = {k: dict(v) for k, v in weights.items()}
-    cfg = ModelConfig(stages=arch.stages, width=1.0, lstm_filters=arch.lstm_filters,
-                      dropout=arch.dropout, recurrent_dropout=arch.recurrent_dropout,
-                      drop_connect=arch.drop_connect, padding="keras")  # fmt: skip
+    cfg = ModelConfig(
+        stages=arch.stages,
+        width=1.0,
+        lstm_filters=arch.lstm_filters,
+        dropout=arch.dropout,
+        recurrent_dropout=arch.recurrent_dropout,
+        drop_connect=arch.drop_connect,
+        padding="keras",
+    )
     model = Policy(cfg, space)
     state = model.state_dict()
 
@@ -326,8 +358,9 @@ def convert(arch: KerasArchitecture, weights: dict, where: Path, space: ActionSp
     for key, layer, name, axes in _trunk_plan(arch.stages):
         put(key, layer, name, axes)
     norm = arch.normalization
-    mean, var = (_take(weights, norm, w, where, (3,)).reshape(1, 3, 1, 1)
-                 for w in ("mean", "variance"))  # fmt: skip
+    mean, var = (
+        _take(weights, norm, w, where, (3,)).reshape(1, 3, 1, 1) for w in ("mean", "variance")
+    )
     weights[norm].pop("count", None)
     # Rescaling(scale) then (x - mean) / sqrt(variance), on the channels as fed (BGR)
     state["mean"] = torch.from_numpy(mean / arch.scale)
@@ -363,8 +396,9 @@ def import_keras(prefix: str | Path, run: str | Path, space: ActionSpace = DEFAU
     json_path, h5_path = Path(f"{prefix}.json"), Path(f"{prefix}.h5")
     for p in (json_path, h5_path):
         if not p.is_file():
-            raise KerasImportError(f"{p}: missing; `tp_save_model` writes PREFIX.json and "
-                                   "PREFIX.h5 side by side")  # fmt: skip
+            raise KerasImportError(
+                f"{p}: missing; `tp_save_model` writes PREFIX.json and PREFIX.h5 side by side"
+            )
     if has_checkpoint(run):
         raise FileExistsError(f"{run}: already holds a checkpoint; import into a new --run")
     arch = read_architecture(json_path, space)
@@ -383,7 +417,12 @@ def import_keras(prefix: str | Path, run: str | Path, space: ActionSpace = DEFAU
             for p in (json_path, h5_path)
         },
     }
-    ckpt = Checkpoint(model.state_dict(), cfg.to_dict(), space.to_dict(),
-                      data={"root": None, "revision": None}, source=source)  # fmt: skip
+    ckpt = Checkpoint(
+        model.state_dict(),
+        cfg.to_dict(),
+        space.to_dict(),
+        data={"root": None, "revision": None},
+        source=source,
+    )
     write_checkpoint(checkpoint_path(run), ckpt)
     return ckpt

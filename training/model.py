@@ -86,8 +86,9 @@ class StridedConv(nn.Conv2d):
 
     def __init__(self, cin: int, cout: int, k: int, stride: int, groups: int, keras: bool):
         asym = keras and stride == 2
-        super().__init__(cin, cout, k, stride, 0 if asym else (k - 1) // 2, groups=groups,
-                         bias=False)  # fmt: skip
+        super().__init__(
+            cin, cout, k, stride, 0 if asym else (k - 1) // 2, groups=groups, bias=False
+        )
         self.asym = asym
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -58,18 +58,25 @@ class SegmentStream(IterableDataset):
         self.seq, self.batch_size, self.view = seq_length, batch_size, view
         self.state, self.rank, self.world = state, rank, world
         ds = open_dataset(out, storage_options)
-        recs = [r for r in ds.state.committed.values()
-                if (split is None or r.split == split) and (r.keep or not kept_only)]  # fmt: skip
+        recs = [
+            r
+            for r in ds.state.committed.values()
+            if (split is None or r.split == split) and (r.keep or not kept_only)
+        ]
         recs.sort(key=lambda r: r.episode)
         if view is not None:
             if view not in read_views(ds.layout):
-                raise ValueError(f"{out}: no view {view!r} (make it with `csdm views {out} "
-                                 f"--size {view}`)")  # fmt: skip
-            stale = [r.episode for r in recs
-                     if not view_current(ds.layout, view, r.episode, r.sha256)]  # fmt: skip
+                raise ValueError(
+                    f"{out}: no view {view!r} (make it with `csdm views {out} --size {view}`)"
+                )
+            stale = [
+                r.episode for r in recs if not view_current(ds.layout, view, r.episode, r.sha256)
+            ]
             if stale:
-                raise ValueError(f"{out}: view {view} is missing or stale for {len(stale)} "
-                                 f"episode(s), e.g. {stale[0]}; rerun `csdm views`")  # fmt: skip
+                raise ValueError(
+                    f"{out}: view {view} is missing or stale for {len(stale)} "
+                    f"episode(s), e.g. {stale[0]}; rerun `csdm views`"
+                )
         self.episodes = [r.episode for r in recs]
         self.lengths = np.array([r.n_frames or 0 for r in recs], dtype=np.int64)
         self.mine = np.arange(rank, len(self.episodes), world)
@@ -120,9 +127,14 @@ class SegmentStream(IterableDataset):
             obs[i, left : left + len(o)] = torch.from_numpy(np.ascontiguousarray(o))
             act[i, left : left + len(a)] = torch.from_numpy(np.asarray(a))
             mask[i, left : left + len(o)] = True
-        return {"obs": obs, "act": act, "mask_padding": mask,
-                "episode": [self.episodes[e] for e in episodes],
-                "start": torch.from_numpy(starts), "stop": torch.from_numpy(stops)}  # fmt: skip
+        return {
+            "obs": obs,
+            "act": act,
+            "mask_padding": mask,
+            "episode": [self.episodes[e] for e in episodes],
+            "start": torch.from_numpy(starts),
+            "stop": torch.from_numpy(stops),
+        }
 
     def __iter__(self):
         info = get_worker_info()

@@ -192,8 +192,12 @@ class WindowStream(IterableDataset):
                     self._skip(name, err)
             corrupt.append(name)
         rows = np.array(rows, np.int64).reshape(-1, t)
-        return {"corrupt_episodes": corrupt, **packer.result(), "window": torch.tensor(t),
-                **self._labels(rows)}  # fmt: skip
+        return {
+            "corrupt_episodes": corrupt,
+            **packer.result(),
+            "window": torch.tensor(t),
+            **self._labels(rows),
+        }
 
     def _labels(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         lab = self.index.labels
@@ -241,8 +245,10 @@ def to_device(
     """
     device = torch.device(device)
     if "chunk_data" not in batch:
-        return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-                for k, v in batch.items()}  # fmt: skip
+        return {
+            k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()
+        }
     shape = (DEFAULT.height, DEFAULT.width, 3)
     frames = decode_on_device(batch, shape, int(batch["window"]), device)
     rest = {k: v for k, v in batch.items() if k not in PACKED_KEYS}

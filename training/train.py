@@ -56,8 +56,16 @@ METRIC_NAMES = (
     "seed_mean",
 )
 # the columns of RUN/metrics.csv
-METRICS_FIELDS = ("step", "epoch", "frames", "seconds", "frames_per_s", "lr", "corrupt_windows",
-                  *METRIC_NAMES)  # fmt: skip
+METRICS_FIELDS = (
+    "step",
+    "epoch",
+    "frames",
+    "seconds",
+    "frames_per_s",
+    "lr",
+    "corrupt_windows",
+    *METRIC_NAMES,
+)
 
 
 @dataclass
@@ -95,8 +103,12 @@ class TrainConfig:
                 workers=0,
             )
         elif name == "paper":
-            base = dict(model=PRESETS["paper"], sampler=SamplerConfig(), batch_size=1,
-                        loss=LossOptions(keras_clip=True))  # fmt: skip
+            base = dict(
+                model=PRESETS["paper"],
+                sampler=SamplerConfig(),
+                batch_size=1,
+                loss=LossOptions(keras_clip=True),
+            )
         else:
             raise ValueError(f"unknown preset {name!r}: use tiny or paper")
         return cls(preset=name, **{**base, **kw})
@@ -156,8 +168,9 @@ def _init_from(model: Policy, cfg: TrainConfig) -> dict:
         model.load_state_dict(init.model)
     except RuntimeError as e:  # another action space, or a hand-edited checkpoint
         first = str(e).strip().splitlines()[0]
-        raise ValueError(f"{cfg.init_from}: its weights do not fit this network "
-                         f"({first})") from None  # fmt: skip
+        raise ValueError(
+            f"{cfg.init_from}: its weights do not fit this network ({first})"
+        ) from None
     return {"init_from": str(cfg.init_from), "step": init.step, "source": init.source}
 
 
@@ -165,8 +178,9 @@ def last_result(run: str | Path) -> TrainResult:
     """What a run's last logged step says (how the train flow reads a torchrun run)."""
     last = read_metrics(run)[-1]
     metrics = {k: last[k] for k in last if k.endswith(("acc", "mse")) or k in ("loss", "seed_mean")}
-    return TrainResult(str(run), last["step"], last["frames"], last["seconds"],
-                       last["frames_per_s"], metrics)  # fmt: skip
+    return TrainResult(
+        str(run), last["step"], last["frames"], last["seconds"], last["frames_per_s"], metrics
+    )
 
 
 def continuing(cfg: TrainConfig, ckpt: Checkpoint | None) -> TrainConfig:
@@ -213,8 +227,10 @@ def train(
             )
         saved = TrainConfig.from_dict(ckpt.config)
         if (saved.model, saved.sampler) != (cfg.model, cfg.sampler):
-            was, now = {**saved.model.to_dict(), **saved.sampler.to_dict()}, {
-                **cfg.model.to_dict(), **cfg.sampler.to_dict()}  # fmt: skip
+            was, now = (
+                {**saved.model.to_dict(), **saved.sampler.to_dict()},
+                {**cfg.model.to_dict(), **cfg.sampler.to_dict()},
+            )
             diff = ", ".join(f"{k} {was[k]!r} -> {now[k]!r}" for k in was if was[k] != now[k])
             raise ValueError(
                 f"{ckpt_path}: was trained with another network or sampler ({diff}); "
@@ -307,8 +323,11 @@ def train(
         if bad:
             corrupt_windows += len(bad)
             for name in sorted(set(bad) - corrupt_eps):
-                print(f"[csdm train] skipping corrupt episode {name} (--on-corrupt skip); "
-                      f"`csdm verify {data}` lists every bad chunk", flush=True)  # fmt: skip
+                print(
+                    f"[csdm train] skipping corrupt episode {name} (--on-corrupt skip); "
+                    f"`csdm verify {data}` lists every bad chunk",
+                    flush=True,
+                )
             corrupt_eps |= set(bad)
         if len(batch["keys"]) == 0:  # every window was corrupt: no step on this batch
             if world > 1:

@@ -16,8 +16,15 @@ from csdm_agent.contract import (
 )
 from csdm_agent.contract import check_descriptor as _check_descriptor
 
-__all__ = ["DESCRIPTOR", "MANIFEST", "Artifact", "VerificationError", "check_descriptor",
-           "graph_mismatch", "sha256_file"]  # fmt: skip
+__all__ = [
+    "DESCRIPTOR",
+    "MANIFEST",
+    "Artifact",
+    "VerificationError",
+    "check_descriptor",
+    "graph_mismatch",
+    "sha256_file",
+]
 
 
 class VerificationError(ContractError):

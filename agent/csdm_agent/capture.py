@@ -9,8 +9,11 @@ from typing import Protocol
 
 import numpy as np
 
-TITLES = ("Counter-Strike: Global Offensive - Direct3d 9", "Counter-Strike: Global Offensive",
-          "Counter-Strike 2")  # fmt: skip
+TITLES = (
+    "Counter-Strike: Global Offensive - Direct3d 9",
+    "Counter-Strike: Global Offensive",
+    "Counter-Strike 2",
+)
 
 
 class FrameSource(Protocol):
@@ -155,17 +158,25 @@ class ScreenCapture:
         user32 = ctypes.windll.user32
         hwnd = next((h for t in titles if (h := user32.FindWindowW(None, t))), 0)
         if not hwnd:
-            raise SystemExit(f"no game window titled {' / '.join(titles)}; start the game in "
-                             "windowed 1024x768, or pass --window-title")  # fmt: skip
+            raise SystemExit(
+                f"no game window titled {' / '.join(titles)}; start the game in "
+                "windowed 1024x768, or pass --window-title"
+            )
         rect, origin = wintypes.RECT(), wintypes.POINT(0, 0)
         user32.GetClientRect(hwnd, ctypes.byref(rect))
         user32.ClientToScreen(hwnd, ctypes.byref(origin))
         c = preprocess.crop
         if (rect.right, rect.bottom) != (c.client_width, c.client_height):
-            raise SystemExit(f"game client area is {rect.right}x{rect.bottom}; set the game to "
-                             f"{c.client_width}x{c.client_height} windowed")  # fmt: skip
-        self.region = {"left": origin.x, "top": origin.y, "width": c.client_width,
-                       "height": c.client_height}  # fmt: skip
+            raise SystemExit(
+                f"game client area is {rect.right}x{rect.bottom}; set the game to "
+                f"{c.client_width}x{c.client_height} windowed"
+            )
+        self.region = {
+            "left": origin.x,
+            "top": origin.y,
+            "width": c.client_width,
+            "height": c.client_height,
+        }
         self.preprocess = preprocess
 
     def grab(self) -> np.ndarray | None:

@@ -26,8 +26,10 @@ def _pull(args: argparse.Namespace) -> int:
 
     art = pull(args.registry, args.name, args.dest, args.version, args.alias)
     d = art.descriptor
-    print(f"{art.folder}  ({args.name}, step {d['training']['step']}, "
-          f"{d['files'][d['model']]['size'] / 1e6:.1f} MB, verified)")  # fmt: skip
+    print(
+        f"{art.folder}  ({args.name}, step {d['training']['step']}, "
+        f"{d['files'][d['model']]['size'] / 1e6:.1f} MB, verified)"
+    )
     print(f"play it: csdm-agent run --model {art.folder}")
     return 0
 
@@ -54,10 +56,14 @@ def _gsi_config(args: argparse.Namespace) -> int:
 
     out = Path(args.out) / CFG_NAME
     out.write_text(config_text(args.port, args.token or secrets.token_urlsafe(12), args.host))
-    print(f"wrote {out}: copy it into the game's cfg folder (...\\Counter-Strike Global "
-          "Offensive\\csgo\\cfg) and restart the game")  # fmt: skip
-    print(f"then: csdm-agent run --model MODEL --gsi {args.host}:{args.port} --gsi-token "
-          "<the token in the file> --summary run.json")  # fmt: skip
+    print(
+        f"wrote {out}: copy it into the game's cfg folder (...\\Counter-Strike Global "
+        "Offensive\\csgo\\cfg) and restart the game"
+    )
+    print(
+        f"then: csdm-agent run --model MODEL --gsi {args.host}:{args.port} --gsi-token "
+        "<the token in the file> --summary run.json"
+    )
     return 0
 
 
@@ -73,9 +79,11 @@ def _run(args: argparse.Namespace) -> int:
         from csdm_agent.gsi import parse_address
 
         if not (args.gsi and args.gsi_token):
-            raise VerificationError("--gsi HOST:PORT and --gsi-token T go together: the "
-                                    "address and token of the game's GSI cfg (csdm-agent "
-                                    "gsi-config)")  # fmt: skip
+            raise VerificationError(
+                "--gsi HOST:PORT and --gsi-token T go together: the "
+                "address and token of the game's GSI cfg (csdm-agent "
+                "gsi-config)"
+            )
         gsi_at = parse_address(args.gsi)
     art = Artifact.open(_model_folder(args))
     d = art.descriptor
@@ -89,8 +97,13 @@ def _run(args: argparse.Namespace) -> int:
         frames = _screen(Preprocess(Crop(**space["crop"]), out_hw), args)
     sink = RecordingSink() if args.dry_run else SendInputSink()
     vk = VK[args.stop_key.upper()]
-    log.info("playing %s at %d fps%s; stop with %s or Ctrl+C", art.folder, space["fps"],
-             " (dry run: no input sent)" if args.dry_run else "", args.stop_key)  # fmt: skip
+    log.info(
+        "playing %s at %d fps%s; stop with %s or Ctrl+C",
+        art.folder,
+        space["fps"],
+        " (dry run: no input sent)" if args.dry_run else "",
+        args.stop_key,
+    )
     decals = (args.clear_decals_key, args.clear_decals_every)
     with contextlib.ExitStack() as stack:
         listener = None
@@ -98,36 +111,68 @@ def _run(args: argparse.Namespace) -> int:
             from csdm_agent.gsi import GsiListener
 
             listener = stack.enter_context(GsiListener(*gsi_at, args.gsi_token))
-        summary = run(policy, decoder, frames, Controller(sink), space["fps"], args.max_frames,
-                      stop=lambda: stop_key_pressed(vk), clear_decals=decals,
-                      gsi=listener.snapshot if listener else None)  # fmt: skip
+        summary = run(
+            policy,
+            decoder,
+            frames,
+            Controller(sink),
+            space["fps"],
+            args.max_frames,
+            stop=lambda: stop_key_pressed(vk),
+            clear_decals=decals,
+            gsi=listener.snapshot if listener else None,
+        )
     # the loop's fixed grid: steps plus the slots lost to overruns are the time played
     played = (len(summary.step) + summary.dropped) / space["fps"] / 60
     gsi = listener.summary(summary.gsi, played) if listener else None
     print(summary.report())
     if gsi is not None and gsi["posts"] == 0:
-        log.warning("GSI: no post from the game%s", " with this token: --gsi-token differs from "
-                    "the cfg's" if gsi["ignored_posts"] else ": is the cfg in csgo\\cfg, was the "
-                    "game restarted after copying it, and do the ports match?")  # fmt: skip
+        log.warning(
+            "GSI: no post from the game%s",
+            " with this token: --gsi-token differs from the cfg's"
+            if gsi["ignored_posts"]
+            else ": is the cfg in csgo\\cfg, was the "
+            "game restarted after copying it, and do the ports match?",
+        )
     elif gsi is not None:
-        print(f"GSI: {gsi['kills']} kills, {gsi['deaths']} deaths, {gsi['assists']} assists in "
-              f"{gsi['minutes']:.2f} min (kills/min {gsi['kills_per_min']}, K/D {gsi['kd']}); "
-              f"{gsi['posts']} posts, {gsi['ignored_posts']} ignored, {gsi['dropped_posts']} "
-              "malformed")  # fmt: skip
+        print(
+            f"GSI: {gsi['kills']} kills, {gsi['deaths']} deaths, {gsi['assists']} assists in "
+            f"{gsi['minutes']:.2f} min (kills/min {gsi['kills_per_min']}, K/D {gsi['kd']}); "
+            f"{gsi['posts']} posts, {gsi['ignored_posts']} ignored, {gsi['dropped_posts']} "
+            "malformed"
+        )
     if args.summary:
-        Path(args.summary).write_text(json.dumps({
-            "format_version": SUMMARY_FORMAT, "kind": "csdm-agent run",
-            "steps": len(summary.step), "fps": summary.fps, "provider": summary.provider,
-            "overruns": summary.overruns, "dropped": summary.dropped,
-            "released": summary.released, "stopped_by": summary.stopped_by,
-            "decals_cleared": summary.decals_cleared,
-            **({"gsi": gsi} if gsi is not None else {}),
-            "decode": dataclasses.asdict(decoder.options),
-            **summary.percentiles(),
-            "actions": [{"keys": sorted(a.keys), "lclick": a.lclick, "rclick": a.rclick,
-                         "mouse_x": a.mouse_x, "mouse_y": a.mouse_y} for a in summary.actions],
-            "events": len(sink.events) if args.dry_run else None,
-        }, indent=1))  # fmt: skip
+        Path(args.summary).write_text(
+            json.dumps(
+                {
+                    "format_version": SUMMARY_FORMAT,
+                    "kind": "csdm-agent run",
+                    "steps": len(summary.step),
+                    "fps": summary.fps,
+                    "provider": summary.provider,
+                    "overruns": summary.overruns,
+                    "dropped": summary.dropped,
+                    "released": summary.released,
+                    "stopped_by": summary.stopped_by,
+                    "decals_cleared": summary.decals_cleared,
+                    **({"gsi": gsi} if gsi is not None else {}),
+                    "decode": dataclasses.asdict(decoder.options),
+                    **summary.percentiles(),
+                    "actions": [
+                        {
+                            "keys": sorted(a.keys),
+                            "lclick": a.lclick,
+                            "rclick": a.rclick,
+                            "mouse_x": a.mouse_x,
+                            "mouse_y": a.mouse_y,
+                        }
+                        for a in summary.actions
+                    ],
+                    "events": len(sink.events) if args.dry_run else None,
+                },
+                indent=1,
+            )
+        )
     return 0
 
 
@@ -147,11 +192,24 @@ def _record(args: argparse.Namespace) -> int:
     frames = _screen(Preprocess(Crop(**SEED_CROP), FRAME_SHAPE[:2]), args)
     vk = VK[args.stop_key.upper()]
     with GsiListener(host, port, args.gsi_token) as listener:
-        log.info("recording to %s from hdf5_%s%d.hdf5 at 16 fps; stop with %s or Ctrl+C",
-                 args.out, args.stub, writer.next, args.stop_key)  # fmt: skip
-        summary = record(frames, WindowsInput(), listener.seed_state, writer, args.sensitivity,
-                         args.episode_frames, args.keep_partial,
-                         stop=lambda: stop_key_pressed(vk), max_frames=args.max_frames)  # fmt: skip
+        log.info(
+            "recording to %s from hdf5_%s%d.hdf5 at 16 fps; stop with %s or Ctrl+C",
+            args.out,
+            args.stub,
+            writer.next,
+            args.stop_key,
+        )
+        summary = record(
+            frames,
+            WindowsInput(),
+            listener.seed_state,
+            writer,
+            args.sensitivity,
+            args.episode_frames,
+            args.keep_partial,
+            stop=lambda: stop_key_pressed(vk),
+            max_frames=args.max_frames,
+        )
     return _report_recording(summary, args)
 
 
@@ -166,23 +224,37 @@ def _capture_arguments(p: argparse.ArgumentParser, what: str) -> None:
     """The window, stop and length options `run` and `record` share."""
     p.add_argument("--max-frames", type=int)
     p.add_argument("--window-title", action="append", help="game window title (repeatable)")
-    p.add_argument("--stop-key", default="END", choices=sorted(VK, key=len),
-                   help=f"held-down key that stops {what} (F keys are often bound in "
-                   "game)")  # fmt: skip
+    p.add_argument(
+        "--stop-key",
+        default="END",
+        choices=sorted(VK, key=len),
+        help=f"held-down key that stops {what} (F keys are often bound in game)",
+    )
 
 
 def _report_recording(summary, args: argparse.Namespace) -> int:
-    print(f"{len(summary.episodes)} episodes, {summary.frames} frames written to {args.out}; "
-          f"stopped by {summary.stopped_by}; {summary.dropped} slots dropped")  # fmt: skip
+    print(
+        f"{len(summary.episodes)} episodes, {summary.frames} frames written to {args.out}; "
+        f"stopped by {summary.stopped_by}; {summary.dropped} slots dropped"
+    )
     if summary.discarded:
-        print(f"discarded the unfinished last episode ({summary.discarded} frames); "
-              "--keep-partial writes it shorter")  # fmt: skip
+        print(
+            f"discarded the unfinished last episode ({summary.discarded} frames); "
+            "--keep-partial writes it shorter"
+        )
     if summary.episodes:
         print(f"bring them into the pipeline: csdm process {args.out} OUT")
     if args.summary:
-        Path(args.summary).write_text(json.dumps({
-            "format_version": SUMMARY_FORMAT, "kind": "csdm-agent record",
-            **dataclasses.asdict(summary)}, indent=1))  # fmt: skip
+        Path(args.summary).write_text(
+            json.dumps(
+                {
+                    "format_version": SUMMARY_FORMAT,
+                    "kind": "csdm-agent record",
+                    **dataclasses.asdict(summary),
+                },
+                indent=1,
+            )
+        )
     return 1 if summary.failures else 0
 
 
@@ -208,8 +280,12 @@ def _decode_arguments(p: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(DecodeOptions):
         flag = "--" + f.name.replace("_", "-")
         if f.type in (bool, "bool"):
-            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
-                           help=DECODE_HELP[f.name])  # fmt: skip
+            g.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=f.default,
+                help=DECODE_HELP[f.name],
+            )
         else:
             g.add_argument(flag, type=float, default=f.default, help=DECODE_HELP[f.name])
 
@@ -248,8 +324,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="HOST:PORT",
         help="listen for the game's state (GSI) and report kills and deaths per minute",
     )
-    r.add_argument("--gsi-token", help="the auth token of the game's GSI cfg; other posts are "
-                   "ignored")  # fmt: skip
+    r.add_argument(
+        "--gsi-token", help="the auth token of the game's GSI cfg; other posts are ignored"
+    )
     r.add_argument("--dry-run", action="store_true", help="decide actions, send no input")
     r.add_argument("--replay", help="an episode .hdf5 (or .npy frames) instead of the screen")
     _capture_arguments(r, "the agent")
@@ -262,21 +339,36 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="tap the clear-decals key this often, as the seed did (0: never)",
     )
-    r.add_argument("--clear-decals-key", default="n", choices=sorted(SCAN_CODES),
-                   help="the key bound to r_cleardecals in the game (seed: n)")  # fmt: skip
+    r.add_argument(
+        "--clear-decals-key",
+        default="n",
+        choices=sorted(SCAN_CODES),
+        help="the key bound to r_cleardecals in the game (seed: n)",
+    )
     _decode_arguments(r)
     r.add_argument("--summary", help="write the run summary and actions as JSON here")
     rec = sub.add_parser("record", help="record your own play as dataset episodes (Windows)")
     rec.add_argument("--out", required=True, help="folder for hdf5_{stub}{n}.hdf5 episodes")
     rec.add_argument("--stub", default="dm_mine_", help="episode name stub, ending in '_'")
-    rec.add_argument("--gsi", default="127.0.0.1:3000", metavar="HOST:PORT",
-                     help="where the game's GSI cfg posts (csdm-agent gsi-config)")  # fmt: skip
+    rec.add_argument(
+        "--gsi",
+        default="127.0.0.1:3000",
+        metavar="HOST:PORT",
+        help="where the game's GSI cfg posts (csdm-agent gsi-config)",
+    )
     rec.add_argument("--gsi-token", required=True, help="the auth token of the game's GSI cfg")
-    rec.add_argument("--sensitivity", type=float, default=2.5,
-                     help="your in-game sensitivity: mouse counts x this / 2.5 are the seed's "
-                     "units")  # fmt: skip
-    rec.add_argument("--episode-frames", type=int, default=1000,
-                     help="frames per episode file (the public files: 1000)")  # fmt: skip
+    rec.add_argument(
+        "--sensitivity",
+        type=float,
+        default=2.5,
+        help="your in-game sensitivity: mouse counts x this / 2.5 are the seed's units",
+    )
+    rec.add_argument(
+        "--episode-frames",
+        type=int,
+        default=1000,
+        help="frames per episode file (the public files: 1000)",
+    )
     rec.add_argument(
         "--keep-partial",
         action="store_true",
@@ -287,12 +379,16 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("gsi-config", help="write the game's GSI cfg for run --gsi")
     c.add_argument("--port", type=int, default=3000)
     c.add_argument("--host", default="127.0.0.1")
-    c.add_argument("--token", help="filters posts; the same goes to run --gsi-token "
-                   "(default: a random one, written only to the file)")  # fmt: skip
+    c.add_argument(
+        "--token",
+        help="filters posts; the same goes to run --gsi-token "
+        "(default: a random one, written only to the file)",
+    )
     c.add_argument("--out", default=".", help="folder to write gamestate_integration_csdm.cfg in")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        stream=sys.stderr)  # fmt: skip
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+    )
     try:
         commands = {"pull": _pull, "run": _run, "record": _record, "gsi-config": _gsi_config}
         return commands[args.command](args)

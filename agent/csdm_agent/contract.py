@@ -19,14 +19,25 @@ INDEX = "index.json"
 FORMAT = "csdm-policy"
 SUPPORTED_VERSIONS = (1,)
 # keys a reader needs to run the model; the rest (training, created) is provenance
-REQUIRED = ("format", "format_version", "model", "opset", "action_space", "fps", "input",
-            "state", "outputs", "files")  # fmt: skip
+REQUIRED = (
+    "format",
+    "format_version",
+    "model",
+    "opset",
+    "action_space",
+    "fps",
+    "input",
+    "state",
+    "outputs",
+    "files",
+)
 REGISTRY_FORMAT = 1  # format_version of index.json and MANIFEST.json (absent: written before it)
 ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}\Z")  # ASCII: aliases appear in paths and tags
 SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 
 # The seed's action space (its config.py): 11 keys, 2 clicks, then one-hot mouse bins.
 KEYS = ("w", "a", "s", "d", "space", "ctrl", "shift", "1", "2", "3", "r")
+# a table: the seed's bins in one run, as its code and the paper list them
 MOUSE_X_BINS = (-1000, -500, -300, -200, -100, -60, -30, -20, -10, -4, -2, -0.0, 2, 4, 10, 20,
                 30, 60, 100, 200, 300, 500, 1000)  # fmt: skip
 MOUSE_Y_BINS = (-200, -100, -50, -20, -10, -4, -2, -0.0, 2, 4, 10, 20, 50, 100, 200)
@@ -79,9 +90,14 @@ def check_descriptor(d: object, where: str = DESCRIPTOR, error: type = ContractE
 
 def _fits(graph: object, shape: object) -> bool:
     """A graph shape matches the descriptor's where both name a size (symbolic dims match any)."""
-    return (isinstance(graph, list | tuple) and isinstance(shape, list) and len(graph) == len(shape)
-            and all(type(g) is not int or w is None or g == w
-                    for g, w in zip(graph, shape, strict=True)))  # fmt: skip
+    return (
+        isinstance(graph, list | tuple)
+        and isinstance(shape, list)
+        and len(graph) == len(shape)
+        and all(
+            type(g) is not int or w is None or g == w for g, w in zip(graph, shape, strict=True)
+        )
+    )
 
 
 def graph_mismatch(d: dict, inputs: list[tuple], outputs: list[tuple]) -> str | None:
@@ -101,16 +117,20 @@ def _graph_mismatch(d: dict, inputs: list[tuple], outputs: list[tuple]) -> str |
     want_out = [(o["name"], [None, o["width"]], "tensor(float)") for o in d["outputs"]]
     want_out += [(s["output"], s["shape"], "tensor(float)") for s in d["state"]]
     if [o[0] for o in outputs] != [o[0] for o in want_out]:
-        return (f"the model's outputs are {[o[0] for o in outputs]}, the descriptor lists "
-                f"{[o[0] for o in want_out]}")  # fmt: skip
+        return (
+            f"the model's outputs are {[o[0] for o in outputs]}, the descriptor lists "
+            f"{[o[0] for o in want_out]}"
+        )
     pairs = [(n, *got_in[n], *want_in[n]) for n in want_in]
     pairs += [
         (n, gs, gk, ws, wk) for (n, gs, gk), (_, ws, wk) in zip(outputs, want_out, strict=True)
     ]
     for name, got_shape, got_kind, shape, kind in pairs:
         if got_kind != kind or not _fits(got_shape, shape):
-            return (f"{name!r} is {got_kind} {list(got_shape)} in the model, {kind} {shape} in "
-                    "the descriptor")  # fmt: skip
+            return (
+                f"{name!r} is {got_kind} {list(got_shape)} in the model, {kind} {shape} in "
+                "the descriptor"
+            )
     return None
 
 
@@ -123,8 +143,10 @@ def registry_format_problem(d: dict) -> str | None:
     """Why a registry file's format cannot be read here; one written before versions reads."""
     found = d.get("format_version", REGISTRY_FORMAT)
     if found != REGISTRY_FORMAT:
-        return (f"registry format version {str(found)[:20]}, this reader reads "
-                f"{REGISTRY_FORMAT}; upgrade csdm / csdm-agent")  # fmt: skip
+        return (
+            f"registry format version {str(found)[:20]}, this reader reads "
+            f"{REGISTRY_FORMAT}; upgrade csdm / csdm-agent"
+        )
     return None
 
 
@@ -156,8 +178,9 @@ def index_problem(index: object) -> str | None:
     return None
 
 
-def resolve_version(index: dict, version: int | None, alias: str | None, where: str,
-                    error: type = ContractError) -> int:  # fmt: skip
+def resolve_version(
+    index: dict, version: int | None, alias: str | None, where: str, error: type = ContractError
+) -> int:
     """A version number from an explicit number, an alias, or the latest (of a checked index)."""
     known = [v["version"] for v in index["versions"]]
     if not known:

@@ -11,6 +11,7 @@ from typing import Protocol
 from csdm_agent.decode import Action
 
 # Set 1 scan codes of the keys in the action space (the seed's key_output.py).
+# a table: key -> scan code, rows as the keyboard reads
 SCAN_CODES = {"w": 0x11, "a": 0x1E, "s": 0x1F, "d": 0x20, "space": 0x39, "ctrl": 0x1D,
               "shift": 0x2A, "1": 0x02, "2": 0x03, "3": 0x04, "r": 0x13,
               "n": 0x31, "f": 0x21, "g": 0x22, "h": 0x23, "j": 0x24, "k": 0x25,
@@ -55,24 +56,36 @@ ULONG_PTR = ctypes.c_size_t
 class KEYBDINPUT(ctypes.Structure):
     """winuser.h KEYBDINPUT."""
 
-    _fields_ = [("wVk", ctypes.c_uint16), ("wScan", ctypes.c_uint16),
-                ("dwFlags", ctypes.c_uint32), ("time", ctypes.c_uint32),
-                ("dwExtraInfo", ULONG_PTR)]  # fmt: skip
+    _fields_ = [
+        ("wVk", ctypes.c_uint16),
+        ("wScan", ctypes.c_uint16),
+        ("dwFlags", ctypes.c_uint32),
+        ("time", ctypes.c_uint32),
+        ("dwExtraInfo", ULONG_PTR),
+    ]
 
 
 class MOUSEINPUT(ctypes.Structure):
     """winuser.h MOUSEINPUT."""
 
-    _fields_ = [("dx", ctypes.c_int32), ("dy", ctypes.c_int32), ("mouseData", ctypes.c_uint32),
-                ("dwFlags", ctypes.c_uint32), ("time", ctypes.c_uint32),
-                ("dwExtraInfo", ULONG_PTR)]  # fmt: skip
+    _fields_ = [
+        ("dx", ctypes.c_int32),
+        ("dy", ctypes.c_int32),
+        ("mouseData", ctypes.c_uint32),
+        ("dwFlags", ctypes.c_uint32),
+        ("time", ctypes.c_uint32),
+        ("dwExtraInfo", ULONG_PTR),
+    ]
 
 
 class HARDWAREINPUT(ctypes.Structure):
     """winuser.h HARDWAREINPUT (only for the union's size)."""
 
-    _fields_ = [("uMsg", ctypes.c_uint32), ("wParamL", ctypes.c_uint16),
-                ("wParamH", ctypes.c_uint16)]  # fmt: skip
+    _fields_ = [
+        ("uMsg", ctypes.c_uint32),
+        ("wParamL", ctypes.c_uint16),
+        ("wParamH", ctypes.c_uint16),
+    ]
 
 
 class _INPUT_UNION(ctypes.Union):
@@ -88,6 +101,7 @@ class INPUT(ctypes.Structure):
 INPUT_MOUSE, INPUT_KEYBOARD = 0, 1
 KEYEVENTF_KEYUP, KEYEVENTF_SCANCODE = 0x0002, 0x0008
 MOUSEEVENTF_MOVE, MOUSEEVENTF_ABSOLUTE = 0x0001, 0x8000
+# a table: key -> scan code, rows as the keyboard reads
 BUTTON_FLAGS = {("lclick", True): 0x0002, ("lclick", False): 0x0004,
                 ("rclick", True): 0x0008, ("rclick", False): 0x0010}  # fmt: skip
 
@@ -114,8 +128,11 @@ class SendInputSink:
 
     def _emit(self, inp: INPUT) -> None:
         if self._send(1, ctypes.byref(inp), ctypes.sizeof(INPUT)) != 1:
-            raise OSError(ctypes.get_last_error(), "SendInput refused the event (is the game "
-                          "running as administrator while the agent is not?)")  # fmt: skip
+            raise OSError(
+                ctypes.get_last_error(),
+                "SendInput refused the event (is the game "
+                "running as administrator while the agent is not?)",
+            )
 
     def key(self, name: str, down: bool) -> None:
         """Scan-code key down/up."""

@@ -66,12 +66,18 @@ class Decoder:
         self.mouse_y_bins = np.asarray(self.mouse_y_bins, dtype=np.float64)
 
     @classmethod
-    def from_descriptor(cls, d: dict, options: DecodeOptions | None = None,
-                        seed: int | None = None) -> Decoder:  # fmt: skip
+    def from_descriptor(
+        cls, d: dict, options: DecodeOptions | None = None, seed: int | None = None
+    ) -> Decoder:
         """A decoder for the action space written into an exported descriptor."""
         space = d["action_space"]
-        return cls(tuple(space["keys"]), space["mouse_x_bins"], space["mouse_y_bins"],
-                   options or DecodeOptions(), seed)  # fmt: skip
+        return cls(
+            tuple(space["keys"]),
+            space["mouse_x_bins"],
+            space["mouse_y_bins"],
+            options or DecodeOptions(),
+            seed,
+        )
 
     def decode(self, out: dict[str, np.ndarray]) -> Action:
         """One step's head probabilities -> the action to apply."""
@@ -114,6 +120,11 @@ class Decoder:
         allowed |= {"space"} if o.jump else set()
         allowed |= {"r"} if o.reload else set()
         mouse_x = float(np.clip(mouse_x, -o.mouse_x_clip, o.mouse_x_clip))
-        return Action(frozenset(k for k in held if k in allowed), lclick and o.clicks,
-                      rclick and o.rclick, mouse_x if o.mouse else 0.0,
-                      mouse_y if o.mouse else 0.0, reset)  # fmt: skip
+        return Action(
+            frozenset(k for k in held if k in allowed),
+            lclick and o.clicks,
+            rclick and o.rclick,
+            mouse_x if o.mouse else 0.0,
+            mouse_y if o.mouse else 0.0,
+            reset,
+        )

@@ -41,11 +41,23 @@ class PlayerState:
         """Read the fields the agent logs from one GSI post."""
         player = _dict(body.get("player"))
         state, stats = _dict(player.get("state")), _dict(player.get("match_stats"))
-        active = next((w for w in _dict(player.get("weapons")).values()
-                       if isinstance(w, dict) and w.get("state") == "active"), {})  # fmt: skip
-        return cls(state.get("health"), state.get("armor"), active.get("name"),
-                   active.get("ammo_clip"), stats.get("kills"), stats.get("deaths"),
-                   stats.get("assists"))  # fmt: skip
+        active = next(
+            (
+                w
+                for w in _dict(player.get("weapons")).values()
+                if isinstance(w, dict) and w.get("state") == "active"
+            ),
+            {},
+        )
+        return cls(
+            state.get("health"),
+            state.get("armor"),
+            active.get("name"),
+            active.get("ammo_clip"),
+            stats.get("kills"),
+            stats.get("deaths"),
+            stats.get("assists"),
+        )
 
 
 def _dict(x: object) -> dict:
@@ -65,8 +77,13 @@ def malformed(body: dict) -> str | None:
     if not all(isinstance(v, dict) for v in parts.values()):
         return "state, match_stats or weapons is not an object"
     state, stats = parts["state"], parts["match_stats"]
-    counts = [state.get("health"), state.get("armor"), stats.get("kills"), stats.get("deaths"),
-              stats.get("assists")]  # fmt: skip
+    counts = [
+        state.get("health"),
+        state.get("armor"),
+        stats.get("kills"),
+        stats.get("deaths"),
+        stats.get("assists"),
+    ]
     for w in parts["weapons"].values():
         if not isinstance(w, dict) or not isinstance(w.get("name", ""), str):
             return "a weapon is not an object with a name"
@@ -120,17 +137,18 @@ class GsiListener:
         try:
             self.server = _Server((host, port), Handler)
         except OSError as e:
-            raise OSError(f"--gsi {host}:{port}: cannot listen ({e}); another program may use "
-                          "the port: choose another with gsi-config --port N and --gsi "
-                          f"{host}:N") from None  # fmt: skip
+            raise OSError(
+                f"--gsi {host}:{port}: cannot listen ({e}); another program may use "
+                "the port: choose another with gsi-config --port N and --gsi "
+                f"{host}:N"
+            ) from None
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def _drop(self, why: str) -> None:
         with self._lock:
             if self.dropped == 0:
-                log.warning("GSI: dropped a malformed post (%s); the rest are counted quietly",
-                            why)  # fmt: skip
+                log.warning("GSI: dropped a malformed post (%s); the rest are counted quietly", why)
             self.dropped += 1
 
     def _receive(self, raw: bytes) -> None:
@@ -166,8 +184,9 @@ class GsiListener:
         elif any(b < a for a, b in zip(self._stats, stats, strict=True)):  # a new match
             self.totals = [t + b for t, b in zip(self.totals, stats, strict=True)]
         else:
-            self.totals = [t + b - a for t, a, b in zip(self.totals, self._stats, stats,
-                                                         strict=True)]  # fmt: skip
+            self.totals = [
+                t + b - a for t, a, b in zip(self.totals, self._stats, stats, strict=True)
+            ]
         self._stats = stats
 
     def __enter__(self) -> GsiListener:
@@ -208,13 +227,19 @@ class GsiListener:
             return round(n / minutes, 4) if n is not None and minutes > 0 else None
 
         return {
-            "kills": kills, "deaths": deaths, "assists": assists, "minutes": round(minutes, 4),
-            "kills_per_min": per_min(kills), "deaths_per_min": per_min(deaths),
+            "kills": kills,
+            "deaths": deaths,
+            "assists": assists,
+            "minutes": round(minutes, 4),
+            "kills_per_min": per_min(kills),
+            "deaths_per_min": per_min(deaths),
             "kd": round(kills / max(deaths, 1), 4) if kills is not None else None,
-            "posts": posts, "ignored_posts": ignored, "watching_posts": watching,
+            "posts": posts,
+            "ignored_posts": ignored,
+            "watching_posts": watching,
             "dropped_posts": dropped,
             "steps": steps,
-        }  # fmt: skip
+        }
 
 
 def seed_fields(player: dict, dead: bool = False) -> dict:
@@ -250,8 +275,9 @@ def config_text(port: int, token: str, host: str = "127.0.0.1") -> str:
     if not re.fullmatch(r"[A-Za-z0-9._-]+", token):
         raise ValueError(f"token {token!r}: use letters, digits, '.', '_' and '-' only")
     if host in ("0.0.0.0", "::", ""):
-        raise ValueError(f"--host {host!r}: the game needs an address it can post to, such as "
-                         "127.0.0.1")  # fmt: skip
+        raise ValueError(
+            f"--host {host!r}: the game needs an address it can post to, such as 127.0.0.1"
+        )
     blocks = "\n".join(f'        "{b}" "1"' for b in DATA_BLOCKS)
     return (
         '"csdm"\n{\n'
@@ -266,6 +292,8 @@ def parse_address(text: str) -> tuple[str, int]:
     """HOST:PORT (or PORT alone, on 127.0.0.1)."""
     host, _, port = text.rpartition(":")
     if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"--gsi {text!r}: expected HOST:PORT with a port from 1 to 65535, as "
-                         "in the game's cfg, e.g. 127.0.0.1:3000")  # fmt: skip
+        raise ValueError(
+            f"--gsi {text!r}: expected HOST:PORT with a port from 1 to 65535, as "
+            "in the game's cfg, e.g. 127.0.0.1:3000"
+        )
     return host or "127.0.0.1", int(port)

@@ -17,6 +17,7 @@ from csdm_agent.record import KEYS, Inputs
 log = logging.getLogger("csdm_agent")
 
 # Virtual-key codes of the action space's keys, and of the mouse buttons.
+# a table: key -> virtual-key code, kept in rows
 VK_KEYS = {"w": 0x57, "a": 0x41, "s": 0x53, "d": 0x44, "space": 0x20, "ctrl": 0x11,
            "shift": 0x10, "1": 0x31, "2": 0x32, "3": 0x33, "r": 0x52}  # fmt: skip
 VK_LBUTTON, VK_RBUTTON = 0x01, 0x02
@@ -34,23 +35,36 @@ HWND_MESSAGE = -3
 class RAWINPUTDEVICE(ctypes.Structure):
     """winuser.h RAWINPUTDEVICE."""
 
-    _fields_ = [("usUsagePage", ctypes.c_uint16), ("usUsage", ctypes.c_uint16),
-                ("dwFlags", ctypes.c_uint32), ("hwndTarget", ctypes.c_void_p)]  # fmt: skip
+    _fields_ = [
+        ("usUsagePage", ctypes.c_uint16),
+        ("usUsage", ctypes.c_uint16),
+        ("dwFlags", ctypes.c_uint32),
+        ("hwndTarget", ctypes.c_void_p),
+    ]
 
 
 class RAWINPUTHEADER(ctypes.Structure):
     """winuser.h RAWINPUTHEADER: 24 bytes on 64-bit Windows."""
 
-    _fields_ = [("dwType", ctypes.c_uint32), ("dwSize", ctypes.c_uint32),
-                ("hDevice", ctypes.c_void_p), ("wParam", ctypes.c_size_t)]  # fmt: skip
+    _fields_ = [
+        ("dwType", ctypes.c_uint32),
+        ("dwSize", ctypes.c_uint32),
+        ("hDevice", ctypes.c_void_p),
+        ("wParam", ctypes.c_size_t),
+    ]
 
 
 class RAWMOUSE(ctypes.Structure):
     """winuser.h RAWMOUSE (the button union as one ULONG): 24 bytes."""
 
-    _fields_ = [("usFlags", ctypes.c_uint16), ("ulButtons", ctypes.c_uint32),
-                ("ulRawButtons", ctypes.c_uint32), ("lLastX", ctypes.c_int32),
-                ("lLastY", ctypes.c_int32), ("ulExtraInformation", ctypes.c_uint32)]  # fmt: skip
+    _fields_ = [
+        ("usFlags", ctypes.c_uint16),
+        ("ulButtons", ctypes.c_uint32),
+        ("ulRawButtons", ctypes.c_uint32),
+        ("lLastX", ctypes.c_int32),
+        ("lLastY", ctypes.c_int32),
+        ("ulExtraInformation", ctypes.c_uint32),
+    ]
 
 
 def mouse_counts(buf: bytes | bytearray) -> tuple[int, int] | None:
@@ -93,8 +107,9 @@ class RawMouse:
             post.argtypes = [wintypes.DWORD, wintypes.UINT, wintypes.WPARAM, wintypes.LPARAM]
             post.restype = wintypes.BOOL
             if not post(self._thread_id, WM_QUIT, 0, 0):
-                log.warning("raw mouse input: could not stop its thread (%d)",
-                            ctypes.get_last_error())  # fmt: skip
+                log.warning(
+                    "raw mouse input: could not stop its thread (%d)", ctypes.get_last_error()
+                )
             self._thread.join(2)
 
     def _run(self) -> None:  # pragma: no cover - Windows only
@@ -102,37 +117,67 @@ class RawMouse:
         user32 = ctypes.WinDLL("user32", use_last_error=True)
         kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
         lresult = ctypes.c_ssize_t
-        wndproc_t = ctypes.WINFUNCTYPE(lresult, wintypes.HWND, wintypes.UINT, wintypes.WPARAM,
-                                       wintypes.LPARAM)  # fmt: skip
+        wndproc_t = ctypes.WINFUNCTYPE(
+            lresult, wintypes.HWND, wintypes.UINT, wintypes.WPARAM, wintypes.LPARAM
+        )
 
         class WNDCLASSW(ctypes.Structure):
-            _fields_ = [("style", wintypes.UINT), ("lpfnWndProc", wndproc_t),
-                        ("cbClsExtra", ctypes.c_int), ("cbWndExtra", ctypes.c_int),
-                        ("hInstance", wintypes.HINSTANCE), ("hIcon", wintypes.HICON),
-                        ("hCursor", wintypes.HANDLE), ("hbrBackground", wintypes.HBRUSH),
-                        ("lpszMenuName", wintypes.LPCWSTR),
-                        ("lpszClassName", wintypes.LPCWSTR)]  # fmt: skip
+            _fields_ = [
+                ("style", wintypes.UINT),
+                ("lpfnWndProc", wndproc_t),
+                ("cbClsExtra", ctypes.c_int),
+                ("cbWndExtra", ctypes.c_int),
+                ("hInstance", wintypes.HINSTANCE),
+                ("hIcon", wintypes.HICON),
+                ("hCursor", wintypes.HANDLE),
+                ("hbrBackground", wintypes.HBRUSH),
+                ("lpszMenuName", wintypes.LPCWSTR),
+                ("lpszClassName", wintypes.LPCWSTR),
+            ]
 
-        user32.DefWindowProcW.argtypes = [wintypes.HWND, wintypes.UINT, wintypes.WPARAM,
-                                          wintypes.LPARAM]  # fmt: skip
+        user32.DefWindowProcW.argtypes = [
+            wintypes.HWND,
+            wintypes.UINT,
+            wintypes.WPARAM,
+            wintypes.LPARAM,
+        ]
         user32.DefWindowProcW.restype = lresult
         user32.GetRawInputData.argtypes = [
-            wintypes.HANDLE, wintypes.UINT, wintypes.LPVOID, ctypes.POINTER(wintypes.UINT),
+            wintypes.HANDLE,
             wintypes.UINT,
-        ]  # fmt: skip
+            wintypes.LPVOID,
+            ctypes.POINTER(wintypes.UINT),
+            wintypes.UINT,
+        ]
         user32.GetRawInputData.restype = wintypes.UINT
-        user32.CreateWindowExW.argtypes = [wintypes.DWORD, wintypes.LPCWSTR, wintypes.LPCWSTR,
-                                           wintypes.DWORD, ctypes.c_int, ctypes.c_int,
-                                           ctypes.c_int, ctypes.c_int, wintypes.HWND,
-                                           wintypes.HMENU, wintypes.HINSTANCE,
-                                           wintypes.LPVOID]  # fmt: skip
+        user32.CreateWindowExW.argtypes = [
+            wintypes.DWORD,
+            wintypes.LPCWSTR,
+            wintypes.LPCWSTR,
+            wintypes.DWORD,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int,
+            wintypes.HWND,
+            wintypes.HMENU,
+            wintypes.HINSTANCE,
+            wintypes.LPVOID,
+        ]
         user32.CreateWindowExW.restype = wintypes.HWND
-        user32.GetMessageW.argtypes = [ctypes.POINTER(wintypes.MSG), wintypes.HWND,
-                                       wintypes.UINT, wintypes.UINT]  # fmt: skip
+        user32.GetMessageW.argtypes = [
+            ctypes.POINTER(wintypes.MSG),
+            wintypes.HWND,
+            wintypes.UINT,
+            wintypes.UINT,
+        ]
         # handles above 2**32 (a 64-bit exe's base) need pointer-sized arguments
         user32.RegisterClassW.argtypes = [ctypes.POINTER(WNDCLASSW)]
-        user32.RegisterRawInputDevices.argtypes = [ctypes.POINTER(RAWINPUTDEVICE),
-                                                   wintypes.UINT, wintypes.UINT]  # fmt: skip
+        user32.RegisterRawInputDevices.argtypes = [
+            ctypes.POINTER(RAWINPUTDEVICE),
+            wintypes.UINT,
+            wintypes.UINT,
+        ]
         user32.DestroyWindow.argtypes = [wintypes.HWND]
         user32.UnregisterClassW.argtypes = [wintypes.LPCWSTR, wintypes.HINSTANCE]
         user32.TranslateMessage.argtypes = [ctypes.POINTER(wintypes.MSG)]
@@ -147,8 +192,9 @@ class RawMouse:
                 size = wintypes.UINT(0)
                 user32.GetRawInputData(lparam, RID_INPUT, None, ctypes.byref(size), header_size)
                 buf = ctypes.create_string_buffer(size.value)
-                got = user32.GetRawInputData(lparam, RID_INPUT, buf, ctypes.byref(size),
-                                             header_size)  # fmt: skip
+                got = user32.GetRawInputData(
+                    lparam, RID_INPUT, buf, ctypes.byref(size), header_size
+                )
                 moved = mouse_counts(buf.raw[:got]) if got not in (0, 0xFFFFFFFF) else None
                 if moved:
                     with self._lock:
@@ -163,11 +209,13 @@ class RawMouse:
             self._error = f"RegisterClassW failed ({ctypes.get_last_error()})"
             self._ready.set()
             return
-        hwnd = user32.CreateWindowExW(0, "csdm_raw_mouse", "csdm", 0, 0, 0, 0, 0, HWND_MESSAGE,
-                                      None, hinst, None)  # fmt: skip
+        hwnd = user32.CreateWindowExW(
+            0, "csdm_raw_mouse", "csdm", 0, 0, 0, 0, 0, HWND_MESSAGE, None, hinst, None
+        )
         device = RAWINPUTDEVICE(0x01, 0x02, RIDEV_INPUTSINK, hwnd)  # generic desktop, mouse
-        if not hwnd or not user32.RegisterRawInputDevices(ctypes.byref(device), 1,
-                                                          ctypes.sizeof(device)):  # fmt: skip
+        if not hwnd or not user32.RegisterRawInputDevices(
+            ctypes.byref(device), 1, ctypes.sizeof(device)
+        ):
             self._error = f"RegisterRawInputDevices failed ({ctypes.get_last_error()})"
             if hwnd:
                 user32.DestroyWindow(hwnd)

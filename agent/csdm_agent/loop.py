@@ -50,20 +50,30 @@ class RunSummary:
     def report(self) -> str:
         """One paragraph for the console."""
         p = self.percentiles()
-        return (f"{len(self.step)} steps at {self.fps} fps on {self.provider}: step p50 "
-                f"{p.get('step_p50_ms', 0):.1f} ms, p99 {p.get('step_p99_ms', 0):.1f} ms "
-                f"(budget {1000 / self.fps:.1f} ms; capture p50 {p.get('capture_p50_ms', 0):.1f}, "
-                f"inference p50 {p.get('inference_p50_ms', 0):.1f}); {self.overruns} overruns, "
-                f"{self.dropped} dropped frames; stopped by {self.stopped_by}; released "
-                f"{', '.join(self.released) or 'nothing'}")  # fmt: skip
+        return (
+            f"{len(self.step)} steps at {self.fps} fps on {self.provider}: step p50 "
+            f"{p.get('step_p50_ms', 0):.1f} ms, p99 {p.get('step_p99_ms', 0):.1f} ms "
+            f"(budget {1000 / self.fps:.1f} ms; capture p50 {p.get('capture_p50_ms', 0):.1f}, "
+            f"inference p50 {p.get('inference_p50_ms', 0):.1f}); {self.overruns} overruns, "
+            f"{self.dropped} dropped frames; stopped by {self.stopped_by}; released "
+            f"{', '.join(self.released) or 'nothing'}"
+        )
 
 
-def run(policy: Policy, decoder: Decoder, frames: FrameSource, controller: Controller,
-        fps: int, max_frames: int | None = None, stop: Callable[[], bool] = lambda: False,
-        pace: bool = True, clear_decals: tuple[str, float] | None = ("n", 5.0),
-        gsi: Callable[[], dict | None] | None = None,
-        clock: Callable[[], float] = time.perf_counter,
-        sleep: Callable[[float], None] = time.sleep) -> RunSummary:  # fmt: skip
+def run(
+    policy: Policy,
+    decoder: Decoder,
+    frames: FrameSource,
+    controller: Controller,
+    fps: int,
+    max_frames: int | None = None,
+    stop: Callable[[], bool] = lambda: False,
+    pace: bool = True,
+    clear_decals: tuple[str, float] | None = ("n", 5.0),
+    gsi: Callable[[], dict | None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RunSummary:
     """Play until the source ends, `max_frames`, the stop hotkey or Ctrl+C; always releases.
 
     `clear_decals` (key, seconds): tapped every so many seconds of steps, as the seed did with
@@ -112,8 +122,12 @@ def run(policy: Policy, decoder: Decoder, frames: FrameSource, controller: Contr
                 s.decals_cleared += 1
             if pace and t3 > slot_end:
                 s.overruns += 1
-                log.warning("step %d took %.1f ms (budget %.1f ms)", len(s.step),
-                            (t3 - t0) * 1000, period * 1000)  # fmt: skip
+                log.warning(
+                    "step %d took %.1f ms (budget %.1f ms)",
+                    len(s.step),
+                    (t3 - t0) * 1000,
+                    period * 1000,
+                )
             slot = slot_end
             if pace:  # whole slots passed with no step: dropped
                 slot, lost = skip_lost(slot, period, clock())

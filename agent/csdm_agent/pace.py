@@ -6,8 +6,11 @@ import time
 from collections.abc import Callable
 
 
-def sleep_until(t: float, clock: Callable[[], float] = time.perf_counter,
-                sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
+def sleep_until(
+    t: float,
+    clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
     """Sleep to time `t` of `clock`; the last few milliseconds in short sleeps, for precision."""
     while (left := t - clock()) > 0:
         sleep(min(left, 0.002) if left < 0.004 else left - 0.002)

@@ -15,8 +15,9 @@ PREFERRED = ("DmlExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvi
 class Policy:
     """`step(frame)` -> {head: probabilities}; `reset()` zeroes the state as at the start."""
 
-    def __init__(self, artifact: Artifact, providers: list[str] | None = None,
-                 threads: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, artifact: Artifact, providers: list[str] | None = None, threads: int | None = None
+    ) -> None:
         import onnxruntime as ort
 
         d = artifact.descriptor
@@ -26,11 +27,15 @@ class Policy:
         if threads:
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(artifact.model), opts, providers=chosen)
-        graph = [[(x.name, x.shape, x.type) for x in xs]
-                 for xs in (self.session.get_inputs(), self.session.get_outputs())]  # fmt: skip
+        graph = [
+            [(x.name, x.shape, x.type) for x in xs]
+            for xs in (self.session.get_inputs(), self.session.get_outputs())
+        ]
         if problem := graph_mismatch(d, *graph):
-            raise VerificationError(f"{artifact.model}: {problem}; its policy.json does not "
-                                    "describe it, so it is not run")  # fmt: skip
+            raise VerificationError(
+                f"{artifact.model}: {problem}; its policy.json does not "
+                "describe it, so it is not run"
+            )
         self.provider = self.session.get_providers()[0]
         log.info("onnxruntime provider: %s (available: %s)", self.provider, ", ".join(available))
         self.input = d["input"]["name"]
@@ -46,8 +51,9 @@ class Policy:
     def step(self, frame: np.ndarray) -> dict[str, np.ndarray]:
         """One (H, W, 3) uint8 BGR frame in; each head's probabilities (batch dim dropped) out."""
         if frame.shape != self.shape[1:] or frame.dtype != np.uint8:
-            raise ValueError(f"frame {frame.shape} {frame.dtype}, the model takes "
-                             f"{self.shape[1:]} uint8")  # fmt: skip
+            raise ValueError(
+                f"frame {frame.shape} {frame.dtype}, the model takes {self.shape[1:]} uint8"
+            )
         outs = self.session.run(None, {self.input: frame[None], **self.state})
         n = len(self.heads)
         self.state = {s["input"]: outs[n + i] for i, s in enumerate(self.state_spec)}

@@ -74,12 +74,12 @@ def resolve_version(index: dict, version: int | None, alias: str | None, where: 
 
 def _check_manifest(raw: bytes, want: str, where) -> None:
     if hashlib.sha256(raw).hexdigest() != want:
-        raise VerificationError(f"{where} does not match the registry index; refusing this "
-                                "version")  # fmt: skip
+        raise VerificationError(f"{where} does not match the registry index; refusing this version")
 
 
-def pull(registry: str, name: str, dest: str | Path, version: int | None = None,
-         alias: str | None = None) -> Artifact:  # fmt: skip
+def pull(
+    registry: str, name: str, dest: str | Path, version: int | None = None, alias: str | None = None
+) -> Artifact:
     """Fetch `name` vN into `dest/name/vN` and verify it; an existing verified copy is reused."""
     src = RegistrySource(str(registry), name)
     index = src.index()
@@ -89,8 +89,11 @@ def pull(registry: str, name: str, dest: str | Path, version: int | None = None,
         raise VerificationError(f"{registry}: {name} v{n} has no manifest checksum in the index")
     final = Path(dest) / name / f"v{n}"
     if final.exists():  # an earlier pull: the same checks as a fresh one
-        _check_manifest((final / MANIFEST).read_bytes() if (final / MANIFEST).exists() else b"",
-                        want, final / MANIFEST)  # fmt: skip
+        _check_manifest(
+            (final / MANIFEST).read_bytes() if (final / MANIFEST).exists() else b"",
+            want,
+            final / MANIFEST,
+        )
         return Artifact.open(final)
     tag = f"{name}-v{n}" if str(registry).startswith("hf://") else None
     staging = final.parent / f".pull-{uuid.uuid4().hex}"
@@ -132,8 +135,10 @@ def find_model(path: str | Path) -> Path:
     if (p / DESCRIPTOR).is_file():
         return p
     if not p.is_dir():
-        raise VerificationError(f"{p}: no such folder; pull a model first: csdm-agent pull "
-                                "--registry REG --name NAME --dest models")  # fmt: skip
+        raise VerificationError(
+            f"{p}: no such folder; pull a model first: csdm-agent pull "
+            "--registry REG --name NAME --dest models"
+        )
     versions = _versions(p)
     if versions:
         problems = []
@@ -146,15 +151,17 @@ def find_model(path: str | Path) -> Path:
             if problems:
                 log.warning("%s; playing %s instead", problems[0], v)
             return v
-        raise VerificationError(f"{p}: no version verifies ({'; '.join(problems[:2])}); pull it "
-                                "again")  # fmt: skip
+        raise VerificationError(
+            f"{p}: no version verifies ({'; '.join(problems[:2])}); pull it again"
+        )
     names = sorted(d for d in p.iterdir() if d.is_dir() and _versions(d))
     if len(names) == 1:
         return find_model(names[0])
     if names:
         listed = ", ".join(d.name for d in names)
-        raise VerificationError(f"{p}: holds several models ({listed}); pass --model "
-                                f"{p / names[0].name} or another")  # fmt: skip
+        raise VerificationError(
+            f"{p}: holds several models ({listed}); pass --model {p / names[0].name} or another"
+        )
     found = ", ".join(sorted(x.name for x in p.iterdir())[:8]) or "nothing"
     raise VerificationError(
         f"{p}: not a csdm model folder: no {DESCRIPTOR}, no vN versions and no NAME/vN models "

@@ -44,10 +44,27 @@ EPISODE_FRAMES = 1000  # the public files' length
 SEED_SENSITIVITY = 2.5
 AUX_STEPS = 3
 # Fields the seed's recorder read from the game's memory: written as None, never read here.
-MEMORY_FIELDS = ("localpos1", "localpos2", "localpos3", "height", "vel_1", "vel_2", "vel_3",
-                 "vel_mag", "vel_theta_abs", "xy_rad", "zvert_rads", "viewangle_xy",
-                 "viewangle_vert", "obs_health", "ammo_active", "itemdef", "obs_mode", "obs_fov",
-                 "obs_scope")  # fmt: skip
+MEMORY_FIELDS = (
+    "localpos1",
+    "localpos2",
+    "localpos3",
+    "height",
+    "vel_1",
+    "vel_2",
+    "vel_3",
+    "vel_mag",
+    "vel_theta_abs",
+    "xy_rad",
+    "zvert_rads",
+    "viewangle_xy",
+    "viewangle_vert",
+    "obs_health",
+    "ammo_active",
+    "itemdef",
+    "obs_mode",
+    "obs_fov",
+    "obs_scope",
+)
 STUB_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]*_")
 
 
@@ -120,9 +137,16 @@ def targets(steps: list[Step]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     health = np.array([s.game["gsi_health"] for s in steps], np.float64)
     ammo = np.array([s.game.get("gsi_ammo", 0) for s in steps], np.float64)
     ct = np.array([s.game["gsi_team"] == "CT" for s in steps], np.float64)
-    per_step = np.column_stack([y[:, :nk], MOUSE_X_BINS[qx] / MOUSE_X_BINS[-1],
-                                MOUSE_Y_BINS[qy] / MOUSE_Y_BINS[-1], health / 100, ammo / 30,
-                                ct])  # fmt: skip
+    per_step = np.column_stack(
+        [
+            y[:, :nk],
+            MOUSE_X_BINS[qx] / MOUSE_X_BINS[-1],
+            MOUSE_Y_BINS[qy] / MOUSE_Y_BINS[-1],
+            health / 100,
+            ammo / 30,
+            ct,
+        ]
+    )
     w = per_step.shape[1]
     xaux = np.zeros((n, AUX_STEPS * w))
     for j in range(AUX_STEPS):  # block j: the step j + 1 back, zeros before the episode
@@ -156,8 +180,10 @@ class EpisodeWriter:
 
     def __init__(self, out: Path, stub: str) -> None:
         if not STUB_RE.fullmatch(stub):
-            raise ValueError(f"--stub {stub!r}: use letters, digits and '_', ending in '_' "
-                             "(episodes are named hdf5_{stub}{n}.hdf5), e.g. dm_mine_")  # fmt: skip
+            raise ValueError(
+                f"--stub {stub!r}: use letters, digits and '_', ending in '_' "
+                "(episodes are named hdf5_{stub}{n}.hdf5), e.g. dm_mine_"
+            )
         try:
             import h5py  # noqa: F401  (checked now, not after the first minute of play)
         except ImportError:
@@ -175,9 +201,15 @@ class EpisodeWriter:
         `csdm process` only reads metadata of episodes it finds. It is named, not deleted.
         """
         stub = re.escape(self.stub)  # exact names: dm_ must not sweep dm_mine_'s files
-        stale = [p for d, pat in ((self.out, rf"hdf5_{stub}\d+\.hdf5\.part"),
-                                  (self.meta_dir, rf"currvarsv2_{stub}\d+_to_\d+\.npy\.part"))
-                 for p in d.iterdir() if re.fullmatch(pat, p.name)]  # fmt: skip
+        stale = [
+            p
+            for d, pat in (
+                (self.out, rf"hdf5_{stub}\d+\.hdf5\.part"),
+                (self.meta_dir, rf"currvarsv2_{stub}\d+_to_\d+\.npy\.part"),
+            )
+            for p in d.iterdir()
+            if re.fullmatch(pat, p.name)
+        ]
         for path in stale:
             log.info("removing %s, left by an interrupted recording", path)
             path.unlink()
@@ -193,15 +225,19 @@ class EpisodeWriter:
     def _first_free(self) -> int:
         """One past the highest episode number of this stub already in the folder."""
         stub = re.escape(self.stub)
-        pats = [(self.out, rf"hdf5_{stub}(\d+)\.hdf5"),
-                (self.meta_dir, rf"currvarsv2_{stub}\d+_to_(\d+)\.npy")]  # fmt: skip
+        pats = [
+            (self.out, rf"hdf5_{stub}(\d+)\.hdf5"),
+            (self.meta_dir, rf"currvarsv2_{stub}\d+_to_(\d+)\.npy"),
+        ]
         nums = [int(m[1]) for d, p in pats for f in os.listdir(d) if (m := re.fullmatch(p, f))]
         return max(nums, default=0) + 1
 
     def paths(self, n: int) -> tuple[Path, Path]:
         """The episode file and its metadata file."""
-        return (self.out / f"hdf5_{self.stub}{n}.hdf5",
-                self.meta_dir / f"currvarsv2_{self.stub}{n}_to_{n}.npy")  # fmt: skip
+        return (
+            self.out / f"hdf5_{self.stub}{n}.hdf5",
+            self.meta_dir / f"currvarsv2_{self.stub}{n}_to_{n}.npy",
+        )
 
     def write(self, steps: list[Step]) -> Path:
         """Write one episode; returns the episode file."""
@@ -212,8 +248,13 @@ class EpisodeWriter:
         y, xaux, helper = targets(steps)
         rows = {}
         for i, s in enumerate(steps):
-            action = [s.inputs.held, float(s.mouse_x), float(s.mouse_y), int(s.inputs.lclick),
-                      int(s.inputs.rclick)]  # fmt: skip
+            action = [
+                s.inputs.held,
+                float(s.mouse_x),
+                float(s.mouse_y),
+                int(s.inputs.lclick),
+                int(s.inputs.rclick),
+            ]
             rows[f"file_num{n}_frame_{i}"] = [curr_vars(s), action, helper[i].tolist()]
         obj = np.empty((), dtype=object)
         obj[()] = rows
@@ -237,8 +278,10 @@ class EpisodeWriter:
             tmp_h5.unlink(missing_ok=True)
             meta_path.unlink(missing_ok=True)  # renamed first: alone it would be an orphan
             if isinstance(e, OSError):
-                raise OSError(f"{h5_path}: not written ({e.strerror or e}); its {len(steps)} "
-                              "frames are lost: free space, then record again") from e  # fmt: skip
+                raise OSError(
+                    f"{h5_path}: not written ({e.strerror or e}); its {len(steps)} "
+                    "frames are lost: free space, then record again"
+                ) from e
             raise
         return h5_path
 
@@ -261,12 +304,20 @@ class RecordSummary:
     failures: list[str] = field(default_factory=list)  # episodes that could not be written
 
 
-def record(frames: FrameSource, inputs: InputSource, game: Callable[[], dict | None],
-           writer: EpisodeWriter, sensitivity: float = SEED_SENSITIVITY,
-           episode_frames: int = EPISODE_FRAMES, keep_partial: bool = False,
-           stop: Callable[[], bool] = lambda: False, max_frames: int | None = None,
-           pace: bool = True, clock: Callable[[], float] = time.perf_counter,
-           sleep: Callable[[float], None] = time.sleep) -> RecordSummary:  # fmt: skip
+def record(
+    frames: FrameSource,
+    inputs: InputSource,
+    game: Callable[[], dict | None],
+    writer: EpisodeWriter,
+    sensitivity: float = SEED_SENSITIVITY,
+    episode_frames: int = EPISODE_FRAMES,
+    keep_partial: bool = False,
+    stop: Callable[[], bool] = lambda: False,
+    max_frames: int | None = None,
+    pace: bool = True,
+    clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RecordSummary:
     """Record until the stop key, Ctrl+C, the end of the frames, `max_frames` or a failed write.
 
     An unfinished last episode is written (shorter) with `keep_partial`, else discarded;
@@ -380,17 +431,22 @@ class _CtrlC:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def _wait_for_game(game: Callable[[], dict | None], stop: Callable[[], bool],
-                   clock: Callable[[], float], sleep: Callable[[float], None]
-                   ) -> float:  # fmt: skip
+def _wait_for_game(
+    game: Callable[[], dict | None],
+    stop: Callable[[], bool],
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> float:
     """Seconds until GSI describes the player on a team; -1 if stopped first."""
     t0, said = clock(), False
     while (state := game()) is None or not state.get("gsi_team"):
         if stop():
             return -1.0
         if not said:
-            log.info("waiting for the game's GSI post about you on a team (is the cfg of "
-                     "csdm-agent gsi-config in csgo\\cfg; have you joined a team?)")  # fmt: skip
+            log.info(
+                "waiting for the game's GSI post about you on a team (is the cfg of "
+                "csdm-agent gsi-config in csgo\\cfg; have you joined a team?)"
+            )
             said = True
         sleep(0.05)
     return clock() - t0

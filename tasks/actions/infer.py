@@ -23,8 +23,9 @@ _N_SLOTS = 9 + _R_SLOTS + 4  # space, r, 4 movement, shift, weapon, ctrl, r..., 
 _KEY_NAMES = pa.array(KEYS)
 _W, _A, _S, _D = (KEY_INDEX[k] for k in "wasd")
 # (lower, upper] bounds of the seven non-forward headings, computed exactly as the seed does.
-_SECTORS = [((k / 4) * np.pi - (2 * np.pi / 16), (k / 4) * np.pi + (2 * np.pi / 16)) for k in
-            range(1, 8)]  # fmt: skip
+_SECTORS = [
+    ((k / 4) * np.pi - (2 * np.pi / 16), (k / 4) * np.pi + (2 * np.pi / 16)) for k in range(1, 8)
+]
 # Heading sectors 0..7 are w, wd, d, sd, s, as, a, wa; 8 is "no clear heading".
 _HAS = {
     "w": np.array([1, 1, 0, 0, 0, 0, 0, 1, 0], bool),
@@ -33,8 +34,13 @@ _HAS = {
     "d": np.array([0, 1, 1, 1, 0, 0, 0, 0, 0], bool),
 }
 # Counters computed from memory-read state: unknown (null) for an episode that has none.
-MEMORY_COUNTERS = ("ram_gsi_disagree_hp", "ram_gsi_disagree_ammo", "obs_count", "mouse_static",
-                   "vel_static")  # fmt: skip
+MEMORY_COUNTERS = (
+    "ram_gsi_disagree_hp",
+    "ram_gsi_disagree_ammo",
+    "obs_count",
+    "mouse_static",
+    "vel_static",
+)
 
 
 @dataclass
@@ -252,8 +258,9 @@ def infer_actions(state: pa.Table, lengths: np.ndarray) -> InferredActions:
     km[:, KEY_INDEX["r"]] = r_clean | (r_count > 0)
 
     if recording.any():  # the recorder's labels replace whatever inference wrote back
-        truth = np.column_stack([tp[k] if k in tp else _contains(state.column("tp_wasd"), k, n)
-                                 for k in KEYS])  # fmt: skip
+        truth = np.column_stack(
+            [tp[k] if k in tp else _contains(state.column("tp_wasd"), k, n) for k in KEYS]
+        )
         truth &= recorded[:, None]  # frames the seed skips get nothing, as in the public sets
         km[recording] = truth[recording]
         slots[recording] = -1
@@ -273,8 +280,9 @@ def infer_actions(state: pa.Table, lengths: np.ndarray) -> InferredActions:
     }
     no_memory = np.bincount(episode, weights=mem, minlength=len(lengths)) == 0
     unknown = {k: no_memory for k in MEMORY_COUNTERS}
-    return InferredActions(keys, km, mouse_x, mouse_y, lclick, rclick.astype(np.int64), ok,
-                           counters, unknown)  # fmt: skip
+    return InferredActions(
+        keys, km, mouse_x, mouse_y, lclick, rclick.astype(np.int64), ok, counters, unknown
+    )
 
 
 def _reload_presses(refills: np.ndarray, lclick: np.ndarray, n: int) -> np.ndarray:

@@ -17,16 +17,9 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from storage.archive_stream import StreamedMember, stream_tar, stream_zip, zip_directory
 from storage.commit import CatalogState, commit_episode, failure_key
-from storage.containers import (
-    ArchiveDamagedError,
-    MemberRef,
-    StreamedMember,
-    UnsafeMemberError,
-    stream_tar,
-    stream_zip,
-    zip_directory,
-)
+from storage.containers import ArchiveDamagedError, MemberRef, UnsafeMemberError
 from storage.diskspace import DiskFullError
 from storage.framestore import remove_frames
 from storage.fs import Root
@@ -81,12 +74,24 @@ def for_archive(path: str, table: dict) -> dict:
 
 
 def prepare_streamed_metadata(
-    plan: IngestPlan, files: list[HubFile], out: Root, thresholds: QualityThresholds,
-    mapper: Mapper = run_here, endpoint: str | None = None,
-) -> tuple[dict[str, MetaRecord], list[MetadataFailure]]:  # fmt: skip
+    plan: IngestPlan,
+    files: list[HubFile],
+    out: Root,
+    thresholds: QualityThresholds,
+    mapper: Mapper = run_here,
+    endpoint: str | None = None,
+) -> tuple[dict[str, MetaRecord], list[MetadataFailure]]:
     """Prepare the metadata files straight from the Hub, each where the mapper runs it."""
-    calls = [{"plan": plan, "f": f, "layout": OutLayout(out), "thresholds": thresholds,
-              "endpoint": endpoint} for f in files]  # fmt: skip
+    calls = [
+        {
+            "plan": plan,
+            "f": f,
+            "layout": OutLayout(out),
+            "thresholds": thresholds,
+            "endpoint": endpoint,
+        }
+        for f in files
+    ]
     meta, failures = {}, []
     for i, result in mapper(prepare_hub_metadata_or_failure, calls):
         if isinstance(result, BaseException):  # crashed on a worker
@@ -101,8 +106,9 @@ def prepare_streamed_metadata(
     return meta, failures
 
 
-def metadata_for(path: str, meta: dict[str, MetaRecord], failures: list[MetadataFailure]
-                 ) -> dict[str, MetaRecord]:  # fmt: skip
+def metadata_for(
+    path: str, meta: dict[str, MetaRecord], failures: list[MetadataFailure]
+) -> dict[str, MetaRecord]:
     """The metadata an archive's episodes need, with the reason where a file was unusable."""
     out = for_archive(path, meta)
     span = archive_range(path)
@@ -156,8 +162,11 @@ def stream_container(
                 if ep is None:  # a file that is no episode: quiet, unless its name is odd
                     odd = odd_member_name(item.name)
                     if odd:
-                        problems.append(problem_record(SourceProblem(
-                            container, item.name, f"{container}: {odd}; skipped")))  # fmt: skip
+                        problems.append(
+                            problem_record(
+                                SourceProblem(container, item.name, f"{container}: {odd}; skipped")
+                            )
+                        )
                     continue
                 if ep.name in seen:
                     problems.append(
@@ -172,9 +181,18 @@ def stream_container(
                 ref = MemberRef(container, item.name, item.offset, len(item.data), listed=listed)
                 src, split = SourceEpisode(ep, ref), splits.split_of(ep.name)
                 try:
-                    built.append(repack_episode(src, layout.root, meta.get(ep.name), split,
-                                                quality, old.get(ep.name), raw=item.data,
-                                                commit=False))  # fmt: skip
+                    built.append(
+                        repack_episode(
+                            src,
+                            layout.root,
+                            meta.get(ep.name),
+                            split,
+                            quality,
+                            old.get(ep.name),
+                            raw=item.data,
+                            commit=False,
+                        )
+                    )
                 except DiskFullError:
                     raise
                 except Exception as e:  # one bad episode never stops the archive
@@ -184,23 +202,36 @@ def stream_container(
                 raise ArchiveDamagedError(damage)
     except (IngestError, ArchiveDamagedError) as e:
         _discard(layout, built, old)
-        again = "re-run to stream it again" if isinstance(e, IngestError) else (
-            "fix the archive on the Hub; a re-run retries it")  # fmt: skip
+        again = (
+            "re-run to stream it again"
+            if isinstance(e, IngestError)
+            else ("fix the archive on the Hub; a re-run retries it")
+        )
         why = f"{e}; none of its {len(built)} episode(s) read so far were committed; {again}"
-        return StreamResult(f.path, container, False, [archive_failure(container, why, f.size)],
-                            reader.resumes, _peak_rss(), start_rss)  # fmt: skip
+        return StreamResult(
+            f.path,
+            container,
+            False,
+            [archive_failure(container, why, f.size)],
+            reader.resumes,
+            _peak_rss(),
+            start_rss,
+        )
     for r in built:
         if r.status == "stored" and not r.skipped:
             commit_episode(layout, r)
-    return StreamResult(f.path, container, True, built + problems, reader.resumes, _peak_rss(),
-                        start_rss)  # fmt: skip
+    return StreamResult(
+        f.path, container, True, built + problems, reader.resumes, _peak_rss(), start_rss
+    )
 
 
-def archive_failure(container: str, reason: str | None, size: int | None = None,
-                    status: str = "failed") -> EpisodeRecord:  # fmt: skip
+def archive_failure(
+    container: str, reason: str | None, size: int | None = None, status: str = "failed"
+) -> EpisodeRecord:
     """The `files` row of an archive none of whose episodes could be committed."""
-    return EpisodeRecord(None, None, None, None, container, None, size, reject_reason=reason,
-                         status=status)  # fmt: skip
+    return EpisodeRecord(
+        None, None, None, None, container, None, size, reject_reason=reason, status=status
+    )
 
 
 def settle(res: StreamResult, state: CatalogState) -> list[EpisodeRecord]:
@@ -211,9 +242,15 @@ def settle(res: StreamResult, state: CatalogState) -> list[EpisodeRecord]:
     return list(res.records)
 
 
-def _members(plan: IngestPlan, f: HubFile, stream, container: str, endpoint: str | None,
-             retries: int, backoff: float
-             ) -> Iterator[StreamedMember | UnsafeMemberError]:  # fmt: skip
+def _members(
+    plan: IngestPlan,
+    f: HubFile,
+    stream,
+    container: str,
+    endpoint: str | None,
+    retries: int,
+    backoff: float,
+) -> Iterator[StreamedMember | UnsafeMemberError]:
     """Episode members of the archive as they stream past (a zip's directory read first)."""
 
     def wanted(name: str) -> bool:  # odd names too: they are reported, not passed over
@@ -222,8 +259,9 @@ def _members(plan: IngestPlan, f: HubFile, stream, container: str, endpoint: str
     if f.path.endswith(".zip"):
 
         def read_tail(start: int) -> bytes:
-            with HubReader(plan, f, endpoint, start=start, retries=retries,
-                           backoff=backoff) as tail:  # fmt: skip
+            with HubReader(
+                plan, f, endpoint, start=start, retries=retries, backoff=backoff
+            ) as tail:
                 return tail.read()
 
         try:

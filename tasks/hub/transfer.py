@@ -116,14 +116,19 @@ def plan_ingest(
     api = HfApi(endpoint=endpoint, token=token)
     try:
         info = api.dataset_info(repo, revision=revision)
-        tree = list(api.list_repo_tree(repo, repo_type="dataset", revision=info.sha,
-                                       recursive=True))  # fmt: skip
+        tree = list(
+            api.list_repo_tree(repo, repo_type="dataset", revision=info.sha, recursive=True)
+        )
     except HfHubHTTPError as e:
-        raise IngestError(f"{repo}@{revision}: {str(e).splitlines()[0]} (check --repo and "
-                          "--revision, and HF_TOKEN for private repos)") from e  # fmt: skip
+        raise IngestError(
+            f"{repo}@{revision}: {str(e).splitlines()[0]} (check --repo and "
+            "--revision, and HF_TOKEN for private repos)"
+        ) from e
     except (ValueError, json.JSONDecodeError) as e:  # e.g. an HTML page instead of JSON
-        raise IngestError(f"{repo}@{revision}: the Hub's answer is not the expected JSON ({e}); "
-                          "is HF_ENDPOINT right?") from e  # fmt: skip
+        raise IngestError(
+            f"{repo}@{revision}: the Hub's answer is not the expected JSON ({e}); "
+            "is HF_ENDPOINT right?"
+        ) from e
     except Exception as e:
         if not is_network_error(e):
             raise
@@ -135,13 +140,21 @@ def plan_ingest(
     files = {f.path: f for f in tree if hasattr(f, "size")}
     chosen = select(sorted(files), include, list(exclude))
     if not chosen:
-        raise IngestError(f"{repo}@{info.sha[:12]}: no file matches {include or ['*']} "
-                          f"(minus {list(exclude)}); {len(files)} files in the repo")  # fmt: skip
+        raise IngestError(
+            f"{repo}@{info.sha[:12]}: no file matches {include or ['*']} "
+            f"(minus {list(exclude)}); {len(files)} files in the repo"
+        )
     return IngestPlan(
-        repo, revision, info.sha,
-        tuple(HubFile(p, files[p].size, files[p].lfs.sha256 if files[p].lfs else None,
-                      files[p].blob_id) for p in chosen),
-    )  # fmt: skip
+        repo,
+        revision,
+        info.sha,
+        tuple(
+            HubFile(
+                p, files[p].size, files[p].lfs.sha256 if files[p].lfs else None, files[p].blob_id
+            )
+            for p in chosen
+        ),
+    )
 
 
 def repo_key(path: str) -> str:
@@ -207,8 +220,12 @@ class ChecksumError(IngestError):
 
     def after(self, retries: int) -> ChecksumError:
         """The same mismatch, as the last word after `retries` fresh transfers."""
-        return ChecksumError(self.path, self.want, self.got, f" after {retries} retries; "
-                             "the Hub's copy may be corrupt")  # fmt: skip
+        return ChecksumError(
+            self.path,
+            self.want,
+            self.got,
+            f" after {retries} retries; the Hub's copy may be corrupt",
+        )
 
 
 def hub_id(repo: str, path: str) -> str:
@@ -228,14 +245,23 @@ class HubReader(io.RawIOBase):
     is reopened with a Range request from the byte reached, keeping the running hash.
     """
 
-    def __init__(self, plan: IngestPlan, f: HubFile, endpoint: str | None = None,
-                 token: str | bool | None = None, start: int = 0, hasher=None,
-                 retries: int = 5, backoff: float = 1.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
+    def __init__(
+        self,
+        plan: IngestPlan,
+        f: HubFile,
+        endpoint: str | None = None,
+        token: str | bool | None = None,
+        start: int = 0,
+        hasher=None,
+        retries: int = 5,
+        backoff: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.file, self.pos, self.retries, self.backoff = f, start, retries, backoff
         self._sleep = sleep
-        self.url = hf_hub_url(plan.repo, f.path, repo_type="dataset", revision=plan.commit,
-                              endpoint=endpoint)  # fmt: skip
+        self.url = hf_hub_url(
+            plan.repo, f.path, repo_type="dataset", revision=plan.commit, endpoint=endpoint
+        )
         self._headers = build_hf_headers(token=token)
         self._hash = hasher if hasher is not None else new_hash(f)
         self._ctx = self._chunks = None
@@ -285,22 +311,33 @@ class HubReader(io.RawIOBase):
 
     def _connect(self) -> None:
         headers = {**self._headers, "Range": f"bytes={self.pos}-"} if self.pos else self._headers
-        ctx = http_stream_backoff("GET", self.url, headers=headers, follow_redirects=True,
-                                  timeout=60, max_retries=self.retries,
-                                  base_wait_time=self.backoff)  # fmt: skip
+        ctx = http_stream_backoff(
+            "GET",
+            self.url,
+            headers=headers,
+            follow_redirects=True,
+            timeout=60,
+            max_retries=self.retries,
+            base_wait_time=self.backoff,
+        )
         try:
             r = ctx.__enter__()
         except HfHubHTTPError as e:  # still failing after the retries
             raise IngestError(f"{self.file.path}: {str(e).splitlines()[0]}; re-run to retry") from e
         if r.status_code not in (200, 206):
             ctx.__exit__(None, None, None)
-            raise IngestError(f"{self.file.path}: HTTP {r.status_code} from "
-                              f"{self.url.split('?')[0]} at byte {self.pos}")  # fmt: skip
+            raise IngestError(
+                f"{self.file.path}: HTTP {r.status_code} from "
+                f"{self.url.split('?')[0]} at byte {self.pos}"
+            )
         if r.status_code == 206 and not r.headers.get("Content-Range", "").startswith(
-                f"bytes {self.pos}-"):  # fmt: skip
+            f"bytes {self.pos}-"
+        ):
             ctx.__exit__(None, None, None)
-            raise IngestError(f"{self.file.path}: asked for bytes from {self.pos}, the server "
-                              f"sent {r.headers.get('Content-Range')!r}")  # fmt: skip
+            raise IngestError(
+                f"{self.file.path}: asked for bytes from {self.pos}, the server "
+                f"sent {r.headers.get('Content-Range')!r}"
+            )
         self._ctx, self._chunks = ctx, r.iter_bytes()  # as it arrives: a drop keeps what came
         skip = self.pos if r.status_code == 200 else 0  # the server ignored the Range
         while skip > 0:
@@ -313,8 +350,10 @@ class HubReader(io.RawIOBase):
         self._disconnect()
         self._failures += 1
         if self._failures > self.retries:
-            raise IngestError(f"{self.file.path}: connection lost at byte {self.pos} of "
-                              f"{self.file.size} after {self.retries} retries ({why})")  # fmt: skip
+            raise IngestError(
+                f"{self.file.path}: connection lost at byte {self.pos} of "
+                f"{self.file.size} after {self.retries} retries ({why})"
+            )
         self._sleep(self.backoff * 2 ** (self._failures - 1))
         self.resumes += 1
 
@@ -369,8 +408,10 @@ def download_file(
                     raise e.after(retries) from None
             except IngestError as e:
                 out.flush()
-                raise IngestError(f"{e}; re-run to resume from the {part.stat().st_size} "
-                                  f"bytes kept in {part.name}") from None  # fmt: skip
+                raise IngestError(
+                    f"{e}; re-run to resume from the {part.stat().st_size} "
+                    f"bytes kept in {part.name}"
+                ) from None
     raise AssertionError("unreachable")
 
 
@@ -418,12 +459,20 @@ def record_verified(plan: IngestPlan, dest: Path | str | Root, files: list[HubFi
     manifest = load_manifest(root)
     manifest.update(repo=plan.repo, revision=plan.revision, commit=plan.commit)
     for f in files:
-        manifest["files"][f.path] = {"size": f.size, "checksum": f.sha256 or f.git_oid,
-                                     "sha256": f.sha256, "commit": plan.commit}  # fmt: skip
+        manifest["files"][f.path] = {
+            "size": f.size,
+            "checksum": f.sha256 or f.git_oid,
+            "sha256": f.sha256,
+            "commit": plan.commit,
+        }
     root.put_json(MANIFEST, manifest)
 
 
 def plan_dict(plan: IngestPlan) -> dict:
     """A small JSON-able description of the plan."""
-    return {"repo": plan.repo, "revision": plan.revision, "commit": plan.commit,
-            "files": [asdict(f) for f in plan.files]}  # fmt: skip
+    return {
+        "repo": plan.repo,
+        "revision": plan.revision,
+        "commit": plan.commit,
+        "files": [asdict(f) for f in plan.files],
+    }

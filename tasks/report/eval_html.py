@@ -43,8 +43,9 @@ def write_eval(report: EvalReport, out: str | Path) -> dict[str, Path]:
         tmp.write_text(json.dumps(report.to_dict(), indent=1))
     names = [m.name for m in report.models]
     metrics = [m.metrics for m in report.models]
-    made["metrics"] = figures.metrics_figure(names, metrics, list(SEED_ACCURACIES),
-                                             out / "metrics.png")  # fmt: skip
+    made["metrics"] = figures.metrics_figure(
+        names, metrics, list(SEED_ACCURACIES), out / "metrics.png"
+    )
     bins = {"mouse_x": MOUSE_X_BINS, "mouse_y": MOUSE_Y_BINS}
     split = report.split or "every split"
     body = [

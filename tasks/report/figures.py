@@ -110,8 +110,9 @@ def coverage_figure(label: str, xy: np.ndarray, path: Path) -> Path:
     return _save(fig, path)
 
 
-def metrics_figure(names: list[str], metrics: list[dict[str, float]], keys: list[str],
-                   path: Path) -> Path:  # fmt: skip
+def metrics_figure(
+    names: list[str], metrics: list[dict[str, float]], keys: list[str], path: Path
+) -> Path:
     """Grouped bars of the seed's accuracies, one group per metric, one bar per model."""
     fig, ax = plt.subplots(figsize=(11, 3.8))
     width = 0.8 / max(len(names), 1)
@@ -125,14 +126,18 @@ def metrics_figure(names: list[str], metrics: list[dict[str, float]], keys: list
     return _save(fig, path)
 
 
-def confusion_figure(name: str, confusion: dict[str, list[list[int]]],
-                     bins: dict[str, tuple[float, ...]], path: Path) -> Path:  # fmt: skip
+def confusion_figure(
+    name: str, confusion: dict[str, list[list[int]]], bins: dict[str, tuple[float, ...]], path: Path
+) -> Path:
     """Mouse-bin confusion matrices (rows true, columns predicted), counts on a log scale."""
     fig, axes = plt.subplots(1, len(confusion), figsize=(12, 5.2))
     for ax, (head, cm) in zip(np.atleast_1d(axes), confusion.items(), strict=True):
         cm = np.asarray(cm, np.float64)
-        im = ax.imshow(np.where(cm > 0, cm, np.nan), norm=LogNorm(vmin=1, vmax=max(cm.max(), 1)),
-                       cmap="viridis")  # fmt: skip
+        im = ax.imshow(
+            np.where(cm > 0, cm, np.nan),
+            norm=LogNorm(vmin=1, vmax=max(cm.max(), 1)),
+            cmap="viridis",
+        )
         labels = [f"{b:g}" for b in bins[head]]
         ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
         ax.set_yticks(range(len(labels)), labels, fontsize=7)

@@ -39,8 +39,10 @@ def write_report(roots: list[str | Path], out: str | Path) -> dict:
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    labels = [str(r).rstrip("/").rsplit("/", 1)[-1] if is_url(str(r)) else
-              Path(str(r)).resolve().name for r in roots]  # fmt: skip
+    labels = [
+        str(r).rstrip("/").rsplit("/", 1)[-1] if is_url(str(r)) else Path(str(r)).resolve().name
+        for r in roots
+    ]
     labels = [f"{lab} ({i})" if labels.count(lab) > 1 else lab for i, lab in enumerate(labels)]
     reports = [dataset_report(r, lab) for r, lab in zip(roots, labels, strict=True)]
     emd = emd_table(reports)

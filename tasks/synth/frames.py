@@ -135,8 +135,12 @@ def _shifted(a: np.ndarray, dx: float, dy: float) -> np.ndarray:
     h, w = a.shape
     pad = np.pad(a, 2)  # zeros around: a shifted sprite never wraps to the other edge
     out = np.zeros_like(a)
-    for sx, sy, wgt in ((ix, iy, (1 - fx) * (1 - fy)), (ix + 1, iy, fx * (1 - fy)),
-                        (ix, iy + 1, (1 - fx) * fy), (ix + 1, iy + 1, fx * fy)):  # fmt: skip
+    for sx, sy, wgt in (
+        (ix, iy, (1 - fx) * (1 - fy)),
+        (ix + 1, iy, fx * (1 - fy)),
+        (ix, iy + 1, (1 - fx) * fy),
+        (ix + 1, iy + 1, fx * fy),
+    ):
         sx, sy = int(np.clip(sx, -2, 2)), int(np.clip(sy, -2, 2))
         out += wgt * pad[2 - sy : 2 - sy + h, 2 - sx : 2 - sx + w]
     return out

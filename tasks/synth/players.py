@@ -19,6 +19,7 @@ JUMP_SPEED = 301.99
 ACCEL, FRICTION, STOP_SPEED = 5.5, 5.2, 80.0
 STAND, CROUCH = 64.06, 46.04
 # relative heading of each movement key combination (radians clockwise from facing)
+# a table: direction -> angle, rows around the compass
 _KEY_DIRS = {
     "w": 0.0, "wd": math.pi / 4, "d": math.pi / 2, "sd": 3 * math.pi / 4, "s": math.pi,
     "as": 5 * math.pi / 4, "a": 3 * math.pi / 2, "wa": 7 * math.pi / 4,

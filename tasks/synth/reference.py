@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 
 PI = math.pi
+# a table: the seed's bins in one run, as its code lists them
 MOUSE_X = [-1000.0, -500.0, -300.0, -200.0, -100.0, -60.0, -30.0, -20.0, -10.0, -4.0, -2.0,
            -0.0, 2.0, 4.0, 10.0, 20.0, 30.0, 60.0, 100.0, 200.0, 300.0, 500.0, 1000.0]  # fmt: skip
+# a table: the seed's bins in one run, as its code lists them
 MOUSE_Y = [-200.0, -100.0, -50.0, -20.0, -10.0, -4.0, -2.0, -0.0, 2.0, 4.0, 10.0, 20.0, 50.0,
            100.0, 200.0]  # fmt: skip
 KEY_ORDER = ["w", "a", "s", "d", "space", "ctrl", "shift", "1", "2", "3", "r"]
@@ -30,12 +32,25 @@ def infer_episode(states: list[dict]) -> tuple[list[list], dict]:
     """Return per-frame `[keys, mouse_x, mouse_y, lclick, rclick]` and the seven counters."""
     acts = [[[], 0.0, 0.0, 0, 0] for _ in states]
     c = dict.fromkeys(
-        ["dead_skipped", "skipped", "ram_gsi_disagree_hp", "ram_gsi_disagree_ammo",
-         "obs_count", "mouse_static", "vel_static"], 0)  # fmt: skip
+        [
+            "dead_skipped",
+            "skipped",
+            "ram_gsi_disagree_hp",
+            "ram_gsi_disagree_ammo",
+            "obs_count",
+            "mouse_static",
+            "vel_static",
+        ],
+        0,
+    )
     for i in range(1, len(states)):
         cur, prv = states[i], states[i - 1]
-        if (cur["gsi_health"] == 0 or prv["gsi_health"] == 0 or not cur["found_active"]
-                or not prv["found_active"]):  # fmt: skip
+        if (
+            cur["gsi_health"] == 0
+            or prv["gsi_health"] == 0
+            or not cur["found_active"]
+            or not prv["found_active"]
+        ):
             c["dead_skipped" if cur["obs_health"] == 0 else "skipped"] += 1
             continue
         if cur["obs_health"] != cur["gsi_health"] and prv["obs_health"] != cur["gsi_health"]:

@@ -73,8 +73,12 @@ def disagreements(frames: int, seed: int, share: float) -> Disagreements:
     rng = np.random.default_rng([seed, 0xD15A])
     k = min(round(share * frames), frames // 3)
     picks = [rng.choice(frames, 3 * k, replace=False) for _ in range(2)]
-    return Disagreements(*({kind: np.sort(p[i * k : (i + 1) * k]) for i, kind in
-                            enumerate(LABEL_KINDS)} for p in picks))  # fmt: skip
+    return Disagreements(
+        *(
+            {kind: np.sort(p[i * k : (i + 1) * k]) for i, kind in enumerate(LABEL_KINDS)}
+            for p in picks
+        )
+    )
 
 
 def _changed(acts: list[list], frames: dict[str, np.ndarray]) -> list[list]:
@@ -99,8 +103,9 @@ class _Simulated:
     arrays: Episode
 
 
-def simulate_episode(ep: EpisodeId, frames: int, seed: int, kind: str, clean: bool,
-                     disagree: float = 0.0) -> _Simulated:  # fmt: skip
+def simulate_episode(
+    ep: EpisodeId, frames: int, seed: int, kind: str, clean: bool, disagree: float = 0.0
+) -> _Simulated:
     """Simulate, render and label one episode as the original pipeline did.
 
     Labels come from the per-frame reference of the seed's scripts, not from csdm's inference;
@@ -152,8 +157,11 @@ def earlier_synth_files(out: str | Path) -> list[Path]:
     out = Path(out)
     if not out.is_dir():
         return []
-    found = [*out.glob("hdf5_*.tar"), *out.glob("dataset_*.zip"),
-             *(out / METADATA_DIR).glob("currvarsv2_*.npy")]  # fmt: skip
+    found = [
+        *out.glob("hdf5_*.tar"),
+        *out.glob("dataset_*.zip"),
+        *(out / METADATA_DIR).glob("currvarsv2_*.npy"),
+    ]
     return sorted(p for p in found if p.is_file())
 
 
@@ -187,8 +195,9 @@ def write_synthetic_tree(
             for ep, kind, clean in eps:
                 if progress:
                     progress(f"{ep.name} ({kind})")
-                sim = simulate_episode(ep, cfg.frames, episode_seed(cfg, ep), kind, clean,
-                                       cfg.disagree)  # fmt: skip
+                sim = simulate_episode(
+                    ep, cfg.frames, episode_seed(cfg, ep), kind, clean, cfg.disagree
+                )
                 h5 = Path(tmpdir) / ep.hdf5_name
                 write_episode(h5, sim.arrays)
                 inner = ep.hdf5_name if archive.endswith(".tar") else f"{EXPERT_ZIP}/{ep.hdf5_name}"

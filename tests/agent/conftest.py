@@ -17,9 +17,17 @@ def registered(processed: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 
     root = tmp_path_factory.mktemp("agent-model")
     sampler = SamplerConfig(window=8, jitter=4, split=None, keep_only=False)
-    train(processed, root / "run", TrainConfig.preset_config("tiny", steps=3, sampler=sampler),
-          quiet=True)  # fmt: skip
+    train(
+        processed,
+        root / "run",
+        TrainConfig.preset_config("tiny", steps=3, sampler=sampler),
+        quiet=True,
+    )
     export(root / "run", root / "export")
     open_registry(root / "registry", "cs").register(root / "export", alias="production")
-    return {"run": root / "run", "export": root / "export", "registry": root / "registry",
-            "data": processed}  # fmt: skip
+    return {
+        "run": root / "run",
+        "export": root / "export",
+        "registry": root / "registry",
+        "data": processed,
+    }

@@ -71,8 +71,22 @@ def test_pull_refuses_a_tampered_registry(registered: dict, tmp_path: Path) -> N
     manifest.write_text(json.dumps(m))
     with pytest.raises(VerificationError, match="does not match the registry index"):
         pull(str(reg), "cs", tmp_path / "dest", version=1)
-    assert agent_main(["pull", "--registry", str(reg), "--name", "cs", "--version", "1",
-                       "--dest", str(tmp_path / "dest")]) == 2  # fmt: skip
+    assert (
+        agent_main(
+            [
+                "pull",
+                "--registry",
+                str(reg),
+                "--name",
+                "cs",
+                "--version",
+                "1",
+                "--dest",
+                str(tmp_path / "dest"),
+            ]
+        )
+        == 2
+    )
 
 
 def _hook_step(policy: Policy, at: int, before=None, after=None) -> None:
@@ -98,13 +112,19 @@ def _replay(processed: Path, tmp_path: Path, n: int = 40) -> tuple[Path, np.ndar
     return tmp_path / "episode.npy", frames
 
 
-def test_dry_run_plays_at_16_fps_and_releases_everything(registered: dict, processed: Path,
-                                                          tmp_path: Path) -> None:  # fmt: skip
+def test_dry_run_plays_at_16_fps_and_releases_everything(
+    registered: dict, processed: Path, tmp_path: Path
+) -> None:
     path, _ = _replay(processed, tmp_path, 32)
     art = Artifact.open(registered["export"])
     sink = RecordingSink()
-    s = run(Policy(art), Decoder.from_descriptor(art.descriptor, seed=0), ReplayFrames(path),
-            Controller(sink), fps=16)  # fmt: skip
+    s = run(
+        Policy(art),
+        Decoder.from_descriptor(art.descriptor, seed=0),
+        ReplayFrames(path),
+        Controller(sink),
+        fps=16,
+    )
     assert len(s.actions) == 32 and s.stopped_by == "end of replay"
     gaps = np.diff(s.starts)
     assert abs(np.median(gaps) - 1 / 16) < 0.004 and s.dropped == 0
@@ -119,8 +139,9 @@ def test_dry_run_plays_at_16_fps_and_releases_everything(registered: dict, proce
     assert all(abs(dx) <= 150 for dx, _ in moves)  # +-300 clip, sent in two halves
 
 
-def test_keys_are_released_when_the_policy_fails(registered: dict, processed: Path,
-                                                 tmp_path: Path) -> None:  # fmt: skip
+def test_keys_are_released_when_the_policy_fails(
+    registered: dict, processed: Path, tmp_path: Path
+) -> None:
     path, _ = _replay(processed, tmp_path, 10)
     art = Artifact.open(registered["export"])
     policy = Policy(art)
@@ -134,8 +155,14 @@ def test_keys_are_released_when_the_policy_fails(registered: dict, processed: Pa
     _hook_step(policy, 4, before=fail, after=hold_wasd)
     sink = RecordingSink()
     with pytest.raises(RuntimeError, match="device lost"):
-        run(policy, Decoder.from_descriptor(art.descriptor, seed=1), ReplayFrames(path),
-            Controller(sink), fps=16, pace=False)  # fmt: skip
+        run(
+            policy,
+            Decoder.from_descriptor(art.descriptor, seed=1),
+            ReplayFrames(path),
+            Controller(sink),
+            fps=16,
+            pace=False,
+        )
     last = {}
     for _, kind, name, arg in sink.events:
         if kind == "key":
@@ -150,14 +177,23 @@ def test_decoding_matches_the_seed_and_the_training_side(
     art = Artifact.open(registered["export"])
     d = art.descriptor
     # the agent's own run: ONNX policy, seeded decoder
-    s = run(Policy(art), Decoder.from_descriptor(d, seed=3), ReplayFrames(path),
-            Controller(RecordingSink()), fps=16, pace=False)  # fmt: skip
+    s = run(
+        Policy(art),
+        Decoder.from_descriptor(d, seed=3),
+        ReplayFrames(path),
+        Controller(RecordingSink()),
+        fps=16,
+        pace=False,
+    )
     # the training side's outputs on the same frames, decoded by the seed's agent logic
     model = policy_from_checkpoint(load_checkpoint(registered["run"]))
     with torch.no_grad():
         probs = probabilities(model(torch.from_numpy(frames)[None])[0][0]).numpy()
-    seed = SeedDecoder(np.random.default_rng(3), d["action_space"]["mouse_x_bins"],
-                       d["action_space"]["mouse_y_bins"])  # fmt: skip
+    seed = SeedDecoder(
+        np.random.default_rng(3),
+        d["action_space"]["mouse_x_bins"],
+        d["action_space"]["mouse_y_bins"],
+    )
     for a, y in zip(s.actions, probs, strict=True):
         keys, lclick, rclick, mx, my, reset = seed.step(y)
         assert (set(a.keys), a.lclick, a.rclick, a.mouse_x, a.mouse_y) == (
@@ -178,8 +214,15 @@ def test_idle_policy_paths_match_the_seed() -> None:
     dec = Decoder(DEFAULT.keys, DEFAULT.mouse_x_bins, DEFAULT.mouse_y_bins, seed=9)
     seed = SeedDecoder(np.random.default_rng(9), DEFAULT.mouse_x_bins, DEFAULT.mouse_y_bins)
     for t in range(300):  # an idle policy: exercises the >8 and >96 inaction branches
-        y = np.concatenate([rng.random(11) * 0.4, rng.random(2), np.eye(23)[11] * 0.5 + 0.5 / 23,
-                            np.eye(15)[7] * 0.5 + 0.5 / 15, [0.0]])  # fmt: skip
+        y = np.concatenate(
+            [
+                rng.random(11) * 0.4,
+                rng.random(2),
+                np.eye(23)[11] * 0.5 + 0.5 / 23,
+                np.eye(15)[7] * 0.5 + 0.5 / 15,
+                [0.0],
+            ]
+        )
         y[13:36] /= y[13:36].sum()
         y[36:51] /= y[36:51].sum()
         out = {"keys": y[:11], "clicks": y[11:13], "mouse_x": y[13:36], "mouse_y": y[36:51]}
@@ -209,8 +252,9 @@ def test_resize_matches_a_per_pixel_bilinear() -> None:
             y1, x1 = min(y0 + 1, 12), min(x0 + 1, 20)
             fy, fx = y - y0, x - x0
             p = img[..., :3].astype(float)
-            want[i, j] = ((1 - fy) * ((1 - fx) * p[y0, x0] + fx * p[y0, x1])
-                          + fy * ((1 - fx) * p[y1, x0] + fx * p[y1, x1]))  # fmt: skip
+            want[i, j] = (1 - fy) * ((1 - fx) * p[y0, x0] + fx * p[y0, x1]) + fy * (
+                (1 - fx) * p[y1, x0] + fx * p[y1, x1]
+            )
     assert np.abs(got.astype(float) - want).max() <= 0.51
     pre = Preprocess(Crop(1024, 768, 100, 135, 135), (150, 280))
     assert pre(np.zeros((768, 1024, 4), np.uint8)).shape == (150, 280, 3)
@@ -231,8 +275,9 @@ def test_pull_from_a_hub_model_repo(hub, registered: dict, tmp_path: Path) -> No
         pull("hf://team/policies", "cs", tmp_path / "again", version=1)
 
 
-def test_overruns_and_dropped_frames_are_counted(registered: dict, processed: Path,
-                                                 tmp_path: Path) -> None:  # fmt: skip
+def test_overruns_and_dropped_frames_are_counted(
+    registered: dict, processed: Path, tmp_path: Path
+) -> None:
     path, _ = _replay(processed, tmp_path, 12)
     art = Artifact.open(registered["export"])
     policy = Policy(art)
@@ -242,8 +287,15 @@ def test_overruns_and_dropped_frames_are_counted(registered: dict, processed: Pa
         now[0] += dt
 
     _hook_step(policy, 4, before=lambda: sleep(0.16))
-    s = run(policy, Decoder.from_descriptor(art.descriptor, seed=2), ReplayFrames(path),
-            Controller(RecordingSink()), fps=16, clock=lambda: now[0], sleep=sleep)  # fmt: skip
+    s = run(
+        policy,
+        Decoder.from_descriptor(art.descriptor, seed=2),
+        ReplayFrames(path),
+        Controller(RecordingSink()),
+        fps=16,
+        clock=lambda: now[0],
+        sleep=sleep,
+    )
     # step 4 overruns its slot; the slot after it passes with no step; the grid then resumes
     assert (s.overruns, s.dropped) == (1, 1)
     assert len(s.actions) == 12 and abs(np.diff(s.starts)[-5:].mean() - 1 / 16) < 1e-9
@@ -281,28 +333,42 @@ def test_bad_replays_are_one_line(registered: dict, tmp_path: Path, kind: str, c
             h5["frame_0_x"] = np.zeros((100, 200, 3), np.uint8)
     elif kind == "not-hdf5":
         path.write_text("hello")
-    code = agent_main(["run", "--model", str(model / "cs/v1"), "--dry-run", "--replay",
-                       str(path)])  # fmt: skip
+    code = agent_main(["run", "--model", str(model / "cs/v1"), "--dry-run", "--replay", str(path)])
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert code == 2 and len(errors) == 1 and errors[0].exc_info is None
     err = errors[0].getMessage()
     assert str(path) in err
-    says = {"missing": "no such file", "tar": "extract its hdf5_", "wrong-shape": "(100, 200, 3)",
-            "not-hdf5": "not an HDF5 episode"}[kind]  # fmt: skip
+    says = {
+        "missing": "no such file",
+        "tar": "extract its hdf5_",
+        "wrong-shape": "(100, 200, 3)",
+        "not-hdf5": "not an HDF5 episode",
+    }[kind]
     assert says in err
 
 
-def test_the_clear_decals_key_is_tapped_every_5_seconds(registered: dict, processed: Path,
-                                                        tmp_path: Path) -> None:  # fmt: skip
+def test_the_clear_decals_key_is_tapped_every_5_seconds(
+    registered: dict, processed: Path, tmp_path: Path
+) -> None:
     path, _ = _replay(processed, tmp_path, 60)
     art = Artifact.open(registered["export"])
     taps = {}
     for every in (5.0, 1.0, 0.0):
         sink = RecordingSink()
-        s = run(Policy(art), Decoder.from_descriptor(art.descriptor, seed=0), ReplayFrames(path),
-                Controller(sink), fps=16, pace=False, clear_decals=("n", every))  # fmt: skip
-        steps = [i for i, (_, kind, name, down) in enumerate(sink.events)
-                 if kind == "key" and name == "n" and down]  # fmt: skip
+        s = run(
+            Policy(art),
+            Decoder.from_descriptor(art.descriptor, seed=0),
+            ReplayFrames(path),
+            Controller(sink),
+            fps=16,
+            pace=False,
+            clear_decals=("n", every),
+        )
+        steps = [
+            i
+            for i, (_, kind, name, down) in enumerate(sink.events)
+            if kind == "key" and name == "n" and down
+        ]
         taps[every] = (len(steps), s.decals_cleared)
         downs = [e for e in sink.events if e[1:3] == ("key", "n")]
         assert [d[3] for d in downs] == [True, False] * len(steps)  # each tap released at once
@@ -310,8 +376,9 @@ def test_the_clear_decals_key_is_tapped_every_5_seconds(registered: dict, proces
     assert taps == {5.0: (0, 0), 1.0: (3, 3), 0.0: (0, 0)}
 
 
-def test_every_decode_switch_is_on_the_command_line(registered: dict, processed: Path,
-                                                    tmp_path: Path) -> None:  # fmt: skip
+def test_every_decode_switch_is_on_the_command_line(
+    registered: dict, processed: Path, tmp_path: Path
+) -> None:
     import dataclasses
 
     from csdm_agent.cli import DECODE_HELP
@@ -321,15 +388,42 @@ def test_every_decode_switch_is_on_the_command_line(registered: dict, processed:
     path, _ = _replay(processed, tmp_path, 40)
     art = pull(registered["registry"], "cs", tmp_path / "m")
     summary = tmp_path / "s.json"
-    code = agent_main(["run", "--model", str(art.folder), "--dry-run", "--replay", str(path),
-                       "--summary", str(summary), "--no-wasd", "--no-jump", "--rclick",
-                       "--jump-boost", "5", "--reset-chance", "0", "--mouse-x-clip", "100",
-                       "--clear-decals-every", "0.5", "--seed", "1"])  # fmt: skip
+    code = agent_main(
+        [
+            "run",
+            "--model",
+            str(art.folder),
+            "--dry-run",
+            "--replay",
+            str(path),
+            "--summary",
+            str(summary),
+            "--no-wasd",
+            "--no-jump",
+            "--rclick",
+            "--jump-boost",
+            "5",
+            "--reset-chance",
+            "0",
+            "--mouse-x-clip",
+            "100",
+            "--clear-decals-every",
+            "0.5",
+            "--seed",
+            "1",
+        ]
+    )
     assert code == 0
     s = json.loads(summary.read_text())
-    assert s["decode"] == {**dataclasses.asdict(DecodeOptions()), "wasd": False, "jump": False,
-                           "rclick": True, "jump_boost": 5.0, "reset_chance": 0.0,
-                           "mouse_x_clip": 100.0}  # fmt: skip
+    assert s["decode"] == {
+        **dataclasses.asdict(DecodeOptions()),
+        "wasd": False,
+        "jump": False,
+        "rclick": True,
+        "jump_boost": 5.0,
+        "reset_chance": 0.0,
+        "mouse_x_clip": 100.0,
+    }
     assert s["decals_cleared"] == 5  # every 8 steps of 40
     held = {k for a in s["actions"] for k in a["keys"]}
     assert not held & {"w", "a", "s", "d", "space"}
@@ -338,7 +432,8 @@ def test_every_decode_switch_is_on_the_command_line(registered: dict, processed:
 
 @pytest.mark.parametrize("edit", ["state", "input", "width", "outputs"])
 def test_a_rehashed_descriptor_that_lies_about_the_graph_is_refused(
-        registered: dict, tmp_path: Path, edit: str, caplog) -> None:  # fmt: skip
+    registered: dict, tmp_path: Path, edit: str, caplog
+) -> None:
     from storage.policy import DescriptorError
     from training.export import OnnxSteps
 

@@ -147,4 +147,5 @@ def test_agent_and_storage_check_the_graph_alike(case: str) -> None:
     assert mine == artifact.graph_mismatch(copy.deepcopy(VALID), *GRAPHS[case])
     assert (mine is None) == (case in ("alike", "symbolic batch"))
     assert policy.graph_mismatch({**VALID, "input": "frame"}, *GRAPHS[case]) == (
-        "the descriptor's input, state or outputs are malformed")  # fmt: skip
+        "the descriptor's input, state or outputs are malformed"
+    )

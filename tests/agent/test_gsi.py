@@ -28,8 +28,9 @@ from storage.registry import open_registry
 
 def _post(port: int, body: dict | bytes) -> None:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}", data=data,
-                                 headers={"Content-Type": "application/json"})  # fmt: skip
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}", data=data, headers={"Content-Type": "application/json"}
+    )
     urllib.request.urlopen(req, timeout=10).read()
 
 
@@ -38,7 +39,8 @@ def _state(token: str, kills: int, deaths: int, assists: int, health: int, ammo:
     return {
         "provider": {"name": "Counter-Strike: Global Offensive", "appid": 730},
         "player": {
-            "steamid": "76561190000000000", "name": "me",
+            "steamid": "76561190000000000",
+            "name": "me",
             "state": {"health": health, "armor": 100, "helmet": True, "flashed": 0},
             "weapons": {
                 "weapon_0": {"name": "weapon_knife", "state": "holstered"},
@@ -47,7 +49,7 @@ def _state(token: str, kills: int, deaths: int, assists: int, health: int, ammo:
             "match_stats": {"kills": kills, "assists": assists, "deaths": deaths, "mvps": 0},
         },
         "auth": {"token": token},
-    }  # fmt: skip
+    }
 
 
 class PostingFrames:
@@ -69,8 +71,9 @@ def _replay(processed: Path, tmp_path: Path, n: int) -> Path:
     return tmp_path / "episode.npy"
 
 
-def test_match_stats_come_from_the_games_posts(registered: dict, processed: Path,
-                                               tmp_path: Path) -> None:  # fmt: skip
+def test_match_stats_come_from_the_games_posts(
+    registered: dict, processed: Path, tmp_path: Path
+) -> None:
     art = Artifact.open(registered["export"])
     with GsiListener("127.0.0.1", 0, "s3cret") as gsi:
         posts = {
@@ -81,8 +84,15 @@ def test_match_stats_come_from_the_games_posts(registered: dict, processed: Path
             35: {"provider": {}, "player": {}},  # no auth at all: ignored
         }
         frames = PostingFrames(ReplayFrames(_replay(processed, tmp_path, 40)), gsi.port, posts)
-        s = run(Policy(art), Decoder.from_descriptor(art.descriptor, seed=0), frames,
-                Controller(RecordingSink()), fps=16, pace=False, gsi=gsi.snapshot)  # fmt: skip
+        s = run(
+            Policy(art),
+            Decoder.from_descriptor(art.descriptor, seed=0),
+            frames,
+            Controller(RecordingSink()),
+            fps=16,
+            pace=False,
+            gsi=gsi.snapshot,
+        )
         out = gsi.summary(s.gsi, len(s.step) / 16 / 60)
     minutes = 40 / 16 / 60
     assert (out["kills"], out["deaths"], out["assists"]) == (2, 1, 1)
@@ -90,11 +100,21 @@ def test_match_stats_come_from_the_games_posts(registered: dict, processed: Path
     assert out["kills_per_min"] == pytest.approx(2 / minutes, rel=1e-3)
     assert out["deaths_per_min"] == pytest.approx(1 / minutes, rel=1e-3)
     assert out["kd"] == 2.0 and (out["posts"], out["ignored_posts"], out["dropped_posts"]) == (
-        2, 2, 1)  # fmt: skip
+        2,
+        2,
+        1,
+    )
     steps = out["steps"]
     assert len(steps) == 40
-    assert steps[5] == {"health": 100, "armor": 100, "weapon": "weapon_ak47", "ammo_clip": 30,
-                        "kills": 3, "deaths": 1, "assists": 0}  # fmt: skip
+    assert steps[5] == {
+        "health": 100,
+        "armor": 100,
+        "weapon": "weapon_ak47",
+        "ammo_clip": 30,
+        "kills": 3,
+        "deaths": 1,
+        "assists": 0,
+    }
     assert steps[15]["kills"] == 3  # the wrong token's 99 never counted
     assert steps[25]["health"] == 40 and steps[39]["kills"] == 5
 
@@ -124,11 +144,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_cli_run_with_gsi_and_the_cfg_it_needs(registered: dict, processed: Path,
-                                               tmp_path: Path, capsys) -> None:  # fmt: skip
+def test_cli_run_with_gsi_and_the_cfg_it_needs(
+    registered: dict, processed: Path, tmp_path: Path, capsys
+) -> None:
     port = _free_port()
-    assert agent_main(["gsi-config", "--port", str(port), "--token", "tok",
-                       "--out", str(tmp_path)]) == 0  # fmt: skip
+    assert (
+        agent_main(["gsi-config", "--port", str(port), "--token", "tok", "--out", str(tmp_path)])
+        == 0
+    )
     cfg = (tmp_path / CFG_NAME).read_text()
     assert f'"uri" "http://127.0.0.1:{port}"' in cfg and '"token" "tok"' in cfg
     assert all(f'"{b}" "1"' in cfg for b in DATA_BLOCKS)
@@ -148,10 +171,22 @@ def test_cli_run_with_gsi_and_the_cfg_it_needs(registered: dict, processed: Path
     art = pull(registered["registry"], "cs", tmp_path / "models")
     summary = tmp_path / "run.json"
     try:
-        code = agent_main(["run", "--model", str(tmp_path / "models"), "--dry-run",
-                           "--replay", str(_replay(processed, tmp_path, 40)),
-                           "--gsi", f"127.0.0.1:{port}", "--gsi-token", "tok",
-                           "--summary", str(summary)])  # fmt: skip
+        code = agent_main(
+            [
+                "run",
+                "--model",
+                str(tmp_path / "models"),
+                "--dry-run",
+                "--replay",
+                str(_replay(processed, tmp_path, 40)),
+                "--gsi",
+                f"127.0.0.1:{port}",
+                "--gsi-token",
+                "tok",
+                "--summary",
+                str(summary),
+            ]
+        )
     finally:
         stop.set()
         thread.join()
@@ -165,8 +200,9 @@ def test_cli_run_with_gsi_and_the_cfg_it_needs(registered: dict, processed: Path
     assert agent_main(["run", "--model", str(art.folder), "--dry-run", "--gsi", "1234"]) == 2
 
 
-def test_run_finds_the_model_in_a_pull_destination(registered: dict, processed: Path,
-                                                   tmp_path: Path, capsys) -> None:  # fmt: skip
+def test_run_finds_the_model_in_a_pull_destination(
+    registered: dict, processed: Path, tmp_path: Path, capsys
+) -> None:
     from training.export import export
     from training.train import save_untrained
 
@@ -176,8 +212,12 @@ def test_run_finds_the_model_in_a_pull_destination(registered: dict, processed: 
     export(tmp_path / "other", tmp_path / "other" / "export")
     open_registry(reg, "cs").register(tmp_path / "other" / "export")
     dest = tmp_path / "models"
-    assert agent_main(["pull", "--registry", str(reg), "--name", "cs", "--version", "1",
-                       "--dest", str(dest)]) == 0  # fmt: skip
+    assert (
+        agent_main(
+            ["pull", "--registry", str(reg), "--name", "cs", "--version", "1", "--dest", str(dest)]
+        )
+        == 0
+    )
     assert f"play it: csdm-agent run --model {dest / 'cs' / 'v1'}" in capsys.readouterr().out
     pull(str(reg), "cs", dest)  # v2, the latest
     assert find_model(dest) == find_model(dest / "cs") == dest / "cs" / "v2"
@@ -196,8 +236,23 @@ def test_run_finds_the_model_in_a_pull_destination(registered: dict, processed: 
     # NAME@alias: pulled from the registry, then played
     replay = _replay(processed, tmp_path, 3)
     fresh = tmp_path / "fresh"
-    assert agent_main(["run", "--model", "cs@production", "--registry", str(reg), "--dest",
-                       str(fresh), "--dry-run", "--replay", str(replay)]) == 0  # fmt: skip
+    assert (
+        agent_main(
+            [
+                "run",
+                "--model",
+                "cs@production",
+                "--registry",
+                str(reg),
+                "--dest",
+                str(fresh),
+                "--dry-run",
+                "--replay",
+                str(replay),
+            ]
+        )
+        == 0
+    )
     assert (fresh / "cs" / "v1" / "policy.json").is_file()
     assert agent_main(["run", "--model", "cs@production", "--dry-run"]) == 2  # no --registry
 
@@ -207,9 +262,12 @@ def test_seed_fields_follow_the_seed_recorder() -> None:
     from csdm_agent.gsi import seed_fields
 
     def player(*weapons: dict, health: int = 90) -> dict:
-        return {"team": "T", "state": {"health": health},
-                "match_stats": {"kills": 4, "deaths": 2},
-                "weapons": {f"weapon_{i}": w for i, w in enumerate(weapons)}}  # fmt: skip
+        return {
+            "team": "T",
+            "state": {"health": health},
+            "match_stats": {"kills": 4, "deaths": 2},
+            "weapons": {f"weapon_{i}": w for i, w in enumerate(weapons)},
+        }
 
     ak = {"name": "weapon_ak47", "type": "Rifle", "ammo_clip": 12, "state": "reloading"}
     knife = {"name": "weapon_knife", "type": "Knife", "state": "active"}
@@ -218,7 +276,11 @@ def test_seed_fields_follow_the_seed_recorder() -> None:
     holstered = {**knife, "state": "holstered"}
     got = seed_fields(player(holstered, ak))
     assert (got["gsi_team"], got["gsi_health"], got["gsi_kills"], got["gsi_deaths"]) == (
-        "T", 90, 4, 2)  # fmt: skip
+        "T",
+        90,
+        4,
+        2,
+    )
     assert got["found_active"] and got["gsi_weap_active"] is not None and got["gsi_ammo"] == 12
     # two not holstered (a post mid-switch): the seed's loop keeps the last one
     assert seed_fields(player(ak, knife))["gsi_weap_active"]["name"] == "weapon_knife"
@@ -232,8 +294,9 @@ def test_seed_fields_follow_the_seed_recorder() -> None:
     assert dead["gsi_health"] == 0 and not dead["found_active"] and dead["gsi_kills"] == 4
 
 
-def test_gsi_config_draws_a_random_token_and_checks_the_port(tmp_path: Path, capsys,
-                                                            caplog) -> None:  # fmt: skip
+def test_gsi_config_draws_a_random_token_and_checks_the_port(
+    tmp_path: Path, capsys, caplog
+) -> None:
     tokens = []
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()
@@ -261,13 +324,17 @@ def test_garbage_posts_are_counted_and_dropped_quietly(capfd, caplog) -> None:
     good = _state("t", 2, 1, 0, 100, 30)
     wrong_kind = _state("t", 9, 1, 0, 100, 30)
     wrong_kind["player"]["match_stats"]["kills"] = "9"
-    huge_number = json.dumps(_state("t", 1, 1, 0, 100, 30)).replace(
-        '"kills": 1', '"kills": ' + "9" * 5000).encode()  # fmt: skip
+    huge_number = (
+        json.dumps(_state("t", 1, 1, 0, 100, 30))
+        .replace('"kills": 1', '"kills": ' + "9" * 5000)
+        .encode()
+    )
     deep = b'{"auth": {"token": "t"}, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     with GsiListener("127.0.0.1", 0, "t") as gsi:
         _post(gsi.port, good)
-        status = _raw_post(gsi.port, b"POST / HTTP/1.1\r\nHost: x\r\n"
-                           b"Content-Length: 1000000000000\r\n\r\n", b"{}")  # fmt: skip
+        status = _raw_post(
+            gsi.port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n", b"{}"
+        )
         assert status in (b"HTTP/1.0 413 Request Entity Too Large", b"")
         for body in (wrong_kind, huge_number, deep):
             _post(gsi.port, body)

@@ -45,23 +45,38 @@ def _post(port: int, body: dict) -> None:
     urllib.request.urlopen(req, timeout=10).read()
 
 
-def _game(token: str = TOKEN, who: str = ME, health: int = 100, kills: int = 0,
-          deaths: int = 0, weapon: str = "ak47") -> dict:  # fmt: skip
+def _game(
+    token: str = TOKEN,
+    who: str = ME,
+    health: int = 100,
+    kills: int = 0,
+    deaths: int = 0,
+    weapon: str = "ak47",
+) -> dict:
     knife = weapon == "knife"
     return {
         "provider": {"name": "Counter-Strike: Global Offensive", "steamid": ME},
         "player": {
-            "steamid": who, "team": "CT", "state": {"health": health, "armor": 100},
+            "steamid": who,
+            "team": "CT",
+            "state": {"health": health, "armor": 100},
             "weapons": {
-                "weapon_0": {"name": "weapon_knife", "type": "Knife",
-                             "state": "active" if knife else "holstered"},
-                "weapon_1": {"name": "weapon_ak47", "type": "Rifle", "ammo_clip": 27,
-                             "state": "holstered" if knife else "active"},
+                "weapon_0": {
+                    "name": "weapon_knife",
+                    "type": "Knife",
+                    "state": "active" if knife else "holstered",
+                },
+                "weapon_1": {
+                    "name": "weapon_ak47",
+                    "type": "Rifle",
+                    "ammo_clip": 27,
+                    "state": "holstered" if knife else "active",
+                },
             },
             "match_stats": {"kills": kills, "assists": 0, "deaths": deaths},
         },
         "auth": {"token": token},
-    }  # fmt: skip
+    }
 
 
 # step -> what the game posts just before that step's frame (and before recording starts)
@@ -110,8 +125,9 @@ class Script:
             keys = frozenset(str(k) for k in rng.choice(action_space.KEYS, rng.integers(0, 5)))
             dx = int(rng.choice([0, 2, -2, 7, -40, 150, 900]) * rng.integers(1, 3))
             dy = int(rng.choice([0, 1, -3, 14, -70, 300]))
-            self.steps.append(Inputs(keys, bool(rng.random() < 0.3), bool(rng.random() < 0.1),
-                                     dx, dy))  # fmt: skip
+            self.steps.append(
+                Inputs(keys, bool(rng.random() < 0.3), bool(rng.random() < 0.1), dx, dy)
+            )
         self.reads, self.stop_after, self.closed = 0, stop_after, False
 
     def read(self) -> Inputs:
@@ -129,14 +145,27 @@ def _play(out: Path, script: Script, screen: type[Screen] = Screen, stub: str = 
     """Record `script` in 24-frame episodes, once the game has posted its first state."""
     with GsiListener("127.0.0.1", 0, TOKEN) as gsi:
         _post(gsi.port, _game())  # recording waits for this
-        return record(screen(gsi.port, len(script.steps)), script, gsi.seed_state,
-                      EpisodeWriter(out, stub), episode_frames=24, pace=False, **kw)  # fmt: skip
+        return record(
+            screen(gsi.port, len(script.steps)),
+            script,
+            gsi.seed_state,
+            EpisodeWriter(out, stub),
+            episode_frames=24,
+            pace=False,
+            **kw,
+        )
 
 
 def _record(out: Path, n_steps: int, stop_after: int, keep_partial: bool, seed: int):
     script = Script(n_steps, stop_after, seed)
-    summary = _play(out, script, stub="dm_mine_", sensitivity=SENSITIVITY,
-                    keep_partial=keep_partial, stop=script.stop)  # fmt: skip
+    summary = _play(
+        out,
+        script,
+        stub="dm_mine_",
+        sensitivity=SENSITIVITY,
+        keep_partial=keep_partial,
+        stop=script.stop,
+    )
     assert script.closed
     return summary, script.steps[:stop_after]
 
@@ -146,11 +175,13 @@ def test_recording_round_trips_through_process(tmp_path: Path) -> None:
     first, played = _record(src, 80, stop_after=60, keep_partial=False, seed=1)
     assert first.stopped_by == "stop key" and first.discarded == 12 and first.frames == 48
     assert sorted(p.name for p in src.rglob("*") if p.is_file()) == [
-        "currvarsv2_dm_mine_1_to_1.npy", "currvarsv2_dm_mine_2_to_2.npy",
-        "hdf5_dm_mine_1.hdf5", "hdf5_dm_mine_2.hdf5"]  # fmt: skip
+        "currvarsv2_dm_mine_1_to_1.npy",
+        "currvarsv2_dm_mine_2_to_2.npy",
+        "hdf5_dm_mine_1.hdf5",
+        "hdf5_dm_mine_2.hdf5",
+    ]
     second, played2 = _record(src, 40, stop_after=30, keep_partial=True, seed=2)
-    assert [Path(e).name for e in second.episodes] == ["hdf5_dm_mine_3.hdf5",
-                                                      "hdf5_dm_mine_4.hdf5"]  # fmt: skip
+    assert [Path(e).name for e in second.episodes] == ["hdf5_dm_mine_3.hdf5", "hdf5_dm_mine_4.hdf5"]
     assert second.discarded == 0 and second.frames == 30
     with h5py.File(src / "hdf5_dm_mine_4.hdf5") as h5:  # the partial episode, whole
         assert len([k for k in h5 if k.endswith("_x")]) == 6
@@ -202,8 +233,14 @@ def test_recording_round_trips_through_process(tmp_path: Path) -> None:
 def test_stop_before_the_game_speaks_writes_nothing(tmp_path: Path) -> None:
     script = Script(5, stop_after=0)
     with GsiListener("127.0.0.1", 0, TOKEN) as gsi:
-        s = record(Screen(gsi.port, 0), script, gsi.seed_state, EpisodeWriter(tmp_path, "x_"),
-                   stop=lambda: True, pace=False)  # fmt: skip
+        s = record(
+            Screen(gsi.port, 0),
+            script,
+            gsi.seed_state,
+            EpisodeWriter(tmp_path, "x_"),
+            stop=lambda: True,
+            pace=False,
+        )
     assert s.episodes == [] and "first GSI post" in s.stopped_by
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []
 
@@ -255,11 +292,23 @@ def test_the_grid_keeps_16_fps_and_counts_dropped_slots(tmp_path: Path) -> None:
     def sleep(dt: float) -> None:
         now[0] += dt
 
-    game = {"gsi_team": "T", "gsi_health": 100, "gsi_kills": 0, "gsi_deaths": 0,
-            "found_active": False}  # fmt: skip
+    game = {
+        "gsi_team": "T",
+        "gsi_health": 100,
+        "gsi_kills": 0,
+        "gsi_deaths": 0,
+        "found_active": False,
+    }
     script = Clocked(8)
-    s = record(SlowGrab(), script, lambda: game, EpisodeWriter(tmp_path, "x_"),
-               episode_frames=8, clock=lambda: now[0], sleep=sleep)  # fmt: skip
+    s = record(
+        SlowGrab(),
+        script,
+        lambda: game,
+        EpisodeWriter(tmp_path, "x_"),
+        episode_frames=8,
+        clock=lambda: now[0],
+        sleep=sleep,
+    )
     p = 1 / 16
     assert grabs[:4] == pytest.approx([100 + k * p for k in range(4)], abs=1e-6)
     assert reads[1:4] == pytest.approx([100 + k * p for k in range(1, 4)], abs=1e-6)
@@ -311,11 +360,15 @@ def test_mouse_units_and_the_seed_action_space() -> None:
 
 
 def test_record_command_checks_before_it_starts(tmp_path: Path, caplog) -> None:
-    assert agent_main(["record", "--out", str(tmp_path), "--gsi-token", "t", "--stub",
-                       "bad stub"]) == 2  # fmt: skip
+    assert (
+        agent_main(["record", "--out", str(tmp_path), "--gsi-token", "t", "--stub", "bad stub"])
+        == 2
+    )
     assert "--stub 'bad stub': use letters" in caplog.text
-    assert agent_main(["record", "--out", str(tmp_path), "--gsi-token", "t",
-                       "--sensitivity", "0"]) == 2  # fmt: skip
+    assert (
+        agent_main(["record", "--out", str(tmp_path), "--gsi-token", "t", "--sensitivity", "0"])
+        == 2
+    )
     with pytest.raises(SystemExit, match="needs Windows"):
         agent_main(["record", "--out", str(tmp_path), "--gsi-token", "t"])
 
@@ -347,9 +400,21 @@ def test_episode_files_are_flushed_through_writable_handles(tmp_path: Path, monk
         real(fd)
 
     monkeypatch.setattr(rec.os, "fsync", checked)
-    steps = [rec.Step(np.zeros(rec.FRAME_SHAPE, np.uint8), Inputs(), 0.0, 0.0,
-                      {"gsi_team": "CT", "gsi_health": 100, "gsi_kills": 0, "gsi_deaths": 0,
-                       "found_active": False})] * 3  # fmt: skip
+    steps = [
+        rec.Step(
+            np.zeros(rec.FRAME_SHAPE, np.uint8),
+            Inputs(),
+            0.0,
+            0.0,
+            {
+                "gsi_team": "CT",
+                "gsi_health": 100,
+                "gsi_kills": 0,
+                "gsi_deaths": 0,
+                "found_active": False,
+            },
+        )
+    ] * 3
     EpisodeWriter(tmp_path, "x_").write(steps)
     assert len(modes) == 2 and os.O_RDONLY not in modes
 

@@ -28,16 +28,30 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_synth_then_infer_writes_the_documented_tables(tmp_path: Path) -> None:
     src = tmp_path / "src"
-    r = _run("synth", str(src), "--seed", "5", "--frames", "50", "--tars", "1",
-             "--episodes-per-tar", "6", "--expert-episodes", "1", cwd=tmp_path)  # fmt: skip
+    r = _run(
+        "synth",
+        str(src),
+        "--seed",
+        "5",
+        "--frames",
+        "50",
+        "--tars",
+        "1",
+        "--episodes-per-tar",
+        "6",
+        "--expert-episodes",
+        "1",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     assert (src / "hdf5_dm_july2021_1_to_6.tar").is_file()
     r = _run("infer", str(src), "--out", str(tmp_path / "labels"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     files = pq.read_table(tmp_path / "labels/files.parquet").to_pandas().set_index("episode")
     frames = pq.read_table(tmp_path / "labels/frames.parquet").to_pandas()
-    assert sorted(files.index) == sorted([f"dm_july2021_{i}" for i in range(1, 7)]
-                                         + ["dm_july2021_expert_1"])  # fmt: skip
+    assert sorted(files.index) == sorted(
+        [f"dm_july2021_{i}" for i in range(1, 7)] + ["dm_july2021_expert_1"]
+    )
     assert len(frames) == 7 * 50 and (files["n_frames"] == 50).all()
     # the episode kinds the synthesiser cycles through are judged as the seed would
     assert not files.loc["dm_july2021_3", "keep"]  # idle
@@ -100,9 +114,23 @@ def test_codec_and_disagree_options_reach_their_parameters(tmp_path: Path) -> No
     runner = CliRunner()
     r = runner.invoke(app, ["process", str(tmp_path), str(tmp_path / "o"), "--codec", "gif"])
     assert r.exit_code == 2 and "gradient-zstd" in r.output
-    r = runner.invoke(app, ["synth", str(tmp_path / "s"), "--frames", "30", "--tars", "1",
-                            "--episodes-per-tar", "1", "--expert-episodes", "0",
-                            "--disagree", "0.1"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "synth",
+            str(tmp_path / "s"),
+            "--frames",
+            "30",
+            "--tars",
+            "1",
+            "--episodes-per-tar",
+            "1",
+            "--expert-episodes",
+            "0",
+            "--disagree",
+            "0.1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     meta = load_metadata(tmp_path / "s/dataset_metadata/currvarsv2_dm_july2021_1_to_100.npy")
     files = label_batch(meta, QualityThresholds()).files.to_pandas()

@@ -39,13 +39,33 @@ def test_train_help_shows_the_presets_defaults() -> None:
 
 def test_synth_refuses_a_used_folder_unless_forced(tmp_path: Path) -> None:
     out = tmp_path / "src"
-    args = ["synth", str(out), "--frames", "8", "--tars", "2", "--episodes-per-tar", "1",
-            "--expert-episodes", "0"]  # fmt: skip
+    args = [
+        "synth",
+        str(out),
+        "--frames",
+        "8",
+        "--tars",
+        "2",
+        "--episodes-per-tar",
+        "1",
+        "--expert-episodes",
+        "0",
+    ]
     assert runner.invoke(app, args).exit_code == 0
     tars = sorted(p.name for p in out.glob("*.tar"))
     assert tars == ["hdf5_dm_july2021_1_to_1.tar", "hdf5_dm_july2021_2_to_2.tar"]
-    fewer = ["synth", str(out), "--frames", "8", "--tars", "1", "--episodes-per-tar", "2",
-             "--expert-episodes", "0"]  # fmt: skip
+    fewer = [
+        "synth",
+        str(out),
+        "--frames",
+        "8",
+        "--tars",
+        "1",
+        "--episodes-per-tar",
+        "2",
+        "--expert-episodes",
+        "0",
+    ]
     r = runner.invoke(app, fewer)
     assert r.exit_code == 2 and "already holds a source tree" in r.output and "--force" in r.output
     r = runner.invoke(app, [*fewer, "--force"])
@@ -55,8 +75,17 @@ def test_synth_refuses_a_used_folder_unless_forced(tmp_path: Path) -> None:
 
 
 def test_view_past_the_end_says_so(processed: Path, tmp_path: Path) -> None:
-    args = ["view", str(processed), "dm_july2021_1", "--start", "50", "--count", "20",
-            "--out", str(tmp_path / "v.png")]  # fmt: skip
+    args = [
+        "view",
+        str(processed),
+        "dm_july2021_1",
+        "--start",
+        "50",
+        "--count",
+        "20",
+        "--out",
+        str(tmp_path / "v.png"),
+    ]
     r = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert r.exit_code == 2
     assert "frames 50-69 run past its last frame 59" in r.output and "--count 10" in r.output

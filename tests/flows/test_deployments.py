@@ -22,9 +22,16 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _port() -> int:
@@ -38,19 +45,25 @@ def served(synth_tree: Path, tmp_path_factory: pytest.TempPathFactory):
     """Server, work pool, deployments and worker as `make serve` makes them; a local hub."""
     tmp = tmp_path_factory.mktemp("serve")
     shutil.copytree(synth_tree, tmp / "data" / "hub")  # what `process` finds by default
-    files = {str(p.relative_to(synth_tree)): p.read_bytes()
-             for p in synth_tree.rglob("*") if p.is_file()}  # fmt: skip
+    files = {
+        str(p.relative_to(synth_tree)): p.read_bytes() for p in synth_tree.rglob("*") if p.is_file()
+    }
     fake = FakeHub()
     fake.commit(REPO, files)
     port = _port()
     with HubServer(fake) as hub:
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
-               "PREFECT_PORT": str(port), "CSDM_STATE": str(tmp / "state"),
-               "PREFECT_HOME": str(tmp / "home"), "HF_ENDPOINT": hub.endpoint,
-               "CSDM_DATA": str(tmp / "data")}  # fmt: skip
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
+            "PREFECT_PORT": str(port),
+            "CSDM_STATE": str(tmp / "state"),
+            "PREFECT_HOME": str(tmp / "home"),
+            "HF_ENDPOINT": hub.endpoint,
+            "CSDM_DATA": str(tmp / "data"),
+        }
         try:
-            r = subprocess.run([str(ROOT / "infra/serve.sh")], env=env, capture_output=True,
-                               text=True, timeout=300)  # fmt: skip
+            r = subprocess.run(
+                [str(ROOT / "infra/serve.sh")], env=env, capture_output=True, text=True, timeout=300
+            )
             assert r.returncode == 0, r.stdout + r.stderr
             api = {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
             yield api, port, tmp, fake
@@ -60,8 +73,9 @@ def served(synth_tree: Path, tmp_path_factory: pytest.TempPathFactory):
 
 def test_pipeline_deployment_through_the_api(served) -> None:
     api, _, tmp, fake = served
-    listed = subprocess.run([PREFECT, "deployment", "ls"], env=api, capture_output=True,
-                            text=True, timeout=120).stdout  # fmt: skip
+    listed = subprocess.run(
+        [PREFECT, "deployment", "ls"], env=api, capture_output=True, text=True, timeout=120
+    ).stdout
     for name in (
         "ingest/ingest",
         "process/process",
@@ -75,26 +89,49 @@ def test_pipeline_deployment_through_the_api(served) -> None:
     out = tmp / "pipeline-out"
     params = {"out": str(out), "include": ["*"], "workers": 1}
     r = subprocess.run(
-        [PREFECT, "deployment", "run", "pipeline/daily-refresh", "--params", json.dumps(params),
-         "--watch", "--watch-timeout", "400"],
-        env=api, capture_output=True, text=True, timeout=480,
-    )  # fmt: skip
+        [
+            PREFECT,
+            "deployment",
+            "run",
+            "pipeline/daily-refresh",
+            "--params",
+            json.dumps(params),
+            "--watch",
+            "--watch-timeout",
+            "400",
+        ],
+        env=api,
+        capture_output=True,
+        text=True,
+        timeout=480,
+    )
     assert "Completed" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
     ds = open_dataset(out)
     assert len(ds.episodes) == 8
     assert ds.manifest.revision == fake.branches[REPO]["main"]
     assert ds.files.to_pandas().container.str.startswith(f"hf://datasets/{REPO}/").all()
-    copies = [p for p in tmp.rglob("*") if p.suffix in (".tar", ".zip", ".part")
-              and tmp / "data" / "hub" not in p.parents]  # fmt: skip
+    copies = [
+        p
+        for p in tmp.rglob("*")
+        if p.suffix in (".tar", ".zip", ".part") and tmp / "data" / "hub" not in p.parents
+    ]
     assert not copies
 
 
 def _process_run(port: int) -> str | None:
     """The id of the `process` deployment's newest flow run, through the API."""
-    body = json.dumps({"deployments": {"name": {"any_": ["process"]}}, "limit": 1,
-                       "sort": "EXPECTED_START_TIME_DESC"}).encode()  # fmt: skip
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/flow_runs/filter", data=body,
-                                 headers={"Content-Type": "application/json"})  # fmt: skip
+    body = json.dumps(
+        {
+            "deployments": {"name": {"any_": ["process"]}},
+            "limit": 1,
+            "sort": "EXPECTED_START_TIME_DESC",
+        }
+    ).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/flow_runs/filter",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=30) as r:
         runs = json.load(r)
     return runs[0]["id"] if runs else None
@@ -155,8 +192,12 @@ def test_run_the_process_deployment_from_the_ui(served, tmp_path: Path) -> None:
         page.get_by_text("Share of episodes put in the test split (0 to 1).").wait_for()
         field = label.locator("xpath=following::input[1]")
         assert field.input_value() == "0"
-        assert page.get_by_text("Per Frames (Optional)", exact=True).locator(
-            "xpath=following::input[1]").input_value() == "1000"  # fmt: skip
+        assert (
+            page.get_by_text("Per Frames (Optional)", exact=True)
+            .locator("xpath=following::input[1]")
+            .input_value()
+            == "1000"
+        )
         field.fill("0.5")
         page.get_by_text("out", exact=True).locator("xpath=following::textarea[1]").fill(
             str(tmp / "data" / "custom")

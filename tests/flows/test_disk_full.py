@@ -21,8 +21,9 @@ def small_disk(tmp_path: Path):
     """A 4 MB tmpfs (root can mount one here and in CI); skipped where mounting is not allowed."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
-                       capture_output=True)  # fmt: skip
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True
+    )
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
     try:
@@ -54,8 +55,13 @@ def test_process_refuses_to_start_without_room(
 ) -> None:
     out = small_disk / "out"
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "COLUMNS": "200"}
-    r = subprocess.run([CSDM, "process", str(synth_tree), str(out), "--workers", "1"],
-                       capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    r = subprocess.run(
+        [CSDM, "process", str(synth_tree), str(out), "--workers", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert r.returncode == 3, r.stderr
     assert "no space left" in r.stderr and str(out) in r.stderr and "GB more is needed" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) <= 3

@@ -21,10 +21,25 @@ def test_ingest_cli(prefect_api: str, tmp_path: Path) -> None:
     fake.commit(REPO, _files())
     fake.faults["hdf5_dm_july2021_1_to_200.tar"] = Faults(drop_after=100_000)
     with HubServer(fake) as server:
-        env = {**os.environ, "PREFECT_API_URL": prefect_api, "HF_ENDPOINT": server.endpoint,
-               "HF_TOKEN": "hf_test_token", "COLUMNS": "200"}  # fmt: skip
-        args = [CSDM, "ingest", "--dest", str(tmp_path / "hub"), "--subset", "dm_scraped",
-                "--subset", "metadata", "--workers", "3"]  # fmt: skip
+        env = {
+            **os.environ,
+            "PREFECT_API_URL": prefect_api,
+            "HF_ENDPOINT": server.endpoint,
+            "HF_TOKEN": "hf_test_token",
+            "COLUMNS": "200",
+        }
+        args = [
+            CSDM,
+            "ingest",
+            "--dest",
+            str(tmp_path / "hub"),
+            "--subset",
+            "dm_scraped",
+            "--subset",
+            "metadata",
+            "--workers",
+            "3",
+        ]
         r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
         assert r.returncode == 0, r.stderr
         assert "4 files selected, 4 fetched" in r.stdout
@@ -36,8 +51,11 @@ def test_ingest_cli(prefect_api: str, tmp_path: Path) -> None:
             assert (tmp_path / "hub" / p).read_bytes() == files[p]
         assert not (tmp_path / "hub/dataset_dm_expert_dust2.zip").exists()
         assert "hf_test_token" not in r.stdout + r.stderr
-        resolves = [a for (m, path, _), a in zip(fake.requests, fake.authorizations, strict=True)
-                    if "/resolve/" in path]  # fmt: skip
+        resolves = [
+            a
+            for (m, path, _), a in zip(fake.requests, fake.authorizations, strict=True)
+            if "/resolve/" in path
+        ]
         assert resolves and set(resolves) == {"Bearer hf_test_token"}
         r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
         assert r.returncode == 0 and "0 fetched" in r.stdout and "4 already verified" in r.stdout
@@ -56,8 +74,13 @@ def test_a_refused_connection_is_one_line_naming_the_endpoint(
         port = s.getsockname()[1]
     endpoint = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "COLUMNS": "200"}
-    r = subprocess.run([CSDM, "ingest", "--dest", str(tmp_path / "d"), "--endpoint", endpoint],
-                       capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    r = subprocess.run(
+        [CSDM, "ingest", "--dest", str(tmp_path / "d"), "--endpoint", endpoint],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert r.returncode == 2
     assert f"{endpoint}: cannot reach the Hub" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -72,8 +95,11 @@ def test_ingest_into_a_bucket_never_shows_a_corrupted_file(
 
     from tasks.source import list_source
 
-    files = {p.relative_to(synth_tree).as_posix(): p.read_bytes()
-             for p in synth_tree.rglob("*") if p.is_file()}  # fmt: skip
+    files = {
+        p.relative_to(synth_tree).as_posix(): p.read_bytes()
+        for p in synth_tree.rglob("*")
+        if p.is_file()
+    }
     bad = "dataset_dm_expert_dust2.zip"
     fake = FakeHub()
     fake.commit(REPO, files)
@@ -88,8 +114,13 @@ def test_ingest_into_a_bucket_never_shows_a_corrupted_file(
             stop.wait(0.05)
 
     with HubServer(fake) as server:
-        env = {**os.environ, "PREFECT_API_URL": prefect_api, "HF_ENDPOINT": server.endpoint,
-               "HF_TOKEN": "hf_test_token", "COLUMNS": "200"}  # fmt: skip
+        env = {
+            **os.environ,
+            "PREFECT_API_URL": prefect_api,
+            "HF_ENDPOINT": server.endpoint,
+            "HF_TOKEN": "hf_test_token",
+            "COLUMNS": "200",
+        }
         args = [CSDM, "ingest", "--dest", f"{bucket}/raw"]
         watcher = threading.Thread(target=watch)
         watcher.start()

@@ -34,22 +34,49 @@ def _cluster(tmp_path: Path, env: dict):
     """Start a scheduler and two single-threaded workers; yield (address, client, workers)."""
     address = f"tcp://127.0.0.1:{free_port()}"
     sched = subprocess.Popen(
-        [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":")[-1],
-         "--no-dashboard"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+        [
+            str(BIN / "dask"),
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            address.rsplit(":")[-1],
+            "--no-dashboard",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     workers = []
     try:
         with Client(address, timeout="60s") as client:
             for i in range(2):
                 home = tmp_path / f"worker{i}"  # its own folder: no path to the data
                 home.mkdir()
-                workers.append(subprocess.Popen(
-                    [str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-nanny",
-                     "--no-dashboard", "--name", f"w{i}", "--local-directory", str(home),
-                     "--preload", STALL],
-                    env=env, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                ))  # fmt: skip
+                workers.append(
+                    subprocess.Popen(
+                        [
+                            str(BIN / "dask"),
+                            "worker",
+                            address,
+                            "--nthreads",
+                            "1",
+                            "--no-nanny",
+                            "--no-dashboard",
+                            "--name",
+                            f"w{i}",
+                            "--local-directory",
+                            str(home),
+                            "--preload",
+                            STALL,
+                        ],
+                        env=env,
+                        cwd=home,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
             client.wait_for_workers(2, timeout=60)
             yield address, client, workers
     finally:
@@ -87,20 +114,37 @@ def test_process_query_train_register_on_a_cluster_without_shared_disk(
         assert r.returncode == 0, r.stderr
 
         def repacked(dask_scheduler) -> int:
-            return sum(1 for key, _, finish, *_ in dask_scheduler.transition_log
-                       if finish == "memory" and "repack" in str(key))  # fmt: skip
+            return sum(
+                1
+                for key, _, finish, *_ in dask_scheduler.transition_log
+                if finish == "memory" and "repack" in str(key)
+            )
 
         assert client.run_on_scheduler(repacked) == 8  # every episode ran on the workers
         _bit_exact(out, synth_tree)
-        r = run_csdm("query", out, "select count(*) as n, count(distinct episode) as e from frames",
-                     "--format", "csv", api=prefect_api)  # fmt: skip
+        r = run_csdm(
+            "query",
+            out,
+            "select count(*) as n, count(distinct episode) as e from frames",
+            "--format",
+            "csv",
+            api=prefect_api,
+        )
         assert r.returncode == 0 and r.stdout.split() == ["n,e", "480,8"], r.stderr
         # train a few steps on a worker, reading the bucket; export and register into it
         from flows.train import train_flow
 
-        job = functools.partial(train_flow, out, "runs/tiny", preset="tiny", steps=3, workers=0,
-                                registry=f"{bucket}/models", name="csdm-policy",
-                                alias="production")  # fmt: skip
+        job = functools.partial(
+            train_flow,
+            out,
+            "runs/tiny",
+            preset="tiny",
+            steps=3,
+            workers=0,
+            registry=f"{bucket}/models",
+            name="csdm-policy",
+            alias="production",
+        )
         done = client.submit(job, pure=False).result(timeout=300)
         assert done.train.step == 3 and done.registered["version"] == 1
         assert done.registered["location"] == f"{bucket}/models/csdm-policy/v1"
@@ -112,23 +156,31 @@ def test_process_query_train_register_on_a_cluster_without_shared_disk(
 
         names = {i.name for i in ort.InferenceSession(str(pulled / "policy.onnx")).get_inputs()}
         assert names and (pulled / "policy.json").exists()
-        assert done.registered["sha256"] == __import__("hashlib").sha256(
-            (pulled / "policy.onnx").read_bytes()).hexdigest()  # fmt: skip
+        assert (
+            done.registered["sha256"]
+            == __import__("hashlib").sha256((pulled / "policy.onnx").read_bytes()).hexdigest()
+        )
 
 
 def test_a_worker_killed_mid_episode_leaves_every_episode_committed_once(
     s3_source: str, bucket: str, synth_tree: Path, prefect_api: str, tmp_path: Path
 ) -> None:
     signal_file = tmp_path / "stalled.pid"
-    env = {**os.environ, "PREFECT_API_URL": prefect_api, "CSDM_TEST_STALL_EPISODE": "dm_july2021_2",
-           "CSDM_TEST_STALL_SIGNAL": str(signal_file)}  # fmt: skip
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_api,
+        "CSDM_TEST_STALL_EPISODE": "dm_july2021_2",
+        "CSDM_TEST_STALL_SIGNAL": str(signal_file),
+    }
     out = f"{bucket}/out"
     for address, _client, workers in _cluster(tmp_path, env):
         run = subprocess.Popen(
             [str(BIN / "csdm"), "process", s3_source, out, "--scheduler", address],
-            env={**env, "COLUMNS": "200"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**env, "COLUMNS": "200"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         deadline = time.monotonic() + 180
         while not signal_file.exists() or not signal_file.read_text():
             assert time.monotonic() < deadline and run.poll() is None, "no worker stalled"

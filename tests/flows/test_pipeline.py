@@ -27,8 +27,9 @@ def liar_tar(synth_tree: Path) -> bytes:
     """A tar of a good episode 7, then an episode 8 declaring 10^12 bytes and carrying 1 MB."""
     with tarfile.open(synth_tree / "hdf5_dm_july2021_1_to_3.tar") as tf:
         good = tf.extractfile("hdf5_dm_july2021_1.hdf5").read()
-    return lying_tar([("hdf5_dm_july2021_7.hdf5", good)], "hdf5_dm_july2021_8.hdf5", 10**12,
-                     1 << 20)  # fmt: skip
+    return lying_tar(
+        [("hdf5_dm_july2021_7.hdf5", good)], "hdf5_dm_july2021_8.hdf5", 10**12, 1 << 20
+    )
 
 
 CSDM = str(Path(sys.executable).with_name("csdm"))
@@ -38,20 +39,35 @@ def _result(stdout: str) -> dict[str, str]:
     return dict(kv.split("=", 1) for kv in stdout.split() if "=" in kv)
 
 
-def test_pipeline_streams_within_a_disk_budget(synth_tree: Path, prefect_api: str,
-                                               tmp_path: Path) -> None:  # fmt: skip
-    files = {str(p.relative_to(synth_tree)): p.read_bytes()
-             for p in synth_tree.rglob("*") if p.is_file()}  # fmt: skip
+def test_pipeline_streams_within_a_disk_budget(
+    synth_tree: Path, prefect_api: str, tmp_path: Path
+) -> None:
+    files = {
+        str(p.relative_to(synth_tree)): p.read_bytes() for p in synth_tree.rglob("*") if p.is_file()
+    }
     files[LIAR] = liar_tar(synth_tree)
     biggest = max(len(b) for p, b in files.items() if p.endswith((".tar", ".zip")))
     fake = FakeHub()
     fake.commit(REPO, files)
     out, dest = tmp_path / "out", tmp_path / "hub"
     with HubServer(fake) as server:
-        env = {**os.environ, "PREFECT_API_URL": prefect_api, "HF_ENDPOINT": server.endpoint,
-               "COLUMNS": "200"}  # fmt: skip
-        args = [CSDM, "pipeline", str(out), "--dest", str(dest), "--workers", "2",
-                "--max-disk", str(int(biggest * 1.5))]  # fmt: skip
+        env = {
+            **os.environ,
+            "PREFECT_API_URL": prefect_api,
+            "HF_ENDPOINT": server.endpoint,
+            "COLUMNS": "200",
+        }
+        args = [
+            CSDM,
+            "pipeline",
+            str(out),
+            "--dest",
+            str(dest),
+            "--workers",
+            "2",
+            "--max-disk",
+            str(int(biggest * 1.5)),
+        ]
         r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
         assert r.returncode == 1, r.stderr  # the lying tar failed, and the run says so
         res = _result(r.stdout)

@@ -41,9 +41,12 @@ def test_killing_the_process_group_stops_the_server(synth_tree: Path, tmp_path: 
     env.update(PREFECT_HOME=str(tmp_path / "home"), COLUMNS="200")
     proc = subprocess.Popen(
         [CSDM, "process", str(synth_tree), str(tmp_path / "out"), "--workers", "1"],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
         start_new_session=True,
-    )  # fmt: skip
+    )
     try:
         url = None
         for line in proc.stderr:

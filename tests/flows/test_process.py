@@ -62,8 +62,18 @@ def processed(synth_tree: Path, prefect_api: str, tmp_path_factory: pytest.TempP
     tmp = tmp_path_factory.mktemp("process")
     src = _faulty_source(synth_tree, tmp)
     out = tmp / "out"
-    first = run_csdm("process", str(src), str(out), "--workers", "2", "--test-fraction", "0.3",
-                     "--seed", "1", api=prefect_api)  # fmt: skip
+    first = run_csdm(
+        "process",
+        str(src),
+        str(out),
+        "--workers",
+        "2",
+        "--test-fraction",
+        "0.3",
+        "--seed",
+        "1",
+        api=prefect_api,
+    )
     return src, out, first
 
 
@@ -157,10 +167,21 @@ def test_rerun_is_idempotent_and_resumes(processed, prefect_api: str) -> None:
     withdraw_episode(ds.layout, "dm_july2021_2", None)
     ds.layout.root.put_bytes(ds.layout.new_frames_file("dm_july2021_2"), b"PAR1 half")
     assert "dm_july2021_2" not in open_dataset(out).episodes
-    assert "dm_july2021_2" not in set(open_dataset(out).catalog.to_table(["episode"])["episode"]
-                                      .to_pylist())  # fmt: skip
-    r = run_csdm("process", str(src), str(out), "--workers", "1", "--test-fraction", "0.3",
-                 "--seed", "1", api=prefect_api)  # fmt: skip
+    assert "dm_july2021_2" not in set(
+        open_dataset(out).catalog.to_table(["episode"])["episode"].to_pylist()
+    )
+    r = run_csdm(
+        "process",
+        str(src),
+        str(out),
+        "--workers",
+        "1",
+        "--test-fraction",
+        "0.3",
+        "--seed",
+        "1",
+        api=prefect_api,
+    )
     assert r.returncode == 1, r.stderr
     numbers = r.stdout.split("stored GB")[1].split()
     kept = int(open_dataset(out).files.column("keep").to_numpy().sum())
@@ -173,21 +194,37 @@ def test_rerun_is_idempotent_and_resumes(processed, prefect_api: str) -> None:
     assert rows.count("dm_july2021_2") == 60
     assert ds.layout.root.list(ds.layout.pending_frames) == []  # the half file is gone
     # other parameters would mix splits: refused
-    r = run_csdm("process", str(src), str(out), "--test-fraction", "0.5", "--seed", "1",
-                 api=prefect_api)  # fmt: skip
+    r = run_csdm(
+        "process", str(src), str(out), "--test-fraction", "0.5", "--seed", "1", api=prefect_api
+    )
     assert r.returncode == 2 and "other parameters" in r.stderr
     assert "test_fraction: built with 0.3, this run 0.5" in r.stderr and "--reprocess" in r.stderr
     # --reprocess re-splits: exactly the episodes whose split changes are redone, frames kept
     old = open_dataset(out).files.to_pandas().set_index("episode")
     new_spec = SplitSpec(test_fraction=0.5, seed=1)
-    moved = sorted(e for e in old[old.status == "stored"].index
-                   if new_spec.split_of(e) != old.loc[e, "split"])  # fmt: skip
+    moved = sorted(
+        e for e in old[old.status == "stored"].index if new_spec.split_of(e) != old.loc[e, "split"]
+    )
     assert moved  # the test means something
-    r = run_csdm("process", str(src), str(out), "--workers", "1", "--test-fraction", "0.5",
-                 "--seed", "1", "--reprocess", api=prefect_api)  # fmt: skip
+    r = run_csdm(
+        "process",
+        str(src),
+        str(out),
+        "--workers",
+        "1",
+        "--test-fraction",
+        "0.5",
+        "--seed",
+        "1",
+        "--reprocess",
+        api=prefect_api,
+    )
     assert r.returncode == 1, r.stderr
-    redone = sorted(line.split(": ")[1].split()[0] for line in r.stdout.splitlines()
-                    if line.strip().startswith("redone (inputs changed):"))  # fmt: skip
+    redone = sorted(
+        line.split(": ")[1].split()[0]
+        for line in r.stdout.splitlines()
+        if line.strip().startswith("redone (inputs changed):")
+    )
     assert redone == moved
     now = open_dataset(out).files.to_pandas().set_index("episode")
     for e in old[old.status == "stored"].index:
@@ -199,28 +236,44 @@ def test_rerun_is_idempotent_and_resumes(processed, prefect_api: str) -> None:
 def test_query_formats(processed, tmp_path: Path) -> None:
     _, out, _ = processed
     sql = "select split, count(*) as n from frames group by split order by split"
-    r = subprocess.run([CSDM, "query", str(out), sql, "--format", "csv"], capture_output=True,
-                       text=True)  # fmt: skip
+    r = subprocess.run(
+        [CSDM, "query", str(out), sql, "--format", "csv"], capture_output=True, text=True
+    )
     lines = r.stdout.strip().splitlines()
     assert r.returncode == 0 and lines[0] == "split,n"
     assert sum(int(x.split(",")[1]) for x in lines[1:]) == 9 * 60 - 20  # episode 9 has 40 frames
     sql = "select count(*) n from files where not keep"
-    r = subprocess.run([CSDM, "query", str(out), sql, "--format", "parquet", "--output",
-                        str(tmp_path / "q.parquet")])  # fmt: skip
+    r = subprocess.run(
+        [
+            CSDM,
+            "query",
+            str(out),
+            sql,
+            "--format",
+            "parquet",
+            "--output",
+            str(tmp_path / "q.parquet"),
+        ]
+    )
     assert r.returncode == 0
     files = open_dataset(out).files
     want = files.num_rows - sum(files.column("keep").to_pylist())
     assert pq.read_table(tmp_path / "q.parquet").column("n").to_pylist() == [want]
-    r = subprocess.run([CSDM, "query", str(out), "select nope from frames"], capture_output=True,
-                       text=True)  # fmt: skip
+    r = subprocess.run(
+        [CSDM, "query", str(out), "select nope from frames"], capture_output=True, text=True
+    )
     assert r.returncode == 2 and "query failed" in r.stderr and "Traceback" not in r.stderr
     # list columns: JSON text in CSV, on stdout and in a file alike
     sql = "select ['s', 'd'] as keys, [1, 2] as n from frames limit 1"
-    r = subprocess.run([CSDM, "query", str(out), sql, "--format", "csv"], capture_output=True,
-                       text=True)  # fmt: skip
+    r = subprocess.run(
+        [CSDM, "query", str(out), sql, "--format", "csv"], capture_output=True, text=True
+    )
     assert r.returncode == 0 and r.stdout.splitlines() == ["keys,n", '"[""s"", ""d""]","[1, 2]"']
-    r = subprocess.run([CSDM, "query", str(out), sql, "--format", "csv", "--output",
-                        str(tmp_path / "q.csv")], capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [CSDM, "query", str(out), sql, "--format", "csv", "--output", str(tmp_path / "q.csv")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "q.csv").read_text().splitlines() == ["keys,n", '"[""s"", ""d""]","[1, 2]"']
 
@@ -229,8 +282,10 @@ def test_prefect_artifacts_report_the_run(processed, prefect_api: str) -> None:
     import httpx
 
     def latest(key: str) -> dict:
-        r = httpx.post(f"{prefect_api}/artifacts/filter", json={
-            "artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 1})  # fmt: skip
+        r = httpx.post(
+            f"{prefect_api}/artifacts/filter",
+            json={"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 1},
+        )
         r.raise_for_status()
         return r.json()[0]
 

@@ -49,8 +49,14 @@ def test_extensions_cannot_be_installed(processed: Path) -> None:
 
 def test_catalog_queries_and_output_still_work(processed: Path, tmp_path: Path) -> None:
     out = tmp_path / "n.parquet"
-    r = _query(str(processed), "select episode, count(*) as n from frames group by all",
-               "--format", "parquet", "--output", str(out))  # fmt: skip
+    r = _query(
+        str(processed),
+        "select episode, count(*) as n from frames group by all",
+        "--format",
+        "parquet",
+        "--output",
+        str(out),
+    )
     assert r.exit_code == 0, r.output
     got = pq.read_table(out).to_pydict()
     files = open_dataset(processed).files.to_pandas()
@@ -59,8 +65,9 @@ def test_catalog_queries_and_output_still_work(processed: Path, tmp_path: Path) 
         zip(stored.episode, stored.n_frames, strict=True)
     )
     csv = tmp_path / "f.csv"
-    r = _query(str(processed), "select count(*) as n from files", "--format", "csv",
-               "--output", str(csv))  # fmt: skip
+    r = _query(
+        str(processed), "select count(*) as n from files", "--format", "csv", "--output", str(csv)
+    )
     assert r.exit_code == 0 and csv.read_text().splitlines()[1] == str(len(files))
 
 

@@ -47,13 +47,20 @@ def test_stream_into_a_bucket_on_a_cluster_survives_drops_a_corrupted_tar_and_a_
     signal_file = tmp_path / "stalled.pid"
     out = f"{bucket}/out"
     with HubServer(fake) as server:
-        env = {**os.environ, "PREFECT_API_URL": prefect_api, "HF_ENDPOINT": server.endpoint,
-               "TMPDIR": str(scratch), "CSDM_TEST_STALL_EPISODE": "dm_july2021_2",
-               "CSDM_TEST_STALL_SIGNAL": str(signal_file), "COLUMNS": "200"}  # fmt: skip
+        env = {
+            **os.environ,
+            "PREFECT_API_URL": prefect_api,
+            "HF_ENDPOINT": server.endpoint,
+            "TMPDIR": str(scratch),
+            "CSDM_TEST_STALL_EPISODE": "dm_july2021_2",
+            "CSDM_TEST_STALL_SIGNAL": str(signal_file),
+            "COLUMNS": "200",
+        }
         for address, _client, workers in _cluster(tmp_path, env):
             args = [CSDM, "pipeline", out, "--stream", "--scheduler", address]
-            run = subprocess.Popen(args, env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)  # fmt: skip
+            run = subprocess.Popen(
+                args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
             deadline = time.monotonic() + 240
             while not signal_file.exists() or not signal_file.read_text():
                 assert time.monotonic() < deadline and run.poll() is None, "no worker stalled"
@@ -69,14 +76,18 @@ def test_stream_into_a_bucket_on_a_cluster_survives_drops_a_corrupted_tar_and_a_
             assert res["stored"] == "5" and res["failed"] == "2" and res["failed_archives"] == "2"
             assert f"{TAR_B}: checksum mismatch" in stdout + stderr
             assert f"{LIAR}: unreadable tar in or after member 'hdf5_dm_july2021_8.hdf5'" in (
-                stdout + stderr)  # fmt: skip
+                stdout + stderr
+            )
             ranges = [q[2] for q in fake.requests if q[0] == "GET" and q[1].endswith(TAR_A)]
             # the 503, the transfer that dropped, its resumption, then from the start again
             assert ranges[:2] == [None, None] and ranges[2].startswith("bytes=")
             assert ranges[3:] == [None]
             ds = open_dataset(out)
             assert [e for e in ds.episodes if "expert" not in e] == [
-                "dm_july2021_1", "dm_july2021_2", "dm_july2021_3"]  # fmt: skip
+                "dm_july2021_1",
+                "dm_july2021_2",
+                "dm_july2021_3",
+            ]
             assert ds.layout.root.list("frames.zarr") == [*ds.episodes, "zarr.json"]
             left = [p for p in scratch.rglob("*") if p.is_file() and p.stat().st_size]
             assert not left  # no archive bytes, no temporary file left (empty locks aside)
@@ -92,4 +103,5 @@ def test_stream_into_a_bucket_on_a_cluster_survives_drops_a_corrupted_tar_and_a_
     _bit_exact(out, synth_tree)
     files_table = open_dataset(out).files.to_pandas()
     assert files_table.query("status != 'stored'").container.tolist() == [
-        f"hf://datasets/{REPO}/{LIAR}"]  # fmt: skip
+        f"hf://datasets/{REPO}/{LIAR}"
+    ]

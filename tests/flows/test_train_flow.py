@@ -82,13 +82,15 @@ def test_train_flow_publishes_metrics_and_registers(
     summary = asyncio.run(latest("train-summary")).data
     assert "Registered **cs v1**" in summary and f"{rows[-1]['loss']:.4f}" in summary
     assert asyncio.run(latest("train-progress")).data == 100.0
-    again = train_flow(str(processed), str(tmp_path / "run"), steps=3,
-                       registry=str(tmp_path / "reg"), name="cs")  # fmt: skip
+    again = train_flow(
+        str(processed), str(tmp_path / "run"), steps=3, registry=str(tmp_path / "reg"), name="cs"
+    )
     assert again.registered is None  # no new step: no new version
     assert [v["version"] for v in reg.index()["versions"]] == [1]
     # the same training again in a new run: the same model, which does not beat production
-    twin = train_flow(str(processed), str(tmp_path / "twin"), steps=3,
-                      registry=str(tmp_path / "reg"), name="cs")  # fmt: skip
+    twin = train_flow(
+        str(processed), str(tmp_path / "twin"), steps=3, registry=str(tmp_path / "reg"), name="cs"
+    )
     assert not twin.gate.passed and "does not beat production" in twin.gate.reason
     assert twin.registered is None and [v["version"] for v in reg.index()["versions"]] == [1]
     gate_table = asyncio.run(latest("gate-metrics")).data

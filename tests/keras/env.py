@@ -24,8 +24,13 @@ def install_in_background() -> subprocess.Popen | None:
     if _ready(_venv()):
         return None
     code = "from tests.keras.env import keras_python; keras_python()"
-    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _venv() -> Path:
@@ -54,10 +59,18 @@ def keras_python() -> Path:
         base = shutil.which("python3.11") or sys.executable
         subprocess.run([base, "-m", "venv", str(venv)], check=True)
         # --no-compile: byte-compiling all of TensorFlow costs 15 s; what is imported compiles
-        pip = [str(python), "-m", "pip", "install", "--quiet", "--no-compile",
-               "--disable-pip-version-check"]  # fmt: skip
-        r = subprocess.run([*pip, "--require-hashes", "-r", str(LOCK)], capture_output=True,
-                           text=True)  # fmt: skip
+        pip = [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-compile",
+            "--disable-pip-version-check",
+        ]
+        r = subprocess.run(
+            [*pip, "--require-hashes", "-r", str(LOCK)], capture_output=True, text=True
+        )
         if r.returncode != 0:
             raise RuntimeError(f"installing {LOCK} into {venv} failed:\n{r.stderr[-3000:]}")
         stamp.write_text(_pins())

@@ -57,14 +57,14 @@ def _network(inp, stateful: bool, dense):
 
 def training_model(timesteps: int):
     """dm_train_model.py: TimeDistributed trunk, ConvLSTM2D(256), TimeDistributed heads."""
-    return _network(layers.Input(shape=(timesteps, *IMAGE), name="main_in"), False,
-                    layers.TimeDistributed)  # fmt: skip
+    return _network(
+        layers.Input(shape=(timesteps, *IMAGE), name="main_in"), False, layers.TimeDistributed
+    )
 
 
 def stateful_twin():
     """tools_create_stateful.py: batch (1, 1), stateful ConvLSTM2D, plain Dense heads."""
-    return _network(layers.Input(batch_shape=(1, 1, *IMAGE), name="main_in"), True,
-                    lambda d: d)  # fmt: skip
+    return _network(layers.Input(batch_shape=(1, 1, *IMAGE), name="main_in"), True, lambda d: d)
 
 
 def randomise(model, rng):

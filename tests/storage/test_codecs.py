@@ -106,7 +106,12 @@ def test_plain_zarr_reads_the_array_without_csdm_imports(tmp_path: Path) -> None
         "['configuration']['codecs']])\n"
     )
     names = [layout.episode_array(f"dm_x_{c}") for c in (DEFAULT_CODEC, ARCHIVE_CODEC)]
-    r = subprocess.run([sys.executable, "-c", script, str(tmp_path), *names],
-                       capture_output=True, text=True, cwd="/", timeout=120)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), *names],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert "csdm.predictor" in r.stdout and "csdm.image" in r.stdout

@@ -17,10 +17,14 @@ from tasks.catalog_writer import check_parameters, read_manifest, write_catalog
 def _rows(layout: OutLayout, episode: str, n: int = 3, mark: int = 0) -> str:
     """Frames rows of an episode (mouse_x carries `mark`, to tell versions apart)."""
     cols = {f.name: pa.nulls(n, f.type) for f in FRAMES_SCHEMA}
-    cols.update(dataset=pa.array(["dm_x"] * n), episode=pa.array([episode] * n),
-                file_num=pa.array([1] * n, pa.int32()), frame=pa.array(range(n), pa.int32()),
-                split=pa.array(["train"] * n),
-                mouse_x=pa.array([float(mark)] * n, pa.float32()))  # fmt: skip
+    cols.update(
+        dataset=pa.array(["dm_x"] * n),
+        episode=pa.array([episode] * n),
+        file_num=pa.array([1] * n, pa.int32()),
+        frame=pa.array(range(n), pa.int32()),
+        split=pa.array(["train"] * n),
+        mouse_x=pa.array([float(mark)] * n, pa.float32()),
+    )
     for f in FRAMES_SCHEMA:
         if f.type == pa.bool_() and not f.nullable:
             cols[f.name] = pa.array([False] * n)
@@ -32,16 +36,33 @@ def _rows(layout: OutLayout, episode: str, n: int = 3, mark: int = 0) -> str:
 
 
 def _store(layout: OutLayout, episode: str, mark: int = 0) -> EpisodeRecord:
-    r = EpisodeRecord(episode, "dm_x", int(episode.rsplit("_", 1)[1]), "train", "a.tar",
-                      f"hdf5_{episode}.hdf5", sha256=f"{mark:064d}", n_frames=3, keep=True,
-                      status="stored", frames_file=_rows(layout, episode, mark=mark))  # fmt: skip
+    r = EpisodeRecord(
+        episode,
+        "dm_x",
+        int(episode.rsplit("_", 1)[1]),
+        "train",
+        "a.tar",
+        f"hdf5_{episode}.hdf5",
+        sha256=f"{mark:064d}",
+        n_frames=3,
+        keep=True,
+        status="stored",
+        frames_file=_rows(layout, episode, mark=mark),
+    )
     commit_episode(layout, r)
     return r
 
 
 def _failed(episode: str | None, member: str) -> EpisodeRecord:
-    return EpisodeRecord(episode, "dm_x" if episode else None, None, None, "b.tar", member,
-                         reject_reason="unreadable: truncated")  # fmt: skip
+    return EpisodeRecord(
+        episode,
+        "dm_x" if episode else None,
+        None,
+        None,
+        "b.tar",
+        member,
+        reject_reason="unreadable: truncated",
+    )
 
 
 def _marks(layout: OutLayout) -> dict[str, float]:
@@ -54,13 +75,21 @@ def _marks(layout: OutLayout) -> dict[str, float]:
 
 def test_rows_accumulate_over_partial_runs(tmp_path: Path) -> None:
     layout = OutLayout.at(str(tmp_path))
-    s1 = write_catalog(layout, [_store(layout, "dm_x_1"), _failed("dm_x_2", "hdf5_dm_x_2.hdf5"),
-                                _failed(None, "../evil")], "src-a", {"p": 1})  # fmt: skip
+    s1 = write_catalog(
+        layout,
+        [_store(layout, "dm_x_1"), _failed("dm_x_2", "hdf5_dm_x_2.hdf5"), _failed(None, "../evil")],
+        "src-a",
+        {"p": 1},
+    )
     assert (s1.stored, s1.failed) == (1, 2)
     write_catalog(layout, [_store(layout, "dm_x_3")], "src-b", {"p": 1})
     files = load_state(layout).files_table().to_pandas()
-    assert sorted(files.member) == ["../evil", "hdf5_dm_x_1.hdf5", "hdf5_dm_x_2.hdf5",
-                                    "hdf5_dm_x_3.hdf5"]  # fmt: skip
+    assert sorted(files.member) == [
+        "../evil",
+        "hdf5_dm_x_1.hdf5",
+        "hdf5_dm_x_2.hdf5",
+        "hdf5_dm_x_3.hdf5",
+    ]
     assert read_manifest(layout).sources == ["src-a", "src-b"]
     assert sorted(load_state(layout).committed) == ["dm_x_1", "dm_x_3"]
     # episode 2 is fixed and stored by a later run: its failure disappears

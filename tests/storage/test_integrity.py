@@ -73,12 +73,18 @@ def test_a_truncated_or_missing_shard_names_the_episode_and_frames(copy: Path) -
     shard = _shard(copy, VICTIM)
     n = open_dataset(copy).n_frames(VICTIM)
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
-    with pytest.raises(CorruptFramesError, match=rf"episode {VICTIM}, frames 0-{n - 1}: "
-                                                 r"corrupt chunk \(shard index"):  # fmt: skip
+    with pytest.raises(
+        CorruptFramesError,
+        match=rf"episode {VICTIM}, frames 0-{n - 1}: "
+        r"corrupt chunk \(shard index",
+    ):
         open_dataset(copy).frames(VICTIM, 5, 20)
     shard.unlink()
-    with pytest.raises(CorruptFramesError, match=rf"frames 0-{n - 1}: corrupt chunk \(shard "
-                                                 r"missing\)"):  # fmt: skip
+    with pytest.raises(
+        CorruptFramesError,
+        match=rf"frames 0-{n - 1}: corrupt chunk \(shard "
+        r"missing\)",
+    ):
         open_dataset(copy).frames(VICTIM, 5, 20)
 
 
@@ -139,8 +145,7 @@ def test_train_refuses_bad_bytes_unless_told_to_skip(copy: Path, tmp_path: Path)
     cfg = TrainConfig.preset_config("tiny", steps=24, sampler=CFG, log_every=1)  # one epoch
     with pytest.raises(CorruptFramesError, match=VICTIM):
         train(copy, tmp_path / "stop", cfg, quiet=True)
-    skip = TrainConfig.preset_config("tiny", steps=24, sampler=CFG, log_every=1,
-                                     on_corrupt="skip")  # fmt: skip
+    skip = TrainConfig.preset_config("tiny", steps=24, sampler=CFG, log_every=1, on_corrupt="skip")
     result = train(copy, tmp_path / "skip", skip, quiet=True)
     assert result.step == 24
     rows = [json.loads(x) for x in (tmp_path / "skip/metrics.jsonl").read_text().splitlines()]

@@ -121,8 +121,11 @@ def test_dict_layout_groups_orders_and_isolates_bad_episodes(tmp_path: Path) -> 
     ((ep, why),) = raw.failures
     assert ep.name == "dm_july2021_9" and "frame 7: missing key 'vel_3'" in why
     # a gap in frame numbers is an error for that episode only
-    mapping = {f"file_num3_frame_{i}": [s, [[], 0.0, 0.0, 0, 0], np.zeros(2)]
-               for i, s in enumerate(gap) if i != 4}  # fmt: skip
+    mapping = {
+        f"file_num3_frame_{i}": [s, [[], 0.0, 0.0, 0, 0], np.zeros(2)]
+        for i, s in enumerate(gap)
+        if i != 4
+    }
     save_legacy_npy(path, mapping)
     raw = load_metadata(path)
     assert raw.episodes == [] and "missing [4]" in raw.failures[0][1]

@@ -22,8 +22,9 @@ from tasks.process_source import process_source
 CSDM = str(Path(sys.executable).with_name("csdm"))
 
 
-def test_process_from_bucket_to_bucket_reads_back_bit_exact(s3_source: str, bucket: str,
-                                                           synth_tree: Path) -> None:  # fmt: skip
+def test_process_from_bucket_to_bucket_reads_back_bit_exact(
+    s3_source: str, bucket: str, synth_tree: Path
+) -> None:
     out = f"{bucket}/out"
     summary, _ = process_source(Root(s3_source), Root(out), ProcessParams(test_fraction=0.25))
     assert (summary.stored, summary.failed) == (8, 0)
@@ -44,8 +45,9 @@ def test_process_from_bucket_to_bucket_reads_back_bit_exact(s3_source: str, buck
     assert again.skipped == 8 and all(r.skipped for r in records if r.status == "stored")
 
 
-def test_a_crash_before_the_record_leaves_the_episode_invisible(s3_source: str, bucket: str,
-                                                               monkeypatch) -> None:  # fmt: skip
+def test_a_crash_before_the_record_leaves_the_episode_invisible(
+    s3_source: str, bucket: str, monkeypatch
+) -> None:
     import storage.commit as commit
     import tasks.repack as repack
 
@@ -97,13 +99,22 @@ def test_wrong_credentials_and_a_missing_bucket_are_named_before_any_work(
     s3_source: str, s3_endpoint, tmp_path: Path
 ) -> None:
     env = {**os.environ, "AWS_SECRET_ACCESS_KEY": "not-the-secret", "COLUMNS": "200"}
-    r = subprocess.run([CSDM, "process", s3_source, str(tmp_path / "out")], env=env,
-                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        [CSDM, "process", s3_source, str(tmp_path / "out")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and f"{s3_source}: access denied" in r.stderr
     assert "not-the-secret" not in r.stderr + r.stdout and "Traceback" not in r.stderr
     assert not (tmp_path / "out").exists()
-    r = subprocess.run([CSDM, "query", "s3://no-such-bucket-csdm/out", "select 1"],
-                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        [CSDM, "query", "s3://no-such-bucket-csdm/out", "select 1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "no-such-bucket-csdm" in r.stderr and "no such bucket" in r.stderr
     with pytest.raises(StorageAccessError, match="s3://no-such-bucket-csdm/x: no such bucket"):
         Root("s3://no-such-bucket-csdm/x").check_access()
@@ -111,22 +122,29 @@ def test_wrong_credentials_and_a_missing_bucket_are_named_before_any_work(
 
 def test_secrets_are_refused_on_the_command_line() -> None:
     assert parse_options(["endpoint_url=http://h:9000", "anon=false"]) == {
-        "endpoint_url": "http://h:9000", "anon": False}  # fmt: skip
+        "endpoint_url": "http://h:9000",
+        "anon": False,
+    }
     with pytest.raises(ValueError, match="AWS_SECRET_ACCESS_KEY") as err:
         parse_options(["secret=hunter2"])
     assert "hunter2" not in str(err.value)
 
 
-def test_a_second_process_run_is_refused_naming_the_first(s3_source: str, bucket: str,
-                                                          prefect_api: str) -> None:  # fmt: skip
+def test_a_second_process_run_is_refused_naming_the_first(
+    s3_source: str, bucket: str, prefect_api: str
+) -> None:
     out = f"{bucket}/out"
     holder = DatasetLease(OutLayout.at(out), renew=False)
     holder.acquire()  # a run that is writing OUT right now
     try:
         env = {**os.environ, "PREFECT_API_URL": prefect_api, "COLUMNS": "200"}
-        r = subprocess.run([CSDM, "process", s3_source, out, "--workers", "1",
-                            "--mouse-static", "0"], env=env, capture_output=True, text=True,
-                           timeout=300)  # fmt: skip
+        r = subprocess.run(
+            [CSDM, "process", s3_source, out, "--workers", "1", "--mouse-static", "0"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode == 2, r.stderr
         assert f"{out} is being written by run {holder.owner}" in r.stderr
         assert "Traceback" not in r.stderr
@@ -134,16 +152,20 @@ def test_a_second_process_run_is_refused_naming_the_first(s3_source: str, bucket
     finally:
         holder.release()
     # once the first run is gone, the same command runs, with its quality limit recorded
-    r = subprocess.run([CSDM, "process", s3_source, out, "--workers", "1", "--mouse-static", "0"],
-                       env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = subprocess.run(
+        [CSDM, "process", s3_source, out, "--workers", "1", "--mouse-static", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     ds = open_dataset(out)
     assert ds.manifest.parameters["mouse_static"] == 0 and len(ds.episodes) == 8
     files = ds.files.to_pandas()
     assert (files[files.keep].mouse_static == 0).all()  # the limit applied: zero still frames
     assert files.reject_reason.fillna("").str.contains("mouse_static=").any()
-    r = subprocess.run([CSDM, "compact", out], env=env, capture_output=True, text=True,
-                       timeout=120)  # fmt: skip
+    r = subprocess.run([CSDM, "compact", out], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "generation 2, 8 episodes" in r.stdout, r.stderr
 
 

@@ -14,9 +14,18 @@ def _export(folder: Path, payload: bytes) -> Path:
     """A minimal export folder: a model file and a descriptor listing its checksum."""
     folder.mkdir(parents=True)
     (folder / "policy.onnx").write_bytes(payload)
-    d = {"format": "csdm-policy", "format_version": 1, "model": "policy.onnx", "opset": 17,
-         "action_space": {}, "fps": 16, "input": {}, "state": [], "outputs": [],
-         "files": {"policy.onnx": file_entry(folder / "policy.onnx")}}  # fmt: skip
+    d = {
+        "format": "csdm-policy",
+        "format_version": 1,
+        "model": "policy.onnx",
+        "opset": 17,
+        "action_space": {},
+        "fps": 16,
+        "input": {},
+        "state": [],
+        "outputs": [],
+        "files": {"policy.onnx": file_entry(folder / "policy.onnx")},
+    }
     (folder / "policy.json").write_text(json.dumps(d))
     return folder
 
@@ -118,6 +127,7 @@ def _edit_index(reg: Path, edit) -> None:
 
 
 # hand edits of index.json, each refused in one line before any path is built from it
+# a table: case -> (edit, message), one row each
 HOSTILE_INDEXES = {
     "alias to a missing version": (lambda i: i["aliases"].update(production=7),
                                    "points alias 'production' at '7'"),
@@ -136,8 +146,11 @@ def test_hand_edited_indexes_are_refused_in_one_line(tmp_path: Path, case: str) 
     reg.register(_export(tmp_path / "e1", b"one"), alias="production")
     edit, message = HOSTILE_INDEXES[case]
     _edit_index(tmp_path / "reg", edit)
-    for call in (lambda: reg.resolve(alias="production"), lambda: reg.resolve(),
-                 lambda: reg.register(_export(tmp_path / "e2", b"two"))):  # fmt: skip
+    for call in (
+        lambda: reg.resolve(alias="production"),
+        lambda: reg.resolve(),
+        lambda: reg.register(_export(tmp_path / "e2", b"two")),
+    ):
         with pytest.raises(RegistryError, match=r"index\.json") as err:
             call()
         assert message in str(err.value) and "\n" not in str(err.value)
@@ -150,8 +163,9 @@ def test_aliases_are_names(tmp_path: Path) -> None:
     v = reg.register(_export(tmp_path / "e1", b"one"))
     for bad in ("../x", "", "a/b", "1st", "é", "x" * 65, "prod\n"):
         with pytest.raises(RegistryError, match="an alias is a name"):
-            reg.register(_export(tmp_path / f"e-{len(bad)}-{ord(bad[:1] or 'a')}", b"two"),
-                         alias=bad)  # fmt: skip
+            reg.register(
+                _export(tmp_path / f"e-{len(bad)}-{ord(bad[:1] or 'a')}", b"two"), alias=bad
+            )
         with pytest.raises(RegistryError, match="an alias is a name"):
             reg.set_alias(bad, v.version)
     assert [x["version"] for x in reg.index()["versions"]] == [1] and reg.index()["aliases"] == {}

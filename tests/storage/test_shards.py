@@ -57,8 +57,9 @@ def _check_against_zarr(layout: OutLayout, key: str, frames: np.ndarray) -> None
 
 
 @pytest.mark.parametrize("codec", sorted(FRAME_CODECS))
-def test_windows_are_bit_exact_with_zarr_for_every_codec(codec: str, frames, tmp_path,
-                                                         monkeypatch) -> None:  # fmt: skip
+def test_windows_are_bit_exact_with_zarr_for_every_codec(
+    codec: str, frames, tmp_path, monkeypatch
+) -> None:
     layout, key = _written(str(tmp_path / "out"), frames, codec, monkeypatch)
     _check_against_zarr(layout, key, frames)
 
@@ -76,10 +77,14 @@ def test_damage_names_the_chunk_or_shard(frames, tmp_path, monkeypatch) -> None:
     pristine = shard1.read_bytes()
     out = np.empty((40, *frames.shape[1:]), np.uint8)
     cases = {
-        "flipped": (pristine[:100] + bytes([pristine[100] ^ 1]) + pristine[101:], 32, 48,
-                    "crc32c mismatch"),
+        "flipped": (
+            pristine[:100] + bytes([pristine[100] ^ 1]) + pristine[101:],
+            32,
+            48,
+            "crc32c mismatch",
+        ),
         "truncated": (pristine[: len(pristine) // 2], 32, 64, "shard index"),
-    }  # fmt: skip
+    }
     for name, (data, lo, hi, why) in cases.items():
         shard1.write_bytes(data)
         with pytest.raises(ChunkError) as err:
@@ -97,9 +102,12 @@ def test_arrays_this_reader_does_not_know_are_left_to_zarr() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.sampled_from(["up", "left", "gradient"]),
-       st.tuples(st.integers(1, 3), st.integers(1, 9), st.integers(1, 12), st.integers(1, 4))
-       .flatmap(lambda s: arrays(np.uint8, s)))  # fmt: skip
+@given(
+    st.sampled_from(["up", "left", "gradient"]),
+    st.tuples(st.integers(1, 3), st.integers(1, 9), st.integers(1, 12), st.integers(1, 4)).flatmap(
+        lambda s: arrays(np.uint8, s)
+    ),
+)
 def test_the_compiled_inverse_undoes_the_codecs_encode(kind: str, a: np.ndarray) -> None:
     residuals = PredictorCodec(kind=kind).encode_array(a)
     np.testing.assert_array_equal(undo_predictor(residuals, kind), a)

@@ -33,8 +33,9 @@ def damaged_tree(synth_tree: Path, tmp_path: Path) -> Path:
     src = tmp_path / "src"
     shutil.copytree(synth_tree, src)
     good = _good(synth_tree, "hdf5_dm_july2021_1.hdf5")
-    (src / TAR).write_bytes(lying_tar([("hdf5_dm_july2021_1.hdf5", good)],
-                                      "hdf5_dm_july2021_2.hdf5", 10**12, 1 << 20))  # fmt: skip
+    (src / TAR).write_bytes(
+        lying_tar([("hdf5_dm_july2021_1.hdf5", good)], "hdf5_dm_july2021_2.hdf5", 10**12, 1 << 20)
+    )
     return src
 
 
@@ -44,8 +45,10 @@ def test_damage_and_refusal_are_told_apart(tmp_path: Path) -> None:
     items = list(iter_container(liar))
     assert isinstance(items[0], MemberRef) and items[0].member == "a.bin"
     assert isinstance(items[1], ArchiveDamagedError)
-    assert str(items[1]) == (f"{liar}: member 'b.bin' is truncated (1000000000000 bytes declared, "
-                             "4096 present); re-download the archive")  # fmt: skip
+    assert str(items[1]) == (
+        f"{liar}: member 'b.bin' is truncated (1000000000000 bytes declared, "
+        "4096 present); re-download the archive"
+    )
     z = tmp_path / "z.zip"
     with zipfile.ZipFile(z, "w") as zf:
         zf.writestr("a.bin", b"A" * 3000)
@@ -83,8 +86,7 @@ def test_process_stores_none_of_a_damaged_archive_and_a_rerun_fails_it_again(
 ) -> None:
     out = tmp_path / "out"
     for _ in range(2):
-        summary, _records = process_source(Root(str(damaged_tree)), Root(str(out)),
-                                           ProcessParams())  # fmt: skip
+        summary, _records = process_source(Root(str(damaged_tree)), Root(str(out)), ProcessParams())
         ds = open_dataset(str(out))
         assert not [e for e in ds.episodes if e in ("dm_july2021_1", "dm_july2021_2")]
         rows = set(ds.catalog.to_table(["episode"]).column("episode").to_pylist())
@@ -125,8 +127,10 @@ def test_odd_names_in_a_folder_and_in_a_tar_are_reported(synth_tree: Path, tmp_p
     assert [e.episode.name for e in listing.episodes] == ["dm_july2021_2"]
     reasons = sorted(p.reason for p in listing.problems)
     assert len(reasons) == 3 and all("\n" not in r for r in reasons)
-    assert any(r.endswith("'HDF5_dm_4.hdf5' is not an episode name (hdf5_{stub}_{n}.hdf5, "
-                          "ASCII); skipped") for r in reasons)  # fmt: skip
+    assert any(
+        r.endswith("'HDF5_dm_4.hdf5' is not an episode name (hdf5_{stub}_{n}.hdf5, ASCII); skipped")
+        for r in reasons
+    )
     assert any("'hdf5_dm_july2021_3.hdf5\\n' holds control" in r for r in reasons)
     assert any("'hdf5_dm_july2021_\\u0661.hdf5'" in r or "١" in r for r in reasons)
 

@@ -28,9 +28,16 @@ def _run(sizes: dict[str, int], budget: float, there: set[str] = frozenset(), fr
         if frees:
             on_disk["now"] -= sizes[item]
 
-    s = BudgetScheduler(budget, sizes.get, download, ready, lambda h: log.append(f"ok {h}"),
-                        lambda item: log.append(f"process {item}") or item, finish,
-                        frees_disk=frees)  # fmt: skip
+    s = BudgetScheduler(
+        budget,
+        sizes.get,
+        download,
+        ready,
+        lambda h: log.append(f"ok {h}"),
+        lambda item: log.append(f"process {item}") or item,
+        finish,
+        frees_disk=frees,
+    )
     s.run(list(sizes), set(there))
     return s, log, on_disk
 

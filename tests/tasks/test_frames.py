@@ -17,8 +17,11 @@ REAL = Path(__file__).resolve().parents[1] / "assets" / "real_frame.png"
 
 def _ratios(frame: np.ndarray) -> np.ndarray:
     f = np.ascontiguousarray(frame)
-    sizes = [len(imagecodecs.zstd_encode(f.tobytes(), 3)), len(imagecodecs.png_encode(f)),
-             len(imagecodecs.jpegxl_encode(f, lossless=True, effort=1, numthreads=1))]  # fmt: skip
+    sizes = [
+        len(imagecodecs.zstd_encode(f.tobytes(), 3)),
+        len(imagecodecs.png_encode(f)),
+        len(imagecodecs.jpegxl_encode(f, lossless=True, effort=1, numthreads=1)),
+    ]
     return f.nbytes / np.array(sizes)
 
 
@@ -46,14 +49,21 @@ def test_single_frame_ratios_are_within_15_percent_of_the_real_frame(episode) ->
 def test_the_view_moves_by_sub_pixel_steps(episode) -> None:
     """Frames of a slow turn match no whole-pixel shift of the frame before."""
     states, frames = episode
-    slow = [t for t in range(1, len(states))
-            if 1e-4 < abs(states[t]["xy_rad"] - states[t - 1]["xy_rad"]) < 0.01
-            and states[t]["obs_health"] > 0 and states[t - 1]["obs_health"] > 0]  # fmt: skip
+    slow = [
+        t
+        for t in range(1, len(states))
+        if 1e-4 < abs(states[t]["xy_rad"] - states[t - 1]["xy_rad"]) < 0.01
+        and states[t]["obs_health"] > 0
+        and states[t - 1]["obs_health"] > 0
+    ]
     assert len(slow) >= 3
     for t in slow[:3]:
         a, b = frames[t - 1, 20:60, 20:240].astype(int), frames[t, 20:60, 20:240].astype(int)
-        best = min(np.abs(np.roll(a, (dy, dx), axis=(0, 1)) - b)[4:-4, 4:-4].mean()
-                   for dx in range(-4, 5) for dy in range(-2, 3))  # fmt: skip
+        best = min(
+            np.abs(np.roll(a, (dy, dx), axis=(0, 1)) - b)[4:-4, 4:-4].mean()
+            for dx in range(-4, 5)
+            for dy in range(-2, 3)
+        )
         assert best > 0.5, t
 
 

@@ -63,7 +63,9 @@ def test_select_and_subsets() -> None:
         "dataset_metadata/currvarsv2_dm_july2021_expert_1_to_100.npy"
     ]  # `*` matches across `/`
     assert select(paths, patterns_for([], ["dm_scraped"]), []) == [
-        "hdf5_dm_july2021_1_to_200.tar", "hdf5_dm_july2021_201_to_400.tar"]  # fmt: skip
+        "hdf5_dm_july2021_1_to_200.tar",
+        "hdf5_dm_july2021_201_to_400.tar",
+    ]
     with pytest.raises(ValueError, match="unknown subset"):
         patterns_for([], ["dust3"])
 
@@ -127,8 +129,10 @@ def test_incremental_runs_transfer_only_what_changed(hub, tmp_path: Path) -> Non
     plan2 = plan_ingest(REPO, "main", [], endpoint=endpoint)
     assert plan2.commit == new_sha
     got = _fetch(plan2, tmp_path, endpoint)
-    assert sorted(p.name for p in got) == ["currvarsv2_dm_july2021_1_to_100.npy",
-                                           "hdf5_dm_july2021_401_to_600.tar"]  # fmt: skip
+    assert sorted(p.name for p in got) == [
+        "currvarsv2_dm_july2021_1_to_100.npy",
+        "hdf5_dm_july2021_401_to_600.tar",
+    ]
     manifest = load_manifest(tmp_path)
     assert manifest["commit"] == new_sha and len(manifest["files"]) == 8
     assert (tmp_path / MANIFEST).exists()
@@ -166,11 +170,17 @@ def test_server_speaks_the_hub_protocol_to_the_real_client(hub, tmp_path: Path) 
 
     fake, endpoint = hub
     api = HfApi(endpoint=endpoint, token=False)
-    info = api.get_paths_info(REPO, ["README.md", "hdf5_dm_july2021_1_to_200.tar"],
-                              repo_type="dataset", revision="main")  # fmt: skip
+    info = api.get_paths_info(
+        REPO, ["README.md", "hdf5_dm_july2021_1_to_200.tar"], repo_type="dataset", revision="main"
+    )
     assert sorted(i.path for i in info) == ["README.md", "hdf5_dm_july2021_1_to_200.tar"]
-    url = hf_hub_url(REPO, "hdf5_dm_july2021_1_to_200.tar", repo_type="dataset",
-                     revision="main", endpoint=endpoint)  # fmt: skip
+    url = hf_hub_url(
+        REPO,
+        "hdf5_dm_july2021_1_to_200.tar",
+        repo_type="dataset",
+        revision="main",
+        endpoint=endpoint,
+    )
     meta = get_hf_file_metadata(url, token=False)
     assert meta.commit_hash == fake.branches[REPO]["main"] and meta.size == 700_000
     assert meta.etag == next(i for i in info if i.path.endswith(".tar")).lfs.sha256

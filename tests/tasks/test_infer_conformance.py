@@ -73,15 +73,38 @@ def test_matches_reference_on_adversarial_sequences(eps: list[list[dict]]) -> No
 
 def _frame(**over) -> dict:
     base = {
-        "gsi_health": 100, "obs_health": 100, "gsi_kills": 0, "gsi_deaths": 0, "gsi_team": "T",
-        "found_active": True, "ammo_active": 30, "itemdef": 7, "obs_mode": 4, "obs_fov": 90,
-        "obs_scope": 0, "localpos1": 0.0, "localpos2": 0.0, "localpos3": 0.0, "height": 64.06,
-        "vel_1": 0.0, "vel_2": 0.0, "vel_3": 0.0, "vel_mag": 0.0, "vel_theta_abs": 0.0,
-        "xy_rad": 1.0, "zvert_rads": 1.5, "viewangle_xy": 0.0, "viewangle_vert": 0.0,
-        "gsi_weap_active": {"name": "weapon_ak47", "type": "Rifle", "ammo_clip": 30,
-                            "state": "active"},
+        "gsi_health": 100,
+        "obs_health": 100,
+        "gsi_kills": 0,
+        "gsi_deaths": 0,
+        "gsi_team": "T",
+        "found_active": True,
+        "ammo_active": 30,
+        "itemdef": 7,
+        "obs_mode": 4,
+        "obs_fov": 90,
+        "obs_scope": 0,
+        "localpos1": 0.0,
+        "localpos2": 0.0,
+        "localpos3": 0.0,
+        "height": 64.06,
+        "vel_1": 0.0,
+        "vel_2": 0.0,
+        "vel_3": 0.0,
+        "vel_mag": 0.0,
+        "vel_theta_abs": 0.0,
+        "xy_rad": 1.0,
+        "zvert_rads": 1.5,
+        "viewangle_xy": 0.0,
+        "viewangle_vert": 0.0,
+        "gsi_weap_active": {
+            "name": "weapon_ak47",
+            "type": "Rifle",
+            "ammo_clip": 30,
+            "state": "active",
+        },
         "gsi_ammo": 30,
-    }  # fmt: skip
+    }
     base.update(over)
     return base
 

@@ -23,19 +23,36 @@ def _recording(n: int) -> tuple[list[dict], list[dict]]:
         keys = sorted({str(k) for k in RNG.choice(KEYS, RNG.integers(0, 4))}, key=KEYS.index)
         if i in (49, 50, 52):  # inference would fill 'w' into the skipped frame 50
             keys = sorted({*keys, "w"} - ({"w"} if i == 50 else set()), key=KEYS.index)
-        t = {"keys": keys, "lclick": int(RNG.random() < 0.3), "rclick": int(RNG.random() < 0.1),
-             "mouse_x": float(RNG.normal(0, 40)), "mouse_y": float(RNG.normal(0, 10))}  # fmt: skip
+        t = {
+            "keys": keys,
+            "lclick": int(RNG.random() < 0.3),
+            "rclick": int(RNG.random() < 0.1),
+            "mouse_x": float(RNG.normal(0, 40)),
+            "mouse_y": float(RNG.normal(0, 10)),
+        }
         s = dict.fromkeys(MEMORY_FIELDS)
-        s.update(gsi_team="CT", gsi_health=100 if alive else 0, gsi_kills=i // 40,
-                 gsi_deaths=int(i >= 20), found_active=alive and i != 50, tp_wasd=keys,
-                 tp_lclick=t["lclick"], tp_rclick=t["rclick"], tp_mouse_x=t["mouse_x"],
-                 tp_mouse_y=t["mouse_y"])  # fmt: skip
+        s.update(
+            gsi_team="CT",
+            gsi_health=100 if alive else 0,
+            gsi_kills=i // 40,
+            gsi_deaths=int(i >= 20),
+            found_active=alive and i != 50,
+            tp_wasd=keys,
+            tp_lclick=t["lclick"],
+            tp_rclick=t["rclick"],
+            tp_mouse_x=t["mouse_x"],
+            tp_mouse_y=t["mouse_y"],
+        )
         if alive and i != 50:  # a switch every 7 frames, and into frames 1 and 31: inference
             # would write a digit back, also onto the unprocessed frames 0 and 30
             rifle = i // 7 % 2 or i in (0, 30)
             weapon = ("weapon_ak47", "Rifle") if rifle else ("weapon_knife", "Knife")
-            s["gsi_weap_active"] = {"name": weapon[0], "type": weapon[1], "ammo_clip": 30,
-                                    "state": "active"}  # fmt: skip
+            s["gsi_weap_active"] = {
+                "name": weapon[0],
+                "type": weapon[1],
+                "ammo_clip": 30,
+                "state": "active",
+            }
             s["gsi_ammo"] = -1 if weapon[1] == "Knife" else 30
         states.append(s)
         truth.append(t)

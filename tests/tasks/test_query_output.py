@@ -11,11 +11,15 @@ import pytest
 
 from tasks.query_output import render, write_result
 
-TABLE = pa.table({
-    "keys": [["s", "d"], None], "n": [1, 2], "pos": [{"x": 1.5}, {"x": -2.0}],
-    "name": ["a,b", 'q"'],
-    "tags": pa.array([[("k", "v")], []], pa.map_(pa.string(), pa.string())),
-})  # fmt: skip
+TABLE = pa.table(
+    {
+        "keys": [["s", "d"], None],
+        "n": [1, 2],
+        "pos": [{"x": 1.5}, {"x": -2.0}],
+        "name": ["a,b", 'q"'],
+        "tags": pa.array([[("k", "v")], []], pa.map_(pa.string(), pa.string())),
+    }
+)
 
 
 def test_nested_columns_are_json_text_in_csv() -> None:

@@ -28,8 +28,11 @@ def _run(src: Path, out: Path, params: ProcessParams | None = None) -> dict[str,
 
 
 def _shard_stamp(out: Path, episode: str) -> tuple[int, int]:
-    shard = next(p for p in (out / "frames.zarr" / episode).rglob("*")
-                 if p.is_file() and p.name != "zarr.json")  # fmt: skip
+    shard = next(
+        p
+        for p in (out / "frames.zarr" / episode).rglob("*")
+        if p.is_file() and p.name != "zarr.json"
+    )
     st = shard.stat()
     return st.st_ino, st.st_mtime_ns
 
@@ -82,8 +85,10 @@ def test_changed_metadata_contents_are_picked_up(src: Path, tmp_path: Path) -> N
     path.unlink()
     save_legacy_npy(path, np.array(meta, dtype=object))
     rerun = _run(src, out)
-    assert {e for e, r in rerun.items() if r.redone} == {"dm_july2021_expert_1",
-                                                          "dm_july2021_expert_2"}  # fmt: skip
+    assert {e for e, r in rerun.items() if r.redone} == {
+        "dm_july2021_expert_1",
+        "dm_july2021_expert_2",
+    }
     assert rerun["dm_july2021_expert_1"].counters["dead_skipped"] > 0
 
 
@@ -105,8 +110,9 @@ def test_frames_are_rewritten_only_when_the_member_changed(src: Path, tmp_path: 
         t.extractall(work, filter="data")
     ep2 = work / "hdf5_dm_july2021_2.hdf5"
     old = read_episode(ep2)
-    brighter = Episode(np.clip(old.frames.astype(int) + 7, 0, 255).astype(np.uint8), old.y,
-                       old.xaux, old.helperarr)  # fmt: skip
+    brighter = Episode(
+        np.clip(old.frames.astype(int) + 7, 0, 255).astype(np.uint8), old.y, old.xaux, old.helperarr
+    )
     ep2.unlink()
     write_episode(ep2, brighter)
     tar.unlink()
@@ -135,8 +141,12 @@ def test_new_parameters_rejudge_and_keep_frames(src: Path, tmp_path: Path) -> No
 
 def test_float_frames_are_refused_not_cast(src: Path, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    ep = Episode(rng.random((40, 150, 280, 3)).astype(np.float32), np.zeros((40, 51)),
-                 np.zeros((40, 54)), np.zeros((40, 2)))  # fmt: skip
+    ep = Episode(
+        rng.random((40, 150, 280, 3)).astype(np.float32),
+        np.zeros((40, 51)),
+        np.zeros((40, 54)),
+        np.zeros((40, 2)),
+    )
     write_episode(src / "hdf5_dm_july2021_9.hdf5", ep)
     out = tmp_path / "out"
     records = _run(src, out)

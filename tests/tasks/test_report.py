@@ -80,8 +80,12 @@ def test_emd_is_the_seeds_measure() -> None:
         h /= h.sum()
     hb, ho = np.sort(want[0].ravel()), np.sort(want[1].ravel())
     xs = np.sort(np.r_[hb, ho])
-    cdf_gap = np.abs(np.searchsorted(hb, xs[:-1], side="right")
-                     - np.searchsorted(ho, xs[:-1], side="right")) / 4  # fmt: skip
+    cdf_gap = (
+        np.abs(
+            np.searchsorted(hb, xs[:-1], side="right") - np.searchsorted(ho, xs[:-1], side="right")
+        )
+        / 4
+    )
     assert coverage_emd(base, other, bins=2) == pytest.approx(np.sum(cdf_gap * np.diff(xs)))
     # sorted cell shares [.25, .25, .25, .25] against [0, 0, 1/3, 2/3]: mean gap 0.25
     assert coverage_emd(base, other, bins=2) == pytest.approx(0.25)
@@ -94,8 +98,7 @@ def test_emd_is_the_seeds_measure() -> None:
     assert h.shape == (60, 60) and h.sum() == pytest.approx(1)
 
 
-def test_report_renders_with_its_figures(processed: Path, synth_tree: Path,
-                                         tmp_path: Path) -> None:  # fmt: skip
+def test_report_renders_with_its_figures(processed: Path, synth_tree: Path, tmp_path: Path) -> None:
     other = process_plain(synth_tree, tmp_path / "other", test_fraction=0.5)
     made = write_report([processed, other], tmp_path / "report")
     page = made["index"].read_text()
@@ -149,18 +152,31 @@ def test_view_draws_the_actions(processed: Path, tmp_path: Path) -> None:
     assert len(durations) == 5 and sum(durations) / 5 == pytest.approx(1000 / 16, abs=2.6)
     # frames are shown in RGB: the stored BGR frame, channel-flipped, below the overlay
     stored = ds.frames(ep, 0, 1)[0][..., ::-1].astype(int)
-    assert np.abs(rgb[300:420:SCALE, 300:420:SCALE].astype(int).mean((0, 1))
-                  - stored[100:140, 100:140].mean((0, 1))).max() < 25  # fmt: skip
+    assert (
+        np.abs(
+            rgb[300:420:SCALE, 300:420:SCALE].astype(int).mean((0, 1))
+            - stored[100:140, 100:140].mean((0, 1))
+        ).max()
+        < 25
+    )
 
 
 def test_cli_report_and_view(processed: Path, tmp_path: Path) -> None:
     csdm = str(Path(sys.executable).with_name("csdm"))
-    r = subprocess.run([csdm, "report", str(processed), "--out", str(tmp_path / "r")],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = subprocess.run(
+        [csdm, "report", str(processed), "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "8 episodes" in r.stdout and (tmp_path / "r" / "index.html").exists()
-    bad = subprocess.run([csdm, "view", str(processed), "nope_1", "--out", str(tmp_path / "x.png")],
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    bad = subprocess.run(
+        [csdm, "view", str(processed), "nope_1", "--out", str(tmp_path / "x.png")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "nope_1" in bad.stderr
 
 
@@ -173,10 +189,22 @@ def test_quality_figure_of_a_dataset_without_stored_episodes(tmp_path: Path) -> 
     from tasks.report.numbers import DatasetReport
 
     cols = {c: pd.Series([], dtype="Int64") for c in COUNTERS}
-    quality = pd.DataFrame({**cols, "n_frames": pd.Series([], dtype="Int64"),
-                            "keep": pd.Series([], dtype="boolean")})  # fmt: skip
+    quality = pd.DataFrame(
+        {**cols, "n_frames": pd.Series([], dtype="Int64"), "keep": pd.Series([], dtype="boolean")}
+    )
     empty = pd.DataFrame()
-    r = DatasetReport("all failed", str(tmp_path), {}, empty, quality, {"dead_skipped": 200},
-                      1000, empty, empty, empty, empty)  # fmt: skip
+    r = DatasetReport(
+        "all failed",
+        str(tmp_path),
+        {},
+        empty,
+        quality,
+        {"dead_skipped": 200},
+        1000,
+        empty,
+        empty,
+        empty,
+        empty,
+    )
     path = quality_figure(r, tmp_path / "q.png")
     assert path.stat().st_size > 10_000

@@ -57,24 +57,38 @@ def _run(plan, out: Root, endpoint: str, paths: list[str]) -> list:
     ensure_store(layout)
     params = ProcessParams()
     meta, fails = prepare_streamed_metadata(
-        plan, [f for f in plan.files if f.path.startswith("dataset_metadata/")], out,
-        params.thresholds(), endpoint=endpoint,
-    )  # fmt: skip
+        plan,
+        [f for f in plan.files if f.path.startswith("dataset_metadata/")],
+        out,
+        params.thresholds(),
+        endpoint=endpoint,
+    )
     state = load_state(layout)
     results = [
-        stream_container(plan, f, out, metadata_for(f.path, meta, fails), params,
-                         state.committed, endpoint, backoff=0.01)
-        for f in plan.files if f.path in paths
-    ]  # fmt: skip
-    write_catalog(layout, [r for res in results for r in settle(res, state)], "hub",
-                  params.recorded())  # fmt: skip
+        stream_container(
+            plan,
+            f,
+            out,
+            metadata_for(f.path, meta, fails),
+            params,
+            state.committed,
+            endpoint,
+            backoff=0.01,
+        )
+        for f in plan.files
+        if f.path in paths
+    ]
+    write_catalog(
+        layout, [r for res in results for r in settle(res, state)], "hub", params.recorded()
+    )
     return results
 
 
 def _local_frames(tree: Path) -> dict[str, np.ndarray]:
     refs = [m for m in iter_container(tree) if isinstance(m, MemberRef)]
-    return {m.name[5:-5]: read_episode(m, parts=("x",))["x"] for m in refs
-            if m.name.endswith(".hdf5")}  # fmt: skip
+    return {
+        m.name[5:-5]: read_episode(m, parts=("x",))["x"] for m in refs if m.name.endswith(".hdf5")
+    }
 
 
 def test_a_drop_and_a_503_mid_tar_resume_with_range(synth_tree, hub, tmp_path) -> None:
@@ -99,13 +113,15 @@ def test_a_drop_and_a_503_mid_tar_resume_with_range(synth_tree, hub, tmp_path) -
         np.testing.assert_array_equal(ds.frames(ep), frames)
     files_table = ds.files.to_pandas().set_index("episode")
     assert files_table.loc["dm_july2021_2", "container"] == f"hf://datasets/{REPO}/{TAR_A}"
-    assert (files_table.metadata_file.str.startswith(f"hf://datasets/{REPO}/dataset_metadata/")
-            ).all()  # fmt: skip
+    assert (
+        files_table.metadata_file.str.startswith(f"hf://datasets/{REPO}/dataset_metadata/")
+    ).all()
     assert not list(tmp_path.rglob("*.tar")) and not list(tmp_path.rglob("*.part"))
 
 
-def test_a_corrupted_tar_commits_nothing_and_a_good_rerun_clears_it(synth_tree, hub,
-                                                                    tmp_path) -> None:  # fmt: skip
+def test_a_corrupted_tar_commits_nothing_and_a_good_rerun_clears_it(
+    synth_tree, hub, tmp_path
+) -> None:
     files = _files(synth_tree)
     fake, endpoint = hub
     fake.commit(REPO, files)
@@ -129,8 +145,9 @@ def test_a_corrupted_tar_commits_nothing_and_a_good_rerun_clears_it(synth_tree, 
     assert results[0].verified
     ds = open_dataset(out)
     assert len(ds.episodes) == 6 and (ds.files.to_pandas().status == "stored").all()
-    np.testing.assert_array_equal(ds.frames("dm_july2021_6"),
-                                  _local_frames(synth_tree)["dm_july2021_6"])  # fmt: skip
+    np.testing.assert_array_equal(
+        ds.frames("dm_july2021_6"), _local_frames(synth_tree)["dm_july2021_6"]
+    )
 
 
 def test_refused_members_and_a_deflated_zip_stream_safely(synth_tree, hub, tmp_path) -> None:
@@ -209,8 +226,9 @@ def test_upload_to_a_bucket_is_multipart_resumed_and_never_shows_a_bad_copy(
     ranges = [q[2] for q in fake.requests if q[0] == "GET" and q[1].endswith(TAR_A)]
     assert ranges[0] is None and ranges[1] and int(ranges[1][6:-1]) > 10 << 20  # resumed
     with pytest.raises(ChecksumError, match=f"{TAR_B}: checksum mismatch after 1 retries"):
-        upload_file(plan, by[TAR_B], f"{bucket}/raw", endpoint, retries=1, backoff=0.01,
-                    part_size=5 << 20)  # fmt: skip
+        upload_file(
+            plan, by[TAR_B], f"{bucket}/raw", endpoint, retries=1, backoff=0.01, part_size=5 << 20
+        )
     s3.invalidate_cache()
     assert not s3.exists(f"{bucket}/raw/{TAR_B}")
     uploads = s3.call_s3("list_multipart_uploads", Bucket=bucket[5:]).get("Uploads", [])
@@ -227,8 +245,9 @@ def test_a_tar_whose_member_lies_about_its_size_commits_none_of_its_episodes(
     files = _files(synth_tree)
     with tarfile.open(fileobj=io.BytesIO(files[TAR_A])) as tf:
         good = tf.extractfile("hdf5_dm_july2021_1.hdf5").read()
-    liar = lying_tar([("hdf5_dm_july2021_1.hdf5", good)], "hdf5_dm_july2021_2.hdf5", 10**12,
-                     1 << 20)  # fmt: skip
+    liar = lying_tar(
+        [("hdf5_dm_july2021_1.hdf5", good)], "hdf5_dm_july2021_2.hdf5", 10**12, 1 << 20
+    )
     fake, endpoint = hub
     fake.commit(REPO, {**{k: v for k, v in files.items() if k != TAR_A}, TAR_A: liar})
     plan = plan_ingest(REPO, "main", [], endpoint=endpoint)
@@ -240,12 +259,17 @@ def test_a_tar_whose_member_lies_about_its_size_commits_none_of_its_episodes(
         assert ds.episodes == ["dm_july2021_4", "dm_july2021_5", "dm_july2021_6"]
         assert "dm_july2021_1" not in ds.layout.root.list("frames.zarr")  # its frames withdrawn
         assert set(ds.catalog.to_table(["episode"]).column("episode").to_pylist()) == {
-            "dm_july2021_4", "dm_july2021_5", "dm_july2021_6"}  # fmt: skip
+            "dm_july2021_4",
+            "dm_july2021_5",
+            "dm_july2021_6",
+        }
         failed = ds.files.to_pandas().query("status == 'failed'")
         assert failed.container.tolist() == [f"hf://datasets/{REPO}/{TAR_A}"]
         why = failed.reject_reason.iloc[0]
-        assert why.startswith(f"hf://datasets/{REPO}/{TAR_A}: unreadable tar in or after member "
-                              "'hdf5_dm_july2021_2.hdf5'")  # fmt: skip
+        assert why.startswith(
+            f"hf://datasets/{REPO}/{TAR_A}: unreadable tar in or after member "
+            "'hdf5_dm_july2021_2.hdf5'"
+        )
         assert "none of its 1 episode(s) read so far were committed" in why and "\n" not in why
 
 
@@ -255,8 +279,12 @@ def test_odd_member_names_are_failures_with_the_reason(synth_tree, hub, tmp_path
         good = tf.extractfile("hdf5_dm_july2021_1.hdf5").read()
     tar = io.BytesIO()
     with tarfile.open(fileobj=tar, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for name in ("hdf5_dm_july2021_1.hdf5", "hdf5_dm_july2021_\n2.hdf5",
-                     "hdf5_dm_july2021_é3.hdf5", "README.md"):  # fmt: skip
+        for name in (
+            "hdf5_dm_july2021_1.hdf5",
+            "hdf5_dm_july2021_\n2.hdf5",
+            "hdf5_dm_july2021_é3.hdf5",
+            "README.md",
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(good)
             tf.addfile(info, io.BytesIO(good))

@@ -77,8 +77,9 @@ def test_agreement_with_shipped_labels(synth_tree) -> None:
     batch.shipped = ship.set_column(0, "ship_keys", pa.array(keys, pa.list_(pa.string())))
     first, second = files.index[:2]
     files = label_batch(batch, QualityThresholds()).files.to_pandas().set_index("episode")
-    changed = disagreements(SMALL.frames, episode_seed(SMALL, EpisodeId("dm_july2021", 1)),
-                            SMALL.disagree).metadata["keys"]  # fmt: skip
+    changed = disagreements(
+        SMALL.frames, episode_seed(SMALL, EpisodeId("dm_july2021", 1)), SMALL.disagree
+    ).metadata["keys"]
     wrong = set(range(6)) | set(changed.tolist())
     assert first == "dm_july2021_1"
     assert files.loc[first, "agree_keys"] == pytest.approx(1 - len(wrong) / batch.lengths[0])

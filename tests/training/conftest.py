@@ -20,6 +20,10 @@ def keras_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """PREFIX files of the seed's model and its stateful twin, plus Keras' outputs."""
     out = tmp_path_factory.mktemp("keras")
     np.save(out / "frames.npy", render(simulate(16, 3), seed=3))
-    subprocess.run([str(keras_python()), str(SCRIPT), str(out / "frames.npy"), str(out)],
-                   check=True, capture_output=True, timeout=900)  # fmt: skip
+    subprocess.run(
+        [str(keras_python()), str(SCRIPT), str(out / "frames.npy"), str(out)],
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
     return out

@@ -66,17 +66,28 @@ def test_cli_export_and_resume_print_one_line(processed: Path, tmp_path: Path) -
     marker = tmp_path / "pwned"
     _hostile(tmp_path / "run", marker)
     run = str(tmp_path / "run")
-    for args in (["export", run, "--out", str(tmp_path / "exp")],
-                 ["train", str(processed), "--run", run, "--resume"]):  # fmt: skip
-        r = subprocess.run([CSDM, *args], capture_output=True, text=True, timeout=300,
-                           env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    for args in (
+        ["export", run, "--out", str(tmp_path / "exp")],
+        ["train", str(processed), "--run", run, "--resume"],
+    ):
+        r = subprocess.run(
+            [CSDM, *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "COLUMNS": "200"},
+        )
         assert r.returncode == 2, r.stderr
         assert "refused" in r.stderr and "Traceback" not in r.stderr
         assert not marker.exists()
     (tmp_path / "garbage").mkdir()
     (tmp_path / "garbage/ckpt.pt").write_bytes(b"\x00not a checkpoint" * 50)
-    r = subprocess.run([CSDM, "export", str(tmp_path / "garbage"), "--out", str(tmp_path / "e2")],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = subprocess.run(
+        [CSDM, "export", str(tmp_path / "garbage"), "--out", str(tmp_path / "e2")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2 and "garbage/ckpt.pt" in r.stderr and "Traceback" not in r.stderr
 
 

@@ -35,9 +35,12 @@ CUDA = torch.cuda.is_available()
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.sampled_from(["up", "left", "gradient"]),
-       st.tuples(st.integers(1, 3), st.integers(1, 9), st.integers(1, 12), st.integers(1, 4))
-       .flatmap(lambda s: arrays(np.uint8, s)))  # fmt: skip
+@given(
+    st.sampled_from(["up", "left", "gradient"]),
+    st.tuples(st.integers(1, 3), st.integers(1, 9), st.integers(1, 12), st.integers(1, 4)).flatmap(
+        lambda s: arrays(np.uint8, s)
+    ),
+)
 def test_torchs_inverse_undoes_the_codecs_encode(kind: str, a: np.ndarray) -> None:
     residuals = torch.from_numpy(PredictorCodec(kind=kind).encode_array(a))
     assert torch.equal(undo_predictor_torch(residuals, kind), torch.from_numpy(a))
@@ -46,15 +49,22 @@ def test_torchs_inverse_undoes_the_codecs_encode(kind: str, a: np.ndarray) -> No
 def _streams(root: Path, t: int = 24, batch: int = 6):
     cfg = SamplerConfig(window=t, jitter=4, split=None, keep_only=False)
     index = build_index(load_labels(root, cfg), cfg)
-    return (WindowStream(root, index, batch), WindowStream(root, index, batch, decode="cuda"),
-            index)  # fmt: skip
+    return (
+        WindowStream(root, index, batch),
+        WindowStream(root, index, batch, decode="cuda"),
+        index,
+    )
 
 
 def _decode_like_the_device(batch: dict) -> torch.Tensor:
     """The device's decode with CPU zstd standing in for nvCOMP; the rest is its own code."""
     data, offsets = batch["chunk_data"].numpy(), batch["chunk_offsets"].tolist()
-    raw = np.stack([np.frombuffer(imagecodecs.zstd_decode(data[a:b]), np.uint8)
-                    for a, b in itertools.pairwise(offsets)])  # fmt: skip
+    raw = np.stack(
+        [
+            np.frombuffer(imagecodecs.zstd_decode(data[a:b]), np.uint8)
+            for a, b in itertools.pairwise(offsets)
+        ]
+    )
     return assemble(torch.from_numpy(raw), batch, (150, 280, 3), int(batch["window"]))
 
 

@@ -44,33 +44,37 @@ def _reference(run: Path, processed: Path) -> list[dict]:
         s = slice(lab.offsets[i], lab.offsets[i + 1])
         with torch.no_grad():
             p = probabilities(model(torch.from_numpy(ds.frames(name))[None])[0])[0].numpy()
-        y = np.concatenate([lab.keys[s], lab.clicks[s], np.eye(23)[lab.mouse_x[s]],
-                            np.eye(15)[lab.mouse_y[s]]], 1)  # fmt: skip
+        y = np.concatenate(
+            [lab.keys[s], lab.clicks[s], np.eye(23)[lab.mouse_x[s]], np.eye(15)[lab.mouse_y[s]]], 1
+        )
         t = ref.generator_targets(y, np.stack([lab.kill[s], lab.death[s]], 1))
         on = p[:, :13] > 0.5
         v, r = p[:, 51], t[:, 51]
-        rows.append({
-            "episode": name,
-            "frames": len(p),
-            "wasd_acc": np.mean(on[:, 0:4] == t[:, 0:4]),
-            "jump_acc": np.mean(on[:, 4] == t[:, 4]),
-            "other_keys_acc": np.mean(on[:, 5:11] == t[:, 5:11]),
-            "lclick_acc": np.mean(on[:, 11] == t[:, 11]),
-            "rclick_acc": np.mean(on[:, 12] == t[:, 12]),
-            "mouse_x_acc": np.mean(p[:, 13:36].argmax(1) == t[:, 13:36].argmax(1)),
-            "mouse_y_acc": np.mean(p[:, 36:51].argmax(1) == t[:, 36:51].argmax(1)),
-            "value_mse": 100 * np.mean((r[:-1] + ref.GAMMA * v[1:] - v[:-1]) ** 2),
-            "lclick_true": t[:, 11].astype(bool),
-            "lclick_pred": on[:, 11],
-        })  # fmt: skip
+        rows.append(
+            {
+                "episode": name,
+                "frames": len(p),
+                "wasd_acc": np.mean(on[:, 0:4] == t[:, 0:4]),
+                "jump_acc": np.mean(on[:, 4] == t[:, 4]),
+                "other_keys_acc": np.mean(on[:, 5:11] == t[:, 5:11]),
+                "lclick_acc": np.mean(on[:, 11] == t[:, 11]),
+                "rclick_acc": np.mean(on[:, 12] == t[:, 12]),
+                "mouse_x_acc": np.mean(p[:, 13:36].argmax(1) == t[:, 13:36].argmax(1)),
+                "mouse_y_acc": np.mean(p[:, 36:51].argmax(1) == t[:, 36:51].argmax(1)),
+                "value_mse": 100 * np.mean((r[:-1] + ref.GAMMA * v[1:] - v[:-1]) ** 2),
+                "lclick_true": t[:, 11].astype(bool),
+                "lclick_pred": on[:, 11],
+            }
+        )
     return rows
 
 
 def test_scores_match_an_independent_restatement(trained, processed: Path, monkeypatch) -> None:
     run, exported = trained
     monkeypatch.setattr(ev, "CHUNK", 16)  # 60-frame episodes cross chunks: state carried
-    report = ev.evaluate([ev.resolve_model(str(run)), ev.resolve_model(str(exported))],
-                         processed, "test")  # fmt: skip
+    report = ev.evaluate(
+        [ev.resolve_model(str(run)), ev.resolve_model(str(exported))], processed, "test"
+    )
     want = _reference(run, processed)
     assert report.episodes == len(want) >= 2 and report.frames == sum(w["frames"] for w in want)
     torch_eval, onnx_eval = report.models
@@ -98,18 +102,41 @@ def test_scores_match_an_independent_restatement(trained, processed: Path, monke
 
 
 def ref_keys() -> list[str]:
-    return ["wasd_acc", "jump_acc", "other_keys_acc", "lclick_acc", "rclick_acc", "mouse_x_acc",
-            "mouse_y_acc", "value_mse"]  # fmt: skip
+    return [
+        "wasd_acc",
+        "jump_acc",
+        "other_keys_acc",
+        "lclick_acc",
+        "rclick_acc",
+        "mouse_x_acc",
+        "mouse_y_acc",
+        "value_mse",
+    ]
 
 
-def test_cli_writes_json_and_html_and_resolves_registry_refs(trained, processed: Path,
-                                                             tmp_path: Path) -> None:  # fmt: skip
+def test_cli_writes_json_and_html_and_resolves_registry_refs(
+    trained, processed: Path, tmp_path: Path
+) -> None:
     run, exported = trained
     open_registry(tmp_path / "reg", "cs").register(exported, alias="production")
     out = tmp_path / "ev"
-    r = subprocess.run([CSDM, "eval", str(run), str(processed), "--compare", "cs@production",
-                        "--registry", str(tmp_path / "reg"), "--out", str(out)],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = subprocess.run(
+        [
+            CSDM,
+            "eval",
+            str(run),
+            str(processed),
+            "--compare",
+            "cs@production",
+            "--registry",
+            str(tmp_path / "reg"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     report = EvalReport.from_dict(json.loads((out / "eval.json").read_text()))
     assert [m.kind for m in report.models] == ["run", "registry"]
@@ -119,12 +146,20 @@ def test_cli_writes_json_and_html_and_resolves_registry_refs(trained, processed:
     assert "Per key F1" in page and "Mouse-bin confusion" in page
     assert (out / "metrics.png").stat().st_size > 1000
     assert len(list(out.glob("confusion_*.png"))) == 2
-    bad = subprocess.run([CSDM, "eval", str(tmp_path / "nothing"), str(processed)],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    bad = subprocess.run(
+        [CSDM, "eval", str(tmp_path / "nothing"), str(processed)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "not a run folder" in bad.stderr
     assert "Traceback" not in bad.stderr
-    none = subprocess.run([CSDM, "eval", str(run), str(processed), "--split", "nosuch"],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    none = subprocess.run(
+        [CSDM, "eval", str(run), str(processed), "--split", "nosuch"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert none.returncode == 2 and "--split nosuch: no episode of" in none.stderr
     assert "has that split (it has test, train; or pass --split all)" in none.stderr
     assert "0/?" not in none.stderr and "Traceback" not in none.stderr  # checked before any work
@@ -152,7 +187,9 @@ def test_the_gate_needs_a_strictly_better_model(trained, processed: Path, tmp_pa
     with pytest.raises(ev.EvalError, match="--split nosuch: no episode of"):
         ev.gate(exported, str(processed), reg, "cs", split="nosuch")
     assert ev.gate(exported, str(processed), str(tmp_path / "empty"), "cs", split="nosuch") == (
-        True, None)  # fmt: skip
+        True,
+        None,
+    )
     with pytest.raises(ev.EvalError, match="no metric 'accuracy'"):
         ev.gate(exported, str(processed), reg, "cs", metric="accuracy")
     assert ev.better({"value_mse": 1.0}, {"value_mse": 2.0}, "value_mse")

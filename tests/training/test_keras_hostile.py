@@ -67,12 +67,22 @@ CODE = (
 
 def _lambda(src: str) -> dict:
     """A Lambda whose function is marshalled bytecode (never run: the import must refuse it)."""
-    return {"class_name": "Lambda", "config": {
-        "name": "lambda", "trainable": True, "dtype": "float32",
-        "function": [CODE, None, None],
-        "function_type": "lambda", "module": "__main__", "output_shape": None,
-        "output_shape_type": "raw", "output_shape_module": None, "arguments": {}},
-        "inbound_nodes": [[[src, 0, 0, {}]]]}  # fmt: skip
+    return {
+        "class_name": "Lambda",
+        "config": {
+            "name": "lambda",
+            "trainable": True,
+            "dtype": "float32",
+            "function": [CODE, None, None],
+            "function_type": "lambda",
+            "module": "__main__",
+            "output_shape": None,
+            "output_shape_type": "raw",
+            "output_shape_module": None,
+            "arguments": {},
+        },
+        "inbound_nodes": [[[src, 0, 0, {}]]],
+    }
 
 
 def lambda_before_heads(a: dict) -> None:
@@ -89,8 +99,13 @@ def lambda_in_trunk(a: dict) -> None:
 
 def unknown_after_output(a: dict) -> None:
     concat = _outer(a)[-1]["config"]["name"]
-    _outer(a).append({"class_name": "Mystery", "config": {"name": "mystery"},
-                      "inbound_nodes": [[[concat, 0, 0, {}]]]})  # fmt: skip
+    _outer(a).append(
+        {
+            "class_name": "Mystery",
+            "config": {"name": "mystery"},
+            "inbound_nodes": [[[concat, 0, 0, {}]]],
+        }
+    )
     a["config"]["output_layers"] = [["mystery", 0, 0]]
 
 
@@ -148,7 +163,8 @@ def _limited() -> None:
 
 
 def test_every_hostile_variant_is_refused_in_one_line_within_a_memory_limit(
-        keras_model: Path, tmp_path: Path) -> None:  # fmt: skip
+    keras_model: Path, tmp_path: Path
+) -> None:
     real = json.loads((keras_model / "seed_model.json").read_text())
     want = {_write(keras_model, tmp_path, "real", json.dumps(real)): ("ok", "")}
     for name, (edit, message) in VARIANTS.items():
@@ -161,14 +177,23 @@ def test_every_hostile_variant_is_refused_in_one_line_within_a_memory_limit(
     want[big] = ("KerasImportError", f"big.json: {(5 << 20) + 11} bytes, more than the")
     huge = _write(keras_model, tmp_path, "huge_kernel", json.dumps(real))
     _huge_kernel(huge)
-    want[huge] = ("KerasImportError", "huge_kernel.h5: layer 'conv_lstm2d' holds kernel of "
-                  "shape (25000, 25000), csdm expects (3, 3, 112, 1024)")  # fmt: skip
+    want[huge] = (
+        "KerasImportError",
+        "huge_kernel.h5: layer 'conv_lstm2d' holds kernel of "
+        "shape (25000, 25000), csdm expects (3, 3, 112, 1024)",
+    )
     ints = _write(keras_model, tmp_path, "int_kernel", json.dumps(real))
     _huge_kernel(ints, "i8", (3, 3, 112, 1024))
     want[ints] = ("KerasImportError", "'conv_lstm2d' holds kernel as int64, not floats")
     env = {**os.environ, "MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": "1"}  # fewer reservations
-    r = subprocess.run([sys.executable, "-c", CHILD, *want], capture_output=True, text=True,
-                       preexec_fn=_limited, env=env, timeout=600)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, *want],
+        capture_output=True,
+        text=True,
+        preexec_fn=_limited,
+        env=env,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     got = {p: (kind, text) for p, kind, text in map(json.loads, r.stdout.splitlines())}
     assert got[next(iter(want))] == ("ok", ""), "the real model must import under the limit"
@@ -183,8 +208,12 @@ def test_the_cli_refuses_in_one_line(keras_model: Path, tmp_path: Path) -> None:
     arch = json.loads((keras_model / "seed_model.json").read_text())
     lambda_before_heads(arch)
     prefix = _write(keras_model, tmp_path, "m", json.dumps(arch))
-    r = subprocess.run([CSDM, "import-keras", prefix, "--run", str(tmp_path / "run")],
-                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        [CSDM, "import-keras", prefix, "--run", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     lines = [x for x in r.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and "m.json: layer 'lambda' is a Lambda" in lines[0], r.stderr

@@ -42,8 +42,12 @@ def _sequence(model: Policy, frames: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def imported(keras_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("imported") / "run"
-    r = subprocess.run([CSDM, "import-keras", str(keras_model / "seed_model"), "--run", str(run)],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = subprocess.run(
+        [CSDM, "import-keras", str(keras_model / "seed_model"), "--run", str(run)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "csdm export" in r.stdout and "--init-from" in r.stdout
     return run
@@ -70,8 +74,9 @@ def test_onnx_step_loop_matches_keras(keras_model: Path, imported: Path, tmp_pat
     assert np.abs(got - want).max() < TOL
 
 
-def test_the_stateful_twin_imports_to_the_same_network(keras_model: Path, imported: Path,
-                                                      tmp_path: Path) -> None:  # fmt: skip
+def test_the_stateful_twin_imports_to_the_same_network(
+    keras_model: Path, imported: Path, tmp_path: Path
+) -> None:
     twin = import_keras(keras_model / "seed_model_stateful", tmp_path / "twin")
     assert twin.source["stateful"] is True
     main = load_checkpoint(imported)
@@ -139,8 +144,12 @@ def test_the_cut_is_read_from_the_json(keras_model: Path, tmp_path: Path) -> Non
 
 
 def test_cli_errors_name_the_file(tmp_path: Path) -> None:
-    r = subprocess.run([CSDM, "import-keras", str(tmp_path / "nope"), "--run", str(tmp_path / "r")],
-                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        [CSDM, "import-keras", str(tmp_path / "nope"), "--run", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "nope.json: missing" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -151,8 +160,11 @@ def test_fine_tuning_starts_from_the_import(
 
     init = load_checkpoint(imported)
     cfg = TrainConfig.preset_config("paper", steps=1, workers=0, init_from=str(imported))
-    cfg = replace(cfg, model=TrainConfig.from_dict(init.config).model,
-                  sampler=replace(cfg.sampler, window=8, jitter=2, split=None))  # fmt: skip
+    cfg = replace(
+        cfg,
+        model=TrainConfig.from_dict(init.config).model,
+        sampler=replace(cfg.sampler, window=8, jitter=2, split=None),
+    )
     train(processed, tmp_path / "ft", cfg, quiet=True)
     tuned = load_checkpoint(tmp_path / "ft")
     assert tuned.source["init_from"] == str(imported)

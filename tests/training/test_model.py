@@ -63,14 +63,20 @@ def test_keras_padding_is_correct_pad_then_valid() -> None:
     b2a = model.trunk.features[2][0].block[1][0]  # block2a's depthwise conv
     b3a = model.trunk.features[3][0].block[1][0]
     # (top, bottom), (left, right) as Keras pads: stem 150x280, block2a 75x140, block3a 38x70
-    for conv, (h, w), (tb, lr) in ((stem, (150, 280), ((0, 1), (0, 1))),
-                                   (b2a, (75, 140), ((1, 1), (0, 1))),
-                                   (b3a, (38, 70), ((1, 2), (1, 2)))):  # fmt: skip
+    for conv, (h, w), (tb, lr) in (
+        (stem, (150, 280), ((0, 1), (0, 1))),
+        (b2a, (75, 140), ((1, 1), (0, 1))),
+        (b3a, (38, 70), ((1, 2), (1, 2))),
+    ):
         x = torch.randn(1, conv.in_channels, h, w)
         want = F.conv2d(F.pad(x, (*lr, *tb)), conv.weight, stride=2, groups=conv.groups)
         torch.testing.assert_close(conv(x), want)
-        assert not torch.allclose(conv(x), F.conv2d(x, conv.weight, stride=2, groups=conv.groups,
-                                                    padding=conv.kernel_size[0] // 2))  # fmt: skip
+        assert not torch.allclose(
+            conv(x),
+            F.conv2d(
+                x, conv.weight, stride=2, groups=conv.groups, padding=conv.kernel_size[0] // 2
+            ),
+        )
     assert ModelConfig.from_dict({"stages": 5}).padding == "torch"  # runs from before the mode
 
 

@@ -23,8 +23,9 @@ SAMPLER = SamplerConfig(window=8, jitter=4, split=None, keep_only=False)
 
 
 def _cfg(steps: int, **kw) -> TrainConfig:
-    return TrainConfig.preset_config("tiny", **{"steps": steps, "sampler": SAMPLER,
-                                                 "log_every": 1, **kw})  # fmt: skip
+    return TrainConfig.preset_config(
+        "tiny", **{"steps": steps, "sampler": SAMPLER, "log_every": 1, **kw}
+    )
 
 
 def test_the_loss_goes_down_on_a_fixed_batch(processed: Path) -> None:
@@ -69,8 +70,13 @@ def test_resume_continues_exactly(processed: Path, tmp_path: Path) -> None:
     assert [r["loss"] for r in rows] == [r["loss"] for r in ref]
     assert all(0 <= r["wasd_acc"] <= 1 and r["value_mse"] >= 0 for r in rows)
     with pytest.raises(ValueError, match="seed, batch size and ranks were"):
-        train(processed, tmp_path / "b", _cfg(6, **{**cross, "batch_size": 3}), resume=True,
-              quiet=True)  # fmt: skip
+        train(
+            processed,
+            tmp_path / "b",
+            _cfg(6, **{**cross, "batch_size": 3}),
+            resume=True,
+            quiet=True,
+        )
     with pytest.raises(ValueError, match=r"another network or sampler \(window 8 -> 6"):
         train(
             processed,
@@ -86,8 +92,9 @@ def test_two_ranks_under_torchrun(processed: Path, tmp_path: Path) -> None:
     """As the train flow runs it: every rank reads one resolved config file, not flags."""
     from training.resolve import resolve_config, write_config_file
 
-    cfg = resolve_config(sampler={"window": 8, "split": None, "keep_only": False},
-                         log_every=1, workers=0, steps=3)  # fmt: skip
+    cfg = resolve_config(
+        sampler={"window": 8, "split": None, "keep_only": False}, log_every=1, workers=0, steps=3
+    )
     config = write_config_file(cfg, tmp_path / "config.json")
     csdm = str(Path(sys.executable).with_name("csdm"))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -36,7 +36,7 @@ def copy(processed: Path, tmp_path: Path) -> Path:
         ({"weapon": "bazooka"}, "--weapon bazooka: no frame holds it (weapons in this dataset:"),
         ({"window": 500}, "the longest episode has 60 frames, fewer than --window 500"),
     ],
-)  # fmt: skip
+)
 def test_bad_selection_is_named(processed: Path, tmp_path: Path, sampler, says) -> None:
     with pytest.raises(ValueError) as err:
         train(processed, tmp_path / "run", _cfg(**sampler), quiet=True)
@@ -66,7 +66,8 @@ def test_resume_on_another_dataset_is_refused(processed: Path, copy: Path, tmp_p
 
 
 def test_cli_missing_data_is_one_line(tmp_path: Path) -> None:
-    r = CliRunner().invoke(app, ["train", str(tmp_path / "nope"), "--run", str(tmp_path / "r")],
-                           env={"COLUMNS": "200"})  # fmt: skip
+    r = CliRunner().invoke(
+        app, ["train", str(tmp_path / "nope"), "--run", str(tmp_path / "r")], env={"COLUMNS": "200"}
+    )
     assert r.exit_code == 2 and "not a processed dataset" in r.output
     assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
