@@ -12,6 +12,7 @@ import zarr
 from storage.commit import CatalogState, load_state
 from storage.framestore import ARRAY_META, open_frames
 from storage.fs import Root, StorageAccessError
+from storage.hub_repo import HubError, is_hub_dataset, pin
 from storage.layout import OutLayout
 from storage.records import FormatError, Manifest
 from storage.shards import ChunkError, CorruptFramesError, ShardLayout, ShardReader, fresh_array
@@ -31,6 +32,15 @@ class Dataset:
     """
 
     def __init__(self, root: str | Root, storage_options: dict | None = None) -> None:
+        self.commit: str | None = None  # the Hub commit read, for `hf://datasets/...`
+        spec = root.url if isinstance(root, Root) else str(root)
+        if is_hub_dataset(spec):  # one opening reads one commit, however the branch moves
+            try:
+                spec, self.commit = pin(spec)
+            except HubError as e:
+                raise DatasetFormatError(str(e)) from None
+            options = root.options if isinstance(root, Root) else storage_options
+            root, storage_options = Root(spec, dict(options or {})), None
         self.layout = OutLayout.at(root, storage_options)
         url = self.layout.root.url_of(self.layout.manifest)
         try:

@@ -98,7 +98,14 @@ class Root:
 
     @cached_property
     def _fs_and_path(self):
-        if is_url(self.url):
+        if self.url.startswith("hf://"):  # the endpoint as the environment says now
+            from storage.hub_repo import fs_options, pinned
+
+            # a commit never changes, so its listings may be cached; a branch's may not
+            cache = {} if pinned(self.url) else {"use_listings_cache": False}
+            opts = {**fs_options(), **cache, **self.options}
+            fs, path = fsspec.core.url_to_fs(self.url, **opts)
+        elif is_url(self.url):
             # no cached listings: another process may have written since (a run, a compaction)
             fs, path = fsspec.core.url_to_fs(
                 self.url, **{"use_listings_cache": False, **self.options}

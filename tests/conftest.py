@@ -145,4 +145,10 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         monkeypatch.setenv("HF_TOKEN", "hf_test_token")
         monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
         monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+        # the stand-in speaks Git LFS, not Xet; the client reads these settings at import
+        import huggingface_hub.constants as hf_constants
+
+        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+        monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_XET", True)
+        monkeypatch.setattr(hf_constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
         yield fake

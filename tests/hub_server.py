@@ -1,10 +1,14 @@
 """A local Hub-compatible HTTP server for tests: the real `huggingface_hub` client talks to it.
 
-Serves dataset and model repos from memory (model repos also take create, commit and tag,
-with every file sent inline): revision info, the file tree (paginated with Link
-headers), and `resolve` with HEAD/GET/Range and the Hub's ETag / X-Repo-Commit /
-X-Linked-Etag headers. Faults can be injected per path: 503 answers, a connection dropped
-mid-file, corrupted bytes, throttled transfers. Test infrastructure only.
+Serves dataset and model repos from memory: revision info, the file tree (paginated with
+Link headers, recursive or not), and `resolve` with HEAD/GET/Range and the Hub's ETag /
+X-Repo-Commit / X-Linked-Etag headers. Writes as the Hub takes them: create, branch, tag,
+preupload, the Git LFS batch API with basic PUT transfers (files of LFS_MIN bytes or more),
+and NDJSON commits with `parentCommit` checked. Tokens have a user, organisations and a role
+(`whoami-v2`); a write needs a write token of the repo's namespace. Faults can be injected
+per path (503 answers, a connection dropped mid-file, corrupted bytes, throttled transfers)
+and per commit (`fail_commits`). The client must run with HF_HUB_DISABLE_XET (this server
+speaks LFS, not Xet). Test infrastructure only.
 """
 
 from __future__ import annotations
@@ -39,6 +43,12 @@ class Faults:
     bytes_per_s: float | None = None  # throttle
 
 
+TOKENS = {
+    "hf_test_token": {"name": "tester", "orgs": ["team"], "role": "write"},
+    "hf_read_token": {"name": "tester", "orgs": ["team"], "role": "read"},
+}
+
+
 @dataclass
 class FakeHub:
     """Repos: repo_id -> {commit sha -> {path: bytes}}, plus branch names."""
@@ -50,6 +60,11 @@ class FakeHub:
     authorizations: list[str | None] = field(default_factory=list)
     html: bool = False  # answer every API call with an HTML page (a captive portal, a proxy)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    tokens: dict[str, dict] = field(default_factory=lambda: dict(TOKENS))
+    lfs: dict[str, bytes] = field(default_factory=dict)  # uploaded LFS objects by sha256
+    commits: list[tuple[str, str, int]] = field(default_factory=list)  # (repo, sha, operations)
+    fail_commits: list[int] = field(default_factory=list)  # fail the commit after N more
+    private: set[str] = field(default_factory=set)
 
     def commit(self, repo: str, files: dict[str, bytes], branch: str = "main") -> str:
         """Add a revision of `repo` with exactly these files; return its sha."""
@@ -99,18 +114,65 @@ def _handler(hub: FakeHub):
                 self._error(404, "RevisionNotFound", "Revision not found")
             return sha
 
+        def _token(self) -> dict | None:
+            auth = self.headers.get("Authorization") or ""
+            return hub.tokens.get(auth.removeprefix("Bearer "))
+
+        def _may_write(self, repo: str) -> bool:
+            """A write token of the repo's namespace; else the Hub's 401 or 403, and False."""
+            who = self._token()
+            if who is None:
+                self._error(401, "Unauthorized", "Invalid credentials in Authorization header")
+                return False
+            if who["role"] != "write" or repo.split("/")[0] not in [who["name"], *who["orgs"]]:
+                self._error(403, "Forbidden", "You don't have the rights to write to this repo")
+                return False
+            return True
+
+        def _body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                out = b""
+                while True:
+                    size = int(self.rfile.readline().strip() or b"0", 16)
+                    if size == 0:
+                        self.rfile.readline()
+                        return out
+                    out += self.rfile.read(size)
+                    self.rfile.readline()
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+        def do_PUT(self) -> None:
+            """A basic LFS transfer: the object's sha256 is the capability in the URL."""
+            url = urlparse(self.path)
+            raw = self._body()
+            with hub.lock:
+                hub.requests.append((self.command, url.path, None))
+            oid = url.path.rsplit("/", 1)[-1]
+            if not url.path.startswith("/lfs-upload/") or hashlib.sha256(raw).hexdigest() != oid:
+                return self._error(400, "BadRequest", "object does not match its oid")
+            with hub.lock:
+                hub.lfs[oid] = raw
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+
         def do_POST(self) -> None:
-            """paths-info, and for model repos: create, preupload, commit, tag."""
+            """paths-info, create, preupload, LFS batch, commit, branch, tag, validate-yaml."""
             url = urlparse(self.path)
             parts = [unquote(p) for p in url.path.strip("/").split("/")]
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length)
+            raw = self._body()
             with hub.lock:
                 hub.requests.append((self.command, url.path, None))
                 hub.authorizations.append(self.headers.get("Authorization"))
             if parts[:3] == ["api", "repos", "create"]:
                 return self._create(json.loads(raw))
-            if parts[:2] == ["api", "models"] and len(parts) >= 6:
+            if parts[:2] == ["api", "validate-yaml"]:
+                return self._json({"warnings": []})
+            if parts[-4:] == ["info", "lfs", "objects", "batch"] and len(parts) >= 6:
+                return self._lfs_batch(f"{parts[-6]}/{parts[-5].removesuffix('.git')}", raw)
+            writes = parts[:2] in (["api", "models"], ["api", "datasets"]) and len(parts) >= 6
+            if writes and parts[4] != "paths-info":
                 return self._write(f"{parts[2]}/{parts[3]}", parts[4], parts[5], raw)
             if parts[:2] != ["api", "datasets"] or len(parts) < 6 or parts[4] != "paths-info":
                 return self._error(404, "NotFound", f"no route for {url.path}")
@@ -123,7 +185,10 @@ def _handler(hub: FakeHub):
             return None
 
         def _create(self, body: dict) -> None:
-            repo = f"{body.get('organization')}/{body['name']}"
+            who = self._token()
+            repo = f"{body.get('organization') or (who or {}).get('name')}/{body['name']}"
+            if not self._may_write(repo):
+                return None
             with hub.lock:
                 if repo in hub.repos:
                     msg = "You already created this model repo"  # the Hub's 409 also has the url
@@ -133,47 +198,55 @@ def _handler(hub: FakeHub):
                         {"X-Error-Message": msg},
                     )
                 hub.commit(repo, {".gitattributes": b"*.onnx filter=lfs diff=lfs merge=lfs\n"})
-            self._json({"url": f"http://{self.headers['Host']}/{repo}"})
+                if body.get("visibility") == "private" or body.get("private"):
+                    hub.private.add(repo)
+            kind = "datasets/" if body.get("type") == "dataset" else ""
+            self._json({"url": f"http://{self.headers['Host']}/{kind}{repo}"})
+            return None
+
+        def _lfs_batch(self, repo: str, raw: bytes) -> None:
+            """Objects already held need no action; others get a PUT URL naming their oid."""
+            if not self._may_write(repo):
+                return None
+            objects = []
+            for o in json.loads(raw)["objects"]:
+                entry = {"oid": o["oid"], "size": o["size"]}
+                if o["oid"] not in hub.lfs:
+                    href = f"http://{self.headers['Host']}/lfs-upload/{o['oid']}"
+                    entry["actions"] = {"upload": {"href": href}}
+                objects.append(entry)
+            self._json({"transfer": "basic", "objects": objects})
             return None
 
         def _write(self, repo: str, op: str, rev: str, raw: bytes) -> None:
-            """Model repo writes: every file is small and 'regular' (sent inline, no LFS)."""
+            """Repo writes: small files inline ('regular'), files of LFS_MIN bytes via LFS."""
             if repo not in hub.repos:
                 return self._error(404, "RepoNotFound", "Repository not found")
+            if not self._may_write(repo):
+                return None
             if op == "preupload":
                 files = json.loads(raw)["files"]
-                self._json(
+                modes = [
                     {
-                        "files": [
-                            {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                            for f in files
-                        ]
+                        "path": f["path"],
+                        "uploadMode": "lfs" if f["size"] >= LFS_MIN else "regular",
+                        "shouldIgnore": False,
                     }
-                )
+                    for f in files
+                ]
+                self._json({"files": modes})
+                return None
+            if op == "branch":
+                body = json.loads(raw or b"{}")
+                with hub.lock:
+                    if rev in hub.branches[repo]:
+                        return self._error(409, "Conflict", "Reference already exists")
+                    start = hub.resolve(repo, body.get("startingPoint") or "main")
+                    hub.branches[repo][rev] = start
+                self._json({})
                 return None
             if op == "commit":
-                lines = [json.loads(x) for x in raw.decode().splitlines() if x.strip()]
-                header = next(x["value"] for x in lines if x["key"] == "header")
-                with hub.lock:
-                    head = hub.branches[repo].get(unquote(rev))
-                    parent = header.get("parentCommit")
-                    if parent and parent != head:
-                        return self._error(412, "PreconditionFailed", "parent is not the head")
-                    files = dict(hub.repos[repo].get(head, {})) if head else {}
-                    for x in lines:
-                        if x["key"] == "file":
-                            files[x["value"]["path"]] = base64.b64decode(x["value"]["content"])
-                        elif x["key"] == "deletedFile":
-                            files.pop(x["value"]["path"], None)
-                    sha = hub.commit(repo, files, unquote(rev))
-                self._json(
-                    {
-                        "commitUrl": f"http://{self.headers['Host']}/{repo}/commit/{sha}",
-                        "commitOid": sha,
-                        "pullRequestUrl": None,
-                    }
-                )
-                return None
+                return self._commit(repo, unquote(rev), raw)
             if op == "tag":
                 body = json.loads(raw)
                 with hub.lock:
@@ -186,6 +259,46 @@ def _handler(hub: FakeHub):
                 self._json({"name": body["tag"]})
                 return None
             return self._error(404, "NotFound", f"no route for {op}")
+
+        def _commit(self, repo: str, rev: str, raw: bytes) -> None:
+            lines = [json.loads(x) for x in raw.decode().splitlines() if x.strip()]
+            header = next(x["value"] for x in lines if x["key"] == "header")
+            with hub.lock:
+                if hub.fail_commits:
+                    hub.fail_commits[0] -= 1
+                    if hub.fail_commits[0] < 0:
+                        hub.fail_commits.pop(0)
+                        return self._error(500, "InternalError", "the commit failed")
+                head = hub.branches[repo].get(rev)
+                parent = header.get("parentCommit")
+                if parent and parent != head:
+                    return self._error(412, "PreconditionFailed", "parent is not the head")
+                files = dict(hub.repos[repo].get(head, {})) if head else {}
+                for x in lines:
+                    v = x["value"]
+                    if x["key"] == "file":
+                        files[v["path"]] = base64.b64decode(v["content"])
+                    elif x["key"] == "lfsFile":
+                        if v["oid"] not in hub.lfs:
+                            return self._error(400, "BadRequest", f"{v['path']}: no LFS object")
+                        files[v["path"]] = hub.lfs[v["oid"]]
+                    elif x["key"] == "deletedFile":
+                        files.pop(v["path"], None)
+                    elif x["key"] == "deletedFolder":
+                        prefix = v["path"].rstrip("/") + "/"
+                        files = {p: b for p, b in files.items() if not p.startswith(prefix)}
+                sha = hub.commit(repo, files, rev)
+                hub.commits.append((repo, sha, len(lines) - 1))
+            host = f"http://{self.headers['Host']}"
+            kind = "" if self.path.startswith("/api/models/") else "datasets/"
+            self._json(
+                {
+                    "commitUrl": f"{host}/{kind}{repo}/commit/{sha}",
+                    "commitOid": sha,
+                    "pullRequestUrl": None,
+                }
+            )
+            return None
 
         def do_HEAD(self) -> None:
             self._serve(head=True)
@@ -207,10 +320,22 @@ def _handler(hub: FakeHub):
                 self.end_headers()
                 self.wfile.write(body)
                 return None
-            if self.headers.get("Authorization") not in (None, "Bearer hf_test_token"):
+            if self.headers.get("Authorization") is not None and self._token() is None:
                 return self._error(401, "Unauthorized", "Invalid credentials")
-            if parts[:2] == ["api", "models"] and len(parts) == 4:  # repo_info at the head
-                parts = [*parts, "revision", "main"]
+            if parts[:2] == ["api", "whoami-v2"]:
+                who = self._token()
+                if who is None:
+                    return self._error(401, "Unauthorized", "Invalid credentials")
+                return self._json(
+                    {
+                        "type": "user",
+                        "name": who["name"],
+                        "orgs": [{"name": o} for o in who["orgs"]],
+                        "auth": {"accessToken": {"displayName": "test", "role": who["role"]}},
+                    }
+                )
+            if parts[:2] in (["api", "models"], ["api", "datasets"]) and len(parts) == 4:
+                parts = [*parts, "revision", "main"]  # repo_info at the head
             kinds = ("datasets", "models")
             if parts[:1] == ["api"] and parts[1:2] in (["datasets"], ["models"]):
                 parts = ["api", "datasets", *parts[2:]]  # one handler for both repo kinds
@@ -245,13 +370,17 @@ def _handler(hub: FakeHub):
 
         def _tree(self, repo: str, sha: str, prefix: str, query: dict) -> None:
             entries = self._entries(repo, sha, prefix)
+            if query.get("recursive", ["false"])[0] != "true":  # direct children only
+                depth = prefix.strip("/").count("/") + 1 if prefix.strip("/") else 0
+                entries = [e for e in entries if e["path"].count("/") == depth]
             start = int(query.get("cursor", ["0"])[0])
             page = entries[start : start + PAGE]
             extra = {}
             if start + PAGE < len(entries):
-                nxt = (
-                    f"http://{self.headers['Host']}{urlparse(self.path).path}?cursor={start + PAGE}"
-                )
+                keep = {k: v[0] for k, v in query.items() if k != "cursor"}
+                more = "".join(f"&{k}={v}" for k, v in keep.items())
+                path = urlparse(self.path).path
+                nxt = f"http://{self.headers['Host']}{path}?cursor={start + PAGE}{more}"
                 extra["Link"] = f'<{nxt}>; rel="next"'
             self._json(page, extra=extra)
 

@@ -1,0 +1,152 @@
+"""A Hugging Face dataset repo, `hf://datasets/ORG/NAME[@REV]`: addresses, listing, commits.
+
+Reading pins a revision to its commit, so one opening reads one commit however the branch
+moves; writing lists the repo with its hashes, and commits batches with the head as parent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+_URL = re.compile(
+    r"hf://datasets/(?P<org>[\w.-]+)/(?P<name>[\w.-]+)(?:@(?P<rev>[^/]+))?(?P<path>/.*)?\Z"
+)
+SHA1 = re.compile(r"[0-9a-f]{40}\Z")
+
+
+class HubError(RuntimeError):
+    """A Hub repo that cannot be read or written, in one line naming it and the reason."""
+
+
+@dataclass(frozen=True)
+class HubTarget:
+    """A dataset repo and a revision (a branch, tag or commit)."""
+
+    repo: str  # ORG/NAME
+    revision: str = "main"
+
+    @property
+    def org(self) -> str:
+        """The namespace: a user or an organisation."""
+        return self.repo.split("/")[0]
+
+    @property
+    def url(self) -> str:
+        """`hf://datasets/ORG/NAME@REV`, the revision quoted as HfFileSystem reads it."""
+        return f"hf://datasets/{self.repo}@{quote(self.revision, safe='')}"
+
+    def __str__(self) -> str:
+        return f"hf://datasets/{self.repo}" + (
+            "" if self.revision == "main" else f"@{self.revision}"
+        )
+
+
+def is_hub_dataset(spec: object) -> bool:
+    """Whether `spec` names a Hub dataset repo."""
+    return str(spec).startswith("hf://datasets/")
+
+
+def parse_target(spec: str, revision: str | None = None) -> tuple[HubTarget, str]:
+    """The repo and revision of `hf://datasets/ORG/NAME[@REV][/path]`, and the path."""
+    m = _URL.match(str(spec).rstrip("/"))
+    if not m:
+        raise HubError(f"{spec}: expected hf://datasets/ORG/NAME, optionally @REVISION")
+    rev = unquote(m["rev"]) if m["rev"] else None
+    if rev and revision and rev != revision:
+        raise HubError(f"{spec}: names revision {rev!r}, and --revision says {revision!r}")
+    return HubTarget(f"{m['org']}/{m['name']}", rev or revision or "main"), (m["path"] or "").strip(
+        "/"
+    )
+
+
+def api(token: str | None = None):
+    """An HfApi for HF_ENDPOINT as the environment says now (not at import)."""
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=os.environ.get("HF_ENDPOINT"), token=token)
+
+
+def fs_options() -> dict:
+    """HfFileSystem options: the endpoint as the environment says now."""
+    endpoint = os.environ.get("HF_ENDPOINT")
+    return {"endpoint": endpoint} if endpoint else {}
+
+
+def resolve_commit(target: HubTarget, token: str | None = None) -> str:
+    """The commit a revision points at now (one request)."""
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if SHA1.match(target.revision):
+        return target.revision
+    try:
+        return api(token).dataset_info(target.repo, revision=target.revision).sha
+    except RevisionNotFoundError:
+        raise HubError(f"{target}: no revision {target.revision!r}") from None
+    except RepositoryNotFoundError:
+        raise HubError(f"{target}: no such dataset repo, or the token may not read it") from None
+    except HfHubHTTPError as e:
+        raise HubError(f"{target}: {first_line(e)}") from None
+
+
+def pinned(spec: str) -> bool:
+    """Whether a Hub URL names a commit (which never changes)."""
+    try:
+        return bool(SHA1.match(parse_target(spec)[0].revision))
+    except HubError:
+        return False
+
+
+def pin(spec: str) -> tuple[str, str]:
+    """`hf://datasets/ORG/NAME@COMMIT/path` for a Hub dataset URL, and that commit."""
+    target, path = parse_target(spec)
+    commit = resolve_commit(target)
+    url = f"hf://datasets/{target.repo}@{commit}"
+    return (f"{url}/{path}" if path else url), commit
+
+
+def git_blob_sha1(data: bytes) -> str:
+    """Git's id of a file's bytes: what the Hub lists for a file not stored in LFS."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file as the repo lists it: size, and sha256 (LFS) or git's blob id (others)."""
+
+    size: int
+    sha256: str | None
+    blob: str
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's first line, bounded."""
+    text = str(e).strip().splitlines()
+    return text[0][:240] if text else type(e).__name__
+
+
+def listing(
+    target: HubTarget, token: str | None = None
+) -> tuple[str | None, dict[str, RemoteFile]]:
+    """The revision's head commit and every file under it; (None, {}) before the branch exists."""
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    hf = api(token)
+    try:
+        head = hf.dataset_info(target.repo, revision=target.revision).sha
+    except RevisionNotFoundError:
+        return None, {}
+    files = {}
+    for entry in hf.list_repo_tree(target.repo, repo_type="dataset", revision=head, recursive=True):
+        if getattr(entry, "size", None) is None or not hasattr(entry, "blob_id"):
+            continue  # a folder
+        lfs = getattr(entry, "lfs", None)
+        files[entry.path] = RemoteFile(entry.size, lfs.sha256 if lfs else None, entry.blob_id)
+    return head, files
