@@ -304,6 +304,7 @@ from flows import (  # noqa: E402  (their commands join this app)
     cli_diamond,
     cli_eval,
     cli_hub,
+    cli_publish,
     cli_report,
     cli_train,
 )
@@ -323,6 +324,7 @@ app.command()(cli_report.report)
 app.command()(cli_report.view)
 app.command("export-diamond")(cli_diamond.export_diamond)
 app.command()(cli_diamond.views)
+app.command()(cli_publish.publish)
 
 
 def main() -> None:

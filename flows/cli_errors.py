@@ -30,6 +30,8 @@ EXPECTED_ERRORS = (
     "FormatError",
     "ExportError",
     "SplitFileError",
+    "HubError",
+    "DatasetFormatError",
 )
 
 

@@ -36,6 +36,7 @@ class EvalReport:
     models: list[ModelEval]
     created: str = ""
     targets: dict = field(default_factory=dict)  # the label clean-ups applied (LossOptions)
+    data_commit: str | None = None  # the Hub commit read, for a dataset on the Hub
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict:

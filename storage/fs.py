@@ -378,14 +378,18 @@ class Root:
                 if not writable and not os.path.exists(self.path):
                     raise FileNotFoundError(self.path)
                 return
-            bucket = self.path.split("/", 1)[0]
+            # a bucket's name, or a Hub repo (its path is datasets/ORG/NAME@REV/...)
+            n = 3 if self.url.startswith("hf://datasets/") else 1
+            bucket = "/".join(self.path.split("/")[:n])
             self.fs.ls(bucket, detail=False, refresh=True)
             if writable:
                 probe = f".csdm-probe-{uuid.uuid4().hex[:8]}"
                 self.put_bytes(probe, b"")
                 self.delete(probe)
         except FileNotFoundError:
-            what = "folder" if self.local else f"bucket {self.path.split('/', 1)[0]!r}"
+            what = "folder" if self.local else f"bucket {bucket!r}"
+            if self.url.startswith("hf://"):
+                what = "Hub dataset repo or revision"
             raise StorageAccessError(f"{self.url}: no such {what}") from None
         except PermissionError as e:
             raise StorageAccessError(

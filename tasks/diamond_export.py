@@ -100,10 +100,11 @@ def plan_export(
         test_split_sha256=split_digest(test_names),
         train=tuple(e.file_id for e in ids["train"]),
         test=tuple(e.file_id for e in ids["test"]),
+        revision=ds.commit,  # on the Hub: the commit read
     )
     _claim(root_of(dest, options), plan)
     jobs = [
-        EpisodeJob(out, dest, s, i, e.episode, e.file_id, size, length, options)
+        EpisodeJob(str(ds.root), dest, s, i, e.episode, e.file_id, size, length, options)
         for s in SPLITS
         for i, e in enumerate(ids[s])
     ]

@@ -14,7 +14,6 @@ import json
 import os
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -143,11 +142,15 @@ def check_publishable(out: Root, keys: dict[str, int], limits: HubLimits) -> Non
         raise HubError(
             f"{out}: {len(keys)} files, more than the Hub's {limits.files_per_repo} per repo"
         )
-    folders = Counter(str(PurePosixPath(k).parent) for k in keys)
-    folder, n = folders.most_common(1)[0]
-    if n > limits.entries_per_folder:
+    entries: dict[str, set[str]] = {}  # a folder's files and sub-folders
+    for k in keys:
+        parts = PurePosixPath(k).parts
+        for i in range(len(parts)):
+            entries.setdefault("/".join(parts[:i]), set()).add(parts[i])
+    folder, names = max(entries.items(), key=lambda kv: len(kv[1]))
+    if len(names) > limits.entries_per_folder:
         raise HubError(
-            f"{out}/{folder}: {n} entries, more than the Hub's "
+            f"{out.url_of(folder)}: {len(names)} entries, more than the Hub's "
             f"{limits.entries_per_folder} per folder"
         )
     big = [k for k, size in keys.items() if size > limits.file_size]

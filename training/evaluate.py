@@ -241,6 +241,7 @@ def evaluate(
         )
     return EvalReport(
         data=ds.root.url,
+        data_commit=ds.commit,
         split=split,
         episodes=len(lab.episodes),
         frames=int(lab.offsets[-1]),

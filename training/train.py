@@ -121,6 +121,7 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> TrainConfig:
         """Inverse of `to_dict`."""
         d = dict(d)
+        d.pop("data", None)  # a run's config.json also says which data (and commit) it read
         if d.pop("format_version", CONFIG_FORMAT) != CONFIG_FORMAT:
             raise ValueError(f"run config format version is not {CONFIG_FORMAT}; start a new run")
         d["model"] = ModelConfig.from_dict(d["model"])
@@ -283,7 +284,7 @@ def train(
     )
 
     stream = WindowStream(
-        data,
+        str(ds.root),  # on the Hub, the commit opened above: the branch may move meanwhile
         index,
         cfg.batch_size,
         state,
@@ -296,7 +297,7 @@ def train(
     loader = make_loader(stream, cfg.workers)
     log = MetricsLog(run, METRICS_FIELDS)
     if rank == 0:  # only now: a run that could not start leaves no config behind
-        write_config(run, cfg.to_dict())
+        write_config(run, {**cfg.to_dict(), "data": {"root": str(data), "commit": ds.commit}})
         log.truncate_after(step)
         if not quiet:
             print(
@@ -304,7 +305,13 @@ def train(
                 f"{len(index)} windows of {cfg.sampler.window} frames, "
                 f"{stream.batches_per_epoch} batches/epoch x {world} rank(s), {device}"
             )
-    revision = ds.manifest.revision
+    # what the run read: the source's Hub revision, the dataset's identity and its Hub commit
+    inputs = {
+        "root": str(data),
+        "revision": ds.manifest.revision,
+        "identity": identity,
+        "commit": ds.commit,
+    }
     frames_per_step = cfg.batch_size * cfg.sampler.window * world
     t0, done = time.perf_counter(), 0
     last = dict(ckpt.metrics) if ckpt is not None else {}  # if no step is left to do
@@ -392,9 +399,7 @@ def train(
                 gen,
                 world,
                 rank,
-                revision,
-                str(data),
-                identity,
+                inputs,
                 last,
                 source,
             )
@@ -417,9 +422,7 @@ def _checkpoint(
     gen: torch.Generator,
     world: int,
     rank: int,
-    revision,
-    data: str,
-    identity: str,
+    inputs: dict,
     last: dict,
     source: dict | None,
 ) -> None:
@@ -442,7 +445,7 @@ def _checkpoint(
         action_space=DEFAULT.to_dict(),
         step=step,
         metrics=last,
-        data={"root": data, "revision": revision, "identity": identity},
+        data=inputs,
         world=world,
         optimizer=opt.state_dict(),
         scaler=scaler.state_dict(),
