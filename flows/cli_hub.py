@@ -140,9 +140,20 @@ def pipeline(
             "episodes commit once its sha256 matches. --dest/--max-disk do not apply."
         ),
     ] = False,
+    publish_to: Annotated[
+        str | None,
+        typer.Option(help="Then publish to this Hub dataset repo (hf://datasets/ORG/NAME)."),
+    ] = None,
 ) -> None:
     """Download and process as one stream: each tar is processed as soon as it is verified."""
     options = storage_options(storage_option)
+    if publish_to:
+        from storage.hub_repo import HubError, parse_target
+
+        try:
+            parse_target(publish_to)
+        except HubError as e:
+            fail(str(e))
     params = _process_params(locals())
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
@@ -174,10 +185,19 @@ def pipeline(
                     show_progress=True,
                     storage_options=options,
                     stream=stream,
+                    publish_to=publish_to or "",
                 )
             except IngestError as e:
                 fail(str(e))
     report.print(" ".join(f"{k}={v}" for k, v in result.counts.items()), soft_wrap=True)
     _listed("failed", result.failures, "see files.parquet")
+    if result.published is not None:
+        p = result.published
+        report.print(
+            f"published to {p.target}: {p.uploaded} files in {p.commits} commits, "
+            f"{p.unchanged} unchanged; head {p.commit}",
+            soft_wrap=True,
+        )
+
     if result.failed:
         raise typer.Exit(1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -75,6 +76,7 @@ def pipeline_flow(
     show_progress: bool = False,
     storage_options: dict[str, str] | None = None,
     stream: bool = False,
+    publish_to: str = "",
 ) -> PipelineSummary:
     """Ingest and process as one stream; `source` processes a local tree instead of the Hub.
 
@@ -103,6 +105,8 @@ def pipeline_flow(
         storage_options: Non-secret fsspec options for `out` (secrets: the environment).
         stream: Stream each archive from the Hub on a worker; `dest`, `max_disk` and
             `delete_sources` do not apply.
+        publish_to: A Hub dataset repo (hf://datasets/ORG/NAME) to publish to after
+            processing, when no episode failed; empty: none.
 
     """
     params = params or ProcessParams()
@@ -112,7 +116,8 @@ def pipeline_flow(
         summary = process_flow.with_options(task_runner=runner)(
             source, out, params, show_progress, storage_options=options
         )
-        return PipelineSummary(summary.counts(), tuple(summary.failures))
+        done = PipelineSummary(summary.counts(), tuple(summary.failures))
+        return _published(done, out, publish_to, options)
     t0 = time.monotonic()
     out_root = Root(out, options)
     layout = OutLayout(out_root)
@@ -169,7 +174,20 @@ def pipeline_flow(
         summary = write_catalog(
             layout, records, f"{repo}@{plan.commit}", params.recorded(), revision=plan.commit
         )
-    return _finish(records, summary, out, options, plan.commit, containers, t0, extra)
+    done = _finish(records, summary, out, options, plan.commit, containers, t0, extra)
+    return _published(done, out, publish_to, options)
+
+
+def _published(done: PipelineSummary, out: str, repo: str, options: dict) -> PipelineSummary:
+    """Publish after a run with no failure, when asked to; a failed run publishes nothing."""
+    if not repo:
+        return done
+    if done.failed:
+        get_run_logger().warning("%s: not published to %s: episodes failed", out, repo)
+        return done
+    from flows.publish import publish_flow
+
+    return replace(done, published=publish_flow(out, repo, storage_options=options))
 
 
 def _download(

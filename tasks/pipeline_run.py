@@ -46,6 +46,7 @@ from tasks.process_source import (
     repack_calls,
     run_threads,
 )
+from tasks.publish import PublishSummary
 from tasks.repack import repack_episode
 from tasks.source import list_source
 
@@ -56,6 +57,7 @@ class PipelineSummary:
 
     counts: dict
     failures: tuple[str, ...] = ()
+    published: PublishSummary | None = None  # when it was published after the run
 
     @property
     def failed(self) -> bool:
