@@ -154,7 +154,20 @@ class Root:
 
     def read_bytes(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
         """The object's bytes, or the range `[start, end)` in one request."""
+        if self._hub_commit:
+            from storage.hub_repo import read_range
+
+            return read_range(self.url_of(key), start, end)
         return self.fs.cat_file(self.full(key), start=start, end=end)
+
+    @cached_property
+    def _hub_commit(self) -> bool:
+        """Whether this is a Hub dataset at a commit (read by plain ranged GETs)."""
+        if not self.url.startswith("hf://datasets/"):
+            return False
+        from storage.hub_repo import pinned
+
+        return pinned(self.url)
 
     def read_json(self, key: str) -> dict | None:
         """A JSON object, or None when it does not exist."""

@@ -112,6 +112,51 @@ def pin(spec: str) -> tuple[str, str]:
     return (f"{url}/{path}" if path else url), commit
 
 
+def read_range(url: str, start: int | None = None, end: int | None = None) -> bytes:
+    """A file of a pinned revision, or `[start, end)` of it: one GET, no listing before it.
+
+    HfFileSystem asks for the parent folder's listing before a read; at a commit, which never
+    changes, that is a request per file for nothing.
+    """
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_backoff
+
+    target, path = parse_target(url)
+    where = hf_hub_url(
+        target.repo,
+        path,
+        repo_type="dataset",
+        revision=target.revision,
+        endpoint=os.environ.get("HF_ENDPOINT"),
+    )
+    headers = build_hf_headers()
+    ranged = start is not None or end is not None
+    if start is not None and start < 0:  # the last bytes (a shard's index): a suffix range
+        headers["Range"] = f"bytes={start}"
+    elif ranged:
+        lo = start or 0
+        if end is not None and end <= lo:
+            return b""
+        headers["Range"] = f"bytes={lo}-{'' if end is None else end - 1}"
+    r = http_backoff("GET", where, headers=headers, follow_redirects=True)
+    if r.status_code == 404:
+        raise FileNotFoundError(url)
+    if r.status_code == 416:
+        return b""
+    try:
+        hf_raise_for_status(r)
+    except OSError as e:
+        raise OSError(f"{url}: {first_line(e)}") from None
+    data = r.content
+    if ranged and r.status_code == 200:  # a server that ignored the range: cut it here
+        return data[start or 0 : end]
+    if start is not None and start < 0 and end is not None:
+        if end > 0:
+            raise ValueError(f"{url}: a range from the end to an offset is not supported")
+        return data[: len(data) + end] if end < 0 else b""
+    return data
+
+
 def git_blob_sha1(data: bytes) -> str:
     """Git's id of a file's bytes: what the Hub lists for a file not stored in LFS."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()

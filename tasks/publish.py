@@ -38,6 +38,7 @@ TERMS = "LICENSE.md"
 FINAL_KEYS = ("manifest.json", "catalog/index.json", "catalog/views.json", CARD, TERMS)
 FINAL_PREFIXES = ("catalog/_", "report/")
 HASHES = ".cache/publish-hashes.json"
+LFS_MIN = 10 << 20  # "files larger than 10MB should be tracked" by LFS or Xet, not git
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class LocalFile:
 
     size: int
     sha256: str
-    blob: str
+    blob: str | None  # git's id, kept for files under LFS_MIN (bigger ones the Hub keeps in LFS)
 
     def same_as(self, remote: RemoteFile) -> bool:
         """Whether the repo already holds these bytes at this path."""
@@ -175,7 +176,8 @@ def hash_files(out: Root, keys: dict[str, int], on_file: Callable[[int], None] |
             fresh[key] = hit
         else:
             data = out.read_bytes(key)
-            fresh[key] = [len(data), stamp, hashlib.sha256(data).hexdigest(), git_blob_sha1(data)]
+            blob = git_blob_sha1(data) if len(data) < LFS_MIN else None
+            fresh[key] = [len(data), stamp, hashlib.sha256(data).hexdigest(), blob]
         if on_file:
             on_file(size)
     if fresh != entries and out.local:  # a bucket OUT is hashed each time: no cache written

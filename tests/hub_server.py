@@ -65,6 +65,15 @@ class FakeHub:
     commits: list[tuple[str, str, int]] = field(default_factory=list)  # (repo, sha, operations)
     fail_commits: list[int] = field(default_factory=list)  # fail the commit after N more
     private: set[str] = field(default_factory=set)
+    hashes: dict[int, tuple[bytes, str, str]] = field(default_factory=dict)
+
+    def ids(self, data: bytes) -> tuple[str, str]:
+        """A file's git blob id and sha256, computed once per stored object."""
+        held = self.hashes.get(id(data))
+        if held is None or held[0] is not data:  # the object itself is kept: ids stay unique
+            held = (data, git_blob_sha1(data), hashlib.sha256(data).hexdigest())
+            self.hashes[id(data)] = held
+        return held[1], held[2]
 
     def commit(self, repo: str, files: dict[str, bytes], branch: str = "main") -> str:
         """Add a revision of `repo` with exactly these files; return its sha."""
@@ -393,10 +402,11 @@ def _handler(hub: FakeHub):
                 for i in range(p.count("/")):
                     dirs.add("/".join(p.split("/")[: i + 1]))
                 data = files[p]
-                entry = {"type": "file", "path": p, "size": len(data), "oid": git_blob_sha1(data)}
+                blob, sha256 = hub.ids(data)
+                entry = {"type": "file", "path": p, "size": len(data), "oid": blob}
                 if len(data) >= LFS_MIN:  # big files live in LFS, as on the Hub
                     entry["lfs"] = {
-                        "oid": hashlib.sha256(data).hexdigest(),
+                        "oid": sha256,
                         "size": len(data),
                         "pointerSize": 134,
                     }
@@ -413,12 +423,16 @@ def _handler(hub: FakeHub):
             if not head and fault.unavailable > 0:
                 fault.unavailable -= 1
                 return self._error(503, "ServiceUnavailable", "try again later")
-            etag = hashlib.sha256(data).hexdigest() if len(data) >= LFS_MIN else git_blob_sha1(data)
+            blob, sha256 = hub.ids(data)
+            etag = sha256 if len(data) >= LFS_MIN else blob
             start, end = 0, len(data) - 1
             rng = None if fault.ignore_range else self.headers.get("Range")
             if rng and rng.startswith("bytes="):
                 a, _, b = rng[6:].partition("-")
-                start, end = int(a), int(b) if b else len(data) - 1
+                if a:
+                    start, end = int(a), min(int(b), len(data) - 1) if b else len(data) - 1
+                else:  # a suffix: the last b bytes
+                    start, end = max(0, len(data) - int(b)), len(data) - 1
                 if start >= len(data):
                     self.send_response(416)
                     self.send_header("Content-Range", f"bytes */{len(data)}")
