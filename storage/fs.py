@@ -103,8 +103,7 @@ class Root:
 
             # a commit never changes, so its listings may be cached; a branch's may not
             cache = {} if pinned(self.url) else {"use_listings_cache": False}
-            opts = {**fs_options(), **cache, **self.options}
-            fs, path = fsspec.core.url_to_fs(self.url, **opts)
+            fs, path = fsspec.core.url_to_fs(self.url, **{**fs_options(), **cache, **self.options})
         elif is_url(self.url):
             # no cached listings: another process may have written since (a run, a compaction)
             fs, path = fsspec.core.url_to_fs(
@@ -163,11 +162,9 @@ class Root:
     @cached_property
     def _hub_commit(self) -> bool:
         """Whether this is a Hub dataset at a commit (read by plain ranged GETs)."""
-        if not self.url.startswith("hf://datasets/"):
-            return False
         from storage.hub_repo import pinned
 
-        return pinned(self.url)
+        return self.url.startswith("hf://datasets/") and pinned(self.url)
 
     def read_json(self, key: str) -> dict | None:
         """A JSON object, or None when it does not exist."""

@@ -31,8 +31,10 @@ def _source(synth_tree: Path, tmp_path: Path) -> Path:
 
 def _state(ds) -> dict:
     """What a reader sees: every episode's frames digest and the catalog's rows."""
-    frames = {e: hashlib.sha256(ds.frames(e, 0, ds.n_frames(e)).tobytes()).hexdigest()
-              for e in ds.episodes}  # fmt: skip
+    frames = {
+        e: hashlib.sha256(ds.frames(e, 0, ds.n_frames(e)).tobytes()).hexdigest()
+        for e in ds.episodes
+    }
     files = ds.files.select(["episode", "split", "keep", "n_frames"]).to_pylist()
     n = ds.catalog.to_table(columns=["episode"]).num_rows
     return {"frames": frames, "files": sorted(files, key=lambda r: r["episode"]), "rows": n}
@@ -89,8 +91,7 @@ def test_publish_read_back_republish_refresh_and_readers_mid_publish(
             super().__call__()
 
     lfs_before = set(hub.lfs)
-    s2 = publish(out, target, limits=HubLimits(files_per_commit=4),
-                 pacer=ReadingPacer(100))  # fmt: skip
+    s2 = publish(out, target, limits=HubLimits(files_per_commit=4), pacer=ReadingPacer(100))
     seen.append(_state(open_dataset(URL)))
     assert s2.commits >= 3 and len(seen) == s2.commits + 1
     assert all(x == old for x in seen[:-1]) and seen[-1] == new
@@ -100,9 +101,10 @@ def test_publish_read_back_republish_refresh_and_readers_mid_publish(
     assert not {hashlib.sha256(p.read_bytes()).hexdigest() for p in shard if p.is_file()} & uploaded
     assert s2.unchanged > 0 and s2.uploaded < len(_head_files(hub))
     assert set(_head_files(hub)) - {".gitattributes", "README.md", "LICENSE.md"} == {
-        p.relative_to(out).as_posix() for p in out.rglob("*")
+        p.relative_to(out).as_posix()
+        for p in out.rglob("*")
         if p.is_file() and ".cache" not in p.parts and not p.name.startswith(".")
-    }  # fmt: skip
+    }
     # a revision pinned before the refresh still reads the old dataset
     assert _state(open_dataset(f"{URL}@{s.commit}")) == old
 
@@ -161,7 +163,8 @@ def test_the_card_parses_and_points_the_viewer_at_the_catalog(
     hub: FakeHub, processed: Path
 ) -> None:
     target, _ = parse_target(URL)
-    publish(processed, target)
+    publish(processed, target, private=True)
+    assert "team/cs-dm" in hub.private
     files = _head_files(hub)
     text = files["README.md"].decode()
     meta = yaml.safe_load(text.split("---\n")[1])
