@@ -212,12 +212,21 @@ class Root:
         return pq.read_table(self.full(key), filesystem=self.arrow_fs, **kwargs)
 
     # --- writes -------------------------------------------------------------------------
+    def _writable(self) -> None:
+        """Refuse writes to a Hub dataset: through HfFileSystem each would be a commit."""
+        if self.url.startswith("hf://"):
+            raise StorageAccessError(
+                f"{self.url}: a Hub dataset is read-only to csdm; write to a "
+                "folder or bucket, then `csdm publish` it"
+            )
+
     def put_bytes(self, key: str, data: bytes) -> None:
         """Write an object whole: readers see the old bytes or the new, never a part.
 
         Object stores give that with one PUT; a local file is written aside and renamed.
         A full disk raises `DiskFullError` naming the file, and leaves nothing behind.
         """
+        self._writable()
         path = self.full(key)
         try:
             if self.local:
@@ -247,6 +256,7 @@ class Root:
         A bucket gets a multipart upload, completed on commit and aborted otherwise; a local
         file is written aside and renamed. A full disk raises `DiskFullError`.
         """
+        self._writable()
         path = self.full(key)
         upload = _Upload(self, key, path, part_size)
         try:
@@ -282,6 +292,7 @@ class Root:
         Returns False when another writer came first. S3 checks it on the server (If-None-Match,
         If-Match); a local folder under an advisory lock. Other stores compare, then write.
         """
+        self._writable()
         if self.local:
             import fcntl
 
@@ -330,11 +341,13 @@ class Root:
 
     def delete(self, key: str) -> None:
         """Remove an object or file; absent is fine."""
+        self._writable()
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self.full(key))
 
     def delete_many(self, keys: list[str]) -> None:
         """Remove many objects or files (object stores: batched, 1000 per request)."""
+        self._writable()
         if keys:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm([self.full(k) for k in keys])
@@ -348,6 +361,7 @@ class Root:
 
     def delete_tree(self, key: str) -> None:
         """Remove everything below a folder or prefix; absent is fine."""
+        self._writable()
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(self.full(key), recursive=True)
 
@@ -472,29 +486,3 @@ def root_of(spec: str | os.PathLike | Root, options: dict | None = None) -> Root
     if isinstance(spec, Root):
         return spec
     return Root(str(spec), dict(options or {}))
-
-
-# --- local files written aside, then renamed: the only renames in csdm outside the Root --------
-def commit_file(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
-    """Put a finished local file in place under its final name, atomically."""
-    os.replace(tmp, final)
-
-
-@contextlib.contextmanager
-def atomic_path(final: str | os.PathLike):
-    """A temporary path beside `final`: renamed onto it if the block succeeds, else removed.
-
-    For writers that need a path (torch.save, onnx, tarfile); readers of `final` see the old
-    file or the new one, never a part.
-    """
-    from pathlib import Path
-
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        yield tmp
-        commit_file(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

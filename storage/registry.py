@@ -35,7 +35,8 @@ from csdm_agent.contract import (
 )
 
 from storage.checksums import sha256_file
-from storage.fs import Root, commit_file, root_of
+from storage.fs import Root, root_of
+from storage.localfile import commit_file
 from storage.policy import DESCRIPTOR, DescriptorError, PolicyDescriptor
 
 LEASE_WAIT = 120.0  # seconds a registration waits for another one

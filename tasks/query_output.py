@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.fs import atomic_path
+from storage.localfile import atomic_path
 
 FORMATS = ("csv", "json", "parquet")
 

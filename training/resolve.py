@@ -55,7 +55,7 @@ def resolve_config(
 
 def write_config_file(cfg: TrainConfig, path: str | Path) -> Path:
     """A config for `csdm train --config` (torchrun's ranks read it), with its format version."""
-    from storage.fs import atomic_path
+    from storage.localfile import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps({"format_version": CONFIG_FORMAT, **cfg.to_dict()}, indent=2))

@@ -15,7 +15,7 @@ from storage.action_space import KEYS
 from storage.catalog import COUNTERS
 from storage.catalog import INFER_FILES_SCHEMA as FILES_SCHEMA
 from storage.catalog import INFER_FRAMES_SCHEMA as FRAMES_SCHEMA
-from storage.fs import commit_file
+from storage.localfile import commit_file
 from storage.metadata import MetadataBatch, load_metadata
 from tasks.actions.infer import InferredActions, frame_index, infer_actions
 from tasks.actions.quality import QualityThresholds

@@ -24,7 +24,8 @@ from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import build_hf_headers, http_stream_backoff
 
-from storage.fs import Root, commit_file, root_of
+from storage.fs import Root, root_of
+from storage.localfile import commit_file
 from storage.records import IngestManifest
 
 REPO = "TeaPearce/CounterStrike_Deathmatch"

@@ -10,7 +10,7 @@ import pandas as pd
 
 from storage.action_space import MOUSE_X_BINS, MOUSE_Y_BINS
 from storage.evaluation import EVAL_FILE, EvalReport
-from storage.fs import atomic_path
+from storage.localfile import atomic_path
 from storage.metrics import SEED_ACCURACIES
 from tasks.report import figures
 from tasks.report.html import CSS, _img, _slug, _table

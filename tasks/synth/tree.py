@@ -16,8 +16,8 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from storage.episode import Episode, write_episode
-from storage.fs import atomic_path
 from storage.layout import METADATA_DIR, EpisodeId, metadata_chunk, metadata_name, tar_name
+from storage.localfile import atomic_path
 from tasks.synth import reference
 from tasks.synth.frames import render
 from tasks.synth.players import simulate

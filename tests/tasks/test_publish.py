@@ -198,3 +198,15 @@ def test_reading_in_place_records_the_commit(hub: FakeHub, processed: Path, tmp_
     assert np.array_equal(
         window, open_dataset(processed).frames(open_dataset(processed).episodes[0], 3, 99)
     )
+
+
+def test_a_hub_dataset_is_read_only_and_a_missing_one_is_one_line(hub: FakeHub) -> None:
+    from storage.fs import Root, StorageAccessError
+
+    root = Root(f"{URL}@main")
+    for write in (lambda: root.put_bytes("x", b"1"), lambda: root.delete("x")):
+        with pytest.raises(StorageAccessError, match="read-only to csdm; .* `csdm publish` it"):
+            write()
+    with pytest.raises(DatasetFormatError, match="no such dataset repo") as err:
+        open_dataset("hf://datasets/team/missing")
+    assert "\n" not in str(err.value) and not hub.commits
