@@ -205,7 +205,7 @@ def test_a_hub_dataset_is_read_only_and_a_missing_one_is_one_line(hub: FakeHub) 
 
     root = Root(f"{URL}@main")
     for write in (lambda: root.put_bytes("x", b"1"), lambda: root.delete("x")):
-        with pytest.raises(StorageAccessError, match="read-only to csdm; .* `csdm publish` it"):
+        with pytest.raises(StorageAccessError, match=r"read-only to csdm; .* `csdm publish` it"):
             write()
     with pytest.raises(DatasetFormatError, match="no such dataset repo") as err:
         open_dataset("hf://datasets/team/missing")
