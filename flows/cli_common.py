@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from flows.cli_errors import fail
 from storage.codecs import DEFAULT_CODEC
+from storage.dataset_card import QUALITY_LIMITS  # the seven limits, named once
 from tasks.actions.quality import QualityThresholds
 from tasks.params import CODEC_NAMES
 
@@ -43,17 +44,6 @@ def _limit(name: str):
     from tasks.params import ProcessParams
 
     return typer.Option(help=ProcessParams.model_fields[name].description)
-
-
-QUALITY_LIMITS = (
-    "dead_skipped",
-    "ram_gsi_disagree_hp",
-    "ram_gsi_disagree_ammo",
-    "obs_count",
-    "mouse_static",
-    "vel_static",
-    "per_frames",
-)
 
 
 def quality_options(command):

@@ -27,7 +27,6 @@ QUALITY_LIMITS = (
     "vel_static",
     "per_frames",
 )
-CARD_VERSION = 1
 
 
 @dataclass(frozen=True)

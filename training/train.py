@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from storage.dataset import open_dataset
+from storage.metrics import SEED_ACCURACIES
 from storage.run import CONFIG_FORMAT, MetricsLog, read_metrics, run_root, write_config
 from training.actions import DEFAULT
 from training.checkpoint import (
@@ -43,18 +44,7 @@ from training.data import (
 from training.loss import LossOptions, make_targets, metrics, seed_loss
 from training.model import PRESETS, ModelConfig, Policy, count_parameters, load_trunk_weights
 
-METRIC_NAMES = (
-    "loss",
-    "wasd_acc",
-    "jump_acc",
-    "other_keys_acc",
-    "lclick_acc",
-    "rclick_acc",
-    "mouse_x_acc",
-    "mouse_y_acc",
-    "value_mse",
-    "seed_mean",
-)
+METRIC_NAMES = ("loss", *SEED_ACCURACIES, "value_mse", "seed_mean")
 # the columns of RUN/metrics.csv
 METRICS_FIELDS = (
     "step",
