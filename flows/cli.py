@@ -83,8 +83,13 @@ def synth(
     ] = False,
 ) -> None:
     """Write a small synthetic dataset in the public Hub layout (tars, zip, metadata)."""
+    from storage.fs import Root, StorageAccessError
     from tasks.synth.tree import earlier_synth_files
 
+    try:
+        Root(str(out)).check_access(writable=True)
+    except StorageAccessError as e:
+        fail(str(e))
     earlier = earlier_synth_files(out)
     if earlier and not force:
         fail(

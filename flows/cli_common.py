@@ -107,7 +107,12 @@ def _process_params(args: dict):
     if isinstance(fields.get("codec"), enum.Enum):
         fields["codec"] = fields["codec"].value
     fields["split_file"] = str(args["split_file"]) if args["split_file"] else ""
-    return ProcessParams(**fields)
+    params = ProcessParams(**fields)
+    try:  # a split file that is no list of names ends here, in one line, before any run
+        params.splits()
+    except ValueError as e:
+        fail(str(e))
+    return params
 
 
 @contextmanager
@@ -124,6 +129,8 @@ def _expected_errors():
         fail(str(e), code=3)
     except (ValueError, FileNotFoundError, StorageAccessError, LeaseHeldError, FormatError) as e:
         fail(str(e))
+    except OSError as e:  # a file where a folder should be, a read-only mount, a permission
+        fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e))
 
 
 def _listed(what: str, lines: tuple[str, ...], more: str) -> None:

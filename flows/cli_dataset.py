@@ -82,19 +82,21 @@ def verify(
 ) -> None:
     """Re-read every stored chunk, check its crc32c and decode it; list the bad episodes."""
     from storage.dataset import DatasetFormatError, open_dataset
-    from tasks.verify import uncommit, verify_dataset
+    from tasks.verify import UnknownEpisodeError, uncommit, verify_dataset
 
     storage_options(storage_option)
     try:
-        total = len(episodes) if episodes else len(open_dataset(out).episodes)
+        with _expected_errors():
+            ds = open_dataset(out)
+        total = len(episodes) if episodes else len(ds.episodes)
         with _progress() as bar:
             task = bar.add_task("verify", total=total, item="")
 
             def tick(check) -> None:
                 bar.update(task, advance=1, item=check.episode)
 
-            checks = verify_dataset(out, episodes, progress=tick)
-    except DatasetFormatError as e:
+            checks = verify_dataset(ds, episodes, progress=tick)
+    except (DatasetFormatError, UnknownEpisodeError) as e:
         fail(str(e))
     bad = [c for c in checks if not c.ok]
     for c in bad:
@@ -102,6 +104,12 @@ def verify(
             report.print(f"bad {c.episode}: {escape(problem)}", highlight=False, soft_wrap=True)
     frames = sum(c.frames for c in checks)
     report.print(f"{len(checks)} episode(s), {frames} frames checked: {len(bad)} bad")
+    unbound = sum(c.unbound for c in checks if c.ok)
+    if unbound:
+        report.print(
+            f"{unbound} sound episode(s) stored by a csdm before bindings: their chunks are "
+            "checked, not which episode they belong to (`csdm process` again to bind them)"
+        )
     if bad and repair:
         with _expected_errors():
             uncommit(out, bad)

@@ -65,20 +65,23 @@ def export_diamond(
         parse_test_split,
         select_episodes,
     )
-    from storage.fs import StorageAccessError
-    from tasks.diamond_export import ExportError
+    from storage.fs import Root, StorageAccessError
+    from storage.localfile import InputFileError, read_text_input
+    from tasks.diamond_export import ExportError, check_dest
 
     options = storage_options(storage_option)
     hw = _size(size)
     text, source = None, "DIAMOND's test split"
     if test_split is not None:
         try:
-            text, source = test_split.read_text(), str(test_split)
-        except (OSError, UnicodeDecodeError) as e:
-            fail(f"{test_split}: cannot read the test split ({type(e).__name__}: {e})")
+            text, source = read_text_input(test_split, "test split"), str(test_split)
+        except InputFileError as e:
+            fail(str(e))
     try:  # a bad split or an OUT with nothing to export fail here, before any run starts
         parse_test_split(default_test_split() if text is None else text, source)
-        if not select_episodes(open_dataset(out, options).state.committed.values(), kept_only):
+        ds = open_dataset(out, options)
+        check_dest(ds.root, Root(dest, options))
+        if not select_episodes(ds.state.committed.values(), kept_only):
             raise ExportError(
                 f"{out}: no {'kept ' if kept_only else ''}scraped dust2 episodes "
                 "(hdf5_dm_july2021_<n>.hdf5 from hdf5_dm_july2021_<a>_to_<b>.tar)"

@@ -32,6 +32,13 @@ EXPECTED_ERRORS = (
     "SplitFileError",
     "HubError",
     "DatasetFormatError",
+    "UnsafeNameError",
+    "UnsafeKeyError",
+    "CorruptFileError",
+    "InputFileError",
+    "NotADirectoryError",
+    "IsADirectoryError",
+    "PermissionError",
 )
 
 

@@ -20,7 +20,7 @@ StorageOptions = Annotated[
 
 def storage_options(pairs: list[str] | None) -> dict:
     """Apply `--storage-option`s to every URL this command opens; bad ones end the command."""
-    from storage.fs import use_options
+    from storage.fs_options import use_options
 
     try:
         return use_options(pairs or [])

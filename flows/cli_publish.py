@@ -15,7 +15,13 @@ def publish(
     out: Annotated[
         str, typer.Argument(help="A dataset written by `csdm process` (folder or URL).")
     ],
-    repo: Annotated[str, typer.Argument(help="The Hub dataset repo: hf://datasets/ORG/NAME.")],
+    repo: Annotated[
+        str,
+        typer.Argument(
+            help="The Hub dataset repo, hf://datasets/ORG/NAME, or a folder in it: "
+            "hf://datasets/ORG/NAME/FOLDER (nothing outside the folder is touched)."
+        ),
+    ],
     revision: Annotated[
         str, typer.Option(help="Branch to publish to (created from main if new).")
     ] = "main",
@@ -23,6 +29,13 @@ def publish(
         bool, typer.Option(help="Create the repo private (an existing one keeps its visibility).")
     ] = False,
     message: Annotated[str | None, typer.Option(help="Commit message of the last commit.")] = None,
+    allow_deletions: Annotated[
+        bool,
+        typer.Option(
+            help="Delete remote objects the dataset no longer has even if the local dataset "
+            "fails its check (a lost shard would then be lost on the Hub too)."
+        ),
+    ] = False,
     storage_option: StorageOptions = None,
 ) -> None:
     """Publish a dataset to the Hub for others to read in place (resumable, incremental).
@@ -47,8 +60,10 @@ def publish(
 
         hide_expected_tracebacks()
         try:
-            s = publish_flow(out, repo, revision, private, message or "", options, True)
-        except (HubError, DatasetFormatError, OSError) as e:
+            s = publish_flow(
+                out, repo, revision, private, message or "", options, True, allow_deletions
+            )
+        except (HubError, DatasetFormatError, OSError, ValueError) as e:
             fail(str(e))
     Console().print(
         f"{s.target}: uploaded {s.uploaded} files ({s.uploaded_bytes / 1e6:.1f} MB) in "

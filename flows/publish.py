@@ -29,7 +29,14 @@ def _bar(show: bool):
 
 @task(name="publish-dataset")
 def publish_task(
-    out: str, repo: str, revision: str, private: bool, message: str, options: dict, show: bool
+    out: str,
+    repo: str,
+    revision: str,
+    private: bool,
+    message: str,
+    options: dict,
+    show: bool,
+    allow_deletions: bool = False,
 ) -> PublishSummary:
     """Publish, updating a progress artifact (and a bar on a terminal) as bytes go."""
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
@@ -47,11 +54,17 @@ def publish_task(
             last[0] = share
             update_progress_artifact(artifact, progress=share)
 
-    target, _ = parse_target(repo, revision)
+    target, under = parse_target(repo, revision)
     disable_progress_bars()  # ours shows bytes across commits; the client's show each file
     try:
         return publish(
-            Root(out, options), target, private, message or None, on_progress=on_progress
+            Root(out, options),
+            target,
+            private,
+            message or None,
+            on_progress=on_progress,
+            under=under,
+            allow_deletions=allow_deletions,
         )
     finally:
         enable_progress_bars()
@@ -68,21 +81,32 @@ def publish_flow(
     message: str = "",
     storage_options: dict[str, str] | None = None,
     show_progress: bool = False,
+    allow_deletions: bool = False,
 ) -> PublishSummary:
     """Publish a processed dataset to `hf://datasets/ORG/NAME` for others to read in place.
 
     Args:
         out: The dataset: a folder or a URL (s3://bucket/out).
-        repo: The Hub dataset repo, `hf://datasets/ORG/NAME[@REVISION]`.
+        repo: The Hub dataset repo, `hf://datasets/ORG/NAME[@REVISION][/FOLDER]`; with a
+            folder, the dataset lives there and nothing outside it is touched.
         revision: The branch to publish to (created from main if new).
         private: Create the repo private (an existing repo keeps its visibility).
         message: The commit message; empty: one naming the dataset's update time.
         storage_options: Non-secret fsspec options for `out` (secrets: the environment).
         show_progress: A progress bar on the terminal (the CLI sets it).
+        allow_deletions: Delete remote objects the dataset no longer has even when the
+            local dataset fails its check (by default such a publish is refused).
 
     """
     s = publish_task(
-        out, repo, revision, private, message, dict(storage_options or {}), show_progress
+        out,
+        repo,
+        revision,
+        private,
+        message,
+        dict(storage_options or {}),
+        show_progress,
+        allow_deletions,
     )
     line = (
         f"{s.target}: {s.uploaded} files ({s.uploaded_bytes / 1e6:.1f} MB) in {s.commits} "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import posixpath
 from dataclasses import dataclass, replace
 
@@ -19,8 +20,10 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from storage.catalog import FILES_SCHEMA, FRAMES_SCHEMA
-from storage.layout import OutLayout
+from storage.layout import OutLayout, UnsafeNameError, check_name
 from storage.records import CatalogIndex, EpisodeRecord, FormatError
+
+_log = logging.getLogger("csdm")
 
 PART_ROWS = 500_000  # frames rows per compacted file: ~12 files for the full dataset
 FETCH_BATCH = 256  # per-episode files read at once while compacting
@@ -94,16 +97,44 @@ class CatalogState:
         )
 
 
+def _named(r: EpisodeRecord, where: str, key: str | None = None) -> bool:
+    """Whether a record's names are safe to build paths from; one warning line if not.
+
+    A hostile or damaged catalog must not steer a repair or a view outside OUT, so such a
+    record is left out of the state (it names no episode csdm will touch).
+    """
+    try:
+        if r.episode is not None or key is None:
+            check_name(r.episode)
+        if key is not None and r.episode is not None and r.episode != key:
+            raise UnsafeNameError(f"record for {r.episode!r} stored as {key!r}")
+        if r.frames_file is not None and not r.frames_file.startswith("catalog/"):
+            raise UnsafeNameError(f"frames file {r.frames_file!r} outside catalog/")
+        layout_key = r.frames_file or ""
+        if ".." in layout_key.split("/"):
+            raise UnsafeNameError(f"frames file {layout_key!r} leaves the dataset")
+    except UnsafeNameError as e:
+        _log.warning("%s: record ignored: %s", where, e)
+        return False
+    return True
+
+
 def _read_records(layout: OutLayout, folder: str) -> dict[str, EpisodeRecord]:
     """Every record in a small folder, fetched concurrently (one listing, then the objects)."""
     keys = [f"{folder}/{n}" for n in layout.root.list(folder) if n.endswith(".json")]
     out = {}
     for key, blob in layout.root.read_many(keys).items():  # one deleted meanwhile is skipped
         where = layout.root.url_of(key)
+        name = posixpath.basename(key)[:-5]
         try:
-            out[posixpath.basename(key)[:-5]] = EpisodeRecord.from_dict(json.loads(blob), where)
-        except json.JSONDecodeError as e:
+            r = EpisodeRecord.from_dict(json.loads(blob), where)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise FormatError(f"{where}: unreadable record ({e})") from None
+        if folder == layout.records and not _named(r, where, name):
+            continue
+        if folder != layout.records and not (r.episode is None or _named(r, where)):
+            continue
+        out[name] = r
     return out
 
 
@@ -127,6 +158,8 @@ def _read_compacted(layout: OutLayout, index: CatalogIndex):
             .to_pylist()
         ):
             r = EpisodeRecord.from_dict(json.loads(text), where)
+            if r.episode is not None and not _named(r, where):
+                continue
             if r.status == "stored":
                 stored[r.episode] = r
             else:
@@ -141,10 +174,20 @@ def load_state(layout: OutLayout) -> CatalogState:
         compacted, compacted_failed = _read_compacted(layout, index)
         pending = _read_records(layout, layout.records)
         failed = _read_records(layout, layout.failures)
-        markers = frozenset(layout.root.list(layout.uncommitted))
+        markers = frozenset(_safe_names(layout.root.list(layout.uncommitted)))
         if read_index(layout).generation == index.generation:
             break
     return CatalogState(index, compacted, compacted_failed, pending, failed, markers)
+
+
+def _safe_names(names: list[str]) -> list[str]:
+    out = []
+    for n in names:
+        try:
+            out.append(check_name(n))
+        except UnsafeNameError as e:
+            _log.warning("uncommit marker ignored: %s", e)
+    return out
 
 
 def commit_episode(layout: OutLayout, record: EpisodeRecord) -> None:

@@ -9,13 +9,22 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import zarr
 
+from storage.action_space import FRAME_SHAPE
 from storage.commit import CatalogState, load_state
 from storage.framestore import ARRAY_META, open_frames
 from storage.fs import Root, StorageAccessError
 from storage.hub_repo import HubError, is_hub_dataset, pin
 from storage.layout import OutLayout
 from storage.records import FormatError, Manifest
-from storage.shards import ChunkError, CorruptFramesError, ShardLayout, ShardReader, fresh_array
+from storage.shards import (
+    ChunkError,
+    CorruptFramesError,
+    FrameBinding,
+    LayoutError,
+    ShardLayout,
+    ShardReader,
+    fresh_array,
+)
 
 __all__ = ["CorruptFramesError", "Dataset", "DatasetFormatError", "open_dataset"]
 
@@ -104,13 +113,30 @@ class Dataset:
         return self._arrays[episode]
 
     def reader(self, episode: str) -> ShardReader | None:
-        """The episode's csdm shard reader, or None where zarr must read it."""
+        """The episode's csdm shard reader, or None where zarr must read it.
+
+        The array's geometry is checked against the episode's record before any read, and the
+        reader checks every shard index and chunk against the record's binding.
+        """
         if episode not in self._readers:
-            if episode not in self._records:
+            record = self._records.get(episode)
+            if record is None:
                 raise KeyError(f"{episode}: not stored in {self.layout.root}")
             key = f"{self.layout.frames_zarr}/{self.layout.episode_array(episode)}"
-            layout = ShardLayout.parse(self.layout.root.read_json(f"{key}/{ARRAY_META}") or {})
-            self._readers[episode] = layout and ShardReader(self.layout.root, key, layout)
+            n = record.n_frames or 0
+            try:
+                meta = self.layout.root.read_json(f"{key}/{ARRAY_META}")
+                if meta is None:
+                    raise LayoutError(f"{ARRAY_META} missing")
+                layout = ShardLayout.parse(meta, FRAME_SHAPE)
+                found = layout.shape[0] if layout else meta["shape"][0]
+                if record.n_frames is not None and found != record.n_frames:
+                    raise LayoutError(f"{found} frames in {ARRAY_META}, the record says {n}")
+                binding = FrameBinding.from_hex(record.shard_crc32c, record.chunk_crc32c)
+                reader = layout and ShardReader(self.layout.root, key, layout, binding)
+            except ValueError as e:  # LayoutError, or a zarr.json that is not JSON
+                raise self.corrupt_error(episode, 0, max(n, 1), str(e)) from None
+            self._readers[episode] = reader
         return self._readers[episode]
 
     def n_frames(self, episode: str) -> int:

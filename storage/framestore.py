@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import zarr
@@ -13,6 +15,7 @@ from storage.action_space import FRAME_SHAPE
 from storage.codecs import DEFAULT_CODEC, FRAME_CODECS
 from storage.diskspace import DiskFullError, is_disk_full
 from storage.layout import OutLayout
+from storage.shards import FrameBinding, ShardLayout
 
 # 256 frames (about 30 MB raw, 8 to 32 chunks) per shard object: an upload overlaps the next
 # shard's encoding, and object stores serve such objects well; a short episode is one shard.
@@ -86,10 +89,18 @@ def _encoded(frames: np.ndarray, attrs: dict, codec: str) -> Iterator[tuple[str,
     yield ARRAY_META, meta.to_bytes()
 
 
+@dataclass(frozen=True)
+class FramesWritten:
+    """What `write_frames` stored: its bytes, and the binding its record keeps."""
+
+    stored: int
+    binding: FrameBinding
+
+
 def write_frames(
     layout: OutLayout, episode: str, frames: np.ndarray, attrs: dict, codec: str = DEFAULT_CODEC
-) -> int:
-    """Write an episode's array: its shard objects first, `zarr.json` last; return bytes stored.
+) -> FramesWritten:
+    """Write an episode's array: its shard objects first, `zarr.json` last.
 
     `codec` names one of `storage.codecs.FRAME_CODECS`; the array's `zarr.json` records it.
 
@@ -103,7 +114,7 @@ def write_frames(
         key, data = next(objects)  # the dtype and shape are checked before anything is written
     except ValueError as e:
         raise ValueError(f"{episode}: {e}") from None
-    stored = 0
+    stored, shards = 0, []
     try:
         layout.root.delete(_array_key(layout, episode, ARRAY_META))
         with ThreadPoolExecutor(1, thread_name_prefix="csdm-upload") as upload:
@@ -113,6 +124,7 @@ def write_frames(
                     upload.submit(layout.root.put_bytes, _array_key(layout, episode, key), data)
                 )
                 stored += len(data)
+                shards.append(data)
                 key, data = next(objects)
             for f in sent:
                 f.result()
@@ -123,7 +135,20 @@ def write_frames(
         raise DiskFullError(
             layout.root.url_of(_array_key(layout, episode)), frames.nbytes
         ) from None
-    return stored + len(data)
+    per_shard = ShardLayout.parse(json.loads(data), FRAME_SHAPE).per_shard
+    return FramesWritten(stored + len(data), FrameBinding.of_shards(shards, per_shard))
+
+
+def read_binding(layout: OutLayout, episode: str) -> FrameBinding:
+    """The binding of frames already stored (kept by a rerun): each shard read whole once."""
+    key = _array_key(layout, episode)
+    spec = ShardLayout.parse(layout.root.read_json(f"{key}/{ARRAY_META}"), FRAME_SHAPE)
+    if spec is None:
+        raise ValueError(f"{layout.root.url_of(key)}: frames in a layout csdm does not bind")
+    n_shards = -(-spec.shape[0] // spec.shard)
+    zeros = "/".join("0" for _ in spec.shape[1:])
+    shards = [layout.root.read_bytes(f"{key}/c/{s}/{zeros}") for s in range(n_shards)]
+    return FrameBinding.of_shards(shards, spec.per_shard)
 
 
 def remove_frames(layout: OutLayout, episode: str) -> None:

@@ -23,62 +23,32 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage.diskspace import DiskFullError, is_disk_full
-
-# Options that carry secrets: refused on the command line and never printed.
-SECRET_OPTIONS = frozenset(
-    {
-        "key",
-        "secret",
-        "token",
-        "password",
-        "session_token",
-        "aws_secret_access_key",
-        "aws_session_token",
-        "account_key",
-        "sas_token",
-        "client_secret",
-        "credentials",
-    }
-)
-
-
-# Non-secret options every Root made without its own takes (set by the CLI's
-# --storage-option, inherited by local Dask workers and DataLoader workers).
-OPTIONS_ENV = "CSDM_STORAGE_OPTIONS"
+from storage.fs_options import OPTIONS_ENV
+from storage.localfile import read_regular
 
 
 class StorageAccessError(OSError):
     """A root that cannot be reached: missing bucket, wrong credentials, no such folder."""
 
 
+class CorruptFileError(ValueError):
+    """A file csdm reads that is not what it should be (not JSON, not an object)."""
+
+
+class UnsafeKeyError(ValueError):
+    """A key that would name something outside its root (absolute, or with a `..` part)."""
+
+
+def _inside(key: str) -> str:
+    """`key` if it stays below the root whatever built it: the last guard against `..`."""
+    if key.startswith("/") or ".." in key.split("/") or "\x00" in key:
+        raise UnsafeKeyError(f"{key!r}: a key must stay inside its root (no '..', not absolute)")
+    return key
+
+
 def is_url(spec: str) -> bool:
     """Whether `spec` names a protocol (`s3://`, `file://`, ...) rather than a plain path."""
     return "://" in str(spec)
-
-
-def parse_options(pairs: list[str] | tuple[str, ...]) -> dict:
-    """`KEY=VALUE` strings to a dict; secret keys are refused (they belong in the environment)."""
-    opts = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--storage-option {pair!r}: expected KEY=VALUE")
-        if key.lower() in SECRET_OPTIONS:
-            raise ValueError(
-                f"--storage-option {key}: secrets are not taken on the command line (shell "
-                "history, Prefect run parameters); set the cloud's environment variable, "
-                "e.g. AWS_SECRET_ACCESS_KEY, instead"
-            )
-        opts[key] = {"true": True, "false": False}.get(value.lower(), value)
-    return opts
-
-
-def use_options(pairs: list[str] | tuple[str, ...]) -> dict:
-    """Parse `--storage-option` pairs and make them the default of every Root in this process."""
-    opts = parse_options(pairs)
-    if opts:
-        os.environ[OPTIONS_ENV] = json.dumps(opts)
-    return opts
 
 
 @dataclass(frozen=True)
@@ -136,11 +106,11 @@ class Root:
 
     def full(self, key: str = "") -> str:
         """The filesystem path of `key`."""
-        return posixpath.join(self.path, key) if key else self.path
+        return posixpath.join(self.path, _inside(key)) if key else self.path
 
     def url_of(self, key: str = "") -> str:
         """A URL (or local path) naming `key`, for messages and for other tools."""
-        return posixpath.join(self.url.rstrip("/"), key) if key else self.url
+        return posixpath.join(self.url.rstrip("/"), _inside(key)) if key else self.url
 
     def child(self, key: str) -> Root:
         """The root of a sub-folder."""
@@ -157,6 +127,8 @@ class Root:
             from storage.hub_repo import read_range
 
             return read_range(self.url_of(key), start, end)
+        if self.local:  # a FIFO or device planted in a dataset must not hang or flood a read
+            return read_regular(self.full(key), start, end)
         return self.fs.cat_file(self.full(key), start=start, end=end)
 
     @cached_property
@@ -167,11 +139,16 @@ class Root:
         return self.url.startswith("hf://datasets/") and pinned(self.url)
 
     def read_json(self, key: str) -> dict | None:
-        """A JSON object, or None when it does not exist."""
+        """A JSON object, or None when it does not exist; `CorruptFileError` naming it if not."""
         try:
-            return json.loads(self.read_bytes(key))
+            d = json.loads(self.read_bytes(key))
         except FileNotFoundError:
             return None
+        except (ValueError, UnicodeDecodeError) as e:
+            raise CorruptFileError(f"{self.url_of(key)}: not valid JSON ({e})") from None
+        if not isinstance(d, dict):
+            raise CorruptFileError(f"{self.url_of(key)}: holds a {type(d).__name__}, not an object")
+        return d
 
     def open(self, key: str, block_size: int = 1 << 20):
         """A seekable binary reader that fetches ranges as they are read."""
@@ -399,8 +376,12 @@ class Root:
         """Fail early, naming the URL, when the root cannot be reached (or written)."""
         try:
             if self.local:
+                if os.path.exists(self.path) and not os.path.isdir(self.path):
+                    raise StorageAccessError(f"{self.url}: not a folder (a file is there)")
                 if not writable and not os.path.exists(self.path):
                     raise FileNotFoundError(self.path)
+                if writable:
+                    _probe_local(self.path, self.url)
                 return
             # a bucket's name, or a Hub repo (its path is datasets/ORG/NAME@REV/...)
             n = 3 if self.url.startswith("hf://datasets/") else 1
@@ -421,7 +402,7 @@ class Root:
                 "environment (e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) and the endpoint"
             ) from None
         except OSError as e:
-            if isinstance(e, DiskFullError):
+            if isinstance(e, DiskFullError | StorageAccessError):
                 raise
             raise StorageAccessError(f"{self.url}: unreachable ({_first_line(e)})") from None
 
@@ -469,6 +450,21 @@ class _Upload:
             with contextlib.suppress(Exception):  # the upload may never have started
                 self._f.discard()
             self._f.closed = True  # so that closing it later uploads nothing
+
+
+def _probe_local(path: str, url: str) -> None:
+    """Create the folder if needed and write a probe in it: a read-only mount fails here."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".csdm-probe-{uuid.uuid4().hex[:8]}")
+        with open(probe, "wb"):
+            pass
+        os.unlink(probe)
+    except OSError as e:
+        if is_disk_full(e):
+            raise DiskFullError(url, 0) from None
+        where = "" if e.filename in (None, path) else f" at {e.filename}"
+        raise StorageAccessError(f"{url}: not writable{where} ({e.strerror or e})") from None
 
 
 def _protocols(fs) -> tuple[str, ...]:

@@ -55,12 +55,19 @@ def parse_target(spec: str, revision: str | None = None) -> tuple[HubTarget, str
     m = _URL.match(str(spec).rstrip("/"))
     if not m:
         raise HubError(f"{spec}: expected hf://datasets/ORG/NAME, optionally @REVISION")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(f"{m['org']}/{m['name']}")
+    except HFValidationError as e:
+        raise HubError(f"{spec}: not a valid repo id ({first_line(e)})") from None
+    path = (m["path"] or "").strip("/")
+    if ".." in path.split("/") or "//" in path:
+        raise HubError(f"{spec}: a path in the repo may not hold '..' or empty parts")
     rev = unquote(m["rev"]) if m["rev"] else None
     if rev and revision and rev != revision:
         raise HubError(f"{spec}: names revision {rev!r}, and --revision says {revision!r}")
-    return HubTarget(f"{m['org']}/{m['name']}", rev or revision or "main"), (m["path"] or "").strip(
-        "/"
-    )
+    return HubTarget(f"{m['org']}/{m['name']}", rev or revision or "main"), path
 
 
 def api(token: str | None = None):

@@ -19,6 +19,32 @@ RECORDING_RE = re.compile(rf"^{_STUB}_(?P<num>{_NUM})\.npy\Z")
 ARCHIVE_RE = re.compile(rf"^hdf5_{_STUB}_(?P<first>{_NUM})_to_(?P<last>{_NUM})\.tar\Z")
 METADATA_FILES_PER_CHUNK = 100  # the public currvarsv2 files each cover 100 episodes
 
+# A name that becomes one path segment (an episode, a view, a latent): ASCII letters, digits,
+# `_`, `.` and `-`, starting with a letter or digit, so it can never be `..`, absolute, hidden,
+# or hold a separator or a control character, whichever catalog, CLI or source it came from.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}\Z")
+# Windows device names (a gaming PC pulls views and exports) and the store's own file names.
+_RESERVED = frozenset(
+    ["con", "prn", "aux", "nul", "zarr.json", "index.json", "views.json"]
+    + [f"{d}{i}" for d in ("com", "lpt") for i in range(1, 10)]
+)
+
+
+class UnsafeNameError(ValueError):
+    """A name that would become a path outside its folder, or one the store reserves."""
+
+
+def check_name(name: object, what: str = "episode") -> str:
+    """`name` if it is a safe single path segment, else `UnsafeNameError` saying why."""
+    if not isinstance(name, str) or not _SAFE_NAME.match(name):
+        raise UnsafeNameError(
+            f"{what} name {name!r} is not allowed: use ASCII letters, digits, '_', '.' and '-', "
+            "starting with a letter or digit (no separators, '..' or control characters)"
+        )
+    if ".." in name or name.lower() in _RESERVED or name.split(".")[0].lower() in _RESERVED:
+        raise UnsafeNameError(f"{what} name {name!r} is not allowed: it is reserved")
+    return name
+
 
 @dataclass(frozen=True, order=True)
 class EpisodeId:
@@ -133,24 +159,24 @@ class OutLayout:
     report = "report"  # `csdm report` / the flows' HTML report
 
     def episode_array(self, episode: str) -> str:
-        """Key of an episode's array inside `frames.zarr`."""
-        return episode
+        """Key of an episode's array inside `frames.zarr` (and `actions.zarr`, views)."""
+        return check_name(episode)
 
     def episode_record(self, episode: str) -> str:
         """The episode's completion record (until compaction folds it in)."""
-        return f"{self.records}/{episode}.json"
+        return f"{self.records}/{check_name(episode)}.json"
 
     def new_frames_file(self, episode: str) -> str:
         """A fresh, unique key for an episode's frames rows (never overwritten in place)."""
-        return f"{self.pending_frames}/{episode}.{uuid.uuid4().hex[:12]}.parquet"
+        return f"{self.pending_frames}/{check_name(episode)}.{uuid.uuid4().hex[:12]}.parquet"
 
     def uncommit_marker(self, episode: str) -> str:
         """Marker that hides a compacted episode while it is redone."""
-        return f"{self.uncommitted}/{episode}"
+        return f"{self.uncommitted}/{check_name(episode)}"
 
     def failure_record(self, key: str) -> str:
         """Where a failure is remembered; `key` is the episode id or a hash of its location."""
-        return f"{self.failures}/{key}.json"
+        return f"{self.failures}/{check_name(key, 'failure')}.json"
 
     def compact_frames(self, generation: int, part: int) -> str:
         """A compacted frames file."""
@@ -162,4 +188,4 @@ class OutLayout:
 
     def episode_metadata(self, episode: str) -> str:
         """The episode's cached metadata labels."""
-        return f"{self.metadata_cache}/{episode}.parquet"
+        return f"{self.metadata_cache}/{check_name(episode)}.parquet"

@@ -9,7 +9,7 @@ from typing import ClassVar
 from storage.catalog import COUNTERS
 
 _log = logging.getLogger("csdm")
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: the frames' binding (shard and chunk crc32c); 1 is read, unbound
 MANIFEST_VERSION = 3  # the dataset format (storage.layout.FORMAT_VERSION)
 INDEX_VERSION = 1
 PIPELINE_STATE_VERSION = 1
@@ -19,11 +19,13 @@ class FormatError(ValueError):
     """A csdm file of another format version, or not a csdm file at all."""
 
 
-def _check(d: object, version: int, where: str, kind: str, fix: str) -> dict:
+def _check(
+    d: object, version: int, where: str, kind: str, fix: str, also: tuple[int, ...] = ()
+) -> dict:
     if not isinstance(d, dict):
         raise FormatError(f"{where}: not a csdm {kind} (expected a JSON object)")
     found = d.get("format_version")
-    if found != version:
+    if found != version and (isinstance(found, bool) or found not in also):
         raise FormatError(
             f"{where}: {kind} format version {found}, this csdm reads {version}; {fix}"
         )
@@ -49,6 +51,7 @@ class Versioned:
     format_version: ClassVar[int]
     kind: ClassVar[str]  # in messages: "episode record", "dataset", ...
     fix: ClassVar[str] = "re-run `csdm process` into a new OUT"
+    older: ClassVar[tuple[int, ...]] = ()  # earlier versions still read (their fields a subset)
 
     def to_dict(self) -> dict:
         """The stored JSON form."""
@@ -57,7 +60,8 @@ class Versioned:
     @classmethod
     def from_dict(cls, d: dict, where: str):
         """Parse; another version raises `FormatError` naming `where` and the fix."""
-        return _build(cls, _check(d, cls.format_version, where, cls.kind, cls.fix), where, cls.kind)
+        body = _check(d, cls.format_version, where, cls.kind, cls.fix, cls.older)
+        return _build(cls, body, where, cls.kind)
 
 
 @dataclass(frozen=True)
@@ -84,10 +88,13 @@ class EpisodeRecord(Versioned):
     agree_mouse: float | None = None
     inputs: dict | None = None  # what it was built from (tasks.repack.episode_inputs)
     frames_file: str | None = None  # key of its frames rows in the catalog
+    shard_crc32c: str | None = None  # FrameBinding: each shard index's crc32c, 8 hex digits each
+    chunk_crc32c: str | None = None  # and each chunk's; None in records of version 1
     skipped: bool = field(default=False, compare=False)  # complete before this run, same inputs
     redone: str | None = field(default=None, compare=False)  # rebuilt: these inputs changed
     format_version: ClassVar[int] = RECORD_VERSION
     kind: ClassVar[str] = "episode record"
+    older: ClassVar[tuple[int, ...]] = (1,)
 
     def to_dict(self) -> dict:
         """The stored JSON form (run-only fields left out)."""
@@ -98,7 +105,7 @@ class EpisodeRecord(Versioned):
         """The `files` table row."""
         d = asdict(self)
         counters = d.pop("counters") or {}
-        for k in ("skipped", "redone", "inputs", "frames_file"):
+        for k in ("skipped", "redone", "inputs", "frames_file", "shard_crc32c", "chunk_crc32c"):
             d.pop(k)
         return {**d, **{c: counters.get(c) for c in COUNTERS}}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import threading
 from dataclasses import dataclass
 
@@ -24,6 +25,8 @@ from storage.fs import Root
 from storage.unpredict import undo_predictor
 
 EMPTY = (1 << 64) - 1  # an index entry for a chunk never written
+MAX_FRAMES = 1 << 20  # an episode's frames: the public ones hold 1000 (18 h at 16 fps here)
+MAX_CHUNK_FRAMES = 4096
 # the kernel maps every page at once (Linux), cheaper than a fault per page as they are read
 _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 
@@ -38,6 +41,58 @@ class ChunkError(Exception):
     def __init__(self, lo: int, hi: int, why: str) -> None:
         super().__init__(why)
         self.lo, self.hi, self.why = lo, hi, why
+
+
+class LayoutError(ValueError):
+    """An array's `zarr.json` whose geometry no csdm array has (negative, zero, too large)."""
+
+
+@dataclass(frozen=True)
+class FrameBinding:
+    """What ties stored frames to their episode: each shard index's and each chunk's crc32c.
+
+    Kept in the episode's record, which readers already read, so a shard, an index or a chunk
+    copied or served from elsewhere fails its episode's check even though its own crc32c holds.
+    """
+
+    shards: tuple[int, ...]  # the crc32c closing each shard's index, in shard order
+    chunks: tuple[int, ...]  # the crc32c closing each inner chunk's bytes, in frame order
+
+    def to_hex(self) -> tuple[str, str]:
+        """Both lists as hex strings, 8 digits an entry (the record's two fields)."""
+        return "".join(f"{v:08x}" for v in self.shards), "".join(f"{v:08x}" for v in self.chunks)
+
+    @classmethod
+    def from_hex(cls, shards: str | None, chunks: str | None) -> FrameBinding | None:
+        """The binding a record holds, or None for records written before bindings."""
+        if shards is None or chunks is None:
+            return None
+
+        def ints(text: str) -> tuple[int, ...]:
+            if len(text) % 8:
+                raise ValueError("a binding is 8 hex digits an entry")
+            return tuple(int(text[i : i + 8], 16) for i in range(0, len(text), 8))
+
+        return cls(ints(shards), ints(chunks))
+
+    @classmethod
+    def of_shards(cls, shards: list[bytes], per_shard: int) -> FrameBinding:
+        """The binding of whole shard objects as written, in shard order."""
+        index, chunks = [], []
+        for data in shards:
+            raw = np.frombuffer(data, np.uint8)
+            tail = raw[-(16 * per_shard + 4) :]
+            index.append(int.from_bytes(tail[-4:].tobytes(), "little"))
+            for off, n in tail[:-4].view("<u8").reshape(per_shard, 2).tolist():
+                if off != EMPTY:
+                    chunks.append(int.from_bytes(raw[off + n - 4 : off + n].tobytes(), "little"))
+        return cls(tuple(index), tuple(chunks))
+
+
+def _positive(v: object, what: str, most: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= most:
+        raise LayoutError(f"{what} {v!r} is not a whole number from 1 to {most}")
+    return v
 
 
 @dataclass(frozen=True)
@@ -57,8 +112,13 @@ class ShardLayout:
         return self.shard // self.chunk
 
     @classmethod
-    def parse(cls, meta: dict) -> ShardLayout | None:
-        """The layout of a csdm frames array, or None for one this reader does not serve."""
+    def parse(cls, meta: object, frame_shape: tuple[int, ...] | None = None) -> ShardLayout | None:
+        """The layout of a csdm frames array, or None for one this reader does not serve.
+
+        Geometry is checked first, whoever reads the array next: a shape, chunk or shard that
+        is not positive, consistent and bounded raises `LayoutError` (zarr would read zeros).
+        """
+        check_geometry(meta, frame_shape)
         try:
             (sharding,) = meta["codecs"]
             cfg = sharding["configuration"]
@@ -98,6 +158,42 @@ class ShardLayout:
             return None
 
 
+def check_geometry(meta: object, frame_shape: tuple[int, ...] | None = None) -> None:
+    """Refuse a frames array's `zarr.json` whose shape, shards or chunks no csdm array has."""
+    if not isinstance(meta, dict):
+        raise LayoutError(f"zarr.json holds a {type(meta).__name__}, not an object")
+    try:
+        shape = list(meta["shape"])
+        grid = list(meta["chunk_grid"]["configuration"]["chunk_shape"])
+        inner = [
+            c["configuration"]["chunk_shape"]
+            for c in meta.get("codecs") or []
+            if isinstance(c, dict) and c.get("name") == "sharding_indexed"
+        ]
+    except (KeyError, TypeError, AttributeError) as e:
+        raise LayoutError(f"zarr.json lacks its geometry ({type(e).__name__}: {e})") from None
+    if not shape:
+        raise LayoutError("zarr.json gives an empty shape")
+    if not isinstance(shape[0], int) or isinstance(shape[0], bool) or not shape[0] >= 0:
+        raise LayoutError(f"frame count {shape[0]!r} is not a whole number")
+    if shape[0] > MAX_FRAMES:
+        raise LayoutError(f"frame count {shape[0]} exceeds {MAX_FRAMES}")
+    if frame_shape is not None and tuple(shape[1:]) != tuple(frame_shape):
+        raise LayoutError(f"frame shape {shape[1:]} is not {list(frame_shape)}")
+    for i, v in enumerate(shape[1:], 1):
+        _positive(v, f"dimension {i}", 1 << 16)
+    for chunk in [grid, *inner]:
+        if len(chunk) != len(shape):
+            raise LayoutError(f"chunk shape {chunk} does not match shape {shape}")
+        _positive(chunk[0], "frames per chunk", MAX_FRAMES)
+        for i, v in enumerate(chunk[1:], 1):
+            _positive(v, f"chunk dimension {i}", 1 << 16)
+    if inner:
+        _positive(inner[0][0], "frames per inner chunk", MAX_CHUNK_FRAMES)
+        if grid[0] % inner[0][0]:
+            raise LayoutError(f"a shard of {grid[0]} frames is not whole chunks of {inner[0][0]}")
+
+
 def fresh_array(shape: tuple[int, ...]) -> np.ndarray:
     """An uninitialised uint8 array in anonymous memory the kernel may back with 2 MB pages.
 
@@ -125,8 +221,19 @@ def _checked(data: np.ndarray) -> np.ndarray:
 class ShardReader:
     """One episode's frames; `read(lo, hi, out)` decodes `[lo, hi)` into `out`."""
 
-    def __init__(self, root: Root, key: str, layout: ShardLayout) -> None:
-        self.root, self.key, self.layout = root, key, layout
+    def __init__(
+        self, root: Root, key: str, layout: ShardLayout, binding: FrameBinding | None = None
+    ) -> None:
+        self.root, self.key, self.layout, self.binding = root, key, layout, binding
+        n_chunks = -(-layout.shape[0] // layout.chunk)
+        if binding is not None and (
+            len(binding.chunks) != n_chunks
+            or len(binding.shards) != -(-n_chunks // layout.per_shard)
+        ):
+            raise LayoutError(
+                f"{len(binding.shards)} shards and {len(binding.chunks)} chunks recorded, "
+                f"zarr.json makes {-(-n_chunks // layout.per_shard)} and {n_chunks}"
+            )
         self._index: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -144,11 +251,18 @@ class ShardReader:
         key = self._shard_key(s)
         if not self.root.local:
             return np.frombuffer(self.root.read_bytes(key, start, end), np.uint8)
-        with open(self.root.full(key), "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        # never blocks on a FIFO, and reads nothing but a regular file (not /dev/zero)
+        fd = os.open(self.root.full(key), os.O_RDONLY | os.O_NONBLOCK)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise ValueError("not a regular file")
+        with open(fd, "rb") as f:
+            size = st.st_size
             if start is not None and start < 0:
                 start = max(0, size + start)
             start, end = start or 0, size if end is None else min(end, size)
+            end = max(start, end)  # a range past the end reads nothing (then: truncated)
             if end - start < 1 << 16:  # small reads (indexes): a copy is cheaper than a map
                 f.seek(start)
                 return np.frombuffer(f.read(end - start), np.uint8)
@@ -171,7 +285,12 @@ class ShardReader:
             raw = self._fetch(s, -(16 * n + 4), None)
             if len(raw) != 16 * n + 4:
                 raise ValueError(f"shard of {len(raw)} bytes, shorter than its index")
+            if self.binding is not None and s < len(self.binding.shards):
+                found = int.from_bytes(raw[-4:].tobytes(), "little")
+                if found != self.binding.shards[s]:
+                    raise ValueError("not this episode's shard (its index is another's)")
             table = _checked(raw).view("<u8").reshape(n, 2)
+            self._check_table(table)
         except FileNotFoundError:
             raise ChunkError(first, last, "shard missing") from None
         except (ValueError, OSError) as e:
@@ -179,6 +298,16 @@ class ShardReader:
         with self._lock:
             self._index[s] = table
         return table
+
+    def _check_table(self, table: np.ndarray) -> None:
+        """Refuse index entries no writer makes: past any bound, or shorter than a checksum."""
+        lay = self.layout
+        most = 2 * lay.chunk * int(np.prod(lay.shape[1:])) + (1 << 16)  # worst-case expansion
+        for off, n in table.tolist():
+            if off == EMPTY and n == EMPTY:
+                continue
+            if off == EMPTY or n < 4 or n > most or off > (1 << 48):
+                raise ValueError(f"entry ({off}, {n}) out of bounds")
 
     # --- decoding ----------------------------------------------------------------------------
     def _scratch(self) -> np.ndarray:
@@ -243,6 +372,10 @@ class ShardReader:
                 raise ChunkError(
                     s * lay.shard, min((s + 1) * lay.shard, lay.shape[0]), "shard missing"
                 ) from None
+            except (ValueError, OSError) as e:
+                raise ChunkError(
+                    s * lay.shard, min((s + 1) * lay.shard, lay.shape[0]), f"shard: {e}"
+                ) from None
             if len(data) != end - start:
                 raise ChunkError(
                     cs[0] * lay.chunk,
@@ -251,7 +384,13 @@ class ShardReader:
                 )
             for c, (off, n) in zip(cs, table.tolist(), strict=True):
                 a, b = max(lo, c * lay.chunk), min(hi, (c + 1) * lay.chunk)
-                found.append((c, data[off - start : off - start + n], a, b))
+                part = data[off - start : off - start + n]
+                if self.binding is not None:
+                    crc = int.from_bytes(part[-4:].tobytes(), "little")
+                    if crc != self.binding.chunks[c]:
+                        hi_c = min((c + 1) * lay.chunk, lay.shape[0])
+                        raise ChunkError(c * lay.chunk, hi_c, "not this episode's chunk")
+                found.append((c, part, a, b))
         return found
 
     def body(self, c: int, data: np.ndarray) -> np.ndarray:

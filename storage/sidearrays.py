@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -11,7 +12,7 @@ from zarr.codecs import ZstdCodec
 from zarr.storage import MemoryStore
 
 from storage.fs import Root
-from storage.layout import OutLayout
+from storage.layout import OutLayout, check_name
 from storage.records import Versioned
 
 ARRAY_META = "zarr.json"
@@ -29,25 +30,46 @@ def write_array(
 
     `chunk` frames per chunk (default: the whole episode in one). Returns the bytes stored.
     """
+    part = lambda lo, hi: data[lo:hi]  # noqa: E731
+    return write_chunks(root, key, data.shape, data.dtype, attrs, chunk, part)
+
+
+def write_chunks(
+    root: Root,
+    key: str,
+    shape: tuple[int, ...],
+    dtype,
+    attrs: dict,
+    chunk: int | None,
+    part: Callable[[int, int], np.ndarray],
+) -> int:
+    """Write an array made chunk by chunk by `part(lo, hi)`: one chunk in memory at a time.
+
+    Each chunk is uploaded as it is encoded, `zarr.json` last, so an array cut short by an
+    error stays invisible. Returns the bytes stored.
+    """
+    n = shape[0]
+    step = min(chunk or n, max(n, 1))
     objects: dict = {}
     arr = zarr.create_array(
         store=MemoryStore(objects),
-        shape=data.shape,
-        dtype=data.dtype,
-        chunks=(min(chunk or len(data), max(len(data), 1)), *data.shape[1:]),
+        shape=shape,
+        dtype=dtype,
+        chunks=(step, *shape[1:]),
         compressors=ZstdCodec(level=3, checksum=True),
         attributes=attrs,
         zarr_format=3,
         config={"write_empty_chunks": True},
     )
-    arr[...] = data
     meta = objects.pop(ARRAY_META).to_bytes()
     root.delete(f"{key}/{ARRAY_META}")  # an old array stays invisible until rewritten whole
     stored = 0
-    for k, buf in objects.items():
-        body = buf.to_bytes()
-        root.put_bytes(f"{key}/{k}", body)
-        stored += len(body)
+    for lo in range(0, n, step):
+        arr[lo : lo + step] = part(lo, min(lo + step, n))
+        for k in [k for k in objects if k != ARRAY_META]:
+            body = objects.pop(k).to_bytes()
+            root.put_bytes(f"{key}/{k}", body)
+            stored += len(body)
     root.put_bytes(f"{key}/{ARRAY_META}", meta)
     return stored + len(meta)
 
@@ -123,7 +145,7 @@ def view_name(size: tuple[int, int]) -> str:
 
 def view_key(layout: OutLayout, name: str, episode: str) -> str:
     """Key of an episode's array in a view."""
-    return f"{layout.views}/{name}.zarr/{layout.episode_array(episode)}"
+    return f"{layout.views}/{check_name(name, 'view')}.zarr/{layout.episode_array(episode)}"
 
 
 @dataclass(frozen=True)
@@ -157,8 +179,15 @@ def record_view(layout: OutLayout, spec: ViewSpec) -> None:
     layout.root.put_json(layout.views_index, {"views": [v.to_dict() for v in views.values()]})
 
 
-def write_view(layout: OutLayout, spec: ViewSpec, episode: str, obs, sha256: str | None) -> int:
-    """Store one episode's low-res observations, (T, 3, h, w) uint8."""
+def write_view(
+    layout: OutLayout,
+    spec: ViewSpec,
+    episode: str,
+    n: int,
+    part: Callable[[int, int], np.ndarray],
+    sha256: str | None,
+) -> int:
+    """Store one episode's low-res observations, (n, 3, h, w) uint8, made a chunk at a time."""
     attrs = {
         "format_version": VIEW_FORMAT,
         "episode": episode,
@@ -166,7 +195,8 @@ def write_view(layout: OutLayout, spec: ViewSpec, episode: str, obs, sha256: str
         "method": spec.method,
         "size": [spec.height, spec.width],
     }
-    return write_array(layout.root, view_key(layout, spec.name, episode), obs, attrs, VIEW_CHUNK)
+    key, shape = view_key(layout, spec.name, episode), (n, 3, spec.height, spec.width)
+    return write_chunks(layout.root, key, shape, np.uint8, attrs, VIEW_CHUNK, part)
 
 
 def view_current(layout: OutLayout, name: str, episode: str, sha256: str | None) -> bool:

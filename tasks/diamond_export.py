@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from collections import Counter
 from dataclasses import dataclass
 
@@ -102,6 +103,7 @@ def plan_export(
         test=tuple(e.file_id for e in ids["test"]),
         revision=ds.commit,  # on the Hub: the commit read
     )
+    check_dest(ds.root, root_of(dest, options))
     _claim(root_of(dest, options), plan)
     jobs = [
         EpisodeJob(str(ds.root), dest, s, i, e.episode, e.file_id, size, length, options)
@@ -109,6 +111,24 @@ def plan_export(
         for i, e in enumerate(ids[s])
     ]
     return plan, jobs, skipped
+
+
+def check_dest(out: Root, dest: Root) -> None:
+    """Refuse a DEST that is OUT or inside it (a publish would upload it), or not writable."""
+    a, b = _where(out), _where(dest)
+    if b == a or b.startswith(a + "/"):
+        raise ExportError(
+            f"{dest}: inside the dataset {out}; choose a DEST outside it (a publish of the "
+            "dataset would upload the export)"
+        )
+    try:
+        dest.check_access(writable=True)
+    except OSError as e:
+        raise ExportError(str(e)) from None
+
+
+def _where(root: Root) -> str:
+    return os.path.realpath(root.path) if root.local else root.url.rstrip("/")
 
 
 def _claim(dest: Root, plan: ExportPlan) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -30,14 +31,18 @@ from storage.hub_repo import (
     git_blob_sha1,
     listing,
 )
+from storage.layout import check_name
 from storage.records import Versioned
 
 CARD = "README.md"
 TERMS = "LICENSE.md"
+# What csdm published here last: the only remote files a publish may ever delete.
+PUBLISHED = ".csdm-published.json"
 # what readers reach without a listing of data folders: they go in the last commit
-FINAL_KEYS = ("manifest.json", "catalog/index.json", "catalog/views.json", CARD, TERMS)
+FINAL_KEYS = ("manifest.json", "catalog/index.json", "catalog/views.json", CARD, TERMS, PUBLISHED)
 FINAL_PREFIXES = ("catalog/_", "report/")
 HASHES = ".cache/publish-hashes.json"
+_log = logging.getLogger("csdm")
 LFS_MIN = 10 << 20  # "files larger than 10MB should be tracked" by LFS or Xet, not git
 
 
@@ -76,6 +81,16 @@ class HashCache(Versioned):
     format_version = 1
     kind = "publish hash cache"
     fix = "delete it; the next publish hashes the files again"
+
+
+@dataclass(frozen=True)
+class PublishedFiles(Versioned):
+    """`.csdm-published.json` beside the dataset in the repo: the keys csdm put there."""
+
+    keys: list[str] = field(default_factory=list)
+    format_version = 1
+    kind = "publish record"
+    fix = "delete it from the repo; the next publish then deletes nothing"
 
 
 @dataclass(frozen=True)
@@ -124,7 +139,25 @@ def reader_keys(out: Root) -> dict[str, int]:
     }
 
 
-def check_publishable(out: Root, keys: dict[str, int], limits: HubLimits) -> None:
+def _check_lease(out: Root, clock: Callable[[], float]) -> None:
+    """Refuse while a run holds OUT's lease; one that expired (a crashed run) is no hold."""
+    from storage.layout import OutLayout
+    from storage.lease import Lease
+
+    key = OutLayout.lease
+    try:
+        d = out.read_json(key)
+        lease = None if d is None else Lease.from_dict(d, out.url_of(key))
+    except ValueError as e:
+        raise HubError(str(e)) from None
+    now = clock()
+    if lease is not None and lease.expires > now:
+        raise HubError(f"{out}: a csdm {lease.describe(now)} holds it; publish once it ends")
+
+
+def check_publishable(
+    out: Root, keys: dict[str, int], limits: HubLimits, clock: Callable[[], float] = time.time
+) -> None:
     """Refuse up front, in one line, what the Hub or a reader would refuse later."""
     if "manifest.json" not in keys or "catalog/index.json" not in keys:
         raise HubError(
@@ -137,8 +170,7 @@ def check_publishable(out: Root, keys: dict[str, int], limits: HubLimits) -> Non
             f"{out}: {len(pending)} episodes were committed since the last "
             f"compaction; run `csdm compact {out}` so the Hub's viewer sees them"
         )
-    if out.exists(".lease.json"):
-        raise HubError(f"{out}: a csdm run holds its lease (.lease.json); publish once it ends")
+    _check_lease(out, clock)
     if len(keys) + 1 > limits.files_per_repo:
         raise HubError(
             f"{out}: {len(keys)} files, more than the Hub's {limits.files_per_repo} per repo"
@@ -190,13 +222,20 @@ def _final(key: str) -> bool:
 
 
 def plan_publish(
-    local: dict[str, LocalFile], remote: dict[str, RemoteFile], limits: HubLimits
+    local: dict[str, LocalFile],
+    remote: dict[str, RemoteFile],
+    limits: HubLimits,
+    owned: set[str] | frozenset[str] = frozenset(),
 ) -> PublishPlan:
-    """Split the changes: new unreached objects in batches, the rest in the last commit."""
+    """Split the changes: new unreached objects in batches, the rest in the last commit.
+
+    Only `owned` keys (what csdm published there before) that the dataset no longer has are
+    deleted: a file someone else put in the repo is never touched.
+    """
     changed = [k for k, f in local.items() if k not in remote or not f.same_as(remote[k])]
     early = [k for k in changed if k not in remote and not _final(k)]
     final = [k for k in changed if k not in early]
-    deletes = sorted(k for k in remote if k not in local and k != ".gitattributes")
+    deletes = sorted(k for k in owned if k in remote and k not in local and k != PUBLISHED)
     if len(final) + len(deletes) > limits.files_per_commit:
         raise HubError(
             f"{len(final)} changed objects and {len(deletes)} deletions must land "
@@ -266,20 +305,41 @@ def check_token(target: HubTarget, token: str | None) -> str:
     return token
 
 
-def _operations(out: Root, keys: list[str], tmp: Path):
+def _operations(out: Root, keys: list[str], tmp: Path, prefix: str = ""):
     """Commit operations for `keys`: local files by path, a bucket's fetched into `tmp`."""
     from huggingface_hub import CommitOperationAdd
 
     ops = []
     for k in keys:
         if out.local:
-            ops.append(CommitOperationAdd(k, out.full(k)))
+            ops.append(CommitOperationAdd(prefix + k, out.full(k)))
         else:
             path = tmp / k
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(out.read_bytes(k))
-            ops.append(CommitOperationAdd(k, str(path)))
+            ops.append(CommitOperationAdd(prefix + k, str(path)))
     return ops
+
+
+def _owned(target: HubTarget, head: str, prefix: str) -> set[str]:
+    """The keys csdm published under `prefix` before; none if no record (or one unreadable)."""
+    from storage.hub_repo import read_range
+
+    where = f"hf://datasets/{target.repo}@{head}/{prefix}{PUBLISHED}"
+    try:
+        record = PublishedFiles.from_dict(json.loads(read_range(where)), where)
+    except (ValueError, OSError) as e:  # deleting nothing is the safe reading
+        _log.warning("%s: unreadable (%s); this publish deletes nothing", where, first_line(e))
+        return set()
+    return {k for k in record.keys if isinstance(k, str)}
+
+
+def prefix_of(under: str) -> str:
+    """`under/` for a dataset at a path inside the repo ('' at its root); each part checked."""
+    parts = [p for p in under.strip("/").split("/") if p]
+    for part in parts:
+        check_name(part, "repo folder")
+    return "".join(f"{p}/" for p in parts)
 
 
 def publish(
@@ -291,8 +351,14 @@ def publish(
     limits: HubLimits = HubLimits(),
     pacer: CommitPacer | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
+    under: str = "",
+    allow_deletions: bool = False,
 ) -> PublishSummary:
-    """Publish OUT to `target`; resumable, incremental, readers never see half of it."""
+    """Publish OUT to `target` (at folder `under` in it); resumable, incremental, atomic.
+
+    Only files an earlier publish put at the same place are ever deleted, and only once the
+    dataset is checked whole, unless `allow_deletions`.
+    """
     from importlib.metadata import version
 
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
@@ -300,6 +366,10 @@ def publish(
 
     t0 = time.perf_counter()
     out = root_of(out)
+    try:
+        prefix = prefix_of(under)
+    except ValueError as e:
+        raise HubError(f"{target}/{under}: {e}") from None
     keys = reader_keys(out)
     check_publishable(out, keys, limits)
     token = check_token(target, token)
@@ -317,6 +387,8 @@ def publish(
         CARD: render_card(target.repo, ds.manifest, Counts.of(ds.files), version("csdm")).encode(),
         TERMS: terms().encode(),
     }
+    published = PublishedFiles(sorted({*local, *made}))
+    made[PUBLISHED] = json.dumps(published.to_dict(), indent=1).encode()
     for key, data in made.items():
         local[key] = LocalFile(len(data), hashlib.sha256(data).hexdigest(), git_blob_sha1(data))
     try:
@@ -325,8 +397,12 @@ def publish(
             hf.create_branch(
                 target.repo, repo_type="dataset", branch=target.revision, exist_ok=True
             )
-        head, remote = listing(target, token)
-        plan = plan_publish(local, remote, limits)
+        head, everything = listing(target, token)
+        remote = {k[len(prefix) :]: f for k, f in everything.items() if k.startswith(prefix)}
+        owned = _owned(target, head, prefix) if head and PUBLISHED in remote else set()
+        plan = plan_publish(local, remote, limits, owned)
+        if plan.deletes and not allow_deletions:
+            _check_before_deleting(ds, target, plan.deletes)
         pacer = pacer or CommitPacer(limits.commits_per_hour)
         total = sum(plan.sizes[k] for b in [*plan.batches, plan.final] for k in b)
         sent, commits = 0, 0
@@ -334,7 +410,7 @@ def publish(
         with tempfile.TemporaryDirectory(prefix="csdm-publish-") as tmp:
             for i, batch in enumerate(plan.batches, 1):
                 pacer()
-                ops = _operations(out, batch, Path(tmp))
+                ops = _operations(out, batch, Path(tmp), prefix)
                 info = hf.create_commit(
                     target.repo,
                     ops,
@@ -348,9 +424,9 @@ def publish(
                 progress("upload", sent, total)
             if plan.final or plan.deletes:
                 pacer()
-                ops = _operations(out, [k for k in plan.final if k not in made], Path(tmp))
-                ops += [CommitOperationAdd(k, made[k]) for k in plan.final if k in made]
-                ops += [CommitOperationDelete(k) for k in plan.deletes]
+                ops = _operations(out, [k for k in plan.final if k not in made], Path(tmp), prefix)
+                ops += [CommitOperationAdd(prefix + k, made[k]) for k in plan.final if k in made]
+                ops += [CommitOperationDelete(prefix + k) for k in plan.deletes]
                 info = hf.create_commit(
                     target.repo,
                     ops,
@@ -374,6 +450,20 @@ def publish(
         len(plan.deletes),
         time.perf_counter() - t0,
     )
+
+
+def _check_before_deleting(ds, target: HubTarget, deletes: list[str]) -> None:
+    """Refuse to delete remote objects while the local dataset lacks what readers reach."""
+    from tasks.verify import reachable_problems
+
+    problems = reachable_problems(ds)
+    if problems:
+        raise HubError(
+            f"{ds.root}: {len(problems)} problem(s) in what readers reach ({problems[0]}); "
+            f"publishing would delete {len(deletes)} good object(s) from {target}. Run "
+            f"`csdm verify {ds.root} --repair` then `csdm process`, or publish with "
+            "--allow-deletions"
+        )
 
 
 def env_token() -> str | None:

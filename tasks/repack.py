@@ -15,10 +15,18 @@ from storage.commit import commit_episode, withdraw_episode
 from storage.containers import MemberRef
 from storage.diskspace import DiskFullError, is_disk_full
 from storage.episode import EpisodeFormatError, read_episode
-from storage.framestore import LEGACY_CODEC, episode_exists, stored_as, stored_bytes, write_frames
+from storage.framestore import (
+    LEGACY_CODEC,
+    episode_exists,
+    read_binding,
+    stored_as,
+    stored_bytes,
+    write_frames,
+)
 from storage.fs import Root
 from storage.layout import OutLayout
 from storage.records import EpisodeRecord
+from storage.shards import FrameBinding
 from storage.sidearrays import ACTIONS_FORMAT, write_actions
 from tasks.actions.labels import key_matrix
 from tasks.actions.targets import quantise
@@ -185,9 +193,13 @@ def _store(
     if "x" not in data or (frames_ok and stored_as(layout, ep.name) == (digest, codec)):
         # same bytes; or a crashed run put these frames in place, or the member was touched
         stored = stored_bytes(layout, ep.name)
+        kept = old and FrameBinding.from_hex(old.shard_crc32c, old.chunk_crc32c)
+        binding = kept or read_binding(layout, ep.name)
     else:
         attrs = {"episode": ep.name, "sha256": digest}
-        stored = write_frames(layout, ep.name, data["x"], attrs, codec)
+        written = write_frames(layout, ep.name, data["x"], attrs, codec)
+        stored, binding = written.stored, written.binding
+    shard_hex, chunk_hex = binding.to_hex()
 
     write_actions(layout, ep.name, data["y"], digest)
     shipped = decode_y(data["y"])
@@ -225,6 +237,8 @@ def _store(
         status="stored",
         inputs=inputs,
         frames_file=frames_file,
+        shard_crc32c=shard_hex,
+        chunk_crc32c=chunk_hex,
         **(_agreement(shipped, meta_cols) if meta_problem is None else {}),
     )
     return record

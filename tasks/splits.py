@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from storage.layout import episode_from_member
+from storage.localfile import read_text_input
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ class SplitSpec:
 def read_split_file(path: str | Path) -> SplitSpec:
     """Test episodes from a file of names, one per line (`hdf5_dm_july2021_3.hdf5` or ids)."""
     names = set()
-    for n, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    text = read_text_input(path, "split file")
+    for n, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue

@@ -46,11 +46,14 @@ def make_view(job: ViewJob) -> ViewResult:
     sha = ds.sha256(job.episode)
     if view_current(ds.layout, job.spec.name, job.episode, sha):
         return ViewResult(job.episode, "present")
+
+    def part(lo: int, hi: int):  # a chunk of frames at a time: memory bounded by the size
+        return low_res(ds.frames(job.episode, lo, hi), job.size).numpy()
+
     try:
-        frames = ds.frames(job.episode)
+        write_view(ds.layout, job.spec, job.episode, ds.n_frames(job.episode), part, sha)
     except CorruptFramesError as e:
         return ViewResult(job.episode, "failed", str(e))
-    write_view(ds.layout, job.spec, job.episode, low_res(frames, job.size).numpy(), sha)
     return ViewResult(job.episode, "written")
 
 

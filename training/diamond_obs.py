@@ -42,12 +42,29 @@ def low_res(frames: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     return out
 
 
+# What one resize step may hold: RESIZE_FRAMES float32 frames at the target size, in and out
+# and one temporary. Views and exports work a step at a time, whatever the episode's length.
+STEP_MEMORY = 2 << 30
+
+
+def step_bytes(size: tuple[int, int]) -> int:
+    """Memory of one resize step at `size` (the bound `parse_size` checks)."""
+    return RESIZE_FRAMES * 3 * size[0] * size[1] * 4 * 3
+
+
 def parse_size(text: str) -> tuple[int, int]:
-    """`"30x56"` to (30, 56): height by width, each 1..4096."""
+    """`"30x56"` to (30, 56): height by width, each 1..4096, within the step's memory bound."""
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise ValueError(f"size {text!r} is not HEIGHTxWIDTH, e.g. 30x56") from None
     if not (0 < h <= 4096 and 0 < w <= 4096):
         raise ValueError(f"size {text!r}: height and width must be 1..4096")
+    if step_bytes((h, w)) > STEP_MEMORY:
+        most = STEP_MEMORY // step_bytes((1, 1))
+        raise ValueError(
+            f"size {text!r}: resizing {RESIZE_FRAMES} frames at a time would need "
+            f"{step_bytes((h, w)) / 2**30:.1f} GiB, more than the {STEP_MEMORY >> 30} GiB bound; "
+            f"choose at most {most:,} pixels (e.g. 480x832)"
+        )
     return h, w

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from storage.dataset import open_dataset
+from storage.dataset import CorruptFramesError, open_dataset
 from storage.metrics import SEED_ACCURACIES
 from storage.run import CONFIG_FORMAT, MetricsLog, read_metrics, run_root, write_config
 from training.actions import DEFAULT
@@ -312,7 +312,7 @@ def train(
         gen.set_state(ckpt.rng[rank]["gen"])
         if cuda and ckpt.rng[rank].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt.rng[rank]["cuda"])
-    corrupt_windows, corrupt_eps = 0, set()
+    corrupt_windows, corrupt_eps, empty_run = 0, set(), 0
     while step < cfg.steps:
         batch = next(batches)
         epoch, bidx = int(batch.pop("epoch")), int(batch.pop("batch"))
@@ -329,8 +329,16 @@ def train(
         if len(batch["keys"]) == 0:  # every window was corrupt: no step on this batch
             if world > 1:
                 raise RuntimeError(f"{data}: a whole batch was corrupt on rank {rank}")
+            empty_run += 1
+            if empty_run >= max(1, stream.batches_per_epoch):  # a whole epoch of nothing
+                raise CorruptFramesError(
+                    f"{data}: no good episode left to train on ({len(corrupt_eps)} skipped as "
+                    f"corrupt: {', '.join(sorted(corrupt_eps)[:5])}); `csdm verify {data} "
+                    "--repair`, then `csdm process`"
+                )
             state = _next_state(state, epoch, bidx, stream.batches_in(epoch))
             continue
+        empty_run = 0
         batch = to_device(batch, device)
         targets = make_targets(batch, cfg.loss)
         frames = augment(batch["frames"], gen) if cfg.augment else batch["frames"]

@@ -28,7 +28,7 @@ def test_round_trip_and_layout(tmp_path: Path) -> None:
     np.testing.assert_array_equal(arr[:], fr)
     files = [p for p in (tmp_path / "frames.zarr/dm_x_1").rglob("*") if p.is_file()]
     assert sorted(p.name for p in files) == ["0", "zarr.json"]
-    assert stored == sum(p.stat().st_size for p in files)
+    assert stored.stored == sum(p.stat().st_size for p in files)
 
 
 def test_window_reads_decode_only_the_chunks_they_touch(tmp_path: Path, monkeypatch) -> None:

@@ -101,7 +101,7 @@ def test_verify_lists_bad_episodes_and_repair_lets_process_restore_them(
     r = runner.invoke(app, ["verify", str(copy)])
     assert r.exit_code == 1
     assert f"bad {VICTIM}: frames 0-15:" in r.output
-    assert "bad dm_july2021_5: 4 chunk(s) missing" in r.output
+    assert "bad dm_july2021_5: frames 0-59: shard missing" in r.output
     assert "8 episode(s), 480 frames checked: 2 bad" in r.output
     r = runner.invoke(app, ["verify", str(copy), "--episodes", "dm_july2021_1"])
     assert r.exit_code == 0 and "1 episode(s), 60 frames checked: 0 bad" in r.output

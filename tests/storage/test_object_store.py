@@ -13,7 +13,8 @@ import pytest
 from storage.containers import MemberRef, iter_container
 from storage.dataset import connect_catalog, open_dataset
 from storage.episode import read_episode
-from storage.fs import Root, StorageAccessError, parse_options
+from storage.fs import Root, StorageAccessError
+from storage.fs_options import parse_options
 from storage.layout import OutLayout
 from storage.lease import DatasetLease, LeaseHeldError
 from tasks.params import ProcessParams

@@ -15,7 +15,7 @@ from storage import framestore
 from storage.codecs import FRAME_CODECS, PredictorCodec
 from storage.framestore import ensure_store, open_frames, write_frames
 from storage.layout import OutLayout
-from storage.shards import ChunkError, ShardLayout, ShardReader
+from storage.shards import ChunkError, LayoutError, ShardLayout, ShardReader
 from storage.unpredict import undo_predictor
 from tasks.synth.frames import render
 from tasks.synth.players import simulate
@@ -97,8 +97,19 @@ def test_damage_names_the_chunk_or_shard(frames, tmp_path, monkeypatch) -> None:
 
 
 def test_arrays_this_reader_does_not_know_are_left_to_zarr() -> None:
-    assert ShardLayout.parse({}) is None
-    assert ShardLayout.parse({"codecs": [{"name": "bytes"}]}) is None
+    meta = {
+        "shape": [10, 2, 2, 3],
+        "chunk_grid": {"configuration": {"chunk_shape": [5, 2, 2, 3]}},
+        "codecs": [{"name": "bytes"}],
+    }
+    assert ShardLayout.parse(meta) is None
+
+
+def test_geometry_no_csdm_array_has_is_refused_before_any_read() -> None:
+    with pytest.raises(LayoutError, match="lacks its geometry"):
+        ShardLayout.parse({})
+    with pytest.raises(LayoutError, match="not an object"):
+        ShardLayout.parse([1, 2])
 
 
 @settings(max_examples=60, deadline=None)

@@ -14,7 +14,7 @@ import yaml
 
 from storage.dataset import DatasetFormatError, open_dataset
 from storage.hub_repo import HubError, parse_target
-from tasks.publish import CommitPacer, HubLimits, publish
+from tasks.publish import PUBLISHED, CommitPacer, HubLimits, publish
 from tests.conftest import process_plain
 from tests.hub_server import FakeHub
 
@@ -60,7 +60,7 @@ def test_publish_read_back_republish_refresh_and_readers_mid_publish(
     assert not [k for k in files if k.startswith(".cache") or k.endswith(".tmp")]
     assert {"README.md", "LICENSE.md", "manifest.json", "catalog/index.json"} <= set(files)
     for key, data in files.items():  # every object bit-exact
-        if key not in ("README.md", "LICENSE.md", ".gitattributes"):
+        if key not in ("README.md", "LICENSE.md", ".gitattributes", PUBLISHED):
             assert data == (out / key).read_bytes(), key
     # the objects that commit the dataset came in the last commit, after every frame
     last = hub.commits[-1]
@@ -100,7 +100,7 @@ def test_publish_read_back_republish_refresh_and_readers_mid_publish(
     shard = (out / "frames.zarr" / "dm_july2021_1" / "c").rglob("*")
     assert not {hashlib.sha256(p.read_bytes()).hexdigest() for p in shard if p.is_file()} & uploaded
     assert s2.unchanged > 0 and s2.uploaded < len(_head_files(hub))
-    assert set(_head_files(hub)) - {".gitattributes", "README.md", "LICENSE.md"} == {
+    assert set(_head_files(hub)) - {".gitattributes", "README.md", "LICENSE.md", PUBLISHED} == {
         p.relative_to(out).as_posix()
         for p in out.rglob("*")
         if p.is_file() and ".cache" not in p.parts and not p.name.startswith(".")
