@@ -11,20 +11,28 @@ class DiskFullError(OSError):
     """No space left where csdm writes: the run stops with this one line."""
 
     def __init__(self, path: str | Path, needed: int | None = None, free: int | None = None):
-        need = f"; about {needed / 1e9:.2f} GB more is needed" if needed else ""
-        have = f" ({free / 1e9:.2f} GB free)" if free is not None else ""
+        need = f"; at least {human_bytes(needed)} more is needed" if needed else ""
+        have = f" ({human_bytes(free)} free)" if free is not None else ""
         super().__init__(
             errno.ENOSPC,
-            f"{path}: no space left on the device{have}{need}; free space or choose another "
-            "OUT, then re-run: finished episodes are kept",
+            f"{path}: no space left on the device{have}{need}; free space or write "
+            "elsewhere, then re-run: finished work is kept",
         )
-        self.path, self.needed = str(path), needed
+        self.path, self.needed, self.free = str(path), needed, free
 
     def __str__(self) -> str:
         return self.strerror
 
     def __reduce__(self):  # crosses process boundaries (Dask workers) intact
-        return type(self), (self.path, self.needed)
+        return type(self), (self.path, self.needed, self.free)
+
+
+def human_bytes(n: int) -> str:
+    """`n` bytes in words a person reads at a glance: 512 B, 1.5 MB, 3.2 GB."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
 
 
 def is_disk_full(e: BaseException) -> bool:

@@ -453,13 +453,20 @@ class _Upload:
 
 
 def _probe_local(path: str, url: str) -> None:
-    """Create the folder if needed and write a probe in it: a read-only mount fails here."""
+    """Write a probe in the folder (made for it, then removed): a read-only mount fails here."""
+    made = []
     try:
+        p = path
+        while not os.path.exists(p):
+            made.append(p)
+            p = os.path.dirname(p)
         os.makedirs(path, exist_ok=True)
         probe = os.path.join(path, f".csdm-probe-{uuid.uuid4().hex[:8]}")
         with open(probe, "wb"):
             pass
         os.unlink(probe)
+        for p in made:  # the run makes them again when it writes; a refused run leaves none
+            os.rmdir(p)
     except OSError as e:
         if is_disk_full(e):
             raise DiskFullError(url, 0) from None

@@ -19,7 +19,7 @@ from typing import ClassVar
 
 from storage.fs import Root
 from storage.layout import OutLayout
-from storage.records import Versioned
+from storage.records import FormatError, Versioned
 
 LEASE_VERSION = 1
 TTL_SECONDS = 120.0
@@ -88,7 +88,13 @@ class DatasetLease:
 
     def _read(self) -> tuple[Lease | None, str | None]:
         data, stamp = self.layout.root.read_stamped(self.layout.lease)
-        return (None if data is None else Lease.from_dict(json.loads(data), self._where)), stamp
+        if data is None:
+            return None, stamp
+        try:
+            d = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise FormatError(f"{self._where}: not valid JSON ({e}); {Lease.fix}") from None
+        return Lease.from_dict(d, self._where), stamp
 
     def _current(self) -> Lease | None:
         return self._read()[0]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import random
 import shutil
 import time
 import uuid
@@ -44,6 +45,13 @@ LEASE_WAIT = 120.0  # seconds a registration waits for another one
 
 class RegistryError(ValueError):
     """A registry, version or file that is missing or fails verification."""
+
+
+class HeadMovedError(RegistryError):
+    """A commit whose parent is no longer the head: another writer landed first."""
+
+
+HEAD_RETRIES = 5  # registers retried when the Hub's head moved under them
 
 
 def file_entry(path: Path) -> dict:
@@ -286,18 +294,38 @@ class RootSite:
             )
 
     def fetch(self, version_key: str, tag: str, dest: Path) -> None:
-        """Copy each object of the version."""
-        for name in self.root.list(version_key):
-            (dest / name).write_bytes(self.root.read_bytes(f"{version_key}/{name}"))
+        """Copy the version's manifest, then each file it lists: nothing planted beside them."""
+        raw = self.read(f"{version_key}/{MANIFEST}")
+        if raw is None:
+            raise RegistryError(f"{self.url(f'{version_key}/{MANIFEST}')}: missing")
+        (dest / MANIFEST).write_bytes(raw)
+        for name in listed_files(raw, self.url(f"{version_key}/{MANIFEST}")):
+            data = self.read(f"{version_key}/{name}")
+            if data is None:
+                where = self.url(f"{version_key}/{name}")
+                raise RegistryError(f"{where}: listed in {MANIFEST} but missing")
+            (dest / name).write_bytes(data)
+
+
+def listed_files(raw: bytes, where: str) -> list[str]:
+    """The file names a version's manifest lists; one unsafe or nested name refuses it all."""
+    try:
+        names = list(json.loads(raw)["files"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise RegistryError(f"{where}: unreadable ({e})") from None
+    bad = [n for n in names if not isinstance(n, str) or _unsafe(n) or "/" in n]
+    if bad:
+        raise RegistryError(f"{where}: lists an unsafe path {bad[0]!r}")
+    return [n for n in names if n != MANIFEST]
 
 
 class Registry:
     """One model's versions and aliases, wherever the registry lives."""
 
-    def __init__(self, site: Site, name: str) -> None:
+    def __init__(self, site: Site, name: str, sleep=time.sleep) -> None:
         if not name or "/" in name or name.startswith("."):
             raise RegistryError(f"{name!r}: a model name is one path component")
-        self.site, self.name = site, name
+        self.site, self.name, self.sleep = site, name, sleep
 
     def _where(self) -> str:
         return self.site.url(self.name)
@@ -342,6 +370,19 @@ class Registry:
         """Store a verified export (a folder or URL) as the next version; optionally alias it."""
         check_alias(alias)
         payload = export_payload(export)
+        for attempt in range(HEAD_RETRIES):
+            try:
+                return self._register(payload, alias, evaluation)
+            except HeadMovedError:  # another register landed first: read its index again
+                if attempt == HEAD_RETRIES - 1:
+                    raise RegistryError(
+                        f"{self.site.url()}: {HEAD_RETRIES} other writers landed first; "
+                        "register again"
+                    ) from None
+                self.sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+    def _register(self, payload: dict, alias: str | None, evaluation: dict | None) -> Version:
         d = json.loads(payload[DESCRIPTOR])
         model_sha = d["files"][d["model"]]["sha256"]
         with self.site.exclusive():
@@ -409,7 +450,12 @@ class Registry:
         tmp.mkdir()
         try:
             self.site.fetch(f"{self.name}/v{n}", f"{self.name}-v{n}", tmp)
-            verify_version(tmp, want)
+            try:
+                verify_version(tmp, want)
+            except RegistryError as e:  # name the registry's copy, not our temporary one
+                raise RegistryError(
+                    str(e).replace(str(tmp), self.site.url(f"{self.name}/v{n}"))
+                ) from None
             commit_file(tmp, dest)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

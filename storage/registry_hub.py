@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from storage.registry import MANIFEST, RegistryError
+from storage.registry import MANIFEST, HeadMovedError, RegistryError, listed_files
 
 
 class HubSite:
@@ -69,11 +69,18 @@ class HubSite:
     def commit(self, files: dict[str, bytes], message: str, tag: str | None) -> None:
         """All the files in one commit on the pinned head, then the version's tag."""
         from huggingface_hub import CommitOperationAdd
+        from huggingface_hub.errors import HfHubHTTPError
 
         ops = [CommitOperationAdd(k, data) for k, data in files.items()]
-        done = self.api.create_commit(
-            self.repo, ops, commit_message=message, parent_commit=self._head
-        )
+        try:
+            done = self.api.create_commit(
+                self.repo, ops, commit_message=message, parent_commit=self._head
+            )
+        except HfHubHTTPError as e:
+            status = getattr(e.response, "status_code", None)
+            if status in (409, 412):  # the parent is no longer the head
+                raise HeadMovedError(f"{self.url()}: the head moved") from None
+            raise
         self._head = done.oid
         if tag:
             self.api.create_tag(self.repo, tag=tag, revision=done.oid)
@@ -98,6 +105,10 @@ class HubSite:
             src = Path(tmp) / version_key
             if not (src / MANIFEST).is_file():
                 raise RegistryError(f"{self.url(version_key)}: no {MANIFEST} at tag {tag}")
-            for f in src.iterdir():
-                if f.is_file():
-                    (dest / f.name).write_bytes(f.read_bytes())
+            raw = (src / MANIFEST).read_bytes()
+            (dest / MANIFEST).write_bytes(raw)
+            for name in listed_files(raw, self.url(f"{version_key}/{MANIFEST}")):
+                if not (src / name).is_file():
+                    where = self.url(f"{version_key}/{name}")
+                    raise RegistryError(f"{where}: listed in {MANIFEST} but missing")
+                (dest / name).write_bytes((src / name).read_bytes())

@@ -53,7 +53,15 @@ def read_metrics(run: str | os.PathLike | Root) -> list[dict]:
     except FileNotFoundError:
         return []
     where = run.url_of(METRICS)
-    return [_row_version(json.loads(x), where) for x in text.splitlines() if x.strip()]
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except ValueError as e:
+                raise ValueError(f"{where}:{n}: not a JSON row ({e})") from None
+            rows.append(_row_version(row, where))
+    return rows
 
 
 class MetricsLog:

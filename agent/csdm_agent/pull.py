@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -42,21 +43,47 @@ class RegistrySource:
             try:
                 with urllib.request.urlopen(req, timeout=60) as r:
                     return r.read()
+            except urllib.error.HTTPError as e:
+                raise VerificationError(f"{url}: {_http_reason(e, self.name)}") from None
             except OSError as e:
                 raise VerificationError(f"{url}: cannot download ({e})") from e
+        if "://" in self.registry:
+            raise VerificationError(
+                f"{self.registry}: the agent pulls from a folder or hf://owner/repo only; "
+                "download this registry's version with `csdm` on another machine"
+            )
+        if not Path(self.registry).is_dir():
+            raise VerificationError(f"{self.registry}: no such registry folder")
         path = Path(self.registry) / self.name / rel
         try:
             return path.read_bytes()
+        except FileNotFoundError:
+            raise VerificationError(
+                f"{path}: missing (is {self.name!r} registered here?)"
+            ) from None
         except OSError as e:
             raise VerificationError(f"{path}: cannot read ({e})") from e
 
     def index(self) -> dict:
         """The model's version list and aliases, checked to be well formed."""
+        raw = self.read(INDEX)  # its own message: missing folder, token, repo or model
         try:
-            index = json.loads(self.read(INDEX))
+            index = json.loads(raw)
         except (ValueError, RecursionError):
             raise VerificationError(f"{self.registry}: {self.name}/{INDEX} is not JSON") from None
         return _checked(index, f"{self.registry}: {self.name}/{INDEX}")
+
+
+def _http_reason(e, name: str) -> str:
+    """What a Hub's HTTP error means for a pull, from its status and error code."""
+    code = (e.headers.get("X-Error-Code") or "") if e.headers else ""
+    if e.code in (401, 403):
+        return f"HTTP {e.code}: HF_TOKEN is missing, wrong or may not read this repo"
+    if code == "RepoNotFound":
+        return "no such repo (or HF_TOKEN may not see it)"
+    if code in ("EntryNotFound", "RevisionNotFound") or e.code == 404:
+        return f"not found (is {name!r} registered in this repo?)"
+    return f"HTTP {e.code} ({e.reason})"
 
 
 def _checked(index: object, where: str) -> dict:

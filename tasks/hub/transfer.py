@@ -24,6 +24,7 @@ from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import build_hf_headers, http_stream_backoff
 
+from storage.diskspace import human_bytes
 from storage.fs import Root, root_of
 from storage.localfile import commit_file
 from storage.records import IngestManifest
@@ -206,7 +207,7 @@ def check_disk(dest: Path, files: list[HubFile]) -> int:
     free = shutil.disk_usage(dest).free
     if need > free:
         raise IngestError(
-            f"{dest}: needs {need / 1e9:.2f} GB more, only {free / 1e9:.2f} GB free; free "
+            f"{dest}: needs {human_bytes(need)} more, only {human_bytes(free)} free; free "
             "space, choose fewer files (--include/--subset) or another --dest"
         )
     return need
