@@ -330,3 +330,13 @@ def test_a_view_size_beyond_the_memory_bound_is_refused_up_front(copy: Path) -> 
     r = CliRunner().invoke(app, ["views", str(copy), "--size", "4096x4096"])
     assert r.exit_code == 2 and "GiB bound" in r.output and "Traceback" not in r.output
     assert not (copy / "views").exists()
+
+
+def test_a_truncated_json_file_names_itself(tmp_path: Path) -> None:
+    from storage.fs import CorruptFileError
+
+    (tmp_path / "manifest.json").write_text('{"format_version": 3, "sour')
+    with pytest.raises(CorruptFileError, match=rf"{tmp_path}/manifest.json: not valid JSON"):
+        Root(str(tmp_path)).read_json("manifest.json")
+    r = CliRunner().invoke(app, ["query", str(tmp_path), "select 1"])
+    assert r.exit_code == 2 and "manifest.json: not valid JSON" in r.output
