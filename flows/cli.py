@@ -25,6 +25,7 @@ from flows.cli_common import (
     console,
     quality_options,
     report,
+    report_source_facts,
 )
 from flows.cli_errors import fail, hide_expected_tracebacks
 from flows.cli_options import StorageOptions, storage_options
@@ -223,6 +224,13 @@ def process(
             "(rewritten only for a new --codec)."
         ),
     ] = False,
+    retry_defects: Annotated[
+        bool,
+        typer.Option(
+            help="Read again the members recorded as source defects (by default they are "
+            "named in every run, not retried)."
+        ),
+    ] = False,
     quality: dict | None = None,
     codec: Codec = DEFAULT_CHOICE,
     storage_option: StorageOptions = None,
@@ -249,6 +257,7 @@ def process(
                 show_progress=True,
                 reprocess=reprocess,
                 storage_options=options,
+                retry_defects=retry_defects,
             )
     table = Table(title=f"processed {src} -> {out}")
     for col in (
@@ -278,6 +287,7 @@ def process(
     _listed("redone (inputs changed)", summary.redone_episodes, "")
     _listed("metadata file unusable", summary.metadata_failures, "")
     _listed("failed", summary.failures, "see reject_reason in the files table (csdm query)")
+    report_source_facts(summary)
     report.print(
         f'try: csdm query {out} "select dataset, split, count(*) from frames group by all"'
     )

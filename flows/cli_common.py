@@ -140,3 +140,14 @@ def _listed(what: str, lines: tuple[str, ...], more: str) -> None:
         out.print(f"  {what}: {escape(line)}", highlight=False, soft_wrap=True)
     if len(lines) > _SHOW_REJECTED:
         out.print(f"  ... and {len(lines) - _SHOW_REJECTED} more {what}; {more}".rstrip("; "))
+
+
+def report_source_facts(summary) -> None:
+    """Name every known source defect and duplicate, each run: none is ever silent."""
+    _listed("source defect", summary.defects, "not retried (--retry-defects re-reads them)")
+    _listed("duplicate", summary.duplicates, "catalogued with duplicate_of, stored once")
+    if summary.defects or summary.duplicates:
+        report.print(
+            f"{len(summary.defects)} source defect(s) and {len(summary.duplicates)} duplicate "
+            "recording(s) of the published data: recorded once, not failures"
+        )

@@ -62,6 +62,7 @@ def export_diamond(
     from storage.diamond_layout import (
         SplitFileError,
         default_test_split,
+        diamond_records,
         parse_test_split,
         select_episodes,
     )
@@ -81,7 +82,7 @@ def export_diamond(
         parse_test_split(default_test_split() if text is None else text, source)
         ds = open_dataset(out, options)
         check_dest(ds.root, Root(dest, options))
-        if not select_episodes(ds.state.committed.values(), kept_only):
+        if not select_episodes(diamond_records(ds.state), kept_only):
             raise ExportError(
                 f"{out}: no {'kept ' if kept_only else ''}scraped dust2 episodes "
                 "(hdf5_dm_july2021_<n>.hdf5 from hdf5_dm_july2021_<a>_to_<b>.tar)"

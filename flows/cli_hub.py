@@ -17,6 +17,7 @@ from flows.cli_common import (
     console,
     quality_options,
     report,
+    report_source_facts,
 )
 from flows.cli_errors import fail, hide_expected_tracebacks
 from flows.cli_options import StorageOptions, storage_options
@@ -144,6 +145,13 @@ def pipeline(
         str | None,
         typer.Option(help="Then publish to this Hub dataset repo (hf://datasets/ORG/NAME)."),
     ] = None,
+    retry_defects: Annotated[
+        bool,
+        typer.Option(
+            help="Read again the archives and members recorded as source defects (by default "
+            "they are named in every run, not retried)."
+        ),
+    ] = False,
 ) -> None:
     """Download and process as one stream: each tar is processed as soon as it is verified."""
     options = storage_options(storage_option)
@@ -186,11 +194,13 @@ def pipeline(
                     storage_options=options,
                     stream=stream,
                     publish_to=publish_to or "",
+                    retry_defects=retry_defects,
                 )
             except IngestError as e:
                 fail(str(e))
     report.print(" ".join(f"{k}={v}" for k, v in result.counts.items()), soft_wrap=True)
     _listed("failed", result.failures, "see files.parquet")
+    report_source_facts(result)
     if result.published is not None:
         p = result.published
         report.print(

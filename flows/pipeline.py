@@ -77,6 +77,7 @@ def pipeline_flow(
     storage_options: dict[str, str] | None = None,
     stream: bool = False,
     publish_to: str = "",
+    retry_defects: bool = False,
 ) -> PipelineSummary:
     """Ingest and process as one stream; `source` processes a local tree instead of the Hub.
 
@@ -107,6 +108,8 @@ def pipeline_flow(
             `delete_sources` do not apply.
         publish_to: A Hub dataset repo (hf://datasets/ORG/NAME) to publish to after
             processing, when no episode failed; empty: none.
+        retry_defects: Read again the archives and members recorded as source defects of
+            the published data (by default they are named in every run, not retried).
 
     """
     params = params or ProcessParams()
@@ -114,9 +117,11 @@ def pipeline_flow(
     if source:
         runner = dask_runner(workers or None, scheduler or None)
         summary = process_flow.with_options(task_runner=runner)(
-            source, out, params, show_progress, storage_options=options
+            source, out, params, show_progress, storage_options=options, retry_defects=retry_defects
         )
-        done = PipelineSummary(summary.counts(), tuple(summary.failures))
+        done = PipelineSummary(
+            summary.counts(), tuple(summary.failures), None, summary.defects, summary.duplicates
+        )
         return _published(done, out, publish_to, options)
     t0 = time.monotonic()
     out_root = Root(out, options)
@@ -131,8 +136,12 @@ def pipeline_flow(
         done_containers = PipelineState.read(
             out_root.read_json(layout.pipeline_state), out_root.url_of(layout.pipeline_state)
         )
-        metadata, containers = archives_to_do(plan, done_containers, 0 if stream else max_disk)
         state = load_state(layout)
+        if retry_defects:  # archives holding a defect are read again
+            redo = {r.container for r in state.defects()}
+            for path in [p for p in done_containers.done if any(c.endswith(p) for c in redo)]:
+                done_containers.done.pop(path)
+        metadata, containers = archives_to_do(plan, done_containers, 0 if stream else max_disk)
         dask = dask_runner(workers or None, scheduler or None)
         starting = ThreadPoolExecutor(1).submit(dask.__enter__)
         mapper = lambda: (starting.result(), PrefectMapper(dask))[1]  # noqa: E731
@@ -169,6 +178,7 @@ def pipeline_flow(
                     mapper,
                     max_disk,
                     delete_sources,
+                    retry_defects,
                 )
                 records, extra = _download(run, metadata, containers, transfers, endpoint)
         summary = write_catalog(
@@ -226,4 +236,6 @@ def _finish(
     }
     create_table_artifact(key="pipeline-summary", table=[result])
     get_run_logger().info("pipeline summary: %s", result)
-    return PipelineSummary(result, tuple(summary.failures))
+    return PipelineSummary(
+        result, tuple(summary.failures), None, summary.defects, summary.duplicates
+    )

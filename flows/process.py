@@ -55,10 +55,10 @@ def prepare_metadata_task(meta_path, layout, thresholds):
 
 
 @task(name="repack-episode", retries=1, retry_delay_seconds=2)  # idempotent: resumes
-def repack_task(src, out, meta, split, quality, old) -> EpisodeRecord:
+def repack_task(src, out, meta, split, quality, old, twins=None) -> EpisodeRecord:
     """Store one episode's frames and catalog rows; a full disk is returned, not raised."""
     try:
-        return repack_episode(src, out, meta, split, quality, old)
+        return repack_episode(src, out, meta, split, quality, old, twins=twins)
     except DiskFullError as e:  # a value, so the run stops with one line, not a traceback
         return e
 
@@ -70,10 +70,10 @@ def prepare_hub_metadata_task(plan, f, layout, thresholds, endpoint):
 
 
 @task(name="stream-archive", retries=1, retry_delay_seconds=2)  # a crash streams it again
-def stream_task(plan, f, out, meta, params, old, endpoint) -> StreamResult:
+def stream_task(plan, f, out, meta, params, old, endpoint, twins=None) -> StreamResult:
     """Stream one archive from the Hub into OUT; a full disk is returned, not raised."""
     try:
-        return stream_container(plan, f, out, meta, params, old, endpoint)
+        return stream_container(plan, f, out, meta, params, old, endpoint, twins=twins)
     except DiskFullError as e:
         return e
 
@@ -177,6 +177,7 @@ def process_flow(
     show_progress: bool = False,
     reprocess: bool = False,
     storage_options: dict[str, str] | None = None,
+    retry_defects: bool = False,
 ) -> RunSummary:
     """Repack every episode of `src` into `out`; resumable, one Dask task per episode.
 
@@ -189,6 +190,8 @@ def process_flow(
         reprocess: Accept parameters other than OUT's: episodes are re-judged, frames kept.
         storage_options: Non-secret fsspec options (endpoint_url, region, ...); secrets come
             from the environment, since flow parameters are stored by the Prefect server.
+        retry_defects: Read again the members recorded as source defects (the published
+            bytes are not episodes; by default they are named, not retried).
 
     """
     options = dict(storage_options or {})
@@ -201,6 +204,7 @@ def process_flow(
             PrefectMapper(),
             reprocess=reprocess,
             progress=progress,
+            retry_defects=retry_defects,
         )
     finally:
         close()

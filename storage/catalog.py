@@ -106,6 +106,7 @@ FILES_SCHEMA = pa.schema(
         pa.field("agree_keys", pa.float64()),
         pa.field("agree_clicks", pa.float64()),
         pa.field("agree_mouse", pa.float64()),
+        pa.field("duplicate_of", pa.string()),  # the twin whose bytes these equal
     ]
 )
 

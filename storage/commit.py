@@ -29,6 +29,7 @@ PART_ROWS = 500_000  # frames rows per compacted file: ~12 files for the full da
 FETCH_BATCH = 256  # per-episode files read at once while compacting
 MAX_PARTS = 32  # beyond this many, compaction rewrites every part into fresh ones
 COMPACT_SCHEMA = FILES_SCHEMA.append(pa.field("record", pa.string()))
+UNSTORED = ("failed", "defect", "duplicate")  # statuses remembered in `_failed/` until stored
 
 
 def failure_key(r: EpisodeRecord) -> str:
@@ -62,10 +63,18 @@ class CatalogState:
         return out
 
     def failures(self) -> list[EpisodeRecord]:
-        """Failed attempts of episodes (and members) not committed or resolved since."""
+        """Unstored episodes and members (failures, source defects, duplicates) until stored."""
         merged = {**self.compacted_failed, **self.failed}
         done = self.committed
-        return [r for r in merged.values() if r.episode not in done and r.status == "failed"]
+        return [r for r in merged.values() if r.episode not in done and r.status in UNSTORED]
+
+    def defects(self) -> list[EpisodeRecord]:
+        """Source defects: members of the published data that are not episodes."""
+        return [r for r in self.failures() if r.status == "defect"]
+
+    def duplicates(self) -> list[EpisodeRecord]:
+        """Episodes whose source bytes equal an earlier one's (`duplicate_of`)."""
+        return [r for r in self.failures() if r.status == "duplicate"]
 
     def files_table(self) -> pa.Table:
         """The `files` table: one row per committed episode and per remembered failure."""

@@ -48,6 +48,8 @@ class MemberRef:
     options: dict = field(default_factory=dict, compare=False, hash=False)  # storage options
     # a streamed member: the container's (size, checksum) as listed, instead of asking it
     listed: tuple[int, str] | None = None
+    crc32: int | None = None  # a zip member's CRC-32 as the archive records it
+    verified: bool = False  # its archive's bytes matched the publisher's sha256
 
     @property
     def label(self) -> str:
@@ -58,6 +60,11 @@ class MemberRef:
     def name(self) -> str:
         """Base name of the file or member."""
         return PurePosixPath(self.member or self.container).name
+
+    @property
+    def vouched(self) -> bool:
+        """Whether its bytes can be checked against the publisher's (a CRC, a verified archive)."""
+        return self.verified or self.crc32 is not None
 
     @property
     def _file(self) -> Root:
@@ -257,6 +264,7 @@ def iter_zip(archive: Root) -> Iterator[MemberRef | UnsafeMemberError]:
                 info.file_size,
                 compressed=not stored,
                 options=archive.options,
+                crc32=info.CRC,
             )
 
 

@@ -120,17 +120,28 @@ class DiamondEpisode:
     n_frames: int
 
 
-def select_episodes(records, kept_only: bool = False) -> list[DiamondEpisode]:
-    """DIAMOND's selection from committed `EpisodeRecord`s: every scraped-tar episode, by number.
+def diamond_records(state) -> list:
+    """What DIAMOND reads of a dataset: every stored episode, and each duplicate recording.
 
-    With `kept_only`, only the episodes csdm's quality verdicts keep.
+    DIAMOND exports both twins of a byte-identical pair, so a duplicate stays in its files,
+    read from its twin's stored frames; `kept_only` leaves it out (it is never kept).
+    """
+    return [*state.committed.values(), *state.duplicates()]
+
+
+def select_episodes(records, kept_only: bool = False) -> list[DiamondEpisode]:
+    """DIAMOND's selection from `diamond_records`: every scraped-tar episode, by number.
+
+    With `kept_only`, only the episodes csdm's quality verdicts keep. A duplicate is read
+    from its twin's frames.
     """
     chosen = {}
     for r in records:
         fid = file_id(r.container, r.file_num) if r.dataset == SCRAPED else None
         if fid is None or (kept_only and not r.keep):
             continue
-        chosen.setdefault(fid, DiamondEpisode(fid, r.episode, r.file_num, r.n_frames or 0))
+        source = r.duplicate_of or r.episode
+        chosen.setdefault(fid, DiamondEpisode(fid, source, r.file_num, r.n_frames or 0))
     # DIAMOND sorts by the number after the last "_"; ties keep their folder's order
     return sorted(chosen.values(), key=lambda e: (e.file_num, e.file_id))
 

@@ -82,12 +82,16 @@ class EpisodeRecord(Versioned):
     counters: dict[str, int] | None = None
     keep: bool = False
     reject_reason: str | None = None
-    status: str = "failed"  # stored | failed | resolved (forgets a failure; never in `files`)
+    # stored | failed (retried) | defect (the published bytes, never retried by default) |
+    # duplicate (the same bytes as `duplicate_of`, not stored again) | resolved (forgets a
+    # failure; never in `files`)
+    status: str = "failed"
     agree_keys: float | None = None
     agree_clicks: float | None = None
     agree_mouse: float | None = None
     inputs: dict | None = None  # what it was built from (tasks.repack.episode_inputs)
     frames_file: str | None = None  # key of its frames rows in the catalog
+    duplicate_of: str | None = None  # the earlier episode whose source bytes these equal
     shard_crc32c: str | None = None  # FrameBinding: each shard index's crc32c, 8 hex digits each
     chunk_crc32c: str | None = None  # and each chunk's; None in records of version 1
     skipped: bool = field(default=False, compare=False)  # complete before this run, same inputs
@@ -119,6 +123,7 @@ class Manifest(Versioned):
     parameters: dict  # ProcessParams, quality limits among them
     revision: str | None = None  # the Hub commit, when from the Hub
     updated: str = ""
+    frame_rate: int = 16  # frames per second as recorded (docs/format.md "What the data is")
     format_version: ClassVar[int] = MANIFEST_VERSION
     kind: ClassVar[str] = "dataset"
     fix: ClassVar[str] = "re-run `csdm process` into a new OUT to convert it"

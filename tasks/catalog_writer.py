@@ -8,8 +8,8 @@ from importlib.metadata import version
 
 import numpy as np
 
-from storage.action_space import FRAME_SHAPE
-from storage.commit import compact, remember_failure
+from storage.action_space import FPS, FRAME_SHAPE
+from storage.commit import compact, load_state, remember_failure
 from storage.framestore import LEGACY_CODEC
 from storage.layout import OutLayout
 from storage.records import EpisodeRecord, Manifest
@@ -31,6 +31,9 @@ class RunSummary:
     raw_bytes: int
     stored_bytes: int
     failures: tuple[str, ...] = ()  # "episode or member: reason", every failed one
+    # every source defect and duplicate the dataset knows, this run's or earlier: named each run
+    defects: tuple[str, ...] = ()
+    duplicates: tuple[str, ...] = ()
     metadata_failures: tuple[str, ...] = ()  # "file: reason"
     redone_episodes: tuple[str, ...] = ()  # "episode (what changed)"
 
@@ -85,14 +88,27 @@ def write_manifest(
         revision=revision or (previous.revision if previous else None),
         parameters=parameters,
         updated=datetime.now(UTC).isoformat(timespec="seconds"),
+        frame_rate=FPS,
     )
     layout.root.put_json(layout.manifest, manifest.to_dict())
     return manifest
 
 
-def problem_record(p: SourceProblem) -> EpisodeRecord:
-    """A `files.parquet` row for a member that could not be used."""
+def problem_record(p: SourceProblem, defect: bool = False) -> EpisodeRecord:
+    """A `files.parquet` row for a member that could not be used (`defect`: the publisher's)."""
     ep = p.episode
+    if defect:
+        reason = f"source defect: {p.reason} (the archive matches the publisher's sha256)"
+        return EpisodeRecord(
+            episode=ep.name if ep else None,
+            dataset=ep.dataset if ep else None,
+            file_num=ep.file_num if ep else None,
+            split=None,
+            container=p.container,
+            member=p.member,
+            reject_reason=reason,
+            status="defect",
+        )
     return EpisodeRecord(
         episode=ep.name if ep else None,
         dataset=ep.dataset if ep else None,
@@ -102,6 +118,10 @@ def problem_record(p: SourceProblem) -> EpisodeRecord:
         member=p.member,
         reject_reason=p.reason,
     )
+
+
+def _where(r: EpisodeRecord) -> str:
+    return f"{r.episode} ({r.container.rsplit('/', 1)[-1]}:{r.member})" if r.member else r.container
 
 
 def write_catalog(
@@ -118,11 +138,12 @@ def write_catalog(
     source never drops earlier rows. The caller holds OUT's lease (compaction needs it).
     """
     for r in records:
-        if r.status in ("failed", "resolved"):
+        if r.status in ("failed", "defect", "duplicate", "resolved") and not r.skipped:
             remember_failure(layout, r)
     records = [r for r in records if r.status != "resolved"]
     write_manifest(layout, source, parameters, revision)
     compact(layout)
+    state = load_state(layout)
     stored = [r for r in records if r.status == "stored"]
     return RunSummary(
         episodes=len(records),
@@ -139,5 +160,7 @@ def write_catalog(
             if r.status == "failed"
         ),
         metadata_failures=tuple(f.reason for f in meta_failures or []),
+        defects=tuple(f"{_where(r)}: {r.reject_reason}" for r in state.defects()),
+        duplicates=tuple(f"{r.episode}: {r.reject_reason}" for r in state.duplicates()),
         redone_episodes=tuple(f"{r.episode} ({r.redone})" for r in records if r.redone),
     )

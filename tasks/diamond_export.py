@@ -14,6 +14,7 @@ from storage.dataset import CorruptFramesError, open_dataset
 from storage.diamond_layout import (
     SPLITS,
     ExportPlan,
+    diamond_records,
     episode_path,
     parse_test_split,
     select_episodes,
@@ -81,7 +82,7 @@ def plan_export(
     """The plan, its jobs and one line per episode left out; refuses another plan in DEST."""
     test_names = parse_test_split(test_split, split_source)
     ds = open_dataset(out, options)
-    chosen = select_episodes(ds.state.committed.values(), kept_only)
+    chosen = select_episodes(diamond_records(ds.state), kept_only)
     if not chosen:
         what = "kept scraped dust2 episodes" if kept_only else "scraped dust2 episodes"
         raise ExportError(

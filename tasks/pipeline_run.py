@@ -8,7 +8,7 @@ runners in, as it does for `process_source`, so one wiring serves the CLI, the U
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from storage.commit import remember_failure
@@ -45,10 +45,12 @@ from tasks.process_source import (
     repack_all,
     repack_calls,
     run_threads,
+    settle_twins,
 )
 from tasks.publish import PublishSummary
 from tasks.repack import repack_episode
 from tasks.source import list_source
+from tasks.source_facts import known_defects, twins_of
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class PipelineSummary:
     counts: dict
     failures: tuple[str, ...] = ()
     published: PublishSummary | None = None  # when it was published after the run
+    defects: tuple[str, ...] = ()  # every source defect the dataset knows (not failures)
+    duplicates: tuple[str, ...] = ()  # every duplicate recording
 
     @property
     def failed(self) -> bool:
@@ -71,7 +75,10 @@ def checksum(f: HubFile) -> str:
 
 
 def first_failure(records: list) -> str | None:
-    """Why an archive is not done: its first failed record's reason, or None if none failed."""
+    """Why an archive is not done: its first failed record's reason, or None if none failed.
+
+    A source defect or a duplicate is no failure: the archive is done, and not read again.
+    """
     return next((r.reject_reason or "failed" for r in records if r.status == "failed"), None)
 
 
@@ -120,6 +127,7 @@ class DownloadRun:
     mapper: Callable[[], Mapper]
     max_disk: int = 0
     delete_sources: bool = False
+    retry_defects: bool = False
 
 
 def download_and_process(
@@ -152,13 +160,19 @@ def download_and_process(
                 prepare_all_metadata(meta_roots, run.out, run.params.thresholds(), [], run.mapper())
             )
         listing = list_source(str(local_path(run.dest, f.path)))
-        calls = repack_calls(listing.episodes, run.out, meta, run.params, run.state)
-        return calls, run.mapper()(repack_episode, calls), listing.problems
+        # downloaded and checked against the Hub's sha256 (or found so by the ingest manifest)
+        episodes = [replace(e, ref=replace(e.ref, verified=True)) for e in listing.episodes]
+        known: list = []
+        if not run.retry_defects:
+            episodes, known = known_defects(run.state, episodes)
+        calls = repack_calls(episodes, run.out, meta, run.params, run.state)
+        return calls, run.mapper()(repack_episode, calls), listing.problems, known
 
     def finish(f: HubFile, job) -> None:
-        calls, results, problems = job
-        mine = repack_all(calls, lambda _fn, _calls: results)
-        mine += [problem_record(p) for p in problems]
+        calls, results, problems, known = job
+        mine = settle_twins(run.layout, repack_all(calls, lambda _fn, _calls: results)) + known
+        # a verified archive that does not parse whole is the publisher's: a source defect
+        mine += [problem_record(p, defect=p.damaged) for p in problems]
         records.extend(mine)
         run.done.mark(f.path, checksum(f), first_failure(mine))
         run.out.put_json(run.layout.pipeline_state, run.done.to_dict())
@@ -213,6 +227,7 @@ def stream_archives(
     for fail in meta_failures:
         progress.log(fail.reason)
     archives = [f for f in containers if f.path.endswith(STREAMED)]
+    twins = twins_of(state)
     calls = [
         {
             "plan": plan,
@@ -222,6 +237,7 @@ def stream_archives(
             "endpoint": endpoint,
             "meta": metadata_for(f.path, meta, meta_failures),
             "old": for_archive(f.path, state.committed),
+            "twins": twins,
         }
         for f in archives
     ]
@@ -237,10 +253,10 @@ def stream_archives(
             why = f"{name}: crashed: {type(res).__name__}: {res}; re-run to stream it again"
             res = StreamResult(f.path, name, False, [archive_failure(name, why, f.size)])
         results.append(res)
-        settled = settle(res, state)
+        settled = settle_twins(layout, settle(res, state))
         records.extend(settled)
         for r in settled:  # kept now: a later stop must not lose them
-            if r.status in ("failed", "resolved"):
+            if r.status in ("failed", "defect", "duplicate", "resolved"):
                 remember_failure(layout, r)
         done.mark(f.path, checksum(f), first_failure(res.records))
         out.put_json(layout.pipeline_state, done.to_dict())

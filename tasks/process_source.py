@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from storage.commit import CatalogState, load_state
 from storage.diskspace import DiskFullError, check_free
@@ -29,6 +29,7 @@ from tasks.metadata_cache import MetadataFailure, MetaRecord, prepare_metadata_o
 from tasks.params import ProcessParams
 from tasks.repack import failed_record, repack_episode
 from tasks.source import SourceEpisode, SourceListing, list_source
+from tasks.source_facts import known_defects, resolve_duplicates, twins_of
 
 # fn, keyword arguments per call -> (call index, result or the exception it raised), as done
 Mapper = Callable[[Callable, list[dict]], Iterator[tuple[int, object]]]
@@ -130,6 +131,7 @@ def repack_calls(
 ) -> list[dict]:
     """Keyword arguments of `repack_episode` per episode: small records, no arrays."""
     splits, quality, done = params.splits(), params.quality(), state.committed
+    twins = twins_of(state)
     return [
         {
             "src": e,
@@ -138,9 +140,27 @@ def repack_calls(
             "split": splits.split_of(e.episode.name),
             "quality": quality,
             "old": done.get(e.episode.name),
+            "twins": twins,
         }
         for e in episodes
     ]
+
+
+def settle_twins(layout: OutLayout, records: list[EpisodeRecord]) -> list[EpisodeRecord]:
+    """After the repacks: later twins demoted to duplicates, each on its twin's side of a split.
+
+    Returns this run's records with the demoted ones replaced, and earlier ones added.
+    """
+    demoted = {r.episode: r for r in resolve_duplicates(layout, load_state(layout))}
+    stored = load_state(layout).committed
+    out = []
+    for r in records:
+        r = demoted.pop(r.episode, r) if r.episode else r
+        if r.status == "duplicate" and r.duplicate_of in stored:
+            twin = stored[r.duplicate_of]
+            r = replace(r, split=twin.split, n_frames=twin.n_frames)
+        out.append(r)
+    return out + list(demoted.values())
 
 
 def repack_all(
@@ -181,10 +201,12 @@ def process_source(
     mapper: Mapper = run_here,
     reprocess: bool = False,
     progress: Progress | None = None,
+    retry_defects: bool = False,
 ) -> tuple[RunSummary, list[EpisodeRecord]]:
     """Repack every episode of `src` into `out` under OUT's lease; resumable and idempotent.
 
-    Returns the run's summary and its records (for reports).
+    Source defects found before are not read again unless `retry_defects`. Returns the run's
+    summary and its records (for reports).
     """
     params, progress = params or ProcessParams(), progress or Progress()
     layout = OutLayout(out)
@@ -216,9 +238,12 @@ def process_source(
         meta = prepare_all_metadata(
             needed, out, params.thresholds(), listing.episodes, mapper, meta_failures
         )
-        calls = repack_calls(listing.episodes, out, meta, params, state)
+        attempt, defects = listing.episodes, []
+        if not retry_defects:
+            attempt, defects = known_defects(state, listing.episodes)
+        calls = repack_calls(attempt, out, meta, params, state)
         progress.start(len(calls))
-        records = repack_all(calls, mapper, progress.tick)
+        records = settle_twins(layout, repack_all(calls, mapper, progress.tick)) + defects
         records += [problem_record(p) for p in listing.problems]
         summary = write_catalog(
             layout, records, src.url, params.recorded(), meta_failures=meta_failures

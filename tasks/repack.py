@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import zlib
 from dataclasses import replace
 
 import numpy as np
@@ -24,7 +25,7 @@ from storage.framestore import (
     write_frames,
 )
 from storage.fs import Root
-from storage.layout import OutLayout
+from storage.layout import EpisodeId, OutLayout
 from storage.records import EpisodeRecord
 from storage.shards import FrameBinding
 from storage.sidearrays import ACTIONS_FORMAT, write_actions
@@ -47,12 +48,38 @@ def failed_record(src: SourceEpisode, split: str | None, reason: str) -> Episode
     return _record_of(src, split, reject_reason=reason)
 
 
+def defect_record(src: SourceEpisode, split: str | None, reason: str, digest: str) -> EpisodeRecord:
+    """A source defect: bytes the publisher vouches for that are not an episode (kept once)."""
+    why = (
+        f"source defect: {reason} (the published bytes, checked against the "
+        f"{'archive CRC-32' if src.ref.crc32 is not None else 'publisher sha256'}; not retried "
+        "unless --retry-defects)"
+    )
+    return _record_of(src, split, sha256=digest, status="defect", reject_reason=why)
+
+
+def duplicate_record(
+    src: SourceEpisode, split: str | None, digest: str, twin: str
+) -> EpisodeRecord:
+    """An episode whose source bytes equal an earlier one's: catalogued, not stored again."""
+    why = f"duplicate recording: the same bytes as {twin} (sha256 {digest[:12]})"
+    return _record_of(
+        src, split, sha256=digest, status="duplicate", reject_reason=why, duplicate_of=twin
+    )
+
+
 def _load(ref: MemberRef) -> bytes:
-    """A member's bytes, read once: hashed, then parsed in memory (one episode is ~130 MB)."""
+    """A member's bytes, read once: hashed, then parsed in memory (one episode is ~130 MB).
+
+    A zip member's bytes must match the CRC-32 its archive records: if not, they are not the
+    published bytes (a failure, retried), whatever they parse to.
+    """
     with ref.open() as f:
         data = f.read()
     if ref.size >= 0 and len(data) != ref.size:
         raise OSError(f"{ref.label}: read {len(data)} of {ref.size} bytes")
+    if ref.crc32 is not None and zlib.crc32(data) != ref.crc32:
+        raise OSError(f"{ref.label}: CRC-32 does not match its archive's; re-download it")
     return data
 
 
@@ -131,13 +158,16 @@ def repack_episode(
     old: EpisodeRecord | None = None,
     raw: bytes | None = None,
     commit: bool = True,
+    twins: dict[str, EpisodeId] | None = None,
 ) -> EpisodeRecord:
     """Store an episode's frames and catalog rows, unless `old`, its committed record, matches.
 
     An episode whose metadata or parameters changed gets new catalog rows and keeps its
     frames; the frames are rewritten only when the member's bytes changed. `raw` is the
     member's bytes when they are already in memory; with `commit=False` the caller commits
-    the returned record (once the whole archive is verified).
+    the returned record (once the whole archive is verified). `twins` maps the sha256 of
+    stored episodes to them: bytes already stored under an earlier episode are recorded as a
+    duplicate of it, not stored again.
     """
     layout = OutLayout.at(out)
     ep, ref = src.episode, src.ref
@@ -149,6 +179,7 @@ def repack_episode(
     if old and not changed:
         return replace(old, skipped=True)
     frames_ok = episode_exists(layout, ep.name)
+    digest = None
     try:
         if old and not {"member", "codec"} & set(changed) and frames_ok:
             digest = old.sha256  # same bytes: read only the small parts, keep the frames
@@ -157,9 +188,16 @@ def repack_episode(
         else:
             raw = raw if raw is not None else _load(ref)
             digest = hashlib.sha256(raw).hexdigest()
+            twin = (twins or {}).get(digest)
+            if twin is not None and twin < ep:  # stored once, under the first name
+                return duplicate_record(src, split, digest, twin.name)
             data = read_episode((ref.label, raw), parts=("x", "y", "helperarr"))  # views of raw
             n = len(data["x"])
-    except (EpisodeFormatError, OSError) as e:
+    except EpisodeFormatError as e:
+        if ref.vouched and raw is not None and digest is not None:
+            return defect_record(src, split, str(e), digest)
+        return failed_record(src, split, f"unreadable: {e}")
+    except OSError as e:
         return failed_record(src, split, f"unreadable: {e}")
     try:
         record = _store(src, layout, meta, split, inputs, old, changed, digest, data, n, frames_ok)

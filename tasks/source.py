@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
 from storage.containers import ArchiveDamagedError, MemberRef, UnsafeMemberError, iter_container
@@ -26,6 +26,7 @@ class SourceProblem:
     member: str | None
     reason: str
     episode: EpisodeId | None = None
+    damaged: bool = False  # its archive does not parse whole (a defect if the archive is vouched)
 
 
 @dataclass
@@ -56,9 +57,10 @@ def list_source(src: str | Root, options: dict | None = None) -> SourceListing:
     for item in iter_container(src):
         if isinstance(item, UnsafeMemberError):
             problem = problem_of(str(item))
-            listing.problems.append(problem)
             if isinstance(item, ArchiveDamagedError):
                 damaged.setdefault(problem.container, str(item))
+                problem = replace(problem, damaged=True)
+            listing.problems.append(problem)
             continue
         if item.member is None and METADATA_RE.match(item.name):
             listing.metadata.append(Root(item.container, item.options))
@@ -108,6 +110,7 @@ def _withhold_damaged(listing: SourceListing, damaged: dict[str, str]) -> None:
                 f"({why.removeprefix(e.ref.container + ': ')}); none of the archive's "
                 "episodes are stored until it reads whole",
                 e.episode,
+                damaged=True,
             )
         )
     listing.episodes[:] = kept

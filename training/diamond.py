@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 
 from storage.dataset import Dataset, open_dataset
-from storage.diamond_layout import EPISODE_LENGTH, select_episodes, too_short
+from storage.diamond_layout import EPISODE_LENGTH, diamond_records, select_episodes, too_short
 from storage.sidearrays import read_actions
 from training.diamond_obs import to_float
 
@@ -88,7 +88,7 @@ class FullResDataset(TorchDataset):
         super().__init__()
         self._out, self._options = str(out), storage_options
         self._ds: Dataset | None = open_dataset(out, storage_options)
-        chosen, _ = too_short(select_episodes(self._ds.state.committed.values(), kept_only), length)
+        chosen, _ = too_short(select_episodes(diamond_records(self._ds.state), kept_only), length)
         self._filenames = {e.file_id: e.episode for e in chosen}
         self._length_one_episode = length
         self.num_episodes = len(self._filenames)

@@ -132,10 +132,12 @@ def stream_container(
     endpoint: str | None = None,
     retries: int = 5,
     backoff: float = 1.0,
+    twins: dict | None = None,
 ) -> StreamResult:
     """Stream one archive from the Hub into `out`; commit its episodes once its sha256 matches.
 
-    `meta` and `old` hold the metadata and committed records of (at least) its episodes.
+    `meta` and `old` hold the metadata and committed records of (at least) its episodes;
+    `twins` the stored episodes by the sha256 of their bytes (a later twin is not stored).
     """
     start_rss = _reset_peak_rss()
     layout = OutLayout.at(out)
@@ -178,7 +180,10 @@ def stream_container(
                     )
                     continue
                 seen.add(ep.name)
-                ref = MemberRef(container, item.name, item.offset, len(item.data), listed=listed)
+                # vouched for: if the archive's sha256 turns out wrong, every record is dropped
+                ref = MemberRef(
+                    container, item.name, item.offset, len(item.data), listed=listed, verified=True
+                )
                 src, split = SourceEpisode(ep, ref), splits.split_of(ep.name)
                 try:
                     built.append(
@@ -191,6 +196,7 @@ def stream_container(
                             old.get(ep.name),
                             raw=item.data,
                             commit=False,
+                            twins=twins,
                         )
                     )
                 except DiskFullError:
@@ -202,17 +208,20 @@ def stream_container(
                 raise ArchiveDamagedError(damage)
     except (IngestError, ArchiveDamagedError) as e:
         _discard(layout, built, old)
+        # damage is raised only once the archive's sha256 matched: the publisher's bytes
+        defect = isinstance(e, ArchiveDamagedError)
         again = (
-            "re-run to stream it again"
-            if isinstance(e, IngestError)
-            else ("fix the archive on the Hub; a re-run retries it")
+            "the archive matches the Hub's sha256, so it is a source defect, recorded once "
+            "and not retried (--retry-defects streams it again)"
+            if defect
+            else "re-run to stream it again"
         )
         why = f"{e}; none of its {len(built)} episode(s) read so far were committed; {again}"
         return StreamResult(
             f.path,
             container,
             False,
-            [archive_failure(container, why, f.size)],
+            [archive_failure(container, why, f.size, "defect" if defect else "failed")],
             reader.resumes,
             _peak_rss(),
             start_rss,

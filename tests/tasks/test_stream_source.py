@@ -252,7 +252,7 @@ def test_a_tar_whose_member_lies_about_its_size_commits_none_of_its_episodes(
     fake.commit(REPO, {**{k: v for k, v in files.items() if k != TAR_A}, TAR_A: liar})
     plan = plan_ingest(REPO, "main", [], endpoint=endpoint)
     out = Root(str(tmp_path / "out"))
-    for attempt in range(2):  # a rerun meets the same archive and fails it the same way
+    for attempt in range(2):  # streamed again (as --retry-defects would): the same verdict
         results = {r.path: r for r in _run(plan, out, endpoint, [TAR_A, TAR_B])}
         assert not results[TAR_A].verified and results[TAR_B].verified, attempt
         ds = open_dataset(out)
@@ -263,7 +263,9 @@ def test_a_tar_whose_member_lies_about_its_size_commits_none_of_its_episodes(
             "dm_july2021_5",
             "dm_july2021_6",
         }
-        failed = ds.files.to_pandas().query("status == 'failed'")
+        # the Hub's sha256 matched: the archive is the publisher's, a source defect
+        assert ds.files.to_pandas().query("status == 'failed'").empty
+        failed = ds.files.to_pandas().query("status == 'defect'")
         assert failed.container.tolist() == [f"hf://datasets/{REPO}/{TAR_A}"]
         why = failed.reject_reason.iloc[0]
         assert why.startswith(
@@ -271,6 +273,7 @@ def test_a_tar_whose_member_lies_about_its_size_commits_none_of_its_episodes(
             "'hdf5_dm_july2021_2.hdf5'"
         )
         assert "none of its 1 episode(s) read so far were committed" in why and "\n" not in why
+        assert "source defect, recorded once and not retried" in why
 
 
 def test_odd_member_names_are_failures_with_the_reason(synth_tree, hub, tmp_path) -> None:
