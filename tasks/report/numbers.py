@@ -54,6 +54,8 @@ def dataset_report(root: str | Path, label: str | None = None) -> DatasetReport:
         "kept": int(stored.keep.sum()),
         "rejected": int((~stored.keep).sum()),
         "failed": int((files.status == "failed").sum()),
+        "source_defects": int((files.status == "defect").sum()),
+        "duplicates": int((files.status == "duplicate").sum()),
         "frames": frames,
         "hours": frames / FPS / 3600,
         "kept_frames": kept_frames,
@@ -64,6 +66,8 @@ def dataset_report(root: str | Path, label: str | None = None) -> DatasetReport:
     matched = rejected.str.contains("|".join(rf"(?:^|; ){c}=" for c in COUNTERS), regex=True)
     counts["other (e.g. no usable metadata)"] = int((~matched).sum())
     counts["unreadable or failed"] = summary["failed"]
+    counts["source defects (the published bytes)"] = summary["source_defects"]
+    counts["duplicate recordings (stored once)"] = summary["duplicates"]
     reasons = pd.DataFrame({"reason": list(counts), "episodes": list(counts.values())})
     quality = stored[["episode", "dataset", "n_frames", "keep", *COUNTERS]].reset_index(drop=True)
     thresholds = {c: params[c] for c in COUNTERS if params.get(c) is not None}

@@ -67,6 +67,11 @@ def test_defects_are_recorded_once_and_twins_stored_once(
     ds = open_dataset(out)
     assert TWIN not in ds.episodes and FIRST in ds.episodes
     assert not (out / "frames.zarr" / TWIN).exists() and not (out / "actions.zarr" / TWIN).exists()
+    from tasks.report.numbers import dataset_report
+
+    report = dataset_report(out)
+    assert (report.summary["source_defects"], report.summary["duplicates"]) == (2, 1)
+    assert report.summary["failed"] == 0 and report.summary["episodes"] == len(ds.episodes)
     # a rerun reads neither defect nor the twin again, and still names them
     loads.clear()
     again, _ = _process(facts, out)
