@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from functools import cached_property
 
 import numpy as np
@@ -27,6 +28,12 @@ from storage.shards import (
 )
 
 __all__ = ["CorruptFramesError", "Dataset", "DatasetFormatError", "open_dataset"]
+
+
+# What a Dataset keeps of the episodes it read: shard readers (each a chunk-sized scratch
+# buffer per reading thread, about 2 MB, and its shards' indexes) within a byte budget.
+READER_CACHE_BYTES = 64 << 20
+ARRAY_CACHE = 32  # zarr arrays kept open (only for layouts csdm's reader does not serve)
 
 
 class DatasetFormatError(ValueError):
@@ -75,8 +82,10 @@ class Dataset:
             raise DatasetFormatError(str(e)) from None
         self.state: CatalogState = load_state(self.layout)
         self._records = self.state.committed
-        self._arrays: dict[str, zarr.Array] = {}
-        self._readers: dict[str, ShardReader | None] = {}
+        # bounded: a long run touches every episode of a large store (LRU, evicted by bytes)
+        self._arrays: OrderedDict[str, zarr.Array] = OrderedDict()
+        self._readers: OrderedDict[str, ShardReader | None] = OrderedDict()
+        self._reader_bytes = 0
 
     def __str__(self) -> str:
         return self.layout.root.url
@@ -110,7 +119,18 @@ class Dataset:
             if episode not in self._records:
                 raise KeyError(f"{episode}: not stored in {self.layout.root}")
             self._arrays[episode] = open_frames(self.layout, episode)
+            if len(self._arrays) > ARRAY_CACHE:
+                self._arrays.popitem(last=False)
+        self._arrays.move_to_end(episode)
         return self._arrays[episode]
+
+    def _keep_reader(self, episode: str, reader: ShardReader | None) -> None:
+        """Remember a reader, forgetting the least recently used past the byte budget."""
+        self._readers[episode] = reader
+        self._reader_bytes += reader.footprint() if reader else 0
+        while self._reader_bytes > READER_CACHE_BYTES and len(self._readers) > 1:
+            _, old = self._readers.popitem(last=False)
+            self._reader_bytes -= old.footprint() if old else 0
 
     def reader(self, episode: str) -> ShardReader | None:
         """The episode's csdm shard reader, or None where zarr must read it.
@@ -136,7 +156,8 @@ class Dataset:
                 reader = layout and ShardReader(self.layout.root, key, layout, binding)
             except ValueError as e:  # LayoutError, or a zarr.json that is not JSON
                 raise self.corrupt_error(episode, 0, max(n, 1), str(e)) from None
-            self._readers[episode] = reader
+            self._keep_reader(episode, reader)
+        self._readers.move_to_end(episode)
         return self._readers[episode]
 
     def n_frames(self, episode: str) -> int:

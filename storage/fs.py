@@ -368,9 +368,12 @@ class Root:
 
         if self.local:
             return LocalStore(self.full(key), read_only=read_only)
-        return FsspecStore.from_url(
-            self.url_of(key), storage_options=self.options, read_only=read_only
-        )
+        options = self.options
+        if self.url.startswith("hf://"):  # the Hub's endpoint as the environment says now
+            from storage.hub_repo import fs_options
+
+            options = {**fs_options(), **options}
+        return FsspecStore.from_url(self.url_of(key), storage_options=options, read_only=read_only)
 
     def check_access(self, writable: bool = False) -> None:
         """Fail early, naming the URL, when the root cannot be reached (or written)."""

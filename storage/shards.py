@@ -299,6 +299,16 @@ class ShardReader:
             self._index[s] = table
         return table
 
+    def footprint(self) -> int:
+        """Bytes it may hold: an estimate for the cache's budget, not a measurement.
+
+        A chunk-sized scratch buffer for each of a few reading threads, and its shard indexes.
+        """
+        lay = self.layout
+        chunk = lay.chunk * int(np.prod(lay.shape[1:]))
+        shards = -(-lay.shape[0] // lay.shard)
+        return 4 * chunk + shards * 16 * lay.per_shard
+
     def _check_table(self, table: np.ndarray) -> None:
         """Refuse index entries no writer makes: past any bound, or shorter than a checksum."""
         lay = self.layout

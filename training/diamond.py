@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +89,8 @@ class FullResDataset(TorchDataset):
         super().__init__()
         self._out, self._options = str(out), storage_options
         self._ds: Dataset | None = open_dataset(out, storage_options)
+        self._pid = os.getpid()  # a forked DataLoader worker opens its own (fsspec clients
+        # of object stores are not fork-safe)
         chosen, _ = too_short(select_episodes(diamond_records(self._ds.state), kept_only), length)
         self._filenames = {e.file_id: e.episode for e in chosen}
         self._length_one_episode = length
@@ -105,8 +108,9 @@ class FullResDataset(TorchDataset):
     @property
     def dataset(self) -> Dataset:
         """The processed dataset read."""
-        if self._ds is None:
-            self._ds = open_dataset(self._out, self._options)
+        if self._ds is None or self._pid != os.getpid():
+            self._ds, self._pid = open_dataset(self._out, self._options), os.getpid()
+            self._actions = OrderedDict()
         return self._ds
 
     def save_to_default_path(self) -> None:

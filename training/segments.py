@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 
 import numpy as np
@@ -83,11 +84,12 @@ class SegmentStream(IterableDataset):
         if len(self.mine) == 0 or self.lengths[self.mine].sum() == 0:
             raise ValueError(f"{out}: no episodes for rank {rank} of {world}")
         self._ds: Dataset | None = None
+        self._pid = os.getpid()
         self._actions: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._views: dict[str, object] = {}
+        self._views: OrderedDict[str, object] = OrderedDict()
 
     def __getstate__(self) -> dict:  # each worker opens its own store
-        return {**self.__dict__, "_ds": None, "_actions": OrderedDict(), "_views": {}}
+        return {**self.__dict__, "_ds": None, "_actions": OrderedDict(), "_views": OrderedDict()}
 
     def segments(self, g: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The episodes, starts and stops of this rank's batch number `g`."""
@@ -109,12 +111,16 @@ class SegmentStream(IterableDataset):
             self._views[name] = open_array(
                 self._ds.root, view_key(self._ds.layout, self.view, name)
             )
+            if len(self._views) > ACTION_CACHE:
+                self._views.popitem(last=False)
+        self._views.move_to_end(name)
         return self._views[name][lo:hi]
 
     def read(self, episodes, starts, stops) -> dict[str, object]:
         """One batch: observations, actions and padding masks, zero where padded."""
-        if self._ds is None:
-            self._ds = open_dataset(self.out, self.options)
+        if self._ds is None or self._pid != os.getpid():  # forked workers open their own
+            self._ds, self._pid = open_dataset(self.out, self.options), os.getpid()
+            self._actions, self._views = OrderedDict(), OrderedDict()
         obs = act = None
         mask = torch.zeros((len(episodes), self.seq), dtype=torch.bool)
         for i, (e, start, stop) in enumerate(zip(episodes, starts, stops, strict=True)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -65,6 +66,7 @@ class WindowStream(IterableDataset):
         self._pool: ThreadPoolExecutor | None = None
         self._bad: set[str] = set()  # episodes found corrupt (skip mode)
         self._ds: Dataset | None = None
+        self._pid = os.getpid()
         self._plan: tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
         if min(self._round_sizes()) == 0:
             fewest = min(len(index.round(r)[0]) for r in range(index.n_rounds))
@@ -128,8 +130,8 @@ class WindowStream(IterableDataset):
 
     def read(self, windows: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
         """A batch of uint8 frames and labels for the given windows."""
-        if self._ds is None:
-            self._ds = open_dataset(self.root)
+        if self._ds is None or self._pid != os.getpid():  # a forked worker opens its own
+            self._ds, self._pid = open_dataset(self.root), os.getpid()
         lab, t = self.index.labels, self.index.cfg.window
         if self.decode == "cuda":
             return self._read_packed(windows)
