@@ -1,42 +1,43 @@
-"""On-disk formats: the public source layout, containers, metadata and the action space."""
+"""On-disk formats: the public source layout, containers, metadata and the action space.
 
-from storage.action_space import FPS, FRAME_SHAPE, KEYS, MOUSE_X_BINS, MOUSE_Y_BINS
-from storage.containers import MemberRef, UnsafeMemberError, iter_container
-from storage.dataset import Dataset, DatasetFormatError, open_dataset
-from storage.episode import Episode, EpisodeFormatError, count_frames, read_episode, write_episode
-from storage.layout import EpisodeId
-from storage.metadata import (
-    GAME_STATE_SCHEMA,
-    MalformedMetadataError,
-    MetadataBatch,
-    game_state_table,
-    load_metadata,
-)
-from storage.safepickle import UnsafePickleError, load_npy
+The names most users need, imported on first use: a reader of a processed dataset loads only
+what reading needs (no Zarr, no HDF5), wherever csdm's reader is installed.
+"""
 
-__all__ = [
-    "FPS",
-    "FRAME_SHAPE",
-    "GAME_STATE_SCHEMA",
-    "KEYS",
-    "MOUSE_X_BINS",
-    "MOUSE_Y_BINS",
-    "Dataset",
-    "DatasetFormatError",
-    "Episode",
-    "EpisodeFormatError",
-    "EpisodeId",
-    "MalformedMetadataError",
-    "MemberRef",
-    "MetadataBatch",
-    "UnsafeMemberError",
-    "UnsafePickleError",
-    "count_frames",
-    "game_state_table",
-    "iter_container",
-    "load_metadata",
-    "load_npy",
-    "open_dataset",
-    "read_episode",
-    "write_episode",
-]
+from __future__ import annotations
+
+from importlib import import_module
+
+_API = {
+    "FPS": "storage.action_space",
+    "FRAME_SHAPE": "storage.action_space",
+    "KEYS": "storage.action_space",
+    "MOUSE_X_BINS": "storage.action_space",
+    "MOUSE_Y_BINS": "storage.action_space",
+    "MemberRef": "storage.containers",
+    "UnsafeMemberError": "storage.containers",
+    "iter_container": "storage.containers",
+    "Dataset": "storage.dataset",
+    "DatasetFormatError": "storage.dataset",
+    "open_dataset": "storage.dataset",
+    "Episode": "storage.episode",
+    "EpisodeFormatError": "storage.episode",
+    "count_frames": "storage.episode",
+    "read_episode": "storage.episode",
+    "write_episode": "storage.episode",
+    "EpisodeId": "storage.layout",
+    "GAME_STATE_SCHEMA": "storage.metadata",
+    "MalformedMetadataError": "storage.metadata",
+    "MetadataBatch": "storage.metadata",
+    "game_state_table": "storage.metadata",
+    "load_metadata": "storage.metadata",
+    "UnsafePickleError": "storage.safepickle",
+    "load_npy": "storage.safepickle",
+}
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(import_module(_API[name]), name)
+    raise AttributeError(f"module 'storage' has no attribute {name!r}")

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
-from csdm_agent import contract
 
-# Order of the 11 key slots in `frame_i_y` (the seed's `actions_to_onehot`), and the mouse
-# bins: the module csdm and its agent share holds them.
-KEYS: tuple[str, ...] = contract.KEYS
+# Order of the 11 key slots in `frame_i_y` (the seed's `actions_to_onehot`, config.py:126-145)
+# and the mouse bins (config.py:25-26). The agent keeps the same in `csdm_agent.contract`,
+# which a reader cannot depend on; tests/agent/test_descriptor_contract.py holds them equal.
+KEYS: tuple[str, ...] = ("w", "a", "s", "d", "space", "ctrl", "shift", "1", "2", "3", "r")
 KEY_INDEX: dict[str, int] = {k: i for i, k in enumerate(KEYS)}
-MOUSE_X_BINS = np.array(contract.MOUSE_X_BINS, dtype=np.float64)
-MOUSE_Y_BINS = np.array(contract.MOUSE_Y_BINS, dtype=np.float64)
+# the seed's tables, one line each (`ruff format` would give each number a line)
+# fmt: off
+MOUSE_X_BINS = np.array([-1000, -500, -300, -200, -100, -60, -30, -20, -10, -4, -2, -0.0, 2, 4, 10, 20, 30, 60, 100, 200, 300, 500, 1000], dtype=np.float64)  # noqa: E501
+MOUSE_Y_BINS = np.array([-200, -100, -50, -20, -10, -4, -2, -0.0, 2, 4, 10, 20, 50, 100, 200], dtype=np.float64)  # noqa: E501
+# fmt: on
 
 N_KEYS = len(KEYS)
 N_CLICKS = 2

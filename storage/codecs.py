@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import imagecodecs
 import numpy as np
@@ -18,9 +18,17 @@ from zarr.core.common import JSON, parse_named_configuration
 from zarr.registry import register_codec
 
 from storage.action_space import FRAME_SHAPE
+from storage.frame_codecs import (
+    IMAGE_CODEC,
+    IMAGE_FORMATS,
+    PREDICTOR_CODEC,
+    PREDICTORS,
+    ImageSpec,
+    encoder,
+    frames_as_image,
+)
 
-IMAGE_CODEC = "csdm.image"
-PREDICTOR_CODEC = "csdm.predictor"
+__all__ = ["IMAGE_CODEC", "IMAGE_FORMATS", "PREDICTORS", "PREDICTOR_CODEC"]
 
 
 class _Named:
@@ -29,7 +37,7 @@ class _Named:
     codec_name: ClassVar[str]
 
     @classmethod
-    def from_dict(cls, data: dict[str, JSON]) -> Self:
+    def from_dict(cls, data: dict[str, JSON]):
         """The codec a `zarr.json` entry describes."""
         _, config = parse_named_configuration(data, cls.codec_name)
         return cls(**config)  # type: ignore[arg-type]
@@ -44,40 +52,6 @@ class _Named:
         raise NotImplementedError
 
 
-def _encoder(fmt: str, level: int | None):
-    """The imagecodecs call that writes `fmt` losslessly at `level` (format's own meaning)."""
-    if fmt == "jpegxl":  # level: effort 1-9; one thread so figures are per core
-        return lambda a: imagecodecs.jpegxl_encode(
-            a, lossless=True, effort=level or 1, numthreads=1
-        )
-    if fmt == "webp":  # level: 0-100, the lossless effort
-        return lambda a: imagecodecs.webp_encode(a, lossless=True, level=level or 0)
-    if fmt == "png":  # level: zlib level
-        return lambda a: imagecodecs.png_encode(a, level=level)
-    if fmt == "jpegls":  # level 0: lossless
-        return lambda a: imagecodecs.jpegls_encode(a, level=0)
-    if fmt == "qoi":
-        return imagecodecs.qoi_encode
-    raise ValueError(f"unknown image format {fmt!r}; expected one of {IMAGE_FORMATS}")
-
-
-IMAGE_FORMATS = ("jpegxl", "webp", "png", "jpegls", "qoi")
-_DECODERS = {
-    "jpegxl": lambda b: imagecodecs.jpegxl_decode(b, numthreads=1),
-    "webp": imagecodecs.webp_decode,
-    "png": imagecodecs.png_decode,
-    "jpegls": imagecodecs.jpegls_decode,
-    "qoi": imagecodecs.qoi_decode,
-}
-
-
-def _frames_as_image(chunk: np.ndarray) -> np.ndarray:
-    """(T, H, W, C) frames stacked into one (T*H, W, C) image: no container format of our own."""
-    if chunk.dtype != np.uint8 or chunk.ndim < 3:
-        raise ValueError(f"image codecs take uint8 (..., H, W, C) chunks, got {chunk.dtype}")
-    return np.ascontiguousarray(chunk).reshape(-1, *chunk.shape[-2:])
-
-
 @dataclass(frozen=True)
 class ImageCodec(_Named, ArrayBytesCodec):
     """A chunk of frames stored as one lossless image (imagecodecs: JPEG-XL, WebP, PNG, ...)."""
@@ -88,22 +62,17 @@ class ImageCodec(_Named, ArrayBytesCodec):
     level: int | None
 
     def __init__(self, *, format: str, level: int | None = None) -> None:
-        _encoder(format, level)  # refuse an unknown format when the array is described
+        encoder(format, level)  # refuse an unknown format when the array is described
         object.__setattr__(self, "format", format)
         object.__setattr__(self, "level", level)
 
     def encode_array(self, chunk: np.ndarray) -> bytes:
         """The chunk's bytes in this format."""
-        return bytes(_encoder(self.format, self.level)(_frames_as_image(chunk)))
+        return bytes(encoder(self.format, self.level)(frames_as_image(chunk)))
 
     def decode_array(self, data: bytes, shape: tuple[int, ...]) -> np.ndarray:
         """The chunk back from its bytes, bit-exact."""
-        image = np.asarray(_DECODERS[self.format](data))
-        if image.ndim == 2:  # a single-channel image comes back without its channel axis
-            image = image[..., None]
-        if image.size != int(np.prod(shape)):
-            raise ValueError(f"{self.format} image has {image.shape}, the chunk is {shape}")
-        return image.reshape(shape)
+        return ImageSpec(self.format, self.level).decode_array(data, shape)
 
     async def _decode_single(self, chunk_bytes: Any, chunk_spec: Any) -> Any:
         arr = await asyncio.to_thread(self.decode_array, chunk_bytes.to_bytes(), chunk_spec.shape)
@@ -112,9 +81,6 @@ class ImageCodec(_Named, ArrayBytesCodec):
     async def _encode_single(self, chunk_array: Any, chunk_spec: Any) -> Any:
         data = await asyncio.to_thread(self.encode_array, chunk_array.as_numpy_array())
         return chunk_spec.prototype.buffer.from_bytes(data)
-
-
-PREDICTORS = ("up", "left", "gradient")
 
 
 @dataclass(frozen=True)

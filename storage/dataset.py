@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
-import zarr
 
 from storage.action_space import FRAME_SHAPE
 from storage.commit import CatalogState, load_state
-from storage.framestore import ARRAY_META, open_frames
 from storage.fs import Root, StorageAccessError
 from storage.hub_repo import HubError, is_hub_dataset, pin
 from storage.layout import OutLayout
 from storage.records import FormatError, Manifest
 from storage.shards import (
+    ARRAY_META,
     ChunkError,
     CorruptFramesError,
     FrameBinding,
@@ -26,6 +26,9 @@ from storage.shards import (
     ShardReader,
     fresh_array,
 )
+
+if TYPE_CHECKING:  # zarr reads only layouts csdm's reader does not serve (pipeline extra)
+    import zarr
 
 __all__ = ["CorruptFramesError", "Dataset", "DatasetFormatError", "open_dataset"]
 
@@ -83,7 +86,7 @@ class Dataset:
         self.state: CatalogState = load_state(self.layout)
         self._records = self.state.committed
         # bounded: a long run touches every episode of a large store (LRU, evicted by bytes)
-        self._arrays: OrderedDict[str, zarr.Array] = OrderedDict()
+        self._arrays: OrderedDict[str, zarr.Array] = OrderedDict()  # only zarr's layouts
         self._readers: OrderedDict[str, ShardReader | None] = OrderedDict()
         self._reader_bytes = 0
 
@@ -118,6 +121,13 @@ class Dataset:
         if episode not in self._arrays:
             if episode not in self._records:
                 raise KeyError(f"{episode}: not stored in {self.layout.root}")
+            try:
+                from storage.framestore import open_frames
+            except ImportError as e:
+                raise DatasetFormatError(
+                    f"{self.layout.root}: episode {episode} is stored in a layout only zarr "
+                    f"reads ({e}); pip install 'csdm[pipeline]'"
+                ) from None
             self._arrays[episode] = open_frames(self.layout, episode)
             if len(self._arrays) > ARRAY_CACHE:
                 self._arrays.popitem(last=False)

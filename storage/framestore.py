@@ -15,14 +15,13 @@ from storage.action_space import FRAME_SHAPE
 from storage.codecs import DEFAULT_CODEC, FRAME_CODECS
 from storage.diskspace import DiskFullError, is_disk_full
 from storage.layout import OutLayout
-from storage.shards import FrameBinding, ShardLayout
+from storage.shards import ARRAY_META, FrameBinding, ShardLayout
 
 # 256 frames (about 30 MB raw, 8 to 32 chunks) per shard object: an upload overlaps the next
 # shard's encoding, and object stores serve such objects well; a short episode is one shard.
 SHARD_FRAMES = 256
 CHANNEL_ORDER = "BGR"
 LEGACY_CODEC = "zstd"  # arrays written before the codec was recorded
-ARRAY_META = "zarr.json"
 
 
 def ensure_store(layout: OutLayout) -> None:

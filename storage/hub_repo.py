@@ -55,6 +55,7 @@ def parse_target(spec: str, revision: str | None = None) -> tuple[HubTarget, str
     m = _URL.match(str(spec).rstrip("/"))
     if not m:
         raise HubError(f"{spec}: expected hf://datasets/ORG/NAME, optionally @REVISION")
+    require_hub()
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:
@@ -70,8 +71,31 @@ def parse_target(spec: str, revision: str | None = None) -> tuple[HubTarget, str
     return HubTarget(f"{m['org']}/{m['name']}", rev or revision or "main"), path
 
 
+HUB_MIN = (2, 0)  # the huggingface_hub csdm's Hub code is tested with (pyproject: [hub])
+
+
+def require_hub() -> None:
+    """One line, naming the fix, where huggingface_hub is missing or older than csdm needs.
+
+    A reader installed into an environment that pins an old one (DIAMOND's 0.17) still reads
+    folders and buckets; only hf:// needs it.
+    """
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise HubError("hf:// needs huggingface_hub: pip install 'csdm[hub]'") from None
+    found = tuple(int(v) for v in re.findall(r"\d+", huggingface_hub.__version__)[:2])
+    if found < HUB_MIN:
+        raise HubError(
+            f"hf:// needs huggingface_hub>={HUB_MIN[0]}.{HUB_MIN[1]}, this environment has "
+            f"{huggingface_hub.__version__}: pip install 'csdm[hub]' in another environment, "
+            "or copy the dataset to a folder or bucket and read it there"
+        )
+
+
 def api(token: str | None = None):
     """An HfApi for HF_ENDPOINT as the environment says now (not at import)."""
+    require_hub()
     from huggingface_hub import HfApi
 
     return HfApi(endpoint=os.environ.get("HF_ENDPOINT"), token=token)
@@ -113,6 +137,7 @@ def pinned(spec: str) -> bool:
 
 def pin(spec: str) -> tuple[str, str]:
     """`hf://datasets/ORG/NAME@COMMIT/path` for a Hub dataset URL, and that commit."""
+    require_hub()
     target, path = parse_target(spec)
     commit = resolve_commit(target)
     url = f"hf://datasets/{target.repo}@{commit}"

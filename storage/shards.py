@@ -20,10 +20,11 @@ import google_crc32c
 import imagecodecs
 import numpy as np
 
-from storage.codecs import IMAGE_CODEC, PREDICTOR_CODEC, ImageCodec
+from storage.frame_codecs import IMAGE_CODEC, PREDICTOR_CODEC, ImageSpec
 from storage.fs import Root
 from storage.unpredict import undo_predictor
 
+ARRAY_META = "zarr.json"  # an array's metadata, written last
 EMPTY = (1 << 64) - 1  # an index entry for a chunk never written
 MAX_FRAMES = 1 << 20  # an episode's frames: the public ones hold 1000 (18 h at 16 fps here)
 MAX_CHUNK_FRAMES = 4096
@@ -103,7 +104,7 @@ class ShardLayout:
     shard: int  # frames per shard object
     chunk: int  # frames per inner chunk
     predictor: str | None  # csdm.predictor's kind, undone after decompression
-    image: ImageCodec | None  # the serializer, when chunks are images
+    image: ImageSpec | None  # the serializer, when chunks are images
     zstd: bool
 
     @property
@@ -137,7 +138,7 @@ class ShardLayout:
                 return None  # zstd's own checksum: leave such arrays to zarr
             serializer = codecs.pop()
             if serializer["name"] == IMAGE_CODEC:
-                image = ImageCodec.from_dict(serializer)
+                image = ImageSpec.from_dict(serializer)
             elif serializer["name"] != "bytes":
                 return None
             if codecs and codecs[-1]["name"] == PREDICTOR_CODEC:

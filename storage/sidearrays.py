@@ -7,20 +7,15 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import zarr
-from zarr.codecs import ZstdCodec
-from zarr.storage import MemoryStore
 
 from storage.fs import Root
 from storage.layout import OutLayout, check_name
 from storage.records import Versioned
+from storage.side_reader import ARRAY_META, SideArray, SideArrayError
 
-ARRAY_META = "zarr.json"
+__all__ = ["ARRAY_META", "SideArray", "SideArrayError"]
+
 ACTIONS_FORMAT = 1  # attributes["format_version"] of an `actions.zarr/<episode>` array
-
-
-class SideArrayError(ValueError):
-    """A side array that is missing or does not match what its reader needs."""
 
 
 def write_array(
@@ -48,6 +43,10 @@ def write_chunks(
     Each chunk is uploaded as it is encoded, `zarr.json` last, so an array cut short by an
     error stays invisible. Returns the bytes stored.
     """
+    import zarr  # writers only: a reader needs none (storage.side_reader)
+    from zarr.codecs import ZstdCodec
+    from zarr.storage import MemoryStore
+
     n = shape[0]
     step = min(chunk or n, max(n, 1))
     objects: dict = {}
@@ -80,9 +79,9 @@ def array_attrs(root: Root, key: str) -> dict | None:
     return None if meta is None else dict(meta.get("attributes") or {})
 
 
-def open_array(root: Root, key: str) -> zarr.Array:
-    """The array at `key`, read-only."""
-    return zarr.open_array(root.zarr_store(key, read_only=True), mode="r")
+def open_array(root: Root, key: str) -> SideArray:
+    """The array at `key`, read-only (no Zarr needed)."""
+    return SideArray(root, key)
 
 
 # --- the raw actions: the source's `frame_i_y` rows, exactly ----------------------------------
@@ -126,7 +125,9 @@ def read_actions(layout: OutLayout, episode: str) -> np.ndarray:
         )
     try:
         return open_array(layout.root, key)[...]
-    except Exception as e:  # zarr surfaces checksum and codec failures as assorted errors
+    except SideArrayError:
+        raise
+    except OSError as e:
         raise SideArrayError(
             f"{layout.root.url_of(key)}: unreadable raw actions ({type(e).__name__}: {e})"
         ) from None

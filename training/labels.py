@@ -6,9 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
 
 from storage.catalog import KEY_COLUMNS
-from storage.dataset import connect_catalog
+from storage.dataset import open_dataset
 from training.actions import DEFAULT, ActionSpace
 from training.sampler import SamplerConfig
 
@@ -41,24 +44,25 @@ def _bin_index(values: np.ndarray, bins: tuple[float, ...]) -> np.ndarray:
 
 
 def load_labels(root: str | Path, cfg: SamplerConfig, space: ActionSpace = DEFAULT) -> Labels:
-    """One DuckDB query over the catalog: frames of the kept, stored episodes of a split."""
-    con = connect_catalog(root)
-    where = ["files.status = 'stored'"]
+    """Frames of the kept, stored episodes of a split, in (episode, frame) order.
+
+    Read with pyarrow from the catalog's Parquet files: a reader needs no SQL engine.
+    """
+    ds = open_dataset(root)
+    files = ds.files
+    chosen = pc.equal(files["status"], "stored")
     if cfg.keep_only:
-        where.append("files.keep")
-    params: list = []
+        chosen = pc.and_(chosen, files["keep"])
+    episodes = pa.array(files.filter(chosen)["episode"].to_pylist(), pa.string())
+    where = pads.field("episode").isin(episodes)
     if cfg.split is not None:
-        where.append("frames.split = ?")
-        params.append(cfg.split)
-    cols = ", ".join(f"frames.{c}" for c in KEY_COLUMNS)
-    tbl = con.sql(
-        f"SELECT frames.episode, {cols}, frames.lclick, frames.rclick, frames.mouse_x, "
-        "frames.mouse_y, frames.kill, frames.death, coalesce(frames.weapon, '') AS weapon "
-        "FROM frames JOIN files USING (episode) WHERE "
-        + " AND ".join(where)
-        + " ORDER BY frames.episode, frames.frame",
-        params=params,
-    ).to_arrow_table()
+        where = where & (pads.field("split") == cfg.split)
+    cols = ["episode", "frame", *KEY_COLUMNS, "lclick", "rclick", "mouse_x", "mouse_y"]
+    tbl = ds.catalog.to_table(columns=[*cols, "kill", "death", "weapon"], filter=where)
+    tbl = tbl.sort_by([("episode", "ascending"), ("frame", "ascending")])
+    tbl = tbl.set_column(
+        tbl.schema.get_field_index("weapon"), "weapon", pc.fill_null(tbl["weapon"], "")
+    )
     ep = tbl["episode"].to_numpy(zero_copy_only=False)
     starts = np.flatnonzero(np.r_[True, ep[1:] != ep[:-1]]) if len(ep) else np.array([], int)
     col = {c: tbl[c].to_numpy(zero_copy_only=False) for c in tbl.column_names}

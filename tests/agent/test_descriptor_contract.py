@@ -7,6 +7,7 @@ import copy
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from csdm_agent import artifact, contract, pull, record
 
@@ -62,6 +63,13 @@ def test_both_sides_use_the_one_contract() -> None:
     assert action_space.KEYS == record.KEYS == contract.KEYS
     assert action_space.MOUSE_X_BINS.tolist() == record.MOUSE_X_BINS.tolist()
     assert action_space.MOUSE_Y_BINS.tolist() == record.MOUSE_Y_BINS.tolist()
+    # the reader's own copy (it installs without the agent) equals the contract, -0.0 included
+    for mine, theirs in (
+        (action_space.MOUSE_X_BINS, contract.MOUSE_X_BINS),
+        (action_space.MOUSE_Y_BINS, contract.MOUSE_Y_BINS),
+    ):
+        assert mine.tolist() == list(theirs)
+        assert np.signbit(mine).tolist() == np.signbit(np.array(theirs, float)).tolist()
     assert issubclass(policy.DescriptorError, contract.ContractError)
     assert issubclass(artifact.VerificationError, contract.ContractError)
 
