@@ -66,12 +66,14 @@ def export_diamond(
         parse_test_split,
         select_episodes,
     )
-    from storage.fs import Root, StorageAccessError
+    from storage.fs import Root, StorageAccessError, is_url
     from storage.localfile import InputFileError, read_text_input
     from tasks.diamond_export import ExportError, check_dest
 
     options = storage_options(storage_option)
     hw = _size(size)
+    # Hydra runs DIAMOND in a folder of its own: every path it is given must be absolute
+    out, dest = (p if is_url(p) else os.path.abspath(p) for p in (out, dest))
     text, source = None, "DIAMOND's test split"
     if test_split is not None:
         try:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
+import types
 from collections import Counter
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -169,9 +172,36 @@ def episode_payload(obs: torch.Tensor, act: np.ndarray, file_id: str) -> dict:
     }
 
 
+class _Numpy1Pickler(pickle._Pickler):
+    """Pickles numpy arrays as numpy 1 names them, which numpy 2 reads as well.
+
+    numpy 2 names its array constructor `numpy._core.multiarray._reconstruct`; numpy 1.26,
+    which DIAMOND pins, has no `numpy._core` and cannot load such a file. The pure-Python
+    pickler lets one method write the older name of the same function (numpy 2 keeps
+    `numpy.core` as an alias, so csdm reads these files too).
+    """
+
+    _OLD: ClassVar[dict[str, str]] = {"numpy._core.multiarray": "numpy.core.multiarray"}
+
+    def save_global(self, obj, name=None):
+        module = getattr(obj, "__module__", None)
+        if module in self._OLD:
+            self.write(
+                pickle.GLOBAL + f"{self._OLD[module]}\n{name or obj.__qualname__}\n".encode()
+            )
+            self.memoize(obj)
+            return
+        super().save_global(obj, name)
+
+
+_PICKLE = types.ModuleType("csdm_numpy1_pickle")  # torch.save asks its pickle module's name
+_PICKLE.Pickler, _PICKLE.Unpickler = _Numpy1Pickler, pickle.Unpickler
+
+
 def _saved(obj: object) -> bytes:
+    """`torch.save`'s bytes of `obj`, loadable under numpy 1.26 (DIAMOND's) and numpy 2."""
     buf = io.BytesIO()
-    torch.save(obj, buf)
+    torch.save(obj, buf, pickle_module=_PICKLE)
     return buf.getvalue()
 
 

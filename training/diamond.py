@@ -13,6 +13,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from storage.dataset import Dataset, open_dataset
 from storage.diamond_layout import EPISODE_LENGTH, diamond_records, select_episodes, too_short
+from storage.fs import is_url
 from storage.sidearrays import read_actions
 from training.diamond_obs import to_float
 
@@ -87,7 +88,9 @@ class FullResDataset(TorchDataset):
         kept_only: bool = False,
     ) -> None:
         super().__init__()
-        self._out, self._options = str(out), storage_options
+        # absolute: DIAMOND's Hydra runs in a folder of its own, and workers may start anywhere
+        self._out = str(out) if is_url(str(out)) else os.path.abspath(out)
+        self._options = storage_options
         self._ds: Dataset | None = open_dataset(out, storage_options)
         self._pid = os.getpid()  # a forked DataLoader worker opens its own (fsspec clients
         # of object stores are not fork-safe)

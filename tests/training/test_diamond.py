@@ -84,7 +84,9 @@ def reference(source, tmp_path_factory) -> dict:
 def _load(path: Path):
     from numpy.core.multiarray import _reconstruct
 
-    allowed = [Counter, np.ndarray, np.dtype, _reconstruct, type(np.dtype(np.int64))]
+    # the files name numpy 1's module (numpy.core), so numpy 1.26 (DIAMOND's) loads them too
+    old_name = (_reconstruct, "numpy.core.multiarray._reconstruct")
+    allowed = [Counter, np.ndarray, np.dtype, _reconstruct, old_name, type(np.dtype(np.int64))]
     with torch.serialization.safe_globals(allowed):
         return torch.load(path, weights_only=True)
 
@@ -210,7 +212,7 @@ def test_segments_sample_as_diamond_and_resume(store, reference) -> None:
     from training.segments import SegmentStream
     from training.stream import StreamState
 
-    s = SegmentStream(str(store), 16, 6, state=StreamState(seed=5))
+    s = SegmentStream(str(store), 16, 6, state=StreamState(seed=5), obs="uint8")
     assert s.episodes == [
         "dm_july2021_10",
         "dm_july2021_100",
@@ -226,7 +228,9 @@ def test_segments_sample_as_diamond_and_resume(store, reference) -> None:
             np.testing.assert_array_equal(a, b)
     batches = iter(s)
     first = [next(batches) for _ in range(3)]
-    resumed = next(iter(SegmentStream(str(store), 16, 6, state=StreamState(seed=5, cursor=2))))
+    resumed = next(
+        iter(SegmentStream(str(store), 16, 6, state=StreamState(seed=5, cursor=2), obs="uint8"))
+    )
     assert (
         torch.equal(resumed["obs"], first[2]["obs"]) and resumed["episode"] == first[2]["episode"]
     )
