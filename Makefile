@@ -42,6 +42,9 @@ lock: $(STAMP)
 	  -o requirements.lock
 	$(UV) tests/keras/requirements.in --python-platform x86_64-manylinux_2_28 \
 	  -o tests/keras/requirements.lock
+	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.10 \
+	  --python-platform x86_64-manylinux_2_28 tests/diamond_env/requirements.in \
+	  -o tests/diamond_env/requirements.lock
 
 demo: setup
 	rm -rf $(DEMO_OUT)

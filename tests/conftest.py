@@ -12,14 +12,18 @@ from tests.hub_server import FakeHub, HubServer
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:
-    """Start installing the Keras test's venv now, in the background, if that test will run.
+    """Start installing the Keras and DIAMOND test venvs now, in the background, if needed.
 
-    It takes about a minute; the test runs last, by when it is ready.
+    Each takes a minute or two; those tests run late, by when they are ready.
     """
     if any("test_keras_" in item.nodeid for item in items):
         from tests.keras.env import install_in_background
 
         install_in_background()
+    if any("test_diamond_env" in item.nodeid for item in items):  # DIAMOND's pinned env
+        from tests.diamond_env.env import install_in_background as diamond_in_background
+
+        diamond_in_background()
 
 
 SMALL = SynthConfig(seed=7, frames=60, tars=2, episodes_per_tar=3, expert_episodes=2)

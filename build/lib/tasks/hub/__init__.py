@@ -1,0 +1,1 @@
+"""The Hub: verified, resumable transfers and archives streamed straight into the dataset."""

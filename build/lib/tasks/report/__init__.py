@@ -1,0 +1,1 @@
+"""Dataset reports: numbers from the catalog, figures, the HTML page, and frame views."""

@@ -1,0 +1,99 @@
+"""DIAMOND's pinned environment for tests: Python 3.10, torch 2.4.1, numpy 1.26.0, h5py 3.11.0.
+
+Built on first use in `.cache/diamond-venv` (or `$CSDM_DIAMOND_VENV`) from
+`requirements.lock`, hashes checked, and rebuilt when the lock changes; csdm's reader is then
+installed into it from this checkout, without its dependencies (the lock holds them), as a
+DIAMOND user would install it. About 5 GB: torch 2.4.1 brings CUDA's libraries, unused here.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCK = Path(__file__).with_name("requirements.lock")
+SCRIPT = Path(__file__).with_name("in_diamond_env.py")
+
+
+def _venv() -> Path:
+    return Path(os.environ.get("CSDM_DIAMOND_VENV", ROOT / ".cache" / "diamond-venv"))
+
+
+def _python310() -> str | None:
+    # pyenv's own interpreter first: its `python3.10` shim fails unless 3.10 is selected
+    found = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.10*/bin/python3.10")))
+    return found[-1] if found else shutil.which("python3.10")
+
+
+def _digest() -> str:
+    return hashlib.sha256(LOCK.read_bytes()).hexdigest()
+
+
+def install_in_background() -> subprocess.Popen | None:
+    """Start building the venv in another process (the lock serialises it with `python`)."""
+    venv = _venv()
+    if (venv / ".pins").exists() and (venv / ".pins").read_text() == _digest():
+        return None
+    code = "from tests.diamond_env.env import diamond_python; diamond_python()"
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def diamond_python() -> Path:
+    """The venv's python with the lock's pins and this checkout's csdm reader installed."""
+    venv = _venv()
+    python, stamp = venv / "bin" / "python", venv / ".pins"
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    with open(venv.parent / ".diamond-venv.lock", "w") as lock:  # parallel test processes
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (stamp.exists() and stamp.read_text() == _digest() and python.exists()):
+            base = _python310()
+            if base is None:
+                raise RuntimeError("DIAMOND's environment needs Python 3.10 (pyenv install 3.10)")
+            shutil.rmtree(venv, ignore_errors=True)
+            subprocess.run([base, "-m", "venv", str(venv)], check=True)
+            r = subprocess.run(
+                [*pip, "--no-compile", "--require-hashes", "-r", str(LOCK)],
+                capture_output=True,
+                text=True,
+            )
+            if r.returncode != 0:
+                raise RuntimeError(f"installing {LOCK} into {venv} failed:\n{r.stderr[-3000:]}")
+            stamp.write_text(_digest())
+        # the reader as it is now in this checkout, its dependencies from the lock
+        r = subprocess.run(
+            [*pip, "--no-deps", "--force-reinstall", str(ROOT)], capture_output=True, text=True
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"installing csdm's reader into {venv} failed:\n{r.stderr[-3000:]}")
+    return python
+
+
+def run(*args: str, cwd: Path | None = None, stdin: str | None = None) -> str:
+    """Run `in_diamond_env.py` (or a script given first) in the pinned env; its stdout."""
+    python = diamond_python()
+    argv = (
+        [str(python), *args]
+        if args and args[0].endswith(".py")
+        else [str(python), str(SCRIPT), *args]
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    r = subprocess.run(
+        argv, cwd=cwd, input=stdin, capture_output=True, text=True, env=env, timeout=900
+    )
+    if r.returncode != 0:
+        raise AssertionError(f"{' '.join(argv[1:3])} failed in DIAMOND's env:\n{r.stderr[-4000:]}")
+    return r.stdout
