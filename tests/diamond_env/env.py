@@ -15,11 +15,13 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCK = Path(__file__).with_name("requirements.lock")
 SCRIPT = Path(__file__).with_name("in_diamond_env.py")
+_SKIP = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 
 def _venv() -> Path:
@@ -73,10 +75,18 @@ def diamond_python() -> Path:
             if r.returncode != 0:
                 raise RuntimeError(f"installing {LOCK} into {venv} failed:\n{r.stderr[-3000:]}")
             stamp.write_text(_digest())
-        # the reader as it is now in this checkout, its dependencies from the lock
-        r = subprocess.run(
-            [*pip, "--no-deps", "--force-reinstall", str(ROOT)], capture_output=True, text=True
-        )
+        # the reader as it is now in this checkout, its dependencies from the lock; built from
+        # a copy, so that setuptools' build folders never land in the checkout
+        with tempfile.TemporaryDirectory(prefix="csdm-src-") as tmp:
+            for name in ("pyproject.toml", "README.md", "storage", "tasks", "flows", "training"):
+                src = ROOT / name
+                if src.is_dir():
+                    shutil.copytree(src, Path(tmp) / name, ignore=_SKIP)
+                else:
+                    shutil.copy(src, Path(tmp) / name)
+            r = subprocess.run(
+                [*pip, "--no-deps", "--force-reinstall", tmp], capture_output=True, text=True
+            )
         if r.returncode != 0:
             raise RuntimeError(f"installing csdm's reader into {venv} failed:\n{r.stderr[-3000:]}")
     return python

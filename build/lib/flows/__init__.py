@@ -1,1 +1,0 @@
-"""Prefect flows and the `csdm` command line."""

@@ -1,1 +1,0 @@
-"""The Hub: verified, resumable transfers and archives streamed straight into the dataset."""
