@@ -12,6 +12,8 @@ one run and on one pinned core:
 - full-res segment reads: DIAMOND's `CSGOHdf5Dataset` (restated: the file opened per
   segment, a dataset read per frame) on the extracted files, against `FullResDataset`;
   goal csdm >= 1.2x;
+- the same reads through 4 forked DataLoader workers (DIAMOND's trainer), DIAMOND's own
+  `CSGOHdf5Dataset` against `FullResDataset`, with each's peak RSS per worker;
 - low-res segment batches from csdm's `SegmentStream` over a stored 30x56 view.
 DIAMOND's steps are the test suite's restatement (tests/training/diamond_reference.py).
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import tempfile
 import time
@@ -36,6 +39,7 @@ from tasks.diamond_export import export_episode, finish_export, plan_export
 from tasks.params import ProcessParams
 from tasks.process_source import process_source
 from tasks.views import ViewJob, finish_views, make_view
+from tests import diamond_code
 from tests.training import diamond_reference as ref
 from training.diamond import FullResDataset, SegmentId
 from training.segments import SegmentStream
@@ -101,6 +105,43 @@ def segment_reads(read, ids: list[str], length: int, seq: int, n: int, seed: int
     return n / (time.perf_counter() - t)
 
 
+class _Measured(torch.utils.data.Dataset):
+    """A segment reader that also reports its worker's peak RSS with every segment."""
+
+    def __init__(self, read) -> None:
+        self.read = read
+
+    def __len__(self) -> int:
+        return 1 << 30
+
+    def __getitem__(self, key):
+        info = torch.utils.data.get_worker_info()
+        seg = self.read(*key)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+        return (info.id if info else -1), rss, seg.obs.shape[0]
+
+
+def loader_reads(read, picks: list, workers: int = 4) -> tuple[float, int]:
+    """Segments/s through a DataLoader of `workers` forked workers, and the largest peak RSS."""
+    loader = torch.utils.data.DataLoader(
+        _Measured(read),
+        sampler=picks,
+        batch_size=None,
+        num_workers=workers,
+        multiprocessing_context="fork",
+        collate_fn=lambda x: x,
+    )
+    it = iter(loader)
+    next(it)  # workers started and each store opened: not counted
+    peak: dict[int, int] = {}
+    t = time.perf_counter()
+    n = 0
+    for worker, rss, _ in it:
+        peak[worker] = max(peak.get(worker, 0), rss)
+        n += 1
+    return n / (time.perf_counter() - t), max(peak.values())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--episodes", type=int, default=4)
@@ -150,6 +191,24 @@ def main() -> None:
         seg_c = segment_reads(
             lambda f, a, b: full[SegmentId(f, a, b)], ids, args.frames, args.seq, args.segments, 1
         )
+        # 4 forked DataLoader workers (DIAMOND's trainer): DIAMOND's own CSGOHdf5Dataset (its
+        # code, ../shared/third_party/diamond) on the extracted files, against FullResDataset
+        os.sched_setaffinity(0, set(cores))
+        rng = np.random.default_rng(2)
+        picks = [
+            (ids[rng.integers(len(ids))], int(rng.integers(-args.seq // 2, args.frames - 8)))
+            for _ in range(args.segments)
+        ]
+        picks = [(f, a, a + args.seq) for f, a in picks]
+        w_d = w_c = None
+        if diamond_code.available():
+            data = diamond_code.diamond_data()
+            theirs = data.CSGOHdf5Dataset(tmp / "diamond" / "full_res")
+            theirs._length_one_episode = args.frames
+            w_d = loader_reads(lambda f, a, b: theirs[data.SegmentId(f, a, b)], picks)
+        mine = FullResDataset(str(store), length=args.frames)
+        w_c = loader_reads(lambda f, a, b: mine[SegmentId(f, a, b)], picks)
+        os.sched_setaffinity(0, {cores[0]})
         t = time.perf_counter()
         for e in full._filenames.values():
             make_view(ViewJob(str(store), e, LOW_RES))
@@ -183,6 +242,17 @@ def main() -> None:
         f"{'full-res segments/s':34} {seg_d:12.1f} {seg_c:12.1f} "
         f"{seg_c / seg_d:12.2f}x (goal >= 1.2)"
     )
+    if w_d is not None:
+        print(
+            f"{'full-res segments/s, 4 workers':34} {w_d[0]:12.1f} {w_c[0]:12.1f} "
+            f"{w_c[0] / w_d[0]:12.2f}x ({len(cores)} cores)"
+        )
+        print(
+            f"{'peak RSS per worker MB':34} {w_d[1] / 1e6:12.0f} {w_c[1] / 1e6:12.0f} "
+            f"{w_c[1] / w_d[1]:12.2f}x"
+        )
+    else:
+        print(f"full-res segments/s, 4 workers: csdm {w_c[0]:.1f} (DIAMOND's code not beside)")
     print(
         f"low-res 30x56 view: made in {t_views:.2f} s ({frames / t_views:,.0f} frames/s); "
         f"low_res/ copy {low / 1e6:.1f} MB"
