@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
 .PHONY: setup lock browser demo test test-fast bench lint docs clean serve stop gpu-wheels gpu-check \
-	gpu-wheels-decode gpu-check-decode gpu-check-dry
+	gpu-wheels-decode gpu-check-decode gpu-check-dry gpu-carry-size
 
 setup: $(STAMP) browser
 
@@ -102,7 +102,13 @@ GPU_WHEELS := zarr==3.1.6 numcodecs==0.16.6 imagecodecs==2026.3.6 donfig==0.8.1.
 # GPU decoding's check carries nvCOMP instead of duckdb (both do not fit in 64 MiB); numba is
 # left out of both: llvmlite alone is 60 MB, and the device's CPU reads then undo the
 # predictor with numpy (storage/unpredict.py says so)
-GPU_DECODE_WHEELS := $(filter-out duckdb%,$(GPU_WHEELS)) nvidia-nvcomp-cu13==6.0.0.12
+GPU_DECODE_WHEELS := $(filter-out duckdb% imagecodecs%,$(GPU_WHEELS))
+# Installed here and pruned to what the decode check loads on Python 3.12, since whole they
+# would not fit the 64 MiB carry (measured by `make gpu-carry-size`): nvCOMP 6's module and
+# the libnvcomp.so.6 it loads (nvidia-libnvcomp-cu13, a 30 MB wheel), and imagecodecs' zstd,
+# delta and shared modules (the whole wheel is 26 MB of codecs csdm's frames do not use).
+PRUNED_WHEELS := nvidia-nvcomp-cu13==6.0.0.12 nvidia-libnvcomp-cu13==6.0.0.12 \
+	$(filter imagecodecs%,$(GPU_WHEELS))
 GPU_PLATFORMS := --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
 	--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
 
@@ -113,19 +119,41 @@ gpu-wheels: setup
 gpu-wheels-decode: setup
 	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
 	  --implementation cp $(GPU_PLATFORMS) -d .whl-decode $(GPU_DECODE_WHEELS)
+	rm -rf .whl-decode/site && tmp=$$(mktemp -d) && \
+	  $(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	    --implementation cp $(GPU_PLATFORMS) -d $$tmp $(PRUNED_WHEELS) && \
+	  $(BIN)/pip install --quiet --no-deps --no-index --no-compile --target .whl-decode/site \
+	    --python-version 3.12 --implementation cp --only-binary=:all: $(GPU_PLATFORMS) \
+	    $$tmp/*.whl && rm -rf $$tmp
+	cd .whl-decode/site && find nvidia/nvcomp -name 'nvcomp_impl.cpython-*.so' \
+	  ! -name 'nvcomp_impl.cpython-312-*' -delete && \
+	  rm -rf nvidia/libnvcomp/lib64/libnvcomp_cpu.so* nvidia/libnvcomp/lib64/cmake nvidia/libnvcomp/bin \
+	    nvidia/libnvcomp/include && \
+	  find imagecodecs -name '_*.so' ! -name '_imcd.*' ! -name '_zstd.*' ! -name '_shared*' \
+	    -delete && find imagecodecs.libs -type f ! -name 'libzstd*' -delete
+	$(MAKE) --no-print-directory gpu-carry-size
+
+# What a device run carries: the tree as git has it, plus the wheels folder (64 MiB at most)
+gpu-carry-size:
+	@tree=$$(git ls-files -z | du -cb --files0-from=- | tail -1 | cut -f1); \
+	wheels=$$(du -sb .whl-decode 2>/dev/null | cut -f1); wheels=$${wheels:-0}; \
+	total=$$((tree + wheels)); \
+	echo "carry: tree $$((tree >> 20)) MiB + .whl-decode $$((wheels >> 20)) MiB = $$((total >> 20)) MiB of 64"; \
+	test $$total -le $$((64 << 20)) || { echo "over the 64 MiB carry"; exit 1; }
 
 gpu-check:
 	@test -d .whl || { echo "no .whl/: run 'make gpu-wheels' here first and carry .whl"; exit 1; }
 	python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
 	  --target /tmp/csdm-site .whl/*.whl
-	PYTHONPATH=/tmp/csdm-site:$(CURDIR) PYTHONUNBUFFERED=1 python3 -m bench.gpu_check \
+	PYTHONPATH=/tmp/csdm-site:$(CURDIR):$(CURDIR)/agent PYTHONUNBUFFERED=1 python3 -m bench.gpu_check \
 	  --out $${OUT:-bench_out}
 
 gpu-check-decode:
 	@test -d .whl-decode || { echo "no .whl-decode/: run 'make gpu-wheels-decode' here first"; exit 1; }
 	python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
 	  --target /tmp/csdm-decode-site .whl-decode/*.whl
-	PYTHONPATH=/tmp/csdm-decode-site:$(CURDIR) PYTHONUNBUFFERED=1 python3 -m bench.gpu_decode \
+	PYTHONPATH=/tmp/csdm-decode-site:$(CURDIR)/.whl-decode/site:$(CURDIR):$(CURDIR)/agent \
+	  PYTHONUNBUFFERED=1 python3 -m bench.gpu_decode \
 	  --out $${OUT:-bench_out}
 
 gpu-check-dry: setup

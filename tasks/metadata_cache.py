@@ -9,6 +9,7 @@ import posixpath
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +21,9 @@ from storage.layout import OutLayout
 from storage.metadata import load_metadata
 from tasks.actions.infer import infer_actions
 from tasks.actions.quality import QualityThresholds
-from tasks.hub.transfer import HubFile, IngestError, IngestPlan, download_file, hub_id
+
+if TYPE_CHECKING:  # the Hub's client loads only where a Hub file is prepared
+    from tasks.hub.transfer import HubFile, IngestPlan
 
 STAMP_FORMAT = 1  # format_version of a metadata file's cache stamp (absent: written before it)
 
@@ -89,15 +92,19 @@ def prepare_hub_metadata_or_failure(
     endpoint: str | None = None,
 ) -> list[MetaRecord] | MetadataFailure:
     """`prepare_hub_metadata`, with an unusable or unreachable file returned as a value."""
-    return _or_failure(
-        hub_id(plan.repo, f.path), prepare_hub_metadata, plan, f, layout, thresholds, endpoint
-    )
+    from tasks.hub.transfer import IngestError, hub_id
+
+    label = hub_id(plan.repo, f.path)
+    args = (plan, f, layout, thresholds, endpoint)
+    return _or_failure(label, prepare_hub_metadata, *args, also=(IngestError,))
 
 
-def _or_failure(label: str, fn, *args) -> list[MetaRecord] | MetadataFailure:
+def _or_failure(
+    label: str, fn, *args, also: tuple[type[BaseException], ...] = ()
+) -> list[MetaRecord] | MetadataFailure:
     try:
         return fn(*args)
-    except (ValueError, TypeError, pickle.UnpicklingError, OSError, IngestError) as e:
+    except (ValueError, TypeError, pickle.UnpicklingError, OSError, *also) as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if not text.startswith(label):
             text = f"{label}: {text}"
@@ -151,6 +158,8 @@ def prepare_hub_metadata(
 
     It is fetched only when the cache does not hold it at this checksum already.
     """
+    from tasks.hub.transfer import download_file, hub_id
+
     name, checksum = hub_id(plan.repo, f.path), f.sha256 or f.git_oid
     stamp_path, key = _stamp(name, {"size": f.size, "checksum": checksum}, layout, thresholds)
     cached = _cached(layout, stamp_path, key)

@@ -42,10 +42,11 @@ def check_device_decode() -> None:
         )
     try:
         from nvidia import nvcomp  # noqa: F401
-    except ImportError:
+    except ImportError as e:  # its own words: a missing libnvcomp.so.6 is not a missing module
         raise DeviceDecodeError(
-            "--decode cuda needs nvCOMP's Python module (nvidia.nvcomp): pip "
-            "install nvidia-nvcomp-cu12 or -cu13 to match CUDA"
+            f"--decode cuda needs nvCOMP's Python module (nvidia.nvcomp), which failed to "
+            f"import ({e}); pip install nvidia-nvcomp-cu13 (or -cu12 to match CUDA), which "
+            "brings nvidia-libnvcomp"
         ) from None
 
 
@@ -114,18 +115,31 @@ def undo_predictor_torch(residuals: torch.Tensor, kind: str) -> torch.Tensor:
         raise ValueError(f"unknown predictor {kind!r}")
     if not kind:
         return residuals
-    x = residuals.to(torch.int32)  # sums of up to 150 x 280 bytes fit; & 255 is the modulus
+    # summed in uint8: wraps modulo 256 exactly as the predictor did, with no wider copy
+    # (int32, then cumsum's int64, held 8 GB on the device for a 0.45 GB batch)
+    x = residuals
     if kind != "left":
-        x = x.cumsum(-3)
+        x = x.cumsum(-3, dtype=torch.uint8)
     if kind != "up":
-        x = x.cumsum(-2)
-    return (x & 255).to(torch.uint8)
+        x = x.cumsum(-2, dtype=torch.uint8)
+    return x
 
 
 def _nvcomp_decompress(data: torch.Tensor, offsets: list[int], size: int) -> torch.Tensor:
-    """Each zstd frame in `data` (on the device) decompressed, as one (n, size) uint8 tensor."""
+    """Each zstd frame in `data` (on the device) decompressed, as one (n, size) uint8 tensor.
+
+    nvCOMP 6's documented batch API: the compressed frames are carved out of `data` by one
+    offset table (`as_arrays`), and decoded into one preallocated torch tensor, also carved
+    by `as_arrays`, so the output's memory is torch's and outlives nvCOMP's views of it. One
+    explicit CUDA stream, torch's current one, orders the host-to-device copy, the decode and
+    what follows. A frame that decompresses to another size than a chunk's is an error.
+    """
     from nvidia import nvcomp
 
+    n = len(offsets) - 1
+    out = torch.empty((n, size), dtype=torch.uint8, device=data.device)
+    if n == 0:
+        return out
     stream = torch.cuda.current_stream(data.device).cuda_stream
     codec = nvcomp.Codec(
         algorithm="Zstd",
@@ -133,13 +147,24 @@ def _nvcomp_decompress(data: torch.Tensor, offsets: list[int], size: int) -> tor
         device_id=data.device.index or 0,
         cuda_stream=stream,
     )
-    parts = [nvcomp.as_array(data[a:b]) for a, b in itertools.pairwise(offsets)]
-    out = [torch.as_tensor(a, device=data.device) for a in codec.decode(parts)]
-    if any(o.numel() != size for o in out):
+    sizes = [b - a for a, b in itertools.pairwise(offsets)]
+    srcs = nvcomp.as_arrays(data, offsets[:-1], sizes, cuda_stream=stream)
+    dsts = nvcomp.as_arrays(
+        out.view(-1), [i * size for i in range(n)], [size] * n, cuda_stream=stream
+    )
+    try:
+        got = codec.decode(srcs, out=dsts)
+    except ValueError as e:  # a frame larger than a chunk: nvCOMP refuses the fixed buffer
         raise CorruptFramesError(
-            f"a chunk decompressed to {[o.numel() for o in out]} bytes on the GPU, {size} expected"
-        )
-    return torch.stack([o.view(torch.uint8) for o in out]) if out else torch.empty(0, size)
+            f"a chunk decompressed past {size} bytes on the GPU ({e})"
+        ) from None
+    # each frame's decompressed size, from its zstd header (a lookup; it waits for the
+    # stream): a frame shorter than a chunk would leave part of nvCOMP's fixed output unset
+    found = [codec.get_uncomp_buffer_size(srcs[i]) for i in range(n)]
+    if any(f != size for f in found):
+        raise CorruptFramesError(f"chunks decompress to {found} bytes on the GPU, {size} expected")
+    del got  # `out` holds the frames; nvCOMP's batches only viewed `data` and `out`
+    return out
 
 
 def assemble(
