@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
 .PHONY: setup lock browser demo test test-fast bench lint docs clean serve stop gpu-wheels gpu-check \
-	gpu-wheels-decode gpu-check-decode gpu-check-dry gpu-carry-size
+	gpu-wheels-decode gpu-check-decode gpu-check-dry gpu-carry-size gpu-rehearse
 
 setup: $(STAMP) browser
 
@@ -141,20 +141,45 @@ gpu-carry-size:
 	echo "carry: tree $$((tree >> 20)) MiB + .whl-decode $$((wheels >> 20)) MiB = $$((total >> 20)) MiB of 64"; \
 	test $$total -le $$((64 << 20)) || { echo "over the 64 MiB carry"; exit 1; }
 
+# The device's python3, and where its carried wheels go (`make gpu-rehearse` points both at a
+# venv here that holds only what the device holds)
+DEVICE_PY ?= python3
+GPU_SITE ?= /tmp/csdm-site
+GPU_DECODE_SITE ?= /tmp/csdm-decode-site
+GPU_ARGS ?=
+
 gpu-check:
 	@test -d .whl || { echo "no .whl/: run 'make gpu-wheels' here first and carry .whl"; exit 1; }
-	python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-	  --target /tmp/csdm-site .whl/*.whl
-	PYTHONPATH=/tmp/csdm-site:$(CURDIR):$(CURDIR)/agent PYTHONUNBUFFERED=1 python3 -m bench.gpu_check \
-	  --out $${OUT:-bench_out}
+	$(DEVICE_PY) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+	  --target $(GPU_SITE) .whl/*.whl
+	PYTHONPATH=$(GPU_SITE):$(CURDIR):$(CURDIR)/agent PYTHONUNBUFFERED=1 $(DEVICE_PY) -m bench.gpu_check \
+	  --out $${OUT:-bench_out} $(GPU_ARGS)
 
 gpu-check-decode:
 	@test -d .whl-decode || { echo "no .whl-decode/: run 'make gpu-wheels-decode' here first"; exit 1; }
-	python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-	  --target /tmp/csdm-decode-site .whl-decode/*.whl
-	PYTHONPATH=/tmp/csdm-decode-site:$(CURDIR)/.whl-decode/site:$(CURDIR):$(CURDIR)/agent \
-	  PYTHONUNBUFFERED=1 python3 -m bench.gpu_decode \
+	$(DEVICE_PY) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+	  --target $(GPU_DECODE_SITE) .whl-decode/*.whl
+	PYTHONPATH=$(GPU_DECODE_SITE):$(CURDIR)/.whl-decode/site:$(CURDIR):$(CURDIR)/agent \
+	  PYTHONUNBUFFERED=1 $(DEVICE_PY) -m bench.gpu_decode \
 	  --out $${OUT:-bench_out}
+
+# Both device checks on this CPU machine, in a venv holding only what the device holds
+# (tests/gpu_rehearse/requirements.lock, Python 3.12) plus the carry, installed as the device
+# targets install it: an import that would fail there fails here first. gpu-check runs its
+# CPU dry run; gpu-check-decode runs until its first CUDA call (its JSON says which step).
+REHEARSE := .cache/gpu-rehearse-venv
+REHEARSE_LOCK := tests/gpu_rehearse/requirements.lock
+PY312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) python3.12)
+gpu-rehearse: gpu-wheels gpu-wheels-decode
+	@if ! cmp -s $(REHEARSE_LOCK) $(REHEARSE)/.lock; then \
+	  rm -rf $(REHEARSE) && $(PY312) -m venv $(REHEARSE) && \
+	  $(REHEARSE)/bin/pip install --quiet --no-compile --require-hashes -r $(REHEARSE_LOCK) && \
+	  cp $(REHEARSE_LOCK) $(REHEARSE)/.lock; fi
+	rm -rf $(REHEARSE)/site $(REHEARSE)/decode-site bench_out/rehearse
+	$(MAKE) --no-print-directory gpu-check DEVICE_PY=$(REHEARSE)/bin/python \
+	  GPU_SITE=$(REHEARSE)/site GPU_ARGS=--dry-run OUT=bench_out/rehearse
+	$(MAKE) --no-print-directory gpu-check-decode DEVICE_PY=$(REHEARSE)/bin/python \
+	  GPU_DECODE_SITE=$(REHEARSE)/decode-site OUT=bench_out/rehearse
 
 gpu-check-dry: setup
 	$(BIN)/python -m bench.gpu_check --dry-run

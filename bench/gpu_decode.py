@@ -6,9 +6,11 @@ both ways:
 - the GPU path: the host packs the chunks (crc32c checked) and nvCOMP and torch decode them
   on the device.
 
-Reported: bit-exactness, frames/s decoded on the device, and host CPU time per frame of each
-path. The carry has no room for duckdb beside nvCOMP, so no labels are read and no training
-is fed here; `make gpu-check` times training.
+Steps, each under a time budget, each written to `$OUT/gpu_decode.json` as it ends (so a
+failure at one still returns the others and its reason in one line): import; nvCOMP against
+the CPU's zstd on 224 chunks, bit for bit; windows against the CPU path, bit for bit, with
+host CPU time per frame of each path; frames/s decoded on the device and its peak memory.
+No training is fed here: `make gpu-check` times training.
 
     python -m bench.gpu_decode [--out DIR]      # on the device, through `make gpu-check-decode`
 """
@@ -18,10 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import tempfile
 import time
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import torch
 
@@ -30,9 +34,52 @@ from storage.dataset import open_dataset
 from storage.fs import Root
 from tasks.params import ProcessParams
 from tasks.process_source import process_source
-from training.device_decode import Packer, check_device_decode, decode_on_device
+from training.device_decode import (
+    Packer,
+    _nvcomp_decompress,
+    check_device_decode,
+    decode_on_device,
+)
 
 WINDOW, SHAPE = 96, (150, 280, 3)
+
+
+class Steps:
+    """Runs the check's steps in order, each under a time budget, writing the JSON after each.
+
+    A step that fails or runs out of time records its error in one line and the run goes on
+    to the next step that does not need it: a device run always returns what it measured.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / "gpu_decode.json"
+        out.mkdir(parents=True, exist_ok=True)
+        self.result: dict = {"steps": {}}
+        self.write()
+
+    def write(self) -> None:
+        self.path.write_text(json.dumps(self.result, indent=1))
+
+    def run(self, name: str, budget_s: int, fn) -> dict | None:
+        def over(_sig, _frame):
+            raise TimeoutError(f"over its {budget_s} s budget")
+
+        t = time.monotonic()
+        signal.signal(signal.SIGALRM, over)
+        signal.alarm(budget_s)
+        try:
+            value = fn() or {}
+            entry = {"ok": True, **value}
+        except BaseException as e:
+            text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+            entry, value = {"ok": False, "error": f"{type(e).__name__}: {text}"}, None
+        finally:
+            signal.alarm(0)
+        entry["seconds"] = round(time.monotonic() - t, 2)
+        self.result["steps"][name] = entry
+        self.write()
+        print(name, json.dumps(entry), flush=True)
+        return value
 
 
 def main() -> None:
@@ -43,34 +90,77 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--out", default=os.environ.get("OUT", "bench_out"))
     a = ap.parse_args()
-    check_device_decode()
-    device = torch.device("cuda")
-    result = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}
-    with tempfile.TemporaryDirectory() as tmp_:
-        tmp = Path(tmp_)
+    steps = Steps(Path(a.out))
+    state: dict = {}
+
+    def imports() -> dict:
+        from nvidia import nvcomp  # first: the carry's libnvcomp.so.6 loads without a GPU
+
+        state["nvcomp"] = nvcomp.__version__
+        check_device_decode()
+        state["device"] = torch.device("cuda")
+        return {
+            "device": torch.cuda.get_device_name(0),
+            "torch": torch.__version__,
+            "nvcomp": nvcomp.__version__,
+        }
+
+    if steps.run("import", 60, imports) is None:
+        steps.result["steps"]["import"]["nvcomp_imported"] = state.get("nvcomp")
+        steps.write()
+        return
+    device = state["device"]
+    tmp_ = tempfile.TemporaryDirectory()
+    tmp = Path(tmp_.name)
+
+    def data() -> dict:
         build_source(tmp / "source", a.episodes, a.frames)
         process_source(Root(str(tmp / "source")), Root(str(tmp / "data")), ProcessParams())
-        ds = open_dataset(tmp / "data")
-        rng = np.random.default_rng(0)
-        batches = [
-            [
-                (
-                    ds.episodes[rng.integers(len(ds.episodes))],
-                    int(rng.integers(0, a.frames - WINDOW)),
-                )
-                for _ in range(a.batch)
-            ]
-            for _ in range(a.batches)
+        state["ds"] = open_dataset(tmp / "data")
+        return {"episodes": len(state["ds"].episodes)}
+
+    if steps.run("data", 240, data) is None:
+        return
+    ds = state["ds"]
+
+    def chunks() -> dict:
+        # 224 chunks decompressed by nvCOMP against the CPU's zstd, bit for bit
+        bodies, raws = [], []
+        for e in ds.episodes:
+            reader = ds.reader(e)
+            for c, blob, _a, _b in reader.chunks(0, reader.layout.shape[0]):
+                body = reader.body(c, blob)
+                bodies.append(np.asarray(body))
+                raws.append(np.frombuffer(imagecodecs.zstd_decode(bytes(body)), np.uint8))
+                if len(bodies) == 224:
+                    break
+            if len(bodies) == 224:
+                break
+        size = len(raws[0])
+        offsets = np.r_[0, np.cumsum([len(b) for b in bodies])].tolist()
+        data = torch.from_numpy(np.concatenate(bodies)).to(device)
+        got = _nvcomp_decompress(data, offsets, size).cpu().numpy()
+        same = all(np.array_equal(g, r) for g, r in zip(got, raws, strict=True))
+        return {"chunks": len(bodies), "bit_exact": bool(same)}
+
+    steps.run("nvcomp_vs_cpu_zstd", 120, chunks)
+    rng = np.random.default_rng(0)
+    batches = [
+        [
+            (ds.episodes[rng.integers(len(ds.episodes))], int(rng.integers(0, a.frames - WINDOW)))
+            for _ in range(a.batch)
         ]
+        for _ in range(a.batches)
+    ]
 
-        def pack(batch: list[tuple[str, int]]) -> dict:
-            packer = Packer(ds)
-            for e, s in batch:
-                packer.add(e, s, s + WINDOW)
-            return packer.result()
+    def pack(batch: list[tuple[str, int]]) -> dict:
+        packer = Packer(ds)
+        for e, s in batch:
+            packer.add(e, s, s + WINDOW)
+        return packer.result()
 
-        pack(batches[0]), ds.frames(*batches[0][0][:1], 0, WINDOW)  # warm: indexes, kernels
-        decode_on_device(pack(batches[0]), SHAPE, WINDOW, device)
+    def windows() -> dict:
+        decode_on_device(pack(batches[0]), SHAPE, WINDOW, device)  # warm: kernels
         t = time.process_time()
         want = [np.stack([ds.frames(e, s, s + WINDOW) for e, s in b]) for b in batches]
         cpu_host = time.process_time() - t
@@ -79,26 +169,37 @@ def main() -> None:
         got = [decode_on_device(p, SHAPE, WINDOW, device) for p in packed]
         torch.cuda.synchronize()
         gpu_host = time.process_time() - t
-        result["bit_exact"] = all(
-            np.array_equal(g.cpu().numpy(), w) for g, w in zip(got, want, strict=True)
-        )
-        on_device = [{**p, "chunk_data": p["chunk_data"].to(device)} for p in packed]
+        state["packed"] = packed
+        n = a.batches * a.batch * WINDOW
+        exact = all(np.array_equal(g.cpu().numpy(), w) for g, w in zip(got, want, strict=True))
+        return {
+            "bit_exact": bool(exact),
+            "host_cpu_us_per_frame_cpu_path": round(cpu_host / n * 1e6, 1),
+            "host_cpu_us_per_frame_gpu_path": round(gpu_host / n * 1e6, 1),
+            "host_cpu_gpu_over_cpu": round(gpu_host / cpu_host, 3),
+        }
+
+    if steps.run("windows_vs_cpu_path", 180, windows) is None:
+        return
+
+    def throughput() -> dict:
+        on_device = [{**p, "chunk_data": p["chunk_data"].to(device)} for p in state["packed"]]
         torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
         t = time.perf_counter()
         for p in on_device:
             decode_on_device(p, SHAPE, WINDOW, device)
         torch.cuda.synchronize()
         n = a.batches * a.batch * WINDOW
-        result |= {
+        return {
             "frames": n,
             "device_decode_frames_per_s": round(n / (time.perf_counter() - t), 1),
-            "host_cpu_us_per_frame_cpu_path": round(cpu_host / n * 1e6, 1),
-            "host_cpu_us_per_frame_gpu_path": round(gpu_host / n * 1e6, 1),
-            "host_cpu_gpu_over_cpu": round(gpu_host / cpu_host, 3),
+            "peak_device_memory_mb": round(torch.cuda.max_memory_allocated(device) / 1e6, 1),
+            "frames_mb_per_batch": round(a.batch * WINDOW * int(np.prod(SHAPE)) / 1e6, 1),
         }
-    Path(a.out).mkdir(parents=True, exist_ok=True)
-    (Path(a.out) / "gpu_decode.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
+
+    steps.run("decode_throughput", 120, throughput)
+    tmp_.cleanup()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,28 @@ INDEX_VERSION = 1
 PIPELINE_STATE_VERSION = 1
 
 
+def csdm_version() -> str:
+    """The version of csdm: the installed distribution's, else the source tree's.
+
+    The GPU machine runs the checks from a checkout that was never installed.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("csdm")
+    except PackageNotFoundError:
+        import re
+        from pathlib import Path
+
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        m = (
+            re.search(r'^version = "([^"]+)"', pyproject.read_text(), re.M)
+            if pyproject.exists()
+            else None
+        )
+        return f"{m[1]}+source" if m else "unknown"
+
+
 class FormatError(ValueError):
     """A csdm file of another format version, or not a csdm file at all."""
 

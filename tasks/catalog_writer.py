@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from importlib.metadata import version
 
 import numpy as np
 
@@ -12,7 +11,7 @@ from storage.action_space import FPS, FRAME_SHAPE
 from storage.commit import compact, load_state, remember_failure
 from storage.framestore import LEGACY_CODEC
 from storage.layout import OutLayout
-from storage.records import EpisodeRecord, Manifest
+from storage.records import EpisodeRecord, Manifest, csdm_version
 from tasks.source import SourceProblem
 
 FRAME_BYTES = int(np.prod(FRAME_SHAPE))
@@ -83,7 +82,7 @@ def write_manifest(
     """Record a run's source and parameters (at its start too: OUT opens while it writes)."""
     previous = read_manifest(layout)
     manifest = Manifest(
-        csdm_version=version("csdm"),
+        csdm_version=csdm_version(),
         sources=sorted(set(previous.sources if previous else []) | {source}),
         revision=revision or (previous.revision if previous else None),
         parameters=parameters,

@@ -32,7 +32,7 @@ from storage.hub_repo import (
     listing,
 )
 from storage.layout import check_name
-from storage.records import Versioned
+from storage.records import Versioned, csdm_version
 
 CARD = "README.md"
 TERMS = "LICENSE.md"
@@ -359,8 +359,6 @@ def publish(
     Only files an earlier publish put at the same place are ever deleted, and only once the
     dataset is checked whole, unless `allow_deletions`.
     """
-    from importlib.metadata import version
-
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -384,7 +382,7 @@ def publish(
     local = hash_files(out, keys, hashed)
     ds = open_dataset(out)
     made = {
-        CARD: render_card(target.repo, ds.manifest, Counts.of(ds.files), version("csdm")).encode(),
+        CARD: render_card(target.repo, ds.manifest, Counts.of(ds.files), csdm_version()).encode(),
         TERMS: terms().encode(),
     }
     published = PublishedFiles(sorted({*local, *made}))
