@@ -114,3 +114,14 @@ def test_an_expired_lease_does_not_block_a_publish_and_a_live_one_does(
 def test_a_malformed_target_is_refused_before_any_work(url: str) -> None:
     with pytest.raises(HubError, match=r"not a valid repo id|may not hold '\.\.'"):
         parse_target(url)
+
+
+def test_an_old_huggingface_hub_is_one_line_naming_the_fix(monkeypatch) -> None:
+    """A reader in DIAMOND's environment (huggingface_hub 0.17) reads folders, not hf://."""
+    import huggingface_hub
+
+    from storage.dataset import DatasetFormatError
+
+    monkeypatch.setattr(huggingface_hub, "__version__", "0.17.2")
+    with pytest.raises(DatasetFormatError, match=r"needs huggingface_hub>=2\.0, .* has 0\.17\.2"):
+        open_dataset("hf://datasets/team/cs-dm")
