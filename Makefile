@@ -45,6 +45,9 @@ lock: $(STAMP)
 	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.10 \
 	  --python-platform x86_64-manylinux_2_28 tests/diamond_env/requirements.in \
 	  -o tests/diamond_env/requirements.lock
+	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.12 \
+	  --python-platform x86_64-manylinux_2_28 tests/gpu_rehearse/requirements.in \
+	  -o tests/gpu_rehearse/requirements.lock
 
 demo: setup
 	rm -rf $(DEMO_OUT)
