@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.device_steps import Steps
 from bench.repack import build_source
 from bench.train import GpuSampler, compute_only
 from storage.dataset import open_dataset
@@ -148,38 +149,47 @@ def main() -> None:
         "frames_per_episode": a.frames,
         "dry_run": a.dry_run,
     }
+    steps = Steps(Path(a.out), "gpu_check.json", result)  # written now, and after each step
     print(json.dumps(result), flush=True)
     with tempfile.TemporaryDirectory() as tmp_:
         tmp = Path(tmp_)
-        t = time.perf_counter()
-        build_source(tmp / "source", a.episodes, a.frames)
-        process_source(Root(str(tmp / "source")), Root(str(tmp / "data")), ProcessParams())
-        result["dataset_seconds"] = round(time.perf_counter() - t, 1)
-        steps = [("train", lambda: _train_figures(tmp / "data", tmp / "run", cfg, a.steps, device))]
-        steps.append(
-            ("export", lambda: {"export_seconds": _timed(export, tmp / "run", tmp / "export")})
-        )
-        ds = open_dataset(tmp / "data")
-        frames = ds.frames(ds.episodes[0], 0, min(32, a.frames))
-        steps.append(("onnx", lambda: _onnx_parity(tmp / "run", tmp / "export", frames, device)))
-        steps.append(
+
+        def dataset() -> dict:
+            t = time.perf_counter()
+            build_source(tmp / "source", a.episodes, a.frames)
+            process_source(Root(str(tmp / "source")), Root(str(tmp / "data")), ProcessParams())
+            return {"dataset_seconds": round(time.perf_counter() - t, 1)}
+
+        def onnx() -> dict:
+            ds = open_dataset(tmp / "data")
+            frames = ds.frames(ds.episodes[0], 0, min(32, a.frames))
+            return _onnx_parity(tmp / "run", tmp / "export", frames, device)
+
+        plan = [
+            ("dataset", 240, dataset),
+            ("train", 240, lambda: _train_figures(tmp / "data", tmp / "run", cfg, a.steps, device)),
+            (
+                "export",
+                120,
+                lambda: {"export_seconds": _timed(export, tmp / "run", tmp / "export")},
+            ),
+            ("onnx", 120, onnx),
             (
                 "eval",
+                120,
                 lambda: _eval_figures(
                     tmp / "data", tmp / "run", tmp / "export", device, min(64, a.frames)
                 ),
-            )
-        )
-        for name, fn in steps:  # each part reports even if a later one fails
-            t = time.perf_counter()
-            try:
-                result |= fn()
-            except Exception as e:  # a device check reports what broke and goes on
-                result[f"{name}_error"] = f"{type(e).__name__}: {e}"
-            print(f"[gpu-check] {name}: {time.perf_counter() - t:.1f} s", flush=True)
-    Path(a.out).mkdir(parents=True, exist_ok=True)
-    (Path(a.out) / "gpu_check.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
+            ),
+        ]
+        for name, budget, fn in plan:  # each step reports even if another fails
+            figures = steps.run(name, budget, fn)
+            if figures is not None:  # the figures stay flat beside the steps, as before
+                steps.result |= figures
+                steps.write()
+            elif name == "dataset":
+                break
+    print(json.dumps(steps.result, indent=1))
 
 
 def _timed(fn, *args) -> float:

@@ -18,9 +18,7 @@ No training is fed here: `make gpu-check` times training.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import signal
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +27,7 @@ import imagecodecs
 import numpy as np
 import torch
 
+from bench.device_steps import Steps
 from bench.repack import build_source
 from storage.dataset import open_dataset
 from storage.fs import Root
@@ -44,44 +43,6 @@ from training.device_decode import (
 WINDOW, SHAPE = 96, (150, 280, 3)
 
 
-class Steps:
-    """Runs the check's steps in order, each under a time budget, writing the JSON after each.
-
-    A step that fails or runs out of time records its error in one line and the run goes on
-    to the next step that does not need it: a device run always returns what it measured.
-    """
-
-    def __init__(self, out: Path) -> None:
-        self.path = out / "gpu_decode.json"
-        out.mkdir(parents=True, exist_ok=True)
-        self.result: dict = {"steps": {}}
-        self.write()
-
-    def write(self) -> None:
-        self.path.write_text(json.dumps(self.result, indent=1))
-
-    def run(self, name: str, budget_s: int, fn) -> dict | None:
-        def over(_sig, _frame):
-            raise TimeoutError(f"over its {budget_s} s budget")
-
-        t = time.monotonic()
-        signal.signal(signal.SIGALRM, over)
-        signal.alarm(budget_s)
-        try:
-            value = fn() or {}
-            entry = {"ok": True, **value}
-        except BaseException as e:
-            text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-            entry, value = {"ok": False, "error": f"{type(e).__name__}: {text}"}, None
-        finally:
-            signal.alarm(0)
-        entry["seconds"] = round(time.monotonic() - t, 2)
-        self.result["steps"][name] = entry
-        self.write()
-        print(name, json.dumps(entry), flush=True)
-        return value
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--episodes", type=int, default=4)
@@ -90,7 +51,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--out", default=os.environ.get("OUT", "bench_out"))
     a = ap.parse_args()
-    steps = Steps(Path(a.out))
+    steps = Steps(Path(a.out), "gpu_decode.json")
     state: dict = {}
 
     def imports() -> dict:
