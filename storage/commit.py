@@ -117,11 +117,9 @@ def _named(r: EpisodeRecord, where: str, key: str | None = None) -> bool:
             check_name(r.episode)
         if key is not None and r.episode is not None and r.episode != key:
             raise UnsafeNameError(f"record for {r.episode!r} stored as {key!r}")
-        if r.frames_file is not None and not r.frames_file.startswith("catalog/"):
-            raise UnsafeNameError(f"frames file {r.frames_file!r} outside catalog/")
-        layout_key = r.frames_file or ""
-        if ".." in layout_key.split("/"):
-            raise UnsafeNameError(f"frames file {layout_key!r} leaves the dataset")
+        frames = r.frames_file
+        if frames is not None and (not frames.startswith("catalog/") or ".." in frames.split("/")):
+            raise UnsafeNameError(f"frames file {frames!r} outside catalog/")
     except UnsafeNameError as e:
         _log.warning("%s: record ignored: %s", where, e)
         return False

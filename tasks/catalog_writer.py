@@ -96,18 +96,7 @@ def write_manifest(
 def problem_record(p: SourceProblem, defect: bool = False) -> EpisodeRecord:
     """A `files.parquet` row for a member that could not be used (`defect`: the publisher's)."""
     ep = p.episode
-    if defect:
-        reason = f"source defect: {p.reason} (the archive matches the publisher's sha256)"
-        return EpisodeRecord(
-            episode=ep.name if ep else None,
-            dataset=ep.dataset if ep else None,
-            file_num=ep.file_num if ep else None,
-            split=None,
-            container=p.container,
-            member=p.member,
-            reject_reason=reason,
-            status="defect",
-        )
+    reason = f"source defect: {p.reason} (the archive matches the publisher's sha256)"
     return EpisodeRecord(
         episode=ep.name if ep else None,
         dataset=ep.dataset if ep else None,
@@ -115,7 +104,8 @@ def problem_record(p: SourceProblem, defect: bool = False) -> EpisodeRecord:
         split=None,
         container=p.container,
         member=p.member,
-        reject_reason=p.reason,
+        reject_reason=reason if defect else p.reason,
+        status="defect" if defect else "failed",
     )
 
 

@@ -151,8 +151,9 @@ def settle_twins(layout: OutLayout, records: list[EpisodeRecord]) -> list[Episod
 
     Returns this run's records with the demoted ones replaced, and earlier ones added.
     """
-    demoted = {r.episode: r for r in resolve_duplicates(layout, load_state(layout))}
-    stored = load_state(layout).committed
+    state = load_state(layout)
+    demoted = {r.episode: r for r in resolve_duplicates(layout, state)}
+    stored = {e: r for e, r in state.committed.items() if e not in demoted}
     out = []
     for r in records:
         r = demoted.pop(r.episode, r) if r.episode else r
