@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import tempfile
 import time
 from dataclasses import replace
@@ -30,42 +29,16 @@ import torch
 
 from bench.device_steps import Steps
 from bench.repack import build_source
-from bench.train import GpuSampler, compute_only
+from bench.train import fed_against_compute
 from storage.dataset import open_dataset
 from storage.fs import Root
 from tasks.params import ProcessParams
 from tasks.process_source import process_source
 from training.checkpoint import load_checkpoint
-from training.data import WindowStream, build_index, load_labels
 from training.evaluate import evaluate, resolve_model
 from training.export import export, onnx_step_loop, policy_from_checkpoint
 from training.model import probabilities
-from training.train import TrainConfig, train
-
-
-def _train_figures(out: Path, run: Path, cfg: TrainConfig, steps: int, device) -> dict:
-    index = build_index(load_labels(out, cfg.sampler), cfg.sampler)
-    stream = WindowStream(out, index, cfg.batch_size)
-    batch = stream.read(stream.windows(0, 0))
-    base = compute_only(cfg, batch, steps, device)
-    sampler = GpuSampler() if shutil.which("nvidia-smi") and device.type == "cuda" else None
-    if sampler:
-        sampler.start()
-    train(out, run, cfg, quiet=True)
-    if sampler:
-        sampler.stop.set()
-        sampler.join()
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    fed = (rows[-1]["frames"] - rows[0]["frames"]) / (rows[-1]["seconds"] - rows[0]["seconds"])
-    util = sorted(sampler.samples) if sampler and sampler.samples else []
-    return {
-        "compute_only_frames_per_s": round(base, 1),
-        "loader_fed_frames_per_s": round(fed, 1),
-        "fed_over_compute": round(fed / base, 3),
-        "gpu_util_mean": round(sum(util) / len(util), 1) if util else None,
-        "gpu_util_median": util[len(util) // 2] if util else None,
-        "gpu_util_samples": len(util),
-    }
+from training.train import TrainConfig
 
 
 def _onnx_parity(run: Path, exported: Path, frames: np.ndarray, device) -> dict:
@@ -166,17 +139,21 @@ def main() -> None:
             return _onnx_parity(tmp / "run", tmp / "export", frames, device)
 
         plan = [
-            ("dataset", 240, dataset),
-            ("train", 240, lambda: _train_figures(tmp / "data", tmp / "run", cfg, a.steps, device)),
+            ("dataset", 150, dataset),
+            (
+                "train",
+                200,
+                lambda: fed_against_compute(tmp / "data", tmp / "run", cfg, a.steps, device),
+            ),
             (
                 "export",
-                120,
+                80,
                 lambda: {"export_seconds": _timed(export, tmp / "run", tmp / "export")},
             ),
-            ("onnx", 120, onnx),
+            ("onnx", 80, onnx),
             (
                 "eval",
-                120,
+                80,
                 lambda: _eval_figures(
                     tmp / "data", tmp / "run", tmp / "export", device, min(64, a.frames)
                 ),

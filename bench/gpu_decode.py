@@ -9,8 +9,9 @@ both ways:
 Steps, each under a time budget, each written to `$OUT/gpu_decode.json` as it ends (so a
 failure at one still returns the others and its reason in one line): import; nvCOMP against
 the CPU's zstd on 224 chunks, bit for bit; windows against the CPU path, bit for bit, with
-host CPU time per frame of each path; frames/s decoded on the device and its peak memory.
-No training is fed here: `make gpu-check` times training.
+host CPU time per frame of each path; frames/s decoded on the device and its peak memory;
+the paper network's training rate fed by `csdm train --decode cuda` against compute alone.
+The budgets add up to under 10 minutes.
 
     python -m bench.gpu_decode [--out DIR]      # on the device, through `make gpu-check-decode`
 """
@@ -21,6 +22,7 @@ import argparse
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import imagecodecs
@@ -29,6 +31,7 @@ import torch
 
 from bench.device_steps import Steps
 from bench.repack import build_source
+from bench.train import fed_against_compute
 from storage.dataset import open_dataset
 from storage.fs import Root
 from tasks.params import ProcessParams
@@ -39,6 +42,7 @@ from training.device_decode import (
     check_device_decode,
     decode_on_device,
 )
+from training.train import TrainConfig
 
 WINDOW, SHAPE = 96, (150, 280, 3)
 
@@ -49,6 +53,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=1000)
     ap.add_argument("--batches", type=int, default=16)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--train-steps", type=int, default=20)
+    ap.add_argument("--workers", type=int, default=6, help="loader threads while training")
     ap.add_argument("--out", default=os.environ.get("OUT", "bench_out"))
     a = ap.parse_args()
     steps = Steps(Path(a.out), "gpu_decode.json")
@@ -66,7 +72,7 @@ def main() -> None:
             "nvcomp": nvcomp.__version__,
         }
 
-    if steps.run("import", 60, imports) is None:
+    if steps.run("import", 45, imports) is None:
         steps.result["steps"]["import"]["nvcomp_imported"] = state.get("nvcomp")
         steps.write()
         return
@@ -80,7 +86,7 @@ def main() -> None:
         state["ds"] = open_dataset(tmp / "data")
         return {"episodes": len(state["ds"].episodes)}
 
-    if steps.run("data", 240, data) is None:
+    if steps.run("data", 150, data) is None:
         return
     ds = state["ds"]
 
@@ -104,7 +110,7 @@ def main() -> None:
         same = all(np.array_equal(g, r) for g, r in zip(got, raws, strict=True))
         return {"chunks": len(bodies), "bit_exact": bool(same)}
 
-    steps.run("nvcomp_vs_cpu_zstd", 120, chunks)
+    steps.run("nvcomp_vs_cpu_zstd", 60, chunks)
     rng = np.random.default_rng(0)
     batches = [
         [
@@ -140,7 +146,7 @@ def main() -> None:
             "host_cpu_gpu_over_cpu": round(gpu_host / cpu_host, 3),
         }
 
-    if steps.run("windows_vs_cpu_path", 180, windows) is None:
+    if steps.run("windows_vs_cpu_path", 90, windows) is None:
         return
 
     def throughput() -> dict:
@@ -159,7 +165,23 @@ def main() -> None:
             "frames_mb_per_batch": round(a.batch * WINDOW * int(np.prod(SHAPE)) / 1e6, 1),
         }
 
-    steps.run("decode_throughput", 120, throughput)
+    steps.run("decode_throughput", 60, throughput)
+
+    def train_fed() -> dict:
+        cfg = TrainConfig.preset_config("paper")
+        cfg = replace(
+            cfg,
+            steps=a.train_steps + 1,
+            batch_size=a.batch,
+            workers=a.workers,
+            decode="cuda",
+            log_every=1,
+            ckpt_every=10**9,
+            sampler=replace(cfg.sampler, split=None, keep_only=False),
+        )
+        return fed_against_compute(tmp / "data", tmp / "run", cfg, a.train_steps, device)
+
+    steps.run("train_fed_by_gpu_decode", 180, train_fed)
     tmp_.cleanup()
 
 

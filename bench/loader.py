@@ -14,7 +14,10 @@ random windows are then read, in one run and on one core (the process is pinned 
 - where a read's time goes: fetching the ranges, crc32c, zstd and the predictor, timed apart;
 - `WindowStream` batches, frames and labels (goal >= 0.9x the window rate); the GPU path's
   host work per batch (`decode="cuda"`: read, crc32c and pack, no decoding), which runs here
-  without a GPU; and a DataLoader with spawned workers across the machine's cores.
+  without a GPU;
+- `make_loader` with one thread per core, per thread against `WindowStream`'s in-process rate
+  on one core (goal >= 0.9x), and torch's DataLoader with as many spawned worker processes,
+  the loader before, measured the same way.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import imagecodecs
 import numpy as np
 import torch
 import zarr
+from torch.utils.data import DataLoader
 
 from bench.repack import build_source
 from storage.codecs import DEFAULT_CODEC, FRAME_CODECS, PredictorCodec
@@ -217,19 +221,27 @@ def main() -> None:
         )
         os.sched_setaffinity(0, set(cores))
         workers = len(cores)
-        loader = make_loader(WindowStream(out, index, args.batch), workers, pin=False)
-        it = iter(loader)
-        for _ in range(workers):
-            next(it)  # workers started and warm
-        t0 = time.perf_counter()
-        for _ in range(n_batches):
-            next(it)
-        t_loader = time.perf_counter() - t0
-        loaded = n_batches * args.batch * WINDOW / t_loader
-        print(
-            f"  DataLoader, {workers} spawned workers  : {loaded:8.0f} frames/s "
-            f"({loaded / workers:.0f} per worker)"
+        spawned = DataLoader(  # the loader before: worker processes, batches in shared memory
+            WindowStream(out, index, args.batch),
+            batch_size=None,
+            num_workers=workers,
+            multiprocessing_context="spawn",
+            persistent_workers=True,
+            prefetch_factor=4,
         )
+        threads = make_loader(WindowStream(out, index, args.batch), workers, pin=False)
+        for name, loader in (("make_loader, threads", threads), ("DataLoader, processes", spawned)):
+            it = iter(loader)
+            for _ in range(2 * workers):
+                next(it)  # workers started and warm
+            # best of 3, as the in-process rate it is compared with
+            secs = best(lambda it=it: [next(it) for _ in plan])
+            per = n_batches * args.batch * WINDOW / secs / workers
+            goal = " (goal >= 0.9x)" if "threads" in name else ""
+            print(
+                f"  {name}, {workers} on {workers} cores: {per * workers:8.0f} frames/s, "
+                f"{per:.0f} per worker = {per / stream_rate:.2f}x in-process per core{goal}"
+            )
 
 
 if __name__ == "__main__":

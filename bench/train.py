@@ -9,6 +9,7 @@ so the ratio shows how much of the GPU or CPU the loader leaves idle (1.0: none)
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import tempfile
@@ -74,6 +75,32 @@ def compute_only(cfg: TrainConfig, batch: dict, steps: int, device: torch.device
     if cuda:
         torch.cuda.synchronize()
     return steps * batch["frames"].shape[0] * batch["frames"].shape[1] / (time.perf_counter() - t)
+
+
+def fed_against_compute(out: Path, run: Path, cfg: TrainConfig, steps: int, device) -> dict:
+    """`csdm train`'s loader-fed rate against compute alone on a resident batch, GPU use sampled."""
+    index = build_index(load_labels(out, cfg.sampler), cfg.sampler)
+    stream = WindowStream(out, index, cfg.batch_size)
+    batch = stream.read(stream.windows(0, 0))
+    base = compute_only(cfg, batch, steps, device)
+    sampler = GpuSampler() if shutil.which("nvidia-smi") and device.type == "cuda" else None
+    if sampler:
+        sampler.start()
+    train(out, run, cfg, quiet=True)
+    if sampler:
+        sampler.stop.set()
+        sampler.join()
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    fed = (rows[-1]["frames"] - rows[0]["frames"]) / (rows[-1]["seconds"] - rows[0]["seconds"])
+    util = sorted(sampler.samples) if sampler and sampler.samples else []
+    return {
+        "compute_only_frames_per_s": round(base, 1),
+        "loader_fed_frames_per_s": round(fed, 1),
+        "fed_over_compute": round(fed / base, 3),
+        "gpu_util_mean": round(sum(util) / len(util), 1) if util else None,
+        "gpu_util_median": util[len(util) // 2] if util else None,
+        "gpu_util_samples": len(util),
+    }
 
 
 def main() -> None:

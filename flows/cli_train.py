@@ -46,7 +46,7 @@ def train(
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option(min=0, help="Loader processes per rank (default: tiny 0, paper 2)."),
+        typer.Option(min=0, help="Loader threads per rank (default: tiny 0, paper 2)."),
     ] = None,
     read_threads: Annotated[
         int,
@@ -106,7 +106,7 @@ def train(
     decode: Annotated[
         str,
         typer.Option(
-            help="Where frames are decoded: cpu (loader processes) or cuda (the GPU, with "
+            help="Where frames are decoded: cpu (loader threads) or cuda (the GPU, with "
             "nvCOMP; loaders only read)."
         ),
     ] = "cpu",

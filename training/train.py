@@ -69,14 +69,14 @@ class TrainConfig:
     grad_clip: float = 1.0  # 0 disables (the seed had none)
     amp: bool = True  # CUDA only: bf16 where supported, else fp16 with loss scaling
     augment: bool = True
-    workers: int = 2  # DataLoader processes per rank; 0 reads in the training process
+    workers: int = 2  # loader threads per rank; 0 reads in the training thread
     seed: int = 0
     log_every: int = 5
     ckpt_every: int = 50
     imagenet: str | None = None  # torchvision efficientnet_b0 state dict file
     init_from: str | None = None  # a run whose weights start this one (fine-tuning)
     on_corrupt: str = "stop"  # a corrupt frame chunk: stop with its error, or "skip" its episode
-    read_threads: int = 8  # windows each loader worker reads at once (object stores)
+    read_threads: int = 8  # windows each loader thread reads at once (object stores)
     decode: str = "cpu"  # "cuda": loaders hand over compressed chunks, the GPU decodes them
     model: ModelConfig = field(default_factory=ModelConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -306,7 +306,7 @@ def train(
     t0, done = time.perf_counter(), 0
     last = dict(ckpt.metrics) if ckpt is not None else {}  # if no step is left to do
     model.train()
-    batches = iter(loader)  # draws a seed from the global RNG: restore the RNGs after it
+    batches = iter(loader)
     if ckpt is not None:
         torch.set_rng_state(ckpt.rng[rank]["cpu"])
         gen.set_state(ckpt.rng[rank]["gen"])
@@ -401,6 +401,7 @@ def train(
                 last,
                 source,
             )
+    batches.close()  # no more reading ahead
     secs = time.perf_counter() - t0
     if world > 1:
         dist.barrier()

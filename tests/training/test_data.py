@@ -85,15 +85,76 @@ def test_ranks_and_workers_split_an_epoch_without_overlap(processed: Path) -> No
     assert len(idx) - len(seen) < 4  # only the last partial global batch is dropped
 
 
-def test_spawned_workers_yield_the_same_ordered_stream(processed: Path) -> None:
+def test_loader_threads_yield_the_same_ordered_stream(processed: Path) -> None:
     idx = build_index(load_labels(processed, CFG), CFG)
     solo = _take(iter(WindowStream(processed, idx, batch_size=4)), 14)  # crosses an epoch
     loader = make_loader(WindowStream(processed, idx, batch_size=4), workers=2, pin=False)
     assert _take(iter(loader), 14) == solo
     assert solo[-1][0] == 1  # epoch 1 reached, reshuffled
-    # resuming at (epoch 0, cursor 5) continues exactly where batch 5 was
+    # resuming at (epoch 0, cursor 5) continues exactly where batch 5 was, with or without threads
     resumed = WindowStream(processed, idx, batch_size=4, state=StreamState(0, 0, 5))
     assert _take(iter(resumed), 9) == solo[5:]
+    assert _take(iter(make_loader(resumed, workers=3, pin=False)), 9) == solo[5:]
+    assert _take(iter(make_loader(resumed, workers=0, pin=False)), 9) == solo[5:]
+
+
+def test_held_batches_are_never_overwritten(processed: Path) -> None:
+    idx = build_index(load_labels(processed, CFG), CFG)
+    stream = WindowStream(processed, idx, batch_size=3)
+    batches = iter(make_loader(WindowStream(processed, idx, batch_size=3), workers=2, pin=False))
+    held = [next(batches) for _ in range(6)]
+    copies = [b["frames"].clone() for b in held]
+    for _ in range(3 * stream.batches_per_epoch):  # many later batches, past an epoch
+        next(batches)
+    for g, (b, before) in enumerate(zip(held, copies, strict=True)):
+        want = stream.batch(g)
+        assert (int(b["epoch"]), int(b["batch"])) == (int(want["epoch"]), int(want["batch"]))
+        assert torch.equal(b["frames"], before) and torch.equal(b["frames"], want["frames"])
+        assert torch.equal(b["mouse_x"], want["mouse_x"])
+    assert len({bytes(c.numpy().tobytes()) for c in copies}) == 6  # distinct: a reuse would show
+    batches.close()
+    with pytest.raises(StopIteration):
+        next(batches)
+
+
+class _Counting(WindowStream):
+    """A stream that records which global batches were read."""
+
+    read_batches: list[int]
+
+    def batch(self, g: int, pin: bool = False) -> dict:
+        self.read_batches.append(g)
+        return super().batch(g, pin)
+
+
+def test_the_loader_reads_a_bounded_number_of_batches_ahead(processed: Path) -> None:
+    idx = build_index(load_labels(processed, CFG), CFG)
+    stream = _Counting(processed, idx, batch_size=2)
+    stream.read_batches = []
+    batches = iter(make_loader(stream, workers=2, pin=False))  # 2 threads x 2 ahead each
+    for k in range(1, 7):
+        next(batches)
+        for f in list(batches.pending):
+            f.result()  # whatever was started has finished: nothing else is running
+        # the consumer took k batches; exactly 3 more are read and waiting, never more
+        assert sorted(stream.read_batches) == list(range(k + 3))
+    batches.close()
+
+
+def test_a_failing_read_reaches_the_consumer(processed: Path) -> None:
+    idx = build_index(load_labels(processed, CFG), CFG)
+    stream = _Counting(processed, idx, batch_size=2)
+    stream.read_batches = []
+
+    def broken(windows, pin=False):
+        raise OSError("disk gone")
+
+    stream.read = broken
+    batches = iter(make_loader(stream, workers=2, pin=False))
+    with pytest.raises(OSError, match="disk gone"):
+        next(batches)
+    with pytest.raises(StopIteration):  # closed: it never reads ahead again
+        next(batches)
 
 
 def test_subselection_draws_four_times_and_cycles_by_epoch(processed: Path) -> None:
