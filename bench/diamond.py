@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from bench.repack import build_source
 from storage.diamond_layout import LOW_RES, default_test_split, parse_test_split
 from storage.fs import Root
+from storage.sidearrays import ViewSpec
 from tasks.diamond_export import export_episode, finish_export, plan_export
 from tasks.params import ProcessParams
 from tasks.process_source import process_source
@@ -210,9 +211,9 @@ def main() -> None:
         w_c = loader_reads(lambda f, a, b: mine[SegmentId(f, a, b)], picks)
         os.sched_setaffinity(0, {cores[0]})
         t = time.perf_counter()
-        for e in full._filenames.values():
-            make_view(ViewJob(str(store), e, LOW_RES))
-        finish_views(str(store), LOW_RES, len(ids))
+        spec = ViewSpec("30x56", *LOW_RES)  # DIAMOND's recipe
+        done = [make_view(ViewJob(str(store), e, spec)) for e in full._filenames.values()]
+        finish_views(str(store), spec, done)
         t_views = time.perf_counter() - t
         stream = iter(SegmentStream(str(store), args.seq, args.batch, view="30x56"))
         next(stream)

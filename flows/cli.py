@@ -317,6 +317,7 @@ def _check_roots(src: str, out: str, options: dict) -> None:
 from flows import (  # noqa: E402  (their commands join this app)
     cli_dataset,
     cli_diamond,
+    cli_encode,
     cli_eval,
     cli_hub,
     cli_publish,
@@ -339,6 +340,7 @@ app.command()(cli_report.report)
 app.command()(cli_report.view)
 app.command("export-diamond")(cli_diamond.export_diamond)
 app.command()(cli_diamond.views)
+app.command()(cli_encode.encode)
 app.command()(cli_publish.publish)
 
 

@@ -30,7 +30,8 @@ def _size(text: str) -> tuple[int, int]:
         fail(str(e))
 
 
-def _lines(what: str, lines: list[str]) -> None:
+def show_lines(what: str, lines: list[str]) -> None:
+    """The first lines of a list, one each, then a count."""
     for line in lines[:SHOWN]:
         console.print(f"  {what}: {escape(line)}", highlight=False, soft_wrap=True)
     if len(lines) > SHOWN:
@@ -51,6 +52,10 @@ def export_diamond(
     length: Annotated[
         int, typer.Option(min=1, help="Frames per episode, as DIAMOND reads them.")
     ] = 1000,
+    spawn: Annotated[
+        int,
+        typer.Option(min=0, help="Spawn points for DIAMOND's play.py, in DEST/spawn (test first)."),
+    ] = 0,
     workers: Annotated[
         int | None, typer.Option(min=1, help="Local Dask worker processes (default: one per core).")
     ] = None,
@@ -112,11 +117,12 @@ def export_diamond(
                 kept_only,
                 show_progress=True,
                 storage_options=options,
+                spawn=spawn,
             )
         except (ExportError, SplitFileError, DatasetFormatError, StorageAccessError) as e:
             fail(str(e))
-    _lines("left out", s.left_out)
-    _lines("failed", s.failed)
+    show_lines("left out", s.left_out)
+    show_lines("failed", s.failed)
     out_console.print(
         f"{dest}: {s.train} train and {s.test} test episodes; written {s.written}, "
         f"already there {s.present}, failed {len(s.failed)}"
@@ -127,23 +133,51 @@ def export_diamond(
     out_console.print(
         f"DIAMOND: set path_data_low_res: {dest.rstrip('/')}/low_res in config/env/csgo.yaml"
     )
+    if spawn:
+        out_console.print(f"DIAMOND's play.py: spawn points in {dest.rstrip('/')}/spawn")
 
 
 def views(
     out: OutArg,
     size: SizeOption = "30x56",
+    fit: Annotated[
+        str, typer.Option(help="stretch, crop (the centred region of the view's aspect) or pad.")
+    ] = "stretch",
+    filter: Annotated[
+        str,
+        typer.Option(
+            help="bicubic (torchvision's, antialiased), area (OpenCV's INTER_AREA), or "
+            "Pillow's box, bilinear or nearest."
+        ),
+    ] = "bicubic",
+    overshoot: Annotated[
+        str,
+        typer.Option(help="bicubic past 0..255: clamp, or wrap (DIAMOND's uint8 cast)."),
+    ] = "clamp",
+    name: Annotated[
+        str | None,
+        typer.Option(help="The view's name (default: e.g. 30x56, 64x112-crop-area, 30x56-wrap)."),
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(min=1, help="Local Dask worker processes (default: one per core).")
     ] = None,
     scheduler: Annotated[str | None, typer.Option(help="Existing Dask scheduler.")] = None,
     storage_option: StorageOptions = None,
 ) -> None:
-    """Store a low-res view of every episode beside its frames, for world-model segments."""
+    """Store a view of every episode beside its frames (any size, fit and filter), RGB."""
     from storage.dataset import DatasetFormatError
     from storage.fs import StorageAccessError
+    from storage.layout import check_name
+    from storage.sidearrays import ViewSpec, default_view_name
+    from tasks.views import ViewClashError
 
     options = storage_options(storage_option)
     hw = _size(size)
+    try:  # one line for an unknown fit, filter or overshoot, or a name that is no name
+        spec = ViewSpec("-", *hw, fit=fit, filter=filter, overshoot=overshoot)
+        shown = check_name(name, "view") if name is not None else default_view_name(spec)
+    except ValueError as e:
+        fail(str(e))
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     from flows.prefect_api import local_api
@@ -156,16 +190,26 @@ def views(
         console.print(f"Prefect API: {api}")
         try:
             results = views_flow.with_options(task_runner=dask_runner(workers, scheduler))(
-                out, hw, show_progress=True, storage_options=options
+                out,
+                hw,
+                show_progress=True,
+                storage_options=options,
+                fit=fit,
+                filter=filter,
+                overshoot=overshoot,
+                name=name,
             )
-        except (DatasetFormatError, StorageAccessError) as e:
+        except (DatasetFormatError, StorageAccessError, ViewClashError) as e:
             fail(str(e))
     failed = [r.reason for r in results if r.status == "failed"]
-    _lines("failed", failed)
+    show_lines("failed", failed)
     written = sum(r.status == "written" for r in results)
+    stored = sum(r.stored_bytes for r in results)
     out_console.print(
-        f"{out}: view {hw[0]}x{hw[1]} of {len(results)} episodes; written {written}, "
-        f"already there {len(results) - written - len(failed)}, failed {len(failed)}"
+        f"{out}: view {shown} of "
+        f"{len(results)} episodes; written {written}, already there "
+        f"{len(results) - written - len(failed)}, failed {len(failed)}; "
+        f"{stored / 2**20:.1f} MiB stored"
     )
     if failed:
         raise typer.Exit(1)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
 from prefect.futures import as_completed
 
 from flows.process import dask_runner
 from storage.diamond_layout import EPISODE_LENGTH, LOW_RES, default_test_split
+from storage.sidearrays import ViewSpec, default_view_name
 from tasks.diamond_export import EpisodeResult, export_episode, finish_export, plan_export
-from tasks.views import ViewResult, finish_views, make_view, view_jobs
+from tasks.diamond_spawn import write_spawns
+from tasks.views import ViewResult, check_view, finish_views, make_view, view_jobs
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,7 @@ def export_diamond_flow(
     kept_only: bool = False,
     show_progress: bool = False,
     storage_options: dict[str, str] | None = None,
+    spawn: int = 0,
 ) -> ExportSummary:
     """Write DEST/low_res/{train,test} as DIAMOND's preparation writes them; resumable.
 
@@ -62,6 +69,7 @@ def export_diamond_flow(
         kept_only: Export only the episodes csdm's quality verdicts keep.
         show_progress: A progress bar on the terminal (the CLI sets it).
         storage_options: Non-secret fsspec options for URLs.
+        spawn: Spawn points for DIAMOND's play.py to write into DEST/spawn (0: none).
 
     """
     logger = get_run_logger()
@@ -73,13 +81,16 @@ def export_diamond_flow(
     for line in left_out:
         logger.warning(line)
     logger.info("%d train and %d test episodes to %s", len(plan.train), len(plan.test), dest)
-    results = _run(export_episode_task, jobs, "export", show_progress)
+    results = run_jobs(export_episode_task.submit, jobs, "export", show_progress)
     failed = [r.reason for r in results if r.status == "failed"]
     for line in failed:
         logger.error(line)
     missing = finish_export(plan, dest, options)
     if missing and not failed:  # a task crashed without a result
         failed = [f"{fid}: not written" for fid in missing]
+    spawns = write_spawns(jobs, spawn) if spawn else []
+    if spawns:
+        logger.info("%d spawn points in %s", len(spawns), spawns[0].rsplit("/", 1)[0])
     summary = ExportSummary(
         dest,
         len(plan.train),
@@ -107,27 +118,47 @@ def views_flow(
     size: tuple[int, int] = LOW_RES,
     show_progress: bool = False,
     storage_options: dict[str, str] | None = None,
+    fit: str = "stretch",
+    filter: str = "bicubic",
+    overshoot: str = "clamp",
+    name: str | None = None,
 ) -> list[ViewResult]:
-    """Store a low-res view of every episode beside its frames; resumable.
+    """Store a view of every episode beside its frames; resumable.
 
     Args:
         out: A dataset written by `csdm process` (folder or URL).
         size: Height and width of the view.
         show_progress: A progress bar on the terminal (the CLI sets it).
         storage_options: Non-secret fsspec options for URLs.
+        fit: stretch, crop (the centred region of the view's aspect) or pad (letterbox).
+        filter: bicubic, bilinear, area, box or nearest.
+        overshoot: What bicubic does past 0..255: clamp, or wrap as DIAMOND's uint8 cast.
+        name: The view's name (default: the size, then what differs from the default recipe).
 
     """
     options = dict(storage_options or {})
-    jobs = view_jobs(out, tuple(size), options)
-    results = _run(make_view_task, jobs, "views", show_progress)
+    if filter != "bicubic":  # only bicubic overshoots 0..255; the others stay inside it
+        overshoot = "clamp"
+    spec = ViewSpec("-", *size, fit=fit, filter=filter, overshoot=overshoot)
+    spec = replace(spec, name=name or default_view_name(spec), method=_method(spec))
+    check_view(out, spec, options)
+    results = run_jobs(make_view_task.submit, view_jobs(out, spec, options), "views", show_progress)
     for r in results:
         if r.status == "failed":
             get_run_logger().error(r.reason)
-    finish_views(out, tuple(size), sum(r.status != "failed" for r in results), options)
+    spec = finish_views(out, spec, results, options)
+    create_markdown_artifact(
+        f"view `{spec.name}`: {spec.episodes} episodes, {spec.stored_bytes:,} bytes stored",
+        key="views-size",
+    )
     return results
 
 
-def _run(fn, jobs: list, what: str, show_progress: bool) -> list:
+def _method(spec: ViewSpec) -> str:
+    return "diamond" if spec.is_diamond else "resize"
+
+
+def run_jobs(submit, jobs: list, what: str, show_progress: bool) -> list:
     """Every job on the flow's runner, with a Prefect progress artifact and a terminal bar."""
     art = create_progress_artifact(progress=0.0, key=f"{what}-progress")
     bar = None
@@ -139,7 +170,7 @@ def _run(fn, jobs: list, what: str, show_progress: bool) -> list:
         bar.start()
     results = []
     try:
-        futures = {fn.submit(j): j for j in jobs}
+        futures = {submit(j): j for j in jobs}
         for fut in as_completed(list(futures)):
             try:
                 results.append(fut.result())

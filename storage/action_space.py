@@ -38,3 +38,9 @@ class Y:
     rclick = N_KEYS + 1
     mouse_x = slice(N_KEYS + N_CLICKS, N_KEYS + N_CLICKS + N_MOUSE_X)
     mouse_y = slice(N_KEYS + N_CLICKS + N_MOUSE_X, Y_WIDTH)
+
+
+def quantise(values: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    """Index of the nearest bin after clipping to the outer bins; ties go to the lower bin."""
+    clipped = np.clip(np.asarray(values, np.float64), bins[0], bins[-1])
+    return np.abs(bins[None, :] - clipped[:, None]).argmin(axis=1)

@@ -133,10 +133,13 @@ def read_actions(layout: OutLayout, episode: str) -> np.ndarray:
         ) from None
 
 
-# --- low-resolution views: `views/<name>.zarr/<episode>`, (T, 3, h, w) uint8 RGB ---------------
-VIEW_FORMAT = 1
-VIEW_METHOD = "diamond"  # DIAMOND's [-1, 1] scaling, antialiased bicubic, truncating uint8 cast
+# --- views: `views/<name>.zarr/<episode>`, (T, 3, h, w) uint8 RGB ----------------------------
+VIEW_FORMAT = 2  # 2: the recipe (fit, filter, overshoot) and the stored size
+VIEW_METHOD = "diamond"  # format 1's only recipe: DIAMOND's bicubic stretch, wrapping uint8 cast
 VIEW_CHUNK = 64  # frames per chunk: a 16-step segment touches one or two
+FITS = ("stretch", "crop", "pad")
+FILTERS = ("bicubic", "bilinear", "area", "box", "nearest")
+OVERSHOOTS = ("wrap", "clamp")
 
 
 def view_name(size: tuple[int, int]) -> str:
@@ -151,11 +154,15 @@ def view_key(layout: OutLayout, name: str, episode: str) -> str:
 
 @dataclass(frozen=True)
 class ViewSpec(Versioned):
-    """A stored low-res view's parameters, kept in `catalog/views.json`."""
+    """A stored view's recipe and size, kept in `catalog/views.json`.
+
+    Format 1 held DIAMOND's recipe only, which the defaults restate.
+    """
 
     format_version: ClassVar[int] = VIEW_FORMAT
+    older: ClassVar[tuple[int, ...]] = (1,)
     kind: ClassVar[str] = "view"
-    fix: ClassVar[str] = "rerun `csdm views` for this size"
+    fix: ClassVar[str] = "rerun `csdm views` for this view"
 
     name: str
     height: int
@@ -165,6 +172,45 @@ class ViewSpec(Versioned):
     channel_order: str = "RGB"
     dtype: str = "uint8"
     episodes: int = 0
+    fit: str = "stretch"
+    filter: str = "bicubic"
+    overshoot: str = "wrap"
+    stored_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        for value, allowed, what in (
+            (self.fit, FITS, "fit"),
+            (self.filter, FILTERS, "filter"),
+            (self.overshoot, OVERSHOOTS, "overshoot"),
+        ):
+            if value not in allowed:
+                raise ValueError(f"unknown {what} {value!r}: one of {', '.join(allowed)}")
+        if not (0 < self.height <= 4096 and 0 < self.width <= 4096):
+            raise ValueError(f"view size {self.height}x{self.width}: each side must be 1..4096")
+
+    @property
+    def recipe(self) -> dict:
+        """What makes the view's pixels: two views with equal recipes hold equal arrays."""
+        return {
+            "size": [self.height, self.width],
+            "fit": self.fit,
+            "filter": self.filter,
+            "overshoot": self.overshoot,
+        }
+
+    @property
+    def is_diamond(self) -> bool:
+        """Whether this is DIAMOND's own preparation (its bicubic stretch, wrapping cast)."""
+        return (self.fit, self.filter, self.overshoot) == ("stretch", "bicubic", "wrap")
+
+
+def default_view_name(spec: ViewSpec) -> str:
+    """`30x56`, then what differs from the default recipe: `-crop`, `-area`, `-wrap`."""
+    parts = [view_name((spec.height, spec.width))]
+    parts += [v for v, d in ((spec.fit, "stretch"), (spec.filter, "bicubic")) if v != d]
+    if spec.filter == "bicubic" and spec.overshoot == "wrap":
+        parts.append("wrap")
+    return "-".join(parts)
 
 
 def read_views(layout: OutLayout) -> dict[str, ViewSpec]:
@@ -194,13 +240,26 @@ def write_view(
         "episode": episode,
         "sha256": sha256,
         "method": spec.method,
-        "size": [spec.height, spec.width],
+        **spec.recipe,
     }
     key, shape = view_key(layout, spec.name, episode), (n, 3, spec.height, spec.width)
     return write_chunks(layout.root, key, shape, np.uint8, attrs, VIEW_CHUNK, part)
 
 
-def view_current(layout: OutLayout, name: str, episode: str, sha256: str | None) -> bool:
-    """Whether the episode's view is written and made from the frames now stored."""
+def view_current(
+    layout: OutLayout, name: str, episode: str, sha256: str | None, recipe: dict | None = None
+) -> bool:
+    """Whether the episode's view is written from the frames now stored (and by `recipe`)."""
     attrs = array_attrs(layout.root, view_key(layout, name, episode))
-    return attrs is not None and attrs.get("sha256") == sha256
+    if attrs is None or attrs.get("sha256") != sha256:
+        return False
+    if recipe is None:
+        return True
+    if attrs.get("format_version") == 1:  # DIAMOND's recipe was the only one
+        attrs = {**attrs, "fit": "stretch", "filter": "bicubic", "overshoot": "wrap"}
+    return all(attrs.get(k) == v for k, v in recipe.items())
+
+
+def stored_size(layout: OutLayout, key: str) -> int:
+    """Bytes stored under `key`."""
+    return sum(layout.root.find(key).values())

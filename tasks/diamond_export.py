@@ -28,11 +28,12 @@ from storage.fs import Root, root_of
 from storage.records import FormatError
 from storage.sidearrays import (
     SideArrayError,
+    ViewSpec,
     open_array,
     read_actions,
+    read_views,
     view_current,
     view_key,
-    view_name,
 )
 from training.diamond_obs import low_res
 
@@ -205,16 +206,23 @@ def _saved(obj: object) -> bytes:
     return buf.getvalue()
 
 
+def diamond_view(layout, size: tuple[int, int]) -> str | None:
+    """The name of a stored view with DIAMOND's recipe at `size`, if there is one."""
+    views = read_views(layout).values()
+    return next((v.name for v in views if v.is_diamond and (v.height, v.width) == size), None)
+
+
 def export_episode(job: EpisodeJob) -> EpisodeResult:
     """Write one episode's `.pt`, unless a finished one is there; failures are returned."""
     dest = root_of(job.dest, job.options)
     if dest.exists(job.key):  # written whole (put_bytes), so present means complete
         return EpisodeResult(job.file_id, "present")
     ds = open_dataset(job.out, job.options)
-    name = view_name(job.size)
+    name = diamond_view(ds.layout, job.size)
     try:
         act = read_actions(ds.layout, job.episode)[: job.length]
-        if view_current(ds.layout, name, job.episode, ds.sha256(job.episode)):
+        recipe = ViewSpec("-", *job.size).recipe  # the defaults are DIAMOND's recipe
+        if name and view_current(ds.layout, name, job.episode, ds.sha256(job.episode), recipe):
             # `csdm views` stored this very tensor: same arithmetic, same frames
             obs = open_array(ds.root, view_key(ds.layout, name, job.episode))[: job.length]
             obs = torch.from_numpy(obs)

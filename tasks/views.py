@@ -1,13 +1,25 @@
-"""Low-resolution views of a processed dataset, stored beside its frames (`csdm views`)."""
+"""Views of a processed dataset, stored beside its frames (`csdm views`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from storage.dataset import CorruptFramesError, open_dataset
-from storage.layout import OutLayout
-from storage.sidearrays import ViewSpec, record_view, view_current, view_name, write_view
-from training.diamond_obs import low_res
+from storage.layout import OutLayout, check_name
+from storage.sidearrays import (
+    ViewSpec,
+    read_views,
+    record_view,
+    stored_size,
+    view_current,
+    view_key,
+    write_view,
+)
+from training.view_resize import make_view as resize
+
+
+class ViewClashError(ValueError):
+    """A view or latent of that name exists with another recipe."""
 
 
 @dataclass(frozen=True)
@@ -16,49 +28,69 @@ class ViewJob:
 
     out: str
     episode: str
-    size: tuple[int, int]
+    spec: ViewSpec
     options: dict | None = None
-
-    @property
-    def spec(self) -> ViewSpec:
-        """The view's parameters."""
-        return ViewSpec(view_name(self.size), *self.size)
 
 
 @dataclass(frozen=True)
 class ViewResult:
-    """What became of one job: `written`, `present` or `failed`, with the reason."""
+    """What became of one job: `written`, `present` or `failed`, with the reason and bytes."""
 
     episode: str
     status: str
     reason: str | None = None
+    stored_bytes: int = 0
 
 
-def view_jobs(out: str, size: tuple[int, int], options: dict | None = None) -> list[ViewJob]:
-    """A job per committed episode."""
+def check_view(out: str, spec: ViewSpec, options: dict | None = None) -> None:
+    """Refuse a name already used by a view of another recipe, or by a latent."""
+    from storage.latents import read_latents
+
+    check_name(spec.name, "view")
+    layout = OutLayout.at(out, options)
+    old = read_views(layout).get(spec.name)
+    if old is not None and old.recipe != spec.recipe:
+        raise ViewClashError(
+            f"{out}: view {spec.name!r} exists with another recipe ({_describe(old)}); "
+            f"choose another --name"
+        )
+    if spec.name in read_latents(layout):
+        raise ViewClashError(f"{out}: {spec.name!r} is a latent's name; choose another --name")
+
+
+def _describe(spec: ViewSpec) -> str:
+    return f"{spec.height}x{spec.width}, {spec.fit}, {spec.filter}, {spec.overshoot}"
+
+
+def view_jobs(out: str, spec: ViewSpec, options: dict | None = None) -> list[ViewJob]:
+    """A job per stored episode."""
     ds = open_dataset(out, options)
-    return [ViewJob(out, e, size, options) for e in ds.episodes]
+    return [ViewJob(out, e, spec, options) for e in ds.episodes]
 
 
 def make_view(job: ViewJob) -> ViewResult:
-    """Write one episode's view unless a current one is there (made from the same frames)."""
+    """Write one episode's view unless a current one is there (same frames, same recipe)."""
     ds = open_dataset(job.out, job.options)
-    sha = ds.sha256(job.episode)
-    if view_current(ds.layout, job.spec.name, job.episode, sha):
-        return ViewResult(job.episode, "present")
+    sha, spec = ds.sha256(job.episode), job.spec
+    key = view_key(ds.layout, spec.name, job.episode)
+    if view_current(ds.layout, spec.name, job.episode, sha, spec.recipe):
+        return ViewResult(job.episode, "present", stored_bytes=stored_size(ds.layout, key))
 
     def part(lo: int, hi: int):  # a chunk of frames at a time: memory bounded by the size
-        return low_res(ds.frames(job.episode, lo, hi), job.size).numpy()
+        return resize(ds.frames(job.episode, lo, hi), spec)
 
     try:
-        write_view(ds.layout, job.spec, job.episode, ds.n_frames(job.episode), part, sha)
+        n = write_view(ds.layout, spec, job.episode, ds.n_frames(job.episode), part, sha)
     except CorruptFramesError as e:
         return ViewResult(job.episode, "failed", str(e))
-    return ViewResult(job.episode, "written")
+    return ViewResult(job.episode, "written", stored_bytes=n)
 
 
-def finish_views(out: str, size: tuple[int, int], episodes: int, options=None) -> ViewSpec:
-    """Record the view and its parameters in the catalog (`catalog/views.json`)."""
-    spec = ViewSpec(view_name(size), *size, episodes=episodes)
+def finish_views(
+    out: str, spec: ViewSpec, results: list[ViewResult], options: dict | None = None
+) -> ViewSpec:
+    """Record the view, its recipe and its stored size in the catalog (`catalog/views.json`)."""
+    done = [r for r in results if r.status != "failed"]
+    spec = replace(spec, episodes=len(done), stored_bytes=sum(r.stored_bytes for r in done))
     record_view(OutLayout.at(out, options), spec)
     return spec

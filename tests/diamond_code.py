@@ -9,6 +9,7 @@ helpers play no part in reading segments; a stand-in class takes its place.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import types
 from pathlib import Path
@@ -42,3 +43,32 @@ def diamond_data() -> types.ModuleType:
     for m in mods.values():
         ns.__dict__.update({k: v for k, v in vars(m).items() if not k.startswith("_")})
     return ns
+
+
+def world_model_env() -> types.ModuleType:
+    """DIAMOND's `envs.world_model_env`, for its spawn loader (`make_generator_init`).
+
+    Its model imports reach two more names of `utils` and torcheval, used only in training:
+    stand-ins take their place.
+    """
+    sys.modules["data"].Batch = getattr(sys.modules.get("data"), "Batch", None) or (
+        diamond_data().Batch
+    )
+    utils = sys.modules["utils"]
+    if not hasattr(utils, "LossAndLogs"):
+        utils.LossAndLogs = tuple
+        utils.init_lstm = lambda *args, **kwargs: None
+    if importlib.util.find_spec("torcheval") is None:  # its reward model's training metric
+        for name in ("torcheval", "torcheval.metrics", "torcheval.metrics.functional"):
+            sys.modules.setdefault(name, types.ModuleType(name))
+        sys.modules["torcheval.metrics.functional"].multiclass_confusion_matrix = None
+    if str(SRC) not in sys.path:
+        sys.path.append(str(SRC))  # coroutines, models: after everything installed
+    if "diamond_world_model_env" not in sys.modules:  # not through `envs`, which needs Atari
+        spec = importlib.util.spec_from_file_location(
+            "diamond_world_model_env", SRC / "envs" / "world_model_env.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["diamond_world_model_env"] = module
+    return sys.modules["diamond_world_model_env"]

@@ -19,7 +19,9 @@ from storage.diamond_layout import (
     too_short,
 )
 from storage.fs import is_url
+from storage.latents import as_tensor, latent_current, open_latent, read_latents
 from storage.sidearrays import open_array, read_actions, read_views, view_current, view_key
+from training.action_encodings import ENCODINGS, strided_actions
 from training.diamond import SegmentId
 from training.stream import StreamState
 
@@ -48,8 +50,10 @@ class SegmentStream(IterableDataset):
     rank is drawn from a generator seeded by (seed, rank, g), and DataLoader worker w makes
     the batches g = w (mod workers), so a `StreamState` cursor resumes the same sequence.
     `view=None` reads full-resolution frames; a view name (`csdm views`, e.g. "30x56") reads
-    the stored low-res observations. Each batch holds `obs` (B, T, 3, h, w) RGB, `act`
-    (B, T, 51) as the source stored it, and `mask_padding` (B, T).
+    the stored view, a latent name (`csdm encode`) its latents as float32. Each batch holds
+    `obs` (B, T, 3, h, w) RGB (or (B, T, C, h', w') latents), `act` (B, T, A) and
+    `mask_padding` (B, T). `stride=k` takes every k-th frame (16/k fps) and `actions=` the
+    encoding: "raw", "decoded" or "indices" (training/action_encodings.py has the rule).
 
     `obs="float"` (the default) gives DIAMOND's values: float32 in [-1, 1], padded steps 0.0,
     as DIAMOND pads after normalising. `obs="uint8"` moves 4x fewer bytes through DataLoader
@@ -75,9 +79,16 @@ class SegmentStream(IterableDataset):
         diamond: bool = False,
         batch_fields: bool = False,
         diamond_length: int = EPISODE_LENGTH,
+        stride: int = 1,
+        actions: str = "raw",
     ) -> None:
         if obs not in ("float", "uint8"):
             raise ValueError(f"obs must be 'float' or 'uint8', not {obs!r}")
+        if not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"stride must be a whole number >= 1, not {stride!r}")
+        if actions not in ENCODINGS:
+            raise ValueError(f"actions must be one of {', '.join(ENCODINGS)}, not {actions!r}")
+        self.stride, self.actions = stride, actions
         self.out = str(out) if is_url(str(out)) else os.path.abspath(out)  # workers start anywhere
         self.options = storage_options
         self.seq, self.batch_size, self.view = seq_length, batch_size, view
@@ -85,19 +96,10 @@ class SegmentStream(IterableDataset):
         self.obs_kind, self.batch_fields = obs, batch_fields
         ds = open_dataset(out, storage_options)
         names, sources, lengths = _chosen(ds, split, kept_only, diamond and diamond_length)
-        if view is not None:
-            if view not in read_views(ds.layout):
-                raise ValueError(
-                    f"{out}: no view {view!r} (make it with `csdm views {out} --size {view}`)"
-                )
-            stale = [e for e in sources if not view_current(ds.layout, view, e, ds.sha256(e))]
-            if stale:
-                raise ValueError(
-                    f"{out}: view {view} is missing or stale for {len(stale)} "
-                    f"episode(s), e.g. {stale[0]}; rerun `csdm views`"
-                )
+        self.latent = view is not None and _check_view(ds, str(out), view, sources, diamond, obs)
         self.episodes, self._sources = names, sources
-        self.lengths = np.array(lengths, dtype=np.int64)
+        # in steps: frames 0, k, 2k, ... of each episode
+        self.lengths = (np.array(lengths, dtype=np.int64) + stride - 1) // stride
         self.mine = np.arange(rank, len(self.episodes), world)
         if len(self.mine) == 0 or self.lengths[self.mine].sum() == 0:
             raise ValueError(f"{out}: no episodes for rank {rank} of {world}")
@@ -122,17 +124,24 @@ class SegmentStream(IterableDataset):
         self._actions.move_to_end(name)
         return self._actions[name]
 
-    def _obs(self, name: str, lo: int, hi: int) -> np.ndarray:
+    def _obs(self, name: str, lo: int, hi: int) -> np.ndarray | torch.Tensor:
+        """Steps `[lo, hi)`: frames lo*k, (lo+1)*k, ... as (t, 3, h, w), or latents."""
+        k = self.stride
+        a, b = lo * k, (hi - 1) * k + 1
         if self.view is None:  # BGR (t, h, w, 3) to RGB (t, 3, h, w)
-            return self._ds.frames(name, lo, hi)[..., ::-1].transpose(0, 3, 1, 2)
+            return self._ds.frames(name, a, b)[::k, ..., ::-1].transpose(0, 3, 1, 2)
         if name not in self._views:
-            self._views[name] = open_array(
-                self._ds.root, view_key(self._ds.layout, self.view, name)
+            self._views[name] = (
+                open_latent(self._ds.layout, self.view, name)
+                if self.latent
+                else open_array(self._ds.root, view_key(self._ds.layout, self.view, name))
             )
             if len(self._views) > ACTION_CACHE:
                 self._views.popitem(last=False)
         self._views.move_to_end(name)
-        return self._views[name][lo:hi]
+        arr = self._views[name]
+        rows = arr[a:b][::k]
+        return as_tensor(arr, rows).float() if self.latent else rows
 
     def read(self, episodes, starts, stops) -> dict[str, object]:
         """One batch: observations, actions and padding masks, zero where padded."""
@@ -145,12 +154,13 @@ class SegmentStream(IterableDataset):
         for i, (e, start, stop) in enumerate(zip(episodes, starts, stops, strict=True)):
             name, lo = self._sources[e], max(0, int(start))
             left = lo - int(start)
-            o, a = self._obs(name, lo, int(stop)), self._action_rows(name)[lo : int(stop)]
+            o = self._obs(name, lo, int(stop))
+            a = strided_actions(self._action_rows(name), lo, int(stop), self.stride, self.actions)
             if obs is None:  # zeros: padded steps are 0.0 once normalised, as DIAMOND pads
                 obs = torch.zeros((len(episodes), self.seq, *o.shape[1:]), dtype=kind)
                 act = torch.zeros((len(episodes), self.seq, a.shape[1]), dtype=_torch(a.dtype))
-            frames = torch.from_numpy(np.ascontiguousarray(o))
-            if kind == torch.float32:  # DIAMOND's arithmetic, in its order: bit-equal values
+            frames = o if self.latent else torch.from_numpy(np.ascontiguousarray(o))
+            if kind == torch.float32 and not self.latent:  # DIAMOND's arithmetic, bit-equal
                 frames = frames.div(255).mul(2).sub(1)
             obs[i, left : left + len(o)] = frames
             act[i, left : left + len(a)] = torch.from_numpy(np.asarray(a))
@@ -190,6 +200,40 @@ class SegmentStream(IterableDataset):
                 out["batch"] = torch.tensor(g)
             yield out
             g += workers
+
+
+def _check_view(
+    ds: Dataset, out: str, view: str, sources: list[str], diamond: int, obs: str
+) -> bool:
+    """That `view` is a stored view or latent, current for every episode; True for a latent."""
+    views, latents = read_views(ds.layout), read_latents(ds.layout)
+    if view in latents:
+        spec = latents[view]
+        recipe = None if spec.view == "full" else views[spec.view].recipe
+        if obs != "float":
+            raise ValueError(f"{out}: latent {view!r} streams as float only, not obs={obs!r}")
+        stale = [e for e in sources if not latent_current(ds.layout, spec, e, ds.sha256(e), recipe)]
+        fix = f"rerun `csdm encode {out} --name {view} ...`"
+    elif view in views:
+        if diamond and not views[view].is_diamond:
+            raise ValueError(
+                f"{out}: view {view!r} is not DIAMOND's (bicubic, stretch, --overshoot wrap); "
+                f"make one with `csdm views {out} --size 30x56 --overshoot wrap`"
+            )
+        recipe = views[view].recipe
+        stale = [e for e in sources if not view_current(ds.layout, view, e, ds.sha256(e), recipe)]
+        fix = "rerun `csdm views`"
+    else:
+        raise ValueError(
+            f"{out}: no view or latent {view!r} (make one with `csdm views {out} --size HxW` "
+            "or `csdm encode`)"
+        )
+    if stale:
+        raise ValueError(
+            f"{out}: {view} is missing or stale for {len(stale)} episode(s), e.g. {stale[0]}; "
+            + fix
+        )
+    return view in latents
 
 
 def _chosen(

@@ -16,14 +16,9 @@ from storage.action_space import (
     N_KEYS,
     Y_WIDTH,
     Y,
+    quantise,
 )
 from tasks.actions.infer import InferredActions, frame_index
-
-
-def quantise(values: np.ndarray, bins: np.ndarray) -> np.ndarray:
-    """Index of the nearest bin after clipping to the outer bins; ties go to the lower bin."""
-    clipped = np.clip(np.asarray(values, np.float64), bins[0], bins[-1])
-    return np.abs(bins[None, :] - clipped[:, None]).argmin(axis=1)
 
 
 def helper_flags(state: pa.Table, lengths: np.ndarray) -> np.ndarray:

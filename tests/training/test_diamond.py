@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tarfile
+import types
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from storage.dataset import open_dataset
 from storage.episode import Episode, write_episode
 from tests.training import diamond_reference as ref
 
@@ -167,15 +169,17 @@ def test_export_is_diamonds_preparation(store, reference, tmp_path) -> None:
 
 
 def test_export_from_a_stored_view_is_the_same(store, reference, tmp_path) -> None:
+    from storage.sidearrays import ViewSpec
     from tasks.views import ViewJob, finish_views, make_view
 
+    spec = ViewSpec("30x56-wrap", *SIZE)  # DIAMOND's recipe: bicubic, stretch, wrap
     results = [
-        make_view(ViewJob(str(store), e, SIZE))
+        make_view(ViewJob(str(store), e, spec))
         for e in ["dm_july2021_2", "dm_july2021_10", "dm_july2021_12", "dm_july2021_100"]
     ]
     assert {r.status for r in results} == {"written"}
-    assert make_view(ViewJob(str(store), "dm_july2021_2", SIZE)).status == "present"
-    finish_views(str(store), SIZE, 4)
+    assert make_view(ViewJob(str(store), "dm_july2021_2", spec)).status == "present"
+    finish_views(str(store), spec, results)
     _export(store, tmp_path / "v")
     _check_against(reference, tmp_path / "v")
 
@@ -374,3 +378,33 @@ def test_sizes_parse_or_say_why() -> None:
     for bad, msg in [("30by56", "not HEIGHTxWIDTH"), ("0x56", "1..4096"), ("30x99999", "1..4096")]:
         with pytest.raises(ValueError, match=msg):
             parse_size(bad)
+
+
+def test_spawn_points_load_in_diamonds_play_env(store, reference, tmp_path) -> None:
+    from tasks.diamond_spawn import write_spawns
+    from tests import diamond_code
+
+    _, jobs, _, _, _ = _export(store, tmp_path / "d")
+    folders = write_spawns(jobs, 3)
+    assert len(folders) == 3 and (tmp_path / "d" / "spawn" / "2" / "low_res.npy").exists()
+    # DIAMOND's own loader, `WorldModelEnv.make_generator_init`, on a stand-in `self` that
+    # has what it reads: a device, no reward model, and an upsampler (full_res is loaded)
+    env = diamond_code.world_model_env().WorldModelEnv
+    me = types.SimpleNamespace(device=torch.device("cpu"), rew_end_model=None)
+    me.sampler_upsampling = object()
+    gen = env.make_generator_init(me, tmp_path / "d" / "spawn", 3)
+    ds = open_dataset(store)
+    # test episodes first, then train: 2 + 1 here
+    order = [j for j in jobs if j.split == "test"] + [j for j in jobs if j.split == "train"]
+    theirs = reference["episodes"]["test"] + reference["episodes"]["train"]
+    for i in range(3):
+        obs, full, act, next_act, _ = gen.send(1)
+        want = theirs[i]  # DIAMOND's own export of the same episode
+        scaled = torch.from_numpy(want["obs"][:4]).div(255).mul(2).sub(1)
+        torch.testing.assert_close(obs[0], scaled, rtol=0, atol=0)
+        np.testing.assert_array_equal(act[0].numpy(), want["act"][:4].astype(np.int64))
+        np.testing.assert_array_equal(next_act[0].numpy(), want["act"][4:].astype(np.int64))
+        frames = ds.frames(order[i].episode, 0, 4)[..., ::-1].transpose(0, 3, 1, 2)
+        torch.testing.assert_close(
+            full[0], torch.from_numpy(frames.copy()).div(255).mul(2).sub(1), rtol=0, atol=0
+        )

@@ -1,0 +1,227 @@
+"""Latents of a view or of the full frames, made by a user's encoder (`csdm encode`)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from storage.dataset import CorruptFramesError, open_dataset
+from storage.latents import (
+    Encoder,
+    LatentSpec,
+    latent_current,
+    latent_key,
+    read_latents,
+    record_latent,
+    write_latent,
+)
+from storage.layout import OutLayout, check_name
+from storage.sidearrays import (
+    SideArrayError,
+    open_array,
+    read_views,
+    stored_size,
+    view_current,
+    view_key,
+)
+from tasks.views import ViewResult
+
+FULL = "full"  # --view full: the stored full-resolution frames
+_LOADED: dict[str, tuple[torch.nn.Module, Encoder]] = {}  # one encoder per worker process
+
+
+class EncodeError(ValueError):
+    """An encoder that cannot be used, or a view or name that cannot be encoded, in one line."""
+
+
+@dataclass(frozen=True)
+class EncodeJob:
+    """One episode to encode: small enough to travel to a Dask worker."""
+
+    out: str
+    episode: str
+    spec: LatentSpec
+    view_recipe: dict | None
+    device: str = "cpu"
+    batch: int = 32
+    options: dict | None = None
+
+
+EncodeResult = ViewResult  # the same outcome: written, present or failed, with bytes
+
+
+def load_encoder(target: str, device: str = "cpu") -> tuple[torch.nn.Module, Encoder]:
+    """`MODULE:FACTORY` called once per process, in eval mode on `device`, with its identity."""
+    if target in _LOADED:
+        return _LOADED[target]
+    module_name, sep, factory = target.partition(":")
+    if not sep or not module_name or not factory:
+        raise EncodeError(f"encoder {target!r} is not MODULE:FACTORY, e.g. mymodels:make_vae")
+    try:
+        make = getattr(importlib.import_module(module_name), factory)
+    except ImportError as e:
+        raise EncodeError(
+            f"encoder {target!r}: module {module_name!r} does not import ({e})"
+        ) from None
+    except AttributeError:
+        raise EncodeError(f"encoder {target!r}: {module_name} has no {factory!r}") from None
+    try:
+        model = make()
+    except Exception as e:  # the user's code: any failure is one line naming it
+        raise EncodeError(
+            f"encoder {target!r}: {factory}() failed ({type(e).__name__}: {e})"
+        ) from None
+    if not isinstance(model, torch.nn.Module):
+        raise EncodeError(
+            f"encoder {target!r}: {factory}() returned {type(model).__name__}, not a "
+            "torch.nn.Module"
+        )
+    model = model.to(device).eval()
+    _LOADED[target] = (model, Encoder(module_name, factory, params_sha256(model)))
+    return _LOADED[target]
+
+
+def params_sha256(model: torch.nn.Module) -> str:
+    """sha256 over every parameter and buffer: names, dtypes, shapes and bytes, in order."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def encode_batch(model: torch.nn.Module, x: torch.Tensor, dtype: str) -> torch.Tensor:
+    """(B, 3, h, w) float in [-1, 1] to (B, C, h', w') latents of `dtype`, checked."""
+    with torch.no_grad():
+        y = model(x)
+    if not isinstance(y, torch.Tensor) or y.dim() != 4 or y.shape[0] != x.shape[0]:
+        got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise EncodeError(
+            f"the encoder maps {tuple(x.shape)} to {got}; it must return (B, C, h', w') with "
+            f"B = {x.shape[0]}"
+        )
+    return y.to(getattr(torch, dtype))
+
+
+def plan_encode(
+    out: str,
+    target: str,
+    view: str,
+    name: str,
+    device: str = "cpu",
+    dtype: str = "float32",
+    batch: int = 32,
+    options: dict | None = None,
+) -> list[EncodeJob]:
+    """Check the name, view and encoder (one probe batch), and make a job per episode."""
+    check_name(name, "latent")
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise EncodeError(f"dtype {dtype!r}: one of float32, float16, bfloat16")
+    if batch < 1:
+        raise EncodeError(f"batch {batch}: must be at least 1")
+    ds = open_dataset(out, options)
+    views = read_views(ds.layout)
+    if name in views or name == FULL:
+        raise EncodeError(f"{out}: {name!r} is a view's name; choose another --name")
+    if view != FULL and view not in views:
+        raise EncodeError(
+            f"{out}: no view {view!r} (stored: {', '.join(sorted(views)) or 'none'}; "
+            f"`csdm views` makes one, or use --view full)"
+        )
+    recipe = None if view == FULL else views[view].recipe
+    h, w = (150, 280) if view == FULL else (views[view].height, views[view].width)
+    model, encoder = load_encoder(target, device)
+    probe = encode_batch(model, torch.zeros((1, 3, h, w), device=device), dtype)
+    _, c, lh, lw = probe.shape
+    spec = LatentSpec(name, view, *encoder.to_dict().values(), dtype, c, lh, lw)
+    old = read_latents(ds.layout).get(name)
+    if old is not None and replace(old, episodes=0, stored_bytes=0) != spec:
+        raise EncodeError(
+            f"{out}: latent {name!r} exists from another encoder, view or dtype "
+            f"({old.module}:{old.factory} on {old.view}, {old.dtype}); choose another --name"
+        )
+    return [EncodeJob(out, e, spec, recipe, device, batch, options) for e in ds.episodes]
+
+
+def encode_episode(job: EncodeJob, target: str) -> EncodeResult:
+    """Write one episode's latents unless current ones are there."""
+    ds = open_dataset(job.out, job.options)
+    spec, sha = job.spec, ds.sha256(job.episode)
+    key = latent_key(ds.layout, spec.name, job.episode)
+    if latent_current(ds.layout, spec, job.episode, sha, job.view_recipe):
+        return EncodeResult(job.episode, "present", stored_bytes=stored_size(ds.layout, key))
+    model, encoder = load_encoder(target, job.device)
+    if encoder != spec.encoder:
+        return EncodeResult(
+            job.episode,
+            "failed",
+            f"{target}: this worker's encoder has other parameters than the planned one "
+            "(a factory must return the same weights each call: load or seed them)",
+        )
+    if spec.view != FULL and not view_current(
+        ds.layout, spec.view, job.episode, sha, job.view_recipe
+    ):
+        return EncodeResult(
+            job.episode, "failed", f"{job.episode}: view {spec.view} is stale; rerun `csdm views`"
+        )
+    frames = _source(ds, job)
+
+    def part(lo: int, hi: int) -> np.ndarray:
+        out = []
+        for a in range(lo, hi, job.batch):
+            y = encode_batch(model, frames(a, min(hi, a + job.batch)), spec.dtype).cpu()
+            out.append((y.view(torch.uint16) if spec.dtype == "bfloat16" else y).numpy())
+        return np.concatenate(out)
+
+    try:
+        n = write_latent(
+            ds.layout, spec, job.episode, ds.n_frames(job.episode), part, sha, job.view_recipe
+        )
+    except (CorruptFramesError, SideArrayError, EncodeError) as e:
+        return EncodeResult(job.episode, "failed", str(e))
+    return EncodeResult(job.episode, "written", stored_bytes=n)
+
+
+def _source(ds, job: EncodeJob):
+    """`frames(lo, hi)`: (B, 3, h, w) float in [-1, 1] on the job's device."""
+    device = torch.device(job.device)
+    if job.spec.view != FULL:
+        arr = open_array(ds.root, view_key(ds.layout, job.spec.view, job.episode))
+        return lambda lo, hi: _scale(torch.from_numpy(arr[lo:hi]).to(device))
+    if device.type == "cuda":  # decoded on the GPU: only compressed chunks cross the bus
+        from training.device_decode import Packer, check_device_decode, decode_on_device
+
+        check_device_decode()
+
+        def on_device(lo: int, hi: int) -> torch.Tensor:
+            packer = Packer(ds)
+            packer.add(job.episode, lo, hi)
+            frames = decode_on_device(packer.result(), (150, 280, 3), hi - lo, device)[0]
+            return _scale(frames.flip(-1).permute(0, 3, 1, 2))
+
+        return on_device
+    return lambda lo, hi: _scale(
+        torch.from_numpy(np.ascontiguousarray(ds.frames(job.episode, lo, hi)[..., ::-1]))
+        .permute(0, 3, 1, 2)
+        .to(device)
+    )
+
+
+def _scale(x: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB to float32 in [-1, 1], as DIAMOND and most image VAEs take it."""
+    return x.float().div(255).mul(2).sub(1)
+
+
+def finish_encode(
+    out: str, spec: LatentSpec, results: list[EncodeResult], options: dict | None = None
+) -> LatentSpec:
+    """Record the latent, its encoder and its stored size in `catalog/latents.json`."""
+    done = [r for r in results if r.status != "failed"]
+    spec = replace(spec, episodes=len(done), stored_bytes=sum(r.stored_bytes for r in done))
+    record_latent(OutLayout.at(out, options), spec)
+    return spec
