@@ -276,3 +276,37 @@ def test_bad_encoder_input_is_one_line(store) -> None:
         plan_encode(str(store), "tests.encoders:tiny_vae", "v", "taken")
     with pytest.raises(ValueError, match=r"latent name '\.\./x' is not allowed"):
         plan_encode(str(store), "tests.encoders:tiny", "v", "../x")
+
+
+def _cli(*args: str):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "flows.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_cli_views_and_encode_run_on_dask_and_resume(store) -> None:
+    p = _cli("views", str(store), "--size", "32x56", "--fit", "crop", "--filter", "area")
+    assert p.returncode == 0, p.stderr
+    assert "view 32x56-crop-area of 8 episodes; written 8" in p.stdout
+    enc = ("encode", str(store), "--encoder", "tests.encoders:tiny", "--view", "32x56-crop-area")
+    p = _cli(*enc, "--name", "tiny", "--workers", "2")
+    assert p.returncode == 0, p.stderr
+    assert "latent tiny of 8 episodes; written 8" in p.stdout
+    p = _cli(*enc, "--name", "tiny", "--workers", "2")
+    assert "written 0, already there 8, failed 0" in p.stdout, p.stdout + p.stderr
+    ds = open_dataset(store)
+    seg = SegmentStream(str(store), 4, 2, view="tiny")
+    assert seg.read(*seg.segments(0))["obs"].shape == (2, 4, 4, 8, 14)
+    for args, why in [
+        (("views", str(store), "--filter", "lanczos"), "unknown filter 'lanczos'"),
+        (("views", str(store), "--size", "0x56"), "height and width must be 1..4096"),
+        ((*enc, "--name", "32x56-crop-area"), "is a view's name"),
+        (("encode", str(store), "--encoder", "nope:x", "--view", "full", "--name", "z"), "nope"),
+    ]:
+        p = _cli(*args)
+        assert p.returncode == 2 and why in p.stderr, p.stderr
+        assert len([x for x in p.stderr.splitlines() if "error" in x]) == 1
+    assert len(ds.episodes) == 8
