@@ -10,7 +10,8 @@ Steps, each under a time budget, each written to `$OUT/gpu_decode.json` as it en
 failure at one still returns the others and its reason in one line): import; nvCOMP against
 the CPU's zstd on 224 chunks, bit for bit; windows against the CPU path, bit for bit, with
 host CPU time per frame of each path; frames/s decoded on the device and its peak memory;
-the paper network's training rate fed by `csdm train --decode cuda` against compute alone.
+the paper network's training rate fed by `csdm train --decode cuda` against compute alone;
+`csdm encode --view full --device cuda` with the tests' tiny encoder, frames/s.
 The budgets add up to under 10 minutes.
 
     python -m bench.gpu_decode [--out DIR]      # on the device, through `make gpu-check-decode`
@@ -86,7 +87,7 @@ def main() -> None:
         state["ds"] = open_dataset(tmp / "data")
         return {"episodes": len(state["ds"].episodes)}
 
-    if steps.run("data", 150, data) is None:
+    if steps.run("data", 120, data) is None:
         return
     ds = state["ds"]
 
@@ -181,7 +182,35 @@ def main() -> None:
         )
         return fed_against_compute(tmp / "data", tmp / "run", cfg, a.train_steps, device)
 
-    steps.run("train_fed_by_gpu_decode", 180, train_fed)
+    steps.run("train_fed_by_gpu_decode", 150, train_fed)
+
+    def encode_full_res() -> dict:
+        # `csdm encode --view full --device cuda`: frames decoded on the GPU, then encoded
+        from tasks.encode import encode_episode, plan_encode
+
+        target = "tests.encoders:tiny"
+        jobs = plan_encode(str(tmp / "data"), target, "full", "tiny", device="cuda", batch=64)
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        results = [encode_episode(j, target) for j in jobs]
+        secs = time.perf_counter() - t
+        n = sum(ds.n_frames(e) for e in ds.episodes)
+        from storage.latents import as_tensor, open_latent
+        from tests.encoders import tiny
+
+        e = ds.episodes[0]
+        arr = open_latent(ds.layout, "tiny", e)
+        got = as_tensor(arr, arr[0:16]).float()
+        rgb = torch.from_numpy(np.ascontiguousarray(ds.frames(e, 0, 16)[..., ::-1]))
+        with torch.no_grad():
+            want = tiny().eval()(rgb.permute(0, 3, 1, 2).float() / 255 * 2 - 1)
+        return {
+            "statuses": sorted({r.status for r in results}),
+            "encode_frames_per_s": round(n / secs, 1),
+            "max_abs_diff_vs_cpu_encoder": float((got - want).abs().max()),
+        }
+
+    steps.run("encode_full_res_cuda", 60, encode_full_res)
     tmp_.cleanup()
 
 

@@ -169,7 +169,7 @@ def encode_episode(job: EncodeJob, target: str) -> EncodeResult:
         return EncodeResult(
             job.episode, "failed", f"{job.episode}: view {spec.view} is stale; rerun `csdm views`"
         )
-    frames = _source(ds, job)
+    frames = frame_source(ds, job)
 
     def part(lo: int, hi: int) -> np.ndarray:
         out = []
@@ -187,13 +187,18 @@ def encode_episode(job: EncodeJob, target: str) -> EncodeResult:
     return EncodeResult(job.episode, "written", stored_bytes=n)
 
 
-def _source(ds, job: EncodeJob):
-    """`frames(lo, hi)`: (B, 3, h, w) float in [-1, 1] on the job's device."""
+def frame_source(ds, job: EncodeJob, gpu_decode: bool | None = None):
+    """`frames(lo, hi)`: (B, 3, h, w) float in [-1, 1] on the job's device.
+
+    Full frames are decoded on the GPU when the device is CUDA (or `gpu_decode`).
+    """
     device = torch.device(job.device)
     if job.spec.view != FULL:
         arr = open_array(ds.root, view_key(ds.layout, job.spec.view, job.episode))
         return lambda lo, hi: _scale(torch.from_numpy(arr[lo:hi]).to(device))
-    if device.type == "cuda":  # decoded on the GPU: only compressed chunks cross the bus
+    if gpu_decode is None:
+        gpu_decode = device.type == "cuda"
+    if gpu_decode:  # only compressed chunks cross the bus
         from training.device_decode import Packer, check_device_decode, decode_on_device
 
         check_device_decode()

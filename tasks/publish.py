@@ -39,7 +39,15 @@ TERMS = "LICENSE.md"
 # What csdm published here last: the only remote files a publish may ever delete.
 PUBLISHED = ".csdm-published.json"
 # what readers reach without a listing of data folders: they go in the last commit
-FINAL_KEYS = ("manifest.json", "catalog/index.json", "catalog/views.json", CARD, TERMS, PUBLISHED)
+FINAL_KEYS = (
+    "manifest.json",
+    "catalog/index.json",
+    "catalog/views.json",
+    "catalog/latents.json",
+    CARD,
+    TERMS,
+    PUBLISHED,
+)
 FINAL_PREFIXES = ("catalog/_", "report/")
 HASHES = ".cache/publish-hashes.json"
 _log = logging.getLogger("csdm")

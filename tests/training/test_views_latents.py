@@ -310,3 +310,41 @@ def test_cli_views_and_encode_run_on_dask_and_resume(store) -> None:
         assert p.returncode == 2 and why in p.stderr, p.stderr
         assert len([x for x in p.stderr.splitlines() if "error" in x]) == 1
     assert len(ds.episodes) == 8
+
+
+def test_full_frames_for_encoding_through_the_gpu_decode_path(store, monkeypatch) -> None:
+    """`--view full --device cuda` frames come through the GPU decode path, as on the CPU.
+
+    CPU zstd stands in for nvCOMP (no GPU here); packing, the predictor and layout are its own.
+    """
+    import itertools
+
+    import imagecodecs
+
+    import training.device_decode as dd
+    from tasks.encode import frame_source
+
+    def cpu_nvcomp(data, offsets, size):
+        raw = data.numpy()
+        return torch.stack(
+            [
+                torch.from_numpy(
+                    np.frombuffer(bytearray(imagecodecs.zstd_decode(raw[a:b])), np.uint8)
+                )
+                for a, b in itertools.pairwise(offsets)
+            ]
+        )
+
+    monkeypatch.setattr(dd, "_nvcomp_decompress", cpu_nvcomp)
+    monkeypatch.setattr(dd, "check_device_decode", lambda: None)
+    jobs = plan_encode(str(store), "tests.encoders:tiny", "full", "g")
+    ds = open_dataset(store)
+    for job in jobs[:2]:
+        on_gpu_path = frame_source(ds, job, gpu_decode=True)
+        on_cpu = frame_source(ds, job, gpu_decode=False)
+        for lo, hi in [(0, 7), (5, 33), (40, 60)]:  # within, across and at the end of chunks
+            torch.testing.assert_close(on_gpu_path(lo, hi), on_cpu(lo, hi), rtol=0, atol=0)
+    rgb = ds.frames(jobs[0].episode, 3, 4)[0, :, :, ::-1].astype(np.float32)
+    want = torch.from_numpy(rgb.transpose(2, 0, 1).copy()) / 255 * 2 - 1
+    got = frame_source(ds, jobs[0], gpu_decode=False)(3, 4)[0]
+    torch.testing.assert_close(got, want, rtol=0, atol=0)  # RGB, scaled to [-1, 1]
