@@ -192,7 +192,7 @@ def main() -> None:
         jobs = plan_encode(str(tmp / "data"), target, "full", "tiny", device="cuda", batch=64)
         torch.cuda.synchronize()
         t = time.perf_counter()
-        results = [encode_episode(j, target) for j in jobs]
+        results = [encode_episode(j) for j in jobs]
         secs = time.perf_counter() - t
         n = sum(ds.n_frames(e) for e in ds.episodes)
         from storage.latents import as_tensor, open_latent

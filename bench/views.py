@@ -104,7 +104,7 @@ def main() -> None:
         jobs = plan_encode(str(out), "tests.encoders:tiny", "64x112-area", "tiny", batch=64)
         t = time.perf_counter()
         for j in jobs:
-            encode_episode(j, "tests.encoders:tiny")
+            encode_episode(j)
         print(
             f"  encode (tests' tiny encoder, CPU, 64x112 view): "
             f"{n / (time.perf_counter() - t):.0f} frames/s"

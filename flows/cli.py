@@ -317,12 +317,12 @@ def _check_roots(src: str, out: str, options: dict) -> None:
 from flows import (  # noqa: E402  (their commands join this app)
     cli_dataset,
     cli_diamond,
-    cli_encode,
     cli_eval,
     cli_hub,
     cli_publish,
     cli_report,
     cli_train,
+    cli_views,
 )
 
 app.command()(cli_hub.ingest)
@@ -339,8 +339,8 @@ app.command()(cli_train.register)
 app.command()(cli_report.report)
 app.command()(cli_report.view)
 app.command("export-diamond")(cli_diamond.export_diamond)
-app.command()(cli_diamond.views)
-app.command()(cli_encode.encode)
+app.command()(cli_views.views)
+app.command()(cli_views.encode)
 app.command()(cli_publish.publish)
 
 

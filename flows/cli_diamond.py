@@ -1,4 +1,4 @@
-"""`csdm export-diamond` and `csdm views`: thin glue over the world-model flows and tasks."""
+"""`csdm export-diamond`: thin glue over the DIAMOND export flow and its tasks."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ SizeOption = Annotated[str, typer.Option("--size", help="Low-res HEIGHTxWIDTH.")
 OutArg = Annotated[str, typer.Argument(help="A dataset written by `csdm process` (folder or URL).")]
 
 
-def _size(text: str) -> tuple[int, int]:
+def size_or_fail(text: str) -> tuple[int, int]:
+    """HEIGHTxWIDTH as a pair, or one line and exit 2."""
     from training.diamond_obs import parse_size
 
     try:
@@ -76,7 +77,7 @@ def export_diamond(
     from tasks.diamond_export import ExportError, check_dest
 
     options = storage_options(storage_option)
-    hw = _size(size)
+    hw = size_or_fail(size)
     # Hydra runs DIAMOND in a folder of its own: every path it is given must be absolute
     out, dest = (p if is_url(p) else os.path.abspath(p) for p in (out, dest))
     text, source = None, "DIAMOND's test split"
@@ -135,81 +136,3 @@ def export_diamond(
     )
     if spawn:
         out_console.print(f"DIAMOND's play.py: spawn points in {dest.rstrip('/')}/spawn")
-
-
-def views(
-    out: OutArg,
-    size: SizeOption = "30x56",
-    fit: Annotated[
-        str, typer.Option(help="stretch, crop (the centred region of the view's aspect) or pad.")
-    ] = "stretch",
-    filter: Annotated[
-        str,
-        typer.Option(
-            help="bicubic (torchvision's, antialiased), area (OpenCV's INTER_AREA), or "
-            "Pillow's box, bilinear or nearest."
-        ),
-    ] = "bicubic",
-    overshoot: Annotated[
-        str,
-        typer.Option(help="bicubic past 0..255: clamp, or wrap (DIAMOND's uint8 cast)."),
-    ] = "clamp",
-    name: Annotated[
-        str | None,
-        typer.Option(help="The view's name (default: e.g. 30x56, 64x112-crop-area, 30x56-wrap)."),
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option(min=1, help="Local Dask worker processes (default: one per core).")
-    ] = None,
-    scheduler: Annotated[str | None, typer.Option(help="Existing Dask scheduler.")] = None,
-    storage_option: StorageOptions = None,
-) -> None:
-    """Store a view of every episode beside its frames (any size, fit and filter), RGB."""
-    from storage.dataset import DatasetFormatError
-    from storage.fs import StorageAccessError
-    from storage.layout import check_name
-    from storage.sidearrays import ViewSpec, default_view_name
-    from tasks.views import ViewClashError
-
-    options = storage_options(storage_option)
-    hw = _size(size)
-    try:  # one line for an unknown fit, filter or overshoot, or a name that is no name
-        spec = ViewSpec("-", *hw, fit=fit, filter=filter, overshoot=overshoot)
-        shown = check_name(name, "view") if name is not None else default_view_name(spec)
-    except ValueError as e:
-        fail(str(e))
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-    from flows.prefect_api import local_api
-
-    with local_api() as api:
-        from flows.diamond import views_flow
-        from flows.process import dask_runner
-
-        hide_expected_tracebacks()
-        console.print(f"Prefect API: {api}")
-        try:
-            results = views_flow.with_options(task_runner=dask_runner(workers, scheduler))(
-                out,
-                hw,
-                show_progress=True,
-                storage_options=options,
-                fit=fit,
-                filter=filter,
-                overshoot=overshoot,
-                name=name,
-            )
-        except (DatasetFormatError, StorageAccessError, ViewClashError) as e:
-            fail(str(e))
-    failed = [r.reason for r in results if r.status == "failed"]
-    show_lines("failed", failed)
-    written = sum(r.status == "written" for r in results)
-    stored = sum(r.stored_bytes for r in results)
-    out_console.print(
-        f"{out}: view {shown} of "
-        f"{len(results)} episodes; written {written}, already there "
-        f"{len(results) - written - len(failed)}, failed {len(failed)}; "
-        f"{stored / 2**20:.1f} MiB stored"
-    )
-    if failed:
-        raise typer.Exit(1)

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import (
-    create_markdown_artifact,
-    create_progress_artifact,
-    update_progress_artifact,
-)
-from prefect.futures import as_completed
 
+from flows.jobs import run_jobs
 from flows.process import dask_runner
 from storage.diamond_layout import EPISODE_LENGTH, LOW_RES, default_test_split
-from storage.sidearrays import ViewSpec, default_view_name
 from tasks.diamond_export import EpisodeResult, export_episode, finish_export, plan_export
 from tasks.diamond_spawn import write_spawns
-from tasks.views import ViewResult, check_view, finish_views, make_view, view_jobs
 
 
 @dataclass(frozen=True)
@@ -81,7 +74,7 @@ def export_diamond_flow(
     for line in left_out:
         logger.warning(line)
     logger.info("%d train and %d test episodes to %s", len(plan.train), len(plan.test), dest)
-    results = run_jobs(export_episode_task.submit, jobs, "export", show_progress)
+    results = run_jobs(export_episode_task.submit, jobs, "export", show_progress, _failed)
     failed = [r.reason for r in results if r.status == "failed"]
     for line in failed:
         logger.error(line)
@@ -106,88 +99,5 @@ def export_diamond_flow(
     return summary
 
 
-@task(name="make-view", retries=1, retry_delay_seconds=2)  # idempotent: resumes
-def make_view_task(job) -> ViewResult:
-    """Write one episode's low-res view."""
-    return make_view(job)
-
-
-@flow(name="views", log_prints=True, task_runner=dask_runner())
-def views_flow(
-    out: str,
-    size: tuple[int, int] = LOW_RES,
-    show_progress: bool = False,
-    storage_options: dict[str, str] | None = None,
-    fit: str = "stretch",
-    filter: str = "bicubic",
-    overshoot: str = "clamp",
-    name: str | None = None,
-) -> list[ViewResult]:
-    """Store a view of every episode beside its frames; resumable.
-
-    Args:
-        out: A dataset written by `csdm process` (folder or URL).
-        size: Height and width of the view.
-        show_progress: A progress bar on the terminal (the CLI sets it).
-        storage_options: Non-secret fsspec options for URLs.
-        fit: stretch, crop (the centred region of the view's aspect) or pad (letterbox).
-        filter: bicubic, bilinear, area, box or nearest.
-        overshoot: What bicubic does past 0..255: clamp, or wrap as DIAMOND's uint8 cast.
-        name: The view's name (default: the size, then what differs from the default recipe).
-
-    """
-    options = dict(storage_options or {})
-    if filter != "bicubic":  # only bicubic overshoots 0..255; the others stay inside it
-        overshoot = "clamp"
-    spec = ViewSpec("-", *size, fit=fit, filter=filter, overshoot=overshoot)
-    spec = replace(spec, name=name or default_view_name(spec), method=_method(spec))
-    check_view(out, spec, options)
-    results = run_jobs(make_view_task.submit, view_jobs(out, spec, options), "views", show_progress)
-    for r in results:
-        if r.status == "failed":
-            get_run_logger().error(r.reason)
-    spec = finish_views(out, spec, results, options)
-    create_markdown_artifact(
-        f"view `{spec.name}`: {spec.episodes} episodes, {spec.stored_bytes:,} bytes stored",
-        key="views-size",
-    )
-    return results
-
-
-def _method(spec: ViewSpec) -> str:
-    return "diamond" if spec.is_diamond else "resize"
-
-
-def run_jobs(submit, jobs: list, what: str, show_progress: bool) -> list:
-    """Every job on the flow's runner, with a Prefect progress artifact and a terminal bar."""
-    art = create_progress_artifact(progress=0.0, key=f"{what}-progress")
-    bar = None
-    if show_progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-        bar = Progress(what, BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        bar.add_task(what, total=len(jobs))
-        bar.start()
-    results = []
-    try:
-        futures = {submit(j): j for j in jobs}
-        for fut in as_completed(list(futures)):
-            try:
-                results.append(fut.result())
-            except Exception as e:  # crashed on a worker: one line, the others go on
-                job = futures[fut]
-                reason = f"{job.episode}: {type(e).__name__}: {e}"
-                fail = (
-                    EpisodeResult(job.file_id, "failed", reason)
-                    if hasattr(job, "file_id")
-                    else ViewResult(job.episode, "failed", reason)
-                )
-                results.append(fail)
-            if bar:
-                bar.advance(bar.task_ids[0])
-            if len(results) % max(1, len(jobs) // 20) == 0 or len(results) == len(jobs):
-                update_progress_artifact(art, progress=100.0 * len(results) / max(len(jobs), 1))
-    finally:
-        if bar:
-            bar.stop()
-    return results
+def _failed(job, reason: str) -> EpisodeResult:
+    return EpisodeResult(job.file_id, "failed", reason)

@@ -148,13 +148,15 @@ def plan_encode(
     return [EncodeJob(out, e, spec, recipe, device, batch, options) for e in ds.episodes]
 
 
-def encode_episode(job: EncodeJob, target: str) -> EncodeResult:
+def encode_episode(job: EncodeJob) -> EncodeResult:
     """Write one episode's latents unless current ones are there."""
     ds = open_dataset(job.out, job.options)
     spec, sha = job.spec, ds.sha256(job.episode)
+    target = f"{spec.module}:{spec.factory}"
     key = latent_key(ds.layout, spec.name, job.episode)
     if latent_current(ds.layout, spec, job.episode, sha, job.view_recipe):
-        return EncodeResult(job.episode, "present", stored_bytes=stored_size(ds.layout, key))
+        size = stored_size(ds.layout, key)
+        return EncodeResult(job.episode, "present", stored_bytes=size, view=spec.name)
     model, encoder = load_encoder(target, job.device)
     if encoder != spec.encoder:
         return EncodeResult(
@@ -162,13 +164,13 @@ def encode_episode(job: EncodeJob, target: str) -> EncodeResult:
             "failed",
             f"{target}: this worker's encoder has other parameters than the planned one "
             "(a factory must return the same weights each call: load or seed them)",
+            view=spec.name,
         )
     if spec.view != FULL and not view_current(
         ds.layout, spec.view, job.episode, sha, job.view_recipe
     ):
-        return EncodeResult(
-            job.episode, "failed", f"{job.episode}: view {spec.view} is stale; rerun `csdm views`"
-        )
+        why = f"{job.episode}: view {spec.view} is stale; rerun `csdm views`"
+        return EncodeResult(job.episode, "failed", why, view=spec.name)
     frames = frame_source(ds, job)
 
     def part(lo: int, hi: int) -> np.ndarray:
@@ -183,8 +185,8 @@ def encode_episode(job: EncodeJob, target: str) -> EncodeResult:
             ds.layout, spec, job.episode, ds.n_frames(job.episode), part, sha, job.view_recipe
         )
     except (CorruptFramesError, SideArrayError, EncodeError) as e:
-        return EncodeResult(job.episode, "failed", str(e))
-    return EncodeResult(job.episode, "written", stored_bytes=n)
+        return EncodeResult(job.episode, "failed", str(e), view=spec.name)
+    return EncodeResult(job.episode, "written", stored_bytes=n, view=spec.name)
 
 
 def frame_source(ds, job: EncodeJob, gpu_decode: bool | None = None):

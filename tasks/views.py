@@ -40,6 +40,7 @@ class ViewResult:
     status: str
     reason: str | None = None
     stored_bytes: int = 0
+    view: str = ""  # the view's (or latent's) name
 
 
 def check_view(out: str, spec: ViewSpec, options: dict | None = None) -> None:
@@ -74,7 +75,8 @@ def make_view(job: ViewJob) -> ViewResult:
     sha, spec = ds.sha256(job.episode), job.spec
     key = view_key(ds.layout, spec.name, job.episode)
     if view_current(ds.layout, spec.name, job.episode, sha, spec.recipe):
-        return ViewResult(job.episode, "present", stored_bytes=stored_size(ds.layout, key))
+        size = stored_size(ds.layout, key)
+        return ViewResult(job.episode, "present", stored_bytes=size, view=spec.name)
 
     def part(lo: int, hi: int):  # a chunk of frames at a time: memory bounded by the size
         return resize(ds.frames(job.episode, lo, hi), spec)
@@ -82,8 +84,8 @@ def make_view(job: ViewJob) -> ViewResult:
     try:
         n = write_view(ds.layout, spec, job.episode, ds.n_frames(job.episode), part, sha)
     except CorruptFramesError as e:
-        return ViewResult(job.episode, "failed", str(e))
-    return ViewResult(job.episode, "written", stored_bytes=n)
+        return ViewResult(job.episode, "failed", str(e), view=spec.name)
+    return ViewResult(job.episode, "written", stored_bytes=n, view=spec.name)
 
 
 def finish_views(

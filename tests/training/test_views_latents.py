@@ -203,7 +203,7 @@ def test_stride_and_action_encodings_follow_the_seeds_layout(store, stride) -> N
 
 def _encode(store: Path, target: str, view: str, name: str, dtype: str = "float32") -> list:
     jobs = plan_encode(str(store), target, view, name, dtype=dtype, batch=7)
-    results = [encode_episode(j, target) for j in jobs]
+    results = [encode_episode(j) for j in jobs]
     if jobs:
         finish_encode(str(store), jobs[0].spec, results)
     return results
@@ -295,16 +295,30 @@ def test_cli_views_and_encode_run_on_dask_and_resume(store) -> None:
     p = _cli(*enc, "--name", "tiny", "--workers", "2")
     assert p.returncode == 0, p.stderr
     assert "latent tiny of 8 episodes; written 8" in p.stdout
-    p = _cli(*enc, "--name", "tiny", "--workers", "2")
-    assert "written 0, already there 8, failed 0" in p.stdout, p.stdout + p.stderr
     ds = open_dataset(store)
     seg = SegmentStream(str(store), 4, 2, view="tiny")
     assert seg.read(*seg.segments(0))["obs"].shape == (2, 4, 4, 8, 14)
+    # an episode redone: its view and the latents made from it hold the old frames' sha256
+    from storage.latents import latent_key
+
+    for key in (
+        view_key(ds.layout, "32x56-crop-area", ds.episodes[3]),
+        latent_key(ds.layout, "tiny", ds.episodes[3]),
+    ):
+        body = json.loads((store / key / "zarr.json").read_text())
+        body["attributes"]["sha256"] = "0" * 64
+        (store / key / "zarr.json").write_text(json.dumps(body))
+    p = _cli("encode", str(store), "--refresh", "--workers", "1")
+    assert p.returncode == 1 and "view 32x56-crop-area is stale" in p.stderr, p.stderr
+    p = _cli("views", str(store), "--refresh", "--workers", "1")
+    assert "view 32x56-crop-area of 8 episodes; written 1, already there 7" in p.stdout, p.stdout
+    p = _cli("encode", str(store), "--refresh", "--workers", "1")
+    assert "latent tiny of 8 episodes; written 1, already there 7" in p.stdout, p.stdout
     for args, why in [
         (("views", str(store), "--filter", "lanczos"), "unknown filter 'lanczos'"),
         (("views", str(store), "--size", "0x56"), "height and width must be 1..4096"),
-        ((*enc, "--name", "32x56-crop-area"), "is a view's name"),
-        (("encode", str(store), "--encoder", "nope:x", "--view", "full", "--name", "z"), "nope"),
+        (("encode", str(store), "--view", "full"), "--encoder, --view and --name are needed"),
+        (("encode", str(store), "--refresh", "--device", "tpu"), "device 'tpu': cpu or cuda"),
     ]:
         p = _cli(*args)
         assert p.returncode == 2 and why in p.stderr, p.stderr
