@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from storage.action_space import FRAME_SHAPE
 from storage.dataset import CorruptFramesError, open_dataset
 from storage.latents import (
     Encoder,
@@ -28,7 +29,7 @@ from storage.sidearrays import (
     view_current,
     view_key,
 )
-from tasks.views import ViewResult
+from tasks.views import ViewResult, totals
 
 FULL = "full"  # --view full: the stored full-resolution frames
 _LOADED: dict[str, tuple[torch.nn.Module, Encoder]] = {}  # one encoder per worker process
@@ -134,7 +135,7 @@ def plan_encode(
             f"`csdm views` makes one, or use --view full)"
         )
     recipe = None if view == FULL else views[view].recipe
-    h, w = (150, 280) if view == FULL else (views[view].height, views[view].width)
+    h, w = FRAME_SHAPE[:2] if view == FULL else (views[view].height, views[view].width)
     model, encoder = load_encoder(target, device)
     probe = encode_batch(model, torch.zeros((1, 3, h, w), device=device), dtype)
     _, c, lh, lw = probe.shape
@@ -208,7 +209,7 @@ def frame_source(ds, job: EncodeJob, gpu_decode: bool | None = None):
         def on_device(lo: int, hi: int) -> torch.Tensor:
             packer = Packer(ds)
             packer.add(job.episode, lo, hi)
-            frames = decode_on_device(packer.result(), (150, 280, 3), hi - lo, device)[0]
+            frames = decode_on_device(packer.result(), FRAME_SHAPE, hi - lo, device)[0]
             return _scale(frames.flip(-1).permute(0, 3, 1, 2))
 
         return on_device
@@ -228,7 +229,6 @@ def finish_encode(
     out: str, spec: LatentSpec, results: list[EncodeResult], options: dict | None = None
 ) -> LatentSpec:
     """Record the latent, its encoder and its stored size in `catalog/latents.json`."""
-    done = [r for r in results if r.status != "failed"]
-    spec = replace(spec, episodes=len(done), stored_bytes=sum(r.stored_bytes for r in done))
+    spec = replace(spec, **totals(results))
     record_latent(OutLayout.at(out, options), spec)
     return spec

@@ -92,7 +92,12 @@ def finish_views(
     out: str, spec: ViewSpec, results: list[ViewResult], options: dict | None = None
 ) -> ViewSpec:
     """Record the view, its recipe and its stored size in the catalog (`catalog/views.json`)."""
-    done = [r for r in results if r.status != "failed"]
-    spec = replace(spec, episodes=len(done), stored_bytes=sum(r.stored_bytes for r in done))
+    spec = replace(spec, **totals(results))
     record_view(OutLayout.at(out, options), spec)
     return spec
+
+
+def totals(results: list[ViewResult]) -> dict[str, int]:
+    """`episodes` stored and their `stored_bytes`, from a run's results (failures left out)."""
+    done = [r for r in results if r.status != "failed"]
+    return {"episodes": len(done), "stored_bytes": sum(r.stored_bytes for r in done)}

@@ -209,6 +209,8 @@ def _check_view(
     views, latents = read_views(ds.layout), read_latents(ds.layout)
     if view in latents:
         spec = latents[view]
+        if spec.view != "full" and spec.view not in views:
+            raise ValueError(f"{out}: latent {view!r} was made from view {spec.view!r}, now gone")
         recipe = None if spec.view == "full" else views[spec.view].recipe
         if obs != "float":
             raise ValueError(f"{out}: latent {view!r} streams as float only, not obs={obs!r}")

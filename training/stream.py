@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -129,8 +131,13 @@ class WindowStream(IterableDataset):
         sel = perm[lo : lo + self.batch_size]
         return list(zip(episode[sel].tolist(), start[sel].tolist(), strict=True))
 
-    def read(self, windows: list[tuple[int, int]], pin: bool = False) -> dict[str, torch.Tensor]:
-        """A batch of uint8 frames and labels for the given windows (frames pinned if `pin`)."""
+    def read(
+        self, windows: list[tuple[int, int]], pin: bool = False, buffers: BufferPool | None = None
+    ) -> dict[str, torch.Tensor]:
+        """A batch of uint8 frames and labels for the given windows.
+
+        Frames are decoded into pinned memory if `pin`, else into a buffer of `buffers`.
+        """
         if self._ds is None or self._pid != os.getpid():  # a forked worker opens its own
             self._ds, self._pid = open_dataset(self.root), os.getpid()
         lab, t = self.index.labels, self.index.cfg.window
@@ -138,7 +145,9 @@ class WindowStream(IterableDataset):
             return self._read_packed(windows, pin)
         shape = (len(windows), t, DEFAULT.height, DEFAULT.width, 3)
         if pin:  # decoded straight into page-locked memory: no second copy before the GPU
-            out = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+            out = torch.empty(shape, dtype=torch.uint8, pin_memory=True)  # torch reuses blocks
+        elif buffers is not None:
+            out = buffers.tensor(shape)
         else:
             out = torch.from_numpy(fresh_array(shape))
         frames = out.numpy()
@@ -220,10 +229,12 @@ class WindowStream(IterableDataset):
         """The global batch number this stream's state starts at."""
         return self._first(self.state.epoch) + self.state.cursor
 
-    def batch(self, g: int, pin: bool = False) -> dict[str, torch.Tensor]:
+    def batch(
+        self, g: int, pin: bool = False, buffers: BufferPool | None = None
+    ) -> dict[str, torch.Tensor]:
         """Global batch `g` (this rank's share), tagged with its epoch and batch in the epoch."""
         epoch, batch = self._locate(g)
-        out = self.read(self.windows(epoch, batch), pin)
+        out = self.read(self.windows(epoch, batch), pin, buffers)
         out["epoch"], out["batch"] = torch.tensor(epoch), torch.tensor(batch)
         return out
 
@@ -237,13 +248,45 @@ class WindowStream(IterableDataset):
             g += workers
 
 
+class BufferPool:
+    """Frame buffers used again once nothing made from one (tensor, view, array) is left.
+
+    A batch's tensor holds a numpy view of its buffer; when the last tensor or view sharing
+    that memory is freed, the view is, and its finalizer gives the buffer back. So a buffer
+    is never written while anything can still read it, and no page is faulted in twice.
+    """
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep  # free buffers kept; more are let go
+        self.free: list[np.ndarray] = []
+        self.lock = threading.Lock()
+
+    def tensor(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """An uninitialised uint8 tensor of `shape` on a free buffer, or on a new one."""
+        n = int(np.prod(shape))
+        with self.lock:
+            base = next((b for b in self.free if b.size == n), None)
+            if base is not None:
+                self.free.remove(base)
+        if base is None:
+            base = fresh_array((n,))
+        view = base.reshape(shape)  # torch keeps this view, not `base`, alive
+        weakref.finalize(view, self._release, base)
+        return torch.from_numpy(view)
+
+    def _release(self, base: np.ndarray) -> None:
+        with self.lock:
+            if len(self.free) < self.keep:
+                self.free.append(base)
+
+
 class BatchLoader:
     """A stream's batches read `workers` at a time by threads, in global order, bounded ahead.
 
     Threads, not processes: the read path releases the GIL (file reads, crc32c, zstd, the
     compiled predictor), so each thread runs near the in-process rate, while a worker process
-    paid to fault in fresh shared memory for every batch (0.38x per core). Each batch is new
-    memory, so a batch the consumer holds is never written again.
+    paid to fault in fresh shared memory for every batch (0.38x per core). Buffers come from a
+    `BufferPool`: a batch the consumer holds, or any view of it, is never written again.
     """
 
     def __init__(
@@ -267,6 +310,7 @@ class Batches:
         self.stream, self.pin, self.depth = loader.stream, loader.pin, loader.depth
         self.g = self.stream.first_batch()
         self.pending: deque[Future] = deque()
+        self.buffers = BufferPool(keep=self.depth + 2)
         self.closed = False
         self.pool = (
             ThreadPoolExecutor(loader.workers, thread_name_prefix="csdm-loader")
@@ -282,9 +326,10 @@ class Batches:
             raise StopIteration
         if self.pool is None:  # no workers: read in the consumer's thread
             self.g += 1
-            return self.stream.batch(self.g - 1, self.pin)
+            return self.stream.batch(self.g - 1, self.pin, self.buffers)
         while len(self.pending) < self.depth:
-            self.pending.append(self.pool.submit(self.stream.batch, self.g, self.pin))
+            job = self.pool.submit(self.stream.batch, self.g, self.pin, self.buffers)
+            self.pending.append(job)
             self.g += 1
         try:
             return self.pending.popleft().result()

@@ -117,14 +117,38 @@ def test_held_batches_are_never_overwritten(processed: Path) -> None:
         next(batches)
 
 
+def test_buffers_come_back_only_when_nothing_made_from_them_is_left(processed: Path) -> None:
+    idx = build_index(load_labels(processed, CFG), CFG)
+    stream = WindowStream(processed, idx, batch_size=3)
+    batches = iter(make_loader(WindowStream(processed, idx, batch_size=3), workers=2, pin=False))
+    # held three ways: a slice of the frames, a numpy view of them, a whole batch's frames
+    first, second, third = next(batches), next(batches), next(batches)
+    part = first["frames"][1:, 2]
+    arr = second["frames"].numpy()[:, :4]
+    whole = third["frames"]
+    want = [stream.batch(g)["frames"] for g in range(3)]
+    held = {b["frames"].data_ptr() for b in (first, second, third)}
+    del first, second, third
+    seen = set()
+    for _ in range(4 * stream.batches_per_epoch):  # dropped at once: buffers go round
+        b = next(batches)
+        seen.add(b["frames"].data_ptr())
+    assert len(seen) < 4 * stream.batches_per_epoch  # memory was reused
+    assert torch.equal(part, want[0][1:, 2])
+    np.testing.assert_array_equal(arr, want[1].numpy()[:, :4])
+    assert torch.equal(whole, want[2])
+    assert not held & seen  # never handed out again while anything made from them is held
+    batches.close()
+
+
 class _Counting(WindowStream):
     """A stream that records which global batches were read."""
 
     read_batches: list[int]
 
-    def batch(self, g: int, pin: bool = False) -> dict:
+    def batch(self, g: int, pin: bool = False, buffers=None) -> dict:
         self.read_batches.append(g)
-        return super().batch(g, pin)
+        return super().batch(g, pin, buffers)
 
 
 def test_the_loader_reads_a_bounded_number_of_batches_ahead(processed: Path) -> None:
@@ -146,7 +170,7 @@ def test_a_failing_read_reaches_the_consumer(processed: Path) -> None:
     stream = _Counting(processed, idx, batch_size=2)
     stream.read_batches = []
 
-    def broken(windows, pin=False):
+    def broken(windows, pin=False, buffers=None):
         raise OSError("disk gone")
 
     stream.read = broken

@@ -38,6 +38,13 @@ def _views(store: Path, spec: ViewSpec) -> list:
     return results
 
 
+def _made_from_old_frames(store: Path, key: str) -> None:
+    """An array as a run before a redo left it: made from the episode's earlier bytes."""
+    body = json.loads((store / key / "zarr.json").read_text())
+    body["attributes"]["sha256"] = "0" * 64
+    (store / key / "zarr.json").write_text(json.dumps(body))
+
+
 def _stored(store: Path, name: str, episode: str) -> np.ndarray:
     from storage.sidearrays import open_array
 
@@ -122,11 +129,7 @@ def test_views_coexist_resume_and_go_stale(store) -> None:
     e0, e1 = ds.episodes[:2]
     # a run killed mid-episode leaves chunks without zarr.json: invisible, so made again
     (store / view_key(ds.layout, "b", e0) / "zarr.json").unlink()
-    # an episode redone from other bytes: its view was made from the old frames
-    meta = store / view_key(ds.layout, "b", e1) / "zarr.json"
-    body = json.loads(meta.read_text())
-    body["attributes"]["sha256"] = "0" * 64
-    meta.write_text(json.dumps(body))
+    _made_from_old_frames(store, view_key(ds.layout, "b", e1))  # an episode redone since
     with pytest.raises(ValueError, match="stale for 2 episode"):
         SegmentStream(str(store), 4, 2, view="b")
     status = {r.episode: r.status for r in _views(store, b)}
@@ -248,10 +251,7 @@ def test_latents_of_the_full_frames_and_staleness(store) -> None:
     # a redone episode: its latents were made from the old frames
     from storage.latents import latent_key
 
-    meta = store / latent_key(ds.layout, "full_lat", episode) / "zarr.json"
-    body = json.loads(meta.read_text())
-    body["attributes"]["sha256"] = "f" * 64
-    meta.write_text(json.dumps(body))
+    _made_from_old_frames(store, latent_key(ds.layout, "full_lat", episode))
     with pytest.raises(ValueError, match="stale for 1 episode"):
         SegmentStream(str(store), 8, 1, view="full_lat")
     status = [r.status for r in _encode(store, "tests.encoders:tiny", "full", "full_lat")]
@@ -301,13 +301,8 @@ def test_cli_views_and_encode_run_on_dask_and_resume(store) -> None:
     # an episode redone: its view and the latents made from it hold the old frames' sha256
     from storage.latents import latent_key
 
-    for key in (
-        view_key(ds.layout, "32x56-crop-area", ds.episodes[3]),
-        latent_key(ds.layout, "tiny", ds.episodes[3]),
-    ):
-        body = json.loads((store / key / "zarr.json").read_text())
-        body["attributes"]["sha256"] = "0" * 64
-        (store / key / "zarr.json").write_text(json.dumps(body))
+    _made_from_old_frames(store, view_key(ds.layout, "32x56-crop-area", ds.episodes[3]))
+    _made_from_old_frames(store, latent_key(ds.layout, "tiny", ds.episodes[3]))
     p = _cli("encode", str(store), "--refresh", "--workers", "1")
     assert p.returncode == 1 and "view 32x56-crop-area is stale" in p.stderr, p.stderr
     p = _cli("views", str(store), "--refresh", "--workers", "1")
