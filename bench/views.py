@@ -4,7 +4,8 @@ Run: `.venv/bin/python -m bench.views [--episodes 2 --frames 1000]`.
 Realistic simulated episodes (tasks/synth/frames.py) are processed into the store. Then:
 - views per second (frames resized and stored) by `csdm views`' task, against the peers' way
   from extracted HDF5: a dataset read per frame, BGR to RGB, then OpenCV's or Pillow's
-  resize, kept in memory (nothing stored, so the peers' figure is a ceiling);
+  resize per frame, or for bicubic DIAMOND's (torch's antialiased bicubic over the episode),
+  kept in memory (nothing stored, so the peers' figure is a ceiling);
 - stored bytes per frame of each view, against its raw uint8 size;
 - latents per second on the CPU with the tests' tiny encoder (tests/encoders.py).
 """
@@ -21,6 +22,7 @@ import cv2
 import h5py
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from bench.repack import build_source
@@ -32,29 +34,40 @@ from tasks.params import ProcessParams
 from tasks.process_source import process_source
 from tasks.views import ViewJob, finish_views, make_view
 
-RECIPES = [  # (spec, the peers' resize of one RGB frame)
+
+def diamond_bicubic(frames: np.ndarray) -> np.ndarray:
+    """DIAMOND's way: the episode's frames at once, torch's antialiased bicubic, uint8."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    out = []
+    for lo in range(0, len(x), 100):
+        y = F.interpolate(x[lo : lo + 100], size=(30, 56), mode="bicubic", antialias=True)
+        out.append(y.clamp(0, 255).round().byte().numpy())
+    return np.concatenate(out)
+
+
+RECIPES = [  # (spec, the peers' resize, whether it takes the whole episode or one frame)
     (
         ViewSpec("64x112-area", 64, 112, filter="area", overshoot="clamp"),
         lambda f: cv2.resize(f, (112, 64), interpolation=cv2.INTER_AREA),
+        False,
     ),
     (
         ViewSpec("88x160-box", 88, 160, filter="box", overshoot="clamp"),
         lambda f: np.asarray(Image.fromarray(f).resize((160, 88), Image.Resampling.BOX)),
+        False,
     ),
-    (
-        ViewSpec("30x56", 30, 56, overshoot="clamp"),
-        lambda f: cv2.resize(f, (56, 30), interpolation=cv2.INTER_CUBIC),
-    ),
+    (ViewSpec("30x56", 30, 56, overshoot="clamp"), diamond_bicubic, True),
 ]
 
 
-def peers(path: Path, n: int, resize) -> np.ndarray:
-    """DIAMOND's and the seed's reading: open the HDF5, a dataset per frame, then resize."""
-    out = []
+def peers(path: Path, n: int, resize, whole: bool) -> list | np.ndarray:
+    """The peers' reading: a dataset per frame, BGR to RGB, each frame resized as it is read.
+
+    DIAMOND's bicubic (`whole`) reads the episode's frames first and resizes them at once.
+    """
     with h5py.File(path, "r") as h5:
-        for i in range(n):
-            out.append(resize(np.ascontiguousarray(h5[f"frame_{i}_x"][()][..., ::-1])))
-    return np.stack(out)
+        frames = (np.ascontiguousarray(h5[f"frame_{i}_x"][()][..., ::-1]) for i in range(n))
+        return resize(np.stack(list(frames))) if whole else [resize(f) for f in frames]
 
 
 def main() -> None:
@@ -85,14 +98,14 @@ def main() -> None:
             f"{args.episodes} episodes x {args.frames} realistic frames; one core "
             f"({os.cpu_count()} on this machine), page cache warm"
         )
-        for spec, resize in RECIPES:
+        for spec, resize, whole in RECIPES:
             t = time.perf_counter()
             results = [make_view(ViewJob(str(out), e, spec)) for e in ds.episodes]
             finish_views(str(out), spec, results)
             ours = n / (time.perf_counter() - t)
             t = time.perf_counter()
             for e in ds.episodes:
-                peers(loose[e], ds.n_frames(e), resize)
+                peers(loose[e], ds.n_frames(e), resize, whole)
             theirs = n / (time.perf_counter() - t)
             stored = sum(r.stored_bytes for r in results) / n
             raw = 3 * spec.height * spec.width

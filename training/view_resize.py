@@ -37,51 +37,52 @@ def pad_box(src: tuple[int, int], dst: tuple[int, int]) -> tuple[int, int, int, 
 
 
 def make_view(frames: np.ndarray, spec: ViewSpec) -> np.ndarray:
-    """(T, H, W, 3) uint8 BGR frames to the view's (T, 3, h, w) uint8 RGB."""
-    rgb = frames[..., ::-1]
+    """(T, H, W, 3) uint8 BGR frames to the view's (T, 3, h, w) uint8 RGB.
+
+    Every filter treats channels apart, so frames are resized as stored (BGR) and the small
+    result's channels flipped: the same values, without copying the full frames first.
+    """
     size = (spec.height, spec.width)
     if spec.fit == "crop":
-        top, left, h, w = crop_box(rgb.shape[1:3], size)
-        rgb = rgb[:, top : top + h, left : left + w]
+        top, left, h, w = crop_box(frames.shape[1:3], size)
+        frames = frames[:, top : top + h, left : left + w]
     if spec.fit != "pad":
-        return _resize(rgb, size, spec)
-    top, left, h, w = pad_box(rgb.shape[1:3], size)
-    out = np.zeros((len(rgb), 3, *size), np.uint8)  # black bars
-    out[:, :, top : top + h, left : left + w] = _resize(rgb, (h, w), spec)
+        return _resize(frames, size, spec)
+    top, left, h, w = pad_box(frames.shape[1:3], size)
+    out = np.zeros((len(frames), 3, *size), np.uint8)  # black bars
+    out[:, :, top : top + h, left : left + w] = _resize(frames, (h, w), spec)
     return out
 
 
-def _resize(rgb: np.ndarray, size: tuple[int, int], spec: ViewSpec) -> np.ndarray:
-    """(T, H, W, 3) RGB to (T, 3, h, w) by the spec's filter."""
+def _resize(bgr: np.ndarray, size: tuple[int, int], spec: ViewSpec) -> np.ndarray:
+    """(T, H, W, 3) BGR to (T, 3, h, w) RGB by the spec's filter."""
     if spec.filter == "bicubic":
-        return _bicubic(rgb, size, spec.overshoot)
-    out = np.empty((len(rgb), 3, *size), np.uint8)
+        return _bicubic(bgr, size, spec.overshoot)
+    out = np.empty((len(bgr), 3, *size), np.uint8)
     if spec.filter == "area":
         import cv2
 
-        for i, frame in enumerate(rgb):
-            out[i] = cv2.resize(
-                np.ascontiguousarray(frame), size[::-1], interpolation=cv2.INTER_AREA
-            ).transpose(2, 0, 1)
+        for i, frame in enumerate(bgr):  # OpenCV takes rows with a stride: crops need no copy
+            small = cv2.resize(frame, size[::-1], interpolation=cv2.INTER_AREA)
+            out[i] = small[:, :, ::-1].transpose(2, 0, 1)
         return out
     from PIL import Image
 
     mode = {"box": Image.Resampling.BOX, "bilinear": Image.Resampling.BILINEAR}.get(
         spec.filter, Image.Resampling.NEAREST
     )
-    for i, frame in enumerate(rgb):
-        small = Image.fromarray(np.ascontiguousarray(frame)).resize(size[::-1], mode)
-        out[i] = np.asarray(small).transpose(2, 0, 1)
+    for i, frame in enumerate(bgr):
+        small = np.asarray(Image.fromarray(frame).resize(size[::-1], mode))
+        out[i] = small[:, :, ::-1].transpose(2, 0, 1)
     return out
 
 
-def _bicubic(rgb: np.ndarray, size: tuple[int, int], overshoot: str) -> np.ndarray:
+def _bicubic(bgr: np.ndarray, size: tuple[int, int], overshoot: str) -> np.ndarray:
     if overshoot == "wrap":  # DIAMOND's preparation, which takes BGR
-        return low_res(np.ascontiguousarray(rgb[..., ::-1]), size).numpy()
-    out = np.empty((len(rgb), 3, *size), np.uint8)
-    for lo in range(0, len(rgb), RESIZE_FRAMES):
-        x = torch.from_numpy(np.ascontiguousarray(rgb[lo : lo + RESIZE_FRAMES]))
-        x = x.permute(0, 3, 1, 2).float()
+        return low_res(bgr, size).numpy()
+    out = np.empty((len(bgr), 3, *size), np.uint8)
+    for lo in range(0, len(bgr), RESIZE_FRAMES):
+        x = torch.from_numpy(bgr[lo : lo + RESIZE_FRAMES]).permute(0, 3, 1, 2).float()
         y = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
-        out[lo : lo + len(y)] = y.clamp_(0, 255).round_().byte().numpy()
+        out[lo : lo + len(y)] = y.clamp_(0, 255).round_().byte().flip(1).numpy()
     return out
