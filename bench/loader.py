@@ -250,5 +250,6 @@ def main() -> None:
                 f"{per:.0f} per worker = {per / solo_rate:.2f}x in-process per core{goal}"
             )
 
+
 if __name__ == "__main__":
     main()
