@@ -57,6 +57,7 @@ demo: setup
 	$(BIN)/csdm query $(DEMO_OUT)/dataset "select dataset, split, count(*) as frames, round(avg(key_w::int), 3) as w_rate from frames group by all order by all"
 	$(BIN)/csdm query $(DEMO_OUT)/dataset "select episode, keep, reject_reason from files order by episode"
 	$(BIN)/csdm verify $(DEMO_OUT)/dataset
+	$(BIN)/csdm views $(DEMO_OUT)/dataset --size 64x112 --fit crop --filter area --workers 2
 	$(BIN)/csdm train $(DEMO_OUT)/dataset --run $(DEMO_OUT)/runs/tiny --preset tiny --steps 20
 	$(BIN)/csdm export $(DEMO_OUT)/runs/tiny --out $(DEMO_OUT)/export
 	$(BIN)/csdm register $(DEMO_OUT)/export --registry $(DEMO_OUT)/registry --name csdm-policy --alias production
