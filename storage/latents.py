@@ -100,6 +100,7 @@ def write_latent(
         "view": spec.view,
         "view_recipe": view_recipe,
         "dtype": spec.dtype,
+        "latent_shape": [spec.channels, spec.height, spec.width],
     }
     key = latent_key(layout, spec.name, episode)
     shape = (n, spec.channels, spec.height, spec.width)
@@ -118,6 +119,7 @@ def latent_current(
         and attrs.get("encoder") == spec.encoder.to_dict()
         and attrs.get("view_recipe") == view_recipe
         and attrs.get("dtype") == spec.dtype
+        and attrs.get("latent_shape") == [spec.channels, spec.height, spec.width]
     )
 
 

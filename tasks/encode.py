@@ -72,17 +72,14 @@ def load_encoder(target: str, device: str = "cpu") -> tuple[torch.nn.Module, Enc
         raise EncodeError(f"encoder {target!r}: {module_name} has no {factory!r}") from None
     try:
         model = make()
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"it returned {type(model).__name__}, not a torch.nn.Module")
+        model = model.to(device).eval()
+        identity = Encoder(module_name, factory, params_sha256(model))
     except Exception as e:  # the user's code: any failure is one line naming it
-        raise EncodeError(
-            f"encoder {target!r}: {factory}() failed ({type(e).__name__}: {e})"
-        ) from None
-    if not isinstance(model, torch.nn.Module):
-        raise EncodeError(
-            f"encoder {target!r}: {factory}() returned {type(model).__name__}, not a "
-            "torch.nn.Module"
-        )
-    model = model.to(device).eval()
-    _LOADED[target] = (model, Encoder(module_name, factory, params_sha256(model)))
+        why = f"{factory}() failed ({type(e).__name__}: {e})"
+        raise EncodeError(f"encoder {target!r}: {why}") from None
+    _LOADED[target] = (model, identity)
     return _LOADED[target]
 
 
@@ -90,9 +87,10 @@ def params_sha256(model: torch.nn.Module) -> str:
     """sha256 over every parameter and buffer: names, dtypes, shapes and bytes, in order."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
+        t = t.detach().cpu()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        # flattened first: a 0-d buffer (BatchNorm's `num_batches_tracked`) has no byte view
+        h.update(t.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

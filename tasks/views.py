@@ -48,6 +48,8 @@ def check_view(out: str, spec: ViewSpec, options: dict | None = None) -> None:
     from storage.latents import read_latents
 
     check_name(spec.name, "view")
+    if spec.name == "full":  # `csdm encode --view full` means the frames themselves
+        raise ViewClashError(f"{out}: 'full' names the full frames; choose another --name")
     layout = OutLayout.at(out, options)
     old = read_views(layout).get(spec.name)
     if old is not None and old.recipe != spec.recipe:

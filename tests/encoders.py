@@ -61,3 +61,14 @@ def wrong_shape() -> torch.nn.Module:
 def random_each_call() -> torch.nn.Module:
     """Unseeded: other weights in every process."""
     return torch.nn.Conv2d(3, 2, 2, 2)
+
+
+def with_batchnorm() -> torch.nn.Module:
+    """A convolution and a BatchNorm, whose `num_batches_tracked` is a 0-d buffer."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 2, 4, 4), torch.nn.BatchNorm2d(2))
+
+
+def not_a_module() -> object:
+    """A factory that returns something else."""
+    return "an encoder"

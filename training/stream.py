@@ -70,6 +70,7 @@ class WindowStream(IterableDataset):
         self._bad: set[str] = set()  # episodes found corrupt (skip mode)
         self._ds: Dataset | None = None
         self._pid = os.getpid()
+        self._opening = threading.Lock()  # loader threads share one store and one read pool
         self._plan: tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
         if min(self._round_sizes()) == 0:
             fewest = min(len(index.round(r)[0]) for r in range(index.n_rounds))
@@ -80,7 +81,20 @@ class WindowStream(IterableDataset):
 
     def __getstate__(self) -> dict:
         # each worker opens its own store and threads
-        return {**self.__dict__, "_ds": None, "_plan": None, "_pool": None}
+        return {**self.__dict__, "_ds": None, "_plan": None, "_pool": None, "_opening": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _opening=threading.Lock())
+
+    def _open(self) -> Dataset:
+        """The store, opened once per process (a forked worker opens its own)."""
+        with self._opening:
+            if self._ds is None or self._pid != os.getpid():
+                self._ds, self._pid = open_dataset(self.root), os.getpid()
+                self._pool = None
+            if self.read_threads > 1 and self._pool is None:
+                self._pool = ThreadPoolExecutor(self.read_threads, thread_name_prefix="csdm-read")
+            return self._ds
 
     def batches_in(self, epoch: int) -> int:
         """Whole global batches in an epoch (the last partial one is dropped)."""
@@ -138,8 +152,7 @@ class WindowStream(IterableDataset):
 
         Frames are decoded into pinned memory if `pin`, else into a buffer of `buffers`.
         """
-        if self._ds is None or self._pid != os.getpid():  # a forked worker opens its own
-            self._ds, self._pid = open_dataset(self.root), os.getpid()
+        self._open()
         lab, t = self.index.labels, self.index.cfg.window
         if self.decode == "cuda":
             return self._read_packed(windows, pin)
@@ -165,8 +178,6 @@ class WindowStream(IterableDataset):
 
         jobs = [(i, lab.episodes[e], s) for i, (e, s) in enumerate(windows)]
         if self.read_threads > 1:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.read_threads, thread_name_prefix="csdm-read")
             errors = list(self._pool.map(lambda j: fetch(*j), jobs))
         else:
             errors = [fetch(*j) for j in jobs]
@@ -254,30 +265,32 @@ class BufferPool:
     A batch's tensor holds a numpy view of its buffer; when the last tensor or view sharing
     that memory is freed, the view is, and its finalizer gives the buffer back. So a buffer
     is never written while anything can still read it, and no page is faulted in twice.
+    (`share_memory_()` moves a tensor's storage out of its buffer, as it moves it out of any
+    memory; an array taken from the tensor before then sees the buffer's next batch.)
+    No lock: a finalizer may run inside any allocation, even one of `tensor`, so the free
+    buffers are deques, whose append and pop are atomic.
     """
 
     def __init__(self, keep: int) -> None:
-        self.keep = keep  # free buffers kept; more are let go
-        self.free: list[np.ndarray] = []
-        self.lock = threading.Lock()
+        self.keep = keep  # free buffers kept per size; more are let go
+        self.free: dict[int, deque[np.ndarray]] = {}
 
     def tensor(self, shape: tuple[int, ...]) -> torch.Tensor:
         """An uninitialised uint8 tensor of `shape` on a free buffer, or on a new one."""
         n = int(np.prod(shape))
-        with self.lock:
-            base = next((b for b in self.free if b.size == n), None)
-            if base is not None:
-                self.free.remove(base)
-        if base is None:
+        try:
+            base = self.free[n].pop()
+        except (KeyError, IndexError):
             base = fresh_array((n,))
         view = base.reshape(shape)  # torch keeps this view, not `base`, alive
         weakref.finalize(view, self._release, base)
         return torch.from_numpy(view)
 
     def _release(self, base: np.ndarray) -> None:
-        with self.lock:
-            if len(self.free) < self.keep:
-                self.free.append(base)
+        free = self.free.get(base.size)
+        if free is None:
+            free = self.free.setdefault(base.size, deque(maxlen=self.keep))
+        free.append(base)  # beyond `keep`, the oldest is let go
 
 
 class BatchLoader:
@@ -325,8 +338,13 @@ class Batches:
         if self.closed:
             raise StopIteration
         if self.pool is None:  # no workers: read in the consumer's thread
+            try:
+                out = self.stream.batch(self.g, self.pin, self.buffers)
+            except BaseException:
+                self.close()  # as with workers: a failed read ends the pass
+                raise
             self.g += 1
-            return self.stream.batch(self.g - 1, self.pin, self.buffers)
+            return out
         while len(self.pending) < self.depth:
             job = self.pool.submit(self.stream.batch, self.g, self.pin, self.buffers)
             self.pending.append(job)

@@ -174,11 +174,31 @@ def test_a_failing_read_reaches_the_consumer(processed: Path) -> None:
         raise OSError("disk gone")
 
     stream.read = broken
-    batches = iter(make_loader(stream, workers=2, pin=False))
-    with pytest.raises(OSError, match="disk gone"):
-        next(batches)
-    with pytest.raises(StopIteration):  # closed: it never reads ahead again
-        next(batches)
+    for workers in (0, 2):
+        batches = iter(make_loader(stream, workers=workers, pin=False))
+        with pytest.raises(OSError, match="disk gone"):
+            next(batches)
+        with pytest.raises(StopIteration):  # closed: it never reads (ahead) again
+            next(batches)
+
+
+def test_a_buffer_given_back_during_an_allocation_does_not_block(monkeypatch) -> None:
+    """A finalizer can run inside any allocation, even the pool's own (the collector)."""
+    import training.stream as st
+
+    pool = st.BufferPool(keep=2)
+    spare = np.zeros(24, np.uint8)
+
+    def allocating(shape):
+        pool._release(spare)  # what a collected batch's finalizer does mid-allocation
+        return np.zeros(shape, np.uint8)
+
+    monkeypatch.setattr(st, "fresh_array", allocating)
+    first = pool.tensor((2, 3, 4))
+    assert first.shape == (2, 3, 4) and list(pool.free[24]) == [spare]
+    again = pool.tensor((4, 6))  # a free buffer of the size is taken, whatever the shape
+    assert again.data_ptr() == spare.ctypes.data and len(pool.free[24]) == 0
+    pool.tensor((3,))  # another size: its own buffers, no comparison across sizes
 
 
 def test_subselection_draws_four_times_and_cycles_by_epoch(processed: Path) -> None:

@@ -16,7 +16,7 @@ from PIL import Image
 import tests.encoders as encoders
 from storage.dataset import open_dataset
 from storage.sidearrays import ViewSpec, read_actions, view_key
-from tasks.encode import EncodeError, encode_episode, finish_encode, plan_encode
+from tasks.encode import EncodeError, encode_episode, finish_encode, params_sha256, plan_encode
 from tasks.views import ViewClashError, ViewJob, check_view, finish_views, make_view
 from training.diamond_obs import low_res, parse_size
 from training.segments import SegmentStream
@@ -267,6 +267,7 @@ def test_bad_encoder_input_is_one_line(store) -> None:
         ("tests.encoders:nothing", "v", "l1", "has no 'nothing'"),
         ("tests.encoders", "v", "l1", "is not MODULE:FACTORY"),
         ("tests.encoders:wrong_shape", "v", "l1", r"must return \(B, C, h', w'\)"),
+        ("tests.encoders:not_a_module", "v", "l1", "returned str, not a torch.nn.Module"),
         ("tests.encoders:tiny", "nope", "l1", "no view 'nope'"),
         ("tests.encoders:tiny", "v", "v", "is a view's name"),
     ]
@@ -278,6 +279,11 @@ def test_bad_encoder_input_is_one_line(store) -> None:
         plan_encode(str(store), "tests.encoders:tiny_vae", "v", "taken")
     with pytest.raises(ValueError, match=r"latent name '\.\./x' is not allowed"):
         plan_encode(str(store), "tests.encoders:tiny", "v", "../x")
+    with pytest.raises(ViewClashError, match="'full' names the full frames"):
+        check_view(str(store), ViewSpec("full", 30, 56))
+    # an encoder with a 0-d buffer (BatchNorm) has an identity, the same on every call
+    jobs = plan_encode(str(store), "tests.encoders:with_batchnorm", "v", "bn")
+    assert jobs[0].spec.params_sha256 == params_sha256(encoders.with_batchnorm())
 
 
 def _cli(*args: str):
