@@ -6,7 +6,7 @@ what reading needs (no Zarr, no HDF5), wherever csdm's reader is installed.
 
 from __future__ import annotations
 
-from importlib import import_module
+from storage.lazy_names import lazy_getattr
 
 _API = {
     "FPS": "storage.action_space",
@@ -36,8 +36,4 @@ _API = {
 }
 __all__ = sorted(_API)
 
-
-def __getattr__(name: str):
-    if name in _API:
-        return getattr(import_module(_API[name]), name)
-    raise AttributeError(f"module 'storage' has no attribute {name!r}")
+__getattr__ = lazy_getattr('storage', _API)

@@ -258,8 +258,8 @@ def view_current(
         return False
     if recipe is None:
         return True
-    if attrs.get("format_version") == 1:  # DIAMOND's recipe was the only one
-        attrs = {**attrs, "fit": "stretch", "filter": "bicubic", "overshoot": "wrap"}
+    if attrs.get("format_version") == 1:  # DIAMOND's recipe was the only one: the defaults
+        attrs = {**ViewSpec("-", *attrs["size"]).recipe, **attrs}
     return all(attrs.get(k) == v for k, v in recipe.items())
 
 

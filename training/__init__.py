@@ -6,7 +6,7 @@ each module's docstring says what else it offers.
 
 from __future__ import annotations
 
-from importlib import import_module
+from storage.lazy_names import lazy_getattr
 
 _API = {
     "DEFAULT": "training.actions",
@@ -29,8 +29,4 @@ _API = {
 }
 __all__ = sorted(_API)
 
-
-def __getattr__(name: str):
-    if name in _API:
-        return getattr(import_module(_API[name]), name)
-    raise AttributeError(f"module 'training' has no attribute {name!r}")
+__getattr__ = lazy_getattr('training', _API)

@@ -24,7 +24,6 @@ from storage.action_space import MOUSE_X_BINS, MOUSE_Y_BINS, N_CLICKS, N_KEYS, Y
 
 ENCODINGS = ("raw", "decoded", "indices")
 BUTTONS = N_KEYS + N_CLICKS  # 13
-WIDTHS = {"raw": Y_WIDTH, "decoded": BUTTONS + 2, "indices": BUTTONS + 2}
 
 
 def decode_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -8,24 +8,18 @@ DIAMOND user would install it. About 5 GB: torch 2.4.1 brings CUDA's libraries, 
 
 from __future__ import annotations
 
-import fcntl
 import glob
-import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from tests.pinned_venv import PinnedVenv
+
 ROOT = Path(__file__).resolve().parents[2]
-LOCK = Path(__file__).with_name("requirements.lock")
 SCRIPT = Path(__file__).with_name("in_diamond_env.py")
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc")
-
-
-def _venv() -> Path:
-    return Path(os.environ.get("CSDM_DIAMOND_VENV", ROOT / ".cache" / "diamond-venv"))
 
 
 def _python310() -> str | None:
@@ -34,47 +28,24 @@ def _python310() -> str | None:
     return found[-1] if found else shutil.which("python3.10")
 
 
-def _digest() -> str:
-    return hashlib.sha256(LOCK.read_bytes()).hexdigest()
+VENV = PinnedVenv(
+    "diamond-venv",
+    Path(__file__).with_name("requirements.lock"),
+    "CSDM_DIAMOND_VENV",
+    _python310,
+    "DIAMOND's environment needs Python 3.10 (pyenv install 3.10)",
+)
 
 
 def install_in_background() -> subprocess.Popen | None:
     """Start building the venv in another process (the lock serialises it with `python`)."""
-    venv = _venv()
-    if (venv / ".pins").exists() and (venv / ".pins").read_text() == _digest():
-        return None
-    code = "from tests.diamond_env.env import diamond_python; diamond_python()"
-    return subprocess.Popen(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    return VENV.in_background("from tests.diamond_env.env import diamond_python; diamond_python()")
 
 
 def diamond_python() -> Path:
     """The venv's python with the lock's pins and this checkout's csdm reader installed."""
-    venv = _venv()
-    python, stamp = venv / "bin" / "python", venv / ".pins"
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    with open(venv.parent / ".diamond-venv.lock", "w") as lock:  # parallel test processes
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (stamp.exists() and stamp.read_text() == _digest() and python.exists()):
-            base = _python310()
-            if base is None:
-                raise RuntimeError("DIAMOND's environment needs Python 3.10 (pyenv install 3.10)")
-            shutil.rmtree(venv, ignore_errors=True)
-            subprocess.run([base, "-m", "venv", str(venv)], check=True)
-            r = subprocess.run(
-                [*pip, "--no-compile", "--require-hashes", "-r", str(LOCK)],
-                capture_output=True,
-                text=True,
-            )
-            if r.returncode != 0:
-                raise RuntimeError(f"installing {LOCK} into {venv} failed:\n{r.stderr[-3000:]}")
-            stamp.write_text(_digest())
+    with VENV.locked():
+        python = VENV.ensure()
         # the reader as it is now in this checkout, its dependencies from the lock; built from
         # a copy, so that setuptools' build folders never land in the checkout
         with tempfile.TemporaryDirectory(prefix="csdm-src-") as tmp:
@@ -85,10 +56,12 @@ def diamond_python() -> Path:
                 else:
                     shutil.copy(src, Path(tmp) / name)
             r = subprocess.run(
-                [*pip, "--no-deps", "--force-reinstall", tmp], capture_output=True, text=True
+                [*VENV.pip(), "--no-deps", "--force-reinstall", tmp],
+                capture_output=True,
+                text=True,
             )
-        if r.returncode != 0:
-            raise RuntimeError(f"installing csdm's reader into {venv} failed:\n{r.stderr[-3000:]}")
+    if r.returncode != 0:
+        raise RuntimeError(f"installing csdm's reader into {VENV.path} failed:\n{r.stderr[-3000:]}")
     return python
 
 

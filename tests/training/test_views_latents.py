@@ -365,3 +365,21 @@ def test_full_frames_for_encoding_through_the_gpu_decode_path(store, monkeypatch
     want = torch.from_numpy(rgb.transpose(2, 0, 1).copy()) / 255 * 2 - 1
     got = frame_source(ds, jobs[0], gpu_decode=False)(3, 4)[0]
     torch.testing.assert_close(got, want, rtol=0, atol=0)  # RGB, scaled to [-1, 1]
+
+
+def test_a_format_1_view_is_read_as_diamonds_recipe(store) -> None:
+    from storage.sidearrays import view_current
+
+    ds = open_dataset(store)
+    e = ds.episodes[0]
+    make_view(ViewJob(str(store), e, ViewSpec("30x56", 30, 56)))  # DIAMOND's recipe
+    meta = store / view_key(ds.layout, "30x56", e) / "zarr.json"
+    body = json.loads(meta.read_text())
+    for k in ("fit", "filter", "overshoot"):  # what a format-1 array held: size and method
+        del body["attributes"][k]
+    body["attributes"]["format_version"] = 1
+    meta.write_text(json.dumps(body))
+    sha = ds.sha256(e)
+    assert view_current(ds.layout, "30x56", e, sha, ViewSpec("-", 30, 56).recipe)
+    clamp = ViewSpec("-", 30, 56, overshoot="clamp").recipe
+    assert not view_current(ds.layout, "30x56", e, sha, clamp)
