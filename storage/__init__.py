@@ -36,4 +36,4 @@ _API = {
 }
 __all__ = sorted(_API)
 
-__getattr__ = lazy_getattr('storage', _API)
+__getattr__ = lazy_getattr("storage", _API)

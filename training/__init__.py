@@ -29,4 +29,4 @@ _API = {
 }
 __all__ = sorted(_API)
 
-__getattr__ = lazy_getattr('training', _API)
+__getattr__ = lazy_getattr("training", _API)
