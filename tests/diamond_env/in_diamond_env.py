@@ -110,6 +110,7 @@ def lowres(store: str, diamond_low: str) -> None:
 
 
 def trainer_data(low_res: str, store: str, full_res: str) -> None:
+    import numpy as np
     import torch
     from torch.utils.data import DataLoader
 
@@ -132,13 +133,23 @@ def trainer_data(low_res: str, store: str, full_res: str) -> None:
     )
     assert loader.multiprocessing_context is None or "fork" in str(loader.multiprocessing_context)
     oracle = data.CSGOHdf5Dataset(Path(full_res))
+
+    def check(info: dict, sid, mask: torch.Tensor) -> None:
+        # a segment's id is clipped to the episode; the full-res one was asked unclipped
+        start = int(sid.start) - int(mask.int().argmax())
+        fid = train.load_episode(sid.episode_id).info["original_file_id"]
+        want = oracle[data.SegmentId(fid, start, start + len(mask))].obs
+        assert torch.equal(info["full_res"], want), (fid, start)
+
+    np.random.seed(0)  # noqa: NPY002 - DIAMOND's sampler draws from the global state
     batches = iter(loader)
     for _ in range(3):
         batch = next(batches)
-        for info, sid in zip(batch.info, batch.segment_ids, strict=True):
-            fid = train.load_episode(sid.episode_id).info["original_file_id"]
-            want = oracle[data.SegmentId(fid, sid.start, sid.stop)].obs
-            assert torch.equal(info["full_res"], want), fid
+        for info, sid, mask in zip(batch.info, batch.segment_ids, batch.mask_padding, strict=True):
+            check(info, sid, mask)
+    for start in (-3, -4, 995):  # padded on the left; the last frames
+        seg = train[data.SegmentId(0, start, start + 5)]
+        check(seg.info, seg.id, seg.mask_padding)
     segs = data.DatasetTraverser(test, 2, 5)
     assert sum(1 for _ in segs) > 0
     print("batches")
