@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from storage.layout import episode_from_member
 from tasks.synth.tree import SynthConfig, disagreements, episode_seed, write_synthetic_tree
 from tests.hub_server import FakeHub, HubServer
+
+# the same examples on every run, so CI fails only on a change; HYPOTHESIS_PROFILE=explore
+# draws fresh ones to hunt
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("explore")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:

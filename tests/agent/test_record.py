@@ -14,7 +14,6 @@ import os
 import signal
 import struct
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -250,18 +249,23 @@ def test_a_failed_write_stops_and_leaves_no_half_episode(tmp_path: Path, monkeyp
 
     def full(*a, **k):
         assert release.wait(10)
-        failed.set()
         raise OSError(28, "No space left on device")
+
+    class Pool(rec.ThreadPoolExecutor):  # says when a write's future holds its outcome
+        def submit(self, *a, **k):
+            fut = super().submit(*a, **k)
+            fut.add_done_callback(lambda _: failed.set())
+            return fut
 
     class SlowScreen(Screen):  # the first write fails while step 24 is grabbed
         def grab(self):
             if self.i == 24:
                 release.set()
                 assert failed.wait(10)
-                time.sleep(0.2)
             return super().grab()
 
     monkeypatch.setattr(h5py, "File", full)
+    monkeypatch.setattr(rec, "ThreadPoolExecutor", Pool)
     script = Script(100)
     s = _play(tmp_path, script, SlowScreen)
     assert s.stopped_by == "an episode could not be written" and script.reads == 26

@@ -149,6 +149,7 @@ def _state(port: int, run_id: str) -> str | None:
     not Path(CHROMIUM).exists(), reason="Debian chromium not installed (make setup)"
 )
 def test_run_the_process_deployment_from_the_ui(served, tmp_path: Path) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     _, port, tmp, _ = served
@@ -185,10 +186,17 @@ def test_run_the_process_deployment_from_the_ui(served, tmp_path: Path) -> None:
         # A custom run: every option is a described field, filled with its default, and editable
         page.goto(f"http://127.0.0.1:{port}/deployments")
         page.get_by_role("link", name="process", exact=True).first.click()
-        page.get_by_role("button", name="Run", exact=True).click()
-        page.get_by_text("Custom run", exact=True).click()
         label = page.get_by_text("Test Fraction (Optional)", exact=True)
-        label.wait_for(timeout=30_000)
+        for attempt in range(3):  # as above: a click before the page has settled is lost
+            try:
+                page.get_by_role("button", name="Run", exact=True).click()
+                page.get_by_text("Custom run", exact=True).click(timeout=20_000)
+                label.wait_for(timeout=30_000)
+                break
+            except PlaywrightTimeout:
+                if attempt == 2:
+                    raise
+                page.reload()
         page.get_by_text("Share of episodes put in the test split (0 to 1).").wait_for()
         field = label.locator("xpath=following::input[1]")
         assert field.input_value() == "0"
