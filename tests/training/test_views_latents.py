@@ -231,7 +231,10 @@ def test_latents_are_the_encoder_applied_directly(store, target, dtype) -> None:
     seg = SegmentStream(str(store), 5, 1, view="lat")
     batch = seg.read(np.array([seg.episodes.index(episode)]), np.array([10]), np.array([15]))
     assert batch["obs"].dtype == torch.float32 and batch["obs"].shape[2:] == want.shape[1:]
-    torch.testing.assert_close(batch["obs"][0], want[10:15], rtol=0, atol=0)
+    # encoded in batches, against one pass: a CPU's kernels may round per batch size, by at
+    # most one step of the stored dtype
+    rtol = 2**-7 if dtype == "bfloat16" else 1e-5
+    torch.testing.assert_close(batch["obs"][0], want[10:15], rtol=rtol, atol=1e-6)
     index = json.loads((store / "catalog" / "latents.json").read_text())["latents"][0]
     assert (index["module"], index["factory"], index["view"]) == (module, factory, "32x56")
     assert len(index["params_sha256"]) == 64 and index["stored_bytes"] > 0
@@ -247,7 +250,7 @@ def test_latents_of_the_full_frames_and_staleness(store) -> None:
         want = model(rgb.permute(0, 3, 1, 2).float() / 255 * 2 - 1)
     seg = SegmentStream(str(store), 8, 1, view="full_lat")
     got = seg.read(np.array([seg.episodes.index(episode)]), np.array([0]), np.array([8]))
-    torch.testing.assert_close(got["obs"][0], want, rtol=0, atol=0)
+    torch.testing.assert_close(got["obs"][0], want, rtol=1e-5, atol=1e-6)  # batched, as above
     # a redone episode: its latents were made from the old frames
     from storage.latents import latent_key
 
