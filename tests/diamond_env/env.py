@@ -8,6 +8,7 @@ DIAMOND user would install it. About 5 GB: torch 2.4.1 brings CUDA's libraries, 
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import shutil
@@ -42,6 +43,7 @@ def install_in_background() -> subprocess.Popen | None:
     return VENV.in_background("from tests.diamond_env.env import diamond_python; diamond_python()")
 
 
+@functools.cache  # once per test process: the checkout does not change under a session
 def diamond_python() -> Path:
     """The venv's python with the lock's pins and this checkout's csdm reader installed."""
     with VENV.locked():
