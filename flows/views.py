@@ -25,11 +25,8 @@ def view_spec(
     size: tuple[int, int], fit: str, filter: str, overshoot: str, name: str | None
 ) -> ViewSpec:
     """The view a command asks for, named by its recipe unless `name` is given."""
-    if filter != "bicubic":  # only bicubic overshoots 0..255; the others stay inside it
-        overshoot = "clamp"
     spec = ViewSpec("-", *size, fit=fit, filter=filter, overshoot=overshoot)
-    method = "diamond" if spec.is_diamond else "resize"
-    return replace(spec, name=name or default_view_name(spec), method=method)
+    return replace(spec, name=name or default_view_name(spec))
 
 
 @flow(name="views", log_prints=True, task_runner=dask_runner())

@@ -188,6 +188,10 @@ class ViewSpec(Versioned):
                 raise ValueError(f"unknown {what} {value!r}: one of {', '.join(allowed)}")
         if not (0 < self.height <= 4096 and 0 < self.width <= 4096):
             raise ValueError(f"view size {self.height}x{self.width}: each side must be 1..4096")
+        if self.filter != "bicubic":  # only bicubic overshoots 0..255; the others stay inside
+            object.__setattr__(self, "overshoot", "clamp")
+        # format 1's one field for the recipe, kept readable: DIAMOND's, or any other resize
+        object.__setattr__(self, "method", VIEW_METHOD if self.is_diamond else "resize")
 
     @property
     def recipe(self) -> dict:

@@ -57,6 +57,7 @@ class EpisodeJob:
     size: tuple[int, int]
     length: int
     options: dict | None = None  # non-secret storage options of both roots
+    view: str | None = None  # a stored view with DIAMOND's recipe at `size`, read from
 
     @property
     def key(self) -> str:
@@ -110,8 +111,9 @@ def plan_export(
     )
     check_dest(ds.root, root_of(dest, options))
     _claim(root_of(dest, options), plan)
+    view = diamond_view(ds.layout, size)
     jobs = [
-        EpisodeJob(str(ds.root), dest, s, i, e.episode, e.file_id, size, length, options)
+        EpisodeJob(str(ds.root), dest, s, i, e.episode, e.file_id, size, length, options, view)
         for s in SPLITS
         for i, e in enumerate(ids[s])
     ]
@@ -218,13 +220,14 @@ def export_episode(job: EpisodeJob) -> EpisodeResult:
     if dest.exists(job.key):  # written whole (put_bytes), so present means complete
         return EpisodeResult(job.file_id, "present")
     ds = open_dataset(job.out, job.options)
-    name = diamond_view(ds.layout, job.size)
     try:
         act = read_actions(ds.layout, job.episode)[: job.length]
         recipe = ViewSpec("-", *job.size).recipe  # the defaults are DIAMOND's recipe
-        if name and view_current(ds.layout, name, job.episode, ds.sha256(job.episode), recipe):
+        if job.view and view_current(
+            ds.layout, job.view, job.episode, ds.sha256(job.episode), recipe
+        ):
             # `csdm views` stored this very tensor: same arithmetic, same frames
-            obs = open_array(ds.root, view_key(ds.layout, name, job.episode))[: job.length]
+            obs = open_array(ds.root, view_key(ds.layout, job.view, job.episode))[: job.length]
             obs = torch.from_numpy(obs)
         else:
             obs = low_res(ds.frames(job.episode, 0, job.length), job.size)

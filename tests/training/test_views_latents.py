@@ -138,6 +138,10 @@ def test_views_coexist_resume_and_go_stale(store) -> None:
     SegmentStream(str(store), 4, 2, view="b")  # current again
     with pytest.raises(ViewClashError, match="exists with another recipe"):
         check_view(str(store), ViewSpec("a", 30, 56, filter="box", overshoot="clamp"))
+    # only bicubic overshoots: any other filter's recipe is one, however it was asked for
+    check_view(str(store), ViewSpec("b", 64, 112, fit="crop", filter="area", overshoot="wrap"))
+    assert (ViewSpec("c", 8, 8, filter="box").overshoot, b.method) == ("clamp", "resize")
+    assert ViewSpec("d", 30, 56).method == "diamond"
 
 
 def test_bad_view_input_is_one_line() -> None:
