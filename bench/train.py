@@ -91,6 +91,7 @@ def fed_against_compute(out: Path, run: Path, cfg: TrainConfig, steps: int, devi
         sampler.stop.set()
         sampler.join()
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    # from the first logged step on: start-up and warm-up are not timed
     fed = (rows[-1]["frames"] - rows[0]["frames"]) / (rows[-1]["seconds"] - rows[0]["seconds"])
     util = sorted(sampler.samples) if sampler and sampler.samples else []
     return {
@@ -133,35 +134,17 @@ def main() -> None:
         build_source(tmp / "source", args.episodes, 1000)
         out = tmp / "out"
         process_source(Root(str(tmp / "source")), Root(str(out)), ProcessParams())
-        index = build_index(load_labels(out, cfg.sampler), cfg.sampler)
-        batch = WindowStream(out, index, cfg.batch_size).read(
-            WindowStream(out, index, cfg.batch_size).windows(0, 0)
-        )
-        base = compute_only(cfg, batch, args.steps, device)
-
-        sampler = GpuSampler() if shutil.which("nvidia-smi") and device.type == "cuda" else None
-        if sampler:
-            sampler.start()
-        train(out, tmp / "run", cfg, quiet=True)
-        if sampler:
-            sampler.stop.set()
-            sampler.join()
-        import json
-
-        rows = [json.loads(x) for x in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
-        # exclude the first step (worker start-up, warm-up) from the timed rate
-        frames = rows[-1]["frames"] - rows[0]["frames"]
-        fed = frames / (rows[-1]["seconds"] - rows[0]["seconds"])
+        got = fed_against_compute(out, tmp / "run", cfg, args.steps, device)
+        base, fed = got["compute_only_frames_per_s"], got["loader_fed_frames_per_s"]
         print(f"\n  compute only (resident batch)  : {base:9.1f} frames/s")
         print(
             f"  loader-fed training (csdm train): {fed:9.1f} frames/s  "
-            f"({fed / base:.2f} of compute-only)"
+            f"({got['fed_over_compute']:.2f} of compute-only)"
         )
-        if sampler and sampler.samples:
-            s = sorted(sampler.samples)
+        if got["gpu_util_samples"]:
             print(
-                f"  GPU utilisation while training : mean {sum(s) / len(s):.0f}%, "
-                f"median {s[len(s) // 2]}% ({len(s)} samples)"
+                f"  GPU utilisation while training : mean {got['gpu_util_mean']:.0f}%, "
+                f"median {got['gpu_util_median']}% ({got['gpu_util_samples']} samples)"
             )
 
 

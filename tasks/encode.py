@@ -30,6 +30,7 @@ from storage.sidearrays import (
     view_key,
 )
 from tasks.views import ViewResult, totals
+from training.diamond_obs import to_float
 
 FULL = "full"  # --view full: the stored full-resolution frames
 _LOADED: dict[str, tuple[torch.nn.Module, Encoder]] = {}  # one encoder per worker process
@@ -207,19 +208,14 @@ def frame_source(ds, job: EncodeJob, gpu_decode: bool | None = None):
         def on_device(lo: int, hi: int) -> torch.Tensor:
             packer = Packer(ds)
             packer.add(job.episode, lo, hi)
-            frames = decode_on_device(packer.result(), FRAME_SHAPE, hi - lo, device)[0]
-            return _scale(frames.flip(-1).permute(0, 3, 1, 2))
+            return to_float(decode_on_device(packer.result(), FRAME_SHAPE, hi - lo, device)[0])
 
         return on_device
-    return lambda lo, hi: _scale(
-        torch.from_numpy(np.ascontiguousarray(ds.frames(job.episode, lo, hi)[..., ::-1]))
-        .permute(0, 3, 1, 2)
-        .to(device)
-    )
+    return lambda lo, hi: to_float(torch.from_numpy(ds.frames(job.episode, lo, hi)).to(device))
 
 
 def _scale(x: torch.Tensor) -> torch.Tensor:
-    """uint8 RGB to float32 in [-1, 1], as DIAMOND and most image VAEs take it."""
+    """A view's uint8 RGB to float32 in [-1, 1], as `to_float` does full BGR frames."""
     return x.float().div(255).mul(2).sub(1)
 
 
