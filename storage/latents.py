@@ -21,6 +21,7 @@ LATENT_FORMAT = 1
 LATENT_CHUNK = 64  # frames per chunk, as views
 LATENTS = "latents"
 LATENTS_INDEX = "catalog/latents.json"
+FULL = "full"  # a latent's source that is no view: the stored full-resolution frames
 DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
 
 

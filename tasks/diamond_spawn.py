@@ -28,13 +28,13 @@ def write_spawns(jobs: list[EpisodeJob], count: int, context: int = SPAWN_CONTEX
     Each starts at the episode's first frame; a folder already complete is left as it is.
     """
     chosen = [j for j in jobs if j.split == "test"] + [j for j in jobs if j.split == "train"]
-    written = []
+    written, ds = [], None
     for i, job in enumerate(chosen[:count]):
         dest, folder = root_of(job.dest, job.options), f"spawn/{i}"
         written.append(dest.url_of(folder))
         if all(dest.exists(f"{folder}/{name}.npy") for name in FILES):
             continue
-        ds = open_dataset(job.out, job.options)
+        ds = ds or open_dataset(job.out, job.options)  # every job reads the same dataset
         frames = ds.frames(job.episode, 0, context)  # BGR, as stored
         rows = read_actions(ds.layout, job.episode)[: job.length].astype(np.int64)
         arrays = {

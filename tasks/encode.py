@@ -12,6 +12,7 @@ import torch
 from storage.action_space import FRAME_SHAPE
 from storage.dataset import CorruptFramesError, open_dataset
 from storage.latents import (
+    FULL,
     Encoder,
     LatentSpec,
     latent_current,
@@ -32,7 +33,6 @@ from storage.sidearrays import (
 from tasks.views import ViewResult, totals
 from training.diamond_obs import to_float
 
-FULL = "full"  # --view full: the stored full-resolution frames
 _LOADED: dict[str, tuple[torch.nn.Module, Encoder]] = {}  # one encoder per worker process
 
 

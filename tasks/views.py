@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from storage.dataset import CorruptFramesError, open_dataset
-from storage.latents import read_latents
+from storage.latents import FULL, read_latents
 from storage.layout import OutLayout, check_name
 from storage.sidearrays import (
     ViewSpec,
@@ -47,7 +47,7 @@ class ViewResult:
 def check_view(out: str, spec: ViewSpec, options: dict | None = None) -> None:
     """Refuse a name already used by a view of another recipe, or by a latent."""
     check_name(spec.name, "view")
-    if spec.name == "full":  # `csdm encode --view full` means the frames themselves
+    if spec.name == FULL:  # `csdm encode --view full` means the frames themselves
         raise ViewClashError(f"{out}: 'full' names the full frames; choose another --name")
     layout = OutLayout.at(out, options)
     old = read_views(layout).get(spec.name)

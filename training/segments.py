@@ -19,7 +19,7 @@ from storage.diamond_layout import (
     too_short,
 )
 from storage.fs import is_url
-from storage.latents import as_tensor, latent_current, open_latent, read_latents
+from storage.latents import FULL, as_tensor, latent_current, open_latent, read_latents
 from storage.sidearrays import open_array, read_actions, read_views, view_current, view_key
 from training.action_encodings import ENCODINGS, strided_actions
 from training.diamond import SegmentId
@@ -209,9 +209,9 @@ def _check_view(
     views, latents = read_views(ds.layout), read_latents(ds.layout)
     if view in latents:
         spec = latents[view]
-        if spec.view != "full" and spec.view not in views:
+        if spec.view != FULL and spec.view not in views:
             raise ValueError(f"{out}: latent {view!r} was made from view {spec.view!r}, now gone")
-        recipe = None if spec.view == "full" else views[spec.view].recipe
+        recipe = None if spec.view == FULL else views[spec.view].recipe
         if obs != "float":
             raise ValueError(f"{out}: latent {view!r} streams as float only, not obs={obs!r}")
         stale = [e for e in sources if not latent_current(ds.layout, spec, e, ds.sha256(e), recipe)]

@@ -267,7 +267,9 @@ def test_latents_of_the_full_frames_and_staleness(store) -> None:
     assert status.count("written") == 2 and status.count("present") == len(status) - 2
 
 
-def test_bad_encoder_input_is_one_line(store) -> None:
+def test_bad_encoder_input_is_one_line(store, monkeypatch) -> None:
+    import tasks.encode as encode_mod
+
     _views(store, ViewSpec("v", 32, 56, overshoot="clamp"))
     cases = [
         ("no_such_module:make", "v", "l1", "does not import"),
@@ -291,6 +293,11 @@ def test_bad_encoder_input_is_one_line(store) -> None:
     # an encoder with a 0-d buffer (BatchNorm) has an identity, the same on every call
     jobs = plan_encode(str(store), "tests.encoders:with_batchnorm", "v", "bn")
     assert jobs[0].spec.params_sha256 == params_sha256(encoders.with_batchnorm())
+    # a factory with other weights in each process: a worker refuses what was not planned
+    jobs = plan_encode(str(store), "tests.encoders:random_each_call", "v", "rnd")
+    monkeypatch.setattr(encode_mod, "_LOADED", {})  # as in a fresh worker process
+    r = encode_episode(jobs[0])
+    assert r.status == "failed" and "other parameters than the planned one" in r.reason
 
 
 def _cli(*args: str):
