@@ -89,14 +89,14 @@ class Packer:
                 self.bodies.append(body)
             self.index.append(np.arange(a, b) + (self.slots[episode, c] - c) * lay.chunk)
 
-    def result(self) -> dict[str, object]:
+    def result(self, pin: bool = False) -> dict[str, object]:
         """The packed batch: `chunk_data`, `chunk_offsets`, `frame_index`, and the layout.
 
         `chunk_offsets` has n + 1 entries; `frame_index` gives, per output frame, its place in
-        the decoded chunks (slot * chunk + frame in chunk).
+        the decoded chunks (slot * chunk + frame in chunk). `pin`: packed into pinned memory.
         """
         sizes = np.array([len(b) for b in self.bodies], np.int64)
-        data = torch.empty(int(sizes.sum()), dtype=torch.uint8)
+        data = torch.empty(int(sizes.sum()), dtype=torch.uint8, pin_memory=pin)
         if self.bodies:
             np.concatenate(self.bodies, out=data.numpy())
         index = np.concatenate(self.index) if self.index else np.zeros(0, np.int64)

@@ -215,9 +215,7 @@ class WindowStream(IterableDataset):
                     self._skip(name, err)
             corrupt.append(name)
         rows = np.array(rows, np.int64).reshape(-1, t)
-        packed = packer.result()
-        if pin:
-            packed["chunk_data"] = packed["chunk_data"].pin_memory()
+        packed = packer.result(pin)
         return {
             "corrupt_episodes": corrupt,
             **packed,
