@@ -138,6 +138,9 @@ def read_actions(layout: OutLayout, episode: str) -> np.ndarray:
 VIEW_FORMAT = 2  # 2: the recipe (fit, filter, overshoot) and the stored size
 VIEW_METHOD = "diamond"  # format 1's only recipe: DIAMOND's bicubic stretch, wrapping uint8 cast
 VIEW_CHUNK = 64  # frames per chunk: a 16-step segment touches one or two
+# zstd level 1: a third of level 3's time for about 6% more bytes (`python -m bench.views
+# --level 3` against the default), on arrays made once per view and read at the same speed
+VIEW_LEVEL = 1
 FITS = ("stretch", "crop", "pad")
 FILTERS = ("bicubic", "bilinear", "area", "box", "nearest")
 OVERSHOOTS = ("wrap", "clamp")
@@ -248,9 +251,7 @@ def write_view(
         **spec.recipe,
     }
     key, shape = view_key(layout, spec.name, episode), (n, 3, spec.height, spec.width)
-    # zstd level 1: a third of level 3's time for about 6% more bytes (bench/views.py), on
-    # arrays made once per view and read at the same speed
-    return write_chunks(layout.root, key, shape, np.uint8, attrs, VIEW_CHUNK, part, level=1)
+    return write_chunks(layout.root, key, shape, np.uint8, attrs, VIEW_CHUNK, part, VIEW_LEVEL)
 
 
 def view_current(
