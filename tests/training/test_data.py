@@ -198,7 +198,9 @@ def test_a_buffer_given_back_during_an_allocation_does_not_block(monkeypatch) ->
     assert first.shape == (2, 3, 4) and list(pool.free[24]) == [spare]
     again = pool.tensor((4, 6))  # a free buffer of the size is taken, whatever the shape
     assert again.data_ptr() == spare.ctypes.data and len(pool.free[24]) == 0
-    pool.tensor((3,))  # another size: its own buffers, no comparison across sizes
+    other = pool.tensor((3,))  # another size: its own buffers, never the 24-byte one
+    assert other.shape == (3,) and other.data_ptr() != spare.ctypes.data
+    assert list(pool.free[24]) == [spare] and 3 not in pool.free
 
 
 def test_subselection_draws_four_times_and_cycles_by_epoch(processed: Path) -> None:
